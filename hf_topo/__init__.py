@@ -1,0 +1,39 @@
+"""hf_topo: topographic language models (TopoNets) in the Hugging Face stack.
+
+TopoLoss (Deb, Deb & Murty, ICLR 2025) lays a layer's output units out on a 2D cortical sheet and rewards
+the sheet for being similar to a blurred copy of itself; trained into the MLP expansion layers of a GPT,
+it yields models with brain-like spatial organization.
+
+Main entry points: :class:`TopoConfig`, :class:`TopoLoss`, :class:`TopoTrainer`,
+:class:`TopoTrainingArguments`.
+"""
+
+__version__ = "0.1.0"
+
+from .config import TOPOGRAPHY_KEY, TopoConfig
+from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
+from .schedule import TauPhase, TauSchedule
+from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
+from .targets import TARGET_PRESETS, find_target_modules
+from .topo_loss import TopoLayer, TopoLoss
+from .trainer import TopoTrainer, TopoTrainingArguments
+
+__all__ = [
+    "__version__",
+    "TOPOGRAPHY_KEY",
+    "TopoConfig",
+    "TopoLoss",
+    "TopoLayer",
+    "TopoTrainer",
+    "TopoTrainingArguments",
+    "TauPhase",
+    "TauSchedule",
+    "CorticalSheet",
+    "TARGET_PRESETS",
+    "as_cortical_sheet",
+    "blur_sheet",
+    "find_target_modules",
+    "laplacian_pyramid_loss",
+    "most_square_shape",
+    "sheet_cosine_loss",
+]

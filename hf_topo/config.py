@@ -1,0 +1,213 @@
+"""``TopoConfig``: the topographic setup of a model, and its record in ``config.json``.
+
+The setup is saved inside the model's own config under the key ``"topography"``, so a TopoNet is an ordinary
+Hugging Face checkpoint: ``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
+``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's
+sheet. Schema (version 1)::
+
+    "topography": {
+      "schema_version": 1,
+      "library": "hf_topo", "library_version": "0.1.0",
+      "loss": "laplacian_pyramid",
+      "tau": {"value": 1.0, "schedule": [{"kind": "linear", "steps": 100, "start": 0.0, "end": 1.0}],
+              "current": 1.0, "at_step": 1000},
+      "factor_h": 3.0, "factor_w": 3.0, "interpolation": "bilinear",
+      "target_modules": ["mlp.c_fc"], "watch_modules": null, "sheet_shape": null,
+      "layers": {"transformer.h.0.mlp.c_fc": {"layer_type": "Conv1D", "height": 48, "width": 64,
+                                              "depth": 768, "role": "target"}, ...}
+    }
+
+``layers`` maps each full module name (as in the base model, without PEFT prefixes) to its sheet;
+``role`` is ``"target"`` (optimized) or ``"watch"`` (logged only).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .losses import INTERPOLATION_MODES
+from .schedule import TauSchedule
+from .sheet import CorticalSheet
+
+__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "SCHEMA_VERSION", "LOSSES"]
+
+TOPOGRAPHY_KEY = "topography"
+SCHEMA_VERSION = 1
+#: Topographic losses known to this version.
+LOSSES = ("laplacian_pyramid",)
+
+
+@dataclass
+class TopoConfig:
+    """Configuration of TopoLoss (Deb, Deb & Murty, ICLR 2025).
+
+    Args:
+        target_modules (`list[str]` or `str`, defaults to `["mlp.c_fc"]`):
+            Layers that get TopoLoss: module-name suffixes, or one regex matched against full names (PEFT's
+            semantics). Use `"mlp.dense_h_to_4h"` for GPT-NeoX/Pythia, `"mlp.up_proj"` for Llama/Qwen/Mistral.
+        tau (`float`, defaults to `1.0`):
+            Base weight τ of the topographic term: `loss = task_loss + τ · topo_loss`. `0` trains a baseline that
+            still logs its TopoLoss.
+        factor_h (`float`, defaults to `3.0`), factor_w (`float`, defaults to `3.0`):
+            Downsampling factors φh, φw of the blur (≥ 1).
+        interpolation (`str`, defaults to `"bilinear"`):
+            `F.interpolate` mode of the blur: one of `"bilinear"`, `"bicubic"`, `"nearest"`, `"nearest-exact"`,
+            `"area"`.
+        sheet_shape (`tuple[int, int]`, *optional*):
+            Fixed sheet `(height, width)` for every layer; by default each layer's most-square factorization.
+        watch_modules (`list[str]` or `str`, *optional*):
+            Layers whose TopoLoss is logged but not optimized (the reference's `scale=None`).
+        tau_schedule (`TauSchedule` or `str`, *optional*):
+            Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"`; constant by default.
+        loss (`str`, defaults to `"laplacian_pyramid"`):
+            The topographic loss; TopoLoss's blur-and-cosine objective.
+        layers (`dict[str, CorticalSheet]`, *optional*):
+            The resolved sheets, filled when the config is read from a saved model. When set, the model the
+            config is applied to must have exactly these layers and shapes.
+    """
+
+    target_modules: list[str] | str = field(default_factory=lambda: ["mlp.c_fc"])
+    tau: float = 1.0
+    factor_h: float = 3.0
+    factor_w: float = 3.0
+    interpolation: str = "bilinear"
+    sheet_shape: tuple[int, int] | None = None
+    watch_modules: list[str] | str | None = None
+    tau_schedule: TauSchedule | str | None = None
+    loss: str = "laplacian_pyramid"
+    layers: dict[str, CorticalSheet] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.watch_modules, (list, tuple)):
+            self.watch_modules = list(self.watch_modules) or None
+        if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau < 0:
+            raise ValueError(f"tau={self.tau!r} must be a finite number >= 0 (0 trains a non-topographic baseline).")
+        self.tau = float(self.tau)
+        for name in ("factor_h", "factor_w"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a finite number >= 1 (the paper uses 3).")
+            setattr(self, name, float(value))
+        if self.interpolation not in INTERPOLATION_MODES:
+            raise ValueError(
+                f"interpolation={self.interpolation!r} is not supported; choose one of {INTERPOLATION_MODES}."
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not known to this hf_topo version; expected one of {LOSSES}.")
+        if self.sheet_shape is not None:
+            shape = tuple(self.sheet_shape)
+            if len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
+                raise ValueError(f"sheet_shape={self.sheet_shape!r} must be two positive integers (height, width).")
+            self.sheet_shape = (int(shape[0]), int(shape[1]))
+        if not isinstance(self.tau_schedule, TauSchedule):
+            self.tau_schedule = TauSchedule.parse(self.tau_schedule)
+
+    # ---- τ -------------------------------------------------------------------------------------------------------
+
+    def tau_at(self, step: int) -> float:
+        """τ in force at optimizer step ``step``: base τ times the schedule's multiplier."""
+        return self.tau * self.tau_schedule.multiplier(step)
+
+    # ---- serialization -------------------------------------------------------------------------------------------
+
+    def to_dict(self, step: int | None = None) -> dict[str, Any]:
+        """The ``"topography"`` record of ``config.json`` (``step``: the optimizer step the model is saved at)."""
+        from . import __version__
+
+        tau: dict[str, Any] = {"value": self.tau, "schedule": self.tau_schedule.to_list()}
+        if step is not None:
+            tau.update(current=self.tau_at(step), at_step=int(step))
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "library": "hf_topo",
+            "library_version": __version__,
+            "loss": self.loss,
+            "tau": tau,
+            "factor_h": self.factor_h,
+            "factor_w": self.factor_w,
+            "interpolation": self.interpolation,
+            "target_modules": copy.deepcopy(self.target_modules),
+            "watch_modules": copy.deepcopy(self.watch_modules),
+            "sheet_shape": list(self.sheet_shape) if self.sheet_shape else None,
+            "layers": None
+            if self.layers is None
+            else {n: s.to_dict() | {"role": self._role(n)} for n, s in self.layers.items()},
+        }
+
+    def _role(self, name: str) -> str:
+        from .targets import matches_pattern
+
+        return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TopoConfig:
+        """Inverse of :meth:`to_dict`; also accepts a plain dict of the constructor's arguments."""
+        data = dict(data)
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(
+                f"Topography metadata has schema_version={version!r}, newer than this hf_topo understands "
+                f"({SCHEMA_VERSION}). Upgrade hf_topo (`pip install -U hf_topo`)."
+            )
+        for key in ("library", "library_version"):
+            data.pop(key, None)
+        tau = data.pop("tau", 1.0)
+        schedule = data.pop("tau_schedule", None)
+        if isinstance(tau, dict):
+            schedule = TauSchedule.from_list(tau.get("schedule"))
+            tau = tau.get("value", 1.0)
+        elif isinstance(schedule, list):
+            schedule = TauSchedule.from_list(schedule)
+        layers_data = data.pop("layers", None)
+        known = set(cls.__dataclass_fields__) - {"layers", "tau", "tau_schedule"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown topography settings {sorted(unknown)}; expected keys among {sorted(known)}.")
+        config = cls(tau=tau, tau_schedule=schedule, **data)
+        if layers_data is not None:
+            config.layers = {n: CorticalSheet.from_dict(n, d) for n, d in layers_data.items()}
+        return config
+
+    @classmethod
+    def from_pretrained(cls, source: Any, **hub_kwargs) -> TopoConfig:
+        """The topographic setup saved with a model.
+
+        Args:
+            source: a local directory or Hub repo id (its ``config.json`` is read through ``AutoConfig``, so
+                ``revision``/``token``/``cache_dir`` pass through ``hub_kwargs``), a ``PreTrainedConfig``, or a model
+                (then the stored sheets are also checked against the model's layers).
+        """
+        from torch import nn
+
+        model = source if isinstance(source, nn.Module) else None
+        if model is not None:
+            model_config = getattr(model, "config", None)
+        elif isinstance(source, (str, os.PathLike)):
+            from transformers import AutoConfig
+
+            model_config = AutoConfig.from_pretrained(source, **hub_kwargs)
+        else:
+            model_config = source
+        data = getattr(model_config, TOPOGRAPHY_KEY, None)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{source if isinstance(source, (str, os.PathLike)) else type(source).__name__} has no "
+                f"'{TOPOGRAPHY_KEY}' metadata in its config, so it is not a saved TopoNet. Train it with TopoTrainer, "
+                "or describe its layers with TopoConfig(target_modules=..., tau=...) yourself."
+            )
+        config = cls.from_dict(data)
+        if model is not None:
+            from .topo_loss import resolve_sheets
+
+            resolve_sheets(model, config)  # raises if the stored sheets contradict the model
+        return config
+
+    def attach_to(self, model_config: Any, step: int | None = None) -> None:
+        """Write this setup into ``model_config`` (a ``PreTrainedConfig``) under ``"topography"``."""
+        setattr(model_config, TOPOGRAPHY_KEY, self.to_dict(step=step))

@@ -1,0 +1,229 @@
+"""``TopoTrainer``: ``transformers.Trainer`` with TopoLoss added to the training objective.
+
+The trainer changes three hooks and keeps the rest stock (accelerate, checkpoints, callbacks, resuming):
+
+* ``compute_loss`` adds ``τ · topo_loss`` once per optimizer step, scaled so that its gradient weighs exactly τ
+  whatever the gradient accumulation, number of processes and ``average_tokens_across_devices``;
+* ``log`` adds ``topo_loss`` (unscaled), ``task_loss``, the current ``tau`` and ``topo_loss/<layer>`` values;
+* ``save_model`` writes the topographic setup into ``config.json`` (key ``"topography"``) on every save.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .config import TopoConfig
+from .topo_loss import TopoLoss
+
+__all__ = ["TopoTrainingArguments", "TopoTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TopoTrainingArguments(TrainingArguments):
+    r"""`TrainingArguments` plus the TopoLoss settings (every field is also a command-line flag of
+    `HfArgumentParser`).
+
+    Parameters:
+        > TopoLoss
+
+        tau (`float`, defaults to `1.0`):
+            Weight τ of the topographic term, `loss = task_loss + τ · topo_loss`. `0` trains a baseline that still
+            logs its TopoLoss.
+        topo_target_modules (`list[str]`, defaults to `["mlp.c_fc"]`):
+            Layers that get TopoLoss: module-name suffixes (PEFT semantics). A single entry starting with `re:` is a
+            regex on full names (`re:.*\.mlp\.(up|gate)_proj`).
+        topo_watch_modules (`list[str]`, *optional*):
+            Layers whose TopoLoss is logged but not optimized.
+        topo_factor_h (`float`, defaults to `3.0`), topo_factor_w (`float`, defaults to `3.0`):
+            Downsampling factors φh, φw of the blur.
+        topo_interpolation (`str`, defaults to `"bilinear"`):
+            Interpolation mode of the blur.
+        topo_sheet_shape (`list[int]`, *optional*):
+            Fixed sheet `height width` for every target layer (default: most-square).
+        tau_schedule (`str`, defaults to `"constant"`):
+            Chain of τ phases over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"` (see `hf_topo.schedule`).
+    """
+
+    tau: float = field(default=1.0, metadata={"help": "Weight τ of TopoLoss: loss = task_loss + τ·topo_loss."})
+    topo_target_modules: list[str] = field(
+        default_factory=lambda: ["mlp.c_fc"],
+        metadata={"help": "Module-name suffixes that get TopoLoss, or one entry 're:REGEX' matched on full names."},
+    )
+    topo_watch_modules: list[str] | None = field(
+        default=None, metadata={"help": "Layers whose TopoLoss is logged but not optimized (same syntax)."}
+    )
+    topo_factor_h: float = field(default=3.0, metadata={"help": "Downsampling factor φh along the sheet height."})
+    topo_factor_w: float = field(default=3.0, metadata={"help": "Downsampling factor φw along the sheet width."})
+    topo_interpolation: str = field(
+        default="bilinear", metadata={"help": "Blur interpolation: bilinear, bicubic, nearest, nearest-exact, area."}
+    )
+    topo_sheet_shape: list[int] | None = field(
+        default=None, metadata={"help": "Fixed sheet 'HEIGHT WIDTH' for every target layer (default: most-square)."}
+    )
+    tau_schedule: str = field(
+        default="constant",
+        metadata={"help": "τ phases over optimizer steps, e.g. 'warmup:1000,cosine:9000:0.1' (see hf_topo.schedule)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.topo_config()  # validate the topo settings before anything is trained
+
+    def topo_config(self) -> TopoConfig:
+        """The :class:`TopoConfig` these arguments describe."""
+        return TopoConfig(
+            target_modules=_patterns(self.topo_target_modules),
+            tau=self.tau,
+            factor_h=self.topo_factor_h,
+            factor_w=self.topo_factor_w,
+            interpolation=self.topo_interpolation,
+            sheet_shape=tuple(self.topo_sheet_shape) if self.topo_sheet_shape else None,
+            watch_modules=_patterns(self.topo_watch_modules) if self.topo_watch_modules else None,
+            tau_schedule=self.tau_schedule,
+        )
+
+
+def _patterns(entries: list[str] | str | None) -> list[str] | str | None:
+    if isinstance(entries, str):
+        entries = [entries]
+    if entries and len(entries) == 1 and entries[0].startswith("re:"):
+        return entries[0][3:]
+    return entries
+
+
+class TopoTrainer(Trainer):
+    """`transformers.Trainer` that trains with `task_loss + τ · TopoLoss` on the model's topographic layers.
+
+    Args:
+        model: a `PreTrainedModel` (or a PEFT model wrapping one).
+        args (`TopoTrainingArguments`): training arguments with the topo settings. Plain `TrainingArguments`
+            work too when `topo_config` is given.
+        topo_config (`TopoConfig`, *optional*): overrides the topo settings of `args`.
+        **kwargs: everything else `Trainer` takes (datasets, collator, processing class, callbacks, ...).
+
+    The topographic term is evaluated once per optimizer step (on its first micro-batch) and enters the objective
+    so that its gradient is exactly `τ · ∇topo_loss` per optimizer step. The model's `config.topography` is
+    written on every save.
+    """
+
+    def __init__(
+        self, model=None, args: TrainingArguments | None = None, topo_config: TopoConfig | None = None, **kwargs
+    ):
+        if topo_config is None:
+            if not isinstance(args, TopoTrainingArguments):
+                raise TypeError(
+                    "TopoTrainer needs its topo settings: pass `args=TopoTrainingArguments(...)` or `topo_config=TopoConfig(...)`."
+                )
+            topo_config = args.topo_config()
+        self.topo_config = topo_config
+        self.topo_loss = TopoLoss(topo_config)
+        if model is not None:
+            self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
+        super().__init__(model=model, args=args, **kwargs)
+        self._topo_last_step = -1
+        self._topo_sums: torch.Tensor | None = None  # per-layer sums since the last log, then weighted τ·topo sum
+        self._topo_count = 0
+        self._topo_layer_names: list[str] = []
+        self._topo_target_mask: torch.Tensor | None = None
+
+    # ---- the objective -------------------------------------------------------------------------------------------
+
+    def current_tau(self) -> float:
+        """τ at the optimizer step being computed (schedule applied)."""
+        return self.topo_config.tau_at(self.state.global_step)
+
+    def _loss_scaling_for_backward(self, num_items_in_batch) -> float:
+        """Factor `Trainer.training_step` applies to what `compute_loss` returns before backward.
+
+        Mirrors transformers 5.x: the loss is divided by the number of accumulation steps of this optimizer
+        step unless it is already normalized over the whole accumulated batch (model that accepts loss kwargs
+        and a known `num_items_in_batch`, or a `compute_loss_func`). DDP then averages gradients over processes,
+        which leaves a term that every process adds identically unchanged.
+        """
+        if self.loss_is_scaled_for_ga is not None:
+            scaled_for_ga = self.loss_is_scaled_for_ga
+        else:
+            scaled_for_ga = (
+                self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or self.compute_loss_func is not None
+        return 1.0 if scaled_for_ga else 1.0 / self.current_gradient_accumulation_steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if not model.training or self._topo_last_step == self.state.global_step:
+            return result
+        self._topo_last_step = self.state.global_step
+        loss, outputs = result if return_outputs else (result, None)
+
+        tau = self.current_tau()
+        topo, per_layer = self.topo_loss.compute(self.model, with_grad=tau > 0)
+        if tau > 0:
+            # The term enters once per optimizer step: undo the per-micro-batch scaling so its gradient is τ·∇topo.
+            loss = loss + (tau / self._loss_scaling_for_backward(num_items_in_batch)) * topo.to(loss.dtype)
+        self._record_topo(tau, topo.detach(), per_layer)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_topo(self, tau: float, topo: torch.Tensor, per_layer: dict[str, torch.Tensor]) -> None:
+        # Kept on device and summed: no host sync per step; `log` reads them once per logging interval.
+        values = torch.stack([v.detach().float() for v in per_layer.values()] + [topo.float() * tau])
+        if self._topo_sums is None or self._topo_sums.shape != values.shape:
+            self._topo_sums = torch.zeros_like(values)
+            self._topo_count = 0
+            self._topo_layer_names = [self.topo_loss_label(n) for n in per_layer]
+            roles = {layer.name: layer.role for layer in self.topo_loss.layers(self.model)}
+            self._topo_target_mask = torch.tensor([roles[n] == "target" for n in per_layer], device=values.device)
+        self._topo_sums += values
+        self._topo_count += 1
+
+    def topo_loss_label(self, name: str) -> str:
+        """Log key of a layer: its base-model name without the usual `transformer.`/`model.` prefix."""
+        from .targets import base_model_name
+
+        name = base_model_name(self.model, name)
+        for prefix in ("transformer.", "model.", "gpt_neox."):
+            if name.startswith(prefix):
+                return name[len(prefix) :]
+        return name
+
+    # ---- logging ---------------------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._topo_count:
+            sums = (self._topo_sums / self._topo_count).tolist()
+            layer_values, weighted = sums[:-1], sums[-1]
+            mask = self._topo_target_mask.tolist()
+            targets = [v for v, is_target in zip(layer_values, mask) if is_target]
+            logs["topo_loss"] = sum(targets) / len(targets)
+            logs["task_loss"] = logs["loss"] - weighted
+            logs["tau"] = self.current_tau()
+            for label, value in zip(self._topo_layer_names, layer_values):
+                logs[f"topo_loss/{label}"] = value
+            self._topo_sums.zero_()
+            self._topo_count = 0
+        super().log(logs, start_time)
+
+    # ---- saving ----------------------------------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        self.write_topography_metadata()
+        super().save_model(output_dir, _internal_call=_internal_call)
+
+    def write_topography_metadata(self) -> None:
+        """Put the topographic setup (with every layer's sheet and the τ at this step) into `model.config`."""
+        model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+        config = self.topo_loss.config_for(self.model)
+        targets = [model]
+        base = getattr(model, "get_base_model", None)
+        if callable(base):
+            targets.append(base())
+        for target in targets:
+            if getattr(target, "config", None) is not None:
+                config.attach_to(target.config, step=self.state.global_step)
