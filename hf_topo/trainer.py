@@ -200,11 +200,11 @@ class TopoTrainer(Trainer):
             sums = (self._topo_sums / self._topo_count).tolist()
             layer_values, weighted = sums[:-1], sums[-1]
             mask = self._topo_target_mask.tolist()
-            targets = [v for v, is_target in zip(layer_values, mask) if is_target]
+            targets = [v for v, is_target in zip(layer_values, mask, strict=True) if is_target]
             logs["topo_loss"] = sum(targets) / len(targets)
             logs["task_loss"] = logs["loss"] - weighted
             logs["tau"] = self.current_tau()
-            for label, value in zip(self._topo_layer_names, layer_values):
+            for label, value in zip(self._topo_layer_names, layer_values, strict=True):
                 logs[f"topo_loss/{label}"] = value
             self._topo_sums.zero_()
             self._topo_count = 0
