@@ -127,7 +127,8 @@ class TopoTrainer(Trainer):
             self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
         super().__init__(model=model, args=args, **kwargs)
         self._topo_last_step = -1
-        self._topo_sums: torch.Tensor | None = None  # per-layer sums since the last log, then weighted τ·topo sum
+        # Since the last log: per-layer TopoLoss sums, then the sums of τ·topo_loss and of τ.
+        self._topo_sums: torch.Tensor | None = None
         self._topo_count = 0
         self._topo_layer_names: list[str] = []
         self._topo_target_mask: torch.Tensor | None = None
@@ -173,7 +174,9 @@ class TopoTrainer(Trainer):
 
     def _record_topo(self, tau: float, topo: torch.Tensor, per_layer: dict[str, torch.Tensor]) -> None:
         # Kept on device and summed: no host sync per step; `log` reads them once per logging interval.
-        values = torch.stack([v.detach().float() for v in per_layer.values()] + [topo.float() * tau])
+        values = torch.stack(
+            [v.detach().float() for v in per_layer.values()] + [topo.float() * tau, topo.new_tensor(tau)]
+        )
         if self._topo_sums is None or self._topo_sums.shape != values.shape:
             self._topo_sums = torch.zeros_like(values)
             self._topo_count = 0
@@ -198,12 +201,12 @@ class TopoTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._topo_count:
             sums = (self._topo_sums / self._topo_count).tolist()
-            layer_values, weighted = sums[:-1], sums[-1]
+            layer_values, weighted, mean_tau = sums[:-2], sums[-2], sums[-1]
             mask = self._topo_target_mask.tolist()
             targets = [v for v, is_target in zip(layer_values, mask, strict=True) if is_target]
             logs["topo_loss"] = sum(targets) / len(targets)
             logs["task_loss"] = logs["loss"] - weighted
-            logs["tau"] = self.current_tau()
+            logs["tau"] = mean_tau  # τ used in the steps logged (their mean when logging_steps > 1)
             for label, value in zip(self._topo_layer_names, layer_values, strict=True):
                 logs[f"topo_loss/{label}"] = value
             self._topo_sums.zero_()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Main job: set up .venv, then pretrain a small TopoNet and a τ=0 baseline offline (python scripts/demo.py --help).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" exec python scripts/demo.py "$@"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Test job: set up .venv, lint, then run the test suite offline (extra arguments go to pytest).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+ruff check hf_topo scripts tests benchmarks
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec python -m pytest -q "$@"

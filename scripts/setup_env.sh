@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtualenv in .venv and install hf_topo with its test extras.
+# Sourced by scripts/run_demo.sh and scripts/run_tests.sh; safe to run again (a stamp skips unchanged installs).
+#   TORCH_SPEC   torch requirement installed first (default torch==2.13.0: the CPU wheel on our machines;
+#                on a CUDA machine pip picks the CUDA build of the same release)
+#   PYTHON       interpreter used to create the virtualenv (default python3, must be >= 3.10)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "hf_topo needs Python >= 3.10, found " + sys.version.split()[0])'
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.hf_topo-installed"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "[setup] installing $TORCH_SPEC and hf_topo[test] (first run takes a minute)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
+    "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"

@@ -1,0 +1,38 @@
+"""Model presets (hf_topo.models): architectures and the sheets TopoLoss lays over them."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_topo import TopoConfig, TopoLoss
+from hf_topo.models import MODEL_PRESETS, apply_overrides, build_model, preset_config
+
+
+@pytest.mark.parametrize(
+    "preset, n_layers, sheet",
+    [("tiny-gpt2", 4, (16, 32, 128)), ("gpt2-124m", 12, (48, 64, 768)), ("gpt-neo-125m", 12, (48, 64, 768))],
+)
+def test_preset_sheets(preset, n_layers, sheet):
+    config = preset_config(preset, vocab_size=50257, block_size=128)
+    with torch.device("meta"):  # shapes only: no memory for the 125M-parameter presets
+        model = AutoModelForCausalLM.from_config(config)
+    layers = TopoLoss(TopoConfig()).layers(model)
+    assert len(layers) == n_layers
+    assert {layer.sheet.shape for layer in layers} == {sheet}
+    assert layers[0].sheet.layer_type == ("Conv1D" if "gpt2" in preset else "Linear")
+
+
+def test_gpt2_124m_has_124m_parameters():
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(preset_config("gpt2-124m", vocab_size=50257, block_size=1024))
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == 124
+
+
+def test_overrides_and_unknown_preset():
+    model = build_model("tiny-gpt2", vocab_size=100, block_size=16, config_overrides="n_embd=32,n_layer=2")
+    assert model.config.n_embd == 32 and model.config.n_layer == 2 and model.config.vocab_size == 100
+    with pytest.raises(ValueError, match="no attribute 'n_emb'"):
+        apply_overrides(preset_config("tiny-gpt2", 100, 16), "n_emb=3")
+    with pytest.raises(ValueError, match="Unknown model preset"):
+        preset_config("gpt5", 100, 16)
+    assert set(MODEL_PRESETS) == {"tiny-gpt2", "gpt2-124m", "gpt-neo-125m"}

@@ -1,0 +1,114 @@
+"""scripts/pretrain.py end to end: as a plain script and under `accelerate launch`, on a local corpus, offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_topo import TopoConfig
+from hf_topo.data import write_python_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "--model_preset", "tiny-gpt2", "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
+    "--block_size", "32", "--tokenizer_vocab_size", "300", "--max_eval_blocks", "8",
+    "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--logging_steps", "1",
+    "--report_to", "none", "--use_cpu", "true", "--seed", "1",
+]  # fmt: skip
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_python_corpus(str(tmp_path_factory.mktemp("corpus") / "stdlib.txt"), max_bytes=40_000)
+
+
+def _run(cmd, cwd):
+    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
+    out = tmp_path / "toponet"
+    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(out)]
+    cmd += COMMON + ["--max_steps", "6", "--tau", "3", "--tau_schedule", "warmup:2", "--save_steps", "3"]
+    result = _run(cmd, tmp_path)
+    assert "TopoNet saved to" in result.stdout
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_perplexity"] > 1 and 0 < metrics["topo_loss"] < 1
+    assert set(metrics["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    taus = [h["tau"] for h in history if "tau" in h]
+    assert taus == [0.0, 1.5, 3.0, 3.0, 3.0, 3.0]  # warmup:2 then constant, logged per optimizer step
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)  # the locally trained tokenizer is saved with the model
+    topo = TopoConfig.from_pretrained(out)
+    assert topo.tau == 3.0 and topo.target_modules == ["mlp.c_fc"]
+    assert {n: s.shape for n, s in topo.layers.items()} == {
+        "transformer.h.0.mlp.c_fc": (8, 16, 32),
+        "transformer.h.1.mlp.c_fc": (8, 16, 32),
+    }
+    TopoConfig.from_pretrained(model)  # stored sheets agree with the loaded weights
+    checkpoint = json.loads((out / "checkpoint-3" / "config.json").read_text())
+    assert checkpoint["topography"]["tau"]["at_step"] == 3
+
+
+@pytest.mark.slow
+def test_pretrain_under_accelerate_launch(tmp_path, corpus):
+    out = tmp_path / "launched"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
+        "--mixed_precision",
+        "no",
+    ]
+    cmd += [str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(out)]
+    cmd += COMMON + ["--max_steps", "3", "--tau", "1", "--save_strategy", "no"]
+    _run(cmd, tmp_path)
+    assert json.loads((out / "config.json").read_text())["topography"]["tau"]["value"] == 1.0
+
+
+def test_pretrain_rejects_bad_topo_settings_before_training(tmp_path, corpus):
+    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(tmp_path)]
+    result = subprocess.run(
+        cmd + COMMON + ["--max_steps", "2", "--topo_target_modules", "mlp.w_in"],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "matches no Linear/Conv1D/Conv2d layer" in result.stderr and "c_fc" in result.stderr
+    assert not (tmp_path / "model.safetensors").exists()
+    result = subprocess.run(cmd + COMMON + ["--tau", "-1"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "tau=-1.0 must be a finite number >= 0" in result.stderr
+
+
+def test_pretrain_help_documents_topo_flags():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/pretrain.py"), "--help"], env=_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for flag in (
+        "--tau",
+        "--tau_schedule",
+        "--topo_target_modules",
+        "--topo_factor_h",
+        "--model_preset",
+        "--train_file",
+    ):
+        assert flag in result.stdout
