@@ -112,3 +112,19 @@ def test_pretrain_help_documents_topo_flags():
         "--train_file",
     ):
         assert flag in result.stdout
+
+
+@pytest.mark.slow
+def test_pretrain_streaming_jsonl(tmp_path):
+    lines = [json.dumps({"text": f"def function_{i}(x):\n    return x * {i} + {i % 7}\n"}) for i in range(400)]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:360]))
+    (tmp_path / "val.jsonl").write_text("\n".join(lines[360:]))
+    out = tmp_path / "streamed"
+    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", str(tmp_path / "train.jsonl")]
+    cmd += ["--validation_file", str(tmp_path / "val.jsonl"), "--streaming", "true", "--output_dir", str(out)]
+    cmd += COMMON + ["--max_steps", "3", "--tau", "1", "--save_strategy", "no"]
+    _run(cmd, tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_loss"] > 0
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    assert json.loads((out / "config.json").read_text())["topography"]["layers"]
