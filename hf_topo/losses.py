@@ -227,7 +227,9 @@ def sheet_cosine_loss(
         raise ValueError(f"Expected a 3D sheet tensor, got shape {tuple(sheet.shape)}.")
     height, width = (sheet.shape[0], sheet.shape[1]) if units_first else (sheet.shape[1], sheet.shape[2])
     mats = blur_matrices(height, width, factor_h, factor_w, interpolation, device=sheet.device)
-    return _SheetCosineLoss.apply(sheet, units_first, *mats)
+    # Under mixed precision (Trainer's --bf16/--fp16 autocast) the GEMMs would otherwise run in half precision.
+    with torch.autocast(device_type=sheet.device.type, enabled=False):
+        return _SheetCosineLoss.apply(sheet, units_first, *mats)
 
 
 def blur_sheet(

@@ -111,6 +111,16 @@ def test_bf16_weights_are_computed_in_float32():
     assert layer.weight.grad.dtype == torch.bfloat16 and layer.weight.grad.abs().sum() > 0
 
 
+def test_autocast_does_not_lower_precision():
+    torch.manual_seed(7)
+    layer = nn.Linear(64, 768)
+    topo = TopoLoss(target_modules=["0"])
+    expected = topo(nn.Sequential(layer)).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = topo(nn.Sequential(layer))
+    assert value.dtype == torch.float32 and abs(value.item() - expected) <= 1e-6
+
+
 def test_blur_equals_interpolate():
     torch.manual_seed(5)
     sheet = torch.randn(12, 20, 7)
