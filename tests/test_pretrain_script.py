@@ -128,3 +128,18 @@ def test_pretrain_streaming_jsonl(tmp_path):
     assert metrics["eval_loss"] > 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert json.loads((out / "config.json").read_text())["topography"]["layers"]
+
+
+@pytest.mark.slow
+def test_demo_trains_both_models_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, str(ROOT / "scripts/demo.py"), "--output_dir", str(out), "--max_steps", "4"]
+    cmd += ["--corpus_bytes", "40000", "--vocab_size", "300", "--batch_size", "4", "--block_size", "32"]
+    result = _run(cmd, tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"]["tau"] == 0.0 and summary["toponet"]["tau"] == 5.0
+    assert summary["toponet"]["topo_loss"] < summary["baseline"]["topo_loss"]
+    for path in summary["figures"]:
+        assert Path(path).stat().st_size > 10_000  # real PNGs
+    assert "| toponet | 5 |" in result.stdout and str(out / "toponet") in result.stdout
+    assert (out / "toponet" / "tokenizer.json").exists() and (out / "baseline" / "config.json").exists()
