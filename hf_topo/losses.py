@@ -100,40 +100,42 @@ def blur_matrices(
     return tuple(m.to(device=device, dtype=dtype) for m in mats)
 
 
-# A working chunk is a float32 contiguous tensor with the height axis first: ``(h, w, depth)`` for sheets stored
-# units-first (Linear, Conv2d) and ``(h, depth, w)`` for Conv1D, so that moving between sheet and chunk is a cheap
-# copy and blurring along height is always a single GEMM.
+# A working chunk is a float32 contiguous slice of the sheet's depth in the sheet's own axis order: ``(h, w, depth)``
+# for Linear/Conv2d (units first) and ``(depth, h, w)`` for Conv1D, whose depth slices are already contiguous, so
+# a float32 Conv1D sheet is blurred without any copy. Axes at either end are blurred with one GEMM, the middle
+# axis with a GEMM batched over the first.
 
 
-def _along_height(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Apply ``matrix`` (m × h) along the height axis (axis 0) of a working chunk: one GEMM."""
-    return (matrix @ x.reshape(x.shape[0], -1)).view(-1, *x.shape[1:])
+def _along(x: torch.Tensor, matrix: torch.Tensor, axis: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply ``matrix`` (m × n) along ``axis`` (of size n) of the 3D chunk ``x``; ``out`` receives an axis-2 result."""
+    a, b, c = x.shape
+    if axis == 0:
+        return (matrix @ x.reshape(a, b * c)).view(-1, b, c)
+    if axis == 2:
+        if out is not None:
+            return torch.mm(x.reshape(a * b, c), matrix.T, out=out.view(a * b, -1)).view(a, b, -1)
+        return (x.reshape(a * b, c) @ matrix.T).view(a, b, -1)
+    return torch.matmul(matrix, x)
 
 
-def _along_width(x: torch.Tensor, matrix: torch.Tensor, depth_axis: int) -> torch.Tensor:
-    """Apply ``matrix`` (m × w) along the width axis of a working chunk."""
-    if depth_axis == 1:  # (h, depth, w): width is the last axis, one GEMM
-        height, depth, width = x.shape
-        return (x.reshape(height * depth, width) @ matrix.T).view(height, depth, -1)
-    return torch.matmul(matrix, x)  # (h, w, depth): batched over height
-
-
-def _blur(x: torch.Tensor, mats, depth_axis: int) -> torch.Tensor:
-    """blur(C) of a working chunk."""
+def _blur(x: torch.Tensor, mats, axes: tuple[int, int]) -> torch.Tensor:
+    """blur(C) of a working chunk whose sheet height and width sit on ``axes``."""
     down_h, up_h, down_w, up_w = mats
-    x = _along_width(x, down_w, depth_axis)
-    x = _along_height(x, down_h)
-    x = _along_height(x, up_h)
-    return _along_width(x, up_w, depth_axis)
+    axis_h, axis_w = axes
+    x = _along(x, down_w, axis_w)
+    x = _along(x, down_h, axis_h)
+    x = _along(x, up_h, axis_h)
+    return _along(x, up_w, axis_w)
 
 
-def _blur_transposed(x: torch.Tensor, mats, depth_axis: int) -> torch.Tensor:
-    """blurᵀ(G), the adjoint of :func:`_blur`, used by the backward pass."""
+def _blur_transposed(x: torch.Tensor, mats, axes: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """blurᵀ(G), the adjoint of :func:`_blur`, used by the backward pass (written into ``out`` when possible)."""
     down_h, up_h, down_w, up_w = mats
-    x = _along_width(x, up_w.T, depth_axis)
-    x = _along_height(x, up_h.T)
-    x = _along_height(x, down_h.T)
-    return _along_width(x, down_w.T, depth_axis)
+    axis_h, axis_w = axes
+    x = _along(x, up_w.T, axis_w)
+    x = _along(x, up_h.T, axis_h)
+    x = _along(x, down_h.T, axis_h)
+    return _along(x, down_w.T, axis_w, out=out if axis_w == 2 else None)
 
 
 def _depth_chunks(sheet: torch.Tensor, units_first: bool):
@@ -147,8 +149,8 @@ def _depth_chunks(sheet: torch.Tensor, units_first: bool):
 
 
 def _chunk_view(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
-    """A depth slice of the sheet in working-chunk axis order (a strided view, no copy)."""
-    return sheet[:, :, part] if units_first else sheet[part].permute(1, 0, 2)
+    """A depth slice of the sheet (a view: strided when units first, contiguous for Conv1D)."""
+    return sheet[:, :, part] if units_first else sheet[part]
 
 
 def _chunk(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
@@ -162,14 +164,14 @@ class _SheetCosineLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sheet, units_first, down_h, up_h, down_w, up_w):
         mats = (down_h, up_h, down_w, up_w)
-        depth_axis = 2 if units_first else 1
+        depth_axis, axes = (2, (0, 1)) if units_first else (0, (1, 2))
         height, width = (sheet.shape[0], sheet.shape[1]) if units_first else (sheet.shape[1], sheet.shape[2])
-        dot = sheet.new_zeros((height, width, 1) if units_first else (height, 1, width), dtype=torch.float32)
+        dot = sheet.new_zeros((height, width, 1) if units_first else (1, height, width), dtype=torch.float32)
         norm_c = torch.zeros_like(dot)
         norm_b = torch.zeros_like(dot)
         for part in _depth_chunks(sheet, units_first):
             x = _chunk(sheet, part, units_first)
-            blurred = _blur(x, mats, depth_axis)
+            blurred = _blur(x, mats, axes)
             # (x*x).sum(...) is much faster on CPU than linalg.vector_norm over a strided axis.
             dot += (x * blurred).sum(dim=depth_axis, keepdim=True)
             norm_c += (x * x).sum(dim=depth_axis, keepdim=True)
@@ -185,7 +187,7 @@ class _SheetCosineLoss(torch.autograd.Function):
     def backward(ctx, grad_output):
         sheet, down_h, up_h, down_w, up_w, dot, norm_c, norm_b = ctx.saved_tensors
         units_first = ctx.units_first
-        depth_axis = 2 if units_first else 1
+        axes = (0, 1) if units_first else (1, 2)
         mats = (down_h, up_h, down_w, up_w)
         scale = -grad_output.to(torch.float32) / dot.numel()
         # d cos_u / d C_u = B_u/(n m) − s C_u/(n³ m);  d cos_u / d B_u = C_u/(n m) − s B_u/(n m³)
@@ -195,12 +197,15 @@ class _SheetCosineLoss(torch.autograd.Function):
         grad = torch.empty(sheet.shape, dtype=sheet.dtype, device=sheet.device)
         for part in _depth_chunks(sheet, units_first):
             x = _chunk(sheet, part, units_first)
-            blurred = _blur(x, mats, depth_axis)
+            blurred = _blur(x, mats, axes)
             grad_b = torch.addcmul(blurred * coef_b_via_blur, x, inv_nm)
-            g = _blur_transposed(grad_b, mats, depth_axis)
+            target = _chunk_view(grad, part, units_first)
+            direct = not units_first and grad.dtype == torch.float32  # Conv1D: the last GEMM writes into grad
+            g = _blur_transposed(grad_b, mats, axes, out=target if direct else None)
             del grad_b
             g.addcmul_(blurred, inv_nm).addcmul_(x, coef_c_direct)
-            _chunk_view(grad, part, units_first).copy_(g)
+            if not direct:
+                target.copy_(g)
         return grad, None, None, None, None, None
 
 
@@ -239,7 +244,7 @@ def blur_sheet(
     height, width = cortical_sheet.shape[:2]
     mats = blur_matrices(height, width, factor_h, factor_w, interpolation, device=cortical_sheet.device)
     working = cortical_sheet.to(torch.float32, memory_format=torch.contiguous_format)
-    return _blur(working, mats, depth_axis=2)
+    return _blur(working, mats, (0, 1))
 
 
 def laplacian_pyramid_loss(

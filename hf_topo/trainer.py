@@ -97,6 +97,25 @@ def _patterns(entries: list[str] | str | None) -> list[str] | str | None:
     return entries
 
 
+def _check_stored_topography(model, topo_config: TopoConfig) -> None:
+    """When training continues from a saved TopoNet, its stored sheets must match the weights (else raise), and a
+    change of topographic setup is said out loud."""
+    from .config import TOPOGRAPHY_KEY
+
+    if not isinstance(getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None), dict):
+        return
+    stored = TopoConfig.from_pretrained(model)
+    keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
+    changed = [k for k in keys if getattr(stored, k) != getattr(topo_config, k)]
+    if changed:
+        logger.warning(
+            "The model was trained with a different topographic setup (%s); this run uses %s and will overwrite the "
+            "stored metadata on save.",
+            ", ".join(f"{k}={getattr(stored, k)!r}" for k in changed),
+            ", ".join(f"{k}={getattr(topo_config, k)!r}" for k in changed),
+        )
+
+
 class TopoTrainer(Trainer):
     """`transformers.Trainer` that trains with `task_loss + τ · TopoLoss` on the model's topographic layers.
 
@@ -125,6 +144,7 @@ class TopoTrainer(Trainer):
         self.topo_loss = TopoLoss(topo_config)
         if model is not None:
             self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
+            _check_stored_topography(model, topo_config)
         super().__init__(model=model, args=args, **kwargs)
         self._topo_last_step = -1
         # Since the last log: per-layer TopoLoss sums, then the sums of τ·topo_loss and of τ.

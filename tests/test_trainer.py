@@ -148,3 +148,16 @@ def test_bad_input_fails_before_training(tmp_path):
         from transformers import TrainingArguments
 
         TopoTrainer(model=_model(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+
+
+def test_continuing_from_a_toponet_checks_its_stored_sheets(tmp_path):
+    out = tmp_path / "toponet"
+    trainer = _train(out, max_steps=1)
+    trainer.save_model()
+    config_file = out / "config.json"
+    data = json.loads(config_file.read_text())
+    data["topography"]["layers"]["transformer.h.1.mlp.c_fc"]["depth"] = 64
+    config_file.write_text(json.dumps(data))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    with pytest.raises(ValueError, match=r"'transformer.h.1.mlp.c_fc' says Conv1D sheet \(8, 16, 64\)"):
+        TopoTrainer(model=model, args=_args(tmp_path / "next"), train_dataset=_data())
