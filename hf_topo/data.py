@@ -99,7 +99,7 @@ def load_text_datasets(
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2):
-    """Train a byte-level BPE tokenizer (GPT-2 style, ``<|endoftext|>`` as BOS/EOS/UNK) on ``texts``, offline.
+    """Train a byte-level BPE tokenizer (GPT-2 style, ``<|endoftext|>`` as BOS/EOS/UNK/PAD) on ``texts``, offline.
 
     Returns a ``transformers.PreTrainedTokenizerFast`` that saves and loads like any Hub tokenizer.
     """
@@ -122,7 +122,11 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_freque
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, unk_token=END_OF_TEXT
+        tokenizer_object=tokenizer,
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
     )
 
 

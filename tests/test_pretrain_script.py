@@ -143,3 +143,13 @@ def test_demo_trains_both_models_and_reports(tmp_path):
         assert Path(path).stat().st_size > 10_000  # real PNGs
     assert "| toponet | 5 |" in result.stdout and str(out / "toponet") in result.stdout
     assert (out / "toponet" / "tokenizer.json").exists() and (out / "baseline" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_readme_quickstart_runs(tmp_path):
+    result = _run([sys.executable, str(ROOT / "examples/quickstart.py")], tmp_path)
+    assert (
+        "CorticalSheet(module_name='transformer.h.0.mlp.c_fc', layer_type='Conv1D', height=16, width=32"
+        in result.stdout
+    )
+    assert (tmp_path / "outputs/quickstart/toponet/config.json").exists()
