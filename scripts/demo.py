@@ -46,6 +46,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--vocab_size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--blimp_dir", default=None, help="BLiMP jsonl files (e.g. ../shared/data/blimp_sample): score both models."
+    )
+    parser.add_argument("--blimp_limit", type=int, default=None, help="At most this many BLiMP pairs per paradigm.")
     return parser.parse_args()
 
 
@@ -75,6 +79,10 @@ def train_one(args: argparse.Namespace, train_file: str, tau: float, name: str, 
     ]  # fmt: skip
     if tokenizer is not None:
         argv += ["--tokenizer_name", tokenizer]
+    if args.blimp_dir:
+        argv += ["--blimp_dir", args.blimp_dir] + (
+            ["--blimp_limit", str(args.blimp_limit)] if args.blimp_limit else []
+        )
     model_args, data_args, training_args = pretrain.parse_args(argv)
     start = time.perf_counter()
     metrics = pretrain.main(model_args, data_args, training_args)
@@ -144,6 +152,10 @@ def main() -> None:
     )
     print(f"Corpus: {train_file} ({os.path.getsize(train_file) / 1e6:.1f} MB)")
 
+    if args.blimp_dir:
+        print(f"BLiMP: {args.blimp_dir}")
+    else:
+        print("BLiMP: not evaluated (no data given; pass --blimp_dir DIR with BLiMP's <paradigm>.jsonl files)")
     results: dict[str, dict] = {}
     for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
         tokenizer = results["baseline"]["output_dir"] if results else None  # train the tokenizer once, share it
@@ -153,13 +165,14 @@ def main() -> None:
             results[name]["log_history"] = json.load(f)["log_history"]
 
     rows = [
-        "| model | τ | eval loss | perplexity | TopoLoss | train time (s) | saved to |",
-        "|---|---|---|---|---|---|---|",
+        "| model | τ | eval loss | perplexity | TopoLoss | BLiMP | train time (s) | saved to |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results.items():
+        blimp = f"{m['blimp_overall']:.4f}" if "blimp_overall" in m else "n/a"
         rows.append(
             f"| {name} | {m['tau']:g} | {m['eval_loss']:.4f} | {m['eval_perplexity']:.2f} | {m['topo_loss']:.4f} | "
-            f"{m['wall_time_s']:.0f} | {m['output_dir']} |"
+            f"{blimp} | {m['wall_time_s']:.0f} | {m['output_dir']} |"
         )
     figures = plot(results, args.output_dir)
     summary = {name: {k: v for k, v in m.items() if k != "log_history"} for name, m in results.items()}

@@ -28,6 +28,7 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, default_data_collator, set_seed
 
 from hf_topo import TopoTrainer, TopoTrainingArguments
+from hf_topo.blimp import BlimpCallback, evaluate_blimp, load_blimp
 from hf_topo.data import load_text_datasets, pack_into_blocks, train_bpe_tokenizer
 from hf_topo.models import MODEL_PRESETS, build_model
 
@@ -73,6 +74,14 @@ class DataArguments:
         default=5, metadata={"help": "Percent of the training data held out when there is no validation split."}
     )
     max_eval_blocks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many blocks."})
+    blimp_dir: str | None = field(
+        default=None, metadata={"help": "BLiMP jsonl directory: BLiMP at every evaluation and after training."}
+    )
+    blimp_dataset: str | None = field(default=None, metadata={"help": "Or a Hub BLiMP dataset (nyu-mll/blimp)."})
+    blimp_paradigms: str | None = field(
+        default=None, metadata={"help": "Comma-separated BLiMP paradigms (default all)."}
+    )
+    blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
 
@@ -119,6 +128,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
             else eval_blocks.select(range(min(data_args.max_eval_blocks, len(eval_blocks))))
         )
 
+    blimp = None
+    if data_args.blimp_dir or data_args.blimp_dataset:  # loaded (and checked) before any training
+        blimp = load_blimp(
+            data_args.blimp_dir, data_args.blimp_dataset, data_args.blimp_paradigms, data_args.blimp_limit
+        )
+
     model = build_model(
         model_args.model_preset,
         vocab_size=len(tokenizer),
@@ -139,6 +154,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
         processing_class=tokenizer,
         data_collator=default_data_collator,
     )
+    if blimp is not None:
+        trainer.add_callback(BlimpCallback(trainer, data=blimp, batch_size=training_args.per_device_eval_batch_size))
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the full log history (loss, topo_loss, tau per logging step)
@@ -150,6 +167,14 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
     metrics["topo_loss"] = topo.item()
     metrics["topo_loss_per_layer"] = {trainer.topo_loss_label(n): v.item() for n, v in per_layer.items()}
     metrics["tau"] = training_args.tau
+    if blimp is not None:
+        results = evaluate_blimp(
+            trainer.model, tokenizer, data=blimp, batch_size=training_args.per_device_eval_batch_size
+        )
+        metrics["blimp_overall"] = results.overall
+        metrics["blimp_fields"] = results.fields
+        if trainer.is_world_process_zero():
+            results.to_json(os.path.join(training_args.output_dir, "blimp.json"))
     metrics["n_parameters"] = n_params
     metrics["output_dir"] = os.path.abspath(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -175,4 +200,5 @@ if __name__ == "__main__":
         f"\nTopoNet saved to {metrics['output_dir']}\n"
         f"  eval loss {metrics['eval_loss']:.4f}  perplexity {metrics['eval_perplexity']:.2f}  "
         f"topo loss {metrics['topo_loss']:.4f}  (tau {metrics['tau']:g})"
+        + (f"  BLiMP {metrics['blimp_overall']:.4f}" if "blimp_overall" in metrics else "")
     )

@@ -4,4 +4,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" exec python scripts/demo.py "$@"
+# BLiMP sample data sits beside the repository on our machines (../shared); without it the demo says so and skips BLiMP.
+BLIMP_ARGS=()
+if [ -d "$ROOT/../shared/data/blimp_sample" ] && [[ " $* " != *" --blimp_dir "* ]]; then
+    BLIMP_ARGS=(--blimp_dir "$ROOT/../shared/data/blimp_sample")
+fi
+HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" exec python scripts/demo.py "${BLIMP_ARGS[@]}" "$@"

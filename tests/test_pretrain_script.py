@@ -38,13 +38,22 @@ def _run(cmd, cwd):
     return result
 
 
+def _blimp_dir(root: Path) -> Path:
+    root.mkdir()
+    rows = [{"sentence_good": f"def f{i}(x): return x", "sentence_bad": f"def f{i}(x) return x:", "field": "syntax",
+             "linguistics_term": "code", "UID": "code_syntax"} for i in range(5)]  # fmt: skip
+    (root / "code_syntax.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
 @pytest.mark.slow
 def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
     out = tmp_path / "toponet"
     cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(out)]
     cmd += COMMON + ["--max_steps", "6", "--tau", "3", "--tau_schedule", "warmup:2", "--save_steps", "3"]
+    cmd += ["--blimp_dir", str(_blimp_dir(tmp_path / "blimp")), "--eval_strategy", "steps", "--eval_steps", "3"]
     result = _run(cmd, tmp_path)
-    assert "TopoNet saved to" in result.stdout
+    assert "TopoNet saved to" in result.stdout and "BLiMP" in result.stdout
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_perplexity"] > 1 and 0 < metrics["topo_loss"] < 1
@@ -64,6 +73,9 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
     TopoConfig.from_pretrained(model)  # stored sheets agree with the loaded weights
     checkpoint = json.loads((out / "checkpoint-3" / "config.json").read_text())
     assert checkpoint["topography"]["tau"]["at_step"] == 3
+    assert [h["step"] for h in history if "blimp/overall" in h] == [3, 6]  # BlimpCallback at each evaluation
+    assert 0 <= metrics["blimp_overall"] <= 1 and set(metrics["blimp_fields"]) == {"syntax"}
+    assert json.loads((out / "blimp.json").read_text())["n_pairs"] == {"code_syntax": 5}
 
 
 @pytest.mark.slow
@@ -142,6 +154,7 @@ def test_demo_trains_both_models_and_reports(tmp_path):
     for path in summary["figures"]:
         assert Path(path).stat().st_size > 10_000  # real PNGs
     assert "| toponet | 5 |" in result.stdout and str(out / "toponet") in result.stdout
+    assert "BLiMP: not evaluated (no data given; pass --blimp_dir" in result.stdout
     assert (out / "toponet" / "tokenizer.json").exists() and (out / "baseline" / "config.json").exists()
 
 
