@@ -28,7 +28,7 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, default_data_collator, set_seed
 
 from hf_topo import TopoTrainer, TopoTrainingArguments
-from hf_topo.blimp import BlimpCallback, evaluate_blimp, load_blimp
+from hf_topo.blimp import BlimpCallback, load_blimp
 from hf_topo.data import load_text_datasets, pack_into_blocks, train_bpe_tokenizer
 from hf_topo.models import MODEL_PRESETS, build_model
 
@@ -154,8 +154,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
         processing_class=tokenizer,
         data_collator=default_data_collator,
     )
+    blimp_callback = None
     if blimp is not None:
-        trainer.add_callback(BlimpCallback(trainer, data=blimp, batch_size=training_args.per_device_eval_batch_size))
+        blimp_callback = BlimpCallback(trainer, data=blimp, batch_size=training_args.per_device_eval_batch_size)
+        trainer.add_callback(blimp_callback)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the full log history (loss, topo_loss, tau per logging step)
@@ -167,10 +169,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
     metrics["topo_loss"] = topo.item()
     metrics["topo_loss_per_layer"] = {trainer.topo_loss_label(n): v.item() for n, v in per_layer.items()}
     metrics["tau"] = training_args.tau
-    if blimp is not None:
-        results = evaluate_blimp(
-            trainer.model, tokenizer, data=blimp, batch_size=training_args.per_device_eval_batch_size
-        )
+    if blimp_callback is not None:
+        results = blimp_callback.last_results  # computed by the callback during the final trainer.evaluate()
         metrics["blimp_overall"] = results.overall
         metrics["blimp_fields"] = results.fields
         if trainer.is_world_process_zero():
