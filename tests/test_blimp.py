@@ -227,3 +227,15 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
     )
     assert saved["paradigms"] == expected.paradigms and saved["n_pairs"] == {"principle_A_c_command": 8}
     assert out.with_suffix(".md").exists() and "overall accuracy" in result.stdout
+
+
+def test_bfloat16_on_request(lm, blimp_dir):
+    model, tokenizer = lm
+    sentences = [s for p in load_blimp(blimp_dir=blimp_dir, limit=4) for pair in p.pairs for s in pair]
+    full = SentenceScorer(model, tokenizer).score(sentences, progress=False)
+    half = SentenceScorer(model, tokenizer, dtype="bfloat16").score(sentences, progress=False)
+    assert full != half  # the forward really ran in bfloat16 ...
+    assert max(abs(a - b) / abs(a) for a, b in zip(full, half, strict=True)) < 0.05  # ... and stays close
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+    with pytest.raises(ValueError, match="dtype='float16' is not supported"):
+        SentenceScorer(model, tokenizer, dtype="float16")
