@@ -15,7 +15,7 @@ from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
 from .targets import TARGET_PRESETS, find_target_modules
-from .topo_loss import TopoLayer, TopoLoss
+from .topo_loss import TopoLayer, TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "CorticalSheet",
     "TARGET_PRESETS",
     "as_cortical_sheet",
+    "attach_inferred_topography",
     "blur_sheet",
     "find_target_modules",
     "laplacian_pyramid_loss",

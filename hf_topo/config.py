@@ -13,6 +13,7 @@ sheet. Schema (version 1)::
               "current": 1.0, "at_step": 1000},
       "factor_h": 3.0, "factor_w": 3.0, "interpolation": "bilinear",
       "target_modules": ["mlp.c_fc"], "watch_modules": null, "sheet_shape": null,
+      "inferred": false, "finetuning": null,
       "layers": {"transformer.h.0.mlp.c_fc": {"layer_type": "Conv1D", "height": 48, "width": 64,
                                               "depth": 768, "role": "target"}, ...}
     }
@@ -68,6 +69,12 @@ class TopoConfig:
         layers (`dict[str, CorticalSheet]`, *optional*):
             The resolved sheets, filled when the config is read from a saved model. When set, the model the
             config is applied to must have exactly these layers and shapes.
+        inferred (`bool`, defaults to `False`):
+            `True` when the sheets were attached to a model that was not trained with hf_topo
+            (:func:`hf_topo.attach_inferred_topography`), so τ says nothing about how it was trained.
+        finetuning (`list[dict]`, *optional*):
+            What was done to the model after its topographic training, oldest first (e.g. a LoRA run of
+            `scripts/finetune_lora.py`: method, rank, targets, τ, corpus).
     """
 
     target_modules: list[str] | str = field(default_factory=lambda: ["mlp.c_fc"])
@@ -80,6 +87,8 @@ class TopoConfig:
     tau_schedule: TauSchedule | str | None = None
     loss: str = "laplacian_pyramid"
     layers: dict[str, CorticalSheet] | None = None
+    inferred: bool = False
+    finetuning: list[dict] | None = None
 
     def __post_init__(self):
         if isinstance(self.target_modules, (list, tuple)):
@@ -135,6 +144,8 @@ class TopoConfig:
             "target_modules": copy.deepcopy(self.target_modules),
             "watch_modules": copy.deepcopy(self.watch_modules),
             "sheet_shape": list(self.sheet_shape) if self.sheet_shape else None,
+            "inferred": self.inferred,
+            "finetuning": copy.deepcopy(self.finetuning),
             "layers": None
             if self.layers is None
             else {n: s.to_dict() | {"role": self._role(n)} for n, s in self.layers.items()},

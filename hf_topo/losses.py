@@ -72,7 +72,8 @@ def _check_blur_arguments(height: int, width: int, factor_h: float, factor_w: fl
     for name, factor in (("factor_h", factor_h), ("factor_w", factor_w)):
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
             raise ValueError(f"{name}={factor!r} must be a finite number >= 1 (the paper uses 3).")
-    if math.floor(height / factor_h) < 1 or math.floor(width / factor_w) < 1:
+    # F.interpolate sizes its output floor(size * (1 / factor)) in double precision: 49 * (1 / 49) < 1.
+    if math.floor(height * (1.0 / factor_h)) < 1 or math.floor(width * (1.0 / factor_w)) < 1:
         raise ValueError(
             f"A {height}x{width} cortical sheet cannot be downsampled by factor_h={factor_h}, factor_w={factor_w}: "
             f"it needs height >= factor_h and width >= factor_w. Lower the factors, choose another sheet_shape, "
@@ -238,7 +239,7 @@ def sheet_cosine_loss(
 
 
 def blur_sheet(
-    cortical_sheet: torch.Tensor, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear"
+    cortical_sheet: torch.Tensor, *, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear"
 ) -> torch.Tensor:
     """``blur(C)`` of a ``(height, width, depth)`` sheet (eq. 1 of the paper), computed in float32."""
     height, width = cortical_sheet.shape[:2]
@@ -248,10 +249,11 @@ def blur_sheet(
 
 
 def laplacian_pyramid_loss(
-    cortical_sheet: torch.Tensor, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear"
+    cortical_sheet: torch.Tensor, *, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear"
 ) -> torch.Tensor:
     """TopoLoss of a ``(height, width, depth)`` cortical sheet: ``1 − mean_u cos(C_u, blur(C)_u)``.
 
-    Same signature and value as ``topoloss.losses.laplacian_pyramid.laplacian_pyramid_loss``.
+    Same value as ``topoloss.losses.laplacian_pyramid.laplacian_pyramid_loss``. The factors are keyword-only because
+    the reference takes them positionally as ``(factor_w, factor_h)``: ported code cannot swap them silently.
     """
     return sheet_cosine_loss(cortical_sheet, True, factor_h, factor_w, interpolation)

@@ -18,7 +18,7 @@ from .losses import _check_blur_arguments, sheet_cosine_loss
 from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view
 from .targets import base_model_name, find_target_modules
 
-__all__ = ["TopoLoss", "TopoLayer", "resolve_sheets"]
+__all__ = ["TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,3 +158,31 @@ class TopoLoss:
         data = self.config.to_dict()
         data["layers"] = {layer.sheet.module_name: layer.sheet.to_dict() for layer in self.layers(model)}
         return TopoConfig.from_dict(data)
+
+
+def attach_inferred_topography(
+    model: nn.Module, target_modules: list[str] | str | None = None, **config_kwargs
+) -> TopoConfig:
+    """Give a model that was not trained with hf_topo (any GPT-style model from the Hub or disk) sheet metadata.
+
+    The sheets are the most-square ones over ``target_modules`` (default: the family's MLP expansion layer,
+    :data:`hf_topo.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
+    analysis, LoRA with ``--tau``) works on the model and the metadata does not pretend it was trained topographically.
+    Returns the attached :class:`TopoConfig`.
+    """
+    from .targets import TARGET_PRESETS
+
+    if target_modules is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in TARGET_PRESETS:
+            raise ValueError(
+                f"No default topographic layer is known for model_type={model_type!r}; pass target_modules=... "
+                f"(known families: {', '.join(sorted(TARGET_PRESETS))})."
+            )
+        target_modules = TARGET_PRESETS[model_type]
+    config = TopoLoss(
+        TopoConfig(target_modules=target_modules, tau=config_kwargs.pop("tau", 0.0), **config_kwargs)
+    ).config_for(model)
+    config.inferred = True
+    config.attach_to(model.config)
+    return config

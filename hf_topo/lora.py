@@ -1,0 +1,195 @@
+"""LoRA adapters on TopoNets with PEFT, and the fine-tuning corpora of the paper's A.11.
+
+The paper fine-tunes TopoNet-NanoGPTs with LoRA on the attention projections (ranks 2, 4, 8) on Shakespeare
+(~300k tokens) and Python code (~1M tokens). A TopoNet's topography lives in its MLP expansion layers, so LoRA on
+attention leaves it untouched; LoRA on ``c_fc`` changes the effective weight ``W + scaling·B·A``, on which TopoLoss
+is computed (see :func:`hf_topo.sheet.effective_weight`) so that ``--tau`` keeps or induces topography through the
+adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from torch import nn
+
+from .targets import candidate_layer_names, find_target_modules
+
+__all__ = [
+    "ATTENTION_TARGETS",
+    "CORPUS_PRESETS",
+    "default_lora_targets",
+    "wrap_with_lora",
+    "corpus_text",
+    "load_lora_adapter",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The attention projections LoRA adapts by default (as in the paper), per ``config.model_type``.
+ATTENTION_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["attn.c_attn"],
+    "gpt_neo": ["attention.q_proj", "attention.v_proj"],
+    "gpt_neox": ["attention.query_key_value"],
+    "llama": ["self_attn.q_proj", "self_attn.v_proj"],
+    "qwen2": ["self_attn.q_proj", "self_attn.v_proj"],
+    "mistral": ["self_attn.q_proj", "self_attn.v_proj"],
+}
+
+#: Fine-tuning corpora: the Hub dataset used when the Hub is reachable, and the paper's token budget.
+CORPUS_PRESETS: dict[str, dict] = {
+    "shakespeare": {
+        "hub": "karpathy/tiny_shakespeare",
+        "config": None,
+        "column": "text",
+        "filter": None,
+        "tokens": 300_000,
+    },
+    "code": {
+        "hub": "nampdn-ai/tiny-codes",
+        "config": None,
+        "column": "response",
+        "filter": ("programming_language", "Python"),
+        "tokens": 1_000_000,
+    },
+}
+
+
+def default_lora_targets(model: nn.Module) -> list[str]:
+    """The attention projections of the model's family (``ATTENTION_TARGETS``)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ATTENTION_TARGETS:
+        raise ValueError(
+            f"No default LoRA targets for model_type={model_type!r}; pass --lora_target_modules (candidates: "
+            f"{', '.join(sorted({'.'.join(n.split('.')[-2:]) for n in candidate_layer_names(model)}))})."
+        )
+    return ATTENTION_TARGETS[model_type]
+
+
+def wrap_with_lora(
+    model: nn.Module,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    target_modules: list[str] | str | None = None,
+):
+    """Wrap ``model`` with a PEFT LoRA adapter (targets checked first: a pattern that matches nothing lists the
+    candidates). GPT-2's ``Conv1D`` layers get ``fan_in_fan_out=True``."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    if r < 1:
+        raise ValueError(f"lora_r={r} must be >= 1.")
+    targets = target_modules or default_lora_targets(model)
+    matched = find_target_modules(model, targets, role="lora_target_modules")
+    fan_in_fan_out = any(isinstance(m, Conv1D) for m in matched.values())
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
+    )
+    return get_peft_model(model, config)
+
+
+def _python_sources(code_dir: str) -> str:
+    from .data import python_source_files
+
+    parts = []
+    for path in python_source_files(code_dir):
+        try:
+            parts.append(f"# file: {path.name}\n{path.read_text(encoding='utf-8')}\n")
+        except (UnicodeDecodeError, OSError):
+            continue
+    if not parts:
+        raise ValueError(f"No readable .py files under {code_dir!r}.")
+    return "".join(parts)
+
+
+def corpus_text(preset: str | None, train_file: str | None = None, code_dir: str | None = None) -> str:
+    """The raw text of a fine-tuning corpus.
+
+    Local sources win: ``train_file`` (any text) or ``code_dir`` (its ``.py`` files, e.g. Python's standard
+    library). Otherwise the preset's Hub dataset is read with ``datasets`` (needs the Hub; offline this fails with a
+    message that names the local options).
+    """
+    if train_file and code_dir:
+        raise ValueError("Give one local source: --train_file or --code_dir, not both.")
+    if train_file:
+        if not os.path.isfile(train_file):
+            raise FileNotFoundError(f"--train_file {train_file!r} does not exist.")
+        return Path(train_file).read_text(encoding="utf-8")
+    if code_dir:
+        if not os.path.isdir(code_dir):
+            raise FileNotFoundError(f"--code_dir {code_dir!r} is not a directory.")
+        return _python_sources(code_dir)
+    if preset not in CORPUS_PRESETS:
+        raise ValueError(
+            f"--dataset {preset!r} is not a preset ({', '.join(CORPUS_PRESETS)}); or pass --train_file/--code_dir."
+        )
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    spec = CORPUS_PRESETS[preset]
+    if HF_HUB_OFFLINE:
+        local = (
+            "--train_file ../shared/data/tinyshakespeare.txt"
+            if preset == "shakespeare"
+            else "--code_dir <python stdlib>"
+        )
+        raise ValueError(
+            f"The {preset!r} preset reads {spec['hub']} from the Hub, which is offline here: pass {local}."
+        )
+    from datasets import load_dataset
+
+    split = load_dataset(spec["hub"], spec["config"], split="train")
+    if spec["filter"] is not None:
+        column, value = spec["filter"]
+        split = split.filter(lambda row: row[column] == value)
+    # Enough text for the token budget at a generous 2 characters per token, without reading the whole dataset.
+    texts, size = [], 0
+    for text in split[spec["column"]]:
+        texts.append(text)
+        size += len(text)
+        if size > 8 * spec["tokens"]:
+            break
+    return "\n\n".join(texts)
+
+
+def load_lora_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, **kwargs):
+    """``PeftModel.from_pretrained(base_model, adapter_dir)`` after checking that the adapter fits the base model.
+
+    An adapter trained on another model (other widths) fails here with the layer and both shapes named, instead
+    of deep inside ``load_state_dict``. Only safetensors adapters are read (no unpickling).
+    """
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} does not exist: expected a PEFT adapter saved with safetensors.")
+    modules = dict(base_model.named_modules())
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            # e.g. base_model.model.transformer.h.0.attn.c_attn.lora_A.weight
+            name, _, rest = key.removeprefix("base_model.model.").partition(".lora_")
+            module = modules.get(name)
+            if module is None or not rest.startswith(("A", "B")):
+                continue
+            weight = module.weight
+            out_features, in_features = (
+                (weight.shape[1], weight.shape[0]) if type(module).__name__ == "Conv1D" else weight.shape[:2]
+            )
+            shape = tuple(f.get_slice(key).get_shape())
+            expected = in_features if rest.startswith("A") else out_features
+            actual = shape[1] if rest.startswith("A") else shape[0]
+            if actual != expected:
+                raise ValueError(
+                    f"The adapter in {str(adapter_dir)!r} does not fit this base model: {key} has shape {shape}, but layer "
+                    f"{name!r} has {in_features} inputs and {out_features} outputs. Load the base model the adapter was "
+                    "trained on (see base_model_name_or_path in adapter_config.json)."
+                )
+    return PeftModel.from_pretrained(base_model, str(adapter_dir), **kwargs)

@@ -1,0 +1,197 @@
+"""LoRA fine-tuning of a TopoNet with PEFT (the paper's A.11), offline-capable, under `python` or `accelerate launch`.
+
+    # Shakespeare (~300k tokens) on a TopoNet from scripts/pretrain.py, LoRA rank 4 on the attention projections
+    python scripts/finetune_lora.py --model_name_or_path outputs/demo/toponet --dataset shakespeare \
+        --train_file ../shared/data/tinyshakespeare.txt --lora_r 4 --max_steps 200 --output_dir outputs/lora-shakespeare
+
+    # Python code (~1M tokens) from the standard library, LoRA also on c_fc with TopoLoss kept through the adapter
+    python scripts/finetune_lora.py --model_name_or_path outputs/demo/toponet --dataset code --code_dir "$(python -c \
+        'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" --lora_target_modules attn.c_attn mlp.c_fc --tau 1 \
+        --merge --output_dir outputs/lora-code
+
+Without `--train_file`/`--code_dir` the presets read their Hub datasets (`karpathy/tiny_shakespeare`,
+`nampdn-ai/tiny-codes` Python rows). The output directory holds the adapter in PEFT format
+(`PeftModel.from_pretrained(base, dir)`), the tokenizer, `lora_metrics.json` (validation loss and perplexity before
+and after and their Δ, TopoLoss before and after), and with `--merge` a full model in `merged/` that keeps the
+`topography` metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    HfArgumentParser,
+    Trainer,
+    default_data_collator,
+    set_seed,
+)
+
+from hf_topo import (
+    TOPOGRAPHY_KEY,
+    TopoConfig,
+    TopoLoss,
+    TopoTrainer,
+    TopoTrainingArguments,
+    attach_inferred_topography,
+)
+from hf_topo.lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
+
+logger = logging.getLogger("finetune_lora")
+
+
+@dataclass
+class LoraScriptArguments:
+    """Model, corpus and adapter."""
+
+    model_name_or_path: str = field(metadata={"help": "A TopoNet (local dir or Hub id) saved by hf_topo."})
+    dataset: str = field(default="shakespeare", metadata={"help": f"Corpus preset: {', '.join(CORPUS_PRESETS)}."})
+    train_file: str | None = field(default=None, metadata={"help": "Local text for the corpus (wins over the Hub)."})
+    code_dir: str | None = field(default=None, metadata={"help": "Directory of .py files for the corpus."})
+    max_train_tokens: int | None = field(
+        default=None, metadata={"help": "Token budget of the training split (default: the preset's, 300k / 1M)."}
+    )
+    validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of the corpus held out (its end)."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Layers to adapt (default: the family's attention projections)."}
+    )
+    merge: bool = field(default=False, metadata={"help": "Also save the merged full model to <output_dir>/merged."})
+    infer_topography: bool = field(
+        default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
+    )
+
+
+def _blocks(ids: list[int], block_size: int) -> Dataset:
+    usable = len(ids) // block_size * block_size
+    blocks = [ids[i : i + block_size] for i in range(0, usable, block_size)]
+    return Dataset.from_dict({"input_ids": blocks, "labels": [list(b) for b in blocks]})
+
+
+def load_corpus(args: LoraScriptArguments, tokenizer) -> tuple[Dataset, Dataset]:
+    """Tokenized corpus split into train (within the token budget) and held-out validation blocks."""
+    if not 0 < args.validation_fraction < 0.5:
+        raise ValueError(f"validation_fraction={args.validation_fraction} must be in (0, 0.5).")
+    text = corpus_text(args.dataset, args.train_file, args.code_dir)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    split = int(len(ids) * (1 - args.validation_fraction))
+    budget = args.max_train_tokens or CORPUS_PRESETS.get(args.dataset, {}).get("tokens")
+    train_ids = ids[:split][:budget] if budget else ids[:split]
+    train, validation = _blocks(train_ids, args.block_size), _blocks(ids[split:], args.block_size)
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError(f"The corpus ({len(ids)} tokens) is too small for blocks of {args.block_size} tokens.")
+    logger.info(
+        "Corpus: %d train tokens, %d validation blocks of %d", len(train_ids), len(validation), args.block_size
+    )
+    return train, validation
+
+
+def main(args: LoraScriptArguments, training_args: TopoTrainingArguments) -> dict:
+    set_seed(training_args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+    has_topography = isinstance(getattr(model.config, TOPOGRAPHY_KEY, None), dict)
+    if not has_topography:
+        if args.infer_topography:
+            attach_inferred_topography(model)
+            has_topography = True
+        elif training_args.tau > 0:
+            raise ValueError(
+                f"{args.model_name_or_path} has no topography metadata, so --tau {training_args.tau} has no layers to act on. "
+                "Pass --infer_topography to attach most-square sheets on the family's MLP layer, or --tau 0."
+            )
+        else:
+            logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)
+    original_topography = copy.deepcopy(getattr(model.config, TOPOGRAPHY_KEY, None))
+
+    train, validation = load_corpus(args, tokenizer)
+    topo = None
+    if has_topography:
+        stored = TopoConfig.from_pretrained(model)  # checks the stored sheets against the weights
+        topo = TopoConfig.from_dict(stored.to_dict() | {"tau": {"value": training_args.tau, "schedule": []}})
+
+    common = dict(
+        args=training_args, train_dataset=train, eval_dataset=validation, data_collator=default_data_collator
+    )
+    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
+    topo_before = TopoLoss(topo)(model).item() if topo else None
+
+    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
+    trainer.train()
+    after = trainer.evaluate()
+    topo_after = TopoLoss(topo)(model).item() if topo else None
+
+    if original_topography is not None:  # the TopoNet's own record stays; the fine-tuning is added to it
+        run = {
+            "method": "lora", "tau": training_args.tau, "r": args.lora_r, "alpha": args.lora_alpha,
+            "target_modules": sorted(model.peft_config["default"].target_modules), "corpus": args.dataset,
+        }  # fmt: skip
+        record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
+        setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+    model.save_pretrained(training_args.output_dir)
+    tokenizer.save_pretrained(training_args.output_dir)
+    if args.merge:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+        tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+
+    metrics = {
+        "model": args.model_name_or_path,
+        "corpus": args.dataset,
+        "lora_r": args.lora_r,
+        "tau": training_args.tau,
+        "trainable_parameters": trainable,
+        "eval_loss_before": before["eval_loss"],
+        "eval_loss_after": after["eval_loss"],
+        "delta_eval_loss": after["eval_loss"] - before["eval_loss"],
+        "perplexity_before": math.exp(min(before["eval_loss"], 50)),
+        "perplexity_after": math.exp(min(after["eval_loss"], 50)),
+        "topo_loss_before": topo_before,
+        "topo_loss_after": topo_after,
+        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
+        "output_dir": os.path.abspath(training_args.output_dir),
+    }
+    if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "lora_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[LoraScriptArguments, TopoTrainingArguments]:
+    parser = HfArgumentParser((LoraScriptArguments, TopoTrainingArguments))
+    # Fine-tuning adds no TopoLoss unless asked; LoRA likes a higher learning rate than full training.
+    parser.set_defaults(tau=0.0, learning_rate=1e-3, save_strategy="no", report_to="none")
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    script_args, train_args = parse_args(sys.argv[1:])
+    m = main(script_args, train_args)
+    topo_line = (
+        f"  TopoLoss {m['topo_loss_before']:.4f} -> {m['topo_loss_after']:.4f}"
+        if m["topo_loss_before"] is not None
+        else ""
+    )
+    print(
+        f"\nLoRA r={m['lora_r']} on {m['corpus']}: validation loss {m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f} "
+        f"(Δ {m['delta_eval_loss']:+.4f}), perplexity {m['perplexity_before']:.2f} -> {m['perplexity_after']:.2f}{topo_line}\n"
+        f"Adapter saved to {m['output_dir']}"
+    )

@@ -1,0 +1,181 @@
+"""LoRA fine-tuning of a tiny TopoNet with real PEFT (hf_topo.lora, scripts/finetune_lora.py, scripts/compare_lora.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+from hf_topo import TopoConfig, TopoLoss
+from hf_topo.data import train_bpe_tokenizer, write_python_corpus
+from hf_topo.lora import load_lora_adapter, wrap_with_lora
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import finetune_lora  # noqa: E402
+
+
+def _tiny_gpt2(vocab: int, n_embd: int = 32, seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab, n_positions=64, n_embd=n_embd, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.0
+    return GPT2LMHeadModel(config)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_python_corpus(str(tmp_path_factory.mktemp("lora") / "code.txt"), max_bytes=60_000)
+
+
+@pytest.fixture(scope="module")
+def toponet(tmp_path_factory, corpus):
+    """A tiny saved TopoNet (topography metadata with τ=2) and its tokenizer."""
+    tokenizer = train_bpe_tokenizer([open(corpus).read()], vocab_size=300)
+    model = _tiny_gpt2(len(tokenizer))
+    TopoLoss(TopoConfig(tau=2.0)).config_for(model).attach_to(model.config)
+    path = tmp_path_factory.mktemp("toponet")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _finetune(toponet, corpus, out, *extra):
+    argv = ["--model_name_or_path", str(toponet), "--train_file", corpus, "--block_size", "32", "--lora_r", "4"]
+    argv += ["--max_steps", "12", "--per_device_train_batch_size", "8", "--use_cpu", "true", "--output_dir", str(out)]
+    argv += ["--learning_rate", "5e-3", "--disable_tqdm", "true", *extra]
+    return finetune_lora.main(*finetune_lora.parse_args(argv))
+
+
+def test_lora_trains_saves_reloads_and_merges(toponet, corpus, tmp_path):
+    metrics = _finetune(toponet, corpus, tmp_path / "run", "--merge", "true")
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] and metrics["delta_eval_loss"] < 0
+    assert metrics["topo_loss_before"] == pytest.approx(metrics["topo_loss_after"], abs=1e-7)  # LoRA on attention only
+
+    base = AutoModelForCausalLM.from_pretrained(toponet)
+    adapted = load_lora_adapter(AutoModelForCausalLM.from_pretrained(toponet), tmp_path / "run").eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged").eval()
+    ids = torch.randint(0, base.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted_logits, merged_logits, base_logits = adapted(ids).logits, merged(ids).logits, base(ids).logits
+    assert torch.allclose(adapted_logits, merged_logits, atol=1e-5)
+    assert not torch.allclose(adapted_logits, base_logits, atol=1e-3)  # the adapter learned something
+
+    record = json.loads((tmp_path / "run" / "merged" / "config.json").read_text())["topography"]
+    assert record["tau"]["value"] == 2.0  # the TopoNet's own τ, not the fine-tuning's
+    assert record["finetuning"] == [
+        {
+            "method": "lora",
+            "tau": 0.0,
+            "r": 4,
+            "alpha": 16.0,
+            "target_modules": ["attn.c_attn"],
+            "corpus": "shakespeare",
+        }
+    ]
+    assert TopoConfig.from_pretrained(merged).layers.keys() == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
+    saved = json.loads((tmp_path / "run" / "lora_metrics.json").read_text())
+    assert saved["perplexity_after"] < saved["perplexity_before"]
+
+
+def test_only_adapter_parameters_change(toponet, corpus):
+    model = AutoModelForCausalLM.from_pretrained(toponet)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    peft_model = wrap_with_lora(model, r=2, alpha=4, target_modules=["attn.c_attn", "mlp.c_fc"])
+    ids = torch.randint(0, model.config.vocab_size, (16, 16), generator=torch.Generator().manual_seed(1)).tolist()
+    args = TrainingArguments(
+        output_dir="/tmp/hf_topo_lora_test",
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    Trainer(model=peft_model, args=args, train_dataset=Dataset.from_dict({"input_ids": ids, "labels": ids})).train()
+    for name, param in peft_model.named_parameters():
+        if "lora_" in name:
+            continue
+        base_name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(param, before[base_name]), name
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+
+def test_tau_through_the_adapter_on_c_fc(toponet, corpus, tmp_path):
+    metrics = _finetune(
+        toponet, corpus, tmp_path / "topo", "--lora_target_modules", "attn.c_attn", "mlp.c_fc", "--tau", "20"
+    )
+    assert metrics["topo_loss_after"] < metrics["topo_loss_before"] - 0.01  # τ reached the sheet through B·A
+    # TopoLoss of the LoRA-wrapped model equals TopoLoss of its merged weights, and its gradient reaches A and B.
+    model = load_lora_adapter(AutoModelForCausalLM.from_pretrained(toponet), tmp_path / "topo", is_trainable=True)
+    topo = TopoLoss(TopoConfig.from_pretrained(AutoModelForCausalLM.from_pretrained(toponet)))
+    value = topo(model)
+    value.backward()
+    assert value.item() == pytest.approx(metrics["topo_loss_after"], abs=1e-6)
+    lora_grads = [p.grad for n, p in model.named_parameters() if "c_fc.lora_" in n]
+    assert len(lora_grads) == 4 and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
+
+
+def test_bad_input(toponet, corpus, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(toponet)
+    with pytest.raises(ValueError, match=r"lora_target_modules=\['q_proj'\] matches no .*Candidates: 'attn.c_attn'"):
+        wrap_with_lora(model, target_modules=["q_proj"])
+
+    _finetune(toponet, corpus, tmp_path / "adapter")
+    wider = _tiny_gpt2(model.config.vocab_size, n_embd=48)
+    with pytest.raises(
+        ValueError, match=r"does not fit this base model: .*c_attn.lora_A.weight has shape \(4, 32\).*48 inputs"
+    ):
+        load_lora_adapter(wider, tmp_path / "adapter")
+
+    plain = tmp_path / "plain"
+    _tiny_gpt2(model.config.vocab_size).save_pretrained(plain)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (plain / f).write_text((toponet / f).read_text())
+    with pytest.raises(ValueError, match="has no topography metadata.*--infer_topography"):
+        finetune_lora.main(
+            *finetune_lora.parse_args(
+                [
+                    "--model_name_or_path",
+                    str(plain),
+                    "--train_file",
+                    corpus,
+                    "--tau",
+                    "1",
+                    "--output_dir",
+                    str(tmp_path / "x"),
+                    "--use_cpu",
+                    "true",
+                ]
+            )
+        )
+    metrics = _finetune(
+        plain, corpus, tmp_path / "inferred", "--tau", "1", "--infer_topography", "true", "--merge", "true"
+    )
+    assert metrics["topo_loss_before"] is not None
+    record = json.loads((tmp_path / "inferred" / "merged" / "config.json").read_text())["topography"]
+    assert record["inferred"] is True and record["tau"]["value"] == 0.0
+    with pytest.raises(ValueError, match="is offline here: pass --train_file"):
+        finetune_lora.main(
+            *finetune_lora.parse_args(
+                ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
+            )
+        )
+
+
+@pytest.mark.slow
+def test_compare_lora_one_command(toponet, corpus, tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts/compare_lora.py"), "--models", str(toponet), "--ranks", "2", "4"]
+    cmd += ["--train_file", corpus, "--max_steps", "4", "--eval_steps", "2", "--batch_size", "4", "--block_size", "32"]
+    cmd += ["--output_dir", str(tmp_path / "cmp")]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [(r["lora_r"], r["model_tau"]) for r in comparison["runs"]] == [(2, 2.0), (4, 2.0)]
+    assert "| toponet0 (τ=2) |" in result.stdout and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
