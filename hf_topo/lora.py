@@ -96,22 +96,28 @@ def wrap_with_lora(
     return get_peft_model(model, config)
 
 
-def _python_sources(code_dir: str) -> str:
+def _python_sources(code_dir: str, max_chars: int | None) -> str:
     from .data import python_source_files
 
-    parts = []
+    parts, size = [], 0
     for path in python_source_files(code_dir):
         try:
             parts.append(f"# file: {path.name}\n{path.read_text(encoding='utf-8')}\n")
         except (UnicodeDecodeError, OSError):
             continue
+        size += len(parts[-1])
+        if max_chars is not None and size >= max_chars:
+            break
     if not parts:
         raise ValueError(f"No readable .py files under {code_dir!r}.")
     return "".join(parts)
 
 
-def corpus_text(preset: str | None, train_file: str | None = None, code_dir: str | None = None) -> str:
-    """The raw text of a fine-tuning corpus.
+def corpus_text(
+    preset: str | None, train_file: str | None = None, code_dir: str | None = None, max_chars: int | None = None
+) -> str:
+    """The raw text of a fine-tuning corpus (about ``max_chars`` characters at most, so a token budget does not
+    mean reading and tokenizing a whole library).
 
     Local sources win: ``train_file`` (any text) or ``code_dir`` (its ``.py`` files, e.g. Python's standard
     library). Otherwise the preset's Hub dataset is read with ``datasets`` (needs the Hub; offline this fails with a
@@ -122,11 +128,11 @@ def corpus_text(preset: str | None, train_file: str | None = None, code_dir: str
     if train_file:
         if not os.path.isfile(train_file):
             raise FileNotFoundError(f"--train_file {train_file!r} does not exist.")
-        return Path(train_file).read_text(encoding="utf-8")
+        return Path(train_file).read_text(encoding="utf-8")[:max_chars]
     if code_dir:
         if not os.path.isdir(code_dir):
             raise FileNotFoundError(f"--code_dir {code_dir!r} is not a directory.")
-        return _python_sources(code_dir)
+        return _python_sources(code_dir, max_chars)
     if preset not in CORPUS_PRESETS:
         raise ValueError(
             f"--dataset {preset!r} is not a preset ({', '.join(CORPUS_PRESETS)}); or pass --train_file/--code_dir."
@@ -149,12 +155,11 @@ def corpus_text(preset: str | None, train_file: str | None = None, code_dir: str
     if spec["filter"] is not None:
         column, value = spec["filter"]
         split = split.filter(lambda row: row[column] == value)
-    # Enough text for the token budget at a generous 2 characters per token, without reading the whole dataset.
     texts, size = [], 0
     for text in split[spec["column"]]:
         texts.append(text)
         size += len(text)
-        if size > 8 * spec["tokens"]:
+        if max_chars is not None and size >= max_chars:
             break
     return "\n\n".join(texts)
 

@@ -86,12 +86,16 @@ def load_corpus(args: LoraScriptArguments, tokenizer) -> tuple[Dataset, Dataset]
     """Tokenized corpus split into train (within the token budget) and held-out validation blocks."""
     if not 0 < args.validation_fraction < 0.5:
         raise ValueError(f"validation_fraction={args.validation_fraction} must be in (0, 0.5).")
-    text = corpus_text(args.dataset, args.train_file, args.code_dir)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    split = int(len(ids) * (1 - args.validation_fraction))
     budget = args.max_train_tokens or CORPUS_PRESETS.get(args.dataset, {}).get("tokens")
-    train_ids = ids[:split][:budget] if budget else ids[:split]
-    train, validation = _blocks(train_ids, args.block_size), _blocks(ids[split:], args.block_size)
+    # At most ~6 characters per token, plus the held-out part: enough text for the budget, not a whole library.
+    max_chars = int(budget * 6 / (1 - args.validation_fraction)) if budget else None
+    text = corpus_text(args.dataset, args.train_file, args.code_dir, max_chars=max_chars)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # The held-out part is the end of the text, validation_fraction of what is used (not of all that was read).
+    used = min(len(ids), int(budget / (1 - args.validation_fraction))) if budget else len(ids)
+    n_validation = int(used * args.validation_fraction)
+    train_ids = ids[: len(ids) - n_validation][:budget]
+    train, validation = _blocks(train_ids, args.block_size), _blocks(ids[len(ids) - n_validation :], args.block_size)
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(f"The corpus ({len(ids)} tokens) is too small for blocks of {args.block_size} tokens.")
     logger.info(
