@@ -1,6 +1,7 @@
 """LoRA fine-tuning of a tiny TopoNet with real PEFT (hf_topo.lora, scripts/finetune_lora.py, scripts/compare_lora.py)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,9 +174,30 @@ def test_compare_lora_one_command(toponet, corpus, tmp_path):
     cmd += ["--train_file", corpus, "--max_steps", "4", "--eval_steps", "2", "--batch_size", "4", "--block_size", "32"]
     cmd += ["--output_dir", str(tmp_path / "cmp")]
     result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [(r["lora_r"], r["model_tau"]) for r in comparison["runs"]] == [(2, 2.0), (4, 2.0)]
     assert "| toponet0 (τ=2) |" in result.stdout and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_finetune_under_accelerate_launch(toponet, corpus, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
+        "--mixed_precision",
+        "no",
+    ]
+    cmd += [str(ROOT / "scripts/finetune_lora.py"), "--model_name_or_path", str(toponet), "--train_file", corpus]
+    cmd += ["--block_size", "32", "--lora_r", "2", "--max_steps", "3", "--output_dir", str(tmp_path / "launched")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LoRA r=2 on shakespeare: validation loss" in result.stdout
+    assert (tmp_path / "launched" / "adapter_model.safetensors").exists()
