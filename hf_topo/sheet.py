@@ -145,8 +145,9 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight the layer applies, in its native orientation.
 
     For a plain layer this is ``module.weight``. For a PEFT LoRA layer it is ``W + Σ_active scaling·B·A``
-    (PEFT's ``get_delta_weight`` handles the Conv1D ``fan_in_fan_out`` orientation), so a gradient through
-    the sheet reaches the adapter matrices. Merged or disabled adapters add nothing.
+    (PEFT's ``get_delta_weight`` handles the Conv1D ``fan_in_fan_out`` orientation), and for DoRA that weight
+    rescaled per output unit by its magnitude vector, so a gradient through the sheet reaches the adapter
+    parameters. Merged or disabled adapters add nothing.
     """
     base = _base_layer(module)
     weight = base.weight
@@ -155,9 +156,22 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     active = getattr(module, "active_adapters", None) or []
     lora_a = getattr(module, "lora_A", {})
     for name in active:
-        if name in lora_a:
-            weight = weight + module.get_delta_weight(name).to(weight.dtype)
+        if name not in lora_a:
+            continue
+        weight = weight + module.get_delta_weight(name).to(weight.dtype)
+        if getattr(module, "use_dora", {}).get(name, False):
+            weight = _dora_weight(module, name, weight)
     return weight
+
+
+def _dora_weight(module: nn.Module, adapter: str, combined: torch.Tensor) -> torch.Tensor:
+    """DoRA's applied weight ``m · (W + ΔW) / ||W + ΔW||`` per output unit (the norm detached, as PEFT does)."""
+    fan_in_fan_out = getattr(module, "fan_in_fan_out", False)
+    out_first = combined.T if fan_in_fan_out else combined  # (out, in, ...)
+    norm = torch.linalg.vector_norm(out_first.flatten(1), dim=1).detach()
+    factor = module.lora_magnitude_vector[adapter].weight / norm
+    scaled = factor.view(-1, *([1] * (out_first.ndim - 1))) * out_first
+    return scaled.T if fan_in_fan_out else scaled
 
 
 def sheet_view(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tensor, bool]:

@@ -99,7 +99,10 @@ def find_target_modules(
     matched: dict[str, nn.Module] = {}
     unsupported: list[str] = []
     for name, module in model.named_modules():
-        if not name or _PEFT_INTERNAL.intersection(name.split(".")) or not matches_pattern(name, target_modules):
+        # Patterns are matched against base-model names, as PEFT does (a regex must not see "base_model.model.").
+        if not name or _PEFT_INTERNAL.intersection(name.split(".")):
+            continue
+        if not matches_pattern(base_model_name(model, name), target_modules):
             continue
         if _is_candidate(name, module):
             matched[name] = module

@@ -153,6 +153,12 @@ class TopoTrainer(Trainer):
         self._topo_layer_names: list[str] = []
         self._topo_target_mask: torch.Tensor | None = None
 
+    def train(self, *args, **kwargs):
+        # A new run (or a resume on this same trainer) starts without a TopoLoss evaluation for its first step.
+        self._topo_last_step = -1
+        self._topo_sums, self._topo_count = None, 0
+        return super().train(*args, **kwargs)
+
     # ---- the objective -------------------------------------------------------------------------------------------
 
     def current_tau(self) -> float:
