@@ -1,186 +1,175 @@
-"""TopoConfig, τ schedules, target matching, PEFT models, watched layers and stored-metadata checks."""
+"""TopoConfig (hf_topo.config): validation, the "topography" record of config.json, and stored-metadata checks."""
 
-import copy
 import json
 
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
-from torch import nn
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, LlamaConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_topo import TauSchedule, TopoConfig, TopoLoss
-from hf_topo.sheet import sheet_for_module
+from hf_topo import TOPOGRAPHY_KEY, CorticalSheet, TauSchedule, TopoConfig, TopoLoss, __version__
+from hf_topo.config import SCHEMA_VERSION
+
+C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 
 
-def test_config_dict_round_trip():
-    config = TopoConfig(
+def _full_config():
+    return TopoConfig(
         target_modules=["mlp.c_fc"],
         tau=3.0,
         factor_h=2.0,
-        tau_schedule="warmup:10,cosine:20:0.1",
+        factor_w=2.5,
+        interpolation="bicubic",
+        sheet_shape=(4, 32),
         watch_modules=["attn.c_proj"],
+        tau_schedule="warmup:10,cosine:20:0.1",
+        layers={
+            "transformer.h.0.mlp.c_fc": CorticalSheet("transformer.h.0.mlp.c_fc", "Conv1D", 4, 32, 32),
+            "transformer.h.0.attn.c_proj": CorticalSheet("transformer.h.0.attn.c_proj", "Conv1D", 4, 8, 32),
+        },
     )
-    data = json.loads(json.dumps(config.to_dict(step=5)))
-    assert data["tau"]["current"] == pytest.approx(1.5) and data["schema_version"] == 1
+
+
+def test_defaults():
+    config = TopoConfig()
+    assert config.target_modules == ["mlp.c_fc"] and config.tau == 1.0
+    assert (config.factor_h, config.factor_w, config.interpolation) == (3.0, 3.0, "bilinear")
+    assert config.tau_schedule == TauSchedule() and config.layers is None and config.watch_modules is None
+    assert TopoConfig(target_modules=("a", "b")).target_modules == ["a", "b"]
+    assert TopoConfig(watch_modules=[]).watch_modules is None
+    assert TopoConfig(tau=2, factor_h=2).tau == 2.0 and isinstance(TopoConfig(factor_h=2).factor_h, float)
+
+
+def test_dict_round_trip_with_schedule_and_layers():
+    config = _full_config()
+    data = json.loads(json.dumps(config.to_dict(step=5)))  # what config.json holds
+    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["library"] == "hf_topo" and data["library_version"] == __version__
+    assert data["tau"] == {
+        "value": 3.0,
+        "schedule": [
+            {"kind": "linear", "steps": 10, "start": 0.0, "end": 1.0},
+            {"kind": "cosine", "steps": 20, "start": 1.0, "end": 0.1},
+        ],
+        "current": 1.5,  # 3.0 · 5/10 at step 5
+        "at_step": 5,
+    }
+    assert data["sheet_shape"] == [4, 32]
+    assert data["layers"]["transformer.h.0.mlp.c_fc"] == {
+        "layer_type": "Conv1D",
+        "height": 4,
+        "width": 32,
+        "depth": 32,
+        "role": "target",
+    }
+    assert data["layers"]["transformer.h.0.attn.c_proj"]["role"] == "watch"
     back = TopoConfig.from_dict(data)
-    assert back.to_dict() == config.to_dict()
-    assert TopoConfig.from_dict({"target_modules": "re:x", "tau": 2}).tau == 2.0
+    assert back == config
+    assert back.tau_schedule.multiplier(20) == config.tau_schedule.multiplier(20)
+    assert back.sheet_shape == (4, 32)
+    assert TopoConfig.from_dict(TopoConfig().to_dict()) == TopoConfig()
 
 
-def test_config_rejects_bad_values():
-    for kwargs, message in [
-        (dict(tau=-0.1), "tau=-0.1 must be"),
-        (dict(factor_w=0.9), "factor_w=0.9 must be"),
-        (dict(interpolation="linear"), "interpolation='linear' is not supported"),
-        (dict(sheet_shape=(4,)), "sheet_shape=.* must be two positive integers"),
-        (dict(loss="mse"), "loss='mse' is not known"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            TopoConfig(**kwargs)
-    with pytest.raises(ValueError, match="schema_version=99"):
-        TopoConfig.from_dict({"schema_version": 99})
-    with pytest.raises(ValueError, match="Unknown topography settings"):
-        TopoConfig.from_dict({"taus": 1})
+def test_from_dict_of_constructor_arguments():
+    config = TopoConfig.from_dict({"target_modules": r".*\.c_fc", "tau": 2, "tau_schedule": "warmup:3"})
+    assert config.target_modules == r".*\.c_fc" and config.tau == 2.0
+    assert config.tau_at(1) == pytest.approx(2 / 3)
+    listed = TopoConfig.from_dict({"tau_schedule": [{"kind": "linear", "steps": 2, "start": 0.0, "end": 1.0}]})
+    assert listed.tau_schedule == TauSchedule.parse("warmup:2")
 
 
-def test_schedule_values():
-    schedule = TauSchedule.parse("warmup:10,constant:5,cosine:10:0.1")
-    values = {step: schedule.multiplier(step) for step in (0, 5, 10, 12, 15, 20, 25, 100)}
-    assert values == pytest.approx({0: 0.0, 5: 0.5, 10: 1.0, 12: 1.0, 15: 1.0, 20: 0.55, 25: 0.1, 100: 0.1})
-    assert TauSchedule.from_list(schedule.to_list()) == schedule
-    assert TauSchedule.parse("constant").multiplier(10**6) == 1.0
-    assert TopoConfig(tau=4.0, tau_schedule="linear:4:1:0").tau_at(2) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="Cannot read τ schedule phase 'cosine'"):
-        TauSchedule.parse("cosine")
-    with pytest.raises(ValueError, match="steps >= 1"):
-        TauSchedule.parse("warmup:0")
-
-
-def test_target_matching_suffix_regex_and_errors(tiny_gpt2):
-    assert [layer.name for layer in TopoLoss(target_modules=["mlp.c_fc"]).layers(tiny_gpt2)] == [
-        "transformer.h.0.mlp.c_fc",
-        "transformer.h.1.mlp.c_fc",
-    ]
-    assert [layer.name for layer in TopoLoss(target_modules=r".*\.1\.mlp\.c_(fc|proj)").layers(tiny_gpt2)] == [
-        "transformer.h.1.mlp.c_fc",
-        "transformer.h.1.mlp.c_proj",
-    ]
-    with pytest.raises(ValueError, match=r"matches no .*Candidates: 'attn.c_attn', 'attn.c_proj', 'mlp.c_fc'"):
-        TopoLoss(target_modules=["mlp.fc_in"]).layers(tiny_gpt2)
-    with pytest.raises(TypeError, match="cannot carry a cortical sheet: transformer.wte"):
-        TopoLoss(target_modules=["wte"]).layers(tiny_gpt2)
-    with pytest.raises(ValueError, match="is not a valid regular expression"):
-        TopoLoss(target_modules="mlp.(c_fc").layers(tiny_gpt2)
-
-
-def test_sheet_shapes_and_sheet_errors(tiny_gpt2):
-    layers = TopoLoss(TopoConfig(sheet_shape=(4, 32), factor_h=2)).layers(tiny_gpt2)
-    assert layers[0].sheet.shape == (4, 32, 32)
-    with pytest.raises(ValueError, match=r"sheet_shape=\(5, 25\) has 125 positions but .* has 128 output units"):
-        TopoLoss(TopoConfig(sheet_shape=(5, 25))).layers(tiny_gpt2)
-    prime = nn.Sequential(nn.Linear(4, 13))
-    with pytest.raises(ValueError, match=r"Layer '0' \(13 units\): A 1x13 cortical sheet cannot be downsampled"):
-        TopoLoss(target_modules=["0"]).layers(prime)
-    assert sheet_for_module("conv", nn.Conv2d(3, 64, 5)).shape == (8, 8, 75)
-    with pytest.raises(TypeError, match="Cannot lay out a Embedding"):
-        sheet_for_module("emb", nn.Embedding(10, 4))
+def test_schema_and_unknown_keys():
+    data = TopoConfig().to_dict()
+    with pytest.raises(ValueError, match=r"schema_version=2, newer than this hf_topo understands \(1\)"):
+        TopoConfig.from_dict(data | {"schema_version": 2})
+    with pytest.raises(ValueError, match="schema_version='1'"):
+        TopoConfig.from_dict(data | {"schema_version": "1"})
+    with pytest.raises(ValueError, match=r"Unknown topography settings \['taus'\]; expected keys among"):
+        TopoConfig.from_dict(data | {"taus": 1})
+    with pytest.raises(ValueError, match=r"lacks the key 'depth'"):
+        TopoConfig.from_dict(data | {"layers": {"x": {"layer_type": "Linear", "height": 1, "width": 2}}})
 
 
 @pytest.mark.parametrize(
-    "config, target, units",
+    "kwargs, message",
     [
-        (
-            GPTNeoXConfig(
-                vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96
-            ),
-            "mlp.dense_h_to_4h",
-            96,
-        ),
-        (
-            LlamaConfig(
-                vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=120
-            ),
-            "mlp.up_proj",
-            120,
-        ),
-        (
-            LlamaConfig(
-                vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=120
-            ),
-            "mlp.gate_proj",
-            120,
-        ),
+        (dict(tau=-1), r"tau=-1 must be a finite number >= 0"),
+        (dict(tau=float("inf")), r"tau=inf must be"),
+        (dict(tau="1"), r"tau='1' must be"),
+        (dict(factor_h=0.9), r"factor_h=0.9 must be a finite number >= 1"),
+        (dict(factor_w=float("nan")), r"factor_w=nan must be"),
+        (dict(interpolation="linear"), r"interpolation='linear' is not supported; choose one of"),
+        (dict(sheet_shape=(4,)), r"sheet_shape=\(4,\) must be two positive integers"),
+        (dict(sheet_shape=(4, 0)), r"must be two positive integers"),
+        (dict(sheet_shape=(4.0, 8.0)), r"must be two positive integers"),
+        (dict(loss="mse"), r"loss='mse' is not known to this hf_topo version"),
+        (dict(tau_schedule="cosine"), r"Cannot read τ schedule phase 'cosine'"),
     ],
 )
-def test_other_gpt_families(config, target, units):
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    topo = TopoLoss(target_modules=[target])
-    layers = topo.layers(model)
-    assert len(layers) == 2 and all(layer.name.endswith(target) and layer.sheet.n_units == units for layer in layers)
-    value = topo(model)
-    value.backward()
-    assert 0 < value.item() < 1 and layers[0].module.weight.grad.abs().sum() > 0
+def test_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TopoConfig(**kwargs)
 
 
-def test_peft_wrapped_models(tiny_gpt2):
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
-    plain_value = topo(tiny_gpt2).item()
-    on_attention = get_peft_model(
-        copy.deepcopy(tiny_gpt2), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)
-    )
-    assert topo(on_attention).item() == pytest.approx(plain_value, abs=1e-7)
-    assert topo.config_for(on_attention).layers.keys() == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
-
-    on_fc = get_peft_model(copy.deepcopy(tiny_gpt2), LoraConfig(r=2, target_modules=["c_fc"], fan_in_fan_out=True))
-    for name, param in on_fc.named_parameters():
-        if "lora_B" in name:
-            nn.init.normal_(param, std=0.5)
-    value = topo(on_fc)
-    merged = copy.deepcopy(on_fc).merge_and_unload()
-    assert value.item() == pytest.approx(topo(merged).item(), abs=1e-6)
-    assert value.item() != pytest.approx(plain_value, abs=1e-3)
-    value.backward()
-    grads = {n: p.grad for n, p in on_fc.named_parameters() if "lora_" in n and "c_fc" in n}
-    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+def test_from_pretrained_needs_metadata(tmp_path, tiny_gpt2):
+    tiny_gpt2.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"has no 'topography' metadata in its config, so it is not a saved TopoNet"):
+        TopoConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="GPT2LMHeadModel has no 'topography' metadata"):
+        TopoConfig.from_pretrained(tiny_gpt2)
 
 
-def test_watched_layers_are_logged_not_optimized(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc"]))
-    mean, per_layer = topo.compute(tiny_gpt2)
-    assert set(per_layer) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
-    assert mean.item() == pytest.approx(per_layer["transformer.h.0.mlp.c_fc"].item())
-    assert not per_layer["transformer.h.1.mlp.c_fc"].requires_grad
-    mean.backward()
-    assert tiny_gpt2.transformer.h[1].mlp.c_fc.weight.grad is None
-    assert topo.config_for(tiny_gpt2).to_dict()["layers"]["transformer.h.1.mlp.c_fc"]["role"] == "watch"
-    with pytest.raises(ValueError, match="matched by both target_modules and watch_modules"):
-        TopoLoss(TopoConfig(watch_modules=["mlp.c_fc"])).layers(tiny_gpt2)
+def test_saved_metadata_round_trip(tmp_path, tiny_gpt2):
+    topo = TopoLoss(TopoConfig(tau=2.0, factor_w=2.0, tau_schedule="warmup:4"))
+    expected = topo.config_for(tiny_gpt2)
+    expected.attach_to(tiny_gpt2.config, step=2)
+    tiny_gpt2.save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())[TOPOGRAPHY_KEY]
+    assert stored["tau"]["current"] == 1.0 and stored["tau"]["at_step"] == 2
+    assert set(stored["layers"]) == set(C_FC)
+    # from a directory, a PreTrainedConfig and a loaded model: all equal to what was attached
+    assert TopoConfig.from_pretrained(tmp_path) == expected
+    assert TopoConfig.from_pretrained(AutoConfig.from_pretrained(tmp_path)) == expected
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert TopoConfig.from_pretrained(model) == expected
+    assert {n: s.shape for n, s in expected.layers.items()} == {n: (8, 16, 32) for n in C_FC}
 
 
-def test_stored_metadata_must_match_the_model(tmp_path, tiny_gpt2):
-    with pytest.raises(ValueError, match="has no 'topography' metadata"):
-        tiny_gpt2.save_pretrained(tmp_path / "plain")
-        TopoConfig.from_pretrained(tmp_path / "plain")
-    TopoLoss(TopoConfig(tau=2.0)).config_for(tiny_gpt2).attach_to(tiny_gpt2.config)
-    tiny_gpt2.save_pretrained(tmp_path / "topo")
-    assert TopoConfig.from_pretrained(tmp_path / "topo").tau == 2.0
+def _save_with_metadata(model, path):
+    TopoLoss(TopoConfig()).config_for(model).attach_to(model.config)
+    model.save_pretrained(path)
+    return path / "config.json"
 
-    config_file = tmp_path / "topo" / "config.json"
+
+def test_edited_sheet_metadata_is_refused(tmp_path, tiny_gpt2):
+    config_file = _save_with_metadata(tiny_gpt2, tmp_path)
     data = json.loads(config_file.read_text())
-    data["topography"]["layers"]["transformer.h.0.mlp.c_fc"].update(height=4, width=32)
+    data[TOPOGRAPHY_KEY]["layers"]["transformer.h.1.mlp.c_fc"].update(height=4, width=32)
     config_file.write_text(json.dumps(data))
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "topo")
+    assert TopoConfig.from_pretrained(tmp_path).layers["transformer.h.1.mlp.c_fc"].shape == (4, 32, 32)  # only read
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
     with pytest.raises(
-        ValueError, match=r"'transformer.h.0.mlp.c_fc' says Conv1D sheet \(4, 32, 32\).*has Conv1D sheet \(8, 16, 32\)"
+        ValueError,
+        match=r"metadata of 'transformer.h.1.mlp.c_fc' says Conv1D sheet \(4, 32, 32\).*"
+        r"but the model has Conv1D sheet \(8, 16, 32\)",
     ):
         TopoConfig.from_pretrained(model)
+    data[TOPOGRAPHY_KEY]["layers"]["transformer.h.1.mlp.c_fc"].update(height=8, width=16, layer_type="Linear")
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"'transformer.h.1.mlp.c_fc' says Linear sheet"):
+        TopoConfig.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path))
 
-    wider = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=48, n_layer=2, n_head=2))
-    stored = TopoConfig.from_pretrained(tiny_gpt2)
-    with pytest.raises(ValueError, match="says Conv1D sheet"):
+
+def test_metadata_of_another_model_is_refused(tmp_path, make_gpt2):
+    _save_with_metadata(make_gpt2(n_embd=32), tmp_path)
+    stored = TopoConfig.from_pretrained(tmp_path)
+    wider = make_gpt2(n_embd=48)  # c_fc: 192 units of depth 48
+    with pytest.raises(
+        ValueError,
+        match=r"'transformer.h.0.mlp.c_fc' says Conv1D sheet \(8, 16, 32\).*has Conv1D sheet \(12, 16, 48\)",
+    ):
         TopoLoss(stored).layers(wider)
-    deeper = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=3, n_head=2))
     with pytest.raises(ValueError, match=r"found in the model but not recorded: \['transformer.h.2.mlp.c_fc'\]"):
-        TopoLoss(stored).layers(deeper)
+        TopoLoss(stored).layers(make_gpt2(n_layer=3))
+    with pytest.raises(ValueError, match=r"recorded but not found in the model: \['transformer.h.1.mlp.c_fc'\]"):
+        TopoLoss(stored).layers(make_gpt2(n_layer=1))
+    # The same metadata on the matching model is fine.
+    assert len(TopoLoss(stored).layers(make_gpt2(n_embd=32, seed=5))) == 2

@@ -1,163 +1,396 @@
-"""TopoTrainer with the real transformers Trainer on a tiny GPT-2 (CPU)."""
+"""TopoTrainer (hf_topo.trainer) with the real transformers Trainer on a tiny GPT-2, on CPU.
 
+Runs use plain SGD (no momentum, no weight decay, no clipping, constant learning rate) and no dropout, so that
+weights after a few steps are a deterministic function of the gradients and can be compared exactly.
+"""
+
+import copy
 import json
 
 import pytest
 import torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel, HfArgumentParser, Trainer, TrainingArguments
 
-from hf_topo import TopoConfig, TopoTrainer, TopoTrainingArguments
+from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
 
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
-    # no dropout: micro-batches and one big batch must see the same forward
-    config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.0
-    return GPT2LMHeadModel(config)
+C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 
 
-def _data(n=64, seq=16):
-    ids = torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(1)).tolist()
-    return Dataset.from_dict({"input_ids": ids, "labels": ids})
+def _args(out, cls=TopoTrainingArguments, **overrides):
+    settings = dict(
+        output_dir=str(out),
+        per_device_train_batch_size=16,
+        gradient_accumulation_steps=1,
+        max_steps=3,
+        learning_rate=0.5,
+        optim="sgd",
+        weight_decay=0.0,
+        max_grad_norm=0.0,  # no clipping
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    if cls is TopoTrainingArguments:
+        settings["tau"] = 5.0
+    return cls(**(settings | overrides))
 
 
-def _args(tmp_path, **overrides):
-    defaults = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=16, gradient_accumulation_steps=1, max_steps=3,
-        learning_rate=0.5, optim="sgd", weight_decay=0.0, max_grad_norm=1e9, lr_scheduler_type="constant",
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, data_seed=0,
-        dataloader_num_workers=0, disable_tqdm=True, tau=5.0,
-    )  # fmt: skip
-    return TopoTrainingArguments(**(defaults | overrides))
+def _trainer(out, data, model, loss_kwargs=True, **overrides):
+    trainer = TopoTrainer(model=model, args=_args(out, **overrides), train_dataset=data)
+    if not loss_kwargs:
+        # As for a model whose forward takes no loss kwargs: the Trainer divides each micro-batch loss by the number
+        # of accumulation steps instead of normalizing by num_items_in_batch.
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
-def _train(tmp_path, **overrides):
-    trainer = TopoTrainer(model=_model(), args=_args(tmp_path, **overrides), train_dataset=_data())
+def _train(out, data, model, **kwargs):
+    trainer = _trainer(out, data, model, **kwargs)
     trainer.train()
     return trainer
 
 
-def test_gradient_accumulation_gives_the_same_weights(tmp_path):
-    one = _train(tmp_path / "a", per_device_train_batch_size=16, gradient_accumulation_steps=1)
-    four = _train(tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=4)
-    baseline = _train(tmp_path / "c", per_device_train_batch_size=4, gradient_accumulation_steps=4, tau=0.0)
-    w_one, w_four, w_base = (t.model.transformer.h[0].mlp.c_fc.weight for t in (one, four, baseline))
-    assert torch.allclose(w_one, w_four, atol=1e-5)
-    assert (w_four - w_base).abs().max() > 1e-3  # τ really moved the weights
-    for a, b in zip(one.state.log_history[:3], four.state.log_history[:3], strict=True):
-        assert a["topo_loss"] == pytest.approx(b["topo_loss"], abs=1e-6)
+def _weights(model):
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
-def test_topo_term_weighs_tau_per_optimizer_step(tmp_path):
-    # One SGD step: W1 = W0 − lr·(∇task + τ·∇topo). Recover τ·∇topo from the τ and τ=0 runs and compare it with
-    # the gradient of TopoLoss computed directly, for accumulation 4.
-    lr, tau = 0.5, 5.0
-    topo_run = _train(
-        tmp_path / "t", max_steps=1, per_device_train_batch_size=4, gradient_accumulation_steps=4, tau=tau
+def _step_logs(trainer):
+    return {h["step"]: h for h in trainer.state.log_history if "loss" in h}
+
+
+def _assert_same_weights(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol), name
+
+
+@pytest.mark.parametrize("loss_kwargs", [True, False], ids=["num_items_in_batch", "divided_by_ga"])
+@pytest.mark.parametrize("schedule", ["3_full_steps", "partial_last_window"])
+def test_gradient_accumulation_gives_the_same_weights(tmp_path, token_dataset, make_gpt2, loss_kwargs, schedule):
+    if schedule == "3_full_steps":
+        data, run = token_dataset(64), dict(max_steps=3)
+    else:  # 20 samples, one epoch: steps of 16 and 4 samples, i.e. 4 micro-batches then 1 with accumulation 4
+        data, run = token_dataset(20), dict(max_steps=-1, num_train_epochs=1)
+    big = _train(tmp_path / "big", data, make_gpt2(), loss_kwargs=loss_kwargs, per_device_train_batch_size=16, **run)
+    accumulated = _train(
+        tmp_path / "ga",
+        data,
+        make_gpt2(),
+        loss_kwargs=loss_kwargs,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        **run,
     )
-    base_run = _train(
-        tmp_path / "b", max_steps=1, per_device_train_batch_size=4, gradient_accumulation_steps=4, tau=0.0
+    baseline = _train(
+        tmp_path / "tau0",
+        data,
+        make_gpt2(),
+        loss_kwargs=loss_kwargs,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        tau=0.0,
+        **run,
     )
-    model = _model()
-    topo_run.topo_loss(model).backward()
-    expected = model.transformer.h[1].mlp.c_fc.weight.grad * tau
-    w_topo = topo_run.model.transformer.h[1].mlp.c_fc.weight
-    w_base = base_run.model.transformer.h[1].mlp.c_fc.weight
-    assert torch.allclose((w_base - w_topo) / lr, expected, atol=1e-5, rtol=1e-3)
+    assert big.state.global_step == accumulated.state.global_step == (3 if schedule == "3_full_steps" else 2)
+    _assert_same_weights(_weights(big.model), _weights(accumulated.model))
+    # τ = 5 really moved the weights: the comparison above is not between two untouched models.
+    diff = (accumulated.model.transformer.h[0].mlp.c_fc.weight - baseline.model.transformer.h[0].mlp.c_fc.weight).abs()
+    assert diff.max() > 1e-2
+    big_logs, ga_logs = _step_logs(big), _step_logs(accumulated)
+    assert big_logs.keys() == ga_logs.keys()
+    for step in big_logs:
+        for key in ("loss", "task_loss", "topo_loss"):
+            assert big_logs[step][key] == pytest.approx(ga_logs[step][key], rel=1e-5, abs=1e-6), (step, key)
 
 
-def test_one_topoloss_evaluation_per_optimizer_step(tmp_path):
+@pytest.mark.parametrize("accumulation", [1, 4])
+def test_one_topoloss_evaluation_per_optimizer_step(tmp_path, token_dataset, make_gpt2, accumulation):
+    data = token_dataset(64)
     trainer = TopoTrainer(
-        model=_model(),
-        args=_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=4),
-        train_dataset=_data(),
+        model=make_gpt2(),
+        args=_args(
+            tmp_path,
+            per_device_train_batch_size=16 // accumulation,
+            gradient_accumulation_steps=accumulation,
+            eval_strategy="steps",
+            eval_steps=1,
+            per_device_eval_batch_size=8,
+        ),
+        train_dataset=data,
+        eval_dataset=token_dataset(16, seed=2),
     )
     calls = []
     real_compute = trainer.topo_loss.compute
 
-    def counting_compute(*args, **kwargs):
+    def counting_compute(*args, **kwargs):  # the real computation, counted
         calls.append(trainer.state.global_step)
         return real_compute(*args, **kwargs)
 
     trainer.topo_loss.compute = counting_compute
     trainer.train()
-    assert calls == [0, 1, 2]
+    assert calls == [0, 1, 2]  # once per optimizer step, never during the evaluations after each step
+    assert sum("eval_loss" in h for h in trainer.state.log_history) == 3
 
 
-def test_logs_carry_topo_values(tmp_path):
-    trainer = _train(tmp_path, tau=2.0)
-    log = trainer.state.log_history[0]
-    for key in ("loss", "task_loss", "topo_loss", "tau", "topo_loss/h.0.mlp.c_fc", "topo_loss/h.1.mlp.c_fc"):
-        assert key in log
-    assert log["tau"] == 2.0
-    assert log["task_loss"] + 2.0 * log["topo_loss"] == pytest.approx(log["loss"], rel=1e-5)
-    assert log["topo_loss"] == pytest.approx((log["topo_loss/h.0.mlp.c_fc"] + log["topo_loss/h.1.mlp.c_fc"]) / 2)
+@pytest.mark.parametrize("accumulation, loss_kwargs", [(1, True), (4, True), (4, False)])
+def test_topo_term_weighs_tau_per_optimizer_step(tmp_path, token_dataset, make_gpt2, accumulation, loss_kwargs):
+    # One SGD step from the same start: W1 = W0 − lr·(∇task + τ·∇topo). The difference between a τ run and a τ=0 run
+    # is lr·τ·∇topo(W0), which must equal the gradient of TopoLoss computed directly, whatever the accumulation.
+    lr, tau = 0.5, 5.0
+    data = token_dataset(64)
+    common = dict(
+        max_steps=1,
+        per_device_train_batch_size=16 // accumulation,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=lr,
+        loss_kwargs=loss_kwargs,
+    )
+    topo_run = _train(tmp_path / "topo", data, make_gpt2(), tau=tau, **common)
+    base_run = _train(tmp_path / "base", data, make_gpt2(), tau=0.0, **common)
+    start = make_gpt2()
+    TopoLoss(TopoConfig())(start).backward()
+    w_topo, w_base = _weights(topo_run.model), _weights(base_run.model)
+    for name, param in start.named_parameters():
+        if name in {f"{layer}.weight" for layer in C_FC}:
+            expected = lr * tau * param.grad
+            assert expected.abs().max() > 1e-3
+            assert torch.allclose(w_base[name] - w_topo[name], expected, atol=1e-6, rtol=1e-4), name
+        else:  # every other parameter sees only the task gradient
+            assert torch.allclose(w_base[name], w_topo[name], atol=1e-7), name
+    # Logged: loss = task_loss + τ·topo_loss, and task_loss is the task loss of the τ=0 run.
+    log, base_log = _step_logs(topo_run)[1], _step_logs(base_run)[1]
+    assert log["tau"] == tau and base_log["tau"] == 0.0
+    assert log["task_loss"] + tau * log["topo_loss"] == pytest.approx(log["loss"], rel=1e-6)
+    assert log["task_loss"] == pytest.approx(base_log["loss"], rel=1e-5)
+    assert log["loss"] - base_log["loss"] > 1.0  # τ·topo_loss is about 5 · 0.94
 
 
-def test_metadata_round_trip(tmp_path):
+def test_tau_zero_trains_exactly_like_the_plain_trainer(tmp_path, token_dataset, make_gpt2):
+    data = token_dataset(64)
+    topo = _train(
+        tmp_path / "topo", data, make_gpt2(), tau=0.0, per_device_train_batch_size=4, gradient_accumulation_steps=4
+    )
+    plain = Trainer(
+        model=make_gpt2(),
+        args=_args(
+            tmp_path / "plain", cls=TrainingArguments, per_device_train_batch_size=4, gradient_accumulation_steps=4
+        ),
+        train_dataset=data,
+    )
+    plain.train()
+    _assert_same_weights(_weights(topo.model), _weights(plain.model), atol=1e-7)
+    assert _step_logs(topo)[3]["topo_loss"] > 0.5  # the baseline still logs its TopoLoss
+    assert _step_logs(topo)[3]["loss"] == pytest.approx(_step_logs(plain)[3]["loss"], rel=1e-6)
+
+
+def test_logs_carry_the_topo_values(tmp_path, token_dataset, make_gpt2):
+    start = TopoLoss(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc"])).per_layer(
+        make_gpt2()
+    )
+    trainer = _train(
+        tmp_path,
+        token_dataset(64),
+        make_gpt2(),
+        max_steps=4,
+        logging_steps=2,
+        tau=2.0,
+        tau_schedule="warmup:2",
+        topo_target_modules=["h.0.mlp.c_fc"],
+        topo_watch_modules=["h.1.mlp.c_fc"],
+    )
+    logs = _step_logs(trainer)
+    assert list(logs) == [2, 4]
+    for log in logs.values():
+        for key in ("loss", "task_loss", "topo_loss", "tau", "topo_loss/h.0.mlp.c_fc", "topo_loss/h.1.mlp.c_fc"):
+            assert key in log, key
+        assert log["topo_loss"] == log["topo_loss/h.0.mlp.c_fc"]  # the mean is over targets only
+        assert 0.05 < log["topo_loss"] < 1
+    # τ logged is the mean of the τ used in the logged steps: steps 0, 1 use 0 and 1; steps 2, 3 use 2 and 2.
+    assert logs[2]["tau"] == pytest.approx(0.5) and logs[4]["tau"] == pytest.approx(2.0)
+    assert logs[4]["task_loss"] + 2.0 * logs[4]["topo_loss"] == pytest.approx(logs[4]["loss"], rel=1e-6)
+    # Step 0 used the initial weights, step 1 barely moved h.1 (no topo gradient, τ·0 on h.0 at step 0).
+    assert logs[2]["topo_loss/h.1.mlp.c_fc"] == pytest.approx(start["transformer.h.1.mlp.c_fc"].item(), abs=1e-3)
+
+
+def test_watched_layers_get_no_topo_gradient(tmp_path, token_dataset, make_gpt2):
+    data = token_dataset(64)
+    overrides = dict(max_steps=1, topo_target_modules=["h.0.mlp.c_fc"], topo_watch_modules=["h.1.mlp.c_fc"])
+    watched = _train(tmp_path / "w", data, make_gpt2(), tau=5.0, **overrides)
+    baseline = _train(tmp_path / "b", data, make_gpt2(), tau=0.0, **overrides)
+    h_w, h_b = watched.model.transformer.h, baseline.model.transformer.h
+    assert torch.equal(h_w[1].mlp.c_fc.weight, h_b[1].mlp.c_fc.weight)  # watched: task gradient only
+    assert (h_w[0].mlp.c_fc.weight - h_b[0].mlp.c_fc.weight).abs().max() > 1e-2  # target: τ·∇topo
+
+
+def test_metadata_round_trip(tmp_path, token_dataset, make_gpt2):
     out = tmp_path / "run"
-    trainer = _train(out, save_strategy="steps", save_steps=2, tau_schedule="warmup:2,cosine:4:0.5", topo_factor_w=2.0)
+    trainer = _train(
+        out,
+        token_dataset(64),
+        make_gpt2(),
+        save_strategy="steps",
+        save_steps=2,
+        tau_schedule="warmup:2,cosine:4:0.5",
+        topo_factor_w=2.0,
+        topo_interpolation="bicubic",
+    )
     trainer.save_model()
-    saved = json.loads((out / "config.json").read_text())["topography"]
+    saved = json.loads((out / "config.json").read_text())[TOPOGRAPHY_KEY]
+    assert saved["target_modules"] == ["mlp.c_fc"] and saved["factor_h"] == 3.0 and saved["factor_w"] == 2.0
+    assert saved["interpolation"] == "bicubic"
     assert saved["tau"]["value"] == 5.0 and saved["tau"]["at_step"] == 3
-    assert saved["layers"]["transformer.h.0.mlp.c_fc"] == {
-        "layer_type": "Conv1D",
-        "height": 8,
-        "width": 16,
-        "depth": 32,
-        "role": "target",
+    assert saved["tau"]["current"] == pytest.approx(5.0 * (0.5 + 0.25 * (1 + 0.5**0.5)))  # cosine at 1/4
+    assert saved["layers"] == {
+        name: {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32, "role": "target"} for name in C_FC
     }
-    assert json.loads((out / "checkpoint-2" / "config.json").read_text())["topography"]["tau"]["at_step"] == 2
+    checkpoint = json.loads((out / "checkpoint-2" / "config.json").read_text())[TOPOGRAPHY_KEY]
+    assert checkpoint["tau"]["at_step"] == 2 and checkpoint["tau"]["current"] == 5.0
+    assert checkpoint["layers"] == saved["layers"]
 
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model) is GPT2LMHeadModel
+    _assert_same_weights(_weights(model), _weights(trainer.model), atol=0)
+    tensors = load_file(out / "model.safetensors")
+    assert torch.equal(tensors["transformer.h.1.mlp.c_fc.weight"], trainer.model.transformer.h[1].mlp.c_fc.weight)
+
     loaded = TopoConfig.from_pretrained(out)
-    assert loaded.tau == 5.0 and loaded.factor_w == 2.0 and loaded.target_modules == ["mlp.c_fc"]
+    assert loaded == trainer.topo_loss.config_for(trainer.model)
+    assert loaded.target_modules == ["mlp.c_fc"] and loaded.tau == 5.0
+    assert (loaded.factor_h, loaded.factor_w, loaded.interpolation) == (3.0, 2.0, "bicubic")
     assert loaded.tau_schedule == trainer.topo_config.tau_schedule
-    assert set(loaded.layers) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
-    assert TopoConfig.from_pretrained(model).layers == loaded.layers
+    assert {n: s.shape for n, s in loaded.layers.items()} == {n: (8, 16, 32) for n in C_FC}
+    assert TopoConfig.from_pretrained(model) == loaded  # checked against the loaded weights too
 
 
-def test_resume_keeps_the_tau_schedule(tmp_path):
+def test_resume_keeps_the_tau_schedule(tmp_path, token_dataset, make_gpt2):
+    data = token_dataset(64)
     common = dict(max_steps=6, per_device_train_batch_size=4, tau_schedule="warmup:4", learning_rate=0.1)
-    full = _train(tmp_path / "full", **common)
-    _train(tmp_path / "part", save_strategy="steps", save_steps=3, **(common | {"max_steps": 3}))
-    resumed = TopoTrainer(model=_model(), args=_args(tmp_path / "part", **common), train_dataset=_data())
-    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-3"))
-    taus = lambda t: {h["step"]: h["tau"] for h in t.state.log_history if "tau" in h}  # noqa: E731
-    assert taus(full) == {1: 0.0, 2: 1.25, 3: 2.5, 4: 3.75, 5: 5.0, 6: 5.0}
-    assert {s: v for s, v in taus(resumed).items() if s > 3} == {4: 3.75, 5: 5.0, 6: 5.0}
-    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
+    full = _train(tmp_path / "full", data, make_gpt2(), save_strategy="steps", save_steps=3, **common)
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    stored = json.loads((checkpoint / "config.json").read_text())[TOPOGRAPHY_KEY]
+    assert stored["tau"]["at_step"] == 3 and stored["tau"]["current"] == pytest.approx(3.75)
+
+    # A fresh process: another initialization, everything restored from checkpoint-3.
+    resumed = _trainer(tmp_path / "resumed", data, make_gpt2(seed=123), **common)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    full_logs, resumed_logs = _step_logs(full), _step_logs(resumed)
+    assert {s: log["tau"] for s, log in full_logs.items()} == {1: 0.0, 2: 1.25, 3: 2.5, 4: 3.75, 5: 5.0, 6: 5.0}
+    assert {s: resumed_logs[s]["tau"] for s in (4, 5, 6)} == {4: 3.75, 5: 5.0, 6: 5.0}
+    for step in (4, 5, 6):
+        assert resumed_logs[step]["topo_loss"] == pytest.approx(full_logs[step]["topo_loss"], abs=1e-6)
+        assert resumed_logs[step]["loss"] == pytest.approx(full_logs[step]["loss"], rel=1e-5)
+    _assert_same_weights(_weights(full.model), _weights(resumed.model))
 
 
-def test_bad_input_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="matches no Linear/Conv1D/Conv2d layer.*'mlp.c_fc'"):
-        TopoTrainer(model=_model(), args=_args(tmp_path, topo_target_modules=["mlp.w1"]), train_dataset=_data())
-    with pytest.raises(ValueError, match="tau=-1.0 must be a finite number >= 0"):
+def test_resuming_on_the_same_trainer_keeps_the_topo_term(tmp_path, token_dataset, make_gpt2):
+    # trainer.train() again on the same TopoTrainer (e.g. resuming in a notebook after an interrupted run) must add
+    # τ·topo_loss on its first step like any other. Regression: the step of the last TopoLoss evaluation
+    # (`_topo_last_step`) used to survive across train() calls, so a run starting at that same global step silently
+    # skipped the topographic term for that step (and its log lacked topo_loss).
+    data = token_dataset(64)
+    trainer = _trainer(
+        tmp_path, data, make_gpt2(), max_steps=4, per_device_train_batch_size=4, save_strategy="steps", save_steps=3
+    )
+    trainer.train()
+    first_run = _weights(trainer.model)
+    assert "topo_loss" in _step_logs(trainer)[4]
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+    assert "topo_loss" in _step_logs(trainer)[4]
+    _assert_same_weights(first_run, _weights(trainer.model))
+
+
+def test_peft_lora_model(tmp_path, token_dataset, make_gpt2):
+    model = get_peft_model(make_gpt2(), LoraConfig(r=2, target_modules=["c_fc"], fan_in_fan_out=True))
+    start = TopoLoss(TopoConfig()).per_layer(model)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainer = _train(tmp_path, token_dataset(64), model, max_steps=2, learning_rate=0.1)
+    log = _step_logs(trainer)[1]
+    assert log["topo_loss/h.0.mlp.c_fc"] == pytest.approx(start["base_model.model.transformer.h.0.mlp.c_fc"].item())
+    lora_b = model.base_model.model.transformer.h[0].mlp.c_fc.lora_B["default"].weight
+    assert lora_b.abs().max() > 1e-4  # started at zero: the adapters were trained
+    for name, param in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(param, frozen[name]), name
+    assert set(trainer.topo_loss.config_for(model).layers) == set(C_FC)
+
+
+def test_command_line_arguments():
+    (args,) = HfArgumentParser(TopoTrainingArguments).parse_args_into_dataclasses(
+        args=[
+            "--output_dir", "unused", "--report_to", "none", "--tau", "2.5",
+            "--topo_target_modules", "mlp.c_fc", "attn.c_proj", "--topo_watch_modules", "re:.*\\.mlp\\.c_proj",
+            "--topo_factor_h", "2", "--topo_interpolation", "area", "--topo_sheet_shape", "4", "32",
+            "--tau_schedule", "warmup:10",
+        ]
+    )  # fmt: skip
+    config = args.topo_config()
+    assert config.target_modules == ["mlp.c_fc", "attn.c_proj"]
+    assert config.watch_modules == r".*\.mlp\.c_proj"  # one "re:" entry is a regex
+    assert (config.tau, config.factor_h, config.factor_w, config.interpolation) == (2.5, 2.0, 3.0, "area")
+    assert config.sheet_shape == (4, 32) and config.tau_at(5) == pytest.approx(1.25)
+
+
+def test_regex_target_from_the_arguments(tmp_path, token_dataset, make_gpt2):
+    trainer = _trainer(
+        tmp_path, token_dataset(64), make_gpt2(), topo_target_modules=[r"re:transformer\.h\.1\.mlp\.c_(fc|proj)"]
+    )
+    assert [layer.name for layer in trainer.topo_loss.layers(trainer.model)] == [
+        "transformer.h.1.mlp.c_fc",
+        "transformer.h.1.mlp.c_proj",
+    ]
+
+
+def test_topo_config_overrides_plain_training_arguments(tmp_path, token_dataset, make_gpt2):
+    trainer = TopoTrainer(
+        model=make_gpt2(),
+        args=_args(tmp_path, cls=TrainingArguments, max_steps=1),
+        topo_config=TopoConfig(tau=3.0, target_modules=["h.0.mlp.c_fc"]),
+        train_dataset=token_dataset(64),
+    )
+    trainer.train()
+    log = _step_logs(trainer)[1]
+    assert log["tau"] == 3.0 and list(k for k in log if k.startswith("topo_loss/")) == ["topo_loss/h.0.mlp.c_fc"]
+
+
+def test_bad_input_fails_before_training(tmp_path, token_dataset, make_gpt2):
+    data = token_dataset(16)
+    with pytest.raises(ValueError, match=r"target_modules=\['does_not_exist'\] matches no .*Candidates: .*'mlp.c_fc'"):
+        TopoTrainer(
+            model=make_gpt2(), args=_args(tmp_path, topo_target_modules=["does_not_exist"]), train_dataset=data
+        )
+    with pytest.raises(ValueError, match=r"tau=-1.0 must be a finite number >= 0"):
         _args(tmp_path, tau=-1.0)
-    with pytest.raises(ValueError, match="factor_h=0.5 must be a finite number >= 1"):
+    with pytest.raises(ValueError, match=r"factor_h=0.5 must be a finite number >= 1"):
         _args(tmp_path, topo_factor_h=0.5)
-    with pytest.raises(ValueError, match="cannot be downsampled"):
-        TopoTrainer(model=_model(), args=_args(tmp_path, topo_factor_h=9.0), train_dataset=_data())
-    with pytest.raises(ValueError, match="Cannot read τ schedule phase"):
+    with pytest.raises(ValueError, match="interpolation='trilinear' is not supported"):
+        _args(tmp_path, topo_interpolation="trilinear")
+    with pytest.raises(ValueError, match="Cannot read τ schedule phase 'warmup'"):
         _args(tmp_path, tau_schedule="warmup")
-    with pytest.raises(TypeError, match="topo settings"):
-        from transformers import TrainingArguments
+    with pytest.raises(ValueError, match=r"Layer 'transformer.h.0.mlp.c_fc' \(128 units\).*cannot be downsampled"):
+        TopoTrainer(model=make_gpt2(), args=_args(tmp_path, topo_factor_h=9.0), train_dataset=data)
+    with pytest.raises(TypeError, match=r"cannot carry a cortical sheet: transformer.wte"):
+        TopoTrainer(model=make_gpt2(), args=_args(tmp_path, topo_target_modules=["wte"]), train_dataset=data)
+    with pytest.raises(TypeError, match="TopoTrainer needs its topo settings"):
+        TopoTrainer(model=make_gpt2(), args=_args(tmp_path, cls=TrainingArguments), train_dataset=data)
 
-        TopoTrainer(model=_model(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
 
-
-def test_continuing_from_a_toponet_checks_its_stored_sheets(tmp_path):
+def test_continuing_from_a_toponet_checks_its_stored_sheets(tmp_path, token_dataset, make_gpt2):
     out = tmp_path / "toponet"
-    trainer = _train(out, max_steps=1)
-    trainer.save_model()
+    _train(out, token_dataset(64), make_gpt2(), max_steps=1).save_model()
     config_file = out / "config.json"
     data = json.loads(config_file.read_text())
-    data["topography"]["layers"]["transformer.h.1.mlp.c_fc"]["depth"] = 64
-    config_file.write_text(json.dumps(data))
-    model = AutoModelForCausalLM.from_pretrained(out)
+    # Unchanged metadata: continuing is fine.
+    TopoTrainer(model=AutoModelForCausalLM.from_pretrained(out), args=_args(tmp_path / "ok"), train_dataset=None)
+    edited = copy.deepcopy(data)
+    edited[TOPOGRAPHY_KEY]["layers"]["transformer.h.1.mlp.c_fc"]["depth"] = 64
+    config_file.write_text(json.dumps(edited))
     with pytest.raises(ValueError, match=r"'transformer.h.1.mlp.c_fc' says Conv1D sheet \(8, 16, 64\)"):
-        TopoTrainer(model=model, args=_args(tmp_path / "next"), train_dataset=_data())
+        TopoTrainer(model=AutoModelForCausalLM.from_pretrained(out), args=_args(tmp_path / "next"), train_dataset=None)
