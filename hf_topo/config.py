@@ -25,6 +25,7 @@ sheet. Schema (version 1)::
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from .losses import INTERPOLATION_MODES
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
 
-__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "SCHEMA_VERSION", "LOSSES"]
+__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES"]
 
 TOPOGRAPHY_KEY = "topography"
+#: File holding the record next to a PEFT adapter, which has no config.json of its own.
+TOPOGRAPHY_FILE = "topography.json"
 SCHEMA_VERSION = 1
 #: Topographic losses known to this version.
 LOSSES = ("laplacian_pyramid",)
@@ -200,6 +203,10 @@ class TopoConfig:
         if model is not None:
             model_config = getattr(model, "config", None)
         elif isinstance(source, (str, os.PathLike)):
+            adapter_record = os.path.join(source, TOPOGRAPHY_FILE)
+            if os.path.isfile(adapter_record) and not os.path.isfile(os.path.join(source, "config.json")):
+                with open(adapter_record) as f:  # a PEFT adapter directory saved by TopoTrainer
+                    return cls.from_dict(json.load(f))
             from transformers import AutoConfig
 
             model_config = AutoConfig.from_pretrained(source, **hub_kwargs)

@@ -54,8 +54,8 @@ def matches_pattern(name: str, patterns: str | list[str]) -> bool:
 
 
 def candidate_layer_names(model: nn.Module) -> list[str]:
-    """Full names of every layer of ``model`` that could carry a cortical sheet."""
-    return [name for name, module in model.named_modules() if _is_candidate(name, module)]
+    """Base-model names of every layer of ``model`` that could carry a cortical sheet."""
+    return [base_model_name(model, name) for name, module in model.named_modules() if _is_candidate(name, module)]
 
 
 def _summarize(names: Iterable[str], limit: int = 12) -> str:

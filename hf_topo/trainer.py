@@ -10,7 +10,9 @@ The trainer changes three hooks and keeps the rest stock (accelerate, checkpoint
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -244,6 +246,13 @@ class TopoTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         self.write_topography_metadata()
         super().save_model(output_dir, _internal_call=_internal_call)
+        # A PEFT model saves only its adapter (no config.json): keep the record next to it.
+        if hasattr(self.model, "peft_config") and self.args.should_save:
+            from .config import TOPOGRAPHY_FILE
+
+            record = getattr(self.model.get_base_model().config, "topography", None)
+            with open(os.path.join(output_dir or self.args.output_dir, TOPOGRAPHY_FILE), "w") as f:
+                json.dump(record, f, indent=2)
 
     def write_topography_metadata(self) -> None:
         """Put the topographic setup (with every layer's sheet and the τ at this step) into `model.config`."""

@@ -151,7 +151,7 @@ def test_peft_models(tiny_gpt2):
     assert all(type(m).__name__ == "Linear" and hasattr(m, "base_layer") for m in found.values())
     candidates = candidate_layer_names(peft_model)
     assert not any(part in name for name in candidates for part in ("lora_A", "lora_B", "base_layer"))
-    assert "base_model.model.transformer.h.0.mlp.c_fc" in candidates
+    assert "transformer.h.0.mlp.c_fc" in candidates  # base-model names, as in error messages and config.json
     assert base_model_name(peft_model, "base_model.model.transformer.h.0.mlp.c_fc") == "transformer.h.0.mlp.c_fc"
     # Only PEFT models get the prefix removed.
     assert base_model_name(tiny_gpt2, "base_model.model.x") == "base_model.model.x"

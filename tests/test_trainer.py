@@ -394,3 +394,19 @@ def test_continuing_from_a_toponet_checks_its_stored_sheets(tmp_path, token_data
     config_file.write_text(json.dumps(edited))
     with pytest.raises(ValueError, match=r"'transformer.h.1.mlp.c_fc' says Conv1D sheet \(8, 16, 64\)"):
         TopoTrainer(model=AutoModelForCausalLM.from_pretrained(out), args=_args(tmp_path / "next"), train_dataset=None)
+
+
+def test_peft_model_saves_its_topography_next_to_the_adapter(tmp_path, token_dataset, make_gpt2):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(make_gpt2(), LoraConfig(r=2, target_modules=["c_fc"], fan_in_fan_out=True))
+    args = TopoTrainingArguments(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[], use_cpu=True,
+        save_strategy="no", tau=3.0,
+    )  # fmt: skip
+    trainer = TopoTrainer(model=model, args=args, train_dataset=token_dataset())
+    trainer.train()
+    trainer.save_model()
+    assert (tmp_path / "adapter_model.safetensors").exists() and not (tmp_path / "config.json").exists()
+    loaded = TopoConfig.from_pretrained(tmp_path)
+    assert loaded.tau == 3.0 and set(loaded.layers) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
