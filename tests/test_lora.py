@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _scripts import ACCELERATE_ONE_CPU, run_script
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
@@ -184,20 +185,8 @@ def test_compare_lora_one_command(toponet, corpus, tmp_path):
 
 @pytest.mark.slow
 def test_finetune_under_accelerate_launch(toponet, corpus, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--cpu",
-        "--mixed_precision",
-        "no",
-    ]
-    cmd += [str(ROOT / "scripts/finetune_lora.py"), "--model_name_or_path", str(toponet), "--train_file", corpus]
-    cmd += ["--block_size", "32", "--lora_r", "2", "--max_steps", "3", "--output_dir", str(tmp_path / "launched")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cmd = [sys.executable, *ACCELERATE_ONE_CPU, str(ROOT / "scripts/finetune_lora.py"), "--train_file", corpus]
+    cmd += ["--model_name_or_path", str(toponet), "--block_size", "32", "--lora_r", "2", "--max_steps", "3"]
+    result = run_script(cmd + ["--output_dir", str(tmp_path / "launched")], tmp_path)
     assert "LoRA r=2 on shakespeare: validation loss" in result.stdout
     assert (tmp_path / "launched" / "adapter_model.safetensors").exists()

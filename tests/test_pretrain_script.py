@@ -1,12 +1,12 @@
 """scripts/pretrain.py end to end: as a plain script and under `accelerate launch`, on a local corpus, offline."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _scripts import ACCELERATE_ONE_CPU, offline_env, run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_topo import TopoConfig
@@ -21,10 +21,7 @@ COMMON = [
 ]  # fmt: skip
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+_env = offline_env
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +29,7 @@ def corpus(tmp_path_factory):
     return write_python_corpus(str(tmp_path_factory.mktemp("corpus") / "stdlib.txt"), max_bytes=40_000)
 
 
-def _run(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+_run = run_script
 
 
 def _blimp_dir(root: Path) -> Path:
@@ -81,17 +75,8 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
 @pytest.mark.slow
 def test_pretrain_under_accelerate_launch(tmp_path, corpus):
     out = tmp_path / "launched"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--cpu",
-        "--mixed_precision",
-        "no",
-    ]
-    cmd += [str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(out)]
+    cmd = [sys.executable, *ACCELERATE_ONE_CPU, str(ROOT / "scripts/pretrain.py")]
+    cmd += ["--train_file", corpus, "--output_dir", str(out)]
     cmd += COMMON + ["--max_steps", "3", "--tau", "1", "--save_strategy", "no"]
     _run(cmd, tmp_path)
     assert json.loads((out / "config.json").read_text())["topography"]["tau"]["value"] == 1.0
