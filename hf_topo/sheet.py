@@ -93,7 +93,7 @@ class CorticalSheet:
 
 def layer_type_name(module: nn.Module) -> str:
     """``"Linear"``, ``"Conv1D"`` or ``"Conv2d"`` for a supported layer (PEFT LoRA wrappers are seen through)."""
-    base = _base_layer(module)
+    base = unwrapped_layer(module)
     if isinstance(base, Conv1D):
         return "Conv1D"
     if isinstance(base, nn.Conv2d):
@@ -106,11 +106,25 @@ def layer_type_name(module: nn.Module) -> str:
     )
 
 
-def _base_layer(module: nn.Module) -> nn.Module:
-    # PEFT tuner layers (LoRA, ...) wrap the original layer as `base_layer`.
-    while hasattr(module, "base_layer") and isinstance(module.base_layer, nn.Module):
-        module = module.base_layer
-    return module
+def unwrapped_layer(module: nn.Module) -> nn.Module:
+    """The layer whose weight the model applies, with PEFT wrappers seen through.
+
+    PEFT tuner layers (LoRA, DoRA, ...) keep the original layer as ``base_layer``. A ``modules_to_save`` wrapper
+    keeps a frozen ``original_module`` and a trainable copy per adapter; the forward uses the active adapter's copy
+    (unless adapters are disabled), so that copy is the one whose sheet TopoLoss shapes.
+    """
+    while True:
+        copies = getattr(module, "modules_to_save", None)
+        if isinstance(copies, nn.ModuleDict) and isinstance(getattr(module, "original_module", None), nn.Module):
+            active = list(getattr(module, "active_adapters", None) or [])
+            if active and active[0] in copies and not getattr(module, "disable_adapters", False):
+                module = copies[active[0]]
+            else:
+                module = module.original_module
+        elif hasattr(module, "base_layer") and isinstance(module.base_layer, nn.Module):
+            module = module.base_layer
+        else:
+            return module
 
 
 def _units_and_depth(layer_type: str, weight: torch.Tensor) -> tuple[int, int]:
@@ -126,7 +140,7 @@ def _units_and_depth(layer_type: str, weight: torch.Tensor) -> tuple[int, int]:
 def sheet_for_module(module_name: str, module: nn.Module, sheet_shape: tuple[int, int] | None = None) -> CorticalSheet:
     """The :class:`CorticalSheet` of ``module``: most-square unless ``sheet_shape=(height, width)`` is given."""
     layer_type = layer_type_name(module)
-    weight = _base_layer(module).weight
+    weight = unwrapped_layer(module).weight
     n_units, depth = _units_and_depth(layer_type, weight)
     if sheet_shape is None:
         height, width = most_square_shape(n_units)
@@ -149,7 +163,7 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     rescaled per output unit by its magnitude vector, so a gradient through the sheet reaches the adapter
     parameters. Merged or disabled adapters add nothing.
     """
-    base = _base_layer(module)
+    base = unwrapped_layer(module)
     weight = base.weight
     if base is module or getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
         return weight

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from .sheet import SUPPORTED_LAYER_TYPES
+from .sheet import SUPPORTED_LAYER_TYPES, unwrapped_layer
 
 __all__ = ["TARGET_PRESETS", "find_target_modules", "base_model_name", "candidate_layer_names", "matches_pattern"]
 
@@ -33,7 +33,16 @@ TARGET_PRESETS: dict[str, list[str]] = {
 }
 
 # Sub-modules of PEFT tuner layers: never targets themselves.
-_PEFT_INTERNAL = {"base_layer", "lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
+_PEFT_INTERNAL = {
+    "base_layer",
+    "lora_A",
+    "lora_B",
+    "lora_embedding_A",
+    "lora_embedding_B",
+    "lora_magnitude_vector",
+    "original_module",  # inside a modules_to_save wrapper, which is matched as the layer itself
+    "modules_to_save",
+}
 _PEFT_PREFIX = "base_model.model."
 
 
@@ -42,8 +51,7 @@ def _is_candidate(name: str, module: nn.Module) -> bool:
         return False
     if isinstance(module, SUPPORTED_LAYER_TYPES):
         return True
-    base = getattr(module, "base_layer", None)
-    return isinstance(base, SUPPORTED_LAYER_TYPES)
+    return isinstance(unwrapped_layer(module), SUPPORTED_LAYER_TYPES)
 
 
 def matches_pattern(name: str, patterns: str | list[str]) -> bool:

@@ -239,6 +239,31 @@ def test_peft_lora_on_the_target_uses_the_effective_weight(tiny_gpt2, rel_err):
         assert rel_err(lora.lora_B["default"].weight.grad, b.grad) < GRAD_TOL
 
 
+def test_peft_modules_to_save_uses_the_trainable_copy(tiny_gpt2):
+    # modules_to_save=["mlp.c_fc"] trains a full copy of c_fc next to the frozen original: TopoLoss shapes the copy
+    # the forward uses, names stay base-model names, and with adapters disabled it reads the original again.
+    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    plain_value = topo(tiny_gpt2).item()
+    peft_model = get_peft_model(
+        copy.deepcopy(tiny_gpt2),
+        LoraConfig(r=2, target_modules=["c_attn"], modules_to_save=["mlp.c_fc"], fan_in_fan_out=True),
+    )
+    assert [layer.sheet.module_name for layer in topo.layers(peft_model)] == C_FC
+    for name in C_FC:
+        wrapper = peft_model.base_model.model.get_submodule(name)
+        with torch.no_grad():
+            wrapper.modules_to_save["default"].weight.normal_()
+    value = topo(peft_model)
+    assert abs(value.item() - plain_value) > 1e-3
+    value.backward()
+    for name in C_FC:
+        wrapper = peft_model.base_model.model.get_submodule(name)
+        assert wrapper.modules_to_save["default"].weight.grad is not None
+        assert wrapper.original_module.weight.grad is None
+    with peft_model.disable_adapter():
+        assert topo(peft_model).item() == pytest.approx(plain_value, abs=1e-7)
+
+
 def test_peft_dora_uses_the_weight_the_layer_applies(tiny_llama, rel_err):
     # DoRA (LoraConfig(use_dora=True)) applies m · (W + ΔW) / ||W + ΔW|| per output unit: TopoLoss must see that
     # weight (the merged model's), not W + ΔW alone.
