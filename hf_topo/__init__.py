@@ -14,6 +14,7 @@ from .config import TOPOGRAPHY_KEY, TopoConfig
 from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
+from .similarity import neighbour_distance_loss
 from .targets import TARGET_PRESETS, find_target_modules
 from .topo_loss import TopoLayer, TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
@@ -36,5 +37,6 @@ __all__ = [
     "find_target_modules",
     "laplacian_pyramid_loss",
     "most_square_shape",
+    "neighbour_distance_loss",
     "sheet_cosine_loss",
 ]

@@ -3,12 +3,12 @@
 The setup is saved inside the model's own config under the key ``"topography"``, so a TopoNet is an ordinary
 Hugging Face checkpoint: ``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
 ``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's
-sheet. Schema (version 1)::
+sheet. Schema (version 2; version 1 lacked ``distance`` and ``neighbourhood``)::
 
     "topography": {
-      "schema_version": 1,
+      "schema_version": 2,
       "library": "hf_topo", "library_version": "0.1.0",
-      "loss": "laplacian_pyramid",
+      "loss": "laplacian_pyramid", "distance": "correlation", "neighbourhood": 1,
       "tau": {"value": 1.0, "schedule": [{"kind": "linear", "steps": 100, "start": 0.0, "end": 1.0}],
               "current": 1.0, "at_step": 1000},
       "factor_h": 3.0, "factor_w": 3.0, "interpolation": "bilinear",
@@ -34,15 +34,18 @@ from typing import Any
 from .losses import INTERPOLATION_MODES
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
+from .similarity import DISTANCES
 
-__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES"]
+__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES", "WEIGHT_LOSSES"]
 
 TOPOGRAPHY_KEY = "topography"
 #: File holding the record next to a PEFT adapter, which has no config.json of its own.
 TOPOGRAPHY_FILE = "topography.json"
-SCHEMA_VERSION = 1
-#: Topographic losses known to this version.
-LOSSES = ("laplacian_pyramid",)
+SCHEMA_VERSION = 2
+#: Topographic losses known to this version: TopoLoss, and Truong & Hasson's Weight / Activation Similarity.
+LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
+#: Losses computed from the weights alone (the others need the layers' activations of the current batch).
+WEIGHT_LOSSES = ("laplacian_pyramid", "weight_similarity")
 
 
 @dataclass
@@ -68,7 +71,17 @@ class TopoConfig:
         tau_schedule (`TauSchedule` or `str`, *optional*):
             Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"`; constant by default.
         loss (`str`, defaults to `"laplacian_pyramid"`):
-            The topographic loss; TopoLoss's blur-and-cosine objective.
+            The topographic regularizer: `"laplacian_pyramid"` (TopoLoss's blur-and-cosine objective),
+            `"weight_similarity"` (mean distance between neighbouring units' incoming weights) or
+            `"activation_similarity"` (mean distance between neighbouring units' pre-activation responses over
+            the batch); the last two after Truong & Hasson, see :mod:`hf_topo.similarity`. The factors and the
+            interpolation apply to TopoLoss only.
+        distance (`str`, defaults to `"correlation"`):
+            Distance between two units' vectors for the similarity losses: `"euclidean"`, `"cosine"` or
+            `"correlation"` (1 − Pearson r).
+        neighbourhood (`int`, defaults to `1`):
+            Chebyshev radius of a unit's neighbourhood on the sheet for the similarity losses (1 = the 3×3 queen
+            neighbourhood, up to 8 neighbours).
         layers (`dict[str, CorticalSheet]`, *optional*):
             The resolved sheets, filled when the config is read from a saved model. When set, the model the
             config is applied to must have exactly these layers and shapes.
@@ -89,6 +102,8 @@ class TopoConfig:
     watch_modules: list[str] | str | None = None
     tau_schedule: TauSchedule | str | None = None
     loss: str = "laplacian_pyramid"
+    distance: str = "correlation"
+    neighbourhood: int = 1
     layers: dict[str, CorticalSheet] | None = None
     inferred: bool = False
     finetuning: list[dict] | None = None
@@ -112,6 +127,13 @@ class TopoConfig:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} is not known to this hf_topo version; expected one of {LOSSES}.")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance={self.distance!r} is not supported; choose one of {DISTANCES}.")
+        if isinstance(self.neighbourhood, bool) or not isinstance(self.neighbourhood, int) or self.neighbourhood < 1:
+            raise ValueError(
+                f"neighbourhood={self.neighbourhood!r} must be an integer >= 1 (the Chebyshev radius on the sheet; "
+                "1 = 3x3 neighbours)."
+            )
         if self.sheet_shape is not None:
             shape = tuple(self.sheet_shape)
             if len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
@@ -140,6 +162,8 @@ class TopoConfig:
             "library": "hf_topo",
             "library_version": __version__,
             "loss": self.loss,
+            "distance": self.distance,
+            "neighbourhood": self.neighbourhood,
             "tau": tau,
             "factor_h": self.factor_h,
             "factor_w": self.factor_w,

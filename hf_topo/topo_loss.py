@@ -1,21 +1,25 @@
 """``TopoLoss``: find a model's topographic layers and average their sheet losses.
 
-The math lives in :mod:`hf_topo.losses` (a pure function of one sheet); this module is the bookkeeping: which
-layers, which sheets, which are optimized and which only watched.
+The math lives in :mod:`hf_topo.losses` (TopoLoss, a pure function of one sheet) and :mod:`hf_topo.similarity`
+(Weight / Activation Similarity); this module is the bookkeeping: which layers, which sheets, which are optimized
+and which only watched, and (for Activation Similarity) the layer outputs of the current forward pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .config import TopoConfig
+from .config import WEIGHT_LOSSES, TopoConfig
 from .losses import _check_blur_arguments, sheet_cosine_loss
 from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view
+from .similarity import neighbour_distance_loss
 from .targets import base_model_name, find_target_modules
 
 __all__ = ["TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
@@ -54,9 +58,12 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
         for name, module in modules.items():
             sheet = sheet_for_module(base_model_name(model, name), module, config.sheet_shape)
             try:
-                _check_blur_arguments(
-                    sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
-                )
+                if config.loss == "laplacian_pyramid":
+                    _check_blur_arguments(
+                        sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
+                    )
+                elif sheet.n_units < 2:
+                    raise ValueError("a similarity loss needs at least two units on the sheet.")
             except ValueError as err:
                 raise ValueError(f"Layer {name!r} ({sheet.n_units} units): {err}") from None
             layers.append(TopoLayer(name=name, module=module, sheet=sheet, role=role))
@@ -86,17 +93,55 @@ def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalShe
             )
 
 
-class TopoLoss:
-    """TopoLoss of a model: the mean over target layers of ``1 − mean_u cos(C_u, blur(C)_u)``.
+def _unit_responses(
+    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch."""
+    if activations is None:
+        raise ValueError(
+            f"Activation Similarity on layer {layer.name!r}: no activations of this layer were seen in the forward "
+            "pass. Record them with `topo.record_activations(model)` around a forward that runs the layer."
+        )
+    if activations.shape[-1] != layer.sheet.n_units:
+        raise ValueError(
+            f"Activations of {layer.name!r} have {activations.shape[-1]} units in their last dimension, but its sheet "
+            f"has {layer.sheet.n_units}: pass the layer's own output (..., n_units)."
+        )
+    responses = activations.reshape(-1, activations.shape[-1])
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(activations.shape[:-1]):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the activations of {layer.name!r} have "
+                f"positions {tuple(activations.shape[:-1])}; pass the batch's (batch, sequence) mask."
+            )
+        responses = responses[attention_mask.reshape(-1).to(torch.bool)]
+    if responses.shape[0] < 2:
+        raise ValueError(
+            f"Activation Similarity on layer {layer.name!r} needs at least 2 non-padding positions in the batch, "
+            f"got {responses.shape[0]}."
+        )
+    return responses
 
-    Not multiplied by τ (``TopoTrainer`` does that). Works on plain models and PEFT-wrapped ones; for a layer
-    wrapped by LoRA the sheet is built from the effective weight ``W + scaling·B·A``.
+
+class TopoLoss:
+    """The topographic regularizer of a model, averaged over its target layers (not multiplied by τ).
+
+    With the default ``loss="laplacian_pyramid"`` this is TopoLoss, ``mean_layers(1 − mean_u cos(C_u, blur(C)_u))``;
+    ``"weight_similarity"`` and ``"activation_similarity"`` are Truong & Hasson's neighbour-distance losses on the
+    same sheets (:mod:`hf_topo.similarity`). Works on plain and PEFT-wrapped models; for a layer wrapped by LoRA
+    the sheet is built from the effective weight ``W + scaling·B·A``.
 
     Example::
 
         topo = TopoLoss(TopoConfig(target_modules=["mlp.c_fc"]))
         loss = task_loss + tau * topo(model)
         topo.per_layer(model)   # {"transformer.h.0.mlp.c_fc": tensor(0.93), ...}
+
+        # Activation Similarity needs the layer outputs of the batch:
+        topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+        with topo.record_activations(model) as recorded:
+            task_loss = model(**batch).loss
+        loss = task_loss + tau * topo.compute(model, activations=recorded, attention_mask=batch["attention_mask"])[0]
 
     Args:
         config: the :class:`TopoConfig`; keyword arguments build one when it is omitted.
@@ -108,13 +153,19 @@ class TopoLoss:
         self.config = config if config is not None else TopoConfig(**config_kwargs)
         self._resolved: weakref.WeakKeyDictionary[nn.Module, list[TopoLayer]] = weakref.WeakKeyDictionary()
 
+    @property
+    def needs_activations(self) -> bool:
+        """Whether the loss reads the layers' outputs of the current batch (Activation Similarity)."""
+        return self.config.loss not in WEIGHT_LOSSES
+
     def layers(self, model: nn.Module) -> list[TopoLayer]:
         """The resolved (and validated) topographic layers of ``model``; cached per model."""
         if model not in self._resolved:
             self._resolved[model] = resolve_sheets(model, self.config)
             layers = self._resolved[model]
             logger.info(
-                "TopoLoss on %d layer(s) (%d watched): %s",
+                "%s on %d layer(s) (%d watched): %s",
+                self.config.loss,
                 sum(layer.role == "target" for layer in layers),
                 sum(layer.role == "watch" for layer in layers),
                 ", ".join(
@@ -125,32 +176,93 @@ class TopoLoss:
             )
         return self._resolved[model]
 
-    def layer_loss(self, layer: TopoLayer) -> torch.Tensor:
-        """TopoLoss of one layer (float32 scalar, differentiable w.r.t. the layer's weight)."""
-        sheet, units_first = sheet_view(effective_weight(layer.module), layer.sheet)
-        return sheet_cosine_loss(
-            sheet, units_first, self.config.factor_h, self.config.factor_w, self.config.interpolation
-        )
+    @contextlib.contextmanager
+    def record_activations(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the outputs of ``model``'s topographic layers during the forward passes inside the block.
 
-    def compute(self, model: nn.Module, with_grad: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(mean over target layers, {name: loss} for every layer)``; watched layers never carry a gradient."""
+        Yields a dict ``{layer name: output}`` filled by forward hooks (the last forward's output of each layer,
+        with its autograd graph, so a loss on it trains the layer). The hooks are removed when the block exits,
+        so nothing is recorded afterwards (e.g. by a gradient-checkpointing recomputation) and nothing is kept
+        beyond what the caller holds.
+        """
+        recorded: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def hook(name: str):
+            def store(_module, _inputs, output):
+                recorded[name] = output[0] if isinstance(output, tuple) else output
+
+            return store
+
+        try:
+            for layer in self.layers(model):
+                handles.append(layer.module.register_forward_hook(hook(layer.name)))
+            yield recorded
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def layer_loss(
+        self,
+        layer: TopoLayer,
+        activations: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The regularizer of one layer (float32 scalar, differentiable w.r.t. the weight or the activations).
+
+        ``activations`` (Activation Similarity only): the layer's output ``(..., n_units)``; positions where
+        ``attention_mask`` (shape ``activations.shape[:-1]``) is 0 are padding and left out.
+        """
+        config = self.config
+        if config.loss == "laplacian_pyramid":
+            sheet, units_first = sheet_view(effective_weight(layer.module), layer.sheet)
+            return sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
+        if config.loss == "weight_similarity":
+            sheet, units_first = sheet_view(effective_weight(layer.module), layer.sheet)
+            sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
+            return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+        responses = _unit_responses(layer, activations, attention_mask)  # (n_samples, n_units)
+        sheet = responses.T.reshape(layer.sheet.height, layer.sheet.width, -1)  # unit u at (u // w, u % w)
+        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+
+    def compute(
+        self,
+        model: nn.Module,
+        with_grad: bool = True,
+        activations: dict[str, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mean over target layers, {name: loss} for every layer)``; watched layers never carry a gradient.
+
+        ``activations``/``attention_mask``: for Activation Similarity, the outputs recorded with
+        :meth:`record_activations` and the batch's attention mask (padding excluded).
+        """
+        if self.needs_activations and activations is None:
+            raise ValueError(
+                f"loss={self.config.loss!r} is computed from the layers' activations of the current batch: run the "
+                "forward pass inside `with topo.record_activations(model) as recorded:` and pass "
+                "`activations=recorded` (TopoTrainer does this for you)."
+            )
         per_layer: dict[str, torch.Tensor] = {}
         targets: list[torch.Tensor] = []
         for layer in self.layers(model):
             optimize = with_grad and layer.role == "target"
             with torch.set_grad_enabled(optimize and torch.is_grad_enabled()):
-                value = self.layer_loss(layer)
+                if self.needs_activations:
+                    value = self.layer_loss(layer, activations.get(layer.name), attention_mask)
+                else:
+                    value = self.layer_loss(layer)
             per_layer[layer.name] = value if optimize else value.detach()
             if layer.role == "target":
                 targets.append(per_layer[layer.name])
         return torch.stack(targets).mean(), per_layer
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        """Mean TopoLoss over the target layers of ``model`` (a scalar tensor, not multiplied by τ)."""
+        """Mean regularizer over the target layers of ``model`` (a scalar tensor, not multiplied by τ)."""
         return self.compute(model)[0]
 
     def per_layer(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """``{full module name: TopoLoss}`` for every target and watched layer."""
+        """``{full module name: loss}`` for every target and watched layer."""
         return self.compute(model)[1]
 
     def config_for(self, model: nn.Module) -> TopoConfig:

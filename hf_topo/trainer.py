@@ -3,7 +3,10 @@
 The trainer changes three hooks and keeps the rest stock (accelerate, checkpoints, callbacks, resuming):
 
 * ``compute_loss`` adds ``τ · topo_loss`` once per optimizer step, scaled so that its gradient weighs exactly τ
-  whatever the gradient accumulation, number of processes and ``average_tokens_across_devices``;
+  whatever the gradient accumulation, number of processes and ``average_tokens_across_devices``. Weight-based
+  regularizers (TopoLoss, Weight Similarity) are evaluated on the first micro-batch of each optimizer step;
+  Activation Similarity, which reads the layers' outputs of each batch, on every micro-batch with weight
+  ``τ / n_micro_batches``, so an optimizer step again carries ``τ`` times the mean regularizer;
 * ``log`` adds ``topo_loss`` (unscaled), ``task_loss``, the current ``tau`` and ``topo_loss/<layer>`` values;
 * ``save_model`` writes the topographic setup into ``config.json`` (key ``"topography"``) on every save.
 """
@@ -50,6 +53,13 @@ class TopoTrainingArguments(TrainingArguments):
             Fixed sheet `height width` for every target layer (default: most-square).
         tau_schedule (`str`, defaults to `"constant"`):
             Chain of τ phases over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"` (see `hf_topo.schedule`).
+        topo_loss_type (`str`, defaults to `"laplacian_pyramid"`):
+            The regularizer: `"laplacian_pyramid"` (TopoLoss), `"weight_similarity"` or `"activation_similarity"`
+            (Truong & Hasson; see `hf_topo.similarity`).
+        topo_distance (`str`, defaults to `"correlation"`):
+            Distance between neighbouring units' vectors for the similarity losses: euclidean, cosine, correlation.
+        topo_neighbourhood (`int`, defaults to `1`):
+            Chebyshev radius of the neighbourhood on the sheet for the similarity losses (1 = 3×3).
     """
 
     tau: float = field(default=1.0, metadata={"help": "Weight τ of TopoLoss: loss = task_loss + τ·topo_loss."})
@@ -72,6 +82,17 @@ class TopoTrainingArguments(TrainingArguments):
         default="constant",
         metadata={"help": "τ phases over optimizer steps, e.g. 'warmup:1000,cosine:9000:0.1' (see hf_topo.schedule)."},
     )
+    topo_loss_type: str = field(
+        default="laplacian_pyramid",
+        metadata={"help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity or activation_similarity."},
+    )
+    topo_distance: str = field(
+        default="correlation",
+        metadata={"help": "Neighbour distance of the similarity losses: euclidean, cosine or correlation."},
+    )
+    topo_neighbourhood: int = field(
+        default=1, metadata={"help": "Neighbourhood radius on the sheet for the similarity losses (1 = 3x3)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,6 +109,9 @@ class TopoTrainingArguments(TrainingArguments):
             sheet_shape=tuple(self.topo_sheet_shape) if self.topo_sheet_shape else None,
             watch_modules=_patterns(self.topo_watch_modules) if self.topo_watch_modules else None,
             tau_schedule=self.tau_schedule,
+            loss=self.topo_loss_type,
+            distance=self.topo_distance,
+            neighbourhood=self.topo_neighbourhood,
         )
 
 
@@ -184,6 +208,8 @@ class TopoTrainer(Trainer):
         return 1.0 if scaled_for_ga else 1.0 / self.current_gradient_accumulation_steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.topo_loss.needs_activations and model.training:
+            return self._compute_loss_with_activations(model, inputs, return_outputs, num_items_in_batch)
         result = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
@@ -197,6 +223,25 @@ class TopoTrainer(Trainer):
         if tau > 0:
             # The term enters once per optimizer step: undo the per-micro-batch scaling so its gradient is τ·∇topo.
             loss = loss + (tau / self._loss_scaling_for_backward(num_items_in_batch)) * topo.to(loss.dtype)
+        self._record_topo(tau, topo.detach(), per_layer)
+        return (loss, outputs) if return_outputs else loss
+
+    def _compute_loss_with_activations(self, model, inputs, return_outputs, num_items_in_batch):
+        """Activation Similarity: every micro-batch adds ``τ / n_micro · AS(its activations)``."""
+        with self.topo_loss.record_activations(self.model) as recorded:
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = result if return_outputs else (result, None)
+        tau = self.current_tau()
+        topo, per_layer = self.topo_loss.compute(
+            self.model, with_grad=tau > 0, activations=recorded, attention_mask=inputs.get("attention_mask")
+        )
+        recorded.clear()
+        if tau > 0:
+            # training_step multiplies by `scaling`; the micro-batches of one optimizer step then sum to τ·mean(AS).
+            per_micro_batch = tau / self.current_gradient_accumulation_steps
+            loss = loss + (per_micro_batch / self._loss_scaling_for_backward(num_items_in_batch)) * topo.to(loss.dtype)
         self._record_topo(tau, topo.detach(), per_layer)
         return (loss, outputs) if return_outputs else loss
 

@@ -41,7 +41,7 @@ def test_defaults():
 def test_dict_round_trip_with_schedule_and_layers():
     config = _full_config()
     data = json.loads(json.dumps(config.to_dict(step=5)))  # what config.json holds
-    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     assert data["library"] == "hf_topo" and data["library_version"] == __version__
     assert data["tau"] == {
         "value": 3.0,
@@ -78,8 +78,8 @@ def test_from_dict_of_constructor_arguments():
 
 def test_schema_and_unknown_keys():
     data = TopoConfig().to_dict()
-    with pytest.raises(ValueError, match=r"schema_version=2, newer than this hf_topo understands \(1\)"):
-        TopoConfig.from_dict(data | {"schema_version": 2})
+    with pytest.raises(ValueError, match=r"schema_version=3, newer than this hf_topo understands \(2\)"):
+        TopoConfig.from_dict(data | {"schema_version": 3})
     with pytest.raises(ValueError, match="schema_version='1'"):
         TopoConfig.from_dict(data | {"schema_version": "1"})
     with pytest.raises(ValueError, match=r"Unknown topography settings \['taus'\]; expected keys among"):

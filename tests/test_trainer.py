@@ -9,6 +9,8 @@ import json
 
 import pytest
 import torch
+from _training import training_args as _args
+from _training import weights as _weights
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel, HfArgumentParser, Trainer, TrainingArguments
@@ -16,31 +18,6 @@ from transformers import AutoModelForCausalLM, GPT2LMHeadModel, HfArgumentParser
 from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
-
-
-def _args(out, cls=TopoTrainingArguments, **overrides):
-    settings = dict(
-        output_dir=str(out),
-        per_device_train_batch_size=16,
-        gradient_accumulation_steps=1,
-        max_steps=3,
-        learning_rate=0.5,
-        optim="sgd",
-        weight_decay=0.0,
-        max_grad_norm=0.0,  # no clipping
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-        data_seed=0,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    if cls is TopoTrainingArguments:
-        settings["tau"] = 5.0
-    return cls(**(settings | overrides))
 
 
 def _trainer(out, data, model, loss_kwargs=True, **overrides):
@@ -56,10 +33,6 @@ def _train(out, data, model, **kwargs):
     trainer = _trainer(out, data, model, **kwargs)
     trainer.train()
     return trainer
-
-
-def _weights(model):
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
 def _step_logs(trainer):
