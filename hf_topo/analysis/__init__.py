@@ -1,0 +1,93 @@
+"""Measuring TopoNets: the analyses of Deb, Deb & Murty (ICLR 2025, §2.3, §3.2–3.4, A.5, A.6) as a library.
+
+========================  =====================================================================================
+module                    what it measures
+========================  =====================================================================================
+``inputs``                text → packed token blocks; stimulus files → padded batches
+``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
+``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation
+``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
+``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs
+``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
+``maps``                  values on the sheet: mean activation, first principal component of the weights
+``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
+                          perturbations (token substitution / deletion) — the sweeps
+``plots``                 PNG figures; ``report``: everything for a model (and its baseline) → report.json
+========================  =====================================================================================
+
+Example::
+
+    from hf_topo.analysis import load_text_blocks, topographic_layers, collect_activations, smoothness
+
+    blocks = load_text_blocks(tokenizer, block_size=128, text_file="valid.txt", max_blocks=64)
+    layers = topographic_layers(model)
+    acts = collect_activations(model, blocks, layers, max_samples=8192)
+    smoothness(acts[layers[0].name], layers[0].sheet).score
+"""
+
+from .activations import collect_activations, topographic_layers
+from .dimensionality import effective_dimensionality
+from .inputs import TokenBatch, load_text_blocks, read_stimuli, tokenize_stimuli
+from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
+from .perturbation import (
+    INPUT_PERTURBATIONS,
+    PRUNING_SCOPES,
+    SweepResult,
+    add_weight_noise_,
+    delete_tokens,
+    downsampling_sweep,
+    evaluate_perplexity,
+    input_perturbation_sweep,
+    l1_prune_,
+    noise_sweep,
+    prunable_weights,
+    pruning_sweep,
+    restored_weights,
+    substitute_tokens,
+)
+from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_model, write_report
+from .selectivity import selectivity_maps, selectivity_t
+from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
+from .spatial import mean_morans_i, morans_i
+
+__all__ = [
+    "AnalysisSettings",
+    "FIGURES",
+    "INPUT_PERTURBATIONS",
+    "ModelAnalysis",
+    "PRUNING_SCOPES",
+    "SmoothnessResult",
+    "SWEEPS",
+    "SweepResult",
+    "TokenBatch",
+    "add_weight_noise_",
+    "analyze_model",
+    "as_sheet_map",
+    "collect_activations",
+    "correlation_vs_distance",
+    "delete_tokens",
+    "downsampling_sweep",
+    "effective_dimensionality",
+    "evaluate_perplexity",
+    "input_perturbation_sweep",
+    "l1_prune_",
+    "load_text_blocks",
+    "mean_activation_map",
+    "mean_morans_i",
+    "morans_i",
+    "noise_sweep",
+    "prunable_weights",
+    "pruning_sweep",
+    "read_stimuli",
+    "restored_weights",
+    "selectivity_maps",
+    "selectivity_t",
+    "smoothness",
+    "substitute_tokens",
+    "tokenize_stimuli",
+    "topographic_layers",
+    "unit_weights",
+    "weight_pc1_map",
+    "weight_smoothness",
+    "write_report",
+]

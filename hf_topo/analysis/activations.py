@@ -1,0 +1,146 @@
+"""Which layers are topographic, and what their units do: forward hooks on the layers' outputs.
+
+A unit's activation is the layer's output before the nonlinearity (for GPT-2 the output of ``mlp.c_fc``), one
+value per token: the measurement of the paper's §2.3 and A.6. Padding positions (``attention_mask == 0``) are
+never collected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TOPOGRAPHY_KEY, TopoConfig
+from ..topo_loss import TopoLayer, attach_inferred_topography, resolve_sheets
+from .inputs import TokenBatch, as_token_batch
+
+__all__ = ["topographic_layers", "collect_activations", "model_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def topographic_layers(
+    model: nn.Module,
+    config: TopoConfig | None = None,
+    layer_names: Sequence[str] | None = None,
+    include_watched: bool = False,
+) -> list[TopoLayer]:
+    """The topographic layers of ``model`` with their cortical sheets.
+
+    Args:
+        model: a causal LM.
+        config: the topographic setup to resolve; by default the model's own ``topography`` metadata, or for a model
+            without any (a Hub GPT-2) the family's MLP expansion layer, attached with
+            :func:`hf_topo.attach_inferred_topography` (``inferred: true``, ``tau: 0``). Pass another model's
+            ``TopoConfig.from_pretrained(...)`` to analyse a baseline on exactly the same layers and sheets (an error
+            if its layers or shapes differ).
+        layer_names: keep only these layers (full module names, or suffixes such as ``"h.0.mlp.c_fc"``).
+        include_watched: also return layers that were only watched (not optimized) during training.
+    """
+    if config is None:
+        if isinstance(getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None), dict):
+            config = TopoConfig.from_pretrained(model)
+        else:
+            config = attach_inferred_topography(model)
+            logger.info(
+                "%s has no topography metadata: inferred sheets over %s", type(model).__name__, config.target_modules
+            )
+    layers = [layer for layer in resolve_sheets(model, config) if include_watched or layer.role == "target"]
+    if layer_names is not None:
+        chosen = []
+        for wanted in layer_names:
+            matches = [layer for layer in layers if layer.name == wanted or layer.name.endswith("." + wanted)]
+            if not matches:
+                raise ValueError(
+                    f"No topographic layer named {wanted!r}; the topographic layers are {[lay.name for lay in layers]}."
+                )
+            chosen.extend(m for m in matches if m not in chosen)
+        layers = chosen
+    if not layers:
+        raise ValueError(
+            "The model has no topographic layer to analyse (only watched ones?); set include_watched=True."
+        )
+    for layer in layers:
+        if layer.sheet.layer_type == "Conv2d":
+            raise TypeError(
+                f"{layer.name} is a Conv2d: the activation analyses of hf_topo.analysis are for language models "
+                "(Linear/Conv1D layers whose output's last dimension holds the units)."
+            )
+    return layers
+
+
+@torch.no_grad()
+def collect_activations(
+    model: nn.Module,
+    tokens,
+    layers: Sequence[TopoLayer],
+    batch_size: int = 8,
+    max_samples: int | None = None,
+    per_sequence: bool = False,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Activations of the units of each layer: ``{layer name: (n_samples, n_units)}`` float32 tensors on the CPU.
+
+    Args:
+        model: the model (run in eval mode, without gradients; its training mode is restored).
+        tokens: a :class:`TokenBatch` (or tensor / dict / ``datasets.Dataset`` with ``input_ids``).
+        layers: from :func:`topographic_layers`.
+        max_samples: the sample budget: the first ``max_samples`` samples (the model stops running once it is met).
+        per_sequence: one sample per sequence, the mean over its real tokens (for stimuli, e.g. selectivity), instead
+            of one sample per real token.
+
+    Units are in sheet order: unit ``u`` sits at row ``u // width``, column ``u % width`` of its sheet.
+    """
+    batch: TokenBatch = as_token_batch(tokens)
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples={max_samples} must be a positive number of samples (or None for all).")
+    device = model_device(model)
+    collected: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
+    current: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            current[name] = (output[0] if isinstance(output, tuple) else output).detach()
+
+        return hook
+
+    handles = [layer.module.register_forward_hook(hook_for(layer.name)) for layer in layers]
+    was_training = model.training
+    model.eval()
+    n_samples = 0
+    total = max_samples or (len(batch) if per_sequence else batch.n_tokens)
+    bar = tqdm(total=total, desc="Collecting activations", unit="sample", disable=not progress)
+    try:
+        for input_ids, mask in batch.batches(batch_size):
+            current.clear()
+            model(input_ids=input_ids.to(device), attention_mask=None if mask is None else mask.to(device))
+            keep = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+            new = 0
+            for name in collected:
+                output = current[name].float().cpu()  # (B, T, n_units)
+                if per_sequence:
+                    weights = keep.unsqueeze(-1).float()
+                    samples = (output * weights).sum(1) / weights.sum(1)  # (B, n_units)
+                else:
+                    samples = output[keep]  # (real tokens, n_units)
+                collected[name].append(samples)
+                new = samples.shape[0]
+            n_samples += new
+            bar.update(min(new, total - bar.n))
+            if max_samples is not None and n_samples >= max_samples:
+                break
+    finally:
+        bar.close()
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {name: torch.cat(parts)[:max_samples] for name, parts in collected.items()}

@@ -1,0 +1,389 @@
+"""All analyses of a model in one call, and the report (``report.json`` + figures) of a TopoNet and its baseline.
+
+:func:`analyze_model` measures one model on its topographic layers; :func:`write_report` puts a model and
+(optionally) its baseline side by side in ``report.json`` and PNG figures. ``scripts/analyze.py`` is a thin
+command line over these two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import TopoConfig
+from ..topo_loss import TopoLayer
+from .activations import collect_activations, topographic_layers
+from .dimensionality import effective_dimensionality
+from .inputs import TokenBatch
+from .maps import mean_activation_map, weight_pc1_map
+from .perturbation import (
+    INPUT_PERTURBATIONS,
+    PRUNING_SCOPES,
+    SweepResult,
+    downsampling_sweep,
+    evaluate_perplexity,
+    input_perturbation_sweep,
+    noise_sweep,
+    pruning_sweep,
+)
+from .selectivity import selectivity_maps
+from .smoothness import SmoothnessResult, smoothness, weight_smoothness
+from .spatial import mean_morans_i, morans_i
+
+__all__ = ["AnalysisSettings", "ModelAnalysis", "analyze_model", "write_report", "FIGURES", "SWEEPS"]
+
+logger = logging.getLogger(__name__)
+
+#: The perturbation sweeps :func:`analyze_model` can run.
+SWEEPS = ("pruning", "noise", "downsampling", "substitution", "deletion")
+
+#: File names of the figures :func:`write_report` writes (those whose data exist).
+FIGURES = {
+    "sheet_maps": "sheet_maps.png",
+    "selectivity": "selectivity.png",
+    "smoothness_curve": "smoothness_curve.png",
+    "pruning": "pruning.png",
+    "noise": "noise.png",
+    "downsampling": "downsampling.png",
+    "substitution": "input_substitution.png",
+    "deletion": "input_deletion.png",
+}
+
+
+@dataclass
+class AnalysisSettings:
+    """What the analyses measure and how much text they use.
+
+    Activations:
+        max_tokens (`int`, defaults to `8192`): activation samples (tokens) per layer for smoothness, effective
+            dimensionality and Moran's I (the paper uses 8192 samples for dimensionality).
+        batch_size (`int`, defaults to `8`): sequences per forward pass.
+    Smoothness:
+        n_bins (`int`, defaults to `20`), max_pairs (`int`, defaults to `200000`), min_pairs_per_bin (`int`,
+            defaults to `20`): see :func:`~hf_topo.analysis.smoothness.correlation_vs_distance`.
+    Sweeps:
+        sweeps (`list[str]`, defaults to all of `pruning, noise, downsampling, substitution, deletion`): which
+            sweeps run (an empty grid also skips a sweep).
+        eval_blocks (`int`, defaults to `32`): blocks of text on which every perplexity is measured.
+        pruning_fractions (`list[float]`, defaults to `0, 0.1, …, 0.9`), pruning_scope (`str`, defaults to
+            `"topographic"`; or `"all_linear"`), pruning_granularity (`str`, defaults to `"layer"`; or `"global"`).
+        noise_sigmas (`list[float]`, defaults to `0, 0.1, 0.2, 0.3, 0.5, 0.75, 1`), noise_repeats (`int`, defaults
+            to `1`): Gaussian weight noise relative to each weight tensor's std, on the topographic layers.
+        downsampling_factors (`list[float]`, defaults to `1, 2, 3, 4`): φ of a φ × φ downsampling of the sheets
+            (factors larger than a sheet side are skipped).
+        input_rates (`list[float]`, defaults to `0, 0.05, 0.1, 0.2, 0.3`), input_repeats (`int`, defaults to `1`):
+            rates of the input perturbations (random token substitution scored on the clean text, token deletion),
+            see :func:`~hf_topo.analysis.perturbation.input_perturbation_sweep`.
+    Other:
+        seed (`int`, defaults to `0`): unit-pair subsampling and weight noise.
+    """
+
+    max_tokens: int = field(default=8192, metadata={"help": "Activation samples (tokens) per layer."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
+    n_bins: int = field(default=20, metadata={"help": "Distance bins of the correlation-vs-distance curve."})
+    max_pairs: int = field(default=200_000, metadata={"help": "Unit pairs per layer for smoothness (random subset)."})
+    min_pairs_per_bin: int = field(default=20, metadata={"help": "Bins with fewer pairs do not count in the score."})
+    eval_blocks: int = field(default=32, metadata={"help": "Blocks of text on which each perplexity is measured."})
+    pruning_fractions: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        metadata={"help": "Fractions of weights zeroed by L1 unstructured pruning."},
+    )
+    pruning_scope: str = field(
+        default="topographic", metadata={"help": f"Weights pruned: one of {', '.join(PRUNING_SCOPES)}."}
+    )
+    pruning_granularity: str = field(
+        default="layer", metadata={"help": "'layer' (each tensor pruned by the fraction) or 'global'."}
+    )
+    noise_sigmas: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0],
+        metadata={"help": "Weight-noise σ relative to each weight tensor's std."},
+    )
+    noise_repeats: int = field(default=1, metadata={"help": "Noise draws averaged per σ."})
+    downsampling_factors: list[float] = field(
+        default_factory=lambda: [1.0, 2.0, 3.0, 4.0],
+        metadata={"help": "φ of the φ×φ sheet downsampling sweep."},
+    )
+    input_rates: list[float] = field(
+        default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3],
+        metadata={"help": "Rates of random token substitution and of token deletion (input robustness)."},
+    )
+    input_repeats: int = field(default=1, metadata={"help": "Input-perturbation draws averaged per rate."})
+    sweeps: list[str] = field(
+        default_factory=lambda: list(SWEEPS),
+        metadata={"help": f"Which perturbation sweeps to run, among {', '.join(SWEEPS)}."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of unit-pair sampling and weight noise."})
+
+    def __post_init__(self):
+        for name in ("max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.pruning_scope not in PRUNING_SCOPES:
+            raise ValueError(f"pruning_scope={self.pruning_scope!r} must be one of {PRUNING_SCOPES}.")
+        unknown = sorted(set(self.sweeps) - set(SWEEPS))
+        if unknown:
+            raise ValueError(f"Unknown sweeps {unknown}; choose among {SWEEPS}.")
+        if self.pruning_granularity not in ("layer", "global"):
+            raise ValueError(f"pruning_granularity={self.pruning_granularity!r} must be 'layer' or 'global'.")
+
+
+@dataclass
+class ModelAnalysis:
+    """Everything measured on one model. ``maps`` and ``selectivity`` hold ``(height, width)`` tensors per layer
+    (for the figures); the scalars, curves and sweeps go to ``report.json`` through :meth:`to_dict`."""
+
+    label: str
+    layers: list[TopoLayer]
+    perplexity: float
+    n_activation_samples: int
+    smoothness: dict[str, SmoothnessResult]
+    weight_smoothness: dict[str, SmoothnessResult]
+    effective_dimensionality: dict[str, float]
+    morans_i: dict[str, float]
+    maps: dict[str, dict[str, torch.Tensor]]
+    selectivity: dict[str, torch.Tensor] | None = None
+    sweeps: dict[str, SweepResult] = field(default_factory=dict)
+    blimp: float | None = None
+
+    def summary(self) -> dict[str, float | int]:
+        """Flat scalar metrics: the layer means of every measure, the perplexity and each sweep point."""
+        mean = lambda values: float(sum(values) / len(values))  # noqa: E731
+        summary: dict[str, float | int] = {
+            "smoothness": mean([r.score for r in self.smoothness.values()]),
+            "weight_smoothness": mean([r.score for r in self.weight_smoothness.values()]),
+            "effective_dimensionality": mean(list(self.effective_dimensionality.values())),
+            "morans_i": mean(list(self.morans_i.values())),
+            "perplexity": self.perplexity,
+            "n_topographic_layers": len(self.layers),
+            "n_activation_samples": self.n_activation_samples,
+        }
+        if self.blimp is not None:
+            summary["blimp"] = self.blimp
+        if self.selectivity is not None:
+            t_maps = torch.stack(list(self.selectivity.values()))
+            finite = t_maps[t_maps.isfinite()]
+            summary["selectivity_morans_i"] = float(morans_i(t_maps).nanmean())
+            summary["selectivity_fraction_abs_t_above_2"] = float((finite.abs() > 2).double().mean())
+        for sweep in self.sweeps.values():
+            for i, x in enumerate(sweep.x):
+                if sweep.kind == "pruning":
+                    key = f"pruned_{round(100 * x)}pct"
+                elif sweep.kind == "noise":
+                    key = f"noise_sigma_{x:g}"
+                elif sweep.kind in INPUT_PERTURBATIONS:
+                    key = f"{sweep.kind}_{round(100 * x)}pct"
+                else:
+                    key = f"downsampled_{x:g}x{x:g}"
+                    summary[f"{key}_parameters_kept"] = sweep.parameters_kept[i]
+                summary[f"{key}_perplexity"] = sweep.perplexity[i]
+                summary[f"{key}_delta_perplexity"] = sweep.delta_perplexity[i]
+                if sweep.delta_blimp is not None:
+                    summary[f"{key}_delta_blimp"] = sweep.delta_blimp[i]
+        return summary
+
+    def to_dict(self) -> dict:
+        per_layer = {
+            layer.name: {
+                "sheet": layer.sheet.to_dict(),
+                "smoothness": self.smoothness[layer.name].score,
+                "weight_smoothness": self.weight_smoothness[layer.name].score,
+                "effective_dimensionality": self.effective_dimensionality[layer.name],
+                "morans_i": self.morans_i[layer.name],
+            }
+            for layer in self.layers
+        }
+        return {
+            "label": self.label,
+            "summary": self.summary(),
+            "layers": per_layer,
+            "curves": {
+                "smoothness": {name: r.to_dict() for name, r in self.smoothness.items()},
+                "weight_smoothness": {name: r.to_dict() for name, r in self.weight_smoothness.items()},
+            },
+            "sweeps": {kind: sweep.to_dict() for kind, sweep in self.sweeps.items()},
+        }
+
+
+def analyze_model(
+    model: nn.Module,
+    tokenizer,
+    text: TokenBatch,
+    settings: AnalysisSettings | None = None,
+    label: str = "model",
+    topography: TopoConfig | None = None,
+    layer_names: Sequence[str] | None = None,
+    stimuli: tuple[Sequence[str], Sequence[str]] | None = None,
+    blimp_data=None,
+    progress: bool = True,
+) -> ModelAnalysis:
+    """Measure a model on its topographic layers.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer.
+        text: packed blocks of text (:func:`~hf_topo.analysis.inputs.load_text_blocks`): activations are taken from
+            its first ``settings.max_tokens`` tokens, perplexities on its first ``settings.eval_blocks`` blocks.
+        topography: whose layers and sheets to analyse (default: the model's own, see
+            :func:`~hf_topo.analysis.activations.topographic_layers`); pass the TopoNet's for its baseline.
+        layer_names: a subset of the topographic layers.
+        stimuli: two lists of texts for the selectivity maps (set a over set b).
+        blimp_data: BLiMP paradigms (:func:`hf_topo.blimp.load_blimp`) for BLiMP in the pruning sweep.
+    """
+    settings = settings or AnalysisSettings()
+    layers = topographic_layers(model, topography, layer_names)
+    logger.info("Analysing %s: %d topographic layer(s)", label, len(layers))
+    activations = collect_activations(model, text, layers, settings.batch_size, settings.max_tokens, progress=progress)
+    n_samples = next(iter(activations.values())).shape[0]
+    if n_samples < settings.max_tokens:
+        logger.warning("Only %d activation samples (max_tokens=%d): give more text", n_samples, settings.max_tokens)
+    curve_kwargs = dict(
+        n_bins=settings.n_bins,
+        max_pairs=settings.max_pairs,
+        min_pairs_per_bin=settings.min_pairs_per_bin,
+        seed=settings.seed,
+    )
+    smooth, weight_smooth, dims, moran = {}, {}, {}, {}
+    maps: dict[str, dict[str, torch.Tensor]] = {"mean activation": {}, "weight PC1": {}}
+    for layer in layers:
+        acts = activations[layer.name]
+        smooth[layer.name] = smoothness(acts, layer.sheet, **curve_kwargs)
+        weight_smooth[layer.name] = weight_smoothness(layer, **curve_kwargs)
+        dims[layer.name] = effective_dimensionality(acts)
+        moran[layer.name] = mean_morans_i(acts, layer.sheet)
+        maps["mean activation"][layer.name] = mean_activation_map(acts, layer.sheet)
+        maps["weight PC1"][layer.name] = weight_pc1_map(layer)
+    del activations
+
+    selectivity = None
+    if stimuli is not None:
+        selectivity = selectivity_maps(
+            model, tokenizer, stimuli[0], stimuli[1], layers, settings.batch_size, progress=progress
+        )
+
+    eval_text = TokenBatch(text.input_ids[: settings.eval_blocks], None)
+    perplexity = evaluate_perplexity(model, eval_text, settings.batch_size, progress=progress)
+    common = dict(batch_size=settings.batch_size, progress=progress, reference_perplexity=perplexity)
+    sweeps: dict[str, SweepResult] = {}
+    if settings.pruning_fractions and "pruning" in settings.sweeps:
+        sweeps["pruning"] = pruning_sweep(
+            model, eval_text, settings.pruning_fractions, layers, settings.pruning_scope,
+            settings.pruning_granularity, blimp_data, tokenizer, **common,
+        )  # fmt: skip
+    if settings.noise_sigmas and "noise" in settings.sweeps:
+        sweeps["noise"] = noise_sweep(
+            model, eval_text, settings.noise_sigmas, layers, "topographic", settings.noise_repeats, settings.seed,
+            **common,
+        )  # fmt: skip
+    if settings.downsampling_factors and "downsampling" in settings.sweeps:
+        sweeps["downsampling"] = downsampling_sweep(model, eval_text, settings.downsampling_factors, layers, **common)
+    for kind in INPUT_PERTURBATIONS:
+        if settings.input_rates and kind in settings.sweeps:
+            sweeps[kind] = input_perturbation_sweep(
+                model, eval_text, kind, settings.input_rates, len(tokenizer) if tokenizer is not None else None,
+                settings.input_repeats, settings.seed, **common,
+            )  # fmt: skip
+    blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
+    return ModelAnalysis(
+        label=label,
+        layers=layers,
+        perplexity=perplexity,
+        n_activation_samples=n_samples,
+        smoothness=smooth,
+        weight_smoothness=weight_smooth,
+        effective_dimensionality=dims,
+        morans_i=moran,
+        maps=maps,
+        selectivity=selectivity,
+        sweeps=sweeps,
+        blimp=blimp,
+    )
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _evenly_spaced(n: int, k: int) -> set[int]:
+    if n <= k:
+        return set(range(n))
+    return {round(i * (n - 1) / (k - 1)) for i in range(k)}
+
+
+def write_report(
+    analysis: ModelAnalysis,
+    output_dir: str | os.PathLike,
+    baseline: ModelAnalysis | None = None,
+    metadata: dict | None = None,
+    max_map_rows: int = 6,
+) -> dict:
+    """Write ``report.json`` and the figures of ``analysis`` (and its ``baseline``) into ``output_dir``.
+
+    ``report.json`` holds ``summary`` (the flat scalar metrics of the analysed model, read by the Hub model card),
+    ``baseline_summary``, ``model`` / ``baseline`` (per-layer results, correlation-vs-distance curves, sweeps),
+    ``figures`` (file names relative to ``output_dir``) and ``metadata`` (whatever the caller passes: paths,
+    settings). The map figures show at most ``max_map_rows`` layers (the first, the last and evenly spaced ones
+    between); ``report.json`` has every layer. Returns the report.
+    """
+    from . import plots
+
+    os.makedirs(output_dir, exist_ok=True)
+    analyses = [analysis] + ([baseline] if baseline is not None else [])
+    figures: dict[str, str] = {}
+
+    def path(key: str) -> str:
+        figures[key] = FIGURES[key]
+        return os.path.join(output_dir, FIGURES[key])
+
+    shown = _evenly_spaced(len(analysis.layers), max_map_rows)
+    pick = lambda layer_maps: {name: m for i, (name, m) in enumerate(layer_maps.items()) if i in shown}  # noqa: E731
+    plots.plot_sheet_maps(
+        {a.label: {kind: pick(layer_maps) for kind, layer_maps in a.maps.items()} for a in analyses}, path("sheet_maps"),
+        title="Topographic layers on their cortical sheets: mean activation and first principal component of the weights",
+    )  # fmt: skip
+    if all(a.selectivity is not None for a in analyses):
+        plots.plot_sheet_maps(
+            {a.label: {"selectivity t (a over b)": pick(a.selectivity)} for a in analyses}, path("selectivity"),
+            title="Selectivity (Welch t, eq. 2 of the paper) of each unit for stimulus set a over set b", symmetric=True,
+        )  # fmt: skip
+    plots.plot_smoothness_curves(
+        {
+            "activations": {a.label: a.smoothness for a in analyses},
+            "weights": {a.label: a.weight_smoothness for a in analyses},
+        },
+        path("smoothness_curve"),
+    )
+    for kind, title in (
+        ("pruning", "L1 unstructured pruning"),
+        ("noise", "Weight noise"),
+        ("downsampling", "Downsampling"),
+        ("substitution", "Input: random token substitution"),
+        ("deletion", "Input: token deletion"),
+    ):
+        if kind in analysis.sweeps:
+            plots.plot_sweeps({a.label: a.sweeps[kind] for a in analyses if kind in a.sweeps}, path(kind), title=title)
+
+    report = {
+        "summary": analysis.summary(),
+        "baseline_summary": baseline.summary() if baseline is not None else None,
+        "model": analysis.to_dict(),
+        "baseline": baseline.to_dict() if baseline is not None else None,
+        "figures": figures,
+        "metadata": metadata or {},
+    }
+    report = _json_safe(report)
+    with open(os.path.join(output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    logger.info("Report written to %s", os.path.join(output_dir, "report.json"))
+    return report
