@@ -5,12 +5,15 @@ the sheet for being similar to a blurred copy of itself; trained into the MLP ex
 it yields models with brain-like spatial organization.
 
 Main entry points: :class:`TopoConfig`, :class:`TopoLoss`, :class:`TopoTrainer`,
-:class:`TopoTrainingArguments`.
+:class:`TopoTrainingArguments`; :func:`downsample_model` (smaller models through the sheet, A.5); the analyses in
+:mod:`hf_topo.analysis`. Importing hf_topo registers the downsampled model classes with the Auto classes, so a saved
+downsampled model loads with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
 __version__ = "0.1.0"
 
 from .config import TOPOGRAPHY_KEY, TopoConfig
+from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
 from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
@@ -25,6 +28,7 @@ __all__ = [
     "TopoConfig",
     "TopoLoss",
     "TopoLayer",
+    "TopoDownsampledLinear",
     "TopoTrainer",
     "TopoTrainingArguments",
     "TauPhase",
@@ -34,9 +38,11 @@ __all__ = [
     "as_cortical_sheet",
     "attach_inferred_topography",
     "blur_sheet",
+    "downsample_model",
     "find_target_modules",
     "laplacian_pyramid_loss",
     "most_square_shape",
     "neighbour_distance_loss",
+    "parameter_count",
     "sheet_cosine_loss",
 ]
