@@ -8,7 +8,8 @@ The trainer changes three hooks and keeps the rest stock (accelerate, checkpoint
   Activation Similarity, which reads the layers' outputs of each batch, on every micro-batch with weight
   ``τ / n_micro_batches``, so an optimizer step again carries ``τ`` times the mean regularizer;
 * ``log`` adds ``topo_loss`` (unscaled), ``task_loss``, the current ``tau`` and ``topo_loss/<layer>`` values;
-* ``save_model`` writes the topographic setup into ``config.json`` (key ``"topography"``) on every save.
+* ``save_model`` writes the topographic setup into ``config.json`` (key ``"topography"``) on every save;
+* ``create_model_card`` writes hf_topo's TopoNet card (``README.md`` + ``figures/``), which ``push_to_hub`` uploads.
 """
 
 from __future__ import annotations
@@ -310,3 +311,38 @@ class TopoTrainer(Trainer):
         for target in targets:
             if getattr(target, "config", None) is not None:
                 config.attach_to(target.config, step=self.state.global_step)
+
+    # ---- model card ------------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the TopoNet model card into `args.output_dir` (`README.md` and `figures/sheet_maps.png`).
+
+        `push_to_hub` calls this before uploading the output directory. The card (see `hf_topo.hub.toponet_card`)
+        carries τ and its schedule, the sheets, the recipe, results (`metrics.json`/`blimp.json` there, else the log
+        history) and the sheet maps. `dataset` names the training data (its first entry is taken as the evaluation
+        set), `finetuned_from` becomes `base_model`. A PEFT adapter gets the stock card of `Trainer`.
+        """
+        if not self.is_world_process_zero():
+            return
+        if hasattr(self.model, "peft_config"):
+            return super().create_model_card(
+                language=language, license=license, tags=tags, model_name=model_name, finetuned_from=finetuned_from,
+                tasks=tasks, dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args,
+            )  # fmt: skip
+        from .hub import write_trainer_card
+
+        write_trainer_card(
+            self, model_name=model_name, language=language, license=license, tags=tags,
+            finetuned_from=finetuned_from, dataset=dataset,
+        )  # fmt: skip

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pretrain  # noqa: E402  (the sibling script; the demo is two calls of its main)
 
 from hf_topo import TopoConfig, TopoLoss  # noqa: E402
+from hf_topo.analysis.maps import weight_pc1_map  # noqa: E402
 from hf_topo.data import write_python_corpus  # noqa: E402
-from hf_topo.sheet import effective_weight, sheet_view  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,14 +96,7 @@ def sheet_pc1_maps(model_dir: str) -> dict[str, torch.Tensor]:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     layers = TopoLoss(TopoConfig.from_pretrained(model)).layers(model)
-    maps = {}
-    for layer in (layers[0], layers[-1]):
-        sheet, units_first = sheet_view(effective_weight(layer.module).detach().float(), layer.sheet)
-        units = sheet.reshape(-1, sheet.shape[-1]) if units_first else sheet.reshape(sheet.shape[0], -1).T
-        centered = units - units.mean(dim=0)
-        _, _, v = torch.linalg.svd(centered, full_matrices=False)
-        maps[layer.name] = (centered @ v[0]).reshape(layer.sheet.height, layer.sheet.width)
-    return maps
+    return {layer.name: weight_pc1_map(layer) for layer in (layers[0], layers[-1])}
 
 
 def plot(results: dict[str, dict], output_dir: str) -> list[str]:

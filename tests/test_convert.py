@@ -1,0 +1,320 @@
+"""nanoGPT → GPT2LMHeadModel conversion (hf_topo.convert, scripts/convert_nanogpt.py).
+
+The reference is a minimal nanoGPT-layout GPT written here from the architecture (pre-LayerNorm blocks, fused
+c_attn, exact GELU MLP, tied wte/lm_head, LayerNorm with optional bias, explicit causal softmax attention), saved
+as a train.py-style checkpoint with torch.compile's `_orig_mod.` prefixes.
+"""
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _scripts import ROOT, run_script
+from torch import nn
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+from hf_topo import TopoConfig
+from hf_topo.convert import (
+    CONVERSION_KEY,
+    attach_tokenizer,
+    convert_nanogpt,
+    load_nanogpt_checkpoint,
+    tau_from_filename,
+)
+
+# ---- a nanoGPT-layout reference model ------------------------------------------------------------------------------
+
+
+class RefLayerNorm(nn.Module):
+    def __init__(self, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class RefSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, block_size: int, bias: bool):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        # nanoGPT's non-flash path keeps the causal mask as a (persistent) buffer named "bias"
+        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.c_proj(y)
+
+
+class RefMLP(nn.Module):
+    def __init__(self, n_embd: int, bias: bool):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+
+    def forward(self, x):
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class RefBlock(nn.Module):
+    def __init__(self, n_embd, n_head, block_size, bias):
+        super().__init__()
+        self.ln_1 = RefLayerNorm(n_embd, bias)
+        self.attn = RefSelfAttention(n_embd, n_head, block_size, bias)
+        self.ln_2 = RefLayerNorm(n_embd, bias)
+        self.mlp = RefMLP(n_embd, bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, n_layer, n_head, n_embd, block_size, vocab_size, bias):
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vocab_size, n_embd),
+                wpe=nn.Embedding(block_size, n_embd),
+                h=nn.ModuleList([RefBlock(n_embd, n_head, block_size, bias) for _ in range(n_layer)]),
+                ln_f=RefLayerNorm(n_embd, bias),
+            )
+        )
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied, as in nanoGPT
+
+    def forward(self, idx):
+        positions = torch.arange(idx.shape[1])
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+
+
+def make_reference(bias: bool, vocab_size: int, n_layer=2, n_head=2, n_embd=32, block_size=16, seed=0):
+    torch.manual_seed(seed)
+    model = RefGPT(n_layer, n_head, n_embd, block_size, vocab_size, bias)
+    with torch.no_grad():  # random everything (LayerNorm gains and biases too) so that any mapping error shows
+        for name, param in model.named_parameters():
+            gain = 1.0 if "ln_" in name and name.endswith("weight") else 0.0
+            param.copy_(torch.randn_like(param) * (0.3 if "ln_" in name else 0.1) + gain)
+    model_args = dict(
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=block_size,
+        bias=bias,
+        vocab_size=vocab_size,
+        dropout=0.0,
+    )
+    return model.eval(), model_args
+
+
+def save_checkpoint(model, model_args, path: Path, prefix="_orig_mod.", **extra) -> Path:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    optimizer.step()  # a real optimizer state, as train.py saves it
+    optimizer.zero_grad()
+    checkpoint = {
+        "model": {prefix + k: v for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "model_args": model_args,
+        "iter_num": 1234,
+        "best_val_loss": torch.tensor(3.21),
+        "config": {
+            "learning_rate": 6e-4,
+            "batch_size": 12,
+            "dataset": "fineweb_edu",
+            "compile": True,
+            "decay_lr": True,
+        },
+    } | extra
+    torch.save(checkpoint, path)
+    return path
+
+
+def logits_max_diff(reference, converted, vocab_size, block_size, seed=1) -> float:
+    idx = torch.randint(0, vocab_size, (3, block_size), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = reference(idx)
+        actual = converted(input_ids=idx).logits
+    assert actual.shape == expected.shape
+    return (actual - expected).abs().max().item()
+
+
+# ---- exactness ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conversion_matches_nanogpt_logits(tmp_path, bias):
+    vocab = 50304 if not bias else 96  # the bias-free case uses nanoGPT's padded GPT-2 vocabulary
+    reference, model_args = make_reference(bias=bias, vocab_size=vocab)
+    path = save_checkpoint(reference, model_args, tmp_path / "tau_3.pt")
+    model = convert_nanogpt(path)
+
+    assert isinstance(model, GPT2LMHeadModel)
+    assert model.config.n_positions == 16 and model.config.vocab_size == vocab
+    assert model.config.activation_function == "gelu"
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied like nanoGPT
+    if not bias:
+        assert torch.count_nonzero(model.transformer.h[0].mlp.c_fc.bias) == 0
+        assert torch.count_nonzero(model.transformer.ln_f.bias) == 0
+    # Conv1D orientation: (in, out)
+    assert tuple(model.transformer.h[0].mlp.c_fc.weight.shape) == (32, 128)
+    assert logits_max_diff(reference, model, vocab, 16) <= 1e-4
+
+    topo = TopoConfig.from_pretrained(model)
+    assert topo.tau == 3.0 and not topo.inferred
+    assert set(topo.layers) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
+    assert topo.layers["transformer.h.0.mlp.c_fc"].shape == (8, 16, 32)
+    record = getattr(model.config, CONVERSION_KEY)
+    assert record["iter_num"] == 1234 and record["best_val_loss"] == pytest.approx(3.21)
+    assert record["model_args"]["bias"] is bias and record["training_config"]["dataset"] == "fineweb_edu"
+
+
+def test_untied_lm_head_and_bare_state_dict(tmp_path):
+    reference, model_args = make_reference(bias=True, vocab_size=80)
+    reference.lm_head.weight = nn.Parameter(reference.lm_head.weight.detach().clone() + 0.05)  # untie
+    torch.save(reference.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="n_head"):
+        convert_nanogpt(tmp_path / "bare.pt")
+    model = convert_nanogpt(tmp_path / "bare.pt", n_head=2, tau=1.0)
+    assert model.config.tie_word_embeddings is False
+    assert logits_max_diff(reference, model, 80, 16) <= 1e-4
+
+
+def test_saved_model_reloads_with_same_logits(tmp_path):
+    reference, model_args = make_reference(bias=False, vocab_size=96)
+    path = save_checkpoint(reference, model_args, tmp_path / "ckpt.pt", prefix="")
+    model = convert_nanogpt(path, tau=0.5)
+    model.save_pretrained(tmp_path / "hf")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert logits_max_diff(reference, reloaded, 96, 16) <= 1e-4
+    assert TopoConfig.from_pretrained(tmp_path / "hf").tau == 0.5
+    assert TopoConfig.from_pretrained(reloaded).layers is not None  # metadata matches the reloaded weights
+
+
+def test_tau_from_flag_file_name_or_inferred(tmp_path, caplog):
+    assert tau_from_filename("tau_0.5.pt") == 0.5 and tau_from_filename("/x/toponet-tau50.pt") == 50.0
+    assert tau_from_filename("baseline.pt") is None
+    reference, model_args = make_reference(bias=True, vocab_size=64)
+    path = save_checkpoint(reference, model_args, tmp_path / "tau_1.pt")
+    with caplog.at_level(logging.WARNING, logger="hf_topo.convert"):
+        assert TopoConfig.from_pretrained(convert_nanogpt(path, tau=50)).tau == 50.0  # the flag wins, with a warning
+    assert "file name" in caplog.text
+    unknown = save_checkpoint(reference, model_args, tmp_path / "baseline.pt")
+    topo = TopoConfig.from_pretrained(convert_nanogpt(unknown))
+    assert topo.inferred and topo.tau == 0.0
+
+
+# ---- safety and bad input ------------------------------------------------------------------------------------------
+
+
+class ArbitraryObject:
+    """Anything that only full unpickling can restore."""
+
+    def __init__(self):
+        self.payload = "not a tensor"
+
+
+def test_refuses_checkpoint_that_needs_arbitrary_unpickling(tmp_path):
+    reference, model_args = make_reference(bias=True, vocab_size=64)
+    path = save_checkpoint(reference, model_args, tmp_path / "tau_1.pt", config=ArbitraryObject())
+    with pytest.raises(ValueError, match=r"weights_only=True") as err:
+        load_nanogpt_checkpoint(path)
+    message = str(err.value)
+    assert "arbitrary code" in message and "trust" in message and "torch.save" in message
+    with pytest.raises(ValueError, match="weights_only"):
+        convert_nanogpt(path)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No nanoGPT checkpoint"):
+        convert_nanogpt(tmp_path / "missing.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a nanoGPT checkpoint dict"):
+        convert_nanogpt(tmp_path / "list.pt")
+    reference, model_args = make_reference(bias=True, vocab_size=64)
+    wrong = save_checkpoint(reference, model_args | {"n_layer": 3}, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match=r"transformer\.h\.2"):
+        convert_nanogpt(wrong)
+    extra = save_checkpoint(reference, model_args, tmp_path / "extra.pt")
+    checkpoint = torch.load(extra, weights_only=True)
+    checkpoint["model"]["_orig_mod.transformer.h.0.attn.rotary.inv_freq"] = torch.ones(4)
+    torch.save(checkpoint, extra)
+    with pytest.raises(ValueError, match="does not know"):
+        convert_nanogpt(extra)
+
+
+# ---- tokenizer and the script ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_tokenizer(tmp_path_factory):
+    from hf_topo.data import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(["def f(x): return x + 1\n" * 50, "the cat sat on the mat\n" * 50], vocab_size=300)
+    path = tmp_path_factory.mktemp("tok")
+    tokenizer.save_pretrained(path)
+    return path, len(tokenizer)
+
+
+def test_tokenizer_attached_or_clearly_missing(tmp_path, local_tokenizer, caplog):
+    tok_path, tok_size = local_tokenizer
+    reference, model_args = make_reference(bias=False, vocab_size=320)
+    model = convert_nanogpt(save_checkpoint(reference, model_args, tmp_path / "tau_1.pt"))
+    assert attach_tokenizer(model, tmp_path / "out", str(tok_path)) is not None
+    record = getattr(model.config, CONVERSION_KEY)
+    assert record["tokenizer_vocab_size"] == tok_size and model.config.vocab_size == 320  # vocab kept, size recorded
+    with caplog.at_level(logging.WARNING, logger="hf_topo.convert"):
+        assert attach_tokenizer(model, tmp_path / "out2", "gpt2") is None  # offline: no Hub
+    assert "No tokenizer attached" in caplog.text and "save_pretrained" in caplog.text
+    small = convert_nanogpt(save_checkpoint(*make_reference(bias=False, vocab_size=64), tmp_path / "tau_2.pt"))
+    with pytest.raises(ValueError, match="not the tokenizer"):
+        attach_tokenizer(small, tmp_path / "out3", str(tok_path))
+
+
+@pytest.mark.slow
+def test_convert_script_end_to_end(tmp_path, local_tokenizer):
+    reference, model_args = make_reference(bias=False, vocab_size=320)
+    path = save_checkpoint(reference, model_args, tmp_path / "tau_0.5.pt")
+    out = tmp_path / "hf"
+    script = str(ROOT / "scripts/convert_nanogpt.py")
+    result = run_script(
+        [sys.executable, script, str(path), "--output", str(out), "--tokenizer", str(local_tokenizer[0])]
+    )
+    assert "τ=0.5" in result.stdout and "tokenizer:" in result.stdout
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert logits_max_diff(reference, model, 320, 16) <= 1e-4
+    assert TopoConfig.from_pretrained(out).tau == 0.5
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import convert_nanogpt
+
+    reference, model_args = make_reference(bias=True, vocab_size=64)
+    path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
+    out = tmp_path / "no_tok"
+    convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))  # default "gpt2", offline
+    assert "none attached" in capsys.readouterr().out  # converted anyway, and said so
+    assert (out / "model.safetensors").is_file() and not (out / "tokenizer.json").exists()
+    with pytest.raises(SystemExit, match="not empty"):
+        convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))
+    with pytest.raises(SystemExit, match="weights_only"):
+        bad = save_checkpoint(reference, model_args, tmp_path / "bad.pt", config=ArbitraryObject())
+        convert_nanogpt.main(convert_nanogpt.parse_args([str(bad), "--output", str(tmp_path / "bad")]))
