@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 from .config import TOPOGRAPHY_KEY, TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
+from .hub import load_toponet
 from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
@@ -41,6 +42,7 @@ __all__ = [
     "downsample_model",
     "find_target_modules",
     "laplacian_pyramid_loss",
+    "load_toponet",
     "most_square_shape",
     "neighbour_distance_loss",
     "parameter_count",
