@@ -1,0 +1,396 @@
+"""Temporal integration windows (hf_topo.analysis.temporal): word swaps, per-unit fits, maps.
+
+The recovery test plants known windows in a model whose hooked layer sums per-unit token features over past
+positions with chosen kernels; the word-swap measurement and the fit must give the planted ``(a, b, c)`` back.
+"""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+from hf_topo.analysis.temporal import (
+    WINDOW_KINDS,
+    IntegrationWindows,
+    fit_integration_windows,
+    fit_window_curves,
+    measure_integration_windows,
+    plot_window_maps,
+    plot_window_summary,
+    window_function,
+    window_morans_i,
+    word_token_spans,
+)
+from hf_topo.data import train_bpe_tokenizer
+
+WORDS = (
+    "the a of cat dog sat on mat quickly extraordinary running jumped over lazy fox, house. garden's wonderful "
+    "unbelievably tiny-green river mountain walked slowly towards bright morning light; children played outside "
+    "while thunderous storms gathered above ancient castles and quiet villages"
+).split()
+
+
+def random_texts(n: int, words_per_text: int, seed: int = 0, vocabulary=WORDS) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(vocabulary) for _ in range(words_per_text)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    """A byte-level BPE small enough that many words take several tokens."""
+    return train_bpe_tokenizer(random_texts(200, 40, seed=1), vocab_size=300, min_frequency=2)
+
+
+def word_level_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
+    """One token per whitespace-delimited word, so that Δ in words equals Δ in positions."""
+    vocab = {"<pad>": 0, **{word: i + 1 for i, word in enumerate(vocabulary)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<pad>")
+
+
+class CausalKernel(nn.Module):
+    """``out[b, t, u] = Σ_k kernels[u, k] · x[b, t − k, u]``: unit ``u`` integrates its input with its own kernel."""
+
+    def __init__(self, kernels: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", kernels.flip(-1).unsqueeze(1).float())  # (U, 1, K), conv1d correlates
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, U)
+        length = self.weight.shape[-1]
+        padded = F.pad(x.transpose(1, 2), (length - 1, 0))  # (B, U, K − 1 + T)
+        return F.conv1d(padded, self.weight, groups=self.weight.shape[0]).transpose(1, 2)  # (B, T, U)
+
+
+class PlantedWindowLM(nn.Module):
+    """A "language model" whose ``window`` layer has known integration windows: each unit reads a random scalar
+    feature of every token and sums it over the past with its kernel."""
+
+    def __init__(self, vocab_size: int, kernels: torch.Tensor, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.features = nn.Embedding(vocab_size, kernels.shape[0])
+        with torch.no_grad():
+            self.features.weight.copy_(torch.randn(vocab_size, kernels.shape[0], generator=generator))
+        self.window = CausalKernel(kernels)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.window(self.features(input_ids))
+
+
+# Planted windows θ(Δ) = c·(Δ+1)^(−a) + (1−c)·e^(−bΔ), as (a, b, c); each is given to 4 units.
+PLANTED = {
+    "exponential": (float("nan"), 0.5, 0.0),
+    "power_law": (1.0, float("nan"), 1.0),
+    "mixed": (0.6, 1.2, 0.5),
+}
+
+
+def planted_windows(max_delta: int) -> tuple[torch.Tensor, list[str]]:
+    deltas = torch.arange(max_delta + 1, dtype=torch.float64)
+    rows, labels = [], []
+    for label, (a, b, c) in PLANTED.items():
+        theta = window_function(deltas, 0.0 if math.isnan(a) else a, 0.0 if math.isnan(b) else b, c)
+        rows += [theta] * 4
+        labels += [label] * 4
+    return torch.stack(rows), labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fit alone
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_fit_recovers_noise_free_windows_exactly():
+    deltas = torch.arange(21, dtype=torch.float64)
+    truth = torch.tensor(
+        [[0.8, 0.3, 0.6], [0.3, 2.0, 0.7], [2.0, 0.1, 0.5], [0.05, 3.0, 0.3], [1.2, 0.6, 0.85]], dtype=torch.float64
+    )
+    windows = window_function(deltas, truth[:, :1], truth[:, 1:2], truth[:, 2:])
+    a, b, c, r2 = fit_window_curves(windows, deltas)
+    assert torch.allclose(a, truth[:, 0], rtol=2e-2, atol=2e-3)
+    assert torch.allclose(b, truth[:, 1], rtol=2e-2, atol=2e-3)
+    assert torch.allclose(c, truth[:, 2], atol=5e-3)
+    assert (r2 > 1 - 1e-6).all()
+    fitted = window_function(deltas, a[:, None], b[:, None], c[:, None])
+    assert (fitted - windows).abs().max() < 1e-4
+
+
+def test_fit_pure_shapes_leave_the_absent_parameter_undetermined():
+    deltas = torch.arange(16, dtype=torch.float64)
+    windows = torch.stack([torch.exp(-0.7 * deltas), (deltas + 1) ** -1.3])
+    a, b, c, r2 = fit_window_curves(windows, deltas)
+    assert c[0] < 1e-3 and math.isnan(a[0]) and b[0] == pytest.approx(0.7, rel=1e-3)
+    assert c[1] > 1 - 1e-3 and math.isnan(b[1]) and a[1] == pytest.approx(1.3, rel=1e-3)
+    assert (r2 > 1 - 1e-8).all()
+
+
+def test_fit_with_small_noise_stays_close():
+    deltas = torch.arange(21, dtype=torch.float64)
+    truth = torch.tensor([[0.8, 0.3, 0.6], [1.0, 0.5, 0.5], [0.5, 0.8, 0.2]], dtype=torch.float64).repeat(20, 1)
+    clean = window_function(deltas, truth[:, :1], truth[:, 1:2], truth[:, 2:])
+    noise = 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a, b, c, r2 = fit_window_curves(clean + noise, deltas)
+    assert (r2 > 0.99).all()
+    for column, value in enumerate((a, b, c)):
+        median = value.view(20, 3).median(dim=0).values
+        assert torch.allclose(median, truth[:3, column], rtol=0.15, atol=0.05), (column, median)
+    fitted = window_function(deltas, a[:, None], b[:, None], c[:, None])
+    assert (fitted - clean).abs().max() < 0.03
+
+
+def test_fit_flags_windows_of_neither_shape_and_spikes():
+    deltas = torch.arange(21, dtype=torch.float64)
+    rising = torch.cat([torch.ones(1), 0.2 + 0.6 * deltas[1:] / 20]).double()  # grows again with distance
+    bump = torch.exp(-0.5 * ((deltas - 10) / 2) ** 2)  # a window far in the past
+    bump = bump / bump.max()
+    flat = torch.ones(21, dtype=torch.float64)
+    silent = torch.full((21,), float("nan"), dtype=torch.float64)
+    spike = torch.cat([torch.ones(1), torch.full((20,), 0.01)]).double()  # only the current word matters
+    good = window_function(deltas, 0.8, 0.3, 0.6)
+    curves = torch.stack([rising, bump, flat, silent, spike, good])
+    windows = IntegrationWindows(
+        deltas=deltas.long(),
+        windows={"layer": curves},
+        response_change={"layer": curves},
+        sample_counts=torch.ones(21, dtype=torch.long),
+        sheets={"layer": (2, 3)},
+        difference="squared",
+        n_sequences=1,
+        n_swaps=1,
+    )
+    fits = fit_integration_windows(windows)
+    kinds = [WINDOW_KINDS[k] for k in fits.layers["layer"].kind.tolist()]
+    assert kinds == ["neither", "neither", "neither", "neither", "delta", "power_law"]
+    fit = fits.layers["layer"]
+    assert math.isnan(fit.r2[2]) and math.isnan(fit.c[3]) and fit.r2[4] > 0.999  # a spike fits, but says nothing
+    assert fit.reach[4] == pytest.approx(0.01) and fit.reach[2] == 1 and math.isnan(fit.reach[3])
+
+
+def test_fit_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="n_deltas"):
+        fit_window_curves(torch.ones(4, 2))
+    with pytest.raises(ValueError, match="one distance per window column"):
+        fit_window_curves(torch.ones(4, 5), torch.arange(3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Words and swaps
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_word_spans_are_whole_words(bpe_tokenizer):
+    text = "the extraordinary fox, jumped\nover unbelievably tiny-green  garden's house."
+    encoding = bpe_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = word_token_spans(text, encoding["offset_mapping"])
+    ids = encoding["input_ids"]
+    assert [bpe_tokenizer.decode(ids[s:e]).strip() for s, e in spans] == text.split()
+    assert any(e - s > 1 for s, e in spans), "the test needs multi-token words"
+    covered = [t for s, e in spans for t in range(s, e)]
+    assert covered == sorted(set(covered))
+    rest = [bpe_tokenizer.decode([ids[t]]) for t in range(len(ids)) if t not in covered]
+    assert all(not piece.strip() for piece in rest)  # only whitespace tokens lie between words
+
+
+def test_word_spans_merge_a_token_that_crosses_a_word_boundary():
+    text = "ab cd ef"
+    # a token covering "b c" joins the first two words
+    spans = word_token_spans(text, [(0, 1), (1, 4), (4, 5), (5, 6), (6, 8)])
+    assert spans == [(0, 3), (4, 5)]
+
+
+def test_swaps_replace_whole_words_with_words_of_as_many_tokens(bpe_tokenizer):
+    """Every swapped sequence differs from its original in exactly one whole word, with the same length."""
+    from hf_topo.analysis.temporal import _rows_of, _sequences_and_pool
+
+    texts = random_texts(20, 30, seed=3)
+    sequences, pool, _ = _sequences_and_pool(bpe_tokenizer, texts, max_length=64, min_words=8, max_sequences=10)
+    assert len(sequences) == 10
+    rng = random.Random(0)
+    n_swapped = 0
+    for index, sequence in enumerate(sequences):
+        rows = list(_rows_of(index, sequence, n_targets=2, max_delta=6, n_swaps=2, pool=pool, rng=rng))
+        assert rows[0][1] == -1 and rows[0][2] == sequence.ids
+        for _, word, ids in rows[1:]:
+            assert len(ids) == len(sequence.ids)
+            start, end = sequence.words[word]
+            assert ids[:start] == sequence.ids[:start] and ids[end:] == sequence.ids[end:]
+            assert ids[start:end] != sequence.ids[start:end]
+            original = bpe_tokenizer.decode(sequence.ids[start:end]).strip()
+            swapped = bpe_tokenizer.decode(ids[start:end]).strip()
+            assert swapped in WORDS and original in WORDS and " " not in swapped
+            n_swapped += 1
+        assert {word for _, word, _ in rows[1:]} <= set(range(len(sequence.words) - 8, len(sequence.words)))
+    assert n_swapped > 10 * 8  # nearly every word found a partner (2 swaps x 8 words x 10 sequences)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The measurement
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("difference", ["squared", "absolute"])
+def test_planted_windows_are_recovered(difference):
+    max_delta = 10
+    vocabulary = [f"w{i}" for i in range(300)]
+    tokenizer = word_level_tokenizer(vocabulary)
+    theta, labels = planted_windows(max_delta)
+    # a squared response change scales with kernel², an absolute one with |kernel|
+    kernels = theta.sqrt() if difference == "squared" else theta
+    model = PlantedWindowLM(len(tokenizer), kernels)
+    texts = random_texts(400, 24, seed=5, vocabulary=vocabulary)
+    windows = measure_integration_windows(
+        model,
+        tokenizer,
+        texts,
+        layers=["window"],
+        max_delta=max_delta,
+        n_targets=8,
+        max_length=24,
+        max_sequences=400,
+        batch_size=512,
+        difference=difference,
+        progress=False,
+    )
+    assert windows.n_sequences == 400 and windows.sheets == {"window": (3, 4)}
+    assert (windows.sample_counts == 400 * 8).all()
+    window = windows.windows["window"]
+    assert torch.allclose(window.max(dim=1).values, torch.ones(12))
+    assert (window - theta.float()).abs().max() < 0.1
+
+    fits = fit_integration_windows(windows)
+    fit = fits.layers["window"]
+    for label, (a, b, c) in PLANTED.items():
+        units = torch.tensor([i for i, name in enumerate(labels) if name == label])
+        assert (fit.r2[units] > 0.95).all(), (label, fit.r2[units])
+        assert (fit.c[units] - c).abs().max() < 0.12, (label, fit.c[units])
+        if c > 0.1:
+            assert (fit.a[units] - a).abs().max() < 0.3 * a + 0.05, (label, fit.a[units])
+        if c < 0.9:
+            assert (fit.b[units] - b).abs().max() < 0.3 * b + 0.05, (label, fit.b[units])
+    kinds = [WINDOW_KINDS[k] for k in fit.kind.tolist()]
+    assert kinds[:4] == ["exponential"] * 4 and kinds[4:8] == ["power_law"] * 4
+
+
+def test_measurement_is_seeded_and_the_budget_holds(bpe_tokenizer):
+    model = PlantedWindowLM(len(bpe_tokenizer), planted_windows(4)[0].sqrt())
+    texts = random_texts(30, 30, seed=7)
+    run = lambda seed: measure_integration_windows(  # noqa: E731
+        model,
+        bpe_tokenizer,
+        texts,
+        layers="window",
+        max_delta=4,
+        max_length=32,
+        max_sequences=5,
+        seed=seed,
+        progress=False,
+    )
+    first, again, other = run(0), run(0), run(1)
+    assert first.n_sequences == 5 and (first.sample_counts == 5).all()
+    assert torch.equal(first.response_change["window"], again.response_change["window"])
+    assert not torch.equal(first.response_change["window"], other.response_change["window"])
+
+
+def test_bad_inputs_fail_clearly(bpe_tokenizer, tiny_gpt2):
+    model = PlantedWindowLM(len(bpe_tokenizer), planted_windows(4)[0])
+    texts = random_texts(5, 12, seed=2)
+    common = dict(layers=["window"], max_length=32, progress=False)
+    with pytest.raises(ValueError, match=r"max_delta=30 .* at least 31 words.* has \d+ words"):
+        measure_integration_windows(model, bpe_tokenizer, texts, max_delta=30, **common)
+    with pytest.raises(ValueError, match="no module named 'mlp.c_proj'.*'window'"):
+        measure_integration_windows(model, bpe_tokenizer, texts, max_delta=3, max_length=32, layers=["mlp.c_proj"])
+    tiny_gpt2.resize_token_embeddings(len(bpe_tokenizer))
+    with pytest.raises(ValueError, match="no module named 'h.7.mlp.c_fc'.*transformer.h.0.attn.c_attn"):
+        measure_integration_windows(tiny_gpt2, bpe_tokenizer, texts, layers=["h.7.mlp.c_fc"], max_delta=3)
+    with pytest.raises(ValueError, match="no text"):
+        measure_integration_windows(model, bpe_tokenizer, [], max_delta=3, **common)
+    with pytest.raises(ValueError, match="no text"):
+        measure_integration_windows(model, bpe_tokenizer, ["  ", "\n"], max_delta=3, **common)
+    with pytest.raises(TypeError, match="single string"):
+        measure_integration_windows(model, bpe_tokenizer, texts[0], max_delta=3, **common)
+    with pytest.raises(ValueError, match="max_delta=0"):
+        measure_integration_windows(model, bpe_tokenizer, texts, max_delta=0, **common)
+    with pytest.raises(ValueError, match="difference="):
+        measure_integration_windows(model, bpe_tokenizer, texts, max_delta=3, difference="cosine", **common)
+    with pytest.raises(ValueError, match=r"max_length=64 must be in \[2, 32\]"):
+        measure_integration_windows(tiny_gpt2, bpe_tokenizer, texts, max_delta=3, max_length=64, progress=False)
+    with pytest.raises(ValueError, match=r"must output \(batch, seq_len, n_units\)"):
+        measure_integration_windows(_Flat(model), bpe_tokenizer, texts, max_delta=3, **{**common, "layers": ["pool"]})
+
+
+class _Flat(nn.Module):
+    """Wraps a model and adds a layer whose output has no position axis."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.pool = nn.Identity()
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.pool(self.model(input_ids).mean(dim=1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end on a real GPT-2
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_gpt2_end_to_end_maps_and_report(bpe_tokenizer, tiny_gpt2, tmp_path):
+    tiny_gpt2.resize_token_embeddings(len(bpe_tokenizer))
+    texts = random_texts(40, 40, seed=9)
+    windows = measure_integration_windows(
+        tiny_gpt2, bpe_tokenizer, texts, max_delta=6, n_targets=2, max_length=32, max_sequences=12, batch_size=32,
+        progress=False,
+    )  # fmt: skip
+    names = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]  # the default: the topographic layers
+    assert windows.layer_names == names and windows.sheets[names[0]] == (8, 16)
+    for name in names:
+        window = windows.windows[name]
+        assert window.shape == (128, 7) and torch.isfinite(window).all()
+        assert torch.allclose(window.max(dim=1).values, torch.ones(128))
+        assert (windows.response_change[name] >= 0).all()
+    # the window of a causal LM at Δ = 0 (the measured word itself) dwarfs the far past for a random model too
+    mean = windows.windows[names[0]].mean(dim=0)
+    assert mean[0] > mean[-1]
+
+    fits = fit_integration_windows(windows)
+    fit = fits.layers[names[1]]
+    assert fit.maps()["c"].shape == (8, 16) and fit.kind.shape == (128,)
+    assert sum(fit.fractions().values()) == pytest.approx(1.0)
+    morans = window_morans_i(fits)
+    assert set(morans[names[0]]) == {"a", "b", "c", "r2", "reach"}
+
+    paths = plot_window_maps(fits, tmp_path / "maps")
+    summary = plot_window_summary(fits, tmp_path / "summary.png")
+    for path in [*paths, summary]:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(paths) == 2
+
+    report = json.loads(json.dumps({"windows": windows.to_dict(), "fits": fits.to_dict()}))
+    entry = report["fits"]["layers"][names[0]]
+    assert entry["sheet"] == [8, 16] and set(entry["fractions"]) == set(WINDOW_KINDS)
+    assert len(entry["mean_window"]) == 7 and entry["mean_window"][0] == pytest.approx(
+        float(fits.layers[names[0]].mean_window[0])
+    )
+    assert len(fits.to_dict(per_unit=True)["layers"][names[0]]["c"]) == 128
+
+
+def test_explicit_layers_of_any_kind(bpe_tokenizer, tiny_gpt2):
+    """Any module with a (batch, seq, units) output can be measured: an attention projection, a whole MLP, the head."""
+    tiny_gpt2.resize_token_embeddings(len(bpe_tokenizer))
+    windows = measure_integration_windows(
+        tiny_gpt2, bpe_tokenizer, random_texts(10, 30, seed=4), layers=["h.1.attn.c_proj", "h.0.mlp", "lm_head"],
+        max_delta=3,
+        max_length=32, max_sequences=4, progress=False,
+    )  # fmt: skip
+    assert windows.layer_names == ["transformer.h.1.attn.c_proj", "transformer.h.0.mlp", "lm_head"]
+    assert windows.windows["lm_head"].shape == (len(bpe_tokenizer), 4)  # the logits are kept when hooked
+    assert windows.sheets["transformer.h.1.attn.c_proj"] == (4, 8)  # 32 units, most-square
