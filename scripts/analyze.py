@@ -12,7 +12,8 @@
 Writes `<output_dir>/report.json` (`summary`: flat scalar metrics of `--model`; `baseline_summary`; per-layer
 results, correlation-vs-distance curves and sweeps under `model` / `baseline`) and the figures `sheet_maps.png`,
 `smoothness_curve.png`, `pruning.png`, `noise.png`, `downsampling.png` (and `selectivity.png` with stimuli).
-`--save_downsampled φ` also saves `--model` with its topographic layers downsampled φ×φ to
+`--temporal_windows` adds every unit's temporal integration window (word swaps; `temporal_summary_*.png`,
+`temporal_maps_*.png`). `--save_downsampled φ` also saves `--model` with its topographic layers downsampled φ×φ to
 `<output_dir>/downsampled/`, loadable with `AutoModelForCausalLM.from_pretrained` after `import hf_topo`.
 Every analysis setting (`--max_tokens`, `--pruning_fractions 0 0.5 0.9`, `--noise_sigmas`, `--downsampling_factors`,
 ...) is a flag; `--help` lists them.
@@ -32,7 +33,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, 
 
 import hf_topo.downsampling  # noqa: F401  (registers the downsampled model classes: they load and analyse too)
 from hf_topo import TopoConfig
-from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks, read_stimuli, write_report
+from hf_topo.analysis import (
+    AnalysisSettings,
+    analyze_model,
+    load_passages,
+    load_text_blocks,
+    read_stimuli,
+    write_report,
+)
 from hf_topo.blimp import load_blimp
 from hf_topo.downsampling import downsample_model, parameter_count
 
@@ -119,11 +127,23 @@ def main(args: AnalyzeArguments, settings: AnalysisSettings) -> dict:
         max_blocks=max_blocks,
     )
 
+    passages = None
+    if settings.temporal_windows:  # whole stretches of text: a window of Δ words needs Δ words of context
+        source = {k: v for k, v in text_source.items() if k != "max_blocks"}
+        passages = load_passages(
+            **source, min_words=2 * settings.temporal_max_delta, max_passages=4 * settings.temporal_max_sequences
+        )
+
     tokenizer = _tokenizer(args.model)
     text = load_text_blocks(tokenizer, args.block_size, **text_source)
     model = _load(args.model, device)
     common = dict(
-        settings=settings, layer_names=args.layers, stimuli=stimuli, blimp_data=blimp, progress=args.progress
+        settings=settings,
+        layer_names=args.layers,
+        stimuli=stimuli,
+        blimp_data=blimp,
+        passages=passages,
+        progress=args.progress,
     )
     analysis = analyze_model(model, tokenizer, text, label=args.model_label, **common)
 

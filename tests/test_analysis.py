@@ -19,6 +19,7 @@ from hf_topo.analysis import (
     evaluate_perplexity,
     input_perturbation_sweep,
     l1_prune_,
+    load_passages,
     load_text_blocks,
     mean_morans_i,
     morans_i,
@@ -450,6 +451,15 @@ def test_text_blocks_from_a_file_and_a_local_dataset(tmp_path):
     assert from_dir.input_ids.shape == (3, 16)
     with pytest.raises(ValueError, match="no column 'text'"):
         load_text_blocks(tokenizer, 16, dataset_name=str(data_dir))
+
+
+def test_passages_join_consecutive_lines_up_to_the_word_budget(tmp_path):
+    text = tmp_path / "lines.txt"
+    text.write_text("one two three\n\nfour five\nsix seven eight nine\nten\n")
+    assert load_passages(text_file=str(text), min_words=4) == ["one two three\nfour five", "six seven eight nine"]
+    assert load_passages(text_file=str(text), min_words=4, max_passages=1) == ["one two three\nfour five"]
+    with pytest.raises(ValueError, match="no passage of 50 words"):
+        load_passages(text_file=str(text), min_words=50)
 
 
 def test_bad_text_and_stimuli_fail_clearly(tmp_path):

@@ -136,6 +136,24 @@ def test_analyze_local_dataset_directory_without_baseline(models, tmp_path):
     assert (out / "sheet_maps.png").exists() and (out / "pruning.png").exists()
 
 
+def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
+    out = tmp_path / "temporal"
+    argv = ["--model", str(models["toponet"]), "--baseline", str(models["baseline"]), "--text_file"]
+    argv += [str(models["text"]), "--output_dir", str(out), "--sweeps", "noise", "--temporal_windows", "true"]
+    argv += ["--temporal_max_delta", "4", "--temporal_max_sequences", "3"]
+    report = analyze.main(*analyze.parse_args(argv + FAST))
+    fits = report["model"]["temporal_windows"]["fits"]
+    assert list(fits["layers"]) == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
+    assert fits["deltas"] == [0, 1, 2, 3, 4] and report["model"]["temporal_windows"]["windows"]["n_sequences"] == 3
+    for summary in (report["summary"], report["baseline_summary"]):
+        shares = [summary[f"temporal_fraction_{kind}"] for kind in ("exponential", "power_law", "neither", "delta")]
+        assert sum(shares) == pytest.approx(1.0) and "temporal_reach_morans_i" in summary
+    figures = [name for key, name in report["figures"].items() if key.startswith("temporal_")]
+    assert len(figures) == 2 * (1 + 2)  # per model: the summary and one map per layer
+    for name in figures:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
 @pytest.mark.parametrize(
     "extra, error",
     [

@@ -12,6 +12,7 @@ module                    what it measures
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
 ``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
                           perturbations (token substitution / deletion) — the sweeps
+``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential)
 ``plots``                 PNG figures; ``report``: everything for a model (and its baseline) → report.json
 ========================  =====================================================================================
 
@@ -27,7 +28,7 @@ Example::
 
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
-from .inputs import TokenBatch, load_text_blocks, read_stimuli, tokenize_stimuli
+from .inputs import TokenBatch, load_passages, load_text_blocks, read_stimuli, tokenize_stimuli
 from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
 from .perturbation import (
     INPUT_PERTURBATIONS,
@@ -49,8 +50,31 @@ from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_mo
 from .selectivity import selectivity_maps, selectivity_t
 from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
 from .spatial import mean_morans_i, morans_i
+from .temporal import (
+    WINDOW_KINDS,
+    IntegrationWindows,
+    LayerWindowFit,
+    WindowFits,
+    fit_integration_windows,
+    fit_window_curves,
+    measure_integration_windows,
+    plot_window_maps,
+    plot_window_summary,
+    window_morans_i,
+)
 
 __all__ = [
+    "IntegrationWindows",
+    "LayerWindowFit",
+    "WINDOW_KINDS",
+    "WindowFits",
+    "fit_integration_windows",
+    "fit_window_curves",
+    "load_passages",
+    "measure_integration_windows",
+    "plot_window_maps",
+    "plot_window_summary",
+    "window_morans_i",
     "AnalysisSettings",
     "FIGURES",
     "INPUT_PERTURBATIONS",

@@ -15,7 +15,7 @@ from itertools import islice
 
 import torch
 
-__all__ = ["TokenBatch", "as_token_batch", "load_text_blocks", "read_stimuli", "tokenize_stimuli"]
+__all__ = ["TokenBatch", "as_token_batch", "load_text_blocks", "load_passages", "read_stimuli", "tokenize_stimuli"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,49 @@ def load_text_blocks(
         )
     logger.info("Analysis text: %d blocks of %d tokens from %s", len(blocks), block_size, text_file or dataset_name)
     return TokenBatch(torch.tensor(blocks))
+
+
+def load_passages(
+    text_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    min_words: int = 64,
+    max_passages: int | None = 200,
+) -> list[str]:
+    """Passages of running text of at least ``min_words`` whitespace-delimited words each: consecutive rows of the
+    source (lines of a ``.txt`` file, rows of a ``.jsonl`` file or dataset) joined in order, so that analyses that
+    need context (temporal integration windows) get whole stretches of text rather than short lines.
+
+    Raises:
+        ValueError: the source has no column ``text_column`` or not a single passage of ``min_words`` words.
+    """
+    if min_words < 1:
+        raise ValueError(f"min_words={min_words} must be at least 1.")
+    if max_passages is not None and max_passages < 1:
+        raise ValueError(f"max_passages={max_passages} selects no text; use a positive number or None for all.")
+    passages: list[str] = []
+    current: list[str] = []
+    words = 0
+    for row in _text_stream(text_file, dataset_name, dataset_config, split, text_column):
+        if text_column not in row:
+            raise ValueError(
+                f"{text_file or dataset_name} has no column {text_column!r} (columns: {sorted(row)}); set text_column."
+            )
+        text = row[text_column]
+        if not text or not text.strip():
+            continue
+        current.append(text if text.endswith("\n") else text + "\n")
+        words += len(text.split())
+        if words >= min_words:
+            passages.append("".join(current).strip())
+            current, words = [], 0
+            if max_passages is not None and len(passages) >= max_passages:
+                break
+    if not passages:
+        raise ValueError(f"{text_file or dataset_name} holds no passage of {min_words} words: give more text.")
+    return passages
 
 
 def read_stimuli(path: str | os.PathLike) -> list[str]:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,15 @@ from .perturbation import (
 from .selectivity import selectivity_maps
 from .smoothness import SmoothnessResult, smoothness, weight_smoothness
 from .spatial import mean_morans_i, morans_i
+from .temporal import (
+    WINDOW_KINDS,
+    IntegrationWindows,
+    WindowFits,
+    fit_integration_windows,
+    measure_integration_windows,
+    plot_window_maps,
+    plot_window_summary,
+)
 
 __all__ = ["AnalysisSettings", "ModelAnalysis", "analyze_model", "write_report", "FIGURES", "SWEEPS"]
 
@@ -81,8 +91,13 @@ class AnalysisSettings:
         input_rates (`list[float]`, defaults to `0, 0.05, 0.1, 0.2, 0.3`), input_repeats (`int`, defaults to `1`):
             rates of the input perturbations (random token substitution scored on the clean text, token deletion),
             see :func:`~hf_topo.analysis.perturbation.input_perturbation_sweep`.
+    Temporal integration windows (:mod:`hf_topo.analysis.temporal`, off by default: it costs
+    ``1 + (temporal_max_delta + 1)`` forward passes per passage):
+        temporal_windows (`bool`, defaults to `False`): measure and fit every unit's window by word swaps.
+        temporal_max_delta (`int`, defaults to `20`): the longest distance Δ in words.
+        temporal_max_sequences (`int`, defaults to `100`): passages measured.
     Other:
-        seed (`int`, defaults to `0`): unit-pair subsampling and weight noise.
+        seed (`int`, defaults to `0`): unit-pair subsampling, weight noise, input perturbations and word swaps.
     """
 
     max_tokens: int = field(default=8192, metadata={"help": "Activation samples (tokens) per layer."})
@@ -119,10 +134,18 @@ class AnalysisSettings:
         default_factory=lambda: list(SWEEPS),
         metadata={"help": f"Which perturbation sweeps to run, among {', '.join(SWEEPS)}."},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of unit-pair sampling and weight noise."})
+    temporal_windows: bool = field(
+        default=False, metadata={"help": "Measure and fit temporal integration windows (word swaps)."}
+    )
+    temporal_max_delta: int = field(default=20, metadata={"help": "Longest word distance Δ of the windows."})
+    temporal_max_sequences: int = field(default=100, metadata={"help": "Passages measured for the windows."})
+    seed: int = field(default=0, metadata={"help": "Seed of pair sampling, noise, perturbations and word swaps."})
 
     def __post_init__(self):
-        for name in ("max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs"):
+        for name in (
+            "max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs",
+            "temporal_max_delta", "temporal_max_sequences",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
         if self.pruning_scope not in PRUNING_SCOPES:
@@ -151,6 +174,8 @@ class ModelAnalysis:
     selectivity: dict[str, torch.Tensor] | None = None
     sweeps: dict[str, SweepResult] = field(default_factory=dict)
     blimp: float | None = None
+    temporal: WindowFits | None = None
+    temporal_windows: IntegrationWindows | None = None
 
     def summary(self) -> dict[str, float | int]:
         """Flat scalar metrics: the layer means of every measure, the perplexity and each sweep point."""
@@ -171,6 +196,14 @@ class ModelAnalysis:
             finite = t_maps[t_maps.isfinite()]
             summary["selectivity_morans_i"] = float(morans_i(t_maps).nanmean())
             summary["selectivity_fraction_abs_t_above_2"] = float((finite.abs() > 2).double().mean())
+        if self.temporal is not None:
+            for kind in WINDOW_KINDS:
+                summary[f"temporal_fraction_{kind}"] = mean(
+                    [f.fractions()[kind] for f in self.temporal.layers.values()]
+                )
+            for key in ("reach", "c"):
+                values = [m[key] for m in self.temporal.morans.values() if math.isfinite(m.get(key, math.nan))]
+                summary[f"temporal_{key}_morans_i"] = mean(values) if values else math.nan
         for sweep in self.sweeps.values():
             for i, x in enumerate(sweep.x):
                 if sweep.kind == "pruning":
@@ -208,6 +241,9 @@ class ModelAnalysis:
                 "weight_smoothness": {name: r.to_dict() for name, r in self.weight_smoothness.items()},
             },
             "sweeps": {kind: sweep.to_dict() for kind, sweep in self.sweeps.items()},
+            "temporal_windows": None
+            if self.temporal is None
+            else {"windows": self.temporal_windows.to_dict(), "fits": self.temporal.to_dict()},
         }
 
 
@@ -221,6 +257,7 @@ def analyze_model(
     layer_names: Sequence[str] | None = None,
     stimuli: tuple[Sequence[str], Sequence[str]] | None = None,
     blimp_data=None,
+    passages: Sequence[str] | None = None,
     progress: bool = True,
 ) -> ModelAnalysis:
     """Measure a model on its topographic layers.
@@ -234,8 +271,14 @@ def analyze_model(
         layer_names: a subset of the topographic layers.
         stimuli: two lists of texts for the selectivity maps (set a over set b).
         blimp_data: BLiMP paradigms (:func:`hf_topo.blimp.load_blimp`) for BLiMP in the pruning sweep.
+        passages: running text (:func:`~hf_topo.analysis.inputs.load_passages`) for the temporal integration
+            windows, needed when ``settings.temporal_windows``.
     """
     settings = settings or AnalysisSettings()
+    if settings.temporal_windows and not passages:
+        raise ValueError(
+            "temporal_windows needs passages of running text: analyze_model(..., passages=load_passages(...))."
+        )
     layers = topographic_layers(model, topography, layer_names)
     logger.info("Analysing %s: %d topographic layer(s)", label, len(layers))
     activations = collect_activations(model, text, layers, settings.batch_size, settings.max_tokens, progress=progress)
@@ -289,6 +332,14 @@ def analyze_model(
                 settings.input_repeats, settings.seed, **common,
             )  # fmt: skip
     blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
+    windows = fits = None
+    if settings.temporal_windows:
+        windows = measure_integration_windows(
+            model, tokenizer, passages, [layer.name for layer in layers], max_delta=settings.temporal_max_delta,
+            max_sequences=settings.temporal_max_sequences, batch_size=settings.batch_size, seed=settings.seed,
+            progress=progress,
+        )  # fmt: skip
+        fits = fit_integration_windows(windows)
     return ModelAnalysis(
         label=label,
         layers=layers,
@@ -302,6 +353,8 @@ def analyze_model(
         selectivity=selectivity,
         sweeps=sweeps,
         blimp=blimp,
+        temporal=fits,
+        temporal_windows=windows,
     )
 
 
@@ -373,6 +426,16 @@ def write_report(
     ):
         if kind in analysis.sweeps:
             plots.plot_sweeps({a.label: a.sweeps[kind] for a in analyses if kind in a.sweeps}, path(kind), title=title)
+    for a in analyses:
+        if a.temporal is None:
+            continue
+        slug = re.sub(r"[^\w.-]", "_", a.label)
+        figures[f"temporal_summary_{slug}"] = f"temporal_summary_{slug}.png"
+        plot_window_summary(a.temporal, os.path.join(output_dir, figures[f"temporal_summary_{slug}"]))
+        for layer, map_path in zip(
+            a.temporal.layers, plot_window_maps(a.temporal, output_dir, prefix=f"temporal_maps_{slug}"), strict=True
+        ):
+            figures[f"temporal_maps_{slug}_{layer}"] = os.path.basename(map_path)
 
     report = {
         "summary": analysis.summary(),
