@@ -47,12 +47,15 @@ def load_text_datasets(
     validation_split_percentage: int = 5,
     streaming: bool = False,
     cache_dir: str | None = None,
+    validation_documents: int | None = None,
 ) -> DatasetDict | IterableDatasetDict:
     """A ``{"train", "validation"}`` dataset dict with a ``text_column``, from the Hub or local files.
 
     Local text files are read line by line with their line breaks kept, so packing reproduces the text
     exactly; ``.jsonl`` files need ``text_column``. Without a validation file (or split), the first
-    ``validation_split_percentage`` % of the training data is held out (not possible when streaming).
+    ``validation_split_percentage`` % of the training data is held out; a stream has no length, so there the first
+    ``validation_documents`` documents of the training stream are held out instead (FineWeb-Edu has only a train
+    split) and training starts after them.
     """
     if (dataset_name is None) == (train_file is None):
         raise ValueError(
@@ -60,14 +63,25 @@ def load_text_datasets(
         )
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config, streaming=streaming, cache_dir=cache_dir)
+        if validation_file is not None:  # a local held-out set next to a Hub corpus
+            builder = _builder_for(validation_file)
+            kwargs = {"keep_linebreaks": True} if builder == "text" else {}
+            raw["validation"] = load_dataset(
+                builder, data_files=validation_file, split="train", streaming=streaming, cache_dir=cache_dir, **kwargs
+            )
         if "validation" not in raw:
             if streaming:
-                raise ValueError(
-                    f"{dataset_name} has no 'validation' split and a streamed dataset cannot be split; "
-                    "pass --validation_file or a dataset with a validation split."
+                if not validation_documents:
+                    raise ValueError(
+                        f"{dataset_name} has no 'validation' split and a stream cannot be split by percentage: pass "
+                        "--validation_documents N (hold out the first N documents of the stream) or --validation_file."
+                    )
+                raw = _hold_out_stream(raw["train"], validation_documents)
+            else:
+                split = raw["train"].train_test_split(
+                    test_size=validation_split_percentage / 100, seed=0, shuffle=False
                 )
-            split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=0, shuffle=False)
-            raw = DatasetDict(train=split["train"], validation=split["test"])
+                raw = DatasetDict(train=split["train"], validation=split["test"])
     else:
         for path in filter(None, (train_file, validation_file)):
             if not os.path.isfile(path):
@@ -81,7 +95,15 @@ def load_text_datasets(
             files["validation"] = validation_file
             raw = load_dataset(builder, data_files=files, streaming=streaming, cache_dir=cache_dir, **kwargs)
         elif streaming:
-            raise ValueError("With --streaming, give --validation_file as well: a stream cannot be split.")
+            if not validation_documents:
+                raise ValueError(
+                    "With --streaming, give --validation_file or --validation_documents N (the first N documents of "
+                    "the stream are held out): a stream cannot be split by percentage."
+                )
+            raw = _hold_out_stream(
+                load_dataset(builder, data_files=files, streaming=True, cache_dir=cache_dir, **kwargs)["train"],
+                validation_documents,
+            )
         else:
             pct = validation_split_percentage
             if not 0 < pct < 100:
@@ -96,6 +118,12 @@ def load_text_datasets(
     if columns is not None and text_column not in columns:
         raise ValueError(f"The training data has no column {text_column!r} (columns: {columns}); set --text_column.")
     return raw
+
+
+def _hold_out_stream(stream, n_documents: int) -> IterableDatasetDict:
+    if n_documents < 1:
+        raise ValueError(f"validation_documents={n_documents} must be at least 1.")
+    return IterableDatasetDict(validation=stream.take(n_documents), train=stream.skip(n_documents))
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2):

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .distributed import full_weight, parameter_shape
+
 __all__ = [
     "CorticalSheet",
     "SUPPORTED_LAYER_TYPES",
@@ -127,21 +129,21 @@ def unwrapped_layer(module: nn.Module) -> nn.Module:
             return module
 
 
-def _units_and_depth(layer_type: str, weight: torch.Tensor) -> tuple[int, int]:
+def _units_and_depth(layer_type: str, shape: torch.Size) -> tuple[int, int]:
     if layer_type == "Linear":
-        return weight.shape[0], weight.shape[1]
+        return shape[0], shape[1]
     if layer_type == "Conv1D":
-        return weight.shape[1], weight.shape[0]
+        return shape[1], shape[0]
     if layer_type == "Conv2d":
-        return weight.shape[0], math.prod(weight.shape[1:])
+        return shape[0], math.prod(shape[1:])
     raise TypeError(f"Unknown layer type {layer_type!r}; expected one of 'Linear', 'Conv1D', 'Conv2d'.")
 
 
 def sheet_for_module(module_name: str, module: nn.Module, sheet_shape: tuple[int, int] | None = None) -> CorticalSheet:
     """The :class:`CorticalSheet` of ``module``: most-square unless ``sheet_shape=(height, width)`` is given."""
     layer_type = layer_type_name(module)
-    weight = unwrapped_layer(module).weight
-    n_units, depth = _units_and_depth(layer_type, weight)
+    # The logical shape: a DeepSpeed ZeRO-3 placeholder is empty outside the forward, a DTensor shard is partial.
+    n_units, depth = _units_and_depth(layer_type, parameter_shape(unwrapped_layer(module).weight))
     if sheet_shape is None:
         height, width = most_square_shape(n_units)
     else:
@@ -161,10 +163,11 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     For a plain layer this is ``module.weight``. For a PEFT LoRA layer it is ``W + Σ_active scaling·B·A``
     (PEFT's ``get_delta_weight`` handles the Conv1D ``fan_in_fan_out`` orientation), and for DoRA that weight
     rescaled per output unit by its magnitude vector, so a gradient through the sheet reaches the adapter
-    parameters. Merged or disabled adapters add nothing.
+    parameters. Merged or disabled adapters add nothing. FSDP2 (DTensor) shards are all-gathered with autograd
+    (:func:`hf_topo.distributed.full_weight`), so the result is the whole weight under sharded training too.
     """
     base = unwrapped_layer(module)
-    weight = base.weight
+    weight = full_weight(base.weight)
     if base is module or getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
         return weight
     active = getattr(module, "active_adapters", None) or []
@@ -172,7 +175,7 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     for name in active:
         if name not in lora_a:
             continue
-        weight = weight + module.get_delta_weight(name).to(weight.dtype)
+        weight = weight + full_weight(module.get_delta_weight(name)).to(weight.dtype)
         if getattr(module, "use_dora", {}).get(name, False):
             weight = _dora_weight(module, name, weight)
     return weight
@@ -183,7 +186,7 @@ def _dora_weight(module: nn.Module, adapter: str, combined: torch.Tensor) -> tor
     fan_in_fan_out = getattr(module, "fan_in_fan_out", False)
     out_first = combined.T if fan_in_fan_out else combined  # (out, in, ...)
     norm = torch.linalg.vector_norm(out_first.flatten(1), dim=1).detach()
-    factor = module.lora_magnitude_vector[adapter].weight / norm
+    factor = full_weight(module.lora_magnitude_vector[adapter].weight) / norm
     scaled = factor.view(-1, *([1] * (out_first.ndim - 1))) * out_first
     return scaled.T if fan_in_fan_out else scaled
 

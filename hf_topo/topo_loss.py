@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .config import WEIGHT_LOSSES, TopoConfig
+from .distributed import gathered_for_reading, is_zero3_partitioned
 from .losses import _check_blur_arguments, sheet_cosine_loss
-from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view
+from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view, unwrapped_layer
 from .similarity import neighbour_distance_loss
 from .targets import base_model_name, find_target_modules
 
@@ -91,6 +92,10 @@ def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalShe
                 f"depth) but the model has {actual.layer_type} sheet {actual.shape}. The config.json and weights come from "
                 "different models: re-save the model with hf_topo, or load the checkpoint that matches the metadata."
             )
+
+
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _unit_responses(
@@ -202,6 +207,72 @@ class TopoLoss:
             for handle in handles:
                 handle.remove()
 
+    def weights_partitioned(self, model: nn.Module) -> bool:
+        """Whether the topographic layers' weights are DeepSpeed ZeRO-3 placeholders outside their forward (then the
+        terms that train them are computed inside the forward: :meth:`evaluate_in_forward`)."""
+        return any(is_zero3_partitioned(p) for layer in self.layers(model) for p in layer.module.parameters())
+
+    @contextlib.contextmanager
+    def evaluate_in_forward(self, model: nn.Module, with_grad: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+        """Compute each layer's weight-based term inside that layer's forward, while its weight is whole.
+
+        Under DeepSpeed ZeRO-3 a layer's parameters are gathered only around its forward. A forward pre-hook,
+        registered after ZeRO-3's own (so it runs once they are gathered), computes the layer's term from a copy of
+        the weight (ZeRO-3 frees the gathered storage after the forward); its gradient reaches the parameter in the
+        same backward pass as the task gradient. Yields ``{layer name: loss}``, filled by the forward passes inside
+        the block (a layer's first call only; hooks are removed on exit, so a checkpointing recomputation adds
+        nothing); pass it to :meth:`compute` as ``evaluated``.
+
+        Example::
+
+            with topo.evaluate_in_forward(model) as evaluated:
+                task_loss = model(**batch).loss
+            loss = task_loss + tau * topo.compute(model, evaluated=evaluated)[0]
+        """
+        if self.needs_activations:
+            raise ValueError(
+                f"loss={self.config.loss!r} reads activations, not weights: use `record_activations` instead."
+            )
+        evaluated: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def hook(layer: TopoLayer):
+            optimize = with_grad and layer.role == "target"
+
+            def evaluate(module, _inputs):
+                if layer.name in evaluated:
+                    return
+                # Under non-reentrant checkpointing this runs inside a checkpointed block: the identity saved-tensor
+                # hooks keep the loss's saved tensors out of the block's recomputation bookkeeping. Under reentrant
+                # checkpointing the block runs without grad, but the weight is a leaf, so the graph still reaches it.
+                with torch.autograd.graph.saved_tensors_hooks(_keep, _keep), torch.set_grad_enabled(optimize):
+                    value = self._weight_loss(layer, effective_weight(module).clone())
+                evaluated[layer.name] = value if optimize else value.detach()
+
+            return evaluate
+
+        try:
+            for layer in self.layers(model):
+                if unwrapped_layer(layer.module) is not layer.module and self.weights_partitioned(model):
+                    raise ValueError(
+                        f"Layer {layer.name!r} is wrapped by PEFT and its weights are partitioned by DeepSpeed ZeRO-3: "
+                        "the adapter and base weights are gathered at different times, so the effective weight is "
+                        "never whole. Train adapters with ZeRO-2 (or FSDP2), where the weights are readable."
+                    )
+                handles.append(layer.module.register_forward_pre_hook(hook(layer)))
+            yield evaluated
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _weight_loss(self, layer: TopoLayer, weight: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        sheet, units_first = sheet_view(weight, layer.sheet)
+        if config.loss == "laplacian_pyramid":
+            return sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
+        sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
+        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+
     def layer_loss(
         self,
         layer: TopoLayer,
@@ -214,13 +285,8 @@ class TopoLoss:
         ``attention_mask`` (shape ``activations.shape[:-1]``) is 0 are padding and left out.
         """
         config = self.config
-        if config.loss == "laplacian_pyramid":
-            sheet, units_first = sheet_view(effective_weight(layer.module), layer.sheet)
-            return sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
-        if config.loss == "weight_similarity":
-            sheet, units_first = sheet_view(effective_weight(layer.module), layer.sheet)
-            sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
-            return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+        if config.loss in WEIGHT_LOSSES:
+            return self._weight_loss(layer, effective_weight(layer.module))
         responses = _unit_responses(layer, activations, attention_mask)  # (n_samples, n_units)
         sheet = responses.T.reshape(layer.sheet.height, layer.sheet.width, -1)  # unit u at (u // w, u % w)
         return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
@@ -231,11 +297,16 @@ class TopoLoss:
         with_grad: bool = True,
         activations: dict[str, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
+        evaluated: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(mean over target layers, {name: loss} for every layer)``; watched layers never carry a gradient.
 
         ``activations``/``attention_mask``: for Activation Similarity, the outputs recorded with
         :meth:`record_activations` and the batch's attention mask (padding excluded).
+        ``evaluated``: the layer terms computed during the forward by :meth:`evaluate_in_forward` (DeepSpeed ZeRO-3).
+
+        Under FSDP2 the weights are all-gathered one layer at a time (a collective: call this on every rank). Under
+        ZeRO-3 without ``evaluated``, only a loss without gradient can be read (each layer gathered in turn).
         """
         if self.needs_activations and activations is None:
             raise ValueError(
@@ -247,7 +318,27 @@ class TopoLoss:
         targets: list[torch.Tensor] = []
         for layer in self.layers(model):
             optimize = with_grad and layer.role == "target"
-            with torch.set_grad_enabled(optimize and torch.is_grad_enabled()):
+            if evaluated is not None:
+                if layer.name not in evaluated:
+                    raise ValueError(
+                        f"Layer {layer.name!r} was not run by the forward inside `evaluate_in_forward`; run a forward "
+                        "pass of the whole model inside the block."
+                    )
+                value = evaluated[layer.name]
+                per_layer[layer.name] = value if optimize else value.detach()
+                if layer.role == "target":
+                    targets.append(per_layer[layer.name])
+                continue
+            if optimize and torch.is_grad_enabled() and self.weights_partitioned(model):
+                raise ValueError(
+                    f"The weights of {layer.name!r} are partitioned by DeepSpeed ZeRO-3 and whole only during the "
+                    "layer's forward: compute the loss there, `with topo.evaluate_in_forward(model) as evaluated:` "
+                    "around the forward and `compute(model, evaluated=evaluated)` (TopoTrainer does this for you)."
+                )
+            with (
+                torch.set_grad_enabled(optimize and torch.is_grad_enabled()),
+                gathered_for_reading(layer.module.parameters() if not optimize else ()),
+            ):
                 if self.needs_activations:
                     value = self.layer_loss(layer, activations.get(layer.name), attention_mask)
                 else:

@@ -23,6 +23,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .config import TopoConfig
+from .distributed import check_activation_checkpointing
 from .topo_loss import TopoLoss
 
 __all__ = ["TopoTrainingArguments", "TopoTrainer"]
@@ -155,7 +156,8 @@ class TopoTrainer(Trainer):
 
     The topographic term is evaluated once per optimizer step (on its first micro-batch) and enters the objective
     so that its gradient is exactly `τ · ∇topo_loss` per optimizer step. The model's `config.topography` is
-    written on every save.
+    written on every save. Under DDP, FSDP2 and DeepSpeed ZeRO-1/2/3 the regularizer is the same as on one device
+    (see `hf_topo.distributed` for how sharded weights are read); FSDP1 is refused.
     """
 
     def __init__(
@@ -173,7 +175,14 @@ class TopoTrainer(Trainer):
             self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
             _check_stored_topography(model, topo_config)
         super().__init__(model=model, args=args, **kwargs)
+        if self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2:
+            raise ValueError(
+                "TopoTrainer needs FSDP2 under FSDP: FSDP1 keeps the weights as flattened shards that TopoLoss cannot "
+                "lay out on a sheet. Set `fsdp_version: 2` in the accelerate config (or FSDP_VERSION=2, or "
+                "fsdp_config={'version': 2}); see examples/accelerate/fsdp2.yaml."
+            )
         self._topo_last_step = -1
+        self._topo_setup_checked = False
         # Since the last log: per-layer TopoLoss sums, then the sums of τ·topo_loss and of τ.
         self._topo_sums: torch.Tensor | None = None
         self._topo_count = 0
@@ -183,6 +192,7 @@ class TopoTrainer(Trainer):
     def train(self, *args, **kwargs):
         # A new run (or a resume on this same trainer) starts without a TopoLoss evaluation for its first step.
         self._topo_last_step = -1
+        self._topo_setup_checked = False
         self._topo_sums, self._topo_count = None, 0
         return super().train(*args, **kwargs)
 
@@ -209,18 +219,32 @@ class TopoTrainer(Trainer):
         return 1.0 if scaled_for_ga else 1.0 / self.current_gradient_accumulation_steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and not self._topo_setup_checked:  # the Trainer has enabled checkpointing by now
+            check_activation_checkpointing(
+                self.model, self.topo_config.loss, self.args.world_size, self.topo_config.tau
+            )
+            self._topo_setup_checked = True
         if self.topo_loss.needs_activations and model.training:
             return self._compute_loss_with_activations(model, inputs, return_outputs, num_items_in_batch)
-        result = super().compute_loss(
-            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-        )
         if not model.training or self._topo_last_step == self.state.global_step:
-            return result
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         self._topo_last_step = self.state.global_step
-        loss, outputs = result if return_outputs else (result, None)
-
         tau = self.current_tau()
-        topo, per_layer = self.topo_loss.compute(self.model, with_grad=tau > 0)
+        if self.topo_loss.weights_partitioned(self.model):
+            # DeepSpeed ZeRO-3: a layer's weight is whole only during its forward, so its term is computed there.
+            with self.topo_loss.evaluate_in_forward(self.model, with_grad=tau > 0) as evaluated:
+                result = super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
+        else:  # whole weights, or FSDP2 shards that `compute` all-gathers one layer at a time
+            evaluated = None
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = result if return_outputs else (result, None)
+        topo, per_layer = self.topo_loss.compute(self.model, with_grad=tau > 0, evaluated=evaluated)
         if tau > 0:
             # The term enters once per optimizer step: undo the per-micro-batch scaling so its gradient is τ·∇topo.
             loss = loss + (tau / self._loss_scaling_for_backward(num_items_in_batch)) * topo.to(loss.dtype)

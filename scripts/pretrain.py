@@ -4,10 +4,13 @@
     python scripts/pretrain.py --train_file corpus.txt --model_preset tiny-gpt2 --tau 1 \
         --max_steps 300 --per_device_train_batch_size 16 --output_dir outputs/toponet-tiny
 
-    # GPT-2-124M shapes on a Hub corpus, several GPUs, streaming
-    accelerate launch scripts/pretrain.py --model_preset gpt2-124m --tokenizer_name openai-community/gpt2 \
+    # GPT-2-124M shapes on a Hub corpus, 8 GPUs (DDP; or fsdp2.yaml, deepspeed_zero3.yaml), streaming
+    accelerate launch --config_file examples/accelerate/ddp.yaml --num_processes 8 scripts/pretrain.py \
+        --model_preset gpt2-124m --tokenizer_name openai-community/gpt2 \
         --dataset_name HuggingFaceFW/fineweb-edu --dataset_config sample-10BT --streaming \
-        --validation_file val.jsonl --block_size 1024 --max_steps 20000 --tau 1 --bf16 --output_dir outputs/toponet-124m
+        --validation_documents 2000 --streaming_shuffle_buffer 10000 --block_size 1024 --max_steps 20000 \
+        --tau 1 --bf16 --save_steps 1000 --output_dir outputs/toponet-124m
+    # ... and after an interruption, the same command with --resume_from_checkpoint outputs/toponet-124m/checkpoint-N
 
 All `TrainingArguments` and the TopoLoss settings (`--tau`, `--topo_target_modules`, `--topo_factor_h`,
 `--topo_factor_w`, `--topo_interpolation`, `--topo_sheet_shape`, `--topo_watch_modules`, `--tau_schedule`) are
@@ -68,7 +71,23 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (same format)."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset (pack on the fly; needs --max_steps)."}
+        default=False,
+        metadata={
+            "help": "Stream the dataset (packed on the fly; needs --max_steps). Resuming skips the consumed data."
+        },
+    )
+    validation_documents: int | None = field(
+        default=None,
+        metadata={
+            "help": "Streaming without a validation split or file: hold out the first N documents of the stream."
+        },
+    )
+    streaming_shuffle_buffer: int = field(
+        default=0,
+        metadata={
+            "help": "Streaming: shuffle documents in a buffer of this size, seeded by --data_seed (else --seed); "
+            "0 keeps the stream order. Either way the order is deterministic, so a resumed run sees the same data."
+        },
     )
     validation_split_percentage: int = field(
         default=5, metadata={"help": "Percent of the training data held out when there is no validation split."}
@@ -104,7 +123,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
     """Train, save and evaluate; returns the metrics also written to `<output_dir>/metrics.json`."""
     set_seed(training_args.seed)
     if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("A streamed dataset has no length: set --max_steps.")
+        raise ValueError(
+            "A streamed dataset has no length, so the run is counted in optimizer steps: set --max_steps (the "
+            "learning-rate and τ schedules, evaluations and checkpoints all follow it; --num_train_epochs is ignored)."
+        )
+    if data_args.streaming_shuffle_buffer and not data_args.streaming:
+        raise ValueError("--streaming_shuffle_buffer applies to --streaming; on-disk data is shuffled by the Trainer.")
 
     raw = load_text_datasets(
         data_args.dataset_name,
@@ -114,7 +138,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
         data_args.text_column,
         data_args.validation_split_percentage,
         data_args.streaming,
+        validation_documents=data_args.validation_documents,
     )
+    if data_args.streaming_shuffle_buffer:
+        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        raw["train"] = raw["train"].shuffle(seed=seed, buffer_size=data_args.streaming_shuffle_buffer)
     tokenizer = _tokenizer(model_args, raw, data_args)
     with training_args.main_process_first(desc="tokenizing and packing"):
         blocks = pack_into_blocks(

@@ -22,6 +22,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
     "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
     "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    # DeepSpeed (for the ZeRO-3 test) builds from an sdist that imports torch: build it against the torch above,
+    # without its CUDA ops (JIT-compiled on a GPU machine when used), instead of letting pip fetch another torch.
+    "$VENV/bin/python" -m pip install --quiet setuptools wheel
+    DS_BUILD_OPS=0 "$VENV/bin/python" -m pip install --quiet --no-build-isolation "deepspeed>=0.16"
     echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

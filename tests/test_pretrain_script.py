@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _scripts import ACCELERATE_ONE_CPU, offline_env, run_script
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_topo import TopoConfig
@@ -151,3 +153,47 @@ def test_readme_quickstart_runs(tmp_path):
         in result.stdout
     )
     assert (tmp_path / "outputs/quickstart/toponet/config.json").exists()
+
+
+def _jsonl_corpus(root: Path, n: int = 400) -> Path:
+    lines = [json.dumps({"text": f"def function_{i}(x):\n    return x * {i} + {i % 7}\n"}) for i in range(n)]
+    (root / "corpus.jsonl").write_text("\n".join(lines))
+    return root / "corpus.jsonl"
+
+
+@pytest.mark.slow
+def test_pretrain_streaming_resumes_exactly(tmp_path):
+    # A seeded shuffle buffer over the stream, the validation set held out from its head, 6 steps with a checkpoint at
+    # 3; then a second run resumes from that checkpoint. The Trainer skips the 3 consumed steps of the (deterministic)
+    # stream, so the resumed run must end on the uninterrupted run's weights.
+    data = ["--train_file", str(_jsonl_corpus(tmp_path)), "--streaming", "true", "--validation_documents", "20"]
+    data += ["--streaming_shuffle_buffer", "64", "--max_steps", "6", "--tau", "2", "--save_steps", "3"]
+    full = tmp_path / "full"
+    _run([sys.executable, str(ROOT / "scripts/pretrain.py"), *data, *COMMON, "--output_dir", str(full)], tmp_path)
+    resumed = tmp_path / "resumed"
+    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), *data, *COMMON, "--output_dir", str(resumed)]
+    cmd += ["--tokenizer_name", str(full), "--resume_from_checkpoint", str(full / "checkpoint-3")]
+    _run(cmd, tmp_path)
+
+    history = json.loads((resumed / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4, 5, 6]  # 1-3 come from the checkpoint's state
+    full_history = json.loads((full / "trainer_state.json").read_text())["log_history"]
+    losses = {h["step"]: h["loss"] for h in full_history if "loss" in h}
+    for h in history:
+        if "loss" in h:  # the same batches at the same steps
+            assert h["loss"] == pytest.approx(losses[h["step"]], rel=1e-5), h["step"]
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    moved = load_file(full / "checkpoint-3" / "model.safetensors")
+    assert max((a[n] - moved[n]).abs().max().item() for n in a) > 1e-3  # steps 4-6 did change the weights
+
+
+def test_pretrain_streaming_needs_max_steps_and_a_validation_set(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", str(_jsonl_corpus(tmp_path, 40))]
+    cmd += ["--streaming", "true", "--output_dir", str(tmp_path / "out"), *COMMON]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "set --max_steps" in result.stderr
+    result = subprocess.run(cmd + ["--max_steps", "2"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "--validation_documents N" in result.stderr
