@@ -3,11 +3,15 @@
     python scripts/demo.py                       # Python's standard library as the corpus
     python scripts/demo.py --train_file ../shared/data/tinyshakespeare.txt --tau 5 --max_steps 800
 
-Both models share the data, tokenizer, seed and recipe; only τ differs. The demo prints and saves
-(`<output_dir>/summary.json`, `summary.md`) their validation loss, perplexity and TopoLoss, where each model
-is, training curves (`training_curves.png`) and the first principal component of each model's first and last
-`c_fc` weights laid out on its cortical sheet (`sheet_maps.png`): smooth patches for the TopoNet, salt and
-pepper for the baseline.
+Both models share the data, tokenizer, seed and recipe; only τ differs. The last 5 % of the corpus (by lines) is
+held out: both models are evaluated on it, and `scripts/analyze.py` measures both on it afterwards. The demo prints
+and saves (`<output_dir>/summary.json`, `summary.md`) their validation loss, perplexity, TopoLoss and BLiMP, their
+topography (smoothness, Moran's I), effective dimensionality and how much perplexity they lose under 2×2
+downsampling of the sheets, 50 % L1 pruning and weight noise; where each model is; the training curves
+(`training_curves.png`) and the first principal component of each model's first and last `c_fc` weights on its
+cortical sheet (`sheet_maps.png`): smooth patches for the TopoNet, salt and pepper for the baseline. The full
+analysis (report.json, maps, correlation-vs-distance curves, sweeps, temporal integration windows, and the TopoNet
+downsampled 2×2 as a loadable model) is in `<output_dir>/analysis/`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -50,12 +55,76 @@ def parse_args() -> argparse.Namespace:
         "--blimp_dir", default=None, help="BLiMP jsonl files (e.g. ../shared/data/blimp_sample): score both models."
     )
     parser.add_argument("--blimp_limit", type=int, default=None, help="At most this many BLiMP pairs per paradigm.")
+    parser.add_argument(
+        "--skip_analysis", action="store_true", help="Train and report only; do not run scripts/analyze.py."
+    )
     return parser.parse_args()
 
 
-def train_one(args: argparse.Namespace, train_file: str, tau: float, name: str, tokenizer: str | None) -> dict:
+ANALYSIS_ROWS = (
+    ("smoothness", "smoothness (activations)"),
+    ("weight_smoothness", "smoothness (weights)"),
+    ("morans_i", "Moran's I of activation maps"),
+    ("effective_dimensionality", "effective dimensionality"),
+    ("perplexity", "held-out perplexity"),
+    ("downsampled_2x2_delta_perplexity", "Δ perplexity, sheets downsampled 2×2"),
+    ("pruned_50pct_delta_perplexity", "Δ perplexity, 50 % L1 pruning of c_fc"),
+    ("noise_sigma_0.5_delta_perplexity", "Δ perplexity, weight noise σ = 0.5·std"),
+    ("substitution_10pct_delta_perplexity", "Δ perplexity, 10 % of input tokens replaced"),
+    ("temporal_reach_morans_i", "Moran's I of the units' temporal reach"),
+)
+
+
+def analysis_rows(report: dict) -> list[str]:
+    """The demo's table of the analysis: TopoNet vs baseline on the main measures."""
+    rows = ["| measure (held-out text) | TopoNet | baseline |", "|---|---|---|"]
+    for key, label in ANALYSIS_ROWS:
+        values = [report["summary"].get(key), (report["baseline_summary"] or {}).get(key)]
+        rows.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |")
+    return rows
+
+
+def _copy(source: str, destination: str) -> str:
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    shutil.copyfile(source, destination)
+    return destination
+
+
+def hold_out(corpus: str, fraction: float = 0.05) -> tuple[str, str]:
+    """Split a text file by lines into ``<name>.train.txt`` and ``<name>.heldout.txt`` (its last ``fraction``)."""
+    with open(corpus, encoding="utf-8") as f:
+        lines = f.readlines()
+    cut = len(lines) - max(1, round(fraction * len(lines)))
+    stem = os.path.splitext(corpus)[0]
+    paths = (stem + ".train.txt", stem + ".heldout.txt")
+    for path, part in zip(paths, (lines[:cut], lines[cut:]), strict=True):
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(part)
+    return paths
+
+
+def analyze_pair(args: argparse.Namespace, heldout: str, toponet_dir: str, baseline_dir: str) -> dict:
+    """scripts/analyze.py on the TopoNet and its baseline, with a budget that keeps the demo to minutes."""
+    import analyze  # the sibling script
+
+    argv = [
+        "--model", toponet_dir, "--baseline", baseline_dir, "--text_file", heldout,
+        "--output_dir", os.path.join(args.output_dir, "analysis"), "--block_size", str(args.block_size),
+        "--max_tokens", "4096", "--eval_blocks", "24", "--batch_size", str(args.batch_size),
+        "--pruning_fractions", "0", "0.3", "0.5", "0.7", "0.9", "--noise_sigmas", "0", "0.5", "1",
+        "--downsampling_factors", "1", "2", "3", "--input_rates", "0", "0.1", "0.3",
+        "--temporal_windows", "true", "--temporal_max_delta", str(min(8, args.block_size // 8)), "--temporal_max_sequences", "40",
+        "--save_downsampled", "2", "--model_label", f"TopoNet τ={args.tau:g}", "--baseline_label", "baseline τ=0",
+    ]  # fmt: skip
+    return analyze.main(*analyze.parse_args(argv))
+
+
+def train_one(
+    args: argparse.Namespace, train_file: str, heldout: str, tau: float, name: str, tokenizer: str | None
+) -> dict:
     argv = [
         "--train_file", train_file,
+        "--validation_file", heldout,
         "--model_preset", "tiny-gpt2",
         "--block_size", str(args.block_size),
         "--tokenizer_vocab_size", str(args.vocab_size),
@@ -140,10 +209,13 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     os.makedirs(args.output_dir, exist_ok=True)
-    train_file = args.train_file or write_python_corpus(
+    corpus = args.train_file or write_python_corpus(
         os.path.join(args.output_dir, "data", "python_stdlib.txt"), max_bytes=args.corpus_bytes
     )
-    print(f"Corpus: {train_file} ({os.path.getsize(train_file) / 1e6:.1f} MB)")
+    if args.train_file:  # keep the user's file where it is: the split goes to the output directory
+        corpus = _copy(corpus, os.path.join(args.output_dir, "data", os.path.basename(corpus)))
+    train_file, heldout = hold_out(corpus)
+    print(f"Corpus: {corpus} ({os.path.getsize(corpus) / 1e6:.1f} MB; last 5 % held out: {heldout})")
 
     if args.blimp_dir:
         print(f"BLiMP: {args.blimp_dir}")
@@ -153,7 +225,7 @@ def main() -> None:
     for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
         tokenizer = results["baseline"]["output_dir"] if results else None  # train the tokenizer once, share it
         print(f"\n=== Training {name} (τ={tau:g}) ===")
-        results[name] = train_one(args, train_file, tau, name, tokenizer)
+        results[name] = train_one(args, train_file, heldout, tau, name, tokenizer)
         with open(os.path.join(results[name]["output_dir"], "trainer_state.json")) as f:
             results[name]["log_history"] = json.load(f)["log_history"]
 
@@ -170,11 +242,27 @@ def main() -> None:
     figures = plot(results, args.output_dir)
     summary = {name: {k: v for k, v in m.items() if k != "log_history"} for name, m in results.items()}
     summary["figures"] = [os.path.abspath(p) for p in figures]
+    if not args.skip_analysis:
+        print("\n=== Analysing both models on the held-out text (scripts/analyze.py) ===")
+        report = analyze_pair(args, heldout, results["toponet"]["output_dir"], results["baseline"]["output_dir"])
+        rows += ["", *analysis_rows(report)]
+        analysis_dir = os.path.abspath(os.path.join(args.output_dir, "analysis"))
+        summary["analysis"] = {
+            "report": os.path.join(analysis_dir, "report.json"),
+            "toponet": report["summary"],
+            "baseline": report["baseline_summary"],
+            "downsampled_model": report["metadata"]["downsampled"]["path"],
+        }
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(args.output_dir, "summary.md"), "w") as f:
         f.write("\n".join(rows) + "\n")
     print("\n" + "\n".join(rows))
+    if "analysis" in summary:
+        print(f"\nAnalysis (report.json, maps, curves, temporal windows): {analysis_dir}")
+        print(
+            f"TopoNet downsampled 2x2, loadable with AutoModelForCausalLM: {summary['analysis']['downsampled_model']}"
+        )
     print(f"\nFigures: {', '.join(summary['figures'])}")
     print(f"Summary: {os.path.abspath(os.path.join(args.output_dir, 'summary.json'))}")
     print(

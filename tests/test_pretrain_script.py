@@ -143,6 +143,15 @@ def test_demo_trains_both_models_and_reports(tmp_path):
     assert "| toponet | 5 |" in result.stdout and str(out / "toponet") in result.stdout
     assert "BLiMP: not evaluated (no data given; pass --blimp_dir" in result.stdout
     assert (out / "toponet" / "tokenizer.json").exists() and (out / "baseline" / "config.json").exists()
+    # Both models analysed on the held-out 5 % (what they were evaluated on), with the TopoNet downsampled 2x2.
+    heldout = out / "data" / "python_stdlib.heldout.txt"
+    assert heldout.stat().st_size > 0 and json.loads((out / "toponet" / "metrics.json").read_text())["eval_loss"] > 0
+    report = json.loads((out / "analysis" / "report.json").read_text())
+    assert report["metadata"]["text"]["text_file"] == str(heldout)
+    assert summary["analysis"]["toponet"]["smoothness"] == report["summary"]["smoothness"]
+    assert summary["analysis"]["baseline"]["morans_i"] == report["baseline_summary"]["morans_i"]
+    assert "| smoothness (activations) |" in result.stdout and "Moran's I of the units' temporal reach" in result.stdout
+    assert (out / "analysis" / "downsampled" / "config.json").exists()
 
 
 @pytest.mark.slow
