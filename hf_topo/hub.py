@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,8 @@ _FIGURE_CAPTIONS = {
     "noise": "Perplexity under weight noise",
     "downsampling": "Perplexity after downsampling the topographic layers' weights on the sheet",
     "selectivity": "Selectivity maps (Welch's t between two stimulus sets)",
+    "input_substitution": "Perplexity when input tokens are replaced by random ones",
+    "input_deletion": "Perplexity when input tokens are deleted",
 }
 # Files next to a model whose contents feed the card; never uploaded (metrics.json holds local paths).
 _METRICS_FILE, _BLIMP_FILE, _STATE_FILE, _REPORT_FILE = (
@@ -370,10 +373,55 @@ def _result_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+# The headline measures of an analysis summary, in the card's order.
+_ANALYSIS_LABELS = (
+    ("smoothness", "smoothness (activations; highest − lowest binned correlation vs distance)"),
+    ("weight_smoothness", "smoothness (weights)"),
+    ("morans_i", "Moran's I of activation maps"),
+    ("effective_dimensionality", "effective dimensionality of activations"),
+    ("perplexity", "perplexity on the analysis text"),
+    ("blimp", "BLiMP accuracy"),
+    ("selectivity_morans_i", "Moran's I of selectivity maps"),
+    ("temporal_reach_morans_i", "Moran's I of the units' temporal reach"),
+    ("temporal_fraction_power_law", "share of power-law temporal windows"),
+    ("temporal_fraction_exponential", "share of exponential temporal windows"),
+)
+# Sweep points of an analysis summary: (key pattern, row label, how to write the strength, the unperturbed strength).
+_SWEEP_PATTERNS = (
+    (r"pruned_(\d+)pct_delta_perplexity", "Δ perplexity, L1 pruning (fraction of weights)", "{} %", 0.0),
+    (r"noise_sigma_([\d.]+)_delta_perplexity", "Δ perplexity, weight noise (σ × weight std)", "σ {}", 0.0),
+    (r"downsampled_([\d.]+)x[\d.]+_delta_perplexity", "Δ perplexity, sheets downsampled φ × φ", "φ {}", 1.0),
+    (r"substitution_(\d+)pct_delta_perplexity", "Δ perplexity, random token substitution", "{} %", 0.0),
+    (r"deletion_(\d+)pct_delta_perplexity", "Δ perplexity, token deletion", "{} %", 0.0),
+)
+
+
+def _analysis_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The analysis summary as card rows: the headline measures, then one row per sweep (strength: Δ perplexity)."""
+    rows = [(label, _fmt(summary[key])) for key, label in _ANALYSIS_LABELS if key in summary]
+    for pattern, label, strength, unperturbed in _SWEEP_PATTERNS:
+        points = [(m.group(1), value) for key, value in summary.items() if (m := re.fullmatch(pattern, key))]
+        points = [(x, v) for x, v in points if float(x) != unperturbed]  # Δ = 0 there by definition
+        if points:
+            cells = ", ".join(
+                f"{strength.format(x)}: {float(v):+.3g}" for x, v in sorted(points, key=lambda p: float(p[0]))
+            )
+            rows.append((label, cells))
+    return rows
+
+
+# Figures in the card's order: maps first, then curves, then the sweeps; others after them by name.
+_FIGURE_ORDER = ("sheet_maps", "selectivity", "smoothness_curve", "pruning", "downsampling", "noise")
+
+
 def _figure_entries(figures: list[str]) -> list[dict[str, str]]:
+    def rank(path: str) -> tuple[int, str]:
+        stem = Path(path).stem
+        return (_FIGURE_ORDER.index(stem) if stem in _FIGURE_ORDER else len(_FIGURE_ORDER), stem)
+
     return [
         {"path": path, "caption": _FIGURE_CAPTIONS.get(Path(path).stem, Path(path).stem.replace("_", " "))}
-        for path in figures
+        for path in sorted(figures, key=rank)
     ]
 
 
@@ -458,7 +506,7 @@ def toponet_card(
         eval_dataset=eval_dataset,
         blimp_fields=[(k, _fmt(v)) for k, v in (results.get("blimp_fields") or {}).items()],
         topo_loss_per_layer=[(k, _fmt(v)) for k, v in (results.get("topo_loss_per_layer") or {}).items()],
-        analysis_rows=[(k, _fmt(v)) for k, v in (results.get("analysis") or {}).items()],
+        analysis_rows=_analysis_rows(results.get("analysis") or {}),
         figures=_figure_entries(figures or []),
         conversion=conversion if isinstance(conversion, dict) else None,
         paper_url=PAPER_URL,

@@ -234,6 +234,11 @@ def _analysis_dir(root: Path) -> Path:
 
     root.mkdir()
     summary = {"smoothness": 0.21, "effective_dimensionality": 4.5, "morans_i": 0.33, "n_layers": 3, "note": "text"}
+    summary |= {
+        "pruned_0pct_delta_perplexity": 0.0,
+        "pruned_50pct_delta_perplexity": 0.7,
+        "pruned_90pct_delta_perplexity": 28.7,
+    }
     (root / "report.json").write_text(json.dumps({"summary": summary, "model": {}}))
     for name in ("sheet_maps", "smoothness_curve"):
         fig = plt.figure(figsize=(2, 2))
@@ -256,7 +261,9 @@ def test_upload_folder_with_analysis(trained, tmp_path):
         "figures/smoothness_curve.png",
     }
     text = (folder / "README.md").read_text()
-    assert "| smoothness | 0.21 |" in text and "| morans_i | 0.33 |" in text and "note" not in text
+    assert "| smoothness (activations; highest − lowest binned correlation vs distance) | 0.21 |" in text
+    assert "| Moran's I of activation maps | 0.33 |" in text and "note" not in text and "n_layers" not in text
+    assert "| Δ perplexity, L1 pruning (fraction of weights) | 50 %: +0.7, 90 %: +28.7 |" in text
     assert "(figures/smoothness_curve.png)" in text and "Correlation of unit responses versus distance" in text
 
 
