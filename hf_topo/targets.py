@@ -120,6 +120,12 @@ def find_target_modules(
         raise TypeError(
             f"{role}={target_modules!r} matched layers that cannot carry a cortical sheet: {', '.join(unsupported[:5])}. "
             "Supported: torch.nn.Linear, transformers' Conv1D, torch.nn.Conv2d."
+            + (
+                " A TopoDownsampledLinear comes from hf_topo.downsample_model and has no full sheet any more: use the "
+                "original model."
+                if any("(TopoDownsampledLinear)" in entry for entry in unsupported)
+                else ""
+            )
         )
     if not matched:
         raise ValueError(

@@ -31,7 +31,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
 
-import hf_topo.downsampling  # noqa: F401  (registers the downsampled model classes: they load and analyse too)
+import hf_topo.downsampling  # noqa: F401  (registers the downsampled model classes, so --save_downsampled output loads)
 from hf_topo import TopoConfig
 from hf_topo.analysis import (
     AnalysisSettings,

@@ -364,6 +364,8 @@ def test_wrong_model_class_already_downsampled_and_peft(tiny_gpt2):
     assert isinstance(small, TopoDownsampledGPT2LMHeadModel)
     with pytest.raises(ValueError, match=r"already downsampled by \(2, 2\)"):
         downsample_model(small, 2)
+    with pytest.raises(TypeError, match=r"comes from hf_topo.downsample_model .* use the original model"):
+        TopoLoss(TopoConfig())(small)  # no full sheet left to regularize or analyse
     from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(tiny_gpt2, LoraConfig(target_modules=["c_attn"], r=2, fan_in_fan_out=True))
