@@ -348,6 +348,34 @@ class TopoLoss:
                 targets.append(per_layer[layer.name])
         return torch.stack(targets).mean(), per_layer
 
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The regularizer's value without gradients: ``(mean over target layers, {name: value})``.
+
+        A weight-based loss needs only the model. Activation Similarity needs a batch: ``inputs`` (``input_ids``
+        and optionally ``attention_mask``, on the model's device) is run through the model in eval mode to record
+        the layers' outputs.
+        """
+        if not self.needs_activations:
+            return self.compute(model, with_grad=False)
+        if not inputs or "input_ids" not in inputs:
+            raise ValueError(
+                f"loss={self.config.loss!r} is measured on the activations of a batch: pass inputs={{'input_ids': ..., "
+                "'attention_mask': ...}} (e.g. one evaluation batch)."
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            with self.record_activations(model) as recorded:
+                model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+            return self.compute(
+                model, with_grad=False, activations=recorded, attention_mask=inputs.get("attention_mask")
+            )
+        finally:
+            model.train(was_training)
+
     def __call__(self, model: nn.Module) -> torch.Tensor:
         """Mean regularizer over the target layers of ``model`` (a scalar tensor, not multiplied by τ)."""
         return self.compute(model)[0]

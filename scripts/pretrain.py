@@ -27,6 +27,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, default_data_collator, set_seed
 
@@ -193,7 +194,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
     metrics = {"train_" + k.removeprefix("train_"): v for k, v in train_result.metrics.items()}
     metrics.update(trainer.evaluate())
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
-    topo, per_layer = trainer.topo_loss.compute(trainer.model, with_grad=False)
+    eval_batch = None
+    if trainer.topo_loss.needs_activations:  # Activation Similarity is measured on the first evaluation batch
+        batch = next(iter(trainer.get_eval_dataloader()))
+        eval_batch = {k: v.to(trainer.model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    topo, per_layer = trainer.topo_loss.evaluate(trainer.model, eval_batch)
     metrics["topo_loss"] = topo.item()
     metrics["topo_loss_per_layer"] = {trainer.topo_loss_label(n): v.item() for n, v in per_layer.items()}
     metrics["tau"] = training_args.tau
@@ -209,6 +214,38 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: To
         with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics
+
+
+def recipe_argv(
+    train_file: str,
+    validation_file: str,
+    output_dir: str,
+    *,
+    tau: float,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    block_size: int,
+    seed: int,
+    model_preset: str = "tiny-gpt2",
+    vocab_size: int = 4096,
+    max_eval_blocks: int = 200,
+    tokenizer: str | None = None,
+) -> list[str]:
+    """The argv of one small CPU run of this script, as the demo and the comparison commands train their models:
+    cosine schedule with 5 % warm-up, weight decay 0.1, no checkpoints or evaluations during training, offline.
+    ``tokenizer``: a model directory whose tokenizer to reuse (default: train one of ``vocab_size`` on the data)."""
+    argv = [
+        "--train_file", train_file, "--validation_file", validation_file, "--output_dir", output_dir,
+        "--model_preset", model_preset, "--block_size", str(block_size), "--max_eval_blocks", str(max_eval_blocks),
+        "--tau", str(tau), "--max_steps", str(max_steps),
+        "--per_device_train_batch_size", str(batch_size), "--per_device_eval_batch_size", str(batch_size),
+        "--learning_rate", str(learning_rate), "--lr_scheduler_type", "cosine",
+        "--warmup_steps", str(max(1, max_steps // 20)), "--weight_decay", "0.1",
+        "--logging_steps", str(max(1, max_steps // 50)), "--save_strategy", "no", "--eval_strategy", "no",
+        "--report_to", "none", "--seed", str(seed), "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    return argv + (["--tokenizer_name", tokenizer] if tokenizer else ["--tokenizer_vocab_size", str(vocab_size)])
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TopoTrainingArguments]:

@@ -74,6 +74,19 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
     assert json.loads((out / "blimp.json").read_text())["n_pairs"] == {"code_syntax": 5}
 
 
+def test_pretrain_with_activation_similarity_reports_its_value(tmp_path, corpus):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import pretrain
+
+    out = tmp_path / "as"
+    argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--max_steps", "2", "--tau", "1"]
+    argv += ["--topo_loss_type", "activation_similarity", "--save_strategy", "no"]
+    metrics = pretrain.main(*pretrain.parse_args(argv))  # the final value is read on the first evaluation batch
+    assert 0 < metrics["topo_loss"] < 2 and set(metrics["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
+    assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics["topo_loss"]
+    assert TopoConfig.from_pretrained(out).loss == "activation_similarity"
+
+
 @pytest.mark.slow
 def test_pretrain_under_accelerate_launch(tmp_path, corpus):
     out = tmp_path / "launched"

@@ -169,6 +169,21 @@ def test_activation_similarity_decreases_when_optimized(tiny_gpt2):
     assert _activation_similarity(topo, tiny_gpt2, batch)[0].item() < 0.8 * start
 
 
+def test_evaluate_measures_activation_similarity_on_a_batch_in_eval_mode(tiny_gpt2):
+    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    batch = _batch()
+    tiny_gpt2.train()
+    value, per_layer = topo.evaluate(tiny_gpt2, batch)
+    assert tiny_gpt2.training and not value.requires_grad  # mode restored, no graph kept
+    tiny_gpt2.eval()
+    expected = _activation_similarity(topo, tiny_gpt2, batch)[0]
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6) and set(per_layer) == set(C_FC)
+    with pytest.raises(ValueError, match=r"measured on the activations of a batch: pass inputs="):
+        topo.evaluate(tiny_gpt2)
+    weights = TopoLoss(TopoConfig(loss="weight_similarity"))
+    assert weights.evaluate(tiny_gpt2)[0].item() == pytest.approx(weights(tiny_gpt2).item(), rel=1e-6)
+
+
 def test_hooks_are_removed_after_recording(tiny_gpt2):
     topo = TopoLoss(TopoConfig(loss="activation_similarity"))
     with topo.record_activations(tiny_gpt2) as recorded:
