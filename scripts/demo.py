@@ -122,32 +122,11 @@ def analyze_pair(args: argparse.Namespace, heldout: str, toponet_dir: str, basel
 def train_one(
     args: argparse.Namespace, train_file: str, heldout: str, tau: float, name: str, tokenizer: str | None
 ) -> dict:
-    argv = [
-        "--train_file", train_file,
-        "--validation_file", heldout,
-        "--model_preset", "tiny-gpt2",
-        "--block_size", str(args.block_size),
-        "--tokenizer_vocab_size", str(args.vocab_size),
-        "--max_eval_blocks", "200",
-        "--output_dir", os.path.join(args.output_dir, name),
-        "--tau", str(tau),
-        "--max_steps", str(args.max_steps),
-        "--per_device_train_batch_size", str(args.batch_size),
-        "--per_device_eval_batch_size", str(args.batch_size),
-        "--learning_rate", str(args.learning_rate),
-        "--lr_scheduler_type", "cosine",
-        "--warmup_steps", str(max(1, args.max_steps // 20)),
-        "--weight_decay", "0.1",
-        "--logging_steps", str(max(1, args.max_steps // 50)),
-        "--save_strategy", "no",
-        "--eval_strategy", "no",
-        "--report_to", "none",
-        "--seed", str(args.seed),
-        "--use_cpu", "true",
-        "--dataloader_num_workers", "0",
-    ]  # fmt: skip
-    if tokenizer is not None:
-        argv += ["--tokenizer_name", tokenizer]
+    argv = pretrain.recipe_argv(
+        train_file, heldout, os.path.join(args.output_dir, name), tau=tau, max_steps=args.max_steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, block_size=args.block_size, seed=args.seed,
+        vocab_size=args.vocab_size, tokenizer=tokenizer,
+    ) + ["--use_cpu", "true"]  # fmt: skip
     if args.blimp_dir:
         argv += ["--blimp_dir", args.blimp_dir] + (
             ["--blimp_limit", str(args.blimp_limit)] if args.blimp_limit else []

@@ -12,6 +12,7 @@ module                    what it measures
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
 ``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
                           perturbations (token substitution / deletion) — the sweeps
+``regularizers``          TopoLoss, Weight / Activation Similarity of any model, post hoc, with shared settings
 ``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential)
 ``plots``                 PNG figures; ``report``: everything for a model (and its baseline) → report.json
 ========================  =====================================================================================
@@ -46,6 +47,7 @@ from .perturbation import (
     restored_weights,
     substitute_tokens,
 )
+from .regularizers import RegularizerValue, regularizer_values
 from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_model, write_report
 from .selectivity import selectivity_maps, selectivity_t
 from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
@@ -80,6 +82,7 @@ __all__ = [
     "INPUT_PERTURBATIONS",
     "ModelAnalysis",
     "PRUNING_SCOPES",
+    "RegularizerValue",
     "SmoothnessResult",
     "SWEEPS",
     "SweepResult",
@@ -103,6 +106,7 @@ __all__ = [
     "prunable_weights",
     "pruning_sweep",
     "read_stimuli",
+    "regularizer_values",
     "restored_weights",
     "selectivity_maps",
     "selectivity_t",

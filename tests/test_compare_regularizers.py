@@ -1,0 +1,168 @@
+"""scripts/compare_regularizers.py end to end: a baseline, TopoLoss, WS and AS models trained on a tiny corpus, offline."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _scripts import run_script
+from transformers import AutoModelForCausalLM
+
+from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_values, topographic_layers
+from hf_topo.config import LOSSES
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import compare_regularizers  # noqa: E402
+
+ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]
+PLACES = ["river", "hill", "market", "forest", "harbour"]
+CORPUS = "".join(
+    f"The {ANIMALS[i % 6]} saw {i % 13} {['apples', 'stones', 'boats', 'lamps'][i % 4]} near the {PLACES[i % 5]}, "
+    f"and {['then', 'so', 'later'][i % 3]} it went {['home', 'away', 'north'][i % 7 % 3]}.\n"
+    for i in range(600)
+)
+#: Large τ and a high learning rate, so that 12 steps visibly move each regularizer.
+TINY = [
+    "--strengths", "topo=50", "ws=50", "as=5",
+    "--config_overrides", "n_embd=32,n_layer=2", "--vocab_size", "320", "--block_size", "32",
+    "--max_steps", "12", "--train_batch_size", "4", "--learning_rate", "1e-2", "--max_eval_blocks", "8",
+    "--max_tokens", "512", "--eval_blocks", "8", "--batch_size", "8", "--max_pairs", "4000", "--min_pairs_per_bin", "5",
+    "--noise_sigmas", "0", "0.5", "--input_rates", "0", "0.2", "--device", "cpu", "--progress", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    corpus = root / "corpus.txt"
+    corpus.write_text(CORPUS)
+    output_dir = root / "out"
+    result = compare_regularizers.main(["--train_file", str(corpus), "--output_dir", str(output_dir), *TINY])
+    return result | {"output_dir": output_dir}
+
+
+def test_one_row_per_model_with_every_family_and_finite_numbers(comparison):
+    table = comparison["table"]
+    assert [row["name"] for row in table] == ["baseline", "topo-tau50", "ws-tau50", "as-tau5"]
+    assert [row["regularizer"] for row in table] == ["none", "TopoLoss", "WS", "AS"]
+    assert [row["tau"] for row in table] == [0.0, 50.0, 50.0, 5.0]
+    keys = [
+        "eval_loss", "perplexity", "topo_loss", "weight_similarity", "activation_similarity", "smoothness",
+        "weight_smoothness", "morans_i", "effective_dimensionality", "noise_sigma_0.5_delta_perplexity",
+        "substitution_20pct_delta_perplexity", "deletion_20pct_delta_perplexity",
+    ]  # fmt: skip
+    for row in table:
+        for key in keys:
+            assert isinstance(row[key], float) and math.isfinite(row[key]), (row["name"], key, row.get(key))
+        assert row["eval_loss"] == pytest.approx(math.log(row["perplexity"]))
+        assert row["noise_sigma_0_delta_perplexity"] == 0.0  # σ=0 is the clean model
+
+    markdown = (comparison["output_dir"] / "comparison.md").read_text().splitlines()
+    assert len(markdown) == 2 + 4
+    assert "Δppl noise σ=0.5" in markdown[0] and "Δppl deletion p=0.2" in markdown[0] and "Moran's I" in markdown[0]
+    assert [line.split("|")[2].strip() for line in markdown[2:]] == ["none", "TopoLoss", "WS", "AS"]
+    assert json.loads((comparison["output_dir"] / "comparison.json").read_text())["table"] == table
+
+
+def test_each_model_is_saved_with_its_regularizer_and_strength(comparison):
+    expected = {
+        "baseline": ("laplacian_pyramid", 0.0),
+        "topo-tau50": ("laplacian_pyramid", 50.0),
+        "ws-tau50": ("weight_similarity", 50.0),
+        "as-tau5": ("activation_similarity", 5.0),
+    }
+    for name, (loss, tau) in expected.items():
+        record = json.loads((comparison["output_dir"] / name / "config.json").read_text())["topography"]
+        assert (record["loss"], record["tau"]["value"], record["distance"]) == (loss, tau, "correlation")
+
+
+def test_models_differ_only_in_regularizer_and_strength(comparison):
+    """Same data, tokenizer (the baseline's), seed and recipe: the pretrain.py command lines differ in nothing else."""
+    per_model = {}
+    for model in comparison["models"]:
+        argv = model["pretrain_argv"]
+        flags = dict(zip(argv[::2], argv[1::2], strict=True))
+        per_model[model["name"]] = {
+            k: v
+            for k, v in flags.items()
+            if k not in ("--tau", "--topo_loss_type", "--output_dir", "--tokenizer_name", "--tokenizer_vocab_size")
+        }
+        if model["name"] != "baseline":  # the baseline trains the tokenizer, every other model reuses it
+            assert flags["--tokenizer_name"] == comparison["models"][0]["output_dir"]
+            assert "--tokenizer_vocab_size" not in flags
+        else:
+            assert "--tokenizer_name" not in flags and int(flags["--tokenizer_vocab_size"]) > 0
+    assert all(flags == per_model["baseline"] for flags in per_model.values())
+    assert per_model["baseline"]["--topo_distance"] == "correlation"
+    tokenizers = {(comparison["output_dir"] / m["name"] / "tokenizer.json").read_text() for m in comparison["models"]}
+    assert len(tokenizers) == 1
+
+
+def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(comparison):
+    rows = {row["name"]: row for row in comparison["table"]}
+    baseline = rows["baseline"]
+    assert rows["topo-tau50"]["topo_loss"] < 0.5 * baseline["topo_loss"]
+    assert rows["ws-tau50"]["weight_similarity"] < 0.5 * baseline["weight_similarity"]
+    assert rows["as-tau5"]["activation_similarity"] < 0.5 * baseline["activation_similarity"]
+    # a random, briefly trained layer has uncorrelated neighbours: correlation distance ≈ 1, TopoLoss high
+    assert baseline["weight_similarity"] == pytest.approx(1.0, abs=0.1)
+    assert baseline["morans_i"] < rows["ws-tau50"]["morans_i"]
+
+
+def test_post_hoc_values_match_a_fresh_measurement_on_the_baselines_sheets(comparison):
+    """The reported values are those of the saved models, every one measured on the baseline's layers."""
+    from hf_topo import TopoConfig
+
+    models = {m["name"]: m for m in comparison["models"]}
+    baseline_dir = models["baseline"]["output_dir"]
+    sheets = TopoConfig.from_pretrained(baseline_dir)
+    settings = comparison["recipe"]["analysis_settings"]
+    model = AutoModelForCausalLM.from_pretrained(models["ws-tau50"]["output_dir"], dtype=torch.float32)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(baseline_dir)
+    text = load_text_blocks(tokenizer, 32, text_file=comparison["recipe"]["held_out_file"], max_blocks=16)
+    layers = topographic_layers(model, sheets)
+    activations = collect_activations(
+        model, text, layers, settings["batch_size"], settings["max_tokens"], progress=False
+    )
+    values = regularizer_values(layers, activations)
+    for loss in LOSSES:
+        assert values[loss].mean == pytest.approx(models["ws-tau50"]["posthoc"][loss]["mean"], rel=1e-5)
+    assert {m["name"]: sorted(m["layers"]) for m in comparison["models"]} == {
+        name: sorted(sheets.layers) for name in models
+    }
+
+
+def test_figure_is_a_png(comparison):
+    figure = comparison["output_dir"] / "regularizers.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure.stat().st_size > 20_000
+
+
+def test_bad_strengths_and_clashing_flags_are_refused():
+    with pytest.raises(ValueError, match="FAMILY"):
+        compare_regularizers.parse_strengths(["lp=1"])
+    with pytest.raises(ValueError, match="must be > 0"):
+        compare_regularizers.parse_strengths(["ws=0"])
+    assert compare_regularizers.parse_strengths(["topo=1,5", "as=0.5"]) == [("topo", 1.0), ("topo", 5.0), ("as", 0.5)]
+    with pytest.raises(ValueError, match="--tau"):
+        compare_regularizers.parse_args(["--train_file", "x.txt", "--output_dir", "o", "--tau", "3"])
+
+
+@pytest.mark.slow
+def test_command_line_runs_offline(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    argv = list(TINY)
+    argv[1:4] = ["ws=50"]  # only the baseline and one WS model: the command line, not the grid, is under test
+    result = run_script(
+        [sys.executable, str(ROOT / "scripts" / "compare_regularizers.py"), "--train_file", str(corpus),
+         "--output_dir", str(tmp_path / "out"), *argv],
+    )  # fmt: skip
+    assert "| baseline | none | 0 |" in result.stdout and "| ws-tau50 | WS | 50 |" in result.stdout
+    assert (tmp_path / "out" / "regularizers.png").is_file()
