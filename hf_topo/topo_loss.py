@@ -101,12 +101,24 @@ def _keep(tensor: torch.Tensor) -> torch.Tensor:
 def _unit_responses(
     layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch."""
+    """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch.
+
+    A Linear/Conv1D output is ``(..., n_units)``; a Conv2d output ``(batch, n_units, height, width)`` counts every
+    image position as a sample (its channels are the units)."""
     if activations is None:
         raise ValueError(
             f"Activation Similarity on layer {layer.name!r}: no activations of this layer were seen in the forward "
             "pass. Record them with `topo.record_activations(model)` around a forward that runs the layer."
         )
+    if layer.sheet.layer_type == "Conv2d":
+        if activations.ndim != 4 or activations.shape[1] != layer.sheet.n_units:
+            raise ValueError(
+                f"Activations of the Conv2d layer {layer.name!r} have shape {tuple(activations.shape)}; expected "
+                f"(batch, {layer.sheet.n_units}, height, width)."
+            )
+        if attention_mask is not None:
+            raise ValueError(f"An attention_mask does not apply to the Conv2d layer {layer.name!r}: pass None.")
+        activations = activations.movedim(1, -1)  # (batch, height, width, units): every position is a sample
     if activations.shape[-1] != layer.sheet.n_units:
         raise ValueError(
             f"Activations of {layer.name!r} have {activations.shape[-1]} units in their last dimension, but its sheet "

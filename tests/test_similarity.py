@@ -184,6 +184,22 @@ def test_evaluate_measures_activation_similarity_on_a_batch_in_eval_mode(tiny_gp
     assert weights.evaluate(tiny_gpt2)[0].item() == pytest.approx(weights(tiny_gpt2).item(), rel=1e-6)
 
 
+def test_activation_similarity_on_a_conv2d_sheet_counts_every_image_position():
+    torch.manual_seed(4)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 12, kernel_size=3, padding=1))
+    topo = TopoLoss(TopoConfig(target_modules=["conv"], loss="activation_similarity"))
+    images = torch.randn(2, 3, 5, 5)
+    with topo.record_activations(model) as recorded:
+        output = model(images)
+    value = topo.compute(model, activations=recorded)[0]
+    responses = output.detach().permute(1, 0, 2, 3).reshape(12, -1)  # unit u: its 2·5·5 responses
+    expected = _pairwise_reference(responses.double().reshape(3, 4, -1).numpy(), "correlation", 1)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="does not apply to the Conv2d layer"):
+        topo.compute(model, activations=recorded, attention_mask=torch.ones(2, 5))
+
+
 def test_hooks_are_removed_after_recording(tiny_gpt2):
     topo = TopoLoss(TopoConfig(loss="activation_similarity"))
     with topo.record_activations(tiny_gpt2) as recorded:
