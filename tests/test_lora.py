@@ -180,7 +180,7 @@ def test_compare_lora_one_command(toponet, corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [(r["lora_r"], r["model_tau"]) for r in comparison["runs"]] == [(2, 2.0), (4, 2.0)]
-    assert "| toponet0 (τ=2) |" in result.stdout and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
+    assert f"| {toponet.name} (τ=2) |" in result.stdout and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
