@@ -18,8 +18,11 @@ from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoConfig,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
 )
 
 torch.manual_seed(0)
@@ -64,35 +67,49 @@ def tiny_gpt2():
     return build_gpt2()
 
 
+# Tiny configs of the other supported families (2 blocks, width 32, 64 tokens, 32 positions unless overridden).
+_FAMILY_CONFIGS = {
+    "gpt_neo": (
+        GPTNeoConfig,
+        dict(num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]], window_size=8),
+    ),
+    "gpt_neox": (GPTNeoXConfig, dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=96)),
+    "llama": (
+        LlamaConfig,
+        dict(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=120),
+    ),
+    "qwen2": (
+        Qwen2Config,
+        dict(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=120),
+    ),
+    "mistral": (
+        MistralConfig,
+        dict(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=96),
+    ),
+}
+
+
+def build_causal_lm(family: str, seed: int = 0, **overrides):
+    """A tiny, seeded causal LM of ``family`` (gpt_neo, gpt_neox, llama, qwen2, mistral); ``overrides`` change its
+    config (e.g. ``hidden_size=48``)."""
+    config_class, settings = _FAMILY_CONFIGS[family]
+    torch.manual_seed(seed)
+    config = config_class(
+        **({"vocab_size": 64, "hidden_size": 32, "max_position_embeddings": 32} | settings | overrides)
+    )
+    return AutoModelForCausalLM.from_config(config)
+
+
 @pytest.fixture
 def tiny_neox():
     """A 2-block GPT-NeoX: mlp.dense_h_to_4h is nn.Linear(32 → 96), an 8×12 sheet of depth 32."""
-    torch.manual_seed(0)
-    config = GPTNeoXConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=96,
-        max_position_embeddings=32,
-    )
-    return AutoModelForCausalLM.from_config(config)
+    return build_causal_lm("gpt_neox")
 
 
 @pytest.fixture
 def tiny_llama():
     """A 2-block Llama: mlp.up_proj and mlp.gate_proj are nn.Linear(32 → 120), 10×12 sheets of depth 32."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=120,
-        max_position_embeddings=32,
-    )
-    return AutoModelForCausalLM.from_config(config)
+    return build_causal_lm("llama")
 
 
 @pytest.fixture

@@ -7,14 +7,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_causal_lm
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     GPT2Model,
-    GPTNeoConfig,
-    MistralConfig,
     OPTConfig,
-    Qwen2Config,
 )
 from transformers.pytorch_utils import Conv1D
 
@@ -62,58 +60,16 @@ def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode):
     return up, small_weight
 
 
-def neo_model():
-    torch.manual_seed(0)
-    config = GPTNeoConfig(
-        vocab_size=64,
-        max_position_embeddings=32,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        attention_types=[[["global", "local"], 1]],
-        window_size=8,
-    )
-    return AutoModelForCausalLM.from_config(config)
-
-
-def qwen2_model():
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=120,
-        max_position_embeddings=32,
-    )
-    return AutoModelForCausalLM.from_config(config)
-
-
-def mistral_model():
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        max_position_embeddings=32,
-    )
-    return AutoModelForCausalLM.from_config(config)
-
-
 @pytest.fixture
 def family_model(request, tiny_gpt2, tiny_neox, tiny_llama):
     """The tiny causal LM of the family named by the parameter."""
     builders = {
         "gpt2": lambda: tiny_gpt2,
-        "gpt_neo": neo_model,
+        "gpt_neo": lambda: build_causal_lm("gpt_neo"),
         "gpt_neox": lambda: tiny_neox,
         "llama": lambda: tiny_llama,
-        "qwen2": qwen2_model,
-        "mistral": mistral_model,
+        "qwen2": lambda: build_causal_lm("qwen2"),
+        "mistral": lambda: build_causal_lm("mistral"),
     }
     return builders[request.param]().eval()
 

@@ -26,6 +26,7 @@ try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
 except ImportError:
     import httpx as httpx2
 from _scripts import ROOT, run_script
+from conftest import build_causal_lm
 from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
@@ -35,8 +36,6 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
-    GPTNeoConfig,
-    GPTNeoForCausalLM,
     default_data_collator,
 )
 
@@ -367,17 +366,7 @@ def test_upload_folder_infers_metadata_for_a_plain_model(tmp_path, tiny_gpt2, to
 def test_load_toponet_infers_sheets_for_gpt2_and_gpt_neo(tmp_path):
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=48, n_layer=2, n_head=2))
-    neo = GPTNeoForCausalLM(
-        GPTNeoConfig(
-            vocab_size=64,
-            max_position_embeddings=16,
-            hidden_size=48,
-            num_layers=2,
-            num_heads=2,
-            attention_types=[[["global", "local"], 1]],
-            window_size=8,
-        )
-    )
+    neo = build_causal_lm("gpt_neo", hidden_size=48, max_position_embeddings=16)
     for name, model, prefix in (("gpt2", gpt2, "transformer.h"), ("neo", neo, "transformer.h")):
         model.save_pretrained(tmp_path / name)
         with pytest.raises(ValueError, match="no 'topography' metadata"):
