@@ -23,19 +23,14 @@ Without a CUDA device the script stops with a message: CPU timings say nothing a
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
-import tempfile
 
 import torch
 from _common import default_output, device_info, device_line, write_json
-from bench_trainer_step import StepTimer, build_dataset
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+from bench_trainer_step import build_dataset, train_once
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers import logging as hf_logging
-from transformers.trainer_callback import PrinterCallback
-
-from hf_topo import TopoTrainer, TopoTrainingArguments
 
 TARGET_MODULES = ["mlp.c_fc"]
 OVERHEAD_GOAL_PCT = 1.0
@@ -48,42 +43,18 @@ def build_gpt2_124m(seed: int) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(GPT2Config(), attn_implementation="sdpa")
 
 
-def train_once(topo: bool, args: argparse.Namespace, dataset) -> dict:
-    """One run of ``args.max_steps`` optimizer steps on the GPU: timed step seconds and peak allocated bytes."""
-    model = build_gpt2_124m(args.seed)
-    timer = StepTimer("cuda")
-    with tempfile.TemporaryDirectory() as output_dir:
-        common = {
-            "output_dir": output_dir,
-            "per_device_train_batch_size": args.batch_size,
-            "gradient_accumulation_steps": args.grad_accum,
-            "max_steps": args.max_steps,
-            "learning_rate": 6e-4,
-            "optim": "adamw_torch_fused",
-            "bf16": True,
-            "seed": args.seed,
-            "report_to": [],
-            "save_strategy": "no",
-            "logging_strategy": "no",
-            "disable_tqdm": True,
-            "dataloader_num_workers": 2,
-            "dataloader_pin_memory": True,
-        }
-        if topo:
-            training_args = TopoTrainingArguments(tau=args.tau, topo_target_modules=TARGET_MODULES, **common)
-            trainer: Trainer = TopoTrainer(model=model, args=training_args, train_dataset=dataset, callbacks=[timer])
-        else:
-            trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset, callbacks=[timer])
-        trainer.remove_callback(PrinterCallback)
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        trainer.train()
-        peak = torch.cuda.max_memory_allocated()
-    del trainer, model
-    gc.collect()
-    torch.cuda.empty_cache()
-    return {"step_s": timer.times[args.warmup_steps :], "peak_allocated_bytes": peak}
+def train_once_bf16(topo: bool, args: argparse.Namespace, dataset) -> dict:
+    """One run of ``args.max_steps`` optimizer steps on the GPU in bf16: timed step seconds and peak allocated bytes."""
+    extra = {
+        "learning_rate": 6e-4,
+        "optim": "adamw_torch_fused",
+        "bf16": True,
+        "dataloader_num_workers": 2,
+        "dataloader_pin_memory": True,
+    }
+    return train_once(
+        topo, args, dataset, model=build_gpt2_124m(args.seed), extra_args=extra, untimed_steps=args.warmup_steps
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -118,19 +89,13 @@ def main() -> None:
     if not torch.cuda.is_bf16_supported():
         sys.exit(f"{torch.cuda.get_device_name()} does not support bf16; this benchmark trains in bf16.")
     hf_logging.set_verbosity_error()
-    dataset = build_dataset(
-        argparse.Namespace(
-            batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.max_steps,
-            seq_len=args.seq_len, seed=args.seed,
-        ),
-        GPT2Config().vocab_size,
-    )  # fmt: skip
+    dataset = build_dataset(args, GPT2Config().vocab_size)
     tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
 
     runs: dict[str, list[dict]] = {PLAIN: [], TOPO: []}
     for repeat in range(args.repeats):
         for name in (PLAIN, TOPO):
-            run = train_once(name == TOPO, args, dataset)
+            run = train_once_bf16(name == TOPO, args, dataset)
             runs[name].append(run)
             print(
                 f"run {repeat + 1}/{args.repeats} {name}: median step {statistics.median(run['step_s']):.4f} s, "

@@ -85,10 +85,20 @@ def build_dataset(args: argparse.Namespace, vocab_size: int) -> Dataset:
     return Dataset.from_dict({"input_ids": ids, "labels": ids})
 
 
-def train_once(topo: bool, args: argparse.Namespace, dataset: Dataset) -> dict:
-    """One training run of ``args.max_steps`` optimizer steps; the step times (first one dropped) and peak memory."""
-    model = build_model(args)
-    timer = StepTimer(args.device)
+def train_once(
+    topo: bool,
+    args: argparse.Namespace,
+    dataset: Dataset,
+    model: GPT2LMHeadModel | None = None,
+    extra_args: dict | None = None,
+    untimed_steps: int = 1,
+) -> dict:
+    """One training run of ``args.max_steps`` optimizer steps: the step times (the first ``untimed_steps`` dropped)
+    and, on CUDA, the peak allocated memory. ``model`` defaults to :func:`build_model`; ``extra_args`` are added to
+    the training arguments of both trainers (e.g. ``bf16``, the optimizer)."""
+    model = model if model is not None else build_model(args)
+    device = getattr(args, "device", "cuda")
+    timer = StepTimer(device)
     with tempfile.TemporaryDirectory() as output_dir:
         common = {
             "output_dir": output_dir,
@@ -97,13 +107,13 @@ def train_once(topo: bool, args: argparse.Namespace, dataset: Dataset) -> dict:
             "max_steps": args.max_steps,
             "learning_rate": 1e-4,
             "seed": args.seed,
-            "use_cpu": args.device == "cpu",
+            "use_cpu": device == "cpu",
             "report_to": [],
             "save_strategy": "no",
             "logging_strategy": "no",
             "disable_tqdm": True,
             "dataloader_num_workers": 0,
-        }
+        } | (extra_args or {})
         if topo:
             training_args = TopoTrainingArguments(tau=args.tau, topo_target_modules=TARGET_MODULES, **common)
             trainer: Trainer = TopoTrainer(model=model, args=training_args, train_dataset=dataset, callbacks=[timer])
@@ -111,13 +121,17 @@ def train_once(topo: bool, args: argparse.Namespace, dataset: Dataset) -> dict:
             training_args = TrainingArguments(**common)
             trainer = Trainer(model=model, args=training_args, train_dataset=dataset, callbacks=[timer])
         trainer.remove_callback(PrinterCallback)  # keeps the end-of-training metrics off the output
-        if args.device == "cuda":
+        if device == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
-    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     del trainer, model
     gc.collect()
-    return {"step_s": timer.times[1:], "peak_allocated_bytes": peak}
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {"step_s": timer.times[untimed_steps:], "peak_allocated_bytes": peak}
 
 
 def topoloss_alone_ms(args: argparse.Namespace) -> list[float]:
