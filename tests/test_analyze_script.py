@@ -15,9 +15,8 @@ from hf_topo.data import train_bpe_tokenizer
 from hf_topo.downsampling import downsample_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import analyze  # noqa: E402
+from hf_topo.cli import analyze  # noqa: E402
 
 CORPUS = "".join(
     f"Sentence {i}: the {['cat', 'dog', 'bird'][i % 3]} saw {i % 11} {['apples', 'stones', 'boats'][i % 5 % 3]} "
@@ -74,7 +73,7 @@ def test_analyze_writes_report_figures_and_a_loadable_downsampled_model(models, 
     ]
     argv += ["--stimuli_a", str(models["stimuli_a"]), "--stimuli_b", str(models["stimuli_b"])]
     argv += ["--blimp_dir", str(_blimp_dir(tmp_path / "blimp")), "--save_downsampled", "2", "--output_dir", str(out)]
-    report = analyze.main(*analyze.parse_args(argv + FAST))
+    report = analyze.main(argv + FAST)
 
     assert report == json.loads((out / "report.json").read_text())
     summary = report["summary"]
@@ -130,7 +129,7 @@ def test_analyze_local_dataset_directory_without_baseline(models, tmp_path):
         "--output_dir",
         str(out),
     ]
-    report = analyze.main(*analyze.parse_args(argv + FAST + ["--sweeps", "pruning"]))
+    report = analyze.main(argv + FAST + ["--sweeps", "pruning"])
     assert report["baseline_summary"] is None and "noise" not in report["figures"]
     assert report["metadata"]["topography"]["inferred"] is True  # a model without metadata: inferred sheets
     assert (out / "sheet_maps.png").exists() and (out / "pruning.png").exists()
@@ -141,7 +140,7 @@ def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
     argv = ["--model", str(models["toponet"]), "--baseline", str(models["baseline"]), "--text_file"]
     argv += [str(models["text"]), "--output_dir", str(out), "--sweeps", "noise", "--temporal_windows", "true"]
     argv += ["--temporal_max_delta", "4", "--temporal_max_sequences", "3"]
-    report = analyze.main(*analyze.parse_args(argv + FAST))
+    report = analyze.main(argv + FAST)
     fits = report["model"]["temporal_windows"]["fits"]
     assert list(fits["layers"]) == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
     assert fits["deltas"] == [0, 1, 2, 3, 4] and report["model"]["temporal_windows"]["windows"]["n_sequences"] == 3
@@ -165,7 +164,7 @@ def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
 def test_analyze_fails_clearly_on_bad_input(models, tmp_path, extra, error):
     argv = ["--model", str(models["toponet"]), "--text_file", str(models["text"]), "--output_dir", str(tmp_path)]
     with pytest.raises((ValueError, FileNotFoundError), match=error):
-        analyze.main(*analyze.parse_args(argv + FAST + extra))
+        analyze.main(argv + FAST + extra)
 
 
 def test_analyze_rejects_an_empty_text_file(models, tmp_path):
@@ -173,7 +172,7 @@ def test_analyze_rejects_an_empty_text_file(models, tmp_path):
     empty.write_text("")
     argv = ["--model", str(models["toponet"]), "--text_file", str(empty), "--output_dir", str(tmp_path / "out")]
     with pytest.raises(ValueError, match="empty"):
-        analyze.main(*analyze.parse_args(argv + FAST))
+        analyze.main(argv + FAST)
 
 
 @pytest.mark.slow

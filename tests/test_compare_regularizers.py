@@ -14,9 +14,7 @@ from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_
 from hf_topo.config import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import compare_regularizers  # noqa: E402
+from hf_topo.cli import compare_regularizers  # noqa: E402
 
 ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]
 PLACES = ["river", "hill", "market", "forest", "harbour"]
@@ -81,25 +79,31 @@ def test_each_model_is_saved_with_its_regularizer_and_strength(comparison):
 
 
 def test_models_differ_only_in_regularizer_and_strength(comparison):
-    """Same data, tokenizer (the baseline's), seed and recipe: the pretrain.py command lines differ in nothing else."""
+    """Same data, tokenizer (the baseline's), seed and recipe: the pretraining settings differ in nothing else."""
     per_model = {}
     for model in comparison["models"]:
-        argv = model["pretrain_argv"]
-        flags = dict(zip(argv[::2], argv[1::2], strict=True))
+        settings = model["pretrain_settings"]
         per_model[model["name"]] = {
-            k: v
-            for k, v in flags.items()
-            if k not in ("--tau", "--topo_loss_type", "--output_dir", "--tokenizer_name", "--tokenizer_vocab_size")
+            k: v for k, v in settings.items() if k not in ("tau", "topo_loss_type", "output_dir", "tokenizer")
         }
         if model["name"] != "baseline":  # the baseline trains the tokenizer, every other model reuses it
-            assert flags["--tokenizer_name"] == comparison["models"][0]["output_dir"]
-            assert "--tokenizer_vocab_size" not in flags
+            assert settings["tokenizer"] == comparison["models"][0]["output_dir"]
         else:
-            assert "--tokenizer_name" not in flags and int(flags["--tokenizer_vocab_size"]) > 0
-    assert all(flags == per_model["baseline"] for flags in per_model.values())
-    assert per_model["baseline"]["--topo_distance"] == "correlation"
+            assert settings["tokenizer"] is None and settings["vocab_size"] > 0
+    assert all(settings == per_model["baseline"] for settings in per_model.values())
+    assert per_model["baseline"]["topo_distance"] == "correlation"
+    assert per_model["baseline"]["config_overrides"] == "n_embd=32,n_layer=2"
     tokenizers = {(comparison["output_dir"] / m["name"] / "tokenizer.json").read_text() for m in comparison["models"]}
     assert len(tokenizers) == 1
+
+
+def test_extra_flags_are_pretraining_settings_for_every_model(tmp_path):
+    args, settings, extra = compare_regularizers.parse_args(
+        ["--train_file", "x.txt", "--output_dir", "o", "--weight_decay", "0.05", "--topo_factor_h", "2"]
+    )
+    assert extra == {"weight_decay": 0.05, "topo_factor_h": 2.0}
+    with pytest.raises(ValueError, match="--weight_dekay"):
+        compare_regularizers.parse_args(["--train_file", "x.txt", "--output_dir", "o", "--weight_dekay", "0.05"])
 
 
 def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(comparison):
@@ -161,7 +165,7 @@ def test_command_line_runs_offline(tmp_path):
     argv = list(TINY)
     argv[1:4] = ["ws=50"]  # only the baseline and one WS model: the command line, not the grid, is under test
     result = run_script(
-        [sys.executable, str(ROOT / "scripts" / "compare_regularizers.py"), "--train_file", str(corpus),
+        [sys.executable, "-m", "hf_topo.cli", "compare-regularizers", "--train_file", str(corpus),
          "--output_dir", str(tmp_path / "out"), *argv],
     )  # fmt: skip
     assert "| baseline | none | 0 |" in result.stdout and "| ws-tau50 | WS | 50 |" in result.stdout

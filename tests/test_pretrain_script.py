@@ -75,13 +75,12 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
 
 
 def test_pretrain_with_activation_similarity_reports_its_value(tmp_path, corpus):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import pretrain
+    from hf_topo.cli import pretrain
 
     out = tmp_path / "as"
     argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--max_steps", "2", "--tau", "1"]
     argv += ["--topo_loss_type", "activation_similarity", "--save_strategy", "no"]
-    metrics = pretrain.main(*pretrain.parse_args(argv))  # the final value is read on the first evaluation batch
+    metrics = pretrain.main(argv)  # the final value is read on the first evaluation batch
     assert 0 < metrics["topo_loss"] < 2 and set(metrics["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
     assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics["topo_loss"]
     assert TopoConfig.from_pretrained(out).loss == "activation_similarity"
@@ -157,7 +156,7 @@ def test_demo_trains_both_models_and_reports(tmp_path):
     assert "BLiMP: not evaluated (no data given; pass --blimp_dir" in result.stdout
     assert (out / "toponet" / "tokenizer.json").exists() and (out / "baseline" / "config.json").exists()
     # Both models analysed on the held-out 5 % (what they were evaluated on), with the TopoNet downsampled 2x2.
-    heldout = out / "data" / "python_stdlib.heldout.txt"
+    heldout = out / "data" / "validation.txt"
     assert heldout.stat().st_size > 0 and json.loads((out / "toponet" / "metrics.json").read_text())["eval_loss"] > 0
     report = json.loads((out / "analysis" / "report.json").read_text())
     assert report["metadata"]["text"]["text_file"] == str(heldout)

@@ -1,0 +1,167 @@
+"""The ``hf-topo analyze`` run on saved models: load the model (and its baseline) and the text, analyse both with
+:func:`~hf_topo.analysis.report.analyze_model` on the model's sheets, write ``report.json`` and the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from ..blimp import load_blimp
+from ..config import TopoConfig
+from ..downsampling import downsample_model, parameter_count
+from .inputs import load_passages, load_text_blocks, read_stimuli
+from .report import AnalysisSettings, analyze_model, write_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalyzeArguments:
+    """Which models, which text and where the report goes."""
+
+    model: str = field(metadata={"help": "Local directory or Hub id of the model to analyse (a TopoNet)."})
+    output_dir: str = field(metadata={"help": "Where report.json and the figures are written."})
+    baseline: str | None = field(
+        default=None, metadata={"help": "Its baseline (e.g. the τ=0 twin), analysed on the same layers and sheets."}
+    )
+    text_file: str | None = field(default=None, metadata={"help": "Local text (.txt) or .jsonl file to run on."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Or a dataset for datasets.load_dataset (Hub id or local directory)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset config (e.g. wikitext-2-raw-v1)."})
+    split: str = field(default="train", metadata={"help": "Dataset split (use held-out text: e.g. validation)."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per packed block of text."})
+    layers: list[str] | None = field(
+        default=None, metadata={"help": "Analyse only these topographic layers (names or suffixes)."}
+    )
+    stimuli_a: str | None = field(
+        default=None, metadata={"help": "Selectivity: text file of stimuli of set a, one per line."}
+    )
+    stimuli_b: str | None = field(default=None, metadata={"help": "Selectivity: stimuli of set b (a over b)."})
+    blimp_dir: str | None = field(
+        default=None, metadata={"help": "BLiMP jsonl directory: Δ BLiMP in the pruning sweep."}
+    )
+    blimp_paradigms: str | None = field(default=None, metadata={"help": "Comma-separated BLiMP paradigms."})
+    blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
+    save_downsampled: float | None = field(
+        default=None, metadata={"help": "Also save --model downsampled φ×φ on its sheets to <output_dir>/downsampled."}
+    )
+    model_label: str = field(default="TopoNet", metadata={"help": "Name of --model in the figures."})
+    baseline_label: str = field(default="baseline", metadata={"help": "Name of --baseline in the figures."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+def _check(args: AnalyzeArguments) -> None:
+    if (args.text_file is None) == (args.dataset is None):
+        raise ValueError("Give exactly one text source: --text_file FILE or --dataset NAME.")
+    if (args.stimuli_a is None) != (args.stimuli_b is None):
+        raise ValueError("Selectivity needs both --stimuli_a and --stimuli_b (one stimulus per line each).")
+    if args.save_downsampled is not None and not (math.isfinite(args.save_downsampled) and args.save_downsampled >= 1):
+        raise ValueError(f"--save_downsampled {args.save_downsampled}: give a factor φ >= 1, e.g. 2 for 2×2.")
+
+
+def _tokenizer(path: str, fallback=None):
+    has_own = not os.path.isdir(path) or any(
+        os.path.isfile(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+    )
+    if not has_own and fallback is not None:
+        logger.info("%s has no tokenizer: using the analysed model's", path)
+        return fallback
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _load(path: str, device: str):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.to(device)
+
+
+def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> dict:
+    """Analyse the saved model ``args.model`` (and ``args.baseline`` on the same layers and sheets) and write
+    ``report.json`` and the figures to ``args.output_dir``; returns the report.
+
+    Everything that can fail on bad input (arguments, stimuli, BLiMP files, text, tokenizer) is read before any model
+    runs. With ``args.save_downsampled`` the model is also saved downsampled φ×φ on its sheets to
+    ``<output_dir>/downsampled`` (loadable with ``AutoModelForCausalLM`` after ``import hf_topo``).
+    """
+    _check(args)
+    set_seed(settings.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Everything that can fail on bad input is read before any model runs.
+    stimuli = (read_stimuli(args.stimuli_a), read_stimuli(args.stimuli_b)) if args.stimuli_a else None
+    blimp = load_blimp(args.blimp_dir, None, args.blimp_paradigms, args.blimp_limit) if args.blimp_dir else None
+    max_blocks = max(settings.eval_blocks, math.ceil(settings.max_tokens / args.block_size))
+    text_source = dict(
+        text_file=args.text_file,
+        dataset_name=args.dataset,
+        dataset_config=args.dataset_config,
+        split=args.split,
+        text_column=args.text_column,
+        max_blocks=max_blocks,
+    )
+
+    passages = None
+    if settings.temporal_windows:  # whole stretches of text: a window of Δ words needs Δ words of context
+        source = {k: v for k, v in text_source.items() if k != "max_blocks"}
+        passages = load_passages(
+            **source, min_words=2 * settings.temporal_max_delta, max_passages=4 * settings.temporal_max_sequences
+        )
+
+    tokenizer = _tokenizer(args.model)
+    text = load_text_blocks(tokenizer, args.block_size, **text_source)
+    model = _load(args.model, device)
+    common = dict(
+        settings=settings,
+        layer_names=args.layers,
+        stimuli=stimuli,
+        blimp_data=blimp,
+        passages=passages,
+        progress=args.progress,
+    )
+    analysis = analyze_model(model, tokenizer, text, label=args.model_label, **common)
+
+    baseline_analysis = None
+    if args.baseline is not None:
+        baseline_tokenizer = _tokenizer(args.baseline, fallback=tokenizer)
+        baseline_text = (
+            text
+            if baseline_tokenizer is tokenizer
+            else load_text_blocks(baseline_tokenizer, args.block_size, **text_source)
+        )
+        baseline = _load(args.baseline, device)
+        baseline_analysis = analyze_model(
+            baseline, baseline_tokenizer, baseline_text, label=args.baseline_label,
+            topography=TopoConfig.from_pretrained(model), **common,
+        )  # fmt: skip
+        del baseline
+
+    metadata = {
+        "model": args.model,
+        "baseline": args.baseline,
+        "text": {k: v for k, v in text_source.items() if v is not None} | {"block_size": args.block_size},
+        "n_blocks": len(text),
+        "settings": asdict(settings),
+        "topography": TopoConfig.from_pretrained(model).to_dict(),
+        "device": device,
+    }
+    if args.save_downsampled is not None:
+        factor = args.save_downsampled
+        smaller = downsample_model(model, (factor, factor), [layer.name for layer in analysis.layers])
+        directory = os.path.join(args.output_dir, "downsampled")
+        smaller.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        metadata["downsampled"] = {
+            "path": os.path.abspath(directory),
+            "factor": factor,
+            "parameters": parameter_count(smaller),
+            "parameters_kept": parameter_count(smaller) / parameter_count(model),
+        }
+        logger.info("Downsampled model (%g×%g) saved to %s", factor, factor, directory)
+    return write_report(analysis, args.output_dir, baseline_analysis, metadata)

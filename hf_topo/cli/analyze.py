@@ -1,0 +1,65 @@
+"""Measure a TopoNet (and its baseline): topography, dimensionality, efficiency, robustness, maps; a report with figures.
+
+    # the demo's TopoNet against its τ=0 twin, on held-out text, with BLiMP in the pruning sweep
+    hf-topo analyze --model outputs/demo/toponet --baseline outputs/demo/baseline \\
+        --text_file heldout.txt --blimp_dir blimp_sample --blimp_limit 100 \\
+        --stimuli_a animals.txt --stimuli_b tools.txt --save_downsampled 2 --output_dir outputs/analysis
+
+    # any Hub GPT-2 on a Hub dataset (its MLP c_fc layers get most-square sheets)
+    hf-topo analyze --model openai-community/gpt2 --dataset wikitext --dataset_config wikitext-2-raw-v1 \\
+        --split validation --output_dir outputs/analysis-gpt2
+
+Writes `<output_dir>/report.json` (`summary`: flat scalar metrics of `--model`; `baseline_summary`; per-layer
+results, correlation-vs-distance curves and sweeps under `model` / `baseline`) and the figures `sheet_maps.png`,
+`smoothness_curve.png`, `pruning.png`, `noise.png`, `downsampling.png` (and `selectivity.png` with stimuli).
+`--temporal_windows` adds every unit's temporal integration window (word swaps). `--save_downsampled φ` also saves
+`--model` with its topographic layers downsampled φ×φ to `<output_dir>/downsampled/`, loadable with
+`AutoModelForCausalLM.from_pretrained` after `import hf_topo`. Every analysis setting is a flag.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hf_topo.analysis.report import AnalysisSettings
+from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+
+#: The rows of the printed summary, in this order, when the report has them.
+SUMMARY_KEYS = ("perplexity", "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "blimp")
+
+
+def make_parser(prog: str | None = None):
+    return make_argument_parser((AnalyzeArguments, AnalysisSettings), prog, __doc__)
+
+
+def print_summary(report: dict) -> None:
+    keys = [k for k in SUMMARY_KEYS]
+    keys += [k for k in report["summary"] if k.startswith("downsampled_") and k.endswith("perplexity")]
+    keys += [
+        k for k in ("pruned_50pct_delta_perplexity", "noise_sigma_0.5_delta_perplexity") if k in report["summary"]
+    ]
+    columns = [("model", report["summary"])] + (
+        [("baseline", report["baseline_summary"])] if report["baseline_summary"] else []
+    )
+    print("\n| metric | " + " | ".join(name for name, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for key in keys:
+        if key in report["summary"]:
+            values = [summary.get(key) for _, summary in columns]
+            print(f"| {key} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    setup_logging()
+    args, settings = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    report = analyze_saved_models(args, settings)
+    print_summary(report)
+    print(f"\nReport: {os.path.abspath(os.path.join(args.output_dir, 'report.json'))}")
+    print("Figures: " + ", ".join(report["figures"].values()))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Evaluate a causal LM on BLiMP with lm-evaluation-harness's convention (see hf_topo.blimp).
+
+    hf-topo eval-blimp --model outputs/demo/toponet --blimp_dir blimp_sample --output blimp.json
+    hf-topo eval-blimp --model openai-community/gpt2 --dataset nyu-mll/blimp --limit 200 --output gpt2_blimp.json
+
+Writes the results JSON (`overall`, `paradigms`, `fields`, `terms`, `n_pairs`, `model`, `convention`) and prints a
+markdown table (also saved next to the JSON as `.md`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_topo.blimp import evaluate_blimp
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+
+
+@dataclass
+class EvalBlimpArguments:
+    """BLiMP evaluation settings."""
+
+    model: str = field(
+        metadata={"help": "Local model directory or Hub id of a causal LM (its tokenizer is loaded too)."}
+    )
+    output: str = field(metadata={"help": "Where to write the results JSON."})
+    blimp_dir: str | None = field(default=None, metadata={"help": "Directory of BLiMP's <paradigm>.jsonl files."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Hub dataset with one config per paradigm: nyu-mll/blimp."}
+    )
+    paradigms: str | None = field(default=None, metadata={"help": "Comma-separated paradigm UIDs (default: all)."})
+    limit: int | None = field(default=None, metadata={"help": "At most this many pairs per paradigm."})
+    batch_size: int = field(default=64, metadata={"help": "Sentences per forward pass."})
+    dtype: str = field(default="float32", metadata={"help": "float32 (default) or bfloat16."})
+    prefix_token_id: int | None = field(
+        default=None, metadata={"help": "Conditioning token (default: BOS, else EOS)."}
+    )
+
+
+def make_parser(prog: str | None = None):
+    return make_argument_parser(EvalBlimpArguments, prog, __doc__)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    setup_logging()
+    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    results = evaluate_blimp(
+        args.model,
+        blimp_dir=args.blimp_dir,
+        dataset=args.dataset,
+        paradigms=args.paradigms,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        prefix_token_id=args.prefix_token_id,
+    )
+    results.to_json(args.output)
+    markdown = results.to_markdown()
+    Path(args.output).with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"Results written to {args.output}")
+    return results.to_dict()
+
+
+if __name__ == "__main__":
+    main()

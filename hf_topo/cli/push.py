@@ -1,0 +1,113 @@
+"""Push a TopoNet to the Hugging Face Hub with its sheet metadata, model card and topographic maps.
+
+    # look first: write the upload folder (model, tokenizer, config.json with topography, README.md, figures/) and stop
+    hf-topo push --model outputs/toponet --repo_id you/toponet-tiny --dry_run
+
+    # push it (creates the repo; `hf auth login` or HF_TOKEN first), with the figures of `hf-topo analyze`
+    hf-topo push --model outputs/toponet --repo_id you/toponet-tiny --private \\
+        --analysis_dir outputs/analysis --datasets wikitext --eval_dataset wikitext --license apache-2.0
+
+The folder written locally (`--output_dir`, default `<MODEL>-hub`) is exactly what is uploaded. A model without
+topography metadata (e.g. a GPT-Neo TopoNet published without any) is refused unless `--infer_topography` attaches
+inferred most-square sheets (recorded as inferred).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.hub import build_upload_folder, push_folder
+
+
+@dataclass
+class PushArguments:
+    """What to push, where, and what the card says."""
+
+    model: str = field(metadata={"help": "Saved model directory (hf-topo pretrain, convert-nanogpt, ...)."})
+    repo_id: str = field(metadata={"help": "Target Hub repo, 'user_or_org/name'."})
+    private: bool = field(default=False, metadata={"help": "Create the repo private (only when it does not exist)."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to commit to (created if missing)."})
+    commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
+    dry_run: bool = field(default=False, metadata={"help": "Write the upload folder and stop (no network)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "The upload folder (default: '<model>-hub' next to the model)."}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty upload folder."})
+    analysis_dir: str | None = field(
+        default=None, metadata={"help": "hf-topo analyze output: its PNGs and report.json summary go in the card."}
+    )
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "Tokenizer (Hub id or path) to push instead of the model directory's."}
+    )
+    infer_topography: bool = field(
+        default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
+    )
+    datasets: list[str] | None = field(
+        default=None, metadata={"help": "Hub ids of the training data (card metadata)."}
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Dataset the eval loss was measured on (puts perplexity in the model-index)."}
+    )
+    eval_dataset_config: str | None = field(default=None, metadata={"help": "Its config name."})
+    base_model: str | None = field(default=None, metadata={"help": "Model this one was fine-tuned from."})
+    license: str | None = field(default=None, metadata={"help": "License id (e.g. apache-2.0, mit)."})
+    language: str | None = field(default="en", metadata={"help": "Language of the training text."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the saved login or HF_TOKEN)."})
+
+
+def push(args: PushArguments) -> dict:
+    """Build the upload folder, and push it unless `--dry_run`; returns `{"folder", "files", "commit_url"}`."""
+    folder = args.output_dir or os.path.normpath(args.model) + "-hub"
+    try:
+        files = build_upload_folder(
+            args.model,
+            folder,
+            repo_id=args.repo_id,
+            analysis_dir=args.analysis_dir,
+            tokenizer=args.tokenizer,
+            infer_topography=args.infer_topography,
+            overwrite=args.overwrite,
+            datasets=args.datasets,
+            eval_dataset=args.eval_dataset,
+            eval_dataset_config=args.eval_dataset_config,
+            base_model=args.base_model,
+            license=args.license,
+            language=args.language,
+        )
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"Upload folder {os.path.abspath(folder)} ({len(files)} files):")
+    for name in files:
+        print(f"  {name}  ({os.path.getsize(os.path.join(folder, name)):,} bytes)")
+    result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None}
+    if args.dry_run:
+        print(f"Dry run: nothing uploaded. Push this folder with the same command without --dry_run ({args.repo_id}).")
+        return result
+    commit = push_folder(
+        folder,
+        args.repo_id,
+        private=True if args.private else None,  # else the namespace's default visibility
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+    )
+    result["commit_url"] = commit.commit_url
+    print(f"Pushed to https://huggingface.co/{args.repo_id} ({commit.commit_url})")
+    return result
+
+
+def make_parser(prog: str | None = None):
+    return make_argument_parser(PushArguments, prog, __doc__)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    setup_logging()
+    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    return push(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""LoRA fine-tuning of a TopoNet (the paper's A.11): the settings, the corpus split, and the run.
+
+``finetune_lora(args, training_args)`` is what ``hf-topo finetune-lora`` runs and what ``hf-topo compare-lora``
+repeats over models and ranks. The adapter is saved in PEFT format with ``topography.json`` beside it: the
+TopoNet's own record (its τ and sheets, unchanged) with this fine-tuning appended to its ``finetuning`` list, so
+``TopoConfig.from_pretrained(adapter_dir)`` reads it. With ``merge`` the merged full model (same record in its
+``config.json``) goes to ``<output_dir>/merged``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator, set_seed
+
+from .config import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, TopoConfig
+from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
+from .topo_loss import TopoLoss, attach_inferred_topography
+from .trainer import TopoTrainer, TopoTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoraArguments", "finetune_lora", "load_lora_corpus"]
+
+
+@dataclass
+class LoraArguments:
+    """Model, corpus and adapter of a LoRA fine-tuning run."""
+
+    model_name_or_path: str = field(metadata={"help": "A TopoNet (local dir or Hub id) saved by hf_topo."})
+    dataset: str = field(
+        default="shakespeare",
+        metadata={
+            "help": f"Corpus preset ({', '.join(CORPUS_PRESETS)}): its token budget, its Hub dataset when no local "
+            "text is given, and its name in the records."
+        },
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Local text for the corpus (wins over the Hub)."})
+    code_dir: str | None = field(default=None, metadata={"help": "Directory of .py files for the corpus."})
+    max_train_tokens: int | None = field(
+        default=None, metadata={"help": "Token budget of the training split (default: the preset's, 300k / 1M)."}
+    )
+    validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of the corpus held out (its end)."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Layers to adapt (default: the family's attention projections)."}
+    )
+    merge: bool = field(default=False, metadata={"help": "Also save the merged full model to <output_dir>/merged."})
+    infer_topography: bool = field(
+        default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
+    )
+
+    def corpus_source(self) -> str:
+        """Where the text came from: the local file or folder, else the preset's Hub dataset."""
+        if self.train_file or self.code_dir:
+            return os.path.abspath(self.train_file or self.code_dir)
+        return CORPUS_PRESETS.get(self.dataset, {}).get("hub", self.dataset)
+
+
+#: Defaults of the LoRA command that differ from `TrainingArguments`: no TopoLoss unless asked, LoRA's higher
+#: learning rate, no intermediate checkpoints, no reporting integrations.
+LORA_TRAINING_DEFAULTS = {"tau": 0.0, "learning_rate": 1e-3, "save_strategy": "no", "report_to": "none"}
+
+
+def _blocks(ids: list[int], block_size: int) -> Dataset:
+    usable = len(ids) // block_size * block_size
+    blocks = [ids[i : i + block_size] for i in range(0, usable, block_size)]
+    return Dataset.from_dict({"input_ids": blocks, "labels": [list(b) for b in blocks]})
+
+
+def load_lora_corpus(args: LoraArguments, tokenizer) -> tuple[Dataset, Dataset]:
+    """Tokenized corpus split into train (within the token budget) and held-out validation blocks (its end)."""
+    if not 0 < args.validation_fraction < 0.5:
+        raise ValueError(f"validation_fraction={args.validation_fraction} must be in (0, 0.5).")
+    budget = args.max_train_tokens or CORPUS_PRESETS.get(args.dataset, {}).get("tokens")
+    # At most ~6 characters per token, plus the held-out part: enough text for the budget, not a whole library.
+    max_chars = int(budget * 6 / (1 - args.validation_fraction)) if budget else None
+    text = corpus_text(args.dataset, args.train_file, args.code_dir, max_chars=max_chars)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # The held-out part is the end of the text, validation_fraction of what is used (not of all that was read).
+    used = min(len(ids), int(budget / (1 - args.validation_fraction))) if budget else len(ids)
+    n_validation = int(used * args.validation_fraction)
+    train_ids = ids[: len(ids) - n_validation][:budget]
+    train, validation = _blocks(train_ids, args.block_size), _blocks(ids[len(ids) - n_validation :], args.block_size)
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError(
+            f"The corpus ({len(ids)} tokens) is too small for training and validation blocks of {args.block_size} "
+            f"tokens (validation fraction {args.validation_fraction}): give more text or a smaller --block_size."
+        )
+    logger.info(
+        "Corpus: %d train tokens, %d validation blocks of %d", len(train_ids), len(validation), args.block_size
+    )
+    return train, validation
+
+
+def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> dict:
+    """Fine-tune ``args.model_name_or_path`` with a LoRA adapter; returns the metrics written to
+    ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after)."""
+    set_seed(training_args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+    has_topography = isinstance(getattr(model.config, TOPOGRAPHY_KEY, None), dict)
+    if not has_topography:
+        if args.infer_topography:
+            attach_inferred_topography(model)
+            has_topography = True
+        elif training_args.tau > 0:
+            raise ValueError(
+                f"{args.model_name_or_path} has no topography metadata, so --tau {training_args.tau} has no layers "
+                "to act on. Pass --infer_topography to attach most-square sheets on the family's MLP layer, or --tau 0."
+            )
+        else:
+            logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)
+    original_topography = copy.deepcopy(getattr(model.config, TOPOGRAPHY_KEY, None))
+
+    train, validation = load_lora_corpus(args, tokenizer)
+    topo = None
+    if has_topography:
+        stored = TopoConfig.from_pretrained(model)  # checks the stored sheets against the weights
+        topo = TopoConfig.from_dict(stored.to_dict() | {"tau": {"value": training_args.tau, "schedule": []}})
+
+    common = dict(
+        args=training_args, train_dataset=train, eval_dataset=validation, data_collator=default_data_collator
+    )
+    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
+    topo_before = TopoLoss(topo)(model).item() if topo else None
+
+    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = trainer.evaluate()
+    topo_after = TopoLoss(topo)(model).item() if topo else None
+
+    record = None
+    if original_topography is not None:  # the TopoNet's own record stays; the fine-tuning is added to it
+        run = {
+            "method": "lora", "tau": training_args.tau, "r": args.lora_r, "alpha": args.lora_alpha,
+            "target_modules": sorted(model.peft_config["default"].target_modules), "corpus": args.dataset,
+            "corpus_source": args.corpus_source(), "steps": trainer.state.global_step,
+        }  # fmt: skip
+        record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
+        setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(training_args.output_dir)
+        tokenizer.save_pretrained(training_args.output_dir)
+        if record is not None:  # an adapter folder has no config.json: the record goes beside it
+            with open(os.path.join(training_args.output_dir, TOPOGRAPHY_FILE), "w") as f:
+                json.dump(record, f, indent=2)
+        if args.merge:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+            tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+
+    metrics = {
+        "model": args.model_name_or_path,
+        "corpus": args.dataset,
+        "corpus_source": args.corpus_source(),
+        "lora_r": args.lora_r,
+        "tau": training_args.tau,
+        "trainable_parameters": trainable,
+        "eval_loss_before": before["eval_loss"],
+        "eval_loss_after": after["eval_loss"],
+        "delta_eval_loss": after["eval_loss"] - before["eval_loss"],
+        "perplexity_before": math.exp(min(before["eval_loss"], 50)),
+        "perplexity_after": math.exp(min(after["eval_loss"], 50)),
+        "topo_loss_before": topo_before,
+        "topo_loss_after": topo_after,
+        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
+        "output_dir": os.path.abspath(training_args.output_dir),
+    }
+    if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "lora_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
