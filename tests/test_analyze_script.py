@@ -11,12 +11,12 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hf_topo  # noqa: F401  (registers the downsampled model classes, as a user's `import hf_topo` does)
 from hf_topo import TopoConfig, TopoLoss
+from hf_topo.cli import analyze
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.downsampling import downsample_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from hf_topo.cli import analyze  # noqa: E402
 
 CORPUS = "".join(
     f"Sentence {i}: the {['cat', 'dog', 'bird'][i % 3]} saw {i % 11} {['apples', 'stones', 'boats'][i % 5 % 3]} "

@@ -11,10 +11,10 @@ from _scripts import run_script
 from transformers import AutoModelForCausalLM
 
 from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_values, topographic_layers
+from hf_topo.cli import compare_regularizers
 from hf_topo.config import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
-from hf_topo.cli import compare_regularizers  # noqa: E402
 
 ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]
 PLACES = ["river", "hill", "market", "forest", "harbour"]

@@ -1,4 +1,5 @@
-"""LoRA fine-tuning of a tiny TopoNet with real PEFT (hf_topo.lora, scripts/finetune_lora.py, scripts/compare_lora.py)."""
+"""LoRA fine-tuning of a tiny TopoNet with real PEFT (hf_topo.lora, hf_topo.finetuning, hf-topo finetune-lora and
+compare-lora)."""
 
 import json
 import os
@@ -8,17 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from _scripts import ACCELERATE_ONE_CPU, run_script
+from _scripts import ACCELERATE_ONE_CPU, offline_env, run_script
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 from hf_topo import TopoConfig, TopoLoss
+from hf_topo.cli import finetune_lora
 from hf_topo.data import train_bpe_tokenizer, write_python_corpus
 from hf_topo.lora import load_lora_adapter, wrap_with_lora
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import finetune_lora  # noqa: E402
 
 
 def _tiny_gpt2(vocab: int, n_embd: int = 32, seed: int = 0) -> GPT2LMHeadModel:
@@ -48,10 +48,11 @@ def toponet(tmp_path_factory, corpus):
 
 
 def _finetune(toponet, corpus, out, *extra):
-    argv = ["--model_name_or_path", str(toponet), "--train_file", corpus, "--block_size", "32", "--lora_r", "4"]
+    argv = ["--model_name_or_path", str(toponet), "--train_file", corpus, "--dataset", "code", "--block_size", "32"]
+    argv += ["--lora_r", "4"]
     argv += ["--max_steps", "12", "--per_device_train_batch_size", "8", "--use_cpu", "true", "--output_dir", str(out)]
     argv += ["--learning_rate", "5e-3", "--disable_tqdm", "true", *extra]
-    return finetune_lora.main(*finetune_lora.parse_args(argv))
+    return finetune_lora.main(argv)
 
 
 def test_lora_trains_saves_reloads_and_merges(toponet, corpus, tmp_path):
@@ -77,21 +78,35 @@ def test_lora_trains_saves_reloads_and_merges(toponet, corpus, tmp_path):
             "r": 4,
             "alpha": 16.0,
             "target_modules": ["attn.c_attn"],
-            "corpus": "shakespeare",
+            "corpus": "code",  # the preset named, and the file the text came from
+            "corpus_source": os.path.abspath(corpus),
+            "steps": 12,
         }
     ]
+    # The adapter folder carries the same record (topography.json), read in a new process as a user would.
+    code = (
+        "import json, sys; from hf_topo import TopoConfig; c = TopoConfig.from_pretrained(sys.argv[1]); "
+        "print(json.dumps({'tau': c.tau, 'finetuning': c.finetuning, 'layers': sorted(c.layers)}))"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, env=offline_env()
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    adapter_record = json.loads(fresh.stdout)
+    assert adapter_record["tau"] == 2.0 and adapter_record["finetuning"] == record["finetuning"]
+    assert adapter_record["layers"] == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
     assert TopoConfig.from_pretrained(merged).layers.keys() == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
     saved = json.loads((tmp_path / "run" / "lora_metrics.json").read_text())
     assert saved["perplexity_after"] < saved["perplexity_before"]
 
 
-def test_only_adapter_parameters_change(toponet, corpus):
+def test_only_adapter_parameters_change(toponet, corpus, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(toponet)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     peft_model = wrap_with_lora(model, r=2, alpha=4, target_modules=["attn.c_attn", "mlp.c_fc"])
     ids = torch.randint(0, model.config.vocab_size, (16, 16), generator=torch.Generator().manual_seed(1)).tolist()
     args = TrainingArguments(
-        output_dir="/tmp/hf_topo_lora_test",
+        output_dir=str(tmp_path / "trainer"),
         max_steps=3,
         learning_rate=1e-2,
         report_to=[],
@@ -140,20 +155,18 @@ def test_bad_input(toponet, corpus, tmp_path):
         (plain / f).write_text((toponet / f).read_text())
     with pytest.raises(ValueError, match="has no topography metadata.*--infer_topography"):
         finetune_lora.main(
-            *finetune_lora.parse_args(
-                [
-                    "--model_name_or_path",
-                    str(plain),
-                    "--train_file",
-                    corpus,
-                    "--tau",
-                    "1",
-                    "--output_dir",
-                    str(tmp_path / "x"),
-                    "--use_cpu",
-                    "true",
-                ]
-            )
+            [
+                "--model_name_or_path",
+                str(plain),
+                "--train_file",
+                corpus,
+                "--tau",
+                "1",
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--use_cpu",
+                "true",
+            ]
         )
     metrics = _finetune(
         plain, corpus, tmp_path / "inferred", "--tau", "1", "--infer_topography", "true", "--merge", "true"
@@ -163,15 +176,13 @@ def test_bad_input(toponet, corpus, tmp_path):
     assert record["inferred"] is True and record["tau"]["value"] == 0.0
     with pytest.raises(ValueError, match="is offline here: pass --train_file"):
         finetune_lora.main(
-            *finetune_lora.parse_args(
-                ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
-            )
+            ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
         )
 
 
 @pytest.mark.slow
 def test_compare_lora_one_command(toponet, corpus, tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts/compare_lora.py"), "--models", str(toponet), "--ranks", "2", "4"]
+    cmd = [sys.executable, "-m", "hf_topo.cli", "compare-lora", "--models", str(toponet), "--ranks", "2", "4"]
     cmd += ["--train_file", corpus, "--max_steps", "4", "--eval_steps", "2", "--batch_size", "4", "--block_size", "32"]
     cmd += ["--output_dir", str(tmp_path / "cmp")]
     result = subprocess.run(
@@ -180,13 +191,19 @@ def test_compare_lora_one_command(toponet, corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [(r["lora_r"], r["model_tau"]) for r in comparison["runs"]] == [(2, 2.0), (4, 2.0)]
-    assert f"| {toponet.name} (τ=2) |" in result.stdout and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
+    assert (
+        f"| {toponet.name} (τ=2) |" in result.stdout
+        and (tmp_path / "cmp" / "lora_comparison.png").stat().st_size > 10_000
+    )
 
 
 @pytest.mark.slow
 def test_finetune_under_accelerate_launch(toponet, corpus, tmp_path):
-    cmd = [sys.executable, *ACCELERATE_ONE_CPU, str(ROOT / "scripts/finetune_lora.py"), "--train_file", corpus]
+    # the module form of the command, as the docs give it for several processes
+    cmd = [sys.executable, *ACCELERATE_ONE_CPU, "-m", "hf_topo.cli.finetune_lora", "--train_file", corpus]
     cmd += ["--model_name_or_path", str(toponet), "--block_size", "32", "--lora_r", "2", "--max_steps", "3"]
+    cmd += ["--dataset", "code"]
     result = run_script(cmd + ["--output_dir", str(tmp_path / "launched")], tmp_path)
-    assert "LoRA r=2 on shakespeare: validation loss" in result.stdout
+    assert "LoRA r=2 on code: validation loss" in result.stdout
+    assert json.loads((tmp_path / "launched" / "topography.json").read_text())["finetuning"][-1]["r"] == 2
     assert (tmp_path / "launched" / "adapter_model.safetensors").exists()

@@ -162,7 +162,9 @@ def test_demo_trains_both_models_and_reports(tmp_path):
     assert report["metadata"]["text"]["text_file"] == str(heldout)
     assert summary["analysis"]["toponet"]["smoothness"] == report["summary"]["smoothness"]
     assert summary["analysis"]["baseline"]["morans_i"] == report["baseline_summary"]["morans_i"]
-    assert "| smoothness (activations) |" in result.stdout and "Moran's I of the units' temporal reach" in result.stdout
+    assert (
+        "| smoothness (activations) |" in result.stdout and "Moran's I of the units' temporal reach" in result.stdout
+    )
     assert (out / "analysis" / "downsampled" / "config.json").exists()
 
 
