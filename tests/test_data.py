@@ -147,7 +147,9 @@ def test_a_dataset_folder_too_short_to_hold_out_validation(tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()
     (folder / "data.txt").write_text("only one line\n")
-    with pytest.raises(ValueError, match=r"training split is empty: .*corpus has 1 row, .* 1 for validation and 0 for training"):
+    with pytest.raises(
+        ValueError, match=r"training split is empty: .*corpus has 1 row, .* 1 for validation and 0 for training"
+    ):
         load_text_datasets(dataset_name=str(folder))
     (folder / "data.txt").write_text("".join(f"row {i}\n" for i in range(30)))
     raw = load_text_datasets(dataset_name=str(folder), validation_split_percentage=10)
