@@ -30,6 +30,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from .data import _tokenizer_name, check_tokenizer, load_tokenizer
+
 __all__ = [
     "BLIMP_PARADIGMS",
     "CONVENTION",
@@ -106,9 +108,20 @@ def _check_limit(limit: int | None) -> None:
         )
 
 
+def _check_sentences(row: dict, where: str) -> None:
+    for key in ("sentence_good", "sentence_bad"):
+        if not row[key].strip():
+            raise ValueError(
+                f"{where}: {key} is empty. An empty sentence has no score (its pair would be decided by the other "
+                "sentence alone); remove the pair or fix the file."
+            )
+
+
 def _paradigm_from_rows(uid: str, rows: list[dict], where: str) -> BlimpParadigm:
     if not rows:
         raise ValueError(f"{where} holds no minimal pairs.")
+    for index, row in enumerate(rows):
+        _check_sentences(row, f"{where}, pair {index}")
     first = rows[0]
     return BlimpParadigm(
         uid=uid,
@@ -136,6 +149,7 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
                 raise ValueError(
                     f"{path}, line {line_number}: expected an object with string 'sentence_good' and 'sentence_bad'."
                 )
+            _check_sentences(row, f"{path}, line {line_number}")
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 break
@@ -225,6 +239,7 @@ class SentenceScorer:
             raise ValueError(f"batch_size={batch_size} must be >= 1.")
         if dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"dtype={dtype!r} is not supported; use 'float32' or 'bfloat16'.")
+        check_tokenizer(tokenizer)
         self.model, self.tokenizer, self.batch_size, self.dtype = model, tokenizer, batch_size, dtype
         self.prefix_token_id = _prefix_token_id(tokenizer, prefix_token_id)
         self.max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None) or getattr(
@@ -238,9 +253,22 @@ class SentenceScorer:
 
     @torch.no_grad()
     def score(self, sentences: Sequence[str], progress: bool = True) -> list[float]:
-        """Scores of ``sentences`` (each distinct sentence computed once)."""
+        """Scores of ``sentences`` (each distinct sentence computed once).
+
+        Raises:
+            ValueError: a sentence encodes to no token (it would score 0 and tie with its pair), checked for every
+                sentence before the model runs.
+        """
         unique = list(dict.fromkeys(sentences))
         encoded = self.tokenizer([" " + s for s in unique], add_special_tokens=False)["input_ids"]
+        empty = [s for s, ids in zip(unique, encoded, strict=True) if not ids]
+        if empty:
+            raise ValueError(
+                f"{len(empty)} sentence(s) encode to no token with the tokenizer {_tokenizer_name(self.tokenizer)!r} "
+                f"({type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens), e.g. {empty[0]!r}. A sentence "
+                "without tokens has no score: its pair would tie and count as correct. Use the model's own tokenizer "
+                "(--tokenizer_name) and BLiMP sentences with text."
+            )
         sequences = [[self.prefix_token_id, *ids] for ids in encoded]
         longest = max((len(s) for s in sequences), default=0)
         if self.max_length is not None and longest > self.max_length:
@@ -335,30 +363,37 @@ def evaluate_blimp(
     Args:
         model: a model object, or a local path / Hub id (loaded with ``AutoModelForCausalLM`` in ``dtype``,
             float32 by default, with its tokenizer).
-        tokenizer: the tokenizer (required with a model object).
+        tokenizer: the tokenizer, or its Hub id / folder (:func:`hf_topo.data.load_tokenizer`); required with a model
+            object, by default the model folder's own with a path.
         data: pre-loaded paradigms (:func:`load_blimp`); else ``blimp_dir``/``dataset``/``paradigms``/``limit`` load them.
         batch_size, dtype, prefix_token_id: see :class:`SentenceScorer`.
+
+    Raises:
+        ValueError: before any sentence is scored (and before a model path is loaded): no usable tokenizer (a model
+            folder without tokenizer files, a tokenizer that encodes text to nothing), bad BLiMP data, or a sentence
+            that encodes to no token.
     """
     name = (
         str(model)
         if isinstance(model, (str, os.PathLike))
         else getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     )
-    if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-        model = AutoModelForCausalLM.from_pretrained(
-            model, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        )
-    elif tokenizer is None:
+    if tokenizer is None and not isinstance(model, (str, os.PathLike)):
         raise ValueError(
             "evaluate_blimp needs the tokenizer when the model is an object: evaluate_blimp(model, tokenizer, ...)."
         )
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)
     if data is None:
         data = load_blimp(blimp_dir=blimp_dir, dataset=dataset, paradigms=paradigms, limit=limit)
     if not data:
         raise ValueError("No BLiMP paradigms to evaluate.")
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        )
     scorer = SentenceScorer(model, tokenizer, batch_size=batch_size, dtype=dtype, prefix_token_id=prefix_token_id)
     sentences = [s for paradigm in data for pair in paradigm.pairs for s in pair]
     scores = iter(scorer.score(sentences, progress=progress))
@@ -395,11 +430,14 @@ class BlimpCallback(TrainerCallback):
 
         trainer.add_callback(BlimpCallback(trainer, blimp_dir="blimp/", paradigms=["anaphor_gender_agreement"], limit=200))
 
-    The data are loaded (and checked) when the callback is created, not at the first evaluation.
+    The data (and the trainer's tokenizer) are loaded and checked when the callback is created, not at the first
+    evaluation.
     """
 
     def __init__(self, trainer, data: list[BlimpParadigm] | None = None, batch_size: int = 32, **load_kwargs):
         self.trainer = trainer
+        if getattr(trainer, "processing_class", None) is not None:
+            check_tokenizer(trainer.processing_class)
         self.data = data if data is not None else load_blimp(**load_kwargs)
         self.batch_size = batch_size
         self.last_results: BlimpResults | None = None

@@ -470,7 +470,10 @@ def test_bad_text_and_stimuli_fail_clearly(tmp_path):
         load_text_blocks(tokenizer, 32, text_file=str(empty))
     short = tmp_path / "short.txt"
     short.write_text("just a few words\n")
-    with pytest.raises(ValueError, match="no block of 512 tokens"):
+    n = len(tokenizer("just a few words\n", add_special_tokens=False)["input_ids"])
+    with pytest.raises(
+        ValueError, match=rf"no block of 512 tokens: it has {n} tokens\. Fix: a --block_size of at most {n}"
+    ):
         load_text_blocks(tokenizer, 512, text_file=str(short))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_text_blocks(tokenizer, 32, text_file=str(tmp_path / "missing.txt"))
@@ -480,6 +483,25 @@ def test_bad_text_and_stimuli_fail_clearly(tmp_path):
     one.write_text("a single stimulus\n\n")
     with pytest.raises(ValueError, match="at least 2"):
         read_stimuli(one)
+
+
+def test_a_model_folder_without_tokenizer_is_named_as_the_problem(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hf_topo.data import load_tokenizer
+
+    model_dir = tmp_path / "model"
+    _gpt2_for(_tokenizer()).save_pretrained(model_dir)  # weights and config only
+    text_file = tmp_path / "corpus.txt"
+    text_file.write_text(CORPUS)
+    with pytest.raises(ValueError, match=r"model has no tokenizer: none of tokenizer\.json.*--tokenizer_name"):
+        load_tokenizer(model_dir)
+    # The empty tokenizer transformers builds from that folder: the error is about the tokenizer, not the text.
+    empty = AutoTokenizer.from_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"tokenizer of .*model.* encodes 'The cat sat on the mat\.' to no token"):
+        load_text_blocks(empty, 32, text_file=str(text_file))
+    with pytest.raises(ValueError, match="to no token"):
+        tokenize_stimuli(empty, ["the quick brown fox", "dog"])
 
 
 def test_stimuli_are_right_padded_with_a_mask():

@@ -239,3 +239,79 @@ def test_bfloat16_on_request(lm, blimp_dir):
     assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
     with pytest.raises(ValueError, match="dtype='float16' is not supported"):
         SentenceScorer(model, tokenizer, dtype="float16")
+
+
+# ---- a tokenizer that cannot encode is an error, never a tie -------------------------------------------------------
+
+
+def _forward_counter(model):
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+def test_model_folder_without_tokenizer_is_refused_before_scoring(lm, blimp_dir, tmp_path):
+    model, tokenizer = lm
+    model.save_pretrained(tmp_path / "model")  # no tokenizer files: AutoTokenizer would build an empty tokenizer
+    with pytest.raises(ValueError, match=r"model has no tokenizer: none of tokenizer\.json.*--tokenizer_name"):
+        evaluate_blimp(str(tmp_path / "model"), blimp_dir=blimp_dir, progress=False)
+    # with the tokenizer named (a folder, as --tokenizer_name gives it), the numbers are those of the objects
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    by_path = evaluate_blimp(
+        str(tmp_path / "model"), str(tmp_path / "tokenizer"), blimp_dir=blimp_dir, limit=6, progress=False
+    )
+    by_object = evaluate_blimp(model, tokenizer, blimp_dir=blimp_dir, limit=6, progress=False)
+    assert by_path.paradigms == by_object.paradigms
+
+    from transformers import AutoTokenizer
+
+    empty = AutoTokenizer.from_pretrained(tmp_path / "model")  # what the old code scored with: accuracy 1.0
+    calls, handle = _forward_counter(model)
+    try:
+        with pytest.raises(ValueError, match=r"encodes 'The cat sat on the mat\.' to no token"):
+            evaluate_blimp(model, empty, blimp_dir=blimp_dir, progress=False)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_a_sentence_that_encodes_to_no_token_is_an_error_naming_it(lm, tmp_path):
+    from tokenizers import Regex, normalizers
+
+    model, tokenizer = lm
+    # A real tokenizer that drops digits: a sentence of digits encodes to nothing.
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str()),
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+    )
+    tokenizer.backend_tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Replace(Regex(r"\d"), ""), normalizers.Strip()]
+    )
+    assert tokenizer(" 2024 1999", add_special_tokens=False)["input_ids"] == []
+    folder = tmp_path / "blimp"
+    folder.mkdir()
+    rows = [
+        {"sentence_good": "The cat sees the dog.", "sentence_bad": s} for s in ("The cats sees the dog.", "2024 1999")
+    ]
+    (folder / "passive_1.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    calls, handle = _forward_counter(model)
+    try:
+        with pytest.raises(ValueError, match=r"1 sentence\(s\) encode to no token .* e\.g\. '2024 1999'.*tie"):
+            evaluate_blimp(model, tokenizer, blimp_dir=folder, progress=False)
+    finally:
+        handle.remove()
+    assert calls == []  # refused before the model ran
+
+
+def test_an_empty_sentence_is_refused_when_loading(tmp_path):
+    folder = tmp_path / "blimp"
+    folder.mkdir()
+    (folder / "passive_1.jsonl").write_text(
+        json.dumps({"sentence_good": "A cat sleeps.", "sentence_bad": "A cat sleep."})
+        + "\n"
+        + json.dumps({"sentence_good": "A dog runs.", "sentence_bad": "  "})
+        + "\n"
+    )
+    with pytest.raises(ValueError, match=r"passive_1\.jsonl, line 2: sentence_bad is empty"):
+        load_blimp(blimp_dir=folder)

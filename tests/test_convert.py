@@ -7,7 +7,9 @@ as a train.py-style checkpoint with torch.compile's `_orig_mod.` prefixes.
 
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,8 @@ from hf_topo.convert import (
     attach_tokenizer,
     convert_nanogpt,
     load_nanogpt_checkpoint,
+    nanogpt_checkpoint_filename,
+    resolve_nanogpt_checkpoint,
     tau_from_filename,
 )
 
@@ -259,6 +263,142 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         convert_nanogpt(extra)
 
 
+def test_truncated_or_non_checkpoint_files_are_named_as_such(tmp_path):
+    reference, model_args = make_reference(bias=False, vocab_size=64)
+    good = save_checkpoint(reference, model_args, tmp_path / "tau_1.pt")
+    data = good.read_bytes()
+    for fraction in (0.999, 0.5, 0.01):  # an interrupted download: the zip archive's end is missing
+        cut = tmp_path / f"cut_{fraction}.pt"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        with pytest.raises(ValueError, match=rf"cut_{fraction}\.pt is truncated or not a PyTorch checkpoint"):
+            convert_nanogpt(cut)
+    legacy = tmp_path / "legacy.pt"  # the pre-1.6 format (a pickle stream) still converts ...
+    torch.save(torch.load(good, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert logits_max_diff(reference, convert_nanogpt(legacy, tau=1.0), 64, 16) <= 1e-4
+    legacy_cut = tmp_path / "legacy_cut.pt"  # ... and is refused cut short
+    legacy_cut.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
+    with pytest.raises(ValueError, match="legacy_cut.pt is truncated or not a PyTorch checkpoint"):
+        load_nanogpt_checkpoint(legacy_cut)
+    page = tmp_path / "page.pt"  # e.g. an error page saved under the checkpoint's name
+    page.write_text("<!DOCTYPE html><html><body>404</body></html>")
+    with pytest.raises(ValueError, match=r"page\.pt is truncated or not a PyTorch checkpoint \(it starts with"):
+        load_nanogpt_checkpoint(page)
+    pointer = tmp_path / "lfs.pt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 497000000\n")
+    with pytest.raises(ValueError, match="Git LFS pointer"):
+        load_nanogpt_checkpoint(pointer)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt is empty"):
+        load_nanogpt_checkpoint(tmp_path / "empty.pt")
+
+
+# ---- where a checkpoint comes from: a file, a folder, the Hub --------------------------------------------------------
+
+AUTHORS_REPO = "murtylab/topo-nanogpt-fineweb10B"
+AUTHORS_TAUS = (0.5, 1.0, 3.0, 50.0)
+
+
+def test_checkpoint_file_names_are_those_of_the_authors_repo():
+    assert [nanogpt_checkpoint_filename(t) for t in (0.5, 1, 3, 50)] == [
+        "tau_0.5.pt",
+        "tau_1.0.pt",
+        "tau_3.0.pt",
+        "tau_50.0.pt",
+    ]
+    assert all(tau_from_filename(nanogpt_checkpoint_filename(t)) == t for t in AUTHORS_TAUS + (0.25, 12.5))
+
+
+@pytest.fixture(scope="module")
+def nanogpt_folder(tmp_path_factory):
+    """A folder laid out like the authors' repo: tau_0.5.pt, tau_1.0.pt, tau_3.0.pt, tau_50.0.pt (tiny models)."""
+    folder = tmp_path_factory.mktemp("toponets")
+    references = {}
+    for seed, tau in enumerate(AUTHORS_TAUS):
+        reference, model_args = make_reference(bias=False, vocab_size=96, seed=seed)
+        save_checkpoint(reference, model_args, folder / nanogpt_checkpoint_filename(tau))
+        references[tau] = reference
+    return folder, references
+
+
+def test_resolve_a_local_file_or_folder(nanogpt_folder, tmp_path):
+    folder, references = nanogpt_folder
+    path, tau = resolve_nanogpt_checkpoint(str(folder), tau=50)
+    assert path == str(folder / "tau_50.0.pt") and tau == 50
+    assert resolve_nanogpt_checkpoint(folder / "tau_0.5.pt") == (str(folder / "tau_0.5.pt"), 0.5)  # τ from the name
+    assert resolve_nanogpt_checkpoint(folder, filename="tau_3.0.pt") == (str(folder / "tau_3.0.pt"), 3.0)
+    model = convert_nanogpt(*resolve_nanogpt_checkpoint(folder, tau=3))
+    assert logits_max_diff(references[3.0], model, 96, 16) <= 1e-4 and TopoConfig.from_pretrained(model).tau == 3.0
+
+    with pytest.raises(
+        ValueError, match=r"4 checkpoints \(tau_0\.5\.pt, tau_1\.0\.pt, tau_3\.0\.pt, tau_50\.0\.pt\).*--tau"
+    ):
+        resolve_nanogpt_checkpoint(folder)
+    with pytest.raises(ValueError, match=r"no checkpoint\(s\) for tau=7.*tau_0\.5\.pt, tau_1\.0\.pt"):
+        resolve_nanogpt_checkpoint(folder, tau=7)
+    with pytest.raises(FileNotFoundError, match="has no file 'ckpt.pt'"):
+        resolve_nanogpt_checkpoint(folder, filename="ckpt.pt")
+    with pytest.raises(ValueError, match="finite τ >= 0"):
+        resolve_nanogpt_checkpoint(folder, tau=-1)
+    single = tmp_path / "single"
+    single.mkdir()
+    os.symlink(folder / "tau_1.0.pt", single / "ckpt.pt")
+    assert resolve_nanogpt_checkpoint(single) == (str(single / "ckpt.pt"), None)  # its only checkpoint; τ unknown
+    assert resolve_nanogpt_checkpoint(single, tau=1)[1] == 1
+    os.symlink(folder / "tau_3.0.pt", tmp_path / "tau_3.0.pt")
+    with pytest.raises(ValueError, match="no checkpoint"):  # the only file, but its name says another τ
+        resolve_nanogpt_checkpoint(tmp_path, tau=50)
+    for missing in (str(tmp_path / "nowhere.pt"), "./tau_1.0.pt", "tau_1.0.pt", "~/nowhere"):
+        with pytest.raises(FileNotFoundError, match="not an existing file or folder, nor a Hub repo id"):
+            resolve_nanogpt_checkpoint(missing, tau=1)
+
+
+def test_resolve_from_the_hub_offline_is_a_clear_error_not_a_hang(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(
+        ValueError,
+        match=r"Cannot fetch tau_50\.0\.pt of the Hub repo someone/no-such-toponets.*cannot be reached.*hf download",
+    ):
+        resolve_nanogpt_checkpoint("someone/no-such-toponets", tau=50, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="Which checkpoint of someone/no-such-toponets.*--tau"):
+        resolve_nanogpt_checkpoint("someone/no-such-toponets", cache_dir=tmp_path)
+    assert time.monotonic() - start < 30
+
+
+def _hub_cache_with(
+    cache: Path, repo_id: str, files: dict[str, Path], commit: str = "0123456789abcdef" * 2 + "01234567"
+):
+    """huggingface_hub's cache layout (blobs, a snapshot of symlinks, refs/main), as a download leaves it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, source in files.items():
+        blob = repo / "blobs" / f"blob-of-{name}"
+        blob.write_bytes(source.read_bytes())
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
+    return commit
+
+
+def test_resolve_from_the_hub_uses_hf_hub_download_and_its_cache(nanogpt_folder, tmp_path):
+    folder, references = nanogpt_folder
+    commit = _hub_cache_with(tmp_path, AUTHORS_REPO, {"tau_50.0.pt": folder / "tau_50.0.pt"})
+    path, tau = resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=50, cache_dir=tmp_path)  # offline: served by the cache
+    assert Path(path) == tmp_path / f"models--murtylab--topo-nanogpt-fineweb10B/snapshots/{commit}/tau_50.0.pt"
+    assert tau == 50
+    assert resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=50, revision=commit, cache_dir=tmp_path)[0] == path
+    model = convert_nanogpt(path, tau=tau, source=AUTHORS_REPO)
+    assert logits_max_diff(references[50.0], model, 96, 16) <= 1e-4
+    assert getattr(model.config, CONVERSION_KEY)["source"] == AUTHORS_REPO
+    assert getattr(model.config, CONVERSION_KEY)["checkpoint"] == "tau_50.0.pt"
+    assert resolve_nanogpt_checkpoint(AUTHORS_REPO, filename="tau_50.0.pt", cache_dir=tmp_path) == (path, 50.0)
+    with pytest.raises(
+        ValueError, match=r"Cannot fetch tau_3\.0\.pt of the Hub repo murtylab/topo-nanogpt-fineweb10B"
+    ):
+        resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=3, cache_dir=tmp_path)  # not in the cache, and offline
+
+
 # ---- tokenizer and the script ------------------------------------------------------------------------------------
 
 
@@ -272,18 +412,27 @@ def local_tokenizer(tmp_path_factory):
     return path, len(tokenizer)
 
 
-def test_tokenizer_attached_or_clearly_missing(tmp_path, local_tokenizer, caplog):
+def test_tokenizer_attached_or_clearly_missing(tmp_path, local_tokenizer):
     tok_path, tok_size = local_tokenizer
     reference, model_args = make_reference(bias=False, vocab_size=320)
     model = convert_nanogpt(save_checkpoint(reference, model_args, tmp_path / "tau_1.pt"))
     assert attach_tokenizer(model, tmp_path / "out", str(tok_path)) is not None
     record = getattr(model.config, CONVERSION_KEY)
     assert record["tokenizer_vocab_size"] == tok_size and model.config.vocab_size == 320  # vocab kept, size recorded
-    with caplog.at_level(logging.WARNING, logger="hf_topo.convert"):
-        assert attach_tokenizer(model, tmp_path / "out2", "gpt2") is None  # offline: no Hub
-    assert "No tokenizer attached" in caplog.text and "save_pretrained" in caplog.text
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    # offline, the default GPT-2 tokenizer cannot be fetched: a clear error that names the way out
+    with pytest.raises(ValueError, match=r"Cannot load a tokenizer from 'openai-community/gpt2'.*--tokenizer_name"):
+        attach_tokenizer(model, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    # a tokenizer object (loaded before the conversion, as the command does) is saved as it is
+    from hf_topo.data import load_tokenizer
+
+    assert attach_tokenizer(model, tmp_path / "out4", load_tokenizer(tok_path)) is not None
+    assert (tmp_path / "out4" / "tokenizer.json").is_file()
+    with pytest.raises(ValueError, match="has no tokenizer"):  # a folder without tokenizer files
+        attach_tokenizer(model, tmp_path / "out5", tmp_path / "out4" / "..")
     small = convert_nanogpt(save_checkpoint(*make_reference(bias=False, vocab_size=64), tmp_path / "tau_2.pt"))
-    with pytest.raises(ValueError, match="not the tokenizer"):
+    with pytest.raises(ValueError, match="not the tokenizer.*--tokenizer_name"):
         attach_tokenizer(small, tmp_path / "out3", str(tok_path))
 
 
@@ -310,8 +459,12 @@ def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
     out = tmp_path / "no_tok"
-    convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))  # default "gpt2", offline
-    assert "none attached" in capsys.readouterr().out  # converted anyway, and said so
+    with pytest.raises(ValueError, match="Cannot load a tokenizer from 'gpt2'"):  # the default, offline
+        convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))
+    convert_nanogpt.main(
+        convert_nanogpt.parse_args([str(path), "--output", str(out), "--no_tokenizer", "--overwrite"])
+    )
+    assert "none attached" in capsys.readouterr().out  # converted without one on request, and said so
     assert (out / "model.safetensors").is_file() and not (out / "tokenizer.json").exists()
     with pytest.raises(SystemExit, match="not empty"):
         convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))

@@ -84,13 +84,9 @@ def _text_stream(
     if (text_file is None) == (dataset_name is None):
         raise ValueError("Give exactly one text source: text_file (a local .txt/.jsonl file) or dataset_name.")
     if text_file is not None:
-        from ..data import _builder_for
+        from ..data import _builder_for, _check_data_file
 
-        if not os.path.isfile(text_file):
-            raise FileNotFoundError(f"Text file {text_file!r} does not exist.")
-        with open(text_file, encoding="utf-8", errors="replace") as f:
-            if not f.read(1 << 16).strip():
-                raise ValueError(f"Text file {text_file!r} is empty: the analyses need text to run the model on.")
+        _check_data_file(text_file, "Text file")
         builder = _builder_for(text_file)
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         return load_dataset(builder, data_files={"train": text_file}, split="train", streaming=True, **kwargs)
@@ -117,12 +113,14 @@ def load_text_blocks(
         max_blocks: at most this many blocks (all of the text when ``None``).
 
     Raises:
-        ValueError: the text is empty or shorter than one block, or has no ``text_column``.
+        ValueError: the tokenizer encodes text to nothing (e.g. the empty tokenizer of a model folder without
+            tokenizer files), the text is empty or shorter than one block, or has no ``text_column``.
     """
     from datasets import IterableDatasetDict
 
-    from ..data import pack_into_blocks
+    from ..data import check_tokenizer, pack_into_blocks
 
+    check_tokenizer(tokenizer)
     if max_blocks is not None and max_blocks < 1:
         raise ValueError(f"max_blocks={max_blocks} selects no text; use a positive number or None for all.")
     stream = _text_stream(text_file, dataset_name, dataset_config, split, text_column)
@@ -205,8 +203,11 @@ def read_stimuli(path: str | os.PathLike) -> list[str]:
 
 def tokenize_stimuli(tokenizer, stimuli: list[str], max_length: int | None = None) -> TokenBatch:
     """Right-padded token ids and ``attention_mask`` of ``stimuli`` (no special tokens; truncated to ``max_length``)."""
+    from ..data import check_tokenizer
+
     if not stimuli:
         raise ValueError("No stimuli to tokenize.")
+    check_tokenizer(tokenizer)
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"][:max_length] for text in stimuli]
     empty = [text for text, ids in zip(stimuli, encoded, strict=True) if not ids]
     if empty:
