@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator, set_seed
+from transformers import AutoModelForCausalLM, Trainer, default_data_collator, set_seed
 
 from .config import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, TopoConfig
+from .data import load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
@@ -107,7 +108,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     """Fine-tune ``args.model_name_or_path`` with a LoRA adapter; returns the metrics written to
     ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after)."""
     set_seed(training_args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
     has_topography = isinstance(getattr(model.config, TOPOGRAPHY_KEY, None), dict)
     if not has_topography:

@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoTokenizer, default_data_collator, set_seed
+from transformers import default_data_collator, set_seed
 
 from .blimp import BlimpCallback, load_blimp
-from .data import load_text_datasets, pack_into_blocks, train_bpe_tokenizer
+from .data import load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
 from .models import MODEL_PRESETS, build_model
 from .trainer import TopoTrainer, TopoTrainingArguments
 
@@ -94,7 +94,7 @@ class DataArguments:
 def _tokenizer(model_args: ModelArguments, raw, data_args: DataArguments):
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is not None:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = load_tokenizer(name)
     else:
         logger.info(
             "Training a byte-level BPE tokenizer (vocab %d) on the training text", model_args.tokenizer_vocab_size

@@ -211,7 +211,9 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
     out = tmp_path / "results.json"
     cmd = [
         sys.executable,
-        str(ROOT / "scripts/eval_blimp.py"),
+        "-m",
+        "hf_topo.cli",
+        "eval-blimp",
         "--model",
         str(tmp_path / "model"),
         "--blimp_dir",

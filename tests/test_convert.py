@@ -1,4 +1,4 @@
-"""nanoGPT → GPT2LMHeadModel conversion (hf_topo.convert, scripts/convert_nanogpt.py).
+"""nanoGPT → GPT2LMHeadModel conversion (hf_topo.convert, hf-topo convert-nanogpt).
 
 The reference is a minimal nanoGPT-layout GPT written here from the architecture (pre-LayerNorm blocks, fused
 c_attn, exact GELU MLP, tied wte/lm_head, LayerNorm with optional bias, explicit causal softmax attention), saved
@@ -441,9 +441,11 @@ def test_convert_script_end_to_end(tmp_path, local_tokenizer):
     reference, model_args = make_reference(bias=False, vocab_size=320)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_0.5.pt")
     out = tmp_path / "hf"
-    script = str(ROOT / "scripts/convert_nanogpt.py")
+    script = str(
+        ROOT / "scripts/convert_nanogpt.py"
+    )  # the script form; the module and command forms are the same code
     result = run_script(
-        [sys.executable, script, str(path), "--output", str(out), "--tokenizer", str(local_tokenizer[0])]
+        [sys.executable, script, str(path), "--output", str(out), "--tokenizer_name", str(local_tokenizer[0])]
     )
     assert "τ=0.5" in result.stdout and "tokenizer:" in result.stdout
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -453,21 +455,19 @@ def test_convert_script_end_to_end(tmp_path, local_tokenizer):
 
 
 def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import convert_nanogpt
+    from hf_topo.cli import convert_nanogpt
 
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
     out = tmp_path / "no_tok"
-    with pytest.raises(ValueError, match="Cannot load a tokenizer from 'gpt2'"):  # the default, offline
-        convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))
-    convert_nanogpt.main(
-        convert_nanogpt.parse_args([str(path), "--output", str(out), "--no_tokenizer", "--overwrite"])
-    )
+    with pytest.raises(SystemExit, match="openai-community/gpt2.*--tokenizer_name"):  # the default, offline
+        convert_nanogpt.main([str(path), "--output", str(out)])
+    assert not out.exists()  # refused before anything was written
+    convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
     assert "none attached" in capsys.readouterr().out  # converted without one on request, and said so
     assert (out / "model.safetensors").is_file() and not (out / "tokenizer.json").exists()
     with pytest.raises(SystemExit, match="not empty"):
-        convert_nanogpt.main(convert_nanogpt.parse_args([str(path), "--output", str(out)]))
+        convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
     with pytest.raises(SystemExit, match="weights_only"):
         bad = save_checkpoint(reference, model_args, tmp_path / "bad.pt", config=ArbitraryObject())
-        convert_nanogpt.main(convert_nanogpt.parse_args([str(bad), "--output", str(tmp_path / "bad")]))
+        convert_nanogpt.main([str(bad), "--output", str(tmp_path / "bad"), "--no_tokenizer"])

@@ -10,10 +10,11 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 from ..blimp import load_blimp
 from ..config import TopoConfig
+from ..data import load_tokenizer
 from ..downsampling import downsample_model, parameter_count
 from .inputs import load_passages, load_text_blocks, read_stimuli
 from .report import AnalysisSettings, analyze_model, write_report
@@ -68,16 +69,6 @@ def _check(args: AnalyzeArguments) -> None:
         raise ValueError(f"--save_downsampled {args.save_downsampled}: give a factor φ >= 1, e.g. 2 for 2×2.")
 
 
-def _tokenizer(path: str, fallback=None):
-    has_own = not os.path.isdir(path) or any(
-        os.path.isfile(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-    )
-    if not has_own and fallback is not None:
-        logger.info("%s has no tokenizer: using the analysed model's", path)
-        return fallback
-    return AutoTokenizer.from_pretrained(path)
-
-
 def _load(path: str, device: str):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return model.to(device)
@@ -114,7 +105,7 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
             **source, min_words=2 * settings.temporal_max_delta, max_passages=4 * settings.temporal_max_sequences
         )
 
-    tokenizer = _tokenizer(args.model)
+    tokenizer = load_tokenizer(args.model)
     text = load_text_blocks(tokenizer, args.block_size, **text_source)
     model = _load(args.model, device)
     common = dict(
@@ -129,7 +120,7 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
 
     baseline_analysis = None
     if args.baseline is not None:
-        baseline_tokenizer = _tokenizer(args.baseline, fallback=tokenizer)
+        baseline_tokenizer = load_tokenizer(args.baseline, fallback=tokenizer)
         baseline_text = (
             text
             if baseline_tokenizer is tokenizer

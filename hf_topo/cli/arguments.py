@@ -11,6 +11,7 @@ import difflib
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import transformers
@@ -99,9 +100,13 @@ def parse_command_line(
 
 def make_argument_parser(dataclass_types, prog: str | None, description: str | None) -> HfArgumentParser:
     """An ``HfArgumentParser`` over ``dataclass_types`` whose help shows the command's docstring and config files."""
-    return HfArgumentParser(
+    parser = HfArgumentParser(
         dataclass_types, prog=prog, description=description, epilog=CONFIG_HELP, formatter_class=_HelpFormatter
     )
+    for action in parser._actions:  # a literal "5 %" in a field's help would break argparse's %-formatting
+        if action.help and "%" in action.help:
+            action.help = re.sub(r"%(?!\()", "%%", action.help)
+    return parser
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 
 from hf_topo.cli.arguments import CONFIG_SUFFIXES, make_argument_parser, parse_command_line, setup_logging
 from hf_topo.config import TopoConfig
-from hf_topo.convert import CONVERSION_KEY, attach_tokenizer, convert_nanogpt, resolve_nanogpt_checkpoint
+from hf_topo.convert import (
+    CONVERSION_KEY,
+    DEFAULT_TOKENIZER,
+    attach_tokenizer,
+    convert_nanogpt,
+    resolve_nanogpt_checkpoint,
+)
+from hf_topo.data import load_tokenizer
 
 
 @dataclass
@@ -44,7 +51,7 @@ class ConvertArguments:
     filename: str | None = field(default=None, metadata={"help": "File in the folder or repo (instead of --tau)."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     tokenizer_name: str = field(
-        default="openai-community/gpt2",
+        default=DEFAULT_TOKENIZER,
         metadata={"help": "Hub id or local path of the tokenizer saved with the model."},
     )
     no_tokenizer: bool = field(default=False, metadata={"help": "Do not attach a tokenizer."})
@@ -64,21 +71,27 @@ def _positional_checkpoint(argv: list[str]) -> list[str]:
 
 
 def convert(args: ConvertArguments) -> str:
-    """Fetch (from a folder or the Hub) and convert the checkpoint, save model and tokenizer; returns the folder."""
-    path, tau = resolve_nanogpt_checkpoint(
-        args.checkpoint, tau=args.tau, filename=args.filename, revision=args.revision, token=args.token
-    )
-    output = args.output or os.path.splitext(os.path.basename(path))[0]
-    if args.output is None and not os.path.isfile(args.checkpoint):  # a folder or repo: name it after both
-        output = f"{os.path.basename(os.path.normpath(args.checkpoint))}-{output}"
-    if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
-        raise SystemExit(f"error: --output {output} exists and is not empty; pass --overwrite or choose another path.")
+    """Fetch (from a folder or the Hub) and convert the checkpoint, save model and tokenizer; returns the folder.
+
+    Everything that can fail (the tokenizer, the checkpoint, the output folder) is checked before anything is
+    written; a failure is a ``SystemExit`` whose message says what to do."""
     try:
-        model = convert_nanogpt(path, tau=tau, n_head=args.n_head)
+        tokenizer = None if args.no_tokenizer else load_tokenizer(args.tokenizer_name)
+        path, tau = resolve_nanogpt_checkpoint(
+            args.checkpoint, tau=args.tau, filename=args.filename, revision=args.revision, token=args.token
+        )
+        output = args.output or os.path.splitext(os.path.basename(path))[0]
+        if args.output is None and not os.path.isfile(args.checkpoint):  # a folder or repo: name it after both
+            output = f"{os.path.basename(os.path.normpath(args.checkpoint))}-{output}"
+        if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
+            raise ValueError(f"--output {output} exists and is not empty; pass --overwrite or choose another path.")
+        source = None if os.path.exists(args.checkpoint) else args.checkpoint  # a Hub repo: recorded as the source
+        model = convert_nanogpt(path, tau=tau, n_head=args.n_head, source=source)
+        os.makedirs(output, exist_ok=True)
+        if tokenizer is not None:
+            tokenizer = attach_tokenizer(model, output, tokenizer)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    os.makedirs(output, exist_ok=True)
-    tokenizer = None if args.no_tokenizer else attach_tokenizer(model, output, args.tokenizer_name)
     model.save_pretrained(output)
 
     topo = TopoConfig.from_pretrained(output)
@@ -99,10 +112,9 @@ def convert(args: ConvertArguments) -> str:
     if tokenizer is not None:
         print(f"  tokenizer: {args.tokenizer_name} ({len(tokenizer)} tokens; model vocab {model.config.vocab_size})")
     else:
-        reason = "--no_tokenizer" if args.no_tokenizer else f"{args.tokenizer_name!r} could not be loaded, see above"
         print(
-            f"  tokenizer: none attached ({reason}). Add one with "
-            f"AutoTokenizer.from_pretrained('openai-community/gpt2').save_pretrained({output!r})."
+            "  tokenizer: none attached (--no_tokenizer). Add one with "
+            f"AutoTokenizer.from_pretrained({DEFAULT_TOKENIZER!r}).save_pretrained({output!r})."
         )
     return output
 

@@ -25,6 +25,9 @@ class EvalBlimpArguments:
         metadata={"help": "Local model directory or Hub id of a causal LM (its tokenizer is loaded too)."}
     )
     output: str = field(metadata={"help": "Where to write the results JSON."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Hub id or folder of the tokenizer (default: the model's own)."}
+    )
     blimp_dir: str | None = field(default=None, metadata={"help": "Directory of BLiMP's <paradigm>.jsonl files."})
     dataset: str | None = field(
         default=None, metadata={"help": "Hub dataset with one config per paradigm: nyu-mll/blimp."}
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
     results = evaluate_blimp(
         args.model,
+        tokenizer=args.tokenizer_name,
         blimp_dir=args.blimp_dir,
         dataset=args.dataset,
         paradigms=args.paradigms,
