@@ -504,9 +504,8 @@ def _topographic_sheets(
     interpolation: str | None,
 ) -> tuple[list[CorticalSheet], str]:
     """The sheets of the layers to downsample, validated for the factors, and the interpolation mode to use."""
-    record = getattr(model.config, TOPOGRAPHY_KEY, None)
-    if isinstance(record, dict):
-        topo = TopoConfig.from_dict(record)
+    if getattr(model.config, TOPOGRAPHY_KEY, None) is not None:  # a malformed record raises rather than being ignored
+        topo = TopoConfig.from_pretrained(model.config)
         if target_modules is not None:  # other layers than the trained ones: their sheets are re-derived
             topo = replace(topo, target_modules=target_modules, watch_modules=None, layers=None)
     else:

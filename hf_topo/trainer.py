@@ -137,8 +137,8 @@ def _check_stored_topography(model, topo_config: TopoConfig) -> None:
     change of topographic setup is said out loud."""
     from .config import TOPOGRAPHY_KEY
 
-    if not isinstance(getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None), dict):
-        return
+    if getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None) is None:
+        return  # a new model (a malformed record is not skipped: from_pretrained says what is wrong with it)
     stored = TopoConfig.from_pretrained(model)
     keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
     changed = [k for k in keys if getattr(stored, k) != getattr(topo_config, k)]

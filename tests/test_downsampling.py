@@ -461,3 +461,9 @@ def test_layer_trains_after_a_forward_under_inference_mode():
     out.square().sum().backward()
     torch.testing.assert_close(out.detach(), expected)
     assert layer.weight.grad.abs().sum() > 0
+
+
+def test_malformed_topography_record_is_not_taken_for_a_missing_one(tiny_gpt2):
+    tiny_gpt2.config.topography = ["mlp.c_fc"]  # not what hf_topo writes: no silent most-square fallback
+    with pytest.raises(ValueError, match=r"'topography' record of GPT2Config is malformed: it is a list"):
+        downsample_model(tiny_gpt2, 2)

@@ -545,3 +545,10 @@ def test_gradient_accumulation_scaling_without_loss_is_scaled_for_ga(tmp_path, t
     assert trainer._loss_scaling_for_backward(num_items_in_batch=None) == 0.25
     trainer.model_accepts_loss_kwargs = False
     assert trainer._loss_scaling_for_backward(num_items_in_batch=torch.tensor(64)) == 0.25
+
+
+def test_malformed_stored_topography_is_refused(tmp_path, token_dataset, make_gpt2):
+    model = make_gpt2()
+    model.config.topography = TopoConfig().to_dict() | {"factor_h": "3"}
+    with pytest.raises(ValueError, match=r"'topography' record of .* is malformed: factor_h is a string"):
+        TopoTrainer(model=model, args=_args(tmp_path), train_dataset=token_dataset(16))
