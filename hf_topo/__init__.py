@@ -5,13 +5,15 @@ the sheet for being similar to a blurred copy of itself; trained into the MLP ex
 it yields models with brain-like spatial organization.
 
 Main entry points: :class:`TopoConfig`, :class:`TopoLoss`, :class:`TopoTrainer`,
-:class:`TopoTrainingArguments`; :func:`downsample_model` (smaller models through the sheet, A.5); the analyses in
-:mod:`hf_topo.analysis`. Importing hf_topo registers the downsampled model classes with the Auto classes, so a saved
-downsampled model loads with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
+:class:`TopoTrainingArguments`, :func:`resolve_checkpoint` (which checkpoint a run resumes from);
+:func:`downsample_model` (smaller models through the sheet, A.5); the analyses in :mod:`hf_topo.analysis`.
+Importing hf_topo registers the downsampled model classes with the Auto classes, so a saved downsampled model loads
+with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
 __version__ = "0.1.0"
 
+from .checkpoints import resolve_checkpoint
 from .config import TOPOGRAPHY_KEY, TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
 from .hub import load_toponet
@@ -46,5 +48,6 @@ __all__ = [
     "most_square_shape",
     "neighbour_distance_loss",
     "parameter_count",
+    "resolve_checkpoint",
     "sheet_cosine_loss",
 ]

@@ -48,6 +48,123 @@ LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
 WEIGHT_LOSSES = ("laplacian_pyramid", "weight_similarity")
 
 
+#: Keys that every record of a schema version holds (what :meth:`TopoConfig.to_dict` of that version wrote).
+_RECORD_KEYS = {
+    1: (
+        "loss",
+        "tau",
+        "factor_h",
+        "factor_w",
+        "interpolation",
+        "target_modules",
+        "watch_modules",
+        "sheet_shape",
+        "layers",
+    ),
+}
+_RECORD_KEYS[2] = _RECORD_KEYS[1] + ("distance", "neighbourhood")
+_SHEET_KEYS = ("layer_type", "height", "width", "depth")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _malformed(source: str | None, problem: str) -> str:
+    where = f" of {source}" if source else ""
+    return (
+        f"The '{TOPOGRAPHY_KEY}' record{where} is malformed: {problem.rstrip('.')}. It was edited, truncated or written "
+        "by other software: re-save the model with hf_topo (TopoTrainer.save_model, or TopoConfig.attach_to before "
+        "save_pretrained), or correct the record in config.json."
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_patterns(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _check_record(data: dict[str, Any], source: str | None) -> None:
+    """Refuse a saved record (one with ``schema_version``) that its schema does not describe."""
+    version = data["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            _malformed(
+                source, f"schema_version={version!r} is not a schema version of hf_topo (1 to {SCHEMA_VERSION})"
+            )
+        )
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"Topography metadata{f' of {source}' if source else ''} has schema_version={version!r}, newer than this "
+            f"hf_topo understands ({SCHEMA_VERSION}). Upgrade hf_topo (`pip install -U hf_topo`)."
+        )
+    library = data.get("library", "hf_topo")
+    if library != "hf_topo":
+        raise ValueError(_malformed(source, f"it was written by library={library!r}, not hf_topo"))
+    missing = [key for key in _RECORD_KEYS[version] if key not in data]
+    if missing:
+        raise ValueError(_malformed(source, f"it lacks {missing}, which every schema_version {version} record holds"))
+    problems = []
+    tau = data["tau"]
+    if isinstance(tau, dict):
+        if not _is_number(tau.get("value")):
+            problems.append(f"tau.value={tau.get('value')!r} is not a number")
+        if not isinstance(tau.get("schedule", []), (list, type(None))):
+            problems.append(f"tau.schedule is {_json_type(tau['schedule'])}, expected a list of phases")
+        elif any(not isinstance(phase, dict) for phase in tau.get("schedule") or []):
+            problems.append("tau.schedule holds entries that are not objects")
+    elif not _is_number(tau):
+        problems.append(f"tau is {_json_type(tau)}, expected a number or an object with 'value' and 'schedule'")
+    for key in ("factor_h", "factor_w"):
+        if not _is_number(data[key]):
+            problems.append(f"{key} is {_json_type(data[key])}, expected a number")
+    for key in ("loss", "interpolation") + (("distance",) if version >= 2 else ()):
+        if not isinstance(data[key], str):
+            problems.append(f"{key} is {_json_type(data[key])}, expected a string")
+    if version >= 2 and (isinstance(data["neighbourhood"], bool) or not isinstance(data["neighbourhood"], int)):
+        problems.append(f"neighbourhood is {_json_type(data['neighbourhood'])}, expected an integer")
+    if not _is_patterns(data["target_modules"]):
+        problems.append(f"target_modules={data['target_modules']!r} is not a regex string or a list of name suffixes")
+    if data["watch_modules"] is not None and not _is_patterns(data["watch_modules"]):
+        problems.append(f"watch_modules={data['watch_modules']!r} is not null, a regex string or a list of suffixes")
+    shape = data["sheet_shape"]
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 2):
+        problems.append(f"sheet_shape={shape!r} is not null or [height, width]")
+    if not isinstance(data.get("inferred", False), bool):
+        problems.append(f"inferred is {_json_type(data['inferred'])}, expected a boolean")
+    finetuning = data.get("finetuning")
+    if finetuning is not None and not (isinstance(finetuning, list) and all(isinstance(f, dict) for f in finetuning)):
+        problems.append("finetuning is not null or a list of objects")
+    layers = data["layers"]
+    if layers is not None and not isinstance(layers, dict):
+        problems.append(f"layers is {_json_type(layers)}, expected an object mapping module names to sheets")
+    for name, sheet in (layers or {}).items() if isinstance(layers, dict) else ():
+        if not isinstance(sheet, dict):
+            problems.append(f"layers[{name!r}] is {_json_type(sheet)}, expected an object with {list(_SHEET_KEYS)}")
+            continue
+        lacking = [key for key in _SHEET_KEYS if key not in sheet]
+        if lacking:
+            keys = f"the key {lacking[0]!r}" if len(lacking) == 1 else f"the keys {lacking}"
+            problems.append(f"layers[{name!r}] lacks {keys} (a sheet has {list(_SHEET_KEYS)})")
+            continue
+        if not isinstance(sheet["layer_type"], str):
+            problems.append(f"layers[{name!r}].layer_type is {_json_type(sheet['layer_type'])}, expected a string")
+        for key in ("height", "width", "depth"):
+            value = sheet[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"layers[{name!r}].{key}={value!r} is not a positive integer")
+        if sheet.get("role", "target") not in ("target", "watch"):
+            problems.append(f"layers[{name!r}].role={sheet['role']!r} is neither 'target' nor 'watch'")
+    if problems:
+        raise ValueError(_malformed(source, "; ".join(problems)))
+
+
 @dataclass
 class TopoConfig:
     """Configuration of TopoLoss (Deb, Deb & Murty, ICLR 2025).
@@ -184,17 +301,37 @@ class TopoConfig:
         return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TopoConfig:
-        """Inverse of :meth:`to_dict`; also accepts a plain dict of the constructor's arguments."""
-        data = dict(data)
-        version = data.pop("schema_version", SCHEMA_VERSION)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TopoConfig:
+        """Inverse of :meth:`to_dict`; also accepts a plain dict of the constructor's arguments.
+
+        A record with a ``schema_version`` (what :meth:`to_dict` writes into ``config.json``) is checked against its
+        schema first: every key that version writes must be there with the right type, so that an edited or truncated
+        record is refused with what is wrong instead of being filled with defaults. ``source`` names where the record
+        comes from in error messages.
+
+        Raises:
+            ValueError: ``data`` is not a dict, has an unknown or newer ``schema_version``, lacks a key, holds a value
+                of the wrong type, or describes an invalid setup.
+        """
+        if not isinstance(data, dict):
             raise ValueError(
-                f"Topography metadata has schema_version={version!r}, newer than this hf_topo understands "
-                f"({SCHEMA_VERSION}). Upgrade hf_topo (`pip install -U hf_topo`)."
+                _malformed(source, f"it is {_json_type(data)}, expected a JSON object (dict) as hf_topo writes it")
             )
-        for key in ("library", "library_version"):
+        data = dict(data)
+        saved = "schema_version" in data
+        if saved:
+            _check_record(data, source)
+        for key in ("schema_version", "library", "library_version"):
             data.pop(key, None)
+        if not saved:  # constructor arguments: their own errors say what to change
+            return cls._from_settings(data)
+        try:
+            return cls._from_settings(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(_malformed(source, str(err))) from None
+
+    @classmethod
+    def _from_settings(cls, data: dict[str, Any]) -> TopoConfig:
         tau = data.pop("tau", 1.0)
         schedule = data.pop("tau_schedule", None)
         if isinstance(tau, dict):
@@ -224,26 +361,36 @@ class TopoConfig:
         from torch import nn
 
         model = source if isinstance(source, nn.Module) else None
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
         if model is not None:
             model_config = getattr(model, "config", None)
         elif isinstance(source, (str, os.PathLike)):
             adapter_record = os.path.join(source, TOPOGRAPHY_FILE)
             if os.path.isfile(adapter_record) and not os.path.isfile(os.path.join(source, "config.json")):
                 with open(adapter_record) as f:  # a PEFT adapter directory saved by TopoTrainer
-                    return cls.from_dict(json.load(f))
+                    try:
+                        data = json.load(f)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(
+                            f"{adapter_record} is not valid JSON ({err}); re-save the adapter with TopoTrainer."
+                        ) from None
+                return cls.from_dict(data, source=adapter_record)
             from transformers import AutoConfig
 
             model_config = AutoConfig.from_pretrained(source, **hub_kwargs)
         else:
             model_config = source
         data = getattr(model_config, TOPOGRAPHY_KEY, None)
-        if not isinstance(data, dict):
+        if data is None:
             raise ValueError(
-                f"{source if isinstance(source, (str, os.PathLike)) else type(source).__name__} has no "
-                f"'{TOPOGRAPHY_KEY}' metadata in its config, so it is not a saved TopoNet. Train it with TopoTrainer, "
-                "or describe its layers with TopoConfig(target_modules=..., tau=...) yourself."
+                f"{name} has no '{TOPOGRAPHY_KEY}' metadata in its config, so it is not a saved TopoNet. Train it with "
+                "TopoTrainer, or describe its layers with TopoConfig(target_modules=..., tau=...) yourself."
             )
-        config = cls.from_dict(data)
+        if not isinstance(data, dict) or "schema_version" not in data:
+            # What hf_topo writes always carries its schema version; anything else is not a record of ours.
+            problem = "it has no schema_version" if isinstance(data, dict) else None
+            raise ValueError(_malformed(name, problem or f"it is {_json_type(data)}, expected a JSON object"))
+        config = cls.from_dict(data, source=name)
         if model is not None:
             from .topo_loss import resolve_sheets
 

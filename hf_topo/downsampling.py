@@ -67,7 +67,7 @@ from transformers import initialization as hf_init
 from transformers.pytorch_utils import Conv1D
 
 from .config import TOPOGRAPHY_KEY, TopoConfig
-from .losses import blur_matrices
+from .losses import _is_cacheable, blur_matrices
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
 from .targets import TARGET_PRESETS
 from .topo_loss import resolve_sheets
@@ -217,12 +217,19 @@ class TopoDownsampledLinear(nn.Module):
 
     def _upsampling_matrices(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (device, dtype)
-        if key not in self._upsampling_cache:
+        cached = self._upsampling_cache.get(key)
+        if cached is not None:
+            return cached
+        # Built outside inference mode and kept only when real (not meta, fake or inference tensors), so that a
+        # forward under from_pretrained's meta device, a compiler trace or torch.inference_mode leaves nothing behind
+        # that a later forward (or backward) could not use.
+        with torch.inference_mode(False), torch.no_grad():
             _, up_h, _, up_w = blur_matrices(
                 self.height, self.width, self.factor_h, self.factor_w, self.interpolation, device=device, dtype=dtype
             )
-            self._upsampling_cache[key] = (up_h, up_w)  # (h, h'), (w, w')
-        return self._upsampling_cache[key]
+        if _is_cacheable(up_h) and _is_cacheable(up_w):
+            self._upsampling_cache[key] = (up_h, up_w)
+        return up_h, up_w  # (h, h'), (w, w')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         upsample_h = self.reduced_height != self.height
@@ -497,9 +504,8 @@ def _topographic_sheets(
     interpolation: str | None,
 ) -> tuple[list[CorticalSheet], str]:
     """The sheets of the layers to downsample, validated for the factors, and the interpolation mode to use."""
-    record = getattr(model.config, TOPOGRAPHY_KEY, None)
-    if isinstance(record, dict):
-        topo = TopoConfig.from_dict(record)
+    if getattr(model.config, TOPOGRAPHY_KEY, None) is not None:  # a malformed record raises rather than being ignored
+        topo = TopoConfig.from_pretrained(model.config)
         if target_modules is not None:  # other layers than the trained ones: their sheets are re-derived
             topo = replace(topo, target_modules=target_modules, watch_modules=None, layers=None)
     else:

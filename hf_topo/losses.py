@@ -14,8 +14,8 @@ largest layer, and forward+backward is an order of magnitude faster than the ref
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -38,17 +38,18 @@ def _interpolation_kwargs(mode: str) -> dict:
 
 
 def _probe(height: int, width: int, along_height: bool) -> torch.Tensor:
-    """(1, n, height, width) float64 batch of unit vectors along one axis, constant along the other."""
+    """(1, n, height, width) float64 CPU batch of unit vectors along one axis, constant along the other."""
+    # device="cpu" explicitly: under `with torch.device("meta")` (transformers' from_pretrained) or another default
+    # device, a factory function without one would build placeholders or tensors on that device.
     if along_height:
-        probe = torch.eye(height, dtype=torch.float64)[:, :, None].expand(height, height, width)
+        probe = torch.eye(height, dtype=torch.float64, device="cpu")[:, :, None].expand(height, height, width)
     else:
-        probe = torch.eye(width, dtype=torch.float64)[:, None, :].expand(width, height, width)
+        probe = torch.eye(width, dtype=torch.float64, device="cpu")[:, None, :].expand(width, height, width)
     return probe.unsqueeze(0).contiguous()
 
 
-@functools.lru_cache(maxsize=256)
-def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float, mode: str):
-    """(down_h, up_h, down_w, up_w) in float64, read off F.interpolate applied to identity probes."""
+def _build_blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float, mode: str):
+    """(down_h, up_h, down_w, up_w) in float64 on the CPU, read off F.interpolate applied to identity probes."""
     kwargs = _interpolation_kwargs(mode)
     # Probe along height: channel c holds the unit vector e_c along height, constant along width.
     # Every mode is separable and its weights sum to one, so the output is down_h[:, c] along height.
@@ -64,6 +65,37 @@ def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float
     up_h = F.interpolate(probe_h, size=(height, width), mode=mode, **kwargs)[0, :, :, 0].T.contiguous()  # (h, h')
     up_w = F.interpolate(probe_w, size=(height, width), mode=mode, **kwargs)[0, :, 0, :].T.contiguous()  # (w, w')
     return down_h, up_h, down_w, up_w
+
+
+def _is_cacheable(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds real data that any later context may use: not a meta placeholder, not a tensor
+    subclass (fake tensors of a compiler trace, DTensor, ...), not an inference-mode tensor (autograd refuses those)."""
+    return type(tensor) is torch.Tensor and not tensor.is_meta and not tensor.is_inference()
+
+
+# (height, width, factor_h, factor_w, mode) -> (down_h, up_h, down_w, up_w), float64 on the CPU. Only real CPU
+# tensors are cached, so that no entry depends on the device, mode or trace it was first computed under.
+_BLUR_CACHE: dict[tuple[int, int, float, float, str], tuple[torch.Tensor, ...]] = {}
+_BLUR_CACHE_SIZE = 256
+_BLUR_CACHE_LOCK = threading.Lock()
+
+
+def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float, mode: str):
+    """The cached float64 CPU matrices of one geometry (never to be modified in place: callers get copies)."""
+    key = (height, width, factor_h, factor_w, mode)
+    with _BLUR_CACHE_LOCK:
+        cached = _BLUR_CACHE.get(key)
+    if cached is not None:
+        return cached
+    # Outside inference mode and without autograd, so that the matrices can enter any later graph.
+    with torch.inference_mode(False), torch.no_grad():
+        mats = _build_blur_matrices_f64(height, width, factor_h, factor_w, mode)
+    if all(_is_cacheable(m) and m.device.type == "cpu" for m in mats):
+        with _BLUR_CACHE_LOCK:
+            if len(_BLUR_CACHE) >= _BLUR_CACHE_SIZE:
+                _BLUR_CACHE.pop(next(iter(_BLUR_CACHE)))  # the oldest geometry
+            _BLUR_CACHE[key] = mats
+    return mats
 
 
 def _check_blur_arguments(height: int, width: int, factor_h: float, factor_w: float, mode: str) -> None:
@@ -94,11 +126,13 @@ def blur_matrices(
 
     ``down_h`` is ``(h', h)``, ``up_h`` is ``(h, h')`` (likewise for width) with ``h' = floor(h / factor_h)``,
     so that ``blur(C) = up_h · down_h · C · down_wᵀ · up_wᵀ`` along the two sheet axes, equal to
-    ``F.interpolate(F.interpolate(C, scale_factor=(1/φh, 1/φw)), size=(h, w))``.
+    ``F.interpolate(F.interpolate(C, scale_factor=(1/φh, 1/φw)), size=(h, w))``. They are fresh tensors on
+    ``device`` (the CPU when ``None``, whatever default-device context is active) in ``dtype``.
     """
     _check_blur_arguments(height, width, factor_h, factor_w, interpolation)
     mats = _blur_matrices_f64(int(height), int(width), float(factor_h), float(factor_w), interpolation)
-    return tuple(m.to(device=device, dtype=dtype) for m in mats)
+    # Copies (also for float64 on the CPU): the cached matrices are never handed out to be modified in place.
+    return tuple(m.to(device=device, dtype=dtype, copy=True) for m in mats)
 
 
 # A working chunk is a float32 contiguous slice of the sheet's depth in the sheet's own axis order: ``(h, w, depth)``

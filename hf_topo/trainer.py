@@ -1,6 +1,6 @@
 """``TopoTrainer``: ``transformers.Trainer`` with TopoLoss added to the training objective.
 
-The trainer changes three hooks and keeps the rest stock (accelerate, checkpoints, callbacks, resuming):
+The trainer changes a few well-known hooks and keeps the rest stock (accelerate, checkpoints, callbacks, resuming):
 
 * ``compute_loss`` adds ``τ · topo_loss`` once per optimizer step, scaled so that its gradient weighs exactly τ
   whatever the gradient accumulation, number of processes and ``average_tokens_across_devices``. Weight-based
@@ -8,6 +8,10 @@ The trainer changes three hooks and keeps the rest stock (accelerate, checkpoint
   Activation Similarity, which reads the layers' outputs of each batch, on every micro-batch with weight
   ``τ / n_micro_batches``, so an optimizer step again carries ``τ`` times the mean regularizer;
 * ``log`` adds ``topo_loss`` (unscaled), ``task_loss``, the current ``tau`` and ``topo_loss/<layer>`` values;
+* ``evaluation_loop`` adds ``eval_topo_loss``, the regularizer's value on the model without gradients (Activation
+  Similarity: on the first evaluation batch); ``hyperparameter_search`` keeps ``eval_loss`` as its default objective;
+* ``train`` re-reads the topo settings from ``self.args`` (``hyperparameter_search`` sets each trial's values there),
+  so every trial trains with its own τ;
 * ``save_model`` writes the topographic setup into ``config.json`` (key ``"topography"``) on every save;
 * ``create_model_card`` writes hf_topo's TopoNet card (``README.md`` + ``figures/``), which ``push_to_hub`` uploads.
 """
@@ -26,9 +30,12 @@ from .config import TopoConfig
 from .distributed import check_activation_checkpointing
 from .topo_loss import TopoLoss
 
-__all__ = ["TopoTrainingArguments", "TopoTrainer"]
+__all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS"]
 
 logger = logging.getLogger(__name__)
+
+#: Hub tags that TopoTrainer adds to the model (``model.add_model_tags``), so that pushed model cards carry them.
+MODEL_TAGS = ["hf_topo", "topographic"]
 
 
 @dataclass
@@ -130,8 +137,8 @@ def _check_stored_topography(model, topo_config: TopoConfig) -> None:
     change of topographic setup is said out loud."""
     from .config import TOPOGRAPHY_KEY
 
-    if not isinstance(getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None), dict):
-        return
+    if getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None) is None:
+        return  # a new model (a malformed record is not skipped: from_pretrained says what is wrong with it)
     stored = TopoConfig.from_pretrained(model)
     keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
     changed = [k for k in keys if getattr(stored, k) != getattr(topo_config, k)]
@@ -142,6 +149,13 @@ def _check_stored_topography(model, topo_config: TopoConfig) -> None:
             ", ".join(f"{k}={getattr(stored, k)!r}" for k in changed),
             ", ".join(f"{k}={getattr(topo_config, k)!r}" for k in changed),
         )
+
+
+def _objective_without_topo_loss(metrics: dict[str, float]) -> float:
+    """transformers' default objective of a hyperparameter search, computed without `eval_topo_loss`."""
+    from transformers.trainer_utils import default_compute_objective
+
+    return default_compute_objective({k: v for k, v in metrics.items() if not k.endswith("_topo_loss")})
 
 
 class TopoTrainer(Trainer):
@@ -158,11 +172,18 @@ class TopoTrainer(Trainer):
     so that its gradient is exactly `τ · ∇topo_loss` per optimizer step. The model's `config.topography` is
     written on every save. Under DDP, FSDP2 and DeepSpeed ZeRO-1/2/3 the regularizer is the same as on one device
     (see `hf_topo.distributed` for how sharded weights are read); FSDP1 is refused.
+
+    Topo settings taken from `TopoTrainingArguments` are read again from `self.args` when training starts, so a
+    `hyperparameter_search` over `tau` (or any `topo_*` field) trains each trial with its own values. `evaluate()`
+    reports `eval_topo_loss`. The model gets the Hub tags `hf_topo` and `topographic` (`model.add_model_tags`).
     """
 
     def __init__(
         self, model=None, args: TrainingArguments | None = None, topo_config: TopoConfig | None = None, **kwargs
     ):
+        # Settings read from `args` follow later changes of `args` (a hyperparameter search sets each trial's there);
+        # an explicit `topo_config` is fixed.
+        self._topo_config_from_args = topo_config is None
         if topo_config is None:
             if not isinstance(args, TopoTrainingArguments):
                 raise TypeError(
@@ -175,6 +196,7 @@ class TopoTrainer(Trainer):
             self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
             _check_stored_topography(model, topo_config)
         super().__init__(model=model, args=args, **kwargs)
+        self._add_model_tags()
         if self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2:
             raise ValueError(
                 "TopoTrainer needs FSDP2 under FSDP: FSDP1 keeps the weights as flattened shards that TopoLoss cannot "
@@ -188,13 +210,40 @@ class TopoTrainer(Trainer):
         self._topo_count = 0
         self._topo_layer_names: list[str] = []
         self._topo_target_mask: torch.Tensor | None = None
+        self._topo_eval_inputs: dict | None = None  # the first batch of an evaluation loop (Activation Similarity)
 
     def train(self, *args, **kwargs):
         # A new run (or a resume on this same trainer) starts without a TopoLoss evaluation for its first step.
         self._topo_last_step = -1
         self._topo_setup_checked = False
         self._topo_sums, self._topo_count = None, 0
+        self._refresh_topo_config()
         return super().train(*args, **kwargs)
+
+    def _refresh_topo_config(self) -> bool:
+        """Re-read the topo settings from `self.args` and rebuild the `TopoLoss` if they changed; returns whether they did.
+
+        `Trainer.hyperparameter_search` writes each trial's values (e.g. `tau`) into `self.args` inside
+        `Trainer.train`, after the model is (re)built: the trainer calls this at the start of `train()` and again on
+        the first training step. A `topo_config` passed to the constructor is fixed and never replaced.
+        """
+        if not (self._topo_config_from_args and isinstance(self.args, TopoTrainingArguments)):
+            return False
+        config = self.args.topo_config()  # validates values set behind __post_init__'s back
+        if config == self.topo_config:
+            return False
+        logger.info("Topo settings changed in the training arguments: now %s", config)
+        self.topo_config = config
+        self.topo_loss = TopoLoss(config)
+        if self.model is not None:
+            self.topo_loss.layers(self.model)  # fail now on a pattern that matches nothing or a bad sheet
+        self._topo_sums, self._topo_count = None, 0
+        return True
+
+    def _add_model_tags(self) -> None:
+        # A PEFT model forwards add_model_tags to the transformers model it wraps, whose tags its adapter card reads.
+        if self.model is not None and hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(MODEL_TAGS)
 
     # ---- the objective -------------------------------------------------------------------------------------------
 
@@ -206,11 +255,12 @@ class TopoTrainer(Trainer):
         """Factor `Trainer.training_step` applies to what `compute_loss` returns before backward.
 
         Mirrors transformers 5.x: the loss is divided by the number of accumulation steps of this optimizer
-        step unless it is already normalized over the whole accumulated batch (model that accepts loss kwargs
-        and a known `num_items_in_batch`, or a `compute_loss_func`). DDP then averages gradients over processes,
-        which leaves a term that every process adds identically unchanged.
+        step unless it is already normalized over the whole accumulated batch (`loss_is_scaled_for_ga` when set,
+        else a model that accepts loss kwargs and a known `num_items_in_batch`, or a `compute_loss_func`). DDP then
+        averages gradients over processes, which leaves a term that every process adds identically unchanged.
         """
-        if self.loss_is_scaled_for_ga is not None:
+        # Trainer.loss_is_scaled_for_ga exists from transformers 5.19 on; before, training_step used the rule below.
+        if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             scaled_for_ga = self.loss_is_scaled_for_ga
         else:
             scaled_for_ga = (
@@ -219,7 +269,11 @@ class TopoTrainer(Trainer):
         return 1.0 if scaled_for_ga else 1.0 / self.current_gradient_accumulation_steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and not self._topo_setup_checked:  # the Trainer has enabled checkpointing by now
+        if model.training and not self._topo_setup_checked:
+            # By now the Trainer has built the trial's model (model_init), set the trial's values on self.args
+            # (hyperparameter_search) and enabled activation checkpointing.
+            self._refresh_topo_config()
+            self._add_model_tags()
             check_activation_checkpointing(
                 self.model, self.topo_config.loss, self.args.world_size, self.topo_config.tau
             )
@@ -310,6 +364,49 @@ class TopoTrainer(Trainer):
             self._topo_sums.zero_()
             self._topo_count = 0
         super().log(logs, start_time)
+
+    # ---- evaluation ------------------------------------------------------------------------------------------------
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ):
+        """`Trainer.evaluation_loop` plus `<prefix>_topo_loss`: the regularizer's value (mean over the target layers,
+        not multiplied by τ) on the model, without gradients. Activation Similarity is measured on the first batch
+        of the loop (that process's, under data parallelism); the weight-based losses need no batch."""
+        self._refresh_topo_config()
+        self._topo_eval_inputs = None
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        inputs, self._topo_eval_inputs = self._topo_eval_inputs, None
+        if not self.topo_loss.needs_activations or inputs is not None:
+            value, _ = self.topo_loss.evaluate(self.model, inputs)
+            output.metrics[f"{metric_key_prefix}_topo_loss"] = value.item()
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.topo_loss.needs_activations and self._topo_eval_inputs is None:
+            self._topo_eval_inputs = self._prepare_inputs(inputs)  # the batch Activation Similarity is measured on
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def hyperparameter_search(self, hp_space=None, compute_objective=None, *args, **kwargs):
+        """`Trainer.hyperparameter_search`, whose default objective stays the evaluation loss.
+
+        The stock default objective is `eval_loss` only when `evaluate()` reports no other metric, else the sum of
+        all metrics; `eval_topo_loss` would turn it into the topographic loss. Pass `compute_objective` to choose.
+        """
+        if compute_objective is None:
+            compute_objective = _objective_without_topo_loss
+        return super().hyperparameter_search(hp_space, compute_objective, *args, **kwargs)
 
     # ---- saving ----------------------------------------------------------------------------------------------------
 

@@ -173,3 +173,106 @@ def test_metadata_of_another_model_is_refused(tmp_path, make_gpt2):
         TopoLoss(stored).layers(make_gpt2(n_layer=1))
     # The same metadata on the matching model is fine.
     assert len(TopoLoss(stored).layers(make_gpt2(n_embd=32, seed=5))) == 2
+
+
+# ---- malformed records: each says what is wrong, never that the record is missing ---------------------------------
+
+
+def _record():
+    return TopoConfig(tau=2.0).to_dict(step=3)
+
+
+def _drop(*keys):
+    return lambda r: {k: v for k, v in r.items() if k not in keys}
+
+
+def _set(**changes):
+    return lambda r: r | changes
+
+
+def _set_layer(**changes):
+    def edit(record):
+        record["layers"] = {
+            "transformer.h.0.mlp.c_fc": {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32}
+        }
+        record["layers"]["transformer.h.0.mlp.c_fc"].update(changes)
+        return record
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: "laplacian_pyramid", r"record of .* is malformed: it is a string, expected a JSON object"),
+        (lambda r: [r], r"is malformed: it is a list, expected a JSON object"),
+        (lambda r: 1.0, r"is malformed: it is a number, expected a JSON object"),
+        (_drop("schema_version"), r"is malformed: it has no schema_version"),
+        (_drop("tau", "layers"), r"is malformed: it lacks \['tau', 'layers'\], which every schema_version 2 record"),
+        (_drop("distance"), r"lacks \['distance'\], which every schema_version 2 record holds"),
+        (_set(schema_version=0), r"is malformed: schema_version=0 is not a schema version of hf_topo \(1 to 2\)"),
+        (_set(schema_version="2"), r"is malformed: schema_version='2' is not a schema version"),
+        (_set(schema_version=True), r"is malformed: schema_version=True is not a schema version"),
+        (_set(schema_version=7), r"has schema_version=7, newer than this hf_topo understands \(2\)\. Upgrade"),
+        (_set(library="another_lib"), r"is malformed: it was written by library='another_lib', not hf_topo"),
+        (_set(tau="2"), r"is malformed: tau is a string, expected a number or an object"),
+        (_set(tau={"value": None, "schedule": []}), r"is malformed: tau.value=None is not a number"),
+        (_set(tau={"value": 2.0, "schedule": "warmup:3"}), r"tau.schedule is a string, expected a list of phases"),
+        (_set(tau={"value": -2.0}), r"is malformed: tau=-2.0 must be a finite number >= 0"),
+        (_set(factor_h="3"), r"is malformed: factor_h is a string, expected a number"),
+        (_set(factor_w=0.5), r"is malformed: factor_w=0.5 must be a finite number >= 1"),
+        (_set(interpolation=None), r"is malformed: interpolation is null, expected a string"),
+        (_set(neighbourhood=1.5), r"is malformed: neighbourhood is a number, expected an integer"),
+        (_set(target_modules=7), r"is malformed: target_modules=7 is not a regex string or a list of name suffixes"),
+        (_set(target_modules=[]), r"target_modules=\[\] is not a regex string"),
+        (_set(watch_modules=[1]), r"watch_modules=\[1\] is not null, a regex string"),
+        (_set(sheet_shape=8), r"is malformed: sheet_shape=8 is not null or \[height, width\]"),
+        (_set(inferred="no"), r"is malformed: inferred is a string, expected a boolean"),
+        (_set(finetuning={"method": "lora"}), r"is malformed: finetuning is not null or a list of objects"),
+        (_set(layers=["transformer.h.0.mlp.c_fc"]), r"is malformed: layers is a list, expected an object mapping"),
+        (_set_layer(height="8"), r"is malformed: layers\['transformer.h.0.mlp.c_fc'\].height='8' is not a positive"),
+        (_set_layer(depth=0), r"layers\['transformer.h.0.mlp.c_fc'\].depth=0 is not a positive integer"),
+        (_set_layer(role="both"), r"layers\['transformer.h.0.mlp.c_fc'\].role='both' is neither 'target' nor"),
+    ],
+)
+def test_malformed_record_gets_its_own_error(tmp_path, tiny_gpt2, edit, message):
+    tiny_gpt2.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    data = json.loads(config_file.read_text())
+    data[TOPOGRAPHY_KEY] = edit(_record())
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as raised:
+        TopoConfig.from_pretrained(tmp_path)
+    assert "has no 'topography' metadata" not in str(raised.value)
+    assert str(tmp_path) in str(raised.value)  # names the model it read
+    with pytest.raises(ValueError, match=message):
+        TopoConfig.from_pretrained(AutoConfig.from_pretrained(tmp_path))
+
+
+def test_malformed_layer_without_a_sheet_key(tmp_path, tiny_gpt2):
+    record = _set_layer()(_record())
+    del record["layers"]["transformer.h.0.mlp.c_fc"]["width"]
+    with pytest.raises(
+        ValueError, match=r"is malformed: layers\['transformer.h.0.mlp.c_fc'\] lacks the key 'width' \(a sheet has"
+    ):
+        TopoConfig.from_dict(record, source="a model")
+
+
+def test_records_of_schema_version_1_still_load():
+    record = _drop("distance", "neighbourhood")(_record()) | {"schema_version": 1}
+    config = TopoConfig.from_dict(record)
+    assert config.tau == 2.0 and (config.distance, config.neighbourhood) == ("correlation", 1)
+
+
+def test_malformed_adapter_record(tmp_path):
+    from hf_topo.config import TOPOGRAPHY_FILE
+
+    (tmp_path / TOPOGRAPHY_FILE).write_text("null")
+    with pytest.raises(ValueError, match=r"topography.json is malformed: it is null, expected a JSON object"):
+        TopoConfig.from_pretrained(tmp_path)
+    (tmp_path / TOPOGRAPHY_FILE).write_text('{"schema_version": 2, "tau": ')
+    with pytest.raises(ValueError, match=r"topography.json is not valid JSON .*re-save the adapter"):
+        TopoConfig.from_pretrained(tmp_path)
+    (tmp_path / TOPOGRAPHY_FILE).write_text(json.dumps(_drop("target_modules")(_record())))
+    with pytest.raises(ValueError, match=r"topography.json is malformed: it lacks \['target_modules'\]"):
+        TopoConfig.from_pretrained(tmp_path)

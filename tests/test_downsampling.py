@@ -3,10 +3,13 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _scripts import offline_env
 from conftest import build_causal_lm
 from torch import nn
 from transformers import (
@@ -355,3 +358,112 @@ def test_from_config_builds_an_initialized_downsampled_model(tiny_gpt2):
     assert torch.isfinite(layer.weight).all() and 0.01 < layer.weight.std().item() < 0.03  # normal(0, 0.02)
     assert torch.equal(layer.bias, torch.zeros(128))
     assert parameter_count(fresh) == config.topographic_downsampling["parameter_count"]
+
+
+# ---- fresh processes: nothing may depend on what the test process computed before ---------------------------------
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import json, sys
+import torch
+import hf_topo  # registers the downsampled classes: no other hf_topo call before from_pretrained
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    logits = model(ids).logits
+generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, pad_token_id=0)
+print(json.dumps({"class": type(model).__name__, "logits": logits.tolist(), "generated": generated.tolist()}))
+"""
+
+
+def _run_python(code: str, *argv: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], env=offline_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("family_model", ["gpt2", "llama"], indirect=True)
+def test_saved_model_loads_forwards_and_generates_in_a_fresh_process(family_model, tmp_path):
+    # Regression: transformers builds the model under a meta-device context, and the blur matrices memoized there were
+    # meta placeholders, so the first forward of a freshly loaded model raised "Cannot copy out of meta tensor".
+    small = downsample_model(family_model, 2).eval()
+    small.save_pretrained(tmp_path)
+    ids = tokens(1, 6)
+    with torch.no_grad():
+        logits = small(ids).logits
+    generated = small.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, pad_token_id=0
+    )
+    result = json.loads(_run_python(_LOAD_IN_A_FRESH_PROCESS, str(tmp_path), json.dumps(ids.tolist())).stdout)
+    assert result["class"] == type(small).__name__
+    torch.testing.assert_close(torch.tensor(result["logits"]), logits, rtol=1e-5, atol=1e-5)
+    assert result["generated"] == generated.tolist()
+
+
+def test_auto_classes_are_registered_by_import_hf_topo(tmp_path):
+    # `import hf_topo` alone must register every downsampled family (registering lazily, on first use of a submodule,
+    # would leave AutoModelForCausalLM.from_pretrained unable to resolve a saved model's model_type).
+    code = """
+import json
+import hf_topo
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+found = {}
+for model_type in json.loads(__import__("sys").argv[1]):
+    config_class = CONFIG_MAPPING[model_type]
+    found[model_type] = [config_class.__name__, AutoModelForCausalLM._model_mapping[config_class].__name__]
+print(json.dumps(found))
+"""
+    from hf_topo.downsampling import DOWNSAMPLED_MODEL_CLASSES
+
+    expected = {
+        config_class.model_type: [config_class.__name__, model_class.__name__]
+        for _, config_class, model_class in DOWNSAMPLED_MODEL_CLASSES.values()
+    }
+    assert len(expected) == 6
+    assert json.loads(_run_python(code, json.dumps(sorted(expected))).stdout) == expected
+
+
+def test_blur_matrices_do_not_remember_the_device_context_they_were_made_in():
+    from hf_topo.losses import _BLUR_CACHE, blur_matrices
+
+    geometry = (7, 11, 1.7, 2.3)  # used by no other test, so the first call below fills its cache entry
+    assert not any(key[:4] == geometry for key in _BLUR_CACHE)
+    with torch.device("meta"):
+        under_meta = blur_matrices(*geometry)
+        assert all(m.device.type == "cpu" for m in under_meta)  # CPU unless asked otherwise, whatever the context
+        assert all(m.is_meta for m in blur_matrices(*geometry, device="meta"))
+    outside = blur_matrices(*geometry)
+    assert all(torch.equal(a, b) for a, b in zip(under_meta, outside, strict=True))
+    probe = torch.eye(7)[None, :, :, None].expand(1, 7, 7, 11)
+    expected = F.interpolate(probe, scale_factor=(1 / 1.7, 1 / 2.3), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(outside[0], expected[0, :, :, 0].T)  # down_h, read off F.interpolate itself
+    with torch.inference_mode():
+        blur_matrices(5, 13, 1.7, 2.3)
+    for mats in _BLUR_CACHE.values():
+        assert all(type(m) is torch.Tensor and m.device.type == "cpu" and not m.is_inference() for m in mats)
+    outside[0].zero_()  # callers get copies: the cache is unharmed
+    assert torch.equal(blur_matrices(*geometry)[0], under_meta[0])
+
+
+def test_layer_trains_after_a_forward_under_inference_mode():
+    # The layer's upsampling matrices are cached per (device, dtype); ones made under torch.inference_mode would be
+    # inference tensors, which autograd refuses to save for a later training forward.
+    layer = TopoDownsampledLinear.from_layer(make_layer("Linear", 16, 120), 2)
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        expected = layer(x)
+    out = layer(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out.detach(), expected)
+    assert layer.weight.grad.abs().sum() > 0
+
+
+def test_malformed_topography_record_is_not_taken_for_a_missing_one(tiny_gpt2):
+    tiny_gpt2.config.topography = ["mlp.c_fc"]  # not what hf_topo writes: no silent most-square fallback
+    with pytest.raises(ValueError, match=r"'topography' record of GPT2Config is malformed: it is a list"):
+        downsample_model(tiny_gpt2, 2)

@@ -6,6 +6,7 @@ weights after a few steps are a deterministic function of the gradients and can 
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -13,7 +14,14 @@ from _training import training_args as _args
 from _training import weights as _weights
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, GPT2LMHeadModel, HfArgumentParser, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2LMHeadModel,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
 
@@ -104,13 +112,16 @@ def test_one_topoloss_evaluation_per_optimizer_step(tmp_path, token_dataset, mak
     real_compute = trainer.topo_loss.compute
 
     def counting_compute(*args, **kwargs):  # the real computation, counted
-        calls.append(trainer.state.global_step)
+        calls.append((trainer.state.global_step, trainer.model.training))
         return real_compute(*args, **kwargs)
 
     trainer.topo_loss.compute = counting_compute
     trainer.train()
-    assert calls == [0, 1, 2]  # once per optimizer step, never during the evaluations after each step
-    assert sum("eval_loss" in h for h in trainer.state.log_history) == 3
+    # Training: once per optimizer step, never during the evaluation loss of each micro-batch. Evaluation: once per
+    # evaluation (eval_topo_loss), after its loop.
+    assert [step for step, training in calls if training] == [0, 1, 2]
+    assert [step for step, training in calls if not training] == [1, 2, 3]
+    assert sum("eval_loss" in h and "eval_topo_loss" in h for h in trainer.state.log_history) == 3
 
 
 @pytest.mark.parametrize("accumulation, loss_kwargs", [(1, True), (4, True), (4, False)])
@@ -383,3 +394,161 @@ def test_peft_model_saves_its_topography_next_to_the_adapter(tmp_path, token_dat
     assert (tmp_path / "adapter_model.safetensors").exists() and not (tmp_path / "config.json").exists()
     loaded = TopoConfig.from_pretrained(tmp_path)
     assert loaded.tau == 3.0 and set(loaded.layers) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
+
+
+# ---- hyperparameter search, evaluation, tags, transformers versions -----------------------------------------------
+
+
+class _TrialLogs(TrainerCallback):
+    """Every training log of every trial, with the trial's parameters as the Trainer recorded them."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.logs.append((dict(state.trial_params or {}), state.global_step, dict(logs)))
+
+
+def test_hyperparameter_search_trains_each_trial_with_its_own_tau(tmp_path, token_dataset, make_gpt2):
+    optuna = pytest.importorskip("optuna")  # in the `test` extra
+    taus = [1.0, 7.0]
+    recorder = _TrialLogs()
+    trainer = TopoTrainer(
+        model_init=lambda: make_gpt2(),
+        args=_args(tmp_path, max_steps=2, tau=taus[0], per_device_train_batch_size=8),
+        train_dataset=token_dataset(64),
+        eval_dataset=token_dataset(16, seed=2),
+        callbacks=[recorder],
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {"tau": trial.suggest_categorical("tau", taus)},
+        backend="optuna",
+        n_trials=2,
+        sampler=optuna.samplers.GridSampler({"tau": taus}, seed=0),
+    )
+    by_tau = {}
+    for params, step, log in recorder.logs:
+        by_tau.setdefault(params["tau"], {})[step] = log
+    assert sorted(by_tau) == taus and all(sorted(logs) == [1, 2] for logs in by_tau.values())
+    for tau, logs in by_tau.items():
+        for log in logs.values():
+            assert log["tau"] == tau  # the τ the trial's steps used
+            assert log["task_loss"] + tau * log["topo_loss"] == pytest.approx(log["loss"], rel=1e-6)
+    # Same initial model and batches: the first step differs only by the topographic term, (7 − 1)·topo_loss.
+    first, second = by_tau[1.0][1], by_tau[7.0][1]
+    assert first["topo_loss"] == pytest.approx(second["topo_loss"], rel=1e-6)
+    assert first["task_loss"] == pytest.approx(second["task_loss"], rel=1e-5)
+    assert second["loss"] - first["loss"] == pytest.approx(6.0 * first["topo_loss"], rel=1e-4)
+    # The objective is the evaluation loss (eval_topo_loss is reported but not summed into it).
+    assert float(best.hyperparameters["tau"]) in taus and 2 < best.objective < math.log(64) + 1
+
+
+def test_evaluate_reports_the_topo_loss(tmp_path, token_dataset, make_gpt2):
+    model = make_gpt2()
+    trainer = TopoTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8),
+        train_dataset=token_dataset(64),
+        eval_dataset=token_dataset(16, seed=2),
+    )
+    before = trainer.evaluate()
+    assert before["eval_topo_loss"] == pytest.approx(TopoLoss(TopoConfig())(make_gpt2()).item(), rel=1e-6)
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_topo_loss"] == pytest.approx(TopoLoss(TopoConfig())(model).item(), rel=1e-6)
+    assert after["eval_topo_loss"] < before["eval_topo_loss"]  # τ = 5 smoothed the sheets
+    logged = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert logged[0]["step"] == 2 and logged[0]["eval_topo_loss"] == pytest.approx(after["eval_topo_loss"])
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.parameters())  # measured without gradients
+    assert trainer.predict(token_dataset(8, seed=3)).metrics["test_topo_loss"] == after["eval_topo_loss"]
+
+
+def test_evaluate_measures_activation_similarity_on_the_first_batch(tmp_path, token_dataset, make_gpt2):
+    model = make_gpt2()
+    eval_data = token_dataset(16, seed=2)
+    trainer = TopoTrainer(
+        model=model,
+        args=_args(tmp_path, topo_loss_type="activation_similarity", per_device_eval_batch_size=4),
+        train_dataset=token_dataset(64),
+        eval_dataset=eval_data,
+    )
+    metrics = trainer.evaluate()
+    first_batch = {"input_ids": torch.tensor(eval_data["input_ids"][:4])}
+    expected, _ = TopoLoss(TopoConfig(loss="activation_similarity")).evaluate(model, first_batch)
+    assert metrics["eval_topo_loss"] == pytest.approx(expected.item(), rel=1e-6)
+    second_batch = {"input_ids": torch.tensor(eval_data["input_ids"][4:8])}
+    other, _ = TopoLoss(TopoConfig(loss="activation_similarity")).evaluate(model, second_batch)
+    assert abs(other.item() - expected.item()) > 1e-6  # the comparison above does depend on which batch
+
+
+def test_trainer_tags_the_model_for_the_hub(tmp_path, token_dataset, make_gpt2):
+    model = make_gpt2()
+    model.add_model_tags(["mine"])
+    TopoTrainer(model=model, args=_args(tmp_path / "plain"), train_dataset=token_dataset(16))
+    assert model.model_tags == ["mine", "hf_topo", "topographic"]
+
+    peft_model = get_peft_model(make_gpt2(), LoraConfig(r=2, target_modules=["c_fc"], fan_in_fan_out=True))
+    trainer = TopoTrainer(
+        model=peft_model, args=_args(tmp_path / "lora", max_steps=1), train_dataset=token_dataset(16)
+    )
+    assert peft_model.get_base_model().model_tags == ["hf_topo", "topographic"]
+    trainer.train()
+    trainer.save_model()
+    card = (tmp_path / "lora" / "README.md").read_text()  # PEFT's adapter card
+    header = card.split("---")[1]
+    assert "- hf_topo" in header and "- topographic" in header
+
+
+def test_trainer_tags_models_built_by_model_init(tmp_path, token_dataset, make_gpt2):
+    built = []
+
+    def model_init():
+        built.append(make_gpt2())
+        return built[-1]
+
+    trainer = TopoTrainer(model_init=model_init, args=_args(tmp_path, max_steps=1), train_dataset=token_dataset(16))
+    trainer.train()
+    assert len(built) == 2 and all(m.model_tags == ["hf_topo", "topographic"] for m in built)
+
+
+def test_changed_arguments_are_read_again_at_train(tmp_path, token_dataset, make_gpt2):
+    trainer = _trainer(tmp_path, token_dataset(64), make_gpt2(), max_steps=1)
+    trainer.args.tau = 2.0
+    trainer.args.topo_target_modules = ["h.1.mlp.c_fc"]
+    trainer.train()
+    log = _step_logs(trainer)[1]
+    assert log["tau"] == 2.0 and [k for k in log if k.startswith("topo_loss/")] == ["topo_loss/h.1.mlp.c_fc"]
+    assert trainer.topo_config == trainer.args.topo_config()
+    trainer.args.tau = -1.0  # set behind __post_init__'s back: validated when read
+    with pytest.raises(ValueError, match=r"tau=-1.0 must be a finite number >= 0"):
+        trainer.train()
+    # An explicit topo_config is never replaced by the arguments.
+    fixed = TopoTrainer(
+        model=make_gpt2(),
+        args=_args(tmp_path / "fixed", max_steps=1, tau=9.0),
+        topo_config=TopoConfig(tau=3.0),
+        train_dataset=token_dataset(64),
+    )
+    fixed.train()
+    assert _step_logs(fixed)[1]["tau"] == 3.0
+
+
+def test_gradient_accumulation_scaling_without_loss_is_scaled_for_ga(tmp_path, token_dataset, make_gpt2, monkeypatch):
+    # transformers < 5.19 has no Trainer.loss_is_scaled_for_ga: the trainer then applies the rule training_step had.
+    trainer = _trainer(tmp_path, token_dataset(64), make_gpt2(), gradient_accumulation_steps=4)
+    trainer.current_gradient_accumulation_steps = 4
+    monkeypatch.delattr(Trainer, "loss_is_scaled_for_ga")
+    assert not hasattr(trainer, "loss_is_scaled_for_ga")
+    assert trainer.model_accepts_loss_kwargs
+    assert trainer._loss_scaling_for_backward(num_items_in_batch=torch.tensor(64)) == 1.0
+    assert trainer._loss_scaling_for_backward(num_items_in_batch=None) == 0.25
+    trainer.model_accepts_loss_kwargs = False
+    assert trainer._loss_scaling_for_backward(num_items_in_batch=torch.tensor(64)) == 0.25
+
+
+def test_malformed_stored_topography_is_refused(tmp_path, token_dataset, make_gpt2):
+    model = make_gpt2()
+    model.config.topography = TopoConfig().to_dict() | {"factor_h": "3"}
+    with pytest.raises(ValueError, match=r"'topography' record of .* is malformed: factor_h is a string"):
+        TopoTrainer(model=model, args=_args(tmp_path), train_dataset=token_dataset(16))
