@@ -20,6 +20,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, default_data_collator, set_seed
 
+from .checkpoints import resolve_checkpoint
 from .config import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, TopoConfig
 from .data import load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
@@ -107,6 +108,7 @@ def load_lora_corpus(args: LoraArguments, tokenizer) -> tuple[Dataset, Dataset]:
 def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> dict:
     """Fine-tune ``args.model_name_or_path`` with a LoRA adapter; returns the metrics written to
     ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after)."""
+    checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
@@ -139,7 +141,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     after = trainer.evaluate()
     topo_after = TopoLoss(topo)(model).item() if topo else None
 

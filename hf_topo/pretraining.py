@@ -18,6 +18,7 @@ import torch
 from transformers import default_data_collator, set_seed
 
 from .blimp import BlimpCallback, load_blimp
+from .checkpoints import resolve_checkpoint
 from .data import load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
 from .models import MODEL_PRESETS, build_model
 from .trainer import TopoTrainer, TopoTrainingArguments
@@ -120,10 +121,13 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     """Train, save and evaluate a TopoNet (τ = 0: its baseline); returns the metrics written to ``metrics.json``.
 
     Everything that can fail on bad input (arguments, data, BLiMP files, the output folder) is checked before the
-    first training step. The model, its tokenizer, ``trainer_state.json`` (the log history) and ``metrics.json``
+    first training step. ``resume_from_checkpoint`` may be ``true`` (the last checkpoint in ``output_dir``) or a
+    checkpoint folder; a fresh run into a folder that holds another run is refused (:func:`resolve_checkpoint`).
+    The model, its tokenizer, ``trainer_state.json`` (the log history) and ``metrics.json``
     (eval loss and perplexity, TopoLoss per layer, τ, BLiMP when asked) are saved to ``training_args.output_dir``.
     """
     _check_arguments(data_args, training_args)
+    checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
     set_seed(training_args.seed)
     raw = load_text_datasets(
         data_args.dataset_name,
@@ -181,7 +185,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     if blimp is not None:
         blimp_callback = BlimpCallback(trainer, data=blimp, batch_size=training_args.per_device_eval_batch_size)
         trainer.add_callback(blimp_callback)
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the full log history (loss, topo_loss, tau per logging step)
 

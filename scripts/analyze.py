@@ -6,7 +6,10 @@
 The code and every flag are in `hf_topo.cli.analyze` (`hf-topo analyze --help`).
 """
 
+import sys
+
 from hf_topo.cli.analyze import main
+from hf_topo.cli.arguments import run_command
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

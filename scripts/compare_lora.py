@@ -6,7 +6,10 @@
 The code and every flag are in `hf_topo.cli.compare_lora` (`hf-topo compare-lora --help`).
 """
 
+import sys
+
+from hf_topo.cli.arguments import run_command
 from hf_topo.cli.compare_lora import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -5,7 +5,10 @@
 The code and every flag are in `hf_topo.cli.convert_nanogpt` (`hf-topo convert-nanogpt --help`).
 """
 
+import sys
+
+from hf_topo.cli.arguments import run_command
 from hf_topo.cli.convert_nanogpt import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -5,7 +5,10 @@
 The code and every flag are in `hf_topo.cli.push` (`hf-topo push --help`).
 """
 
+import sys
+
+from hf_topo.cli.arguments import run_command
 from hf_topo.cli.push import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -220,3 +220,38 @@ def test_pretrain_streaming_needs_max_steps_and_a_validation_set(tmp_path):
     assert result.returncode != 0 and "set --max_steps" in result.stderr
     result = subprocess.run(cmd + ["--max_steps", "2"], env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "--validation_documents N" in result.stderr
+
+
+@pytest.mark.slow
+def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_path, corpus):
+    """A second run into the same folder never overwrites or mixes with the first; `--resume_from_checkpoint true`
+    continues from the folder's last checkpoint (as transformers' run_clm.py finds it) and ends where an
+    uninterrupted run ends."""
+    hf_topo_command = [sys.executable, "-m", "hf_topo.cli", "pretrain"]
+    base = [*hf_topo_command, "--train_file", corpus, *COMMON, "--tau", "2", "--save_steps", "2"]
+    base += ["--lr_scheduler_type", "constant"]  # the same schedule whether a run is planned for 2 or 4 steps
+    out = tmp_path / "run"
+    _run([*base, "--max_steps", "2", "--output_dir", str(out)], tmp_path)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("checkpoint-2/model.safetensors") in first
+
+    again = subprocess.run(
+        [*base, "--max_steps", "4", "--output_dir", str(out)], env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode != 0
+    assert (
+        "already holds a training run" in again.stderr
+        and "Traceback" not in again.stderr
+        and "--resume_from_checkpoint true" in again.stderr
+    )
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first  # untouched
+
+    # "interrupted" after step 2 of 4: the same command with 4 steps resumes from checkpoint-2
+    _run([*base, "--max_steps", "4", "--output_dir", str(out), "--resume_from_checkpoint", "true"], tmp_path)
+    full = tmp_path / "full"
+    _run([*base, "--max_steps", "4", "--output_dir", str(full)], tmp_path)
+    a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         print(f"hf-topo: unknown command {name!r}.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
+    from hf_topo.cli.arguments import run_command
+
     module = importlib.import_module(f"hf_topo.cli.{COMMANDS[name][0]}")
-    module.main(argv[1:], prog=f"hf-topo {name}")
-    return 0
+    return run_command(module.main, argv[1:], prog=f"hf-topo {name}")

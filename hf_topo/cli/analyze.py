@@ -24,7 +24,7 @@ import sys
 
 from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 
 #: The rows of the printed summary, in this order, when the report has them.
 SUMMARY_KEYS = ("perplexity", "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "blimp")
@@ -62,4 +62,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo analyze"))

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import transformers
@@ -130,3 +132,16 @@ def explicit_flags(dataclass_types, argv: list[str]) -> dict[str, Any]:
         raise ValueError(f"Unknown flags: {detail}.")
     given = [arg[2:].split("=")[0] for arg in argv if arg.startswith("--")]
     return {name: getattr(namespace, name) for name in given}
+
+
+def run_command(main: Callable, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run a command's ``main`` as a program: a refused input (``ValueError``, ``FileNotFoundError``) is printed as one
+    ``error:`` message on stderr with exit status 1, not as a traceback (``HF_TOPO_TRACEBACK=1`` shows it)."""
+    try:
+        main(argv, prog=prog)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("HF_TOPO_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"{prog or os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import AutoConfig
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.finetuning import LORA_TRAINING_DEFAULTS, LoraArguments, finetune_lora
 from hf_topo.trainer import TopoTrainingArguments
 
@@ -146,4 +146,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo compare-lora"))

@@ -45,7 +45,7 @@ from hf_topo.analysis import (
     load_text_blocks,
     regularizer_values,
 )
-from hf_topo.cli.arguments import explicit_flags, make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import explicit_flags, make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import LOSSES, TopoConfig
 from hf_topo.pretraining import DataArguments, ModelArguments, hold_out_lines, pretrain, small_cpu_recipe
 from hf_topo.trainer import TopoTrainingArguments
@@ -464,4 +464,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo compare-regularizers"))

@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from hf_topo.cli.arguments import CONFIG_SUFFIXES, make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import CONFIG_SUFFIXES, make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import TopoConfig
 from hf_topo.convert import (
     CONVERSION_KEY,
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo convert-nanogpt"))

@@ -27,7 +27,7 @@ import torch
 from hf_topo.analysis.maps import weight_pc1_map
 from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import TopoConfig
 from hf_topo.data import write_python_corpus
 from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe
@@ -157,6 +157,13 @@ def plot(results: dict[str, dict], output_dir: str) -> list[str]:
 
 def run_demo(args: DemoArguments) -> dict:
     """Train both models, analyse them, write summary.json/.md and the figures; returns the summary."""
+    for name in ("baseline", "toponet"):  # refused before anything is trained, never overwritten
+        previous = os.path.join(args.output_dir, name)
+        if os.path.isdir(previous) and os.listdir(previous):
+            raise SystemExit(
+                f"error: {os.path.abspath(previous)} holds a previous demo run; pass another --output_dir or remove "
+                "that folder to run the demo again."
+            )
     os.makedirs(args.output_dir, exist_ok=True)
     data_dir = os.path.join(args.output_dir, "data")
     corpus = args.train_file or write_python_corpus(
@@ -230,4 +237,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo demo"))

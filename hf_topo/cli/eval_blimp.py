@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_topo.blimp import evaluate_blimp
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 
 
 @dataclass
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo eval-blimp"))

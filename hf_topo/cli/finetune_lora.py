@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.finetuning import LORA_TRAINING_DEFAULTS, LoraArguments, finetune_lora
 from hf_topo.trainer import TopoTrainingArguments
 
@@ -51,4 +51,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo finetune-lora"))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.pretraining import DataArguments, ModelArguments, pretrain
 from hf_topo.trainer import TopoTrainingArguments
 
@@ -48,4 +48,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo pretrain"))

@@ -18,7 +18,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, setup_logging
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.hub import build_upload_folder, push_folder
 
 
@@ -110,4 +110,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="hf-topo push"))
