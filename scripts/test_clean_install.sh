@@ -32,9 +32,10 @@ PY
 # 2. A fresh virtualenv: torch first (the build for this machine), then the wheel with its dependencies.
 "$PYTHON" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install --quiet --upgrade pip 2>/dev/null || true
-"$VPY" -m pip install --quiet "$TORCH_SPEC"
-"$VPY" -m pip install --quiet "$WHEEL"
+quiet_pip() { "$VPY" -m pip install --quiet "$@" > "$WORK/pip.log" 2>&1 || { tail -30 "$WORK/pip.log"; exit 1; }; }
+quiet_pip --upgrade pip
+quiet_pip "$TORCH_SPEC"
+quiet_pip "$WHEEL"
 HF_TOPO="$WORK/venv/bin/hf-topo"
 [ -x "$HF_TOPO" ] || { echo "hf-topo was not installed as a command"; exit 1; }
 echo "[clean-install] installed into a fresh virtualenv ($((SECONDS - START)) s so far)"
