@@ -2,6 +2,7 @@
 # Test job: set up .venv, lint, then run the test suite offline (extra arguments go to pytest).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export HF_TOPO_WITH_DEEPSPEED="${HF_TOPO_WITH_DEEPSPEED:-1}"  # for the ZeRO-3 test
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 ruff check hf_topo scripts tests benchmarks examples
