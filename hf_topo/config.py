@@ -207,7 +207,7 @@ class TopoConfig:
             (:func:`hf_topo.attach_inferred_topography`), so τ says nothing about how it was trained.
         finetuning (`list[dict]`, *optional*):
             What was done to the model after its topographic training, oldest first (e.g. a LoRA run of
-            `scripts/finetune_lora.py`: method, rank, targets, τ, corpus).
+            `hf-topo finetune-lora`: method, rank, targets, τ, corpus).
     """
 
     target_modules: list[str] | str = field(default_factory=lambda: ["mlp.c_fc"])

@@ -1,6 +1,6 @@
 """Pretraining a TopoNet: the model and data settings, the run itself, and the small CPU recipe of the demo.
 
-``pretrain(model_args, data_args, training_args)`` is what ``hf-topo pretrain`` (and ``scripts/pretrain.py``)
+``pretrain(model_args, data_args, training_args)`` is what ``hf-topo pretrain`` (and its script form ``scripts/pretrain.py``)
 runs: load and pack the text, build or load the model, train it with :class:`~hf_topo.TopoTrainer`, save the model
 with its ``topography`` record, its tokenizer, ``trainer_state.json`` and ``metrics.json``. The demo and the
 comparisons call it with the dataclasses of :func:`small_cpu_recipe`.

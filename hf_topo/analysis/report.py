@@ -1,8 +1,8 @@
 """All analyses of a model in one call, and the report (``report.json`` + figures) of a TopoNet and its baseline.
 
 :func:`analyze_model` measures one model on its topographic layers; :func:`write_report` puts a model and
-(optionally) its baseline side by side in ``report.json`` and PNG figures. ``scripts/analyze.py`` is a thin
-command line over these two.
+(optionally) its baseline side by side in ``report.json`` and PNG figures. ``hf-topo analyze``
+(:func:`hf_topo.analysis.run.analyze_saved_models`) runs them on saved models.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def run_demo(args: DemoArguments) -> dict:
     summary = {name: {k: v for k, v in m.items() if k != "log_history"} for name, m in results.items()}
     summary["figures"] = [os.path.abspath(p) for p in figures]
     if not args.skip_analysis:
-        print("\n=== Analysing both models on the held-out text (scripts/analyze.py) ===")
+        print("\n=== Analysing both models on the held-out text (hf-topo analyze) ===")
         report = analyze_pair(args, heldout, results["toponet"]["output_dir"], results["baseline"]["output_dir"])
         rows += ["", *analysis_rows(report)]
         analysis_dir = os.path.abspath(os.path.join(args.output_dir, "analysis"))
