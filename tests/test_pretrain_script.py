@@ -74,16 +74,28 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
     assert json.loads((out / "blimp.json").read_text())["n_pairs"] == {"code_syntax": 5}
 
 
-def test_pretrain_with_activation_similarity_reports_its_value(tmp_path, corpus):
+@pytest.mark.parametrize("loss_type", ["laplacian_pyramid", "activation_similarity"])
+def test_topo_loss_of_a_toponet_is_far_below_its_tau_0_twin(tmp_path, corpus, loss_type):
+    """The same recipe (seed, data, 3 steps at a learning rate of 1e-2) with τ=50 and τ=0: the regularizer the TopoNet
+    was trained with must end far below its twin's, on every layer (the final value of Activation Similarity is read
+    on the first evaluation batch)."""
     from hf_topo.cli import pretrain
 
-    out = tmp_path / "as"
-    argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--max_steps", "2", "--tau", "1"]
-    argv += ["--topo_loss_type", "activation_similarity", "--save_strategy", "no"]
-    metrics = pretrain.main(argv)  # the final value is read on the first evaluation batch
-    assert 0 < metrics["topo_loss"] < 2 and set(metrics["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
-    assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics["topo_loss"]
-    assert TopoConfig.from_pretrained(out).loss == "activation_similarity"
+    metrics = {}
+    for tau in ("50", "0"):
+        out = tmp_path / f"tau{tau}"
+        argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--learning_rate", "1e-2"]
+        argv += ["--max_steps", "3", "--tau", tau, "--topo_loss_type", loss_type, "--save_strategy", "no"]
+        metrics[tau] = pretrain.main(argv)
+        assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics[tau]["topo_loss"]
+        assert TopoConfig.from_pretrained(out).loss == loss_type
+    toponet, twin = metrics["50"], metrics["0"]
+    assert twin["topo_loss"] > 0.8  # an untrained sheet: neighbours barely alike
+    assert toponet["topo_loss"] < 0.5 * twin["topo_loss"]
+    assert set(toponet["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
+    for layer, value in toponet["topo_loss_per_layer"].items():
+        assert value < 0.5 * twin["topo_loss_per_layer"][layer], layer
+    assert toponet["eval_loss"] == pytest.approx(twin["eval_loss"], rel=0.1)  # the same recipe, the same task
 
 
 @pytest.mark.slow
