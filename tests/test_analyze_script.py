@@ -3,6 +3,7 @@ its sheets (with metadata), and its baseline, the same network with its MLP unit
 
 import copy
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -271,13 +272,34 @@ def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
     [
         (["--stimuli_a", "missing_a.txt", "--stimuli_b", "missing_b.txt"], "Stimulus file"),
         (["--stimuli_a", "missing_a.txt"], "both --stimuli_a and --stimuli_b"),
-        (["--layers", "h.9.mlp.c_fc"], "No topographic layer named"),
+        (
+            ["--layers", "h.9.mlp.c_fc"],
+            r"No topographic layer named 'h.9.mlp.c_fc'; the topographic layers are \['transformer.h.0.mlp.c_fc', "
+            r"'transformer.h.1.mlp.c_fc'\]",
+        ),
+        (["--text_file", "missing.txt"], "Text file 'missing.txt' does not exist"),
+        (["--model", "weightless"], "has a config.json but no weights"),
+        (["--baseline", "missing_baseline"], "Model folder '.*missing_baseline' does not exist"),
+        (["--baseline", "wider"], "The baseline .*wider cannot be analysed on the layers and sheets of"),
     ],
 )
-def test_analyze_fails_clearly_on_bad_input(models, tmp_path, extra, error):
-    argv = ["--model", str(models["toponet"]), "--text_file", str(models["text"]), "--output_dir", str(tmp_path)]
-    with pytest.raises((ValueError, FileNotFoundError), match=error):
-        analyze.main(argv + FAST + extra)
+def test_analyze_fails_clearly_on_bad_input(models, tmp_path, caplog, extra, error):
+    """Each refused before any model is analysed (nothing logged as analysed) and before anything is written."""
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (weightless / name).write_bytes((models["toponet"] / name).read_bytes())
+    config = GPT2Config(vocab_size=300, n_positions=64, n_embd=48, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "wider")  # another architecture, no tokenizer
+    paths = {"weightless": str(weightless), "wider": str(tmp_path / "wider")}
+    paths["missing_baseline"] = str(tmp_path / "missing_baseline")
+    argv = {"--model": str(models["toponet"]), "--text_file": str(models["text"])}
+    argv |= {"--output_dir": str(tmp_path / "out")}
+    argv.update({flag: paths.get(value, value) for flag, value in zip(extra[::2], extra[1::2], strict=True)})
+    with caplog.at_level(logging.INFO), pytest.raises((ValueError, FileNotFoundError), match=error):
+        analyze.main([item for pair in argv.items() for item in pair] + FAST)
+    assert not any(record.getMessage().startswith("Analysing") for record in caplog.records)
+    assert not (tmp_path / "out").exists()
 
 
 def test_analyze_rejects_an_empty_text_file(models, tmp_path):
