@@ -180,6 +180,33 @@ def test_demo_trains_both_models_and_reports(tmp_path):
     assert (out / "analysis" / "downsampled" / "config.json").exists()
 
 
+def test_held_out_lines_are_copies_and_the_users_file_stays_as_it_is(tmp_path):
+    from hf_topo.pretraining import hold_out_lines
+
+    text = "".join(f"line {i}\n" for i in range(20))
+    (tmp_path / "corpus.txt").write_text(text)
+    train, held_out = hold_out_lines(str(tmp_path / "corpus.txt"), 0.1, str(tmp_path / "data"))
+    assert (tmp_path / "corpus.txt").read_text() == text
+    assert (
+        Path(held_out).read_text() == "line 18\nline 19\n" and Path(train).read_text() + "line 18\nline 19\n" == text
+    )
+    (tmp_path / "one.txt").write_text("a single line\n")
+    with pytest.raises(ValueError, match="one.txt has 1 line.*too few to train on some and hold out the last 10%"):
+        hold_out_lines(str(tmp_path / "one.txt"), 0.1, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_refuses_a_folder_with_a_previous_demo(tmp_path):
+    from hf_topo.cli import demo
+
+    (tmp_path / "demo" / "toponet").mkdir(parents=True)
+    (tmp_path / "demo" / "toponet" / "config.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="toponet holds a previous demo run; pass another --output_dir"):
+        demo.main(["--output_dir", str(tmp_path / "demo"), "--max_steps", "1"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or replaced
+
+
 @pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path):
     result = _run([sys.executable, str(ROOT / "examples/quickstart.py")], tmp_path)
