@@ -30,6 +30,7 @@ from datasets import Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
 __all__ = [
     "TOKENIZER_FILES",
+    "check_data_file",
     "check_tokenizer",
     "load_text_datasets",
     "load_tokenizer",
@@ -68,7 +69,7 @@ def _builder_for(path: str) -> str:
     )
 
 
-def _check_data_file(path: str, flag: str) -> None:
+def check_data_file(path: str, flag: str) -> None:
     """A data file exists and holds more than whitespace (checked before ``datasets`` sees it: its own errors on an
     empty file are about missing ``features``)."""
     if not os.path.isfile(path):
@@ -147,7 +148,7 @@ def load_text_datasets(
         )
     for path, flag in ((train_file, "--train_file"), (validation_file, "--validation_file")):
         if path is not None:
-            _check_data_file(path, flag)
+            check_data_file(path, flag)
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config, streaming=streaming, cache_dir=cache_dir)
         if validation_file is not None:  # a local held-out set next to a Hub corpus
