@@ -21,7 +21,8 @@ from hf_topo.distributed import check_activation_checkpointing, uses_reentrant_c
 
 SCRIPT = str(ROOT / "tests" / "distributed_train.py")
 CONFIGS = ROOT / "examples" / "accelerate"
-TWO_PROCESSES = ["--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
+# port 0: a free port of its own, so that two test runs on one machine never meet on the default port 29500
+TWO_PROCESSES = ["--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", "0"]
 FP32 = ["--mixed_precision", "no"]  # the GPU configs say bf16; exact comparisons need fp32 (DeepSpeed: "auto" in JSON)
 PER_PROCESS = ["--per_device_batch", "2", "--accumulation", "2"]  # global batch 2 × 2 × 2 = 8
 

@@ -83,18 +83,33 @@ def test_lora_trains_saves_reloads_and_merges(toponet, corpus, tmp_path):
             "steps": 12,
         }
     ]
-    # The adapter folder carries the same record (topography.json), read in a new process as a user would.
-    code = (
-        "import json, sys; from hf_topo import TopoConfig; c = TopoConfig.from_pretrained(sys.argv[1]); "
-        "print(json.dumps({'tau': c.tau, 'finetuning': c.finetuning, 'layers': sorted(c.layers)}))"
-    )
+    # The adapter folder carries the same record (topography.json), and the adapter and the merged model load in a
+    # new process, as a user opens them, with the logits of this process.
+    code = """
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from hf_topo import TopoConfig
+run, base, ids = sys.argv[1], sys.argv[2], torch.tensor(json.loads(sys.argv[3]))
+c = TopoConfig.from_pretrained(run)
+adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run).eval()
+merged = AutoModelForCausalLM.from_pretrained(run + "/merged").eval()
+with torch.no_grad():
+    logits = [adapted(ids).logits[0, -1, :5].tolist(), merged(ids).logits[0, -1, :5].tolist()]
+print(json.dumps({"tau": c.tau, "finetuning": c.finetuning, "layers": sorted(c.layers), "logits": logits}))
+"""
     fresh = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, env=offline_env()
+        [sys.executable, "-c", code, str(tmp_path / "run"), str(toponet), json.dumps(ids.tolist())],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
     )
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     adapter_record = json.loads(fresh.stdout)
     assert adapter_record["tau"] == 2.0 and adapter_record["finetuning"] == record["finetuning"]
     assert adapter_record["layers"] == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
+    for loaded in adapter_record["logits"]:
+        assert torch.allclose(torch.tensor(loaded), adapted_logits[0, -1, :5], atol=1e-5)
     assert TopoConfig.from_pretrained(merged).layers.keys() == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
     saved = json.loads((tmp_path / "run" / "lora_metrics.json").read_text())
     assert saved["perplexity_after"] < saved["perplexity_before"]
