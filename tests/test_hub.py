@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from hf_topo import TopoConfig, TopoTrainer, attach_inferred_topography
+from hf_topo.analysis.summary import AnalysisSummary, SweepPoint, SweepSummary
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.hub import (
     TOPONET_TAGS,
@@ -225,20 +226,22 @@ def test_trainer_card_before_any_save_and_for_activation_losses(tmp_path, tiny_g
 
 
 def _analysis_dir(root: Path) -> Path:
-    """What scripts/analyze.py leaves: report.json with a scalar summary, and PNG figures."""
+    """What hf-topo analyze leaves: report.json with the typed (and the derived flat) summary, and PNG figures."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     root.mkdir()
-    summary = {"smoothness": 0.21, "effective_dimensionality": 4.5, "morans_i": 0.33, "n_layers": 3, "note": "text"}
-    summary |= {
-        "pruned_0pct_delta_perplexity": 0.0,
-        "pruned_50pct_delta_perplexity": 0.7,
-        "pruned_90pct_delta_perplexity": 28.7,
-    }
-    (root / "report.json").write_text(json.dumps({"summary": summary, "model": {}}))
+    pruning = SweepSummary(
+        kind="pruning",
+        x_label="fraction of weights pruned",
+        points=[SweepPoint(x, 30.0 + d, d) for x, d in ((0.0, 0.0), (0.5, 0.7), (0.9, 28.7))],
+    )
+    typed = AnalysisSummary(smoothness=0.21, effective_dimensionality=4.5, morans_i=0.33, sweeps={"pruning": pruning})
+    # hf-topo analyze writes the typed summary and the flat keys derived from it; the card reads the typed one only
+    flat = typed.flat() | {"n_layers": 3, "note": "text"}
+    (root / "report.json").write_text(json.dumps({"summary": flat, "analysis_summary": typed.to_dict(), "model": {}}))
     for name in ("sheet_maps", "smoothness_curve"):
         fig = plt.figure(figsize=(2, 2))
         plt.plot([0, 1], [1, 0])
