@@ -135,6 +135,12 @@ class AnalysisSummary:
             raise ValueError(f"Unknown measure {name!r}; expected one of {', '.join(self.measure_names())}.")
         return getattr(self, name)
 
+    def delta_perplexity(self, kind: str, x: float) -> float | None:
+        """Δ perplexity of the ``kind`` sweep at strength ``x``; ``None`` when that point was not measured."""
+        sweep = self.sweeps.get(kind)
+        point = sweep.at(x) if sweep is not None else None
+        return None if point is None else point.delta_perplexity
+
     @classmethod
     def measure_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls) if f.name not in ("sweeps", "temporal_fractions"))
