@@ -15,7 +15,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 import hf_topo  # noqa: F401  (registers the downsampled model classes, as a user's `import hf_topo` does)
 from hf_topo import TopoConfig, TopoLoss
-from hf_topo.analysis import load_text_blocks, mean_morans_i, smoothness, topographic_layers, weight_smoothness
+from hf_topo.analysis import (
+    AnalysisSummary,
+    load_text_blocks,
+    mean_morans_i,
+    smoothness,
+    topographic_layers,
+    weight_smoothness,
+)
 from hf_topo.cli import analyze
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.downsampling import downsample_model
@@ -154,6 +161,12 @@ def test_analyze_writes_report_figures_and_a_loadable_downsampled_model(models, 
         "deletion",
     }
     assert summary["substitution_0pct_delta_perplexity"] == 0.0 and "deletion_30pct_delta_perplexity" in summary
+    # the typed section is what cards and tables read; the flat keys are derived from it
+    for which, flat in (("model", summary), ("baseline", report["baseline_summary"])):
+        typed = AnalysisSummary.from_report(report, which)
+        assert typed.flat() == flat
+        assert typed.delta_perplexity("pruning", 0.5) == flat["pruned_50pct_delta_perplexity"]
+        assert typed.sweeps["downsampling"].at(2.0).parameters_kept == flat["downsampled_2x2_parameters_kept"]
     for name in report["figures"].values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 

@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from hf_topo import TopoConfig, TopoTrainer, attach_inferred_topography
+from hf_topo.analysis.summary import AnalysisSummary, SweepPoint, SweepSummary
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.hub import (
     TOPONET_TAGS,
@@ -225,20 +226,22 @@ def test_trainer_card_before_any_save_and_for_activation_losses(tmp_path, tiny_g
 
 
 def _analysis_dir(root: Path) -> Path:
-    """What scripts/analyze.py leaves: report.json with a scalar summary, and PNG figures."""
+    """What hf-topo analyze leaves: report.json with the typed (and the derived flat) summary, and PNG figures."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     root.mkdir()
-    summary = {"smoothness": 0.21, "effective_dimensionality": 4.5, "morans_i": 0.33, "n_layers": 3, "note": "text"}
-    summary |= {
-        "pruned_0pct_delta_perplexity": 0.0,
-        "pruned_50pct_delta_perplexity": 0.7,
-        "pruned_90pct_delta_perplexity": 28.7,
-    }
-    (root / "report.json").write_text(json.dumps({"summary": summary, "model": {}}))
+    pruning = SweepSummary(
+        kind="pruning",
+        x_label="fraction of weights pruned",
+        points=[SweepPoint(x, 30.0 + d, d) for x, d in ((0.0, 0.0), (0.5, 0.7), (0.9, 28.7))],
+    )
+    typed = AnalysisSummary(smoothness=0.21, effective_dimensionality=4.5, morans_i=0.33, sweeps={"pruning": pruning})
+    # hf-topo analyze writes the typed summary and the flat keys derived from it; the card reads the typed one only
+    flat = typed.flat() | {"n_layers": 3, "note": "text"}
+    (root / "report.json").write_text(json.dumps({"summary": flat, "analysis_summary": typed.to_dict(), "model": {}}))
     for name in ("sheet_maps", "smoothness_curve"):
         fig = plt.figure(figsize=(2, 2))
         plt.plot([0, 1], [1, 0])
@@ -387,6 +390,112 @@ def test_push_refuses_what_a_user_gets_wrong_before_writing_anything(trained, tm
             push.main([*(item for pair in argv.items() for item in pair), "--dry_run"])
         assert not upload.exists(), change
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]  # not overwritten
+
+
+def test_push_refuses_offline_before_writing_anything(trained, tmp_path, monkeypatch):
+    """`hf-topo push` without --dry_run while HF_HUB_OFFLINE is set is one clear error naming the Hub and the
+    variable (not a network traceback), before the upload folder is written; push_folder refuses the same way."""
+    from huggingface_hub import constants
+
+    from hf_topo.cli import push
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
+    out, _ = trained
+    upload = tmp_path / "upload"
+    with pytest.raises(ValueError, match="Hugging Face Hub.*HF_HUB_OFFLINE is set.*--dry_run"):
+        push.main(["--model", str(out), "--repo_id", "me/tiny-toponet", "--output_dir", str(upload)])
+    assert not upload.exists()
+    push.main(["--model", str(out), "--repo_id", "me/tiny-toponet", "--output_dir", str(upload), "--dry_run"])
+    with pytest.raises(ValueError, match="Hugging Face Hub.*HF_HUB_OFFLINE"):
+        push_folder(upload, "me/tiny-toponet")
+
+
+def test_push_folder_turns_an_unreachable_hub_into_one_error(trained, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def no_network(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(HfApi, "create_repo", no_network)
+    folder = tmp_path / "f"
+    build_upload_folder(trained[0], folder, repo_id="me/tiny-toponet")
+    with pytest.raises(ValueError, match="Cannot reach the Hugging Face Hub.*Failed to resolve.*network"):
+        push_folder(folder, "me/tiny-toponet")
+
+
+@pytest.mark.parametrize("record", ["laplacian_pyramid", ["c_fc"], {"schema_version": 1, "tau": "high"}])
+def test_a_malformed_topography_record_is_an_error_never_a_missing_one(tmp_path, tiny_gpt2, record):
+    """A `topography` entry that is not a valid record is TopoConfig's error, in the card and in load_toponet (which
+    would otherwise infer sheets over it as if it were missing)."""
+    tiny_gpt2.config.topography = record
+    with pytest.raises(ValueError, match="'topography' record.*is malformed"):
+        toponet_card(tiny_gpt2.config)
+    tiny_gpt2.save_pretrained(tmp_path / "model")
+    for infer in (True, False):
+        with pytest.raises(ValueError, match="'topography' record.*is malformed"):
+            load_toponet(tmp_path / "model", infer_if_missing=infer)
+    tiny_gpt2.config.topography = None
+    with pytest.raises(ValueError, match="has no 'topography' metadata"):
+        toponet_card(tiny_gpt2.config)
+
+
+def test_card_renders_the_typed_analysis_summary(tiny_gpt2):
+    """The card's analysis rows come from AnalysisSummary: measures by field, one row per sweep in a fixed order with
+    its strengths written per kind; unperturbed and non-finite points and unmeasured measures are left out."""
+    attach_inferred_topography(tiny_gpt2)
+    sweep = lambda kind, points: SweepSummary(kind, "x", [SweepPoint(x, 10 + d, d) for x, d in points])  # noqa: E731
+    summary = AnalysisSummary(
+        smoothness=0.25,
+        morans_i=float("nan"),
+        temporal_fractions={"power_law": 0.5, "exponential": 0.25, "neither": 0.25, "delta": 0.0},
+        sweeps={
+            "noise": sweep("noise", [(0.0, 0.0), (1.0, 3.25), (0.5, 0.5)]),
+            "downsampling": sweep("downsampling", [(1.0, 0.0), (2.0, 1.5), (3.0, float("inf"))]),
+            "deletion": sweep("deletion", [(0.0, 0.0), (0.3, 2.0)]),
+        },
+    )
+    text = str(toponet_card(tiny_gpt2.config, results={"analysis": summary}))
+    assert "| smoothness (activations; highest − lowest binned correlation vs distance) | 0.25 |" in text
+    assert "| share of power-law temporal windows | 0.5 |" in text and "Moran's I of activation maps" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| Δ perplexity")]
+    assert rows == [
+        "| Δ perplexity, weight noise (σ × weight std) | σ 0.5: +0.5, σ 1: +3.25 |",
+        "| Δ perplexity, sheets downsampled φ × φ | φ 2: +1.5 |",
+        "| Δ perplexity, token deletion | 30 %: +2 |",
+    ]
+    with pytest.raises(TypeError, match="must be an AnalysisSummary"):
+        toponet_card(tiny_gpt2.config, results={"analysis": summary.flat()})
+
+
+def test_read_results_reads_a_report_written_before_the_typed_summary(tmp_path):
+    """An older report.json (flat summary + SweepResult records, no analysis_summary) still gives the card its typed
+    summary: measures by name, sweeps from the records, never from the flat key names."""
+    (tmp_path / "report.json").write_text(
+        json.dumps(
+            {
+                "summary": {"smoothness": 0.3, "pruned_50pct_delta_perplexity": 99.0},
+                "model": {
+                    "sweeps": {
+                        "pruning": {
+                            "kind": "pruning",
+                            "x_label": "fraction",
+                            "x": [0.0, 0.5],
+                            "perplexity": [9, 10],
+                            "delta_perplexity": [0.0, 1.0],
+                            "reference_perplexity": 9,
+                            "delta_blimp": None,
+                            "parameters_kept": None,
+                        }
+                    }
+                },
+            }
+        )  # fmt: skip
+    )
+    summary = read_results(tmp_path, tmp_path)["analysis"]
+    assert summary.smoothness == 0.3 and summary.delta_perplexity("pruning", 0.5) == 1.0
+    assert summary.sweeps["pruning"].perturbed_points() == [SweepPoint(0.5, 10, 1.0)]
 
 
 def test_upload_folder_infers_metadata_for_a_plain_model(tmp_path, tiny_gpt2, tokenizer):

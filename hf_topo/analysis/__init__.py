@@ -15,6 +15,7 @@ module                    what it measures
 ``regularizers``          TopoLoss, Weight / Activation Similarity of any model, post hoc, with shared settings
 ``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential)
 ``plots``                 PNG figures; ``report``: everything for a model (and its baseline) → report.json
+``summary``               the typed summary (measures, sweep points) that cards and tables iterate over
 ========================  =====================================================================================
 
 Example::
@@ -52,6 +53,7 @@ from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_mo
 from .selectivity import selectivity_maps, selectivity_t
 from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
 from .spatial import mean_morans_i, morans_i
+from .summary import AnalysisSummary, SweepPoint, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
@@ -78,6 +80,7 @@ __all__ = [
     "plot_window_summary",
     "window_morans_i",
     "AnalysisSettings",
+    "AnalysisSummary",
     "FIGURES",
     "INPUT_PERTURBATIONS",
     "ModelAnalysis",
@@ -86,6 +89,8 @@ __all__ = [
     "SmoothnessResult",
     "SWEEPS",
     "SweepResult",
+    "SweepPoint",
+    "SweepSummary",
     "TokenBatch",
     "add_weight_noise_",
     "analyze_model",

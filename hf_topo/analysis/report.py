@@ -37,6 +37,7 @@ from .perturbation import (
 from .selectivity import selectivity_maps
 from .smoothness import SmoothnessResult, smoothness, weight_smoothness
 from .spatial import mean_morans_i, morans_i
+from .summary import AnalysisSummary, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
@@ -177,49 +178,37 @@ class ModelAnalysis:
     temporal: WindowFits | None = None
     temporal_windows: IntegrationWindows | None = None
 
-    def summary(self) -> dict[str, float | int]:
-        """Flat scalar metrics: the layer means of every measure, the perplexity and each sweep point."""
+    def analysis_summary(self) -> AnalysisSummary:
+        """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
         mean = lambda values: float(sum(values) / len(values))  # noqa: E731
-        summary: dict[str, float | int] = {
-            "smoothness": mean([r.score for r in self.smoothness.values()]),
-            "weight_smoothness": mean([r.score for r in self.weight_smoothness.values()]),
-            "effective_dimensionality": mean(list(self.effective_dimensionality.values())),
-            "morans_i": mean(list(self.morans_i.values())),
-            "perplexity": self.perplexity,
-            "n_topographic_layers": len(self.layers),
-            "n_activation_samples": self.n_activation_samples,
-        }
-        if self.blimp is not None:
-            summary["blimp"] = self.blimp
+        summary = AnalysisSummary(
+            smoothness=mean([r.score for r in self.smoothness.values()]),
+            weight_smoothness=mean([r.score for r in self.weight_smoothness.values()]),
+            effective_dimensionality=mean(list(self.effective_dimensionality.values())),
+            morans_i=mean(list(self.morans_i.values())),
+            perplexity=self.perplexity,
+            n_topographic_layers=len(self.layers),
+            n_activation_samples=self.n_activation_samples,
+            blimp=self.blimp,
+            sweeps={kind: SweepSummary.from_sweep(sweep) for kind, sweep in self.sweeps.items()},
+        )
         if self.selectivity is not None:
             t_maps = torch.stack(list(self.selectivity.values()))
             finite = t_maps[t_maps.isfinite()]
-            summary["selectivity_morans_i"] = float(morans_i(t_maps).nanmean())
-            summary["selectivity_fraction_abs_t_above_2"] = float((finite.abs() > 2).double().mean())
+            summary.selectivity_morans_i = float(morans_i(t_maps).nanmean())
+            summary.selectivity_fraction_abs_t_above_2 = float((finite.abs() > 2).double().mean())
         if self.temporal is not None:
-            for kind in WINDOW_KINDS:
-                summary[f"temporal_fraction_{kind}"] = mean(
-                    [f.fractions()[kind] for f in self.temporal.layers.values()]
-                )
+            summary.temporal_fractions = {
+                kind: mean([f.fractions()[kind] for f in self.temporal.layers.values()]) for kind in WINDOW_KINDS
+            }
             for key in ("reach", "c"):
                 values = [m[key] for m in self.temporal.morans.values() if math.isfinite(m.get(key, math.nan))]
-                summary[f"temporal_{key}_morans_i"] = mean(values) if values else math.nan
-        for sweep in self.sweeps.values():
-            for i, x in enumerate(sweep.x):
-                if sweep.kind == "pruning":
-                    key = f"pruned_{round(100 * x)}pct"
-                elif sweep.kind == "noise":
-                    key = f"noise_sigma_{x:g}"
-                elif sweep.kind in INPUT_PERTURBATIONS:
-                    key = f"{sweep.kind}_{round(100 * x)}pct"
-                else:
-                    key = f"downsampled_{x:g}x{x:g}"
-                    summary[f"{key}_parameters_kept"] = sweep.parameters_kept[i]
-                summary[f"{key}_perplexity"] = sweep.perplexity[i]
-                summary[f"{key}_delta_perplexity"] = sweep.delta_perplexity[i]
-                if sweep.delta_blimp is not None:
-                    summary[f"{key}_delta_blimp"] = sweep.delta_blimp[i]
+                setattr(summary, f"temporal_{key}_morans_i", mean(values) if values else math.nan)
         return summary
+
+    def summary(self) -> dict[str, float | int]:
+        """Flat scalar metrics (``report.json``'s ``"summary"``), derived from :meth:`analysis_summary`."""
+        return self.analysis_summary().flat()
 
     def to_dict(self) -> dict:
         per_layer = {
@@ -235,6 +224,7 @@ class ModelAnalysis:
         return {
             "label": self.label,
             "summary": self.summary(),
+            "analysis_summary": self.analysis_summary().to_dict(),
             "layers": per_layer,
             "curves": {
                 "smoothness": {name: r.to_dict() for name, r in self.smoothness.items()},
@@ -383,8 +373,9 @@ def write_report(
 ) -> dict:
     """Write ``report.json`` and the figures of ``analysis`` (and its ``baseline``) into ``output_dir``.
 
-    ``report.json`` holds ``summary`` (the flat scalar metrics of the analysed model, read by the Hub model card),
-    ``baseline_summary``, ``model`` / ``baseline`` (per-layer results, correlation-vs-distance curves, sweeps),
+    ``report.json`` holds ``analysis_summary`` / ``baseline_analysis_summary`` (the typed
+    :class:`~hf_topo.analysis.summary.AnalysisSummary` of the model and its baseline, which model cards and tables
+    read), ``summary`` / ``baseline_summary`` (flat scalar metrics derived from them, kept for saved reports), ``model`` / ``baseline`` (per-layer results, correlation-vs-distance curves, sweeps),
     ``figures`` (file names relative to ``output_dir``) and ``metadata`` (whatever the caller passes: paths,
     settings). The map figures show at most ``max_map_rows`` layers (the first, the last and evenly spaced ones
     between); ``report.json`` has every layer. Returns the report.
@@ -440,6 +431,8 @@ def write_report(
     report = {
         "summary": analysis.summary(),
         "baseline_summary": baseline.summary() if baseline is not None else None,
+        "analysis_summary": analysis.analysis_summary().to_dict(),
+        "baseline_analysis_summary": baseline.analysis_summary().to_dict() if baseline is not None else None,
         "model": analysis.to_dict(),
         "baseline": baseline.to_dict() if baseline is not None else None,
         "figures": figures,

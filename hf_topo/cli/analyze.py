@@ -24,31 +24,38 @@ import sys
 
 from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
+from hf_topo.analysis.summary import AnalysisSummary
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 
-#: The rows of the printed summary, in this order, when the report has them.
-SUMMARY_KEYS = ("perplexity", "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "blimp")
+#: The measures of the printed summary (fields of AnalysisSummary), in this order, when the report has them.
+SUMMARY_MEASURES = ("perplexity", "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "blimp")
 
 
 def make_parser(prog: str | None = None):
     return make_argument_parser((AnalyzeArguments, AnalysisSettings), prog, __doc__)
 
 
-def print_summary(report: dict) -> None:
-    keys = [k for k in SUMMARY_KEYS]
-    keys += [k for k in report["summary"] if k.startswith("downsampled_") and k.endswith("perplexity")]
-    keys += [
-        k for k in ("pruned_50pct_delta_perplexity", "noise_sigma_0.5_delta_perplexity") if k in report["summary"]
+def summary_rows(report: dict) -> list[tuple[str, list[float | None]]]:
+    """``(label, [model value, baseline value])``: the headline measures, then Δ perplexity at every perturbed point
+    of every sweep the model has."""
+    model = AnalysisSummary.from_report(report, "model")
+    summaries = [model] + ([baseline] if (baseline := AnalysisSummary.from_report(report, "baseline")) else [])
+    rows = [
+        (name, [s.measure(name) for s in summaries]) for name in SUMMARY_MEASURES if model.measure(name) is not None
     ]
-    columns = [("model", report["summary"])] + (
-        [("baseline", report["baseline_summary"])] if report["baseline_summary"] else []
-    )
-    print("\n| metric | " + " | ".join(name for name, _ in columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for key in keys:
-        if key in report["summary"]:
-            values = [summary.get(key) for _, summary in columns]
-            print(f"| {key} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |")
+    for kind, sweep in model.sweeps.items():
+        for point in sweep.perturbed_points():
+            label = f"Δ perplexity, {kind} {sweep.strength(point.x)}"
+            rows.append((label, [s.delta_perplexity(kind, point.x) for s in summaries]))
+    return rows
+
+
+def print_summary(report: dict) -> None:
+    names = ["model"] + (["baseline"] if report.get("baseline_summary") else [])
+    print("\n| metric | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for label, values in summary_rows(report):
+        print(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:

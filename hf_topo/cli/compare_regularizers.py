@@ -31,7 +31,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import transformers
@@ -40,6 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 import hf_topo
 from hf_topo.analysis import (
     AnalysisSettings,
+    AnalysisSummary,
     analyze_model,
     collect_activations,
     load_text_blocks,
@@ -219,7 +222,8 @@ def analyse(run: dict, tokenizer, text, settings: AnalysisSettings, topography: 
     )
     report = analysis.to_dict()
     return {
-        "summary": report["summary"],
+        "summary": report["summary"],  # flat, derived from analysis_summary (the comparison table's keys)
+        "analysis_summary": report["analysis_summary"],
         "layers": report["layers"],
         "sweeps": report["sweeps"],
         "curves": report["curves"],  # correlation vs distance on the sheet, per layer (activations and weights)
@@ -228,39 +232,45 @@ def analyse(run: dict, tokenizer, text, settings: AnalysisSettings, topography: 
     }
 
 
-def table_columns(settings: AnalysisSettings) -> list[tuple[str, str, str]]:
-    """``(header, key into a row's flat metrics, format)`` for every column after the model's name."""
-    columns = [
-        ("regularizer", "regularizer", "s"),
-        ("τ", "tau", "g"),
-        ("eval loss", "eval_loss", ".4f"),
-        ("perplexity", "perplexity", ".2f"),
-        ("TopoLoss", "topo_loss", ".4f"),
-        ("WS", "weight_similarity", ".4f"),
-        ("AS", "activation_similarity", ".4f"),
-        ("smoothness", "smoothness", ".3f"),
-        ("weight smoothness", "weight_smoothness", ".3f"),
-        ("Moran's I", "morans_i", ".3f"),
-        ("eff. dim", "effective_dimensionality", ".1f"),
-    ]
-    if "noise" in settings.sweeps:
+# The scalar columns after the model's name: (header, key into flat_metrics, format).
+SCALAR_COLUMNS = (
+    ("regularizer", "regularizer", "s"),
+    ("τ", "tau", "g"),
+    ("eval loss", "eval_loss", ".4f"),
+    ("perplexity", "perplexity", ".2f"),
+    ("TopoLoss", "topo_loss", ".4f"),
+    ("WS", "weight_similarity", ".4f"),
+    ("AS", "activation_similarity", ".4f"),
+    ("smoothness", "smoothness", ".3f"),
+    ("weight smoothness", "weight_smoothness", ".3f"),
+    ("Moran's I", "morans_i", ".3f"),
+    ("eff. dim", "effective_dimensionality", ".1f"),
+)
+# The sweeps shown as Δ perplexity columns, in this order, with how a column names a strength x.
+SWEEP_HEADERS = {
+    "noise": lambda x: f"Δppl noise σ={x:g}",
+    "substitution": lambda x: f"Δppl substitution p={x:g}",
+    "deletion": lambda x: f"Δppl deletion p={x:g}",
+    "pruning": lambda x: f"Δppl pruned {round(100 * x)}%",
+}
+
+
+def table_columns(runs: list[dict]) -> list[tuple[str, Callable[[dict], Any], str]]:
+    """``(header, value of a run, format)`` for every column after the model's name: the scalars, then Δ perplexity
+    at every perturbed strength that any run's typed analysis summary measured."""
+    columns = [(header, lambda run, key=key: flat_metrics(run).get(key), fmt) for header, key, fmt in SCALAR_COLUMNS]
+    summaries = [_analysis_summary(run) for run in runs]
+    for kind, header in SWEEP_HEADERS.items():
+        strengths = sorted({p.x for s in summaries if kind in s.sweeps for p in s.sweeps[kind].perturbed_points()})
         columns += [
-            (f"Δppl noise σ={s:g}", f"noise_sigma_{s:g}_delta_perplexity", ".2f") for s in settings.noise_sigmas if s
-        ]
-    for kind in ("substitution", "deletion"):
-        if kind in settings.sweeps:
-            columns += [
-                (f"Δppl {kind} p={p:g}", f"{kind}_{round(100 * p)}pct_delta_perplexity", ".2f")
-                for p in settings.input_rates
-                if p
-            ]
-    if "pruning" in settings.sweeps:
-        columns += [
-            (f"Δppl pruned {round(100 * f)}%", f"pruned_{round(100 * f)}pct_delta_perplexity", ".2f")
-            for f in settings.pruning_fractions
-            if f
+            (header(x), lambda run, kind=kind, x=x: _analysis_summary(run).delta_perplexity(kind, x), ".2f")
+            for x in strengths
         ]
     return columns
+
+
+def _analysis_summary(run: dict) -> AnalysisSummary:
+    return AnalysisSummary.from_dict(run["analysis_summary"], source=run["name"])
 
 
 def flat_metrics(run: dict) -> dict:
@@ -277,14 +287,13 @@ def flat_metrics(run: dict) -> dict:
     )
 
 
-def markdown_table(runs: list[dict], settings: AnalysisSettings) -> list[str]:
-    columns = table_columns(settings)
+def markdown_table(runs: list[dict]) -> list[str]:
+    columns = table_columns(runs)
     rows = ["| model | " + " | ".join(header for header, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for run in runs:
-        metrics = flat_metrics(run)
         cells = []
-        for _, key, fmt in columns:
-            value = metrics.get(key)
+        for _, value_of, fmt in columns:
+            value = value_of(run)
             cells.append("n/a" if value is None else format(value, fmt))
         rows.append(f"| {run['name']} | " + " | ".join(cells) + " |")
     return rows
@@ -418,7 +427,7 @@ def compare_regularizers(
         print(f"\n=== [{i}/{len(runs)}] Analysing {run['name']} ===", flush=True)
         run.update(analyse(run, tokenizer, text, settings, topography, args))
 
-    rows = markdown_table(runs, settings)
+    rows = markdown_table(runs)
     figure = plot(runs, settings, os.path.join(args.output_dir, "regularizers.png"))
     comparison = {
         "recipe": {

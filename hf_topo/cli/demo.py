@@ -27,6 +27,7 @@ import torch
 from hf_topo.analysis.maps import weight_pc1_map
 from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
+from hf_topo.analysis.summary import AnalysisSummary
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import TopoConfig
 from hf_topo.data import write_python_corpus
@@ -57,25 +58,33 @@ class DemoArguments:
     skip_analysis: bool = field(default=False, metadata={"help": "Train and report only; do not run the analysis."})
 
 
-ANALYSIS_ROWS = (
+#: The demo's analysis table: a measure (a field of AnalysisSummary) or a sweep point (kind, strength) per row.
+ANALYSIS_ROWS: tuple[tuple[str | tuple[str, float], str], ...] = (
     ("smoothness", "smoothness (activations)"),
     ("weight_smoothness", "smoothness (weights)"),
     ("morans_i", "Moran's I of activation maps"),
     ("effective_dimensionality", "effective dimensionality"),
     ("perplexity", "held-out perplexity"),
-    ("downsampled_2x2_delta_perplexity", "Δ perplexity, sheets downsampled 2×2"),
-    ("pruned_50pct_delta_perplexity", "Δ perplexity, 50 % L1 pruning of c_fc"),
-    ("noise_sigma_0.5_delta_perplexity", "Δ perplexity, weight noise σ = 0.5·std"),
-    ("substitution_10pct_delta_perplexity", "Δ perplexity, 10 % of input tokens replaced"),
+    (("downsampling", 2.0), "Δ perplexity, sheets downsampled 2×2"),
+    (("pruning", 0.5), "Δ perplexity, 50 % L1 pruning of c_fc"),
+    (("noise", 0.5), "Δ perplexity, weight noise σ = 0.5·std"),
+    (("substitution", 0.1), "Δ perplexity, 10 % of input tokens replaced"),
     ("temporal_reach_morans_i", "Moran's I of the units' temporal reach"),
 )
 
 
+def _row_value(summary: AnalysisSummary | None, what: str | tuple[str, float]) -> float | None:
+    if summary is None:
+        return None
+    return summary.measure(what) if isinstance(what, str) else summary.delta_perplexity(*what)
+
+
 def analysis_rows(report: dict) -> list[str]:
     """The demo's table of the analysis: TopoNet vs baseline on the main measures."""
+    summaries = [AnalysisSummary.from_report(report, "model"), AnalysisSummary.from_report(report, "baseline")]
     rows = ["| measure (held-out text) | TopoNet | baseline |", "|---|---|---|"]
-    for key, label in ANALYSIS_ROWS:
-        values = [report["summary"].get(key), (report["baseline_summary"] or {}).get(key)]
+    for what, label in ANALYSIS_ROWS:
+        values = [_row_value(summary, what) for summary in summaries]
         rows.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |")
     return rows
 

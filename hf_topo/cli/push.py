@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
-from hf_topo.hub import build_upload_folder, push_folder
+from hf_topo.hub import build_upload_folder, check_hub_online, push_folder
 
 
 @dataclass
@@ -61,6 +61,8 @@ class PushArguments:
 def push(args: PushArguments) -> dict:
     """Build the upload folder, and push it unless `--dry_run`; returns `{"folder", "files", "commit_url"}`."""
     folder = args.output_dir or os.path.normpath(args.model) + "-hub"
+    if not args.dry_run:
+        check_hub_online(args.repo_id)  # offline: refuse before the folder is written
     files = build_upload_folder(
         args.model,
         folder,

@@ -1,0 +1,217 @@
+"""The typed summary of an analysis: scalar measures and, per perturbation sweep, its points.
+
+:class:`AnalysisSummary` is what tables and model cards iterate over (``report.json`` carries it under
+``"analysis_summary"`` / ``"baseline_analysis_summary"``). The flat ``"summary"`` of ``report.json``
+(``pruned_50pct_delta_perplexity``, ``noise_sigma_0.5_delta_perplexity``, ``downsampled_2x2_delta_perplexity``, ...)
+is *derived* from it by :meth:`AnalysisSummary.flat` and kept so that saved reports and benchmark results stay
+readable; nothing reads those keys back apart from tests and old files.
+
+=================  ==========================  ==============================  =================
+sweep kind         strength ``x``              flat key stem                   unperturbed ``x``
+=================  ==========================  ==============================  =================
+``pruning``        fraction of weights zeroed  ``pruned_{100x}pct``            0
+``noise``          σ × each weight's std       ``noise_sigma_{x}``             0
+``downsampling``   φ of a φ × φ downsampling   ``downsampled_{x}x{x}``         1
+``substitution``   share of tokens replaced    ``substitution_{100x}pct``      0
+``deletion``       share of tokens deleted     ``deletion_{100x}pct``          0
+=================  ==========================  ==============================  =================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["SweepPoint", "SweepSummary", "AnalysisSummary", "SWEEP_KINDS"]
+
+#: Sweep kinds in the order tables show them, with the strength at which the model is unperturbed (Δ = 0 there).
+SWEEP_KINDS = {"pruning": 0.0, "noise": 0.0, "downsampling": 1.0, "substitution": 0.0, "deletion": 0.0}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One strength ``x`` of a sweep: the perplexity there and its change from the unperturbed model."""
+
+    x: float
+    perplexity: float
+    delta_perplexity: float
+    delta_blimp: float | None = None
+    parameters_kept: float | None = None  # downsampling: fraction of the model's parameters left
+
+
+@dataclass
+class SweepSummary:
+    """The points of one perturbation sweep (``kind``, one of :data:`SWEEP_KINDS`; ``x_label`` says what ``x`` is)."""
+
+    kind: str
+    x_label: str
+    points: list[SweepPoint]
+
+    def __post_init__(self):
+        if self.kind not in SWEEP_KINDS:
+            raise ValueError(f"Unknown sweep kind {self.kind!r}; expected one of {', '.join(SWEEP_KINDS)}.")
+
+    @property
+    def unperturbed_x(self) -> float:
+        return SWEEP_KINDS[self.kind]
+
+    def perturbed_points(self) -> list[SweepPoint]:
+        """The points other than the unperturbed one (where Δ = 0 by definition), by increasing strength."""
+        return sorted((p for p in self.points if p.x != self.unperturbed_x), key=lambda p: p.x)
+
+    def at(self, x: float) -> SweepPoint | None:
+        """The point at strength ``x``, if the sweep measured it."""
+        return next((p for p in self.points if math.isclose(p.x, x, rel_tol=1e-9, abs_tol=1e-12)), None)
+
+    def strength(self, x: float) -> str:
+        """``x`` as a reader writes it: ``50 %`` (pruning, input perturbations), ``σ 0.5`` (noise), ``φ 2``."""
+        if self.kind == "noise":
+            return f"σ {x:g}"
+        if self.kind == "downsampling":
+            return f"φ {x:g}"
+        return f"{round(100 * x)} %"
+
+    def flat_key(self, x: float) -> str:
+        """The stem of the derived flat keys of the point at ``x`` (see the module docstring)."""
+        if self.kind == "pruning":
+            return f"pruned_{round(100 * x)}pct"
+        if self.kind == "noise":
+            return f"noise_sigma_{x:g}"
+        if self.kind == "downsampling":
+            return f"downsampled_{x:g}x{x:g}"
+        return f"{self.kind}_{round(100 * x)}pct"
+
+    @classmethod
+    def from_sweep(cls, sweep: Any) -> SweepSummary:
+        """From a :class:`~hf_topo.analysis.perturbation.SweepResult` or its ``to_dict()``."""
+        get = sweep.get if isinstance(sweep, dict) else lambda name: getattr(sweep, name)
+        xs = get("x")
+        column = lambda name: get(name) if get(name) is not None else [None] * len(xs)  # noqa: E731
+        points = [
+            SweepPoint(x=float(x), perplexity=p, delta_perplexity=d, delta_blimp=b, parameters_kept=k)
+            for x, p, d, b, k in zip(
+                xs, get("perplexity"), get("delta_perplexity"), column("delta_blimp"), column("parameters_kept"),
+                strict=True,
+            )
+        ]  # fmt: skip
+        return cls(kind=get("kind"), x_label=get("x_label"), points=points)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepSummary:
+        return cls(kind=data["kind"], x_label=data["x_label"], points=[SweepPoint(**p) for p in data["points"]])
+
+
+@dataclass
+class AnalysisSummary:
+    """What an analysis found, as typed data: the layer means of each measure (``None`` when not measured) and the
+    perturbation sweeps by kind, in :data:`SWEEP_KINDS` order."""
+
+    perplexity: float | None = None
+    smoothness: float | None = None
+    weight_smoothness: float | None = None
+    effective_dimensionality: float | None = None
+    morans_i: float | None = None
+    n_topographic_layers: int | None = None
+    n_activation_samples: int | None = None
+    blimp: float | None = None
+    selectivity_morans_i: float | None = None
+    selectivity_fraction_abs_t_above_2: float | None = None
+    temporal_fractions: dict[str, float] | None = None  # window kind -> share of units
+    temporal_reach_morans_i: float | None = None
+    temporal_c_morans_i: float | None = None
+    sweeps: dict[str, SweepSummary] = field(default_factory=dict)
+
+    # The order of the derived flat summary (that of report.json since it was written).
+    _FLAT_ORDER = (
+        "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "perplexity",
+        "n_topographic_layers", "n_activation_samples", "blimp", "selectivity_morans_i",
+        "selectivity_fraction_abs_t_above_2",
+    )  # fmt: skip
+
+    def measure(self, name: str) -> float | None:
+        """A scalar measure by its field name (``"smoothness"``, ``"temporal_reach_morans_i"``, ...)."""
+        if name not in self.measure_names():
+            raise ValueError(f"Unknown measure {name!r}; expected one of {', '.join(self.measure_names())}.")
+        return getattr(self, name)
+
+    def delta_perplexity(self, kind: str, x: float) -> float | None:
+        """Δ perplexity of the ``kind`` sweep at strength ``x``; ``None`` when that point was not measured."""
+        sweep = self.sweeps.get(kind)
+        point = sweep.at(x) if sweep is not None else None
+        return None if point is None else point.delta_perplexity
+
+    @classmethod
+    def measure_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name not in ("sweeps", "temporal_fractions"))
+
+    def flat(self) -> dict[str, float | int]:
+        """The flat keys of ``report.json``'s ``"summary"``, derived from this summary (see the module docstring)."""
+        flat: dict[str, Any] = {
+            name: getattr(self, name) for name in self._FLAT_ORDER if getattr(self, name) is not None
+        }
+        for kind, share in (self.temporal_fractions or {}).items():
+            flat[f"temporal_fraction_{kind}"] = share
+        for name in ("temporal_reach_morans_i", "temporal_c_morans_i"):
+            if getattr(self, name) is not None:
+                flat[name] = getattr(self, name)
+        for sweep in self.sweeps.values():
+            for point in sweep.points:
+                key = sweep.flat_key(point.x)
+                if point.parameters_kept is not None:
+                    flat[f"{key}_parameters_kept"] = point.parameters_kept
+                flat[f"{key}_perplexity"] = point.perplexity
+                flat[f"{key}_delta_perplexity"] = point.delta_perplexity
+                if point.delta_blimp is not None:
+                    flat[f"{key}_delta_blimp"] = point.delta_blimp
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> AnalysisSummary:
+        """Inverse of :meth:`to_dict`; a record that does not fit is a ``ValueError`` naming ``source``."""
+        try:
+            values = {name: data.get(name) for name in cls.measure_names()}
+            sweeps = {kind: SweepSummary.from_dict(sweep) for kind, sweep in (data.get("sweeps") or {}).items()}
+            return cls(**values, temporal_fractions=data.get("temporal_fractions"), sweeps=sweeps)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            where = f" in {source}" if source else ""
+            raise ValueError(
+                f"The analysis summary{where} is malformed ({type(err).__name__}: {err}); re-run hf-topo analyze."
+            ) from None
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any], which: str = "model", source: str | None = None):
+        """The summary of ``which`` (``"model"`` or ``"baseline"``) in a ``report.json``; ``None`` if it has none.
+
+        Reports written before the typed section existed are read from their scalar measures (by name) and their
+        ``"sweeps"`` (the :class:`~hf_topo.analysis.perturbation.SweepResult` records), never from flat key names.
+        """
+        if which not in ("model", "baseline"):
+            raise ValueError(f"which={which!r} must be 'model' or 'baseline'.")
+        if not isinstance(report, dict):
+            raise ValueError(
+                f"The report{f' {source}' if source else ''} is not a JSON object; re-run hf-topo analyze."
+            )
+        prefix = "" if which == "model" else "baseline_"
+        typed = report.get(f"{prefix}analysis_summary")
+        if typed is not None:
+            return cls.from_dict(typed, source)
+        flat, detail = report.get(f"{prefix}summary"), report.get(which)
+        if not isinstance(flat, dict):
+            return None
+        values = {name: flat[name] for name in cls.measure_names() if _number(flat.get(name))}
+        sweeps = detail.get("sweeps") if isinstance(detail, dict) else None
+        try:
+            typed_sweeps = {kind: SweepSummary.from_sweep(s) for kind, s in (sweeps or {}).items()}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"The sweeps{f' in {source}' if source else ''} are malformed ({err}); re-run hf-topo analyze."
+            ) from None
+        return cls(**values, sweeps=typed_sweeps)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

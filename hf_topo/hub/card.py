@@ -1,0 +1,308 @@
+"""The TopoNet model card: data in, a ``huggingface_hub.ModelCard`` out (nothing is read from disk but the template).
+
+:func:`toponet_card` renders ``templates/toponet_card.md`` (Jinja, through ``ModelCard.from_template``): YAML metadata
+with a model-index, τ and its schedule, the topographic layers and their sheets, the training recipe, results when
+known, the analysis (its typed :class:`~hf_topo.analysis.summary.AnalysisSummary`) and the figures.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..analysis.summary import AnalysisSummary
+from ..config import TOPOGRAPHY_KEY, TopoConfig
+from .results import recipe_from_conversion
+
+__all__ = ["CARD_TEMPLATE_NAME", "TOPONET_TAGS", "PAPER_URL", "CITATION", "card_template_path", "toponet_card"]
+
+CARD_TEMPLATE_NAME = "toponet_card.md"
+#: Tags every TopoNet card carries (``topographic`` is what the Hub search for topographic models uses).
+TOPONET_TAGS = ["hf_topo", "topographic", "toponets", "topoloss"]
+PAPER_URL = "https://arxiv.org/abs/2501.16396"
+CITATION = """@inproceedings{deb2025toponets,
+  title     = {TopoNets: High Performing Vision and Language Models with Brain-Like Topography},
+  author    = {Deb, Mayukh and Deb, Mainak and Murty, N. Apurva Ratan},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2025},
+  url       = {https://arxiv.org/abs/2501.16396}
+}"""
+BLIMP_DATASET = "nyu-mll/blimp"
+# Captions of the figures hf-topo analyze writes (any other PNG is captioned by its file name).
+_FIGURE_CAPTIONS = {
+    "sheet_maps": "Maps on the cortical sheets of the topographic layers",
+    "smoothness_curve": "Correlation of unit responses versus distance on the sheet (smoothness)",
+    "pruning": "Perplexity under L1 pruning of the weights",
+    "noise": "Perplexity under weight noise",
+    "downsampling": "Perplexity after downsampling the topographic layers' weights on the sheet",
+    "selectivity": "Selectivity maps (Welch's t between two stimulus sets)",
+    "input_substitution": "Perplexity when input tokens are replaced by random ones",
+    "input_deletion": "Perplexity when input tokens are deleted",
+}
+# Figures in the card's order: maps first, then curves, then the sweeps; others after them by name.
+_FIGURE_ORDER = ("sheet_maps", "selectivity", "smoothness_curve", "pruning", "downsampling", "noise")
+
+
+def card_template_path() -> Path:
+    """The TopoNet card template shipped with hf_topo (``hf_topo/hub/templates/toponet_card.md``)."""
+    return Path(str(resources.files("hf_topo.hub") / "templates" / CARD_TEMPLATE_NAME))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"`{v}`" for v in value)
+    return str(value)
+
+
+def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str, str]]:
+    tau = record.get("tau") or {}
+    rows = [("loss", {"laplacian_pyramid": "TopoLoss (blur-and-cosine, eq. 1)"}.get(topo.loss, topo.loss))]
+    rows.append(("τ (weight of the topographic term)", _fmt(topo.tau)))
+    rows.append(("τ schedule (multiplier over optimizer steps)", topo.tau_schedule.describe()))
+    if tau.get("at_step") is not None:
+        rows.append(("τ at the saved step", f"{_fmt(tau.get('current'))} (step {tau['at_step']})"))
+    if topo.loss == "laplacian_pyramid":
+        rows.append(("downsampling factors φh × φw", f"{_fmt(topo.factor_h)} × {_fmt(topo.factor_w)}"))
+        rows.append(("blur interpolation", topo.interpolation))
+    else:
+        rows.append(("distance, neighbourhood radius", f"{topo.distance}, {topo.neighbourhood}"))
+    targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
+    rows.append(("target modules", _fmt(targets)))
+    if topo.watch_modules:
+        rows.append(("watched modules (logged only)", _fmt(topo.watch_modules)))
+    rows.append(
+        ("sheet shape", "fixed " + "×".join(map(str, topo.sheet_shape)) if topo.sheet_shape else "most-square")
+    )
+    rows.append(
+        ("metadata", "inferred (the model was not trained with hf_topo)" if topo.inferred else "recorded in training")
+    )
+    return rows
+
+
+def _eval_results(
+    results: dict[str, Any], eval_dataset: str | None, eval_dataset_config: str | None
+) -> list[EvalResult]:
+    """Model-index entries: perplexity on the evaluation set (when it is named) and BLiMP accuracy."""
+    entries = []
+    if eval_dataset and "eval_perplexity" in results:
+        common = dict(
+            task_type="text-generation",
+            task_name="Causal language modeling",
+            dataset_type=eval_dataset,
+            dataset_name=eval_dataset,
+            dataset_config=eval_dataset_config,
+        )
+        entries.append(
+            EvalResult(
+                metric_type="perplexity",
+                metric_value=round(results["eval_perplexity"], 4),
+                metric_name="Perplexity",
+                **common,
+            )
+        )
+        if "eval_loss" in results:
+            entries.append(
+                EvalResult(
+                    metric_type="loss",
+                    metric_value=round(results["eval_loss"], 4),
+                    metric_name="Cross-entropy loss (nats/token)",
+                    **common,
+                )
+            )
+    if "blimp_overall" in results:
+        subset = (
+            f" ({results['blimp_pairs']} pairs, {results['blimp_paradigms']} paradigms)"
+            if "blimp_pairs" in results
+            else ""
+        )
+        entries.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="Minimal-pair acceptability (BLiMP)",
+                dataset_type=BLIMP_DATASET,
+                dataset_name="BLiMP",
+                metric_type="accuracy",
+                metric_value=round(results["blimp_overall"], 4),
+                metric_name="BLiMP accuracy, mean over paradigms" + subset,
+            )
+        )
+    return entries
+
+
+def _result_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    labels = [
+        ("eval_loss", "evaluation loss (nats/token)"),
+        ("eval_perplexity", "evaluation perplexity"),
+        ("topo_loss", "TopoLoss (mean over target layers, 1 − mean cos)"),
+        ("blimp_overall", "BLiMP accuracy (mean over paradigms)"),
+        ("train_loss", "training loss (mean over the run)"),
+        ("train_runtime", "training time (s)"),
+        ("n_parameters", "parameters"),
+    ]
+    rows = [(label, _fmt(results[key])) for key, label in labels if key in results]
+    if "blimp_pairs" in results:
+        rows.append(
+            ("BLiMP pairs evaluated", f"{results['blimp_pairs']} over {results['blimp_paradigms']} paradigm(s)")
+        )
+    return rows
+
+
+# The headline measures of an analysis summary (fields of AnalysisSummary), in the card's order.
+ANALYSIS_MEASURE_LABELS = (
+    ("smoothness", "smoothness (activations; highest − lowest binned correlation vs distance)"),
+    ("weight_smoothness", "smoothness (weights)"),
+    ("morans_i", "Moran's I of activation maps"),
+    ("effective_dimensionality", "effective dimensionality of activations"),
+    ("perplexity", "perplexity on the analysis text"),
+    ("blimp", "BLiMP accuracy"),
+    ("selectivity_morans_i", "Moran's I of selectivity maps"),
+    ("temporal_reach_morans_i", "Moran's I of the units' temporal reach"),
+)
+# Shares of temporal window kinds shown (keys of AnalysisSummary.temporal_fractions).
+TEMPORAL_FRACTION_LABELS = (
+    ("power_law", "share of power-law temporal windows"),
+    ("exponential", "share of exponential temporal windows"),
+)
+# One row per sweep kind (SweepSummary.kind), in this order.
+SWEEP_LABELS = {
+    "pruning": "Δ perplexity, L1 pruning (fraction of weights)",
+    "noise": "Δ perplexity, weight noise (σ × weight std)",
+    "downsampling": "Δ perplexity, sheets downsampled φ × φ",
+    "substitution": "Δ perplexity, random token substitution",
+    "deletion": "Δ perplexity, token deletion",
+}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def analysis_rows(summary: AnalysisSummary) -> list[tuple[str, str]]:
+    """The analysis as card rows: the headline measures, then one row per sweep (strength: Δ perplexity)."""
+    rows = [
+        (label, _fmt(summary.measure(name)))
+        for name, label in ANALYSIS_MEASURE_LABELS
+        if _finite(summary.measure(name))
+    ]
+    fractions = summary.temporal_fractions or {}
+    rows += [
+        (label, _fmt(fractions[kind])) for kind, label in TEMPORAL_FRACTION_LABELS if _finite(fractions.get(kind))
+    ]
+    for kind, label in SWEEP_LABELS.items():
+        sweep = summary.sweeps.get(kind)
+        points = [p for p in sweep.perturbed_points() if _finite(p.delta_perplexity)] if sweep else []
+        if points:
+            rows.append((label, ", ".join(f"{sweep.strength(p.x)}: {p.delta_perplexity:+.3g}" for p in points)))
+    return rows
+
+
+def _figure_entries(figures: list[str]) -> list[dict[str, str]]:
+    def rank(path: str) -> tuple[int, str]:
+        stem = Path(path).stem
+        return (_FIGURE_ORDER.index(stem) if stem in _FIGURE_ORDER else len(_FIGURE_ORDER), stem)
+
+    return [
+        {"path": path, "caption": _FIGURE_CAPTIONS.get(Path(path).stem, Path(path).stem.replace("_", " "))}
+        for path in sorted(figures, key=rank)
+    ]
+
+
+def toponet_card(
+    model_config: Any,
+    *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    results: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    figures: list[str] | None = None,
+    datasets: list[str] | None = None,
+    eval_dataset: str | None = None,
+    eval_dataset_config: str | None = None,
+    base_model: str | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: list[str] | None = None,
+) -> ModelCard:
+    """Render the TopoNet model card.
+
+    Args:
+        model_config: the model's ``PreTrainedConfig`` (or the model); it must carry ``topography`` metadata, and a
+            malformed record is ``TopoConfig``'s ``ValueError`` (it is never taken for a missing one).
+        repo_id: where the model lives on the Hub (used in the loading snippet and the model-index name).
+        model_name: title of the card (default: the repo name, else "TopoNet").
+        results: what :func:`~hf_topo.hub.read_results` returns (its ``"analysis"`` an
+            :class:`~hf_topo.analysis.summary.AnalysisSummary`); the card says when none are known.
+        recipe: training facts (``{label: value}``) shown under "Training recipe".
+        figures: image paths relative to the card (e.g. ``["figures/sheet_maps.png"]``), embedded in order.
+        datasets: Hub ids of the training data (``datasets`` metadata).
+        eval_dataset, eval_dataset_config: the dataset the evaluation loss was measured on; perplexity enters the
+            model-index only when it is named (BLiMP always does).
+        base_model: the model this one was fine-tuned from (``base_model`` metadata), when relevant.
+        license, language, tags: card metadata (``tags`` are added to :data:`TOPONET_TAGS`).
+
+    Returns a ``huggingface_hub.ModelCard``; ``card.save(path)`` writes it, ``card.data`` is its ``ModelCardData``.
+    """
+    config = getattr(model_config, "config", model_config)
+    record = getattr(config, TOPOGRAPHY_KEY, None)
+    if record is None:
+        raise ValueError(
+            f"The model config has no '{TOPOGRAPHY_KEY}' metadata, so there is no topography to describe. Train with "
+            "TopoTrainer, or attach inferred sheets with hf_topo.attach_inferred_topography(model) first."
+        )
+    topo = TopoConfig.from_dict(record, source=f"the model config's '{TOPOGRAPHY_KEY}'")  # validates the record
+    results = dict(results or {})
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else "TopoNet")
+    conversion = getattr(config, "conversion", None)
+    recipe = dict(recipe or {})
+    if isinstance(conversion, dict) and conversion.get("from") == "nanogpt":
+        recipe = recipe_from_conversion(conversion) | recipe
+    analysis = results.get("analysis")
+    if analysis is not None and not isinstance(analysis, AnalysisSummary):
+        raise TypeError(f"results['analysis'] must be an AnalysisSummary (read_results gives one), not {analysis!r}.")
+
+    eval_results = _eval_results(results, eval_dataset, eval_dataset_config)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=TOPONET_TAGS + [t for t in (tags or []) if t not in TOPONET_TAGS],
+        base_model=base_model,
+        datasets=list(datasets) if datasets else None,
+        license=license,
+        language=language,
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    layers = [
+        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo._role(name)}
+        for name, sheet in (topo.layers or {}).items()
+    ]
+    architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(card_template_path()),
+        model_title=model_name,
+        repo_id=repo_id,
+        architecture=architecture,
+        model_type=getattr(config, "model_type", None),
+        topo=topo,
+        topography_rows=_topography_rows(topo, record),
+        layers=layers,
+        finetuning=topo.finetuning or [],
+        recipe_rows=[(k, _fmt(v)) for k, v in recipe.items()],
+        result_rows=_result_rows(results),
+        eval_dataset=eval_dataset,
+        blimp_fields=[(k, _fmt(v)) for k, v in (results.get("blimp_fields") or {}).items()],
+        topo_loss_per_layer=[(k, _fmt(v)) for k, v in (results.get("topo_loss_per_layer") or {}).items()],
+        analysis_rows=analysis_rows(analysis) if analysis is not None else [],
+        figures=_figure_entries(figures or []),
+        conversion=conversion if isinstance(conversion, dict) else None,
+        paper_url=PAPER_URL,
+        citation=CITATION,
+    )
