@@ -11,8 +11,7 @@ Importing hf_topo registers the downsampled model classes with the Auto classes,
 with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .checkpoints import resolve_checkpoint
 from .config import TOPOGRAPHY_KEY, TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._version import __version__
 from .losses import INTERPOLATION_MODES
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
@@ -269,8 +270,6 @@ class TopoConfig:
 
     def to_dict(self, step: int | None = None) -> dict[str, Any]:
         """The ``"topography"`` record of ``config.json`` (``step``: the optimizer step the model is saved at)."""
-        from . import __version__
-
         tau: dict[str, Any] = {"value": self.tau, "schedule": self.tau_schedule.to_list()}
         if step is not None:
             tau.update(current=self.tau_at(step), at_step=int(step))

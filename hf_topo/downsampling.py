@@ -66,6 +66,7 @@ from transformers import (
 from transformers import initialization as hf_init
 from transformers.pytorch_utils import Conv1D
 
+from ._version import __version__
 from .config import TOPOGRAPHY_KEY, TopoConfig
 from .losses import _is_cacheable, blur_matrices
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
@@ -86,11 +87,6 @@ logger = logging.getLogger(__name__)
 #: Key of the downsampling record in ``config.json``.
 DOWNSAMPLING_KEY = "topographic_downsampling"
 DOWNSAMPLING_SCHEMA_VERSION = 1
-
-
-def _reduced_size(size: int, factor: float) -> int:
-    # F.interpolate sizes its output floor(size * (1 / factor)) in double precision (hf_topo.losses relies on the same).
-    return math.floor(size * (1.0 / factor))
 
 
 # ---- the layer --------------------------------------------------------------------------------------------------
@@ -604,7 +600,7 @@ def downsample_model(
     record = {
         "schema_version": DOWNSAMPLING_SCHEMA_VERSION,
         "library": "hf_topo",
-        "library_version": _library_version(),
+        "library_version": __version__,
         "base_model_type": model_type,
         "factor_h": factor_h,
         "factor_w": factor_w,
@@ -679,9 +675,3 @@ def _build_with_weights(
             "model; please report this with the model's config."
         )
     return new_model
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__
