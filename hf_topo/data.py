@@ -30,11 +30,14 @@ from datasets import Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
 __all__ = [
     "TOKENIZER_FILES",
+    "check_data_file",
     "check_tokenizer",
+    "dataset_builder_for",
     "load_text_datasets",
     "load_tokenizer",
     "train_bpe_tokenizer",
     "pack_into_blocks",
+    "tokenizer_display_name",
     "write_python_corpus",
 ]
 
@@ -57,7 +60,13 @@ TOKENIZER_FILES = (
 _PROBE_TEXT = "The cat sat on the mat."
 
 
-def _builder_for(path: str) -> str:
+def dataset_builder_for(path: str) -> str:
+    """The ``datasets`` builder that reads the local file ``path``: ``"json"`` for .json/.jsonl, ``"text"`` for plain
+    text (.txt, .text, .md, .py, .raw or no suffix).
+
+    Raises:
+        ValueError: the suffix says neither.
+    """
     suffix = Path(path).suffix.lower()
     if suffix in (".json", ".jsonl"):
         return "json"
@@ -68,9 +77,15 @@ def _builder_for(path: str) -> str:
     )
 
 
-def _check_data_file(path: str, flag: str) -> None:
-    """A data file exists and holds more than whitespace (checked before ``datasets`` sees it: its own errors on an
-    empty file are about missing ``features``)."""
+def check_data_file(path: str, flag: str) -> None:
+    """Refuse a data file that does not exist or holds only whitespace, naming it by ``flag`` (e.g. ``"--train_file"``).
+
+    Checked before ``datasets`` sees the file: its own errors on an empty file are about missing ``features``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is empty or whitespace only.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path!r} does not exist.")
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -147,11 +162,11 @@ def load_text_datasets(
         )
     for path, flag in ((train_file, "--train_file"), (validation_file, "--validation_file")):
         if path is not None:
-            _check_data_file(path, flag)
+            check_data_file(path, flag)
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config, streaming=streaming, cache_dir=cache_dir)
         if validation_file is not None:  # a local held-out set next to a Hub corpus
-            builder = _builder_for(validation_file)
+            builder = dataset_builder_for(validation_file)
             kwargs = {"keep_linebreaks": True} if builder == "text" else {}
             raw["validation"] = load_dataset(
                 builder, data_files=validation_file, split="train", streaming=streaming, cache_dir=cache_dir, **kwargs
@@ -171,8 +186,8 @@ def load_text_datasets(
                     raw["train"], validation_split_percentage, dataset_name, "row", from_start=False
                 )
     else:
-        builder = _builder_for(train_file)
-        if validation_file is not None and _builder_for(validation_file) != builder:
+        builder = dataset_builder_for(train_file)
+        if validation_file is not None and dataset_builder_for(validation_file) != builder:
             raise ValueError("--train_file and --validation_file must have the same format (both text or both jsonl).")
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         files = {"train": train_file}
@@ -209,7 +224,8 @@ def _hold_out_stream(stream, n_documents: int) -> IterableDatasetDict:
     return IterableDatasetDict(validation=stream.take(n_documents), train=stream.skip(n_documents))
 
 
-def _tokenizer_name(tokenizer) -> str:
+def tokenizer_display_name(tokenizer) -> str:
+    """How messages name ``tokenizer``: the folder or Hub id it was loaded from, else its class name."""
     return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
 
@@ -221,7 +237,7 @@ def check_tokenizer(tokenizer, source: str | os.PathLike | None = None) -> None:
         TypeError: ``tokenizer`` is not a tokenizer (not callable on a string).
         ValueError: it encodes a plain English sentence to no token.
     """
-    name = str(source) if source is not None else _tokenizer_name(tokenizer)
+    name = str(source) if source is not None else tokenizer_display_name(tokenizer)
     if not callable(tokenizer):
         raise TypeError(
             f"Expected a transformers tokenizer (e.g. from AutoTokenizer.from_pretrained), got a "
@@ -272,7 +288,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, fallback=None, **from_pretra
     if os.path.isdir(source):
         if not any(os.path.isfile(os.path.join(source, name)) for name in TOKENIZER_FILES):
             if fallback is not None:
-                logger.info("%s has no tokenizer files: using %s", source, _tokenizer_name(fallback))
+                logger.info("%s has no tokenizer files: using %s", source, tokenizer_display_name(fallback))
                 return fallback
             raise ValueError(
                 f"{source} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} is there (transformers would "

@@ -68,7 +68,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ._version import __version__
 from .config import TOPOGRAPHY_KEY, TopoConfig
-from .losses import _is_cacheable, blur_matrices
+from .losses import blur_matrices, is_cacheable
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
 from .targets import TARGET_PRESETS
 from .topo_loss import resolve_sheets
@@ -223,7 +223,7 @@ class TopoDownsampledLinear(nn.Module):
             _, up_h, _, up_w = blur_matrices(
                 self.height, self.width, self.factor_h, self.factor_w, self.interpolation, device=device, dtype=dtype
             )
-        if _is_cacheable(up_h) and _is_cacheable(up_w):
+        if is_cacheable(up_h) and is_cacheable(up_w):
             self._upsampling_cache[key] = (up_h, up_w)
         return up_h, up_w  # (h, h'), (w, w')
 

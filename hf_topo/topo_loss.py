@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import WEIGHT_LOSSES, TopoConfig
 from .distributed import gathered_for_reading, is_zero3_partitioned
-from .losses import _check_blur_arguments, sheet_cosine_loss
+from .losses import check_blur_arguments, sheet_cosine_loss
 from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view, unwrapped_layer
 from .similarity import neighbour_distance_loss
 from .targets import base_model_name, find_target_modules
@@ -60,7 +60,7 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
             sheet = sheet_for_module(base_model_name(model, name), module, config.sheet_shape)
             try:
                 if config.loss == "laplacian_pyramid":
-                    _check_blur_arguments(
+                    check_blur_arguments(
                         sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
                     )
                 elif sheet.n_units < 2:
