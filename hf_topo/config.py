@@ -1,9 +1,11 @@
-"""``TopoConfig``: the topographic setup of a model, and its record in ``config.json``.
+"""``TopoConfig``: the topographic setup of a model, and the record it is saved as.
 
-The setup is saved inside the model's own config under the key ``"topography"``, so a TopoNet is an ordinary
-Hugging Face checkpoint: ``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
-``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's
-sheet. Schema (version 2; version 1 lacked ``distance`` and ``neighbourhood``)::
+The setup is saved inside the model's own config under the key ``"topography"`` (:mod:`hf_topo.metadata` says where
+records live and reads them), so a TopoNet is an ordinary Hugging Face checkpoint:
+``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
+``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's sheet.
+The record, schema version 2 (a version 1 record has no ``distance`` and ``neighbourhood``: they take their
+defaults)::
 
     "topography": {
       "schema_version": 2,
@@ -25,23 +27,23 @@ sheet. Schema (version 2; version 1 lacked ``distance`` and ``neighbourhood``)::
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from ._version import __version__
 from .losses import INTERPOLATION_MODES
+from .metadata import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, read_topography_record
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
 from .similarity import DISTANCES
+from .targets import matches_pattern, resolve_sheets
 
 __all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES", "WEIGHT_LOSSES"]
 
-TOPOGRAPHY_KEY = "topography"
-#: File holding the record next to a PEFT adapter, which has no config.json of its own.
-TOPOGRAPHY_FILE = "topography.json"
+#: Version of the record that :meth:`TopoConfig.to_dict` writes (1 to this one are read).
 SCHEMA_VERSION = 2
 #: Topographic losses known to this version: TopoLoss, and Truong & Hasson's Weight / Activation Similarity.
 LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
@@ -291,13 +293,15 @@ class TopoConfig:
             "finetuning": copy.deepcopy(self.finetuning),
             "layers": None
             if self.layers is None
-            else {n: s.to_dict() | {"role": self._role(n)} for n, s in self.layers.items()},
+            else {n: s.to_dict() | {"role": self.layer_role(n)} for n, s in self.layers.items()},
         }
 
-    def _role(self, name: str) -> str:
-        from .targets import matches_pattern
-
+    def layer_role(self, name: str) -> str:
+        """``"watch"`` when the full module name ``name`` is matched by ``watch_modules`` (logged only), else
+        ``"target"`` (optimized)."""
         return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
+
+    _role = layer_role  # the name hf_topo.hub calls
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TopoConfig:
@@ -354,46 +358,21 @@ class TopoConfig:
 
         Args:
             source: a local directory or Hub repo id (its ``config.json`` is read through ``AutoConfig``, so
-                ``revision``/``token``/``cache_dir`` pass through ``hub_kwargs``), a ``PreTrainedConfig``, or a model
-                (then the stored sheets are also checked against the model's layers).
+                ``revision``/``token``/``cache_dir`` pass through ``hub_kwargs``; a PEFT adapter's directory is read
+                from its ``topography.json``), a ``PreTrainedConfig``, or a model (then the stored sheets are also
+                checked against the model's layers).
+
+        Raises:
+            ValueError: the source has no record, the record is malformed, or its sheets contradict the model.
         """
-        from torch import nn
-
-        model = source if isinstance(source, nn.Module) else None
-        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-        if model is not None:
-            model_config = getattr(model, "config", None)
-        elif isinstance(source, (str, os.PathLike)):
-            adapter_record = os.path.join(source, TOPOGRAPHY_FILE)
-            if os.path.isfile(adapter_record) and not os.path.isfile(os.path.join(source, "config.json")):
-                with open(adapter_record) as f:  # a PEFT adapter directory saved by TopoTrainer
-                    try:
-                        data = json.load(f)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(
-                            f"{adapter_record} is not valid JSON ({err}); re-save the adapter with TopoTrainer."
-                        ) from None
-                return cls.from_dict(data, source=adapter_record)
-            from transformers import AutoConfig
-
-            model_config = AutoConfig.from_pretrained(source, **hub_kwargs)
-        else:
-            model_config = source
-        data = getattr(model_config, TOPOGRAPHY_KEY, None)
-        if data is None:
-            raise ValueError(
-                f"{name} has no '{TOPOGRAPHY_KEY}' metadata in its config, so it is not a saved TopoNet. Train it with "
-                "TopoTrainer, or describe its layers with TopoConfig(target_modules=..., tau=...) yourself."
-            )
+        data, name = read_topography_record(source, **hub_kwargs)
         if not isinstance(data, dict) or "schema_version" not in data:
             # What hf_topo writes always carries its schema version; anything else is not a record of ours.
             problem = "it has no schema_version" if isinstance(data, dict) else None
             raise ValueError(_malformed(name, problem or f"it is {_json_type(data)}, expected a JSON object"))
         config = cls.from_dict(data, source=name)
-        if model is not None:
-            from .topo_loss import resolve_sheets
-
-            resolve_sheets(model, config)  # raises if the stored sheets contradict the model
+        if isinstance(source, nn.Module):
+            resolve_sheets(source, config)  # raises if the stored sheets contradict the model
         return config
 
     def attach_to(self, model_config: Any, step: int | None = None) -> None:

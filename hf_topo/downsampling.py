@@ -67,11 +67,11 @@ from transformers import initialization as hf_init
 from transformers.pytorch_utils import Conv1D
 
 from ._version import __version__
-from .config import TOPOGRAPHY_KEY, TopoConfig
+from .config import TopoConfig
 from .losses import blur_matrices, is_cacheable
+from .metadata import TOPOGRAPHY_KEY, stored_topography
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
-from .targets import TARGET_PRESETS
-from .topo_loss import resolve_sheets
+from .targets import TARGET_PRESETS, resolve_sheets
 
 __all__ = [
     "DOWNSAMPLING_KEY",
@@ -500,7 +500,7 @@ def _topographic_sheets(
     interpolation: str | None,
 ) -> tuple[list[CorticalSheet], str]:
     """The sheets of the layers to downsample, validated for the factors, and the interpolation mode to use."""
-    if getattr(model.config, TOPOGRAPHY_KEY, None) is not None:  # a malformed record raises rather than being ignored
+    if stored_topography(model) is not None:  # a malformed record raises rather than being ignored
         topo = TopoConfig.from_pretrained(model.config)
         if target_modules is not None:  # other layers than the trained ones: their sheets are re-derived
             topo = replace(topo, target_modules=target_modules, watch_modules=None, layers=None)

@@ -18,9 +18,7 @@ The trainer changes a few well-known hooks and keeps the rest stock (accelerate,
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from .config import TopoConfig
 from .distributed import check_activation_checkpointing
+from .metadata import stored_topography, write_adapter_record
 from .topo_loss import TopoLoss
 
 __all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS"]
@@ -135,9 +134,7 @@ def _patterns(entries: list[str] | str | None) -> list[str] | str | None:
 def _check_stored_topography(model, topo_config: TopoConfig) -> None:
     """When training continues from a saved TopoNet, its stored sheets must match the weights (else raise), and a
     change of topographic setup is said out loud."""
-    from .config import TOPOGRAPHY_KEY
-
-    if getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None) is None:
+    if stored_topography(model) is None:
         return  # a new model (a malformed record is not skipped: from_pretrained says what is wrong with it)
     stored = TopoConfig.from_pretrained(model)
     keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
@@ -415,11 +412,7 @@ class TopoTrainer(Trainer):
         super().save_model(output_dir, _internal_call=_internal_call)
         # A PEFT model saves only its adapter (no config.json): keep the record next to it.
         if hasattr(self.model, "peft_config") and self.args.should_save:
-            from .config import TOPOGRAPHY_FILE
-
-            record = getattr(self.model.get_base_model().config, "topography", None)
-            with open(os.path.join(output_dir or self.args.output_dir, TOPOGRAPHY_FILE), "w") as f:
-                json.dump(record, f, indent=2)
+            write_adapter_record(output_dir or self.args.output_dir, stored_topography(self.model.get_base_model()))
 
     def write_topography_metadata(self) -> None:
         """Put the topographic setup (with every layer's sheet and the τ at this step) into `model.config`."""
