@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -41,7 +41,15 @@ from .sheet import CorticalSheet
 from .similarity import DISTANCES
 from .targets import matches_pattern, resolve_sheets
 
-__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES", "WEIGHT_LOSSES"]
+__all__ = [
+    "TopoConfig",
+    "TOPO_SETTINGS",
+    "TOPOGRAPHY_KEY",
+    "TOPOGRAPHY_FILE",
+    "SCHEMA_VERSION",
+    "LOSSES",
+    "WEIGHT_LOSSES",
+]
 
 #: Version of the record that :meth:`TopoConfig.to_dict` writes (1 to this one are read).
 SCHEMA_VERSION = 2
@@ -168,6 +176,16 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
         raise ValueError(_malformed(source, "; ".join(problems)))
 
 
+def _regex_or_suffixes(patterns: Any) -> Any:
+    """``patterns`` as :func:`hf_topo.targets.find_target_modules` takes them: a list of suffixes or one regex string,
+    where a list of the single entry ``"re:REGEX"`` (how a regex is written on the command line) is the regex."""
+    if not isinstance(patterns, (list, tuple)):
+        return patterns
+    if len(patterns) == 1 and isinstance(patterns[0], str) and patterns[0].startswith("re:"):
+        return patterns[0][len("re:") :]
+    return list(patterns)
+
+
 @dataclass
 class TopoConfig:
     """Configuration of TopoLoss (Deb, Deb & Murty, ICLR 2025).
@@ -175,7 +193,8 @@ class TopoConfig:
     Args:
         target_modules (`list[str]` or `str`, defaults to `["mlp.c_fc"]`):
             Layers that get TopoLoss: module-name suffixes, or one regex matched against full names (PEFT's
-            semantics). Use `"mlp.dense_h_to_4h"` for GPT-NeoX/Pythia, `"mlp.up_proj"` for Llama/Qwen/Mistral.
+            semantics), also written as the list `["re:REGEX"]`. Use `"mlp.dense_h_to_4h"` for GPT-NeoX/Pythia,
+            `"mlp.up_proj"` for Llama/Qwen/Mistral.
         tau (`float`, defaults to `1.0`):
             Base weight τ of the topographic term: `loss = task_loss + τ · topo_loss`. `0` trains a baseline that
             still logs its TopoLoss.
@@ -188,8 +207,8 @@ class TopoConfig:
             Fixed sheet `(height, width)` for every layer; by default each layer's most-square factorization.
         watch_modules (`list[str]` or `str`, *optional*):
             Layers whose TopoLoss is logged but not optimized (the reference's `scale=None`).
-        tau_schedule (`TauSchedule` or `str`, *optional*):
-            Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"`; constant by default.
+        tau_schedule (`TauSchedule` or `str`, defaults to `"constant"`):
+            Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"` (see :mod:`hf_topo.schedule`).
         loss (`str`, defaults to `"laplacian_pyramid"`):
             The topographic regularizer: `"laplacian_pyramid"` (TopoLoss's blur-and-cosine objective),
             `"weight_similarity"` (mean distance between neighbouring units' incoming weights) or
@@ -213,26 +232,48 @@ class TopoConfig:
             `hf-topo finetune-lora`: method, rank, targets, τ, corpus).
     """
 
-    target_modules: list[str] | str = field(default_factory=lambda: ["mlp.c_fc"])
-    tau: float = 1.0
-    factor_h: float = 3.0
-    factor_w: float = 3.0
-    interpolation: str = "bilinear"
-    sheet_shape: tuple[int, int] | None = None
-    watch_modules: list[str] | str | None = None
-    tau_schedule: TauSchedule | str | None = None
-    loss: str = "laplacian_pyramid"
-    distance: str = "correlation"
-    neighbourhood: int = 1
+    # The settings (those with a help text) are also the topographic training arguments and command-line flags of
+    # hf_topo.trainer.TopoTrainingArguments, which takes their defaults and help from here.
+    target_modules: list[str] | str = field(
+        default_factory=lambda: ["mlp.c_fc"],
+        metadata={"help": "Module-name suffixes that get TopoLoss, or one entry 're:REGEX' matched on full names."},
+    )
+    tau: float = field(default=1.0, metadata={"help": "Weight τ of TopoLoss: loss = task_loss + τ·topo_loss."})
+    factor_h: float = field(default=3.0, metadata={"help": "Downsampling factor φh along the sheet height."})
+    factor_w: float = field(default=3.0, metadata={"help": "Downsampling factor φw along the sheet width."})
+    interpolation: str = field(
+        default="bilinear", metadata={"help": "Blur interpolation: bilinear, bicubic, nearest, nearest-exact, area."}
+    )
+    sheet_shape: tuple[int, int] | None = field(
+        default=None, metadata={"help": "Fixed sheet 'HEIGHT WIDTH' for every target layer (default: most-square)."}
+    )
+    watch_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Layers whose TopoLoss is logged but not optimized (same syntax)."}
+    )
+    tau_schedule: TauSchedule | str | None = field(
+        default="constant",
+        metadata={"help": "τ phases over optimizer steps, e.g. 'warmup:1000,cosine:9000:0.1' (see hf_topo.schedule)."},
+    )
+    loss: str = field(
+        default="laplacian_pyramid",
+        metadata={"help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity or activation_similarity."},
+    )
+    distance: str = field(
+        default="correlation",
+        metadata={"help": "Neighbour distance of the similarity losses: euclidean, cosine or correlation."},
+    )
+    neighbourhood: int = field(
+        default=1, metadata={"help": "Neighbourhood radius on the sheet for the similarity losses (1 = 3x3)."}
+    )
+    # Filled from a model (saved with it), not set for a run:
     layers: dict[str, CorticalSheet] | None = None
     inferred: bool = False
     finetuning: list[dict] | None = None
 
     def __post_init__(self):
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = list(self.target_modules)
+        self.target_modules = _regex_or_suffixes(self.target_modules)
         if isinstance(self.watch_modules, (list, tuple)):
-            self.watch_modules = list(self.watch_modules) or None
+            self.watch_modules = _regex_or_suffixes(self.watch_modules) or None
         if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau < 0:
             raise ValueError(f"tau={self.tau!r} must be a finite number >= 0 (0 trains a non-topographic baseline).")
         self.tau = float(self.tau)
@@ -378,3 +419,8 @@ class TopoConfig:
     def attach_to(self, model_config: Any, step: int | None = None) -> None:
         """Write this setup into ``model_config`` (a ``PreTrainedConfig``) under ``"topography"``."""
         setattr(model_config, TOPOGRAPHY_KEY, self.to_dict(step=step))
+
+
+#: The fields of :class:`TopoConfig` that a user sets for a run (each has a help text); ``layers``, ``inferred`` and
+#: ``finetuning`` are filled from a model instead.
+TOPO_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(TopoConfig) if "help" in f.metadata)
