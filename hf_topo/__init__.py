@@ -18,10 +18,11 @@ from .downsampling import TopoDownsampledLinear, downsample_model, parameter_cou
 from .hub import load_toponet
 from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .metadata import TOPOGRAPHY_KEY
+from .presets import TARGET_PRESETS
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
 from .similarity import neighbour_distance_loss
-from .targets import TARGET_PRESETS, TopoLayer, find_target_modules
+from .targets import TopoLayer, find_target_modules
 from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
 

@@ -70,8 +70,9 @@ from ._version import __version__
 from .config import TopoConfig
 from .losses import blur_matrices, is_cacheable
 from .metadata import TOPOGRAPHY_KEY, stored_topography
+from .presets import default_target_modules
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
-from .targets import TARGET_PRESETS, resolve_sheets
+from .targets import resolve_sheets
 
 __all__ = [
     "DOWNSAMPLING_KEY",
@@ -506,14 +507,10 @@ def _topographic_sheets(
             topo = replace(topo, target_modules=target_modules, watch_modules=None, layers=None)
     else:
         if target_modules is None:
-            model_type = model.config.model_type
-            if model_type not in TARGET_PRESETS:
-                raise ValueError(
-                    f"{type(model).__name__} has no '{TOPOGRAPHY_KEY}' metadata and no default topographic layer is "
-                    f"known for model_type={model_type!r}; pass target_modules=... (known families: "
-                    f"{', '.join(sorted(TARGET_PRESETS))})."
-                )
-            target_modules = TARGET_PRESETS[model_type]
+            try:
+                target_modules = default_target_modules(model)
+            except ValueError as err:
+                raise ValueError(f"{type(model).__name__} has no '{TOPOGRAPHY_KEY}' metadata. {err}") from None
         logger.warning(
             "%s has no '%s' metadata: downsampling %s on most-square sheets. A model not trained with TopoLoss "
             "usually loses much more from downsampling than a TopoNet.",
@@ -549,7 +546,7 @@ def downsample_model(
             with ``φh = φw = √n``). ``(1, 1)`` gives a model that computes exactly what ``model`` does.
         target_modules: the layers to downsample (PEFT semantics: name suffixes or one regex). By default the
             target layers of the model's ``topography`` metadata with their recorded sheets, else the family's
-            MLP expansion layer (:data:`hf_topo.TARGET_PRESETS`) on most-square sheets.
+            MLP expansion layer (:data:`hf_topo.presets.TARGET_PRESETS`) on most-square sheets.
         interpolation: ``F.interpolate`` mode; by default the one of the model's TopoLoss (``"bilinear"``).
 
     Returns:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .losses import check_blur_arguments
+from .presets import TARGET_PRESETS  # the per-family table, importable from here too
 from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, sheet_for_module, unwrapped_layer
 
 if TYPE_CHECKING:
@@ -38,17 +39,6 @@ __all__ = [
     "matches_pattern",
     "resolve_sheets",
 ]
-
-#: The MLP expansion layer of common GPT-style families (pass these as ``target_modules``).
-TARGET_PRESETS: dict[str, list[str]] = {
-    "gpt2": ["mlp.c_fc"],
-    "gpt_neo": ["mlp.c_fc"],
-    "gpt_neox": ["mlp.dense_h_to_4h"],
-    "llama": ["mlp.up_proj"],
-    "llama_gate": ["mlp.gate_proj"],
-    "qwen2": ["mlp.up_proj"],
-    "mistral": ["mlp.up_proj"],
-}
 
 # Sub-modules of PEFT tuner layers: never targets themselves.
 _PEFT_INTERNAL = {

@@ -18,6 +18,7 @@ from torch import nn
 from .config import WEIGHT_LOSSES, TopoConfig
 from .distributed import gathered_for_reading, is_zero3_partitioned
 from .losses import sheet_cosine_loss
+from .presets import default_target_modules
 from .sheet import effective_weight, sheet_view, unwrapped_layer
 from .similarity import neighbour_distance_loss
 from .targets import TopoLayer, resolve_sheets
@@ -342,20 +343,12 @@ def attach_inferred_topography(
     """Give a model that was not trained with hf_topo (any GPT-style model from the Hub or disk) sheet metadata.
 
     The sheets are the most-square ones over ``target_modules`` (default: the family's MLP expansion layer,
-    :data:`hf_topo.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
+    :data:`hf_topo.presets.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
     analysis, LoRA with ``--tau``) works on the model and the metadata does not pretend it was trained topographically.
     Returns the attached :class:`TopoConfig`.
     """
-    from .targets import TARGET_PRESETS
-
     if target_modules is None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in TARGET_PRESETS:
-            raise ValueError(
-                f"No default topographic layer is known for model_type={model_type!r}; pass target_modules=... "
-                f"(known families: {', '.join(sorted(TARGET_PRESETS))})."
-            )
-        target_modules = TARGET_PRESETS[model_type]
+        target_modules = default_target_modules(model)
     config = TopoLoss(
         TopoConfig(target_modules=target_modules, tau=config_kwargs.pop("tau", 0.0), **config_kwargs)
     ).config_for(model)
