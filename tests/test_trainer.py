@@ -279,9 +279,9 @@ def test_resume_keeps_the_tau_schedule(tmp_path, token_dataset, make_gpt2):
 
 def test_resuming_on_the_same_trainer_keeps_the_topo_term(tmp_path, token_dataset, make_gpt2):
     # trainer.train() again on the same TopoTrainer (e.g. resuming in a notebook after an interrupted run) must add
-    # τ·topo_loss on its first step like any other. Regression: the step of the last TopoLoss evaluation
-    # (`_topo_last_step`) used to survive across train() calls, so a run starting at that same global step silently
-    # skipped the topographic term for that step (and its log lacked topo_loss).
+    # τ·topo_loss on its first step like any other: train() resets the step of the last TopoLoss evaluation
+    # (`_topo_last_step`); kept across train() calls, it would make a run that starts at that same global step skip
+    # the topographic term for that step (and log no topo_loss).
     data = token_dataset(64)
     trainer = _trainer(
         tmp_path, data, make_gpt2(), max_steps=4, per_device_train_batch_size=4, save_strategy="steps", save_steps=3
