@@ -112,9 +112,17 @@ def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int,
     """
     if tau_max <= 0 or not uses_reentrant_checkpointing(model):
         return
+    from transformers import TrainingArguments
+
+    # transformers 5.23 renamed gradient_checkpointing_kwargs to activation_checkpointing_kwargs: name the one it has
+    flag = next(
+        name
+        for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")
+        if name in TrainingArguments.__dataclass_fields__
+    )
     fix = (
-        "Use non-reentrant checkpointing, the transformers default: --activation_checkpointing_kwargs "
-        '\'{"use_reentrant": false}\' (TrainingArguments(activation_checkpointing_kwargs={"use_reentrant": False})).'
+        f"Use non-reentrant checkpointing, the transformers default: --{flag} "
+        f'\'{{"use_reentrant": false}}\' (TrainingArguments({flag}={{"use_reentrant": False}})).'
     )
     if loss == "activation_similarity":
         raise ValueError(
