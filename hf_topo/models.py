@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoConfig, PreTrainedModel
 
-__all__ = ["MODEL_PRESETS", "preset_config", "build_model"]
+from .presets import MODEL_PRESETS  # the preset names, importable from here too
 
-MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m")
+__all__ = ["MODEL_PRESETS", "preset_config", "build_model"]
 
 
 def preset_config(
