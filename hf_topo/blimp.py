@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from .data import check_tokenizer, load_tokenizer, tokenizer_display_name
+from .models import check_model_source
 
 __all__ = [
     "BLIMP_PARADIGMS",
@@ -369,7 +370,8 @@ def evaluate_blimp(
         batch_size, dtype, prefix_token_id: see :class:`SentenceScorer`.
 
     Raises:
-        ValueError: before any sentence is scored (and before a model path is loaded): no usable tokenizer (a model
+        ValueError, FileNotFoundError: before any sentence is scored (and before a model path is loaded): a model
+            path that cannot be loaded (:func:`hf_topo.models.check_model_source`), no usable tokenizer (a model
             folder without tokenizer files, a tokenizer that encodes text to nothing), bad BLiMP data, or a sentence
             that encodes to no token.
     """
@@ -382,6 +384,8 @@ def evaluate_blimp(
         raise ValueError(
             "evaluate_blimp needs the tokenizer when the model is an object: evaluate_blimp(model, tokenizer, ...)."
         )
+    if isinstance(model, (str, os.PathLike)):
+        check_model_source(model)  # a folder without weights, an adapter, a missing path: refused before all else
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)
     if data is None:

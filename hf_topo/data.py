@@ -33,6 +33,7 @@ __all__ = [
     "check_data_file",
     "check_tokenizer",
     "dataset_builder_for",
+    "is_hub_id",
     "load_text_datasets",
     "load_tokenizer",
     "train_bpe_tokenizer",
@@ -253,7 +254,9 @@ def check_tokenizer(tokenizer, source: str | os.PathLike | None = None) -> None:
         )
 
 
-def _is_hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hub repo id (``owner/name`` or ``name``), not as a local path (``./x``, ``~/x``,
+    an absolute path, several slashes)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -301,7 +304,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, fallback=None, **from_pretra
             f"{source} is a file; a tokenizer is loaded from the folder that holds its files (tokenizer.json, "
             f"tokenizer_config.json, ...): pass --tokenizer_name {os.path.dirname(source) or '.'}."
         )
-    elif not _is_hub_id(source):
+    elif not is_hub_id(source):
         raise FileNotFoundError(
             f"Tokenizer folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass "
             "--tokenizer_name with an existing folder or a Hub id."

@@ -22,9 +22,10 @@ from transformers import AutoModelForCausalLM, Trainer, default_data_collator, s
 
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
-from .data import load_tokenizer
+from .data import check_data_file, load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
+from .models import check_model_source
 from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
 
@@ -63,6 +64,30 @@ class LoraArguments:
         default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
     )
 
+    def __post_init__(self):
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r {self.lora_r}: a LoRA rank is a whole number >= 1 (e.g. 4 or 8).")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"--lora_alpha {self.lora_alpha} must be > 0 (the update is scaled by alpha / r).")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora_dropout {self.lora_dropout} must be in [0, 1).")
+        if self.block_size < 1:
+            raise ValueError(f"--block_size {self.block_size} must be a positive number of tokens.")
+        if self.max_train_tokens is not None and self.max_train_tokens < 1:
+            raise ValueError(f"--max_train_tokens {self.max_train_tokens} must be positive (or left out).")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ValueError(f"--validation_fraction {self.validation_fraction} must be in (0, 0.5), e.g. 0.1.")
+
+    def check_sources(self) -> None:
+        """Refuse, before any model is loaded, a model or local corpus that is not there (or a file without text)."""
+        check_model_source(self.model_name_or_path)
+        if self.train_file and self.code_dir:
+            raise ValueError("Give one local source: --train_file or --code_dir, not both.")
+        if self.train_file:
+            check_data_file(self.train_file, "--train_file")
+        if self.code_dir and not os.path.isdir(self.code_dir):
+            raise FileNotFoundError(f"--code_dir {self.code_dir!r} is not a directory.")
+
     def corpus_source(self) -> str:
         """Where the text came from: the local file or folder, else the preset's Hub dataset."""
         if self.train_file or self.code_dir:
@@ -83,8 +108,6 @@ def _blocks(ids: list[int], block_size: int) -> Dataset:
 
 def load_lora_corpus(args: LoraArguments, tokenizer) -> tuple[Dataset, Dataset]:
     """Tokenized corpus split into train (within the token budget) and held-out validation blocks (its end)."""
-    if not 0 < args.validation_fraction < 0.5:
-        raise ValueError(f"validation_fraction={args.validation_fraction} must be in (0, 0.5).")
     budget = args.max_train_tokens or CORPUS_PRESETS.get(args.dataset, {}).get("tokens")
     # At most ~6 characters per token, plus the held-out part: enough text for the budget, not a whole library.
     max_chars = int(budget * 6 / (1 - args.validation_fraction)) if budget else None
@@ -108,7 +131,11 @@ def load_lora_corpus(args: LoraArguments, tokenizer) -> tuple[Dataset, Dataset]:
 
 def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> dict:
     """Fine-tune ``args.model_name_or_path`` with a LoRA adapter; returns the metrics written to
-    ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after)."""
+    ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after).
+
+    Everything that can fail on bad input (the model folder, the corpus, the output folder, the LoRA settings) is
+    checked before the model is evaluated or trained."""
+    args.check_sources()
     checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(args.model_name_or_path)

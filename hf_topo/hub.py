@@ -31,6 +31,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 from .config import TOPOGRAPHY_KEY, TopoConfig
+from .models import check_model_source
 from .topo_loss import TopoLoss, attach_inferred_topography
 
 __all__ = [
@@ -116,6 +117,7 @@ def load_toponet(
     """
     from transformers import AutoModelForCausalLM
 
+    check_model_source(source, **{k: v for k, v in from_pretrained_kwargs.items() if k in ("revision", "token")})
     model = AutoModelForCausalLM.from_pretrained(source, **from_pretrained_kwargs)
     if isinstance(getattr(model.config, TOPOGRAPHY_KEY, None), dict):
         TopoConfig.from_pretrained(model)  # raises if the stored sheets do not describe the weights
@@ -598,21 +600,28 @@ def build_upload_folder(
     from transformers import AutoTokenizer
 
     model_dir, folder = Path(model_dir), Path(folder)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(
-            f"{model_dir} is not a saved model directory (no config.json there). Pass the output directory of "
-            "scripts/pretrain.py, scripts/convert_nanogpt.py or any save_pretrained call."
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"Model folder {model_dir} does not exist: pass the folder save_pretrained wrote (the --output_dir of "
+            "hf-topo pretrain, the --output of hf-topo convert-nanogpt)."
         )
+    check_model_source(model_dir)
     if repo_id is not None:
         _check_repo_id(repo_id)
     figure_sources: list[Path] = []
     if analysis_dir is not None:
         analysis_dir = Path(analysis_dir)
         if not analysis_dir.is_dir():
-            raise ValueError(f"analysis_dir {analysis_dir} is not a directory (expected scripts/analyze.py's output).")
+            raise ValueError(
+                f"analysis_dir {analysis_dir} is not a directory (expected hf-topo analyze's --output_dir)."
+            )
+        if not (analysis_dir / _REPORT_FILE).is_file():
+            raise ValueError(
+                f"analysis_dir {analysis_dir} has no {_REPORT_FILE}, so it is not the --output_dir of hf-topo analyze "
+                "(whose summary and figures go in the card): pass that folder (e.g. outputs/demo/analysis), or leave "
+                "--analysis_dir out to draw the sheet maps."
+            )
         figure_sources = sorted(analysis_dir.glob("*.png"))
-        if not figure_sources and not (analysis_dir / _REPORT_FILE).is_file():
-            raise ValueError(f"analysis_dir {analysis_dir} holds neither {_REPORT_FILE} nor PNG figures.")
 
     model = load_toponet(model_dir, infer_if_missing=infer_topography)
     tokenizer_source = tokenizer if tokenizer is not None else model_dir
@@ -635,6 +644,12 @@ def build_upload_folder(
             f"{vocab_size} embeddings: it is not this model's tokenizer. {how_to_fix}"
         )
 
+    # Read (and so check) every file the card uses before anything is written.
+    results = read_results(model_dir, analysis_dir)
+    recipe = {}
+    if (model_dir / _STATE_FILE).is_file():
+        recipe = recipe_from_trainer_state(_read_json(model_dir / _STATE_FILE))
+
     _prepare_empty_folder(folder, model_dir, overwrite)
     model.save_pretrained(folder)
     loaded_tokenizer.save_pretrained(folder)
@@ -647,13 +662,10 @@ def build_upload_folder(
         render_sheet_maps(model, figures_dir / "sheet_maps.png")
     figures = sorted(f"{FIGURES_DIR}/{p.name}" for p in figures_dir.glob("*.png"))
 
-    recipe = {}
-    if (model_dir / _STATE_FILE).is_file():
-        recipe = recipe_from_trainer_state(_read_json(model_dir / _STATE_FILE))
     card = toponet_card(
         model.config,
         repo_id=repo_id,
-        results=read_results(model_dir, analysis_dir),
+        results=results,
         recipe=recipe,
         figures=figures,
         **card_kwargs,

@@ -8,15 +8,86 @@ preset             architecture                                    topographic l
 ``gpt-neo-125m``   GPT-Neo-125M shapes (the paper's language       ``mlp.c_fc``: 3072 units → 48×64
                    TopoNets), global/local attention
 =================  ==============================================  ================================
+
+:func:`check_model_source` refuses, before anything runs, a saved model that ``from_pretrained`` could not load (a
+folder that does not exist, has no ``config.json`` or no weights, a LoRA adapter folder, an unreachable Hub id): every
+command that reads a model calls it before its tokenizer, its data or any training or scoring.
 """
 
 from __future__ import annotations
 
-from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoConfig, PreTrainedModel
+import os
+
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPTNeoConfig, PreTrainedModel
 
 from .presets import MODEL_PRESETS  # the preset names, importable from here too
 
-__all__ = ["MODEL_PRESETS", "preset_config", "build_model"]
+__all__ = ["MODEL_PRESETS", "WEIGHT_FILES", "preset_config", "build_model", "check_model_source"]
+
+#: The files ``save_pretrained`` keeps a model's weights in (safetensors, sharded or not; the older pickle format).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_source(name_or_path: str | os.PathLike, **hub_kwargs) -> None:
+    """Refuse a model source that ``AutoModelForCausalLM.from_pretrained`` could not load, with what to pass instead.
+
+    Args:
+        name_or_path: a local folder written by ``save_pretrained`` (``config.json`` and weights), or a Hub id; a Hub
+            id's ``config.json`` is fetched (or read from the cache) to check that the repo is there.
+        **hub_kwargs: ``revision``, ``token``, ... for the Hub.
+
+    Raises:
+        FileNotFoundError: a local path (absolute, ``./``, ``~``, several slashes) that does not exist.
+        ValueError: a file instead of a folder; a folder without ``config.json`` (a LoRA adapter folder is named as
+            such) or without any of :data:`WEIGHT_FILES`; a Hub id that cannot be reached or does not exist.
+    """
+    from .data import is_hub_id
+
+    source = os.fspath(name_or_path)
+    if os.path.isdir(source):
+        files = set(os.listdir(source))
+        if "config.json" not in files:
+            if "adapter_config.json" in files:
+                raise ValueError(
+                    f"{source} is a LoRA adapter folder (adapter_config.json), not a full model: pass the model it "
+                    f"was trained on, or the merged model that `hf-topo finetune-lora --merge` writes to "
+                    f"{os.path.join(source, 'merged')}."
+                )
+            raise ValueError(
+                f"{source} is not a saved model folder (no config.json there): pass the folder save_pretrained wrote "
+                "(the --output_dir of hf-topo pretrain, the --output of hf-topo convert-nanogpt) or a Hub id."
+            )
+        if not files & set(WEIGHT_FILES):
+            raise ValueError(
+                f"{source} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}): the save did not "
+                f"finish or only the config was copied. Save the model there again with "
+                f"model.save_pretrained({source!r}), or pass another folder."
+            )
+        return
+    if os.path.isfile(source):
+        raise ValueError(
+            f"{source} is a file; a model is loaded from the folder that holds its config.json and weights: pass "
+            f"{os.path.dirname(source) or '.'}."
+        )
+    if not is_hub_id(source):
+        raise FileNotFoundError(
+            f"Model folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass an "
+            "existing model folder or a Hub id."
+        )
+    try:
+        AutoConfig.from_pretrained(source, **hub_kwargs)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"Cannot load a model from {source!r}: there is no local folder of that name, and the Hub did not provide "
+            f"it ({reason}). Pass an existing model folder, or a Hub id that is reachable from here (or already in "
+            "the Hugging Face cache)."
+        ) from None
 
 
 def preset_config(

@@ -19,8 +19,8 @@ from transformers import default_data_collator, set_seed
 
 from .blimp import BlimpCallback, load_blimp
 from .checkpoints import resolve_checkpoint
-from .data import load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
-from .models import MODEL_PRESETS, build_model
+from .data import check_data_file, load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
+from .models import MODEL_PRESETS, build_model, check_model_source
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     (eval loss and perplexity, TopoLoss per layer, τ, BLiMP when asked) are saved to ``training_args.output_dir``.
     """
     _check_arguments(data_args, training_args)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
     checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
     set_seed(training_args.seed)
     raw = load_text_datasets(
@@ -269,6 +271,7 @@ def hold_out_lines(text_file: str, fraction: float, output_dir: str) -> tuple[st
     ``fraction`` of lines, at least one): held-out text that no model of the demo or the comparisons trains on."""
     if not 0 < fraction < 1:
         raise ValueError(f"The held-out fraction {fraction} must be between 0 and 1 (e.g. 0.05 for the last 5 %).")
+    check_data_file(text_file, "--train_file")
     with open(text_file, encoding="utf-8") as f:
         lines = f.readlines()
     cut = len(lines) - max(1, round(fraction * len(lines)))

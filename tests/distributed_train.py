@@ -124,6 +124,11 @@ def main() -> None:
             "launched_by": "accelerate" if "ACCELERATE_MIXED_PRECISION" in os.environ else "python",
         }
         (out / "setup.json").write_text(json.dumps(setup, indent=2))
+    # An orderly shutdown: every process leaves the group together (a process that exits while a peer's
+    # communication threads still run can abort at interpreter exit, as seen under DeepSpeed on a loaded machine).
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

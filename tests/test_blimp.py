@@ -182,6 +182,38 @@ def test_bad_input(lm, blimp_dir, tmp_path):
     assert SentenceScorer(model, bare, prefix_token_id=5).prefix_token_id == 5
 
 
+def test_eval_blimp_command_refuses_bad_input_before_scoring(lm, blimp_dir, tmp_path):
+    """`hf-topo eval-blimp` with a --blimp_dir without .jsonl files, a paradigm that does not exist (the error lists
+    the available ones), a model folder without weights or missing, or a folder as --output: an error before any
+    sentence is scored, and no results file."""
+    from hf_topo.cli import eval_blimp
+
+    model, tokenizer = lm
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (weightless / name).write_bytes((tmp_path / "model" / name).read_bytes())
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("BLiMP goes here\n")
+    out = tmp_path / "results.json"
+    available = "determiner_noun_agreement_1, npi_present_1, principle_A_c_command"
+    cases = [
+        (["--blimp_dir", str(tmp_path / "notes")], ValueError, "No .jsonl files in .*notes"),
+        (["--paradigms", "principle_A"], ValueError, rf"Unknown BLiMP paradigm\(s\) \['principle_A'\].*{available}"),
+        (["--model", str(weightless)], ValueError, "has a config.json but no weights"),
+        (["--model", str(tmp_path / "missing")], FileNotFoundError, "missing' does not exist"),
+        (["--output", str(tmp_path / "notes")], ValueError, "is a folder; give a file"),
+    ]
+    for change, error, message in cases:
+        argv = {"--model": str(tmp_path / "model"), "--blimp_dir": str(blimp_dir), "--output": str(out)}
+        argv.update(dict(zip(change[::2], change[1::2], strict=True)))
+        with pytest.raises(error, match=message):
+            eval_blimp.main([item for pair in argv.items() for item in pair])
+        assert not out.exists(), change
+
+
 def test_callback_logs_blimp_during_training(lm, blimp_dir, tmp_path):
     model, tokenizer = lm
     ids = torch.randint(0, len(tokenizer), (16, 16), generator=torch.Generator().manual_seed(0)).tolist()

@@ -129,3 +129,11 @@ def test_the_command_runs_under_its_module_name_from_any_folder(tmp_path):
         [sys.executable, "-m", "hf_topo.cli", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0 and "convert-nanogpt" in result.stdout
+
+
+def test_a_refused_input_is_one_error_line_not_a_traceback(tmp_path):
+    result = _hf_topo("push", "--model", "no_such_model", "--repo_id", "me/x", "--dry_run", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("hf-topo push: error: Model folder no_such_model does not exist")
+    assert list(tmp_path.iterdir()) == []  # nothing written

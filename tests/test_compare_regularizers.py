@@ -158,6 +158,25 @@ def test_bad_strengths_and_clashing_flags_are_refused():
         compare_regularizers.parse_args(["--train_file", "x.txt", "--output_dir", "o", "--tau", "3"])
 
 
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        (None, "--train_file '.*corpus.txt' does not exist"),
+        ("", r"--train_file '.*corpus.txt' is empty \(0 bytes\)"),
+        ("\n  \n", "is empty .*whitespace only"),
+        ("The cat saw 3 boats near the river.\n", "has 1 line.*too few to train on some and hold out the last 10%"),
+    ],
+)
+def test_a_missing_empty_or_one_line_training_file_is_refused_before_anything_is_written(tmp_path, text, error):
+    corpus = tmp_path / "corpus.txt"
+    if text is not None:
+        corpus.write_text(text)
+    out = tmp_path / "out"
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        compare_regularizers.main(["--train_file", str(corpus), "--output_dir", str(out), *TINY])
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_command_line_runs_offline(tmp_path):
     corpus = tmp_path / "corpus.txt"

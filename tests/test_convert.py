@@ -460,14 +460,31 @@ def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
     out = tmp_path / "no_tok"
-    with pytest.raises(SystemExit, match="openai-community/gpt2.*--tokenizer_name"):  # the default, offline
+    with pytest.raises(ValueError, match="openai-community/gpt2.*--tokenizer_name"):  # the default, offline
         convert_nanogpt.main([str(path), "--output", str(out)])
     assert not out.exists()  # refused before anything was written
     convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
     assert "none attached" in capsys.readouterr().out  # converted without one on request, and said so
     assert (out / "model.safetensors").is_file() and not (out / "tokenizer.json").exists()
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(ValueError, match="not empty"):
         convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
-    with pytest.raises(SystemExit, match="weights_only"):
+    with pytest.raises(ValueError, match="weights_only"):
         bad = save_checkpoint(reference, model_args, tmp_path / "bad.pt", config=ArbitraryObject())
         convert_nanogpt.main([str(bad), "--output", str(tmp_path / "bad"), "--no_tokenizer"])
+
+
+def test_convert_command_says_which_checkpoints_a_folder_holds(nanogpt_folder, tmp_path):
+    """`hf-topo convert-nanogpt FOLDER` of several tau_<τ>.pt files without --tau, or with a τ that none has: an error
+    that lists the files and the flags to choose with, before anything is written."""
+    from hf_topo.cli import convert_nanogpt
+
+    folder, _ = nanogpt_folder
+    out = tmp_path / "converted"
+    listing = r"tau_0\.5\.pt, tau_1\.0\.pt, tau_3\.0\.pt, tau_50\.0\.pt"
+    with pytest.raises(ValueError, match=rf"holds 4 checkpoints \({listing}\): say which with --tau"):
+        convert_nanogpt.main([str(folder), "--output", str(out), "--no_tokenizer"])
+    with pytest.raises(ValueError, match=rf"no checkpoint\(s\) for tau=2\b.*its checkpoints: {listing}"):
+        convert_nanogpt.main([str(folder), "--tau", "2", "--output", str(out), "--no_tokenizer"])
+    assert not out.exists()
+    convert_nanogpt.main([str(folder), "--tau", "50", "--output", str(out), "--no_tokenizer"])
+    assert TopoConfig.from_pretrained(out).tau == 50.0  # the flag that the error names picks the file

@@ -323,8 +323,11 @@ def test_upload_folder_of_a_converted_nanogpt(tmp_path, tokenizer):
 
 def test_upload_folder_bad_inputs(trained, tmp_path, tiny_gpt2):
     out, _ = trained
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         build_upload_folder(tmp_path / "nowhere", tmp_path / "f")
+    (tmp_path / "text").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        build_upload_folder(tmp_path / "text", tmp_path / "f")
     with pytest.raises(ValueError, match="exactly one slash"):
         build_upload_folder(out, tmp_path / "f", repo_id="no-namespace")
     with pytest.raises(ValueError, match="not a directory"):
@@ -344,6 +347,46 @@ def test_upload_folder_bad_inputs(trained, tmp_path, tiny_gpt2):
         build_upload_folder(tmp_path / "plain", tmp_path / "f", infer_topography=True)
     with pytest.raises(ValueError, match="exactly one slash"):
         push_folder(tmp_path, "a/b/c")
+
+
+def test_push_refuses_what_a_user_gets_wrong_before_writing_anything(trained, tmp_path):
+    """`hf-topo push` with a model folder that is missing, not a model or without weights, a repo id that is not
+    'owner/name', an --analysis_dir without report.json (or with a broken one), a non-empty --output_dir: each is an
+    error saying what to pass, and no upload folder is written."""
+    from hf_topo.cli import push
+
+    out, _ = trained
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("push it\n")
+    (tmp_path / "weightless").mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "weightless" / name).write_bytes((out / name).read_bytes())
+    figures_only = _analysis_dir(tmp_path / "figures_only")
+    (figures_only / "report.json").unlink()
+    broken = _analysis_dir(tmp_path / "broken")
+    (broken / "report.json").write_text('{"summary": {"smoothness": 0.2')  # cut off while being written
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+
+    upload = tmp_path / "upload"
+    cases = [
+        (["--model", str(tmp_path / "missing")], FileNotFoundError, "missing does not exist"),
+        (["--model", str(tmp_path / "notes")], ValueError, "not a saved model folder \\(no config.json"),
+        (["--model", str(tmp_path / "weightless")], ValueError, "has a config.json but no weights.*save_pretrained"),
+        (["--repo_id", "tiny-toponet"], ValueError, "'user_or_org/model_name' \\(exactly one slash"),
+        (["--repo_id", "me/tiny/toponet"], ValueError, "exactly one slash"),
+        (["--analysis_dir", str(tmp_path / "nowhere")], ValueError, "is not a directory"),
+        (["--analysis_dir", str(figures_only)], ValueError, "has no report.json.*hf-topo analyze"),
+        (["--analysis_dir", str(broken)], ValueError, "report.json is not valid JSON"),
+        (["--output_dir", str(tmp_path / "busy")], ValueError, "not empty.*--overwrite"),
+    ]
+    for change, error, message in cases:
+        argv = {"--model": str(out), "--repo_id": "me/tiny-toponet", "--output_dir": str(upload)}
+        argv.update(dict(zip(change[::2], change[1::2], strict=True)))
+        with pytest.raises(error, match=message):
+            push.main([*(item for pair in argv.items() for item in pair), "--dry_run"])
+        assert not upload.exists(), change
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]  # not overwritten
 
 
 def test_upload_folder_infers_metadata_for_a_plain_model(tmp_path, tiny_gpt2, tokenizer):
@@ -564,29 +607,17 @@ def test_push_commits_exactly_the_dry_run_folder(trained, tmp_path, fake_hub):
 
 
 def test_push_script_pushes_the_folder_it_wrote(trained, tmp_path, fake_hub, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import push_to_hub
+    from hf_topo.cli import push
 
     out, _ = trained
-    args = push_to_hub.parse_args(
-        [
-            "--model",
-            str(out),
-            "--repo_id",
-            "me/tiny-toponet",
-            "--output_dir",
-            str(tmp_path / "f"),
-            "--token",
-            "hf_fake_token",
-        ]
-    )
-    result = push_to_hub.main(args)
+    argv = ["--model", str(out), "--repo_id", "me/tiny-toponet", "--output_dir", str(tmp_path / "f")]
+    result = push.main(argv + ["--token", "hf_fake_token"])
     assert result["commit_url"] and "Pushed to https://huggingface.co/me/tiny-toponet" in capsys.readouterr().out
     (commit,) = fake_hub.commits
     assert set(fake_hub.committed_files(commit)) == set(result["files"]) == set(_local_files(tmp_path / "f"))
     assert "visibility" not in fake_hub.created[0] and fake_hub.branches == []  # the namespace's default
-    with pytest.raises(SystemExit, match="exactly one slash"):
-        push_to_hub.main(push_to_hub.parse_args(["--model", str(out), "--repo_id", "tiny", "--dry_run"]))
+    with pytest.raises(ValueError, match="exactly one slash"):
+        push.main(["--model", str(out), "--repo_id", "tiny", "--dry_run"])
 
 
 def test_trainer_push_to_hub_uploads_our_card(trained, fake_hub):

@@ -143,6 +143,17 @@ def test_bad_input(toponet, corpus, tmp_path):
         wrap_with_lora(model, target_modules=["q_proj"])
 
     _finetune(toponet, corpus, tmp_path / "adapter")
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="already holds a training run .*adapter_config.json"):
+        _finetune(toponet, corpus, tmp_path / "adapter")  # the same command again: refused, nothing overwritten
+    assert {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir() if p.is_file()} == saved
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "adapter_config.json").write_bytes(
+        (tmp_path / "adapter" / "adapter_config.json").read_bytes()
+    )
+    torch.save({}, tmp_path / "pickled" / "adapter_model.bin")
+    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors does not exist: expected a PEFT adapter"):
+        load_lora_adapter(model, tmp_path / "pickled")  # a pickled adapter is never unpickled
     wider = _tiny_gpt2(model.config.vocab_size, n_embd=48)
     with pytest.raises(
         ValueError, match=r"does not fit this base model: .*c_attn.lora_A.weight has shape \(4, 32\).*48 inputs"
@@ -178,6 +189,52 @@ def test_bad_input(toponet, corpus, tmp_path):
         finetune_lora.main(
             ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
         )
+
+
+def test_finetune_lora_refuses_bad_input_before_evaluating_or_writing(toponet, corpus, tmp_path):
+    """A model folder without weights, a rank of 0, a training file that is missing, empty or shorter than one
+    block: each an error that says what to pass, raised before the model is evaluated and before --output_dir exists."""
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (weightless / name).write_bytes((toponet / name).read_bytes())
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "short.txt").write_text("def f(x):\n    return x\n")
+    out = tmp_path / "out"
+    common = ["--output_dir", str(out), "--use_cpu", "true", "--block_size", "32", "--max_steps", "1"]
+    cases = [
+        (["--model_name_or_path", str(weightless), "--train_file", corpus], "has a config.json but no weights"),
+        (["--model_name_or_path", str(tmp_path / "nowhere"), "--train_file", corpus], "nowhere' does not exist"),
+        (["--model_name_or_path", str(toponet), "--train_file", corpus, "--lora_r", "0"], "--lora_r 0: a LoRA rank"),
+        (["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "missing.txt")], "does not exist"),
+        (["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "empty.txt")], "is empty"),
+        (
+            ["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "short.txt")],
+            r"The corpus \(\d+ tokens\) is too small for .* blocks of 32 tokens.*smaller --block_size",
+        ),
+    ]
+    for argv, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            finetune_lora.main(argv + common)
+        assert not out.exists(), argv
+
+
+def test_compare_lora_refuses_a_bad_model_or_rank_before_any_run(toponet, corpus, tmp_path):
+    from hf_topo.cli import compare_lora
+
+    out = tmp_path / "cmp"
+    common = ["--train_file", corpus, "--max_steps", "1", "--eval_steps", "1", "--block_size", "32"]
+    common += ["--output_dir", str(out)]
+    cases = [
+        (["--models", str(toponet), str(tmp_path / "missing"), "--ranks", "2"], "missing' does not exist"),
+        (["--models", str(toponet), "--ranks", "2", "0"], r"--ranks \[2, 0\]: give LoRA ranks >= 1"),
+        (["--models", str(toponet), str(toponet), "--ranks", "2"], "Several runs would be written to"),
+        (["--models", str(toponet), "--train_file", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
+    ]
+    for argv, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            compare_lora.main(common + argv)
+        assert not out.exists(), argv  # not even the first model's run started
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
-"""Model presets (hf_topo.models): architectures and the sheets TopoLoss lays over them."""
+"""Model presets (hf_topo.models): architectures and the sheets TopoLoss lays over them; check_model_source."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from hf_topo import TopoConfig, TopoLoss
-from hf_topo.models import MODEL_PRESETS, apply_overrides, build_model, preset_config
+from hf_topo.models import MODEL_PRESETS, apply_overrides, build_model, check_model_source, preset_config
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,24 @@ def test_overrides_and_unknown_preset():
     with pytest.raises(ValueError, match="Unknown model preset"):
         preset_config("gpt5", 100, 16)
     assert set(MODEL_PRESETS) == {"tiny-gpt2", "gpt2-124m", "gpt-neo-125m"}
+
+
+def test_check_model_source_names_what_is_wrong_with_a_model_folder(tmp_path, tiny_gpt2):
+    tiny_gpt2.save_pretrained(tmp_path / "model")
+    check_model_source(tmp_path / "model")  # config.json and model.safetensors: loadable
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "weightless").mkdir()
+    (tmp_path / "weightless" / "config.json").write_bytes((tmp_path / "model" / "config.json").read_bytes())
+    (tmp_path / "empty").mkdir()
+    for source, error, message in [
+        (tmp_path / "missing", FileNotFoundError, "missing' does not exist"),
+        ("./missing", FileNotFoundError, "does not exist"),
+        (tmp_path / "model" / "config.json", ValueError, "is a file; .*pass .*model"),
+        (tmp_path / "empty", ValueError, "not a saved model folder \\(no config.json"),
+        (tmp_path / "adapter", ValueError, "is a LoRA adapter folder.*merged"),
+        (tmp_path / "weightless", ValueError, "has a config.json but no weights.*save_pretrained"),
+        ("someone/no-such-model", ValueError, "Cannot load a model from 'someone/no-such-model'.*Hub did not provide"),
+    ]:
+        with pytest.raises(error, match=message):
+            check_model_source(source)

@@ -74,16 +74,28 @@ def test_pretrain_script_trains_saves_and_reports(tmp_path, corpus):
     assert json.loads((out / "blimp.json").read_text())["n_pairs"] == {"code_syntax": 5}
 
 
-def test_pretrain_with_activation_similarity_reports_its_value(tmp_path, corpus):
+@pytest.mark.parametrize("loss_type", ["laplacian_pyramid", "activation_similarity"])
+def test_topo_loss_of_a_toponet_is_far_below_its_tau_0_twin(tmp_path, corpus, loss_type):
+    """The same recipe (seed, data, 3 steps at a learning rate of 1e-2) with τ=50 and τ=0: the regularizer the TopoNet
+    was trained with must end far below its twin's, on every layer (the final value of Activation Similarity is read
+    on the first evaluation batch)."""
     from hf_topo.cli import pretrain
 
-    out = tmp_path / "as"
-    argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--max_steps", "2", "--tau", "1"]
-    argv += ["--topo_loss_type", "activation_similarity", "--save_strategy", "no"]
-    metrics = pretrain.main(argv)  # the final value is read on the first evaluation batch
-    assert 0 < metrics["topo_loss"] < 2 and set(metrics["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
-    assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics["topo_loss"]
-    assert TopoConfig.from_pretrained(out).loss == "activation_similarity"
+    metrics = {}
+    for tau in ("50", "0"):
+        out = tmp_path / f"tau{tau}"
+        argv = ["--train_file", corpus, "--output_dir", str(out), *COMMON, "--learning_rate", "1e-2"]
+        argv += ["--max_steps", "3", "--tau", tau, "--topo_loss_type", loss_type, "--save_strategy", "no"]
+        metrics[tau] = pretrain.main(argv)
+        assert json.loads((out / "metrics.json").read_text())["topo_loss"] == metrics[tau]["topo_loss"]
+        assert TopoConfig.from_pretrained(out).loss == loss_type
+    toponet, twin = metrics["50"], metrics["0"]
+    assert twin["topo_loss"] > 0.8  # an untrained sheet: neighbours barely alike
+    assert toponet["topo_loss"] < 0.5 * twin["topo_loss"]
+    assert set(toponet["topo_loss_per_layer"]) == {"h.0.mlp.c_fc", "h.1.mlp.c_fc"}
+    for layer, value in toponet["topo_loss_per_layer"].items():
+        assert value < 0.5 * twin["topo_loss_per_layer"][layer], layer
+    assert toponet["eval_loss"] == pytest.approx(twin["eval_loss"], rel=0.1)  # the same recipe, the same task
 
 
 @pytest.mark.slow
@@ -166,6 +178,33 @@ def test_demo_trains_both_models_and_reports(tmp_path):
         "| smoothness (activations) |" in result.stdout and "Moran's I of the units' temporal reach" in result.stdout
     )
     assert (out / "analysis" / "downsampled" / "config.json").exists()
+
+
+def test_held_out_lines_are_copies_and_the_users_file_stays_as_it_is(tmp_path):
+    from hf_topo.pretraining import hold_out_lines
+
+    text = "".join(f"line {i}\n" for i in range(20))
+    (tmp_path / "corpus.txt").write_text(text)
+    train, held_out = hold_out_lines(str(tmp_path / "corpus.txt"), 0.1, str(tmp_path / "data"))
+    assert (tmp_path / "corpus.txt").read_text() == text
+    assert (
+        Path(held_out).read_text() == "line 18\nline 19\n" and Path(train).read_text() + "line 18\nline 19\n" == text
+    )
+    (tmp_path / "one.txt").write_text("a single line\n")
+    with pytest.raises(ValueError, match="one.txt has 1 line.*too few to train on some and hold out the last 10%"):
+        hold_out_lines(str(tmp_path / "one.txt"), 0.1, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_refuses_a_folder_with_a_previous_demo(tmp_path):
+    from hf_topo.cli import demo
+
+    (tmp_path / "demo" / "toponet").mkdir(parents=True)
+    (tmp_path / "demo" / "toponet" / "config.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="toponet holds a previous demo run; pass another --output_dir"):
+        demo.main(["--output_dir", str(tmp_path / "demo"), "--max_steps", "1"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or replaced
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from ..blimp import load_blimp
 from ..config import TopoConfig
 from ..data import load_tokenizer
 from ..downsampling import downsample_model, parameter_count
+from ..models import check_model_source
+from .activations import topographic_layers
 from .inputs import load_passages, load_text_blocks, read_stimuli
 from .report import AnalysisSettings, analyze_model, write_report
 
@@ -78,8 +80,8 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     """Analyse the saved model ``args.model`` (and ``args.baseline`` on the same layers and sheets) and write
     ``report.json`` and the figures to ``args.output_dir``; returns the report.
 
-    Everything that can fail on bad input (arguments, stimuli, BLiMP files, text, tokenizer) is read before any model
-    runs. With ``args.save_downsampled`` the model is also saved downsampled φ×φ on its sheets to
+    Everything that can fail on bad input (arguments, stimuli, BLiMP files, both model folders, text, tokenizers) is
+    read before any model runs. With ``args.save_downsampled`` the model is also saved downsampled φ×φ on its sheets to
     ``<output_dir>/downsampled`` (loadable with ``AutoModelForCausalLM`` after ``import hf_topo``).
     """
     _check(args)
@@ -105,9 +107,30 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
             **source, min_words=2 * settings.temporal_max_delta, max_passages=4 * settings.temporal_max_sequences
         )
 
+    check_model_source(args.model)
+    if args.baseline is not None:
+        check_model_source(args.baseline)
     tokenizer = load_tokenizer(args.model)
     text = load_text_blocks(tokenizer, args.block_size, **text_source)
+    if args.baseline is not None:  # its tokenizer (or the model's) and text, also before any model runs
+        baseline_tokenizer = load_tokenizer(args.baseline, fallback=tokenizer)
+        baseline_text = (
+            text
+            if baseline_tokenizer is tokenizer
+            else load_text_blocks(baseline_tokenizer, args.block_size, **text_source)
+        )
     model = _load(args.model, device)
+    topographic_layers(model, None, args.layers)  # the model's layers (inferred sheets attached when it has none)
+    baseline = None
+    if args.baseline is not None:  # kept on the CPU until its turn; its layers must take the model's sheets
+        baseline = _load(args.baseline, "cpu")
+        try:
+            topographic_layers(baseline, TopoConfig.from_pretrained(model), args.layers)
+        except ValueError as err:
+            raise ValueError(
+                f"The baseline {args.baseline} cannot be analysed on the layers and sheets of {args.model}: {err} "
+                "A baseline is the same architecture trained without TopoLoss (e.g. its τ=0 twin)."
+            ) from None
     common = dict(
         settings=settings,
         layer_names=args.layers,
@@ -119,14 +142,8 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     analysis = analyze_model(model, tokenizer, text, label=args.model_label, **common)
 
     baseline_analysis = None
-    if args.baseline is not None:
-        baseline_tokenizer = load_tokenizer(args.baseline, fallback=tokenizer)
-        baseline_text = (
-            text
-            if baseline_tokenizer is tokenizer
-            else load_text_blocks(baseline_tokenizer, args.block_size, **text_source)
-        )
-        baseline = _load(args.baseline, device)
+    if baseline is not None:
+        baseline = baseline.to(device)
         baseline_analysis = analyze_model(
             baseline, baseline_tokenizer, baseline_text, label=args.baseline_label,
             topography=TopoConfig.from_pretrained(model), **common,

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import AutoConfig
 
+from hf_topo.checkpoints import resolve_checkpoint
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.finetuning import LORA_TRAINING_DEFAULTS, LoraArguments, finetune_lora
 from hf_topo.trainer import TopoTrainingArguments
@@ -44,14 +45,23 @@ class CompareLoraArguments:
     output_dir: str = field(default="outputs/lora-compare", metadata={"help": "Where runs and the comparison go."})
     seed: int = field(default=0, metadata={"help": "Seed of every run."})
 
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError("--models needs at least one model folder (e.g. a τ=0 baseline and a TopoNet).")
+        if not self.ranks or any(rank < 1 for rank in self.ranks):
+            raise ValueError(f"--ranks {self.ranks}: give LoRA ranks >= 1, e.g. --ranks 2 4 8.")
+        for name in ("max_steps", "eval_steps", "batch_size", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be at least 1.")
+
 
 def model_tau(path: str) -> float | None:
     record = getattr(AutoConfig.from_pretrained(path), "topography", None)
     return record["tau"]["value"] if isinstance(record, dict) else None
 
 
-def run(args: CompareLoraArguments, model: str, rank: int) -> dict:
-    """One fine-tuning run of the comparison's recipe."""
+def run_settings(args: CompareLoraArguments, model: str, rank: int) -> tuple[LoraArguments, TopoTrainingArguments]:
+    """The settings of one fine-tuning run of the comparison's recipe."""
     name = f"{os.path.basename(os.path.normpath(model))}-r{rank}"
     lora_args = LoraArguments(
         model_name_or_path=model, dataset=args.dataset, train_file=args.train_file, code_dir=args.code_dir,
@@ -66,7 +76,24 @@ def run(args: CompareLoraArguments, model: str, rank: int) -> dict:
             seed=args.seed, use_cpu=True, disable_tqdm=True,
         )
     )  # fmt: skip
-    return finetune_lora(lora_args, training_args)
+    return lora_args, training_args
+
+
+def plan_runs(args: CompareLoraArguments) -> list[tuple[str, int, LoraArguments, TopoTrainingArguments]]:
+    """Every (model, rank) run with its settings, each checked (model folder, corpus, output folder) before the first
+    one starts, so that a bad entry is refused before any fine-tuning, not after the runs before it."""
+    runs = [(model, rank, *run_settings(args, model, rank)) for model in args.models for rank in args.ranks]
+    folders = [training_args.output_dir for *_, training_args in runs]
+    shared = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if shared:
+        raise ValueError(
+            f"Several runs would be written to {shared}: two --models (or --ranks) share a name. Give each model "
+            "folder its own name and each rank once."
+        )
+    for _, _, lora_args, training_args in runs:
+        lora_args.check_sources()
+        resolve_checkpoint(training_args)  # a previous comparison in --output_dir is refused, not overwritten
+    return runs
 
 
 def plot(results: list[dict], ranks: list[int], path: str) -> None:
@@ -102,16 +129,16 @@ def plot(results: list[dict], ranks: list[int], path: str) -> None:
 def compare_lora(args: CompareLoraArguments) -> dict:
     """Every model × every rank with one recipe; writes comparison.json/.md and lora_comparison.png, returns the
     comparison (the recipe and every run's metrics)."""
+    runs = plan_runs(args)
     os.makedirs(args.output_dir, exist_ok=True)
     results = []
-    for model in args.models:
+    for model, rank, lora_args, training_args in runs:
         tau = model_tau(model)
         label = (
             f"{os.path.basename(os.path.normpath(model))} (τ={tau:g})" if tau is not None else os.path.basename(model)
         )
-        for rank in args.ranks:
-            print(f"=== {label}, LoRA rank {rank} ===", flush=True)
-            results.append(run(args, model, rank) | {"label": label, "model_tau": tau})
+        print(f"=== {label}, LoRA rank {rank} ===", flush=True)
+        results.append(finetune_lora(lora_args, training_args) | {"label": label, "model_tau": tau})
 
     rows = [
         "| model | " + " | ".join(f"Δ val loss r={k}" for k in args.ranks) + " | val loss before |",

@@ -388,8 +388,8 @@ def compare_regularizers(
     recorded with the recipe."""
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = [("none", "laplacian_pyramid", 0.0)] + [(f, FAMILIES[f], tau) for f, tau in parse_strengths(args.strengths)]
+    files = held_out_split(args)  # checks the training text before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
-    files = held_out_split(args)
     print(f"Training text: {files[0]}\nHeld-out text: {files[1]}")
 
     runs: list[dict] = []

@@ -74,24 +74,21 @@ def convert(args: ConvertArguments) -> str:
     """Fetch (from a folder or the Hub) and convert the checkpoint, save model and tokenizer; returns the folder.
 
     Everything that can fail (the tokenizer, the checkpoint, the output folder) is checked before anything is
-    written; a failure is a ``SystemExit`` whose message says what to do."""
-    try:
-        tokenizer = None if args.no_tokenizer else load_tokenizer(args.tokenizer_name)
-        path, tau = resolve_nanogpt_checkpoint(
-            args.checkpoint, tau=args.tau, filename=args.filename, revision=args.revision, token=args.token
-        )
-        output = args.output or os.path.splitext(os.path.basename(path))[0]
-        if args.output is None and not os.path.isfile(args.checkpoint):  # a folder or repo: name it after both
-            output = f"{os.path.basename(os.path.normpath(args.checkpoint))}-{output}"
-        if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
-            raise ValueError(f"--output {output} exists and is not empty; pass --overwrite or choose another path.")
-        source = None if os.path.exists(args.checkpoint) else args.checkpoint  # a Hub repo: recorded as the source
-        model = convert_nanogpt(path, tau=tau, n_head=args.n_head, source=source)
-        os.makedirs(output, exist_ok=True)
-        if tokenizer is not None:
-            tokenizer = attach_tokenizer(model, output, tokenizer)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    written; a failure is a ``ValueError`` or ``FileNotFoundError`` whose message says what to do."""
+    tokenizer = None if args.no_tokenizer else load_tokenizer(args.tokenizer_name)
+    path, tau = resolve_nanogpt_checkpoint(
+        args.checkpoint, tau=args.tau, filename=args.filename, revision=args.revision, token=args.token
+    )
+    output = args.output or os.path.splitext(os.path.basename(path))[0]
+    if args.output is None and not os.path.isfile(args.checkpoint):  # a folder or repo: name it after both
+        output = f"{os.path.basename(os.path.normpath(args.checkpoint))}-{output}"
+    if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
+        raise ValueError(f"--output {output} exists and is not empty; pass --overwrite or choose another path.")
+    source = None if os.path.exists(args.checkpoint) else args.checkpoint  # a Hub repo: recorded as the source
+    model = convert_nanogpt(path, tau=tau, n_head=args.n_head, source=source)
+    os.makedirs(output, exist_ok=True)
+    if tokenizer is not None:
+        tokenizer = attach_tokenizer(model, output, tokenizer)
     model.save_pretrained(output)
 
     topo = TopoConfig.from_pretrained(output)

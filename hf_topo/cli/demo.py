@@ -160,8 +160,8 @@ def run_demo(args: DemoArguments) -> dict:
     for name in ("baseline", "toponet"):  # refused before anything is trained, never overwritten
         previous = os.path.join(args.output_dir, name)
         if os.path.isdir(previous) and os.listdir(previous):
-            raise SystemExit(
-                f"error: {os.path.abspath(previous)} holds a previous demo run; pass another --output_dir or remove "
+            raise ValueError(
+                f"{os.path.abspath(previous)} holds a previous demo run; pass another --output_dir or remove "
                 "that folder to run the demo again."
             )
     os.makedirs(args.output_dir, exist_ok=True)

@@ -9,6 +9,7 @@ markdown table (also saved next to the JSON as `.md`).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,10 @@ def make_parser(prog: str | None = None):
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
     (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    if os.path.isdir(args.output):  # found before the scoring, not when the results are written
+        raise ValueError(
+            f"--output {args.output} is a folder; give a file, e.g. {os.path.join(args.output, 'blimp.json')}."
+        )
     results = evaluate_blimp(
         args.model,
         tokenizer=args.tokenizer_name,

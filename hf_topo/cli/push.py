@@ -61,24 +61,21 @@ class PushArguments:
 def push(args: PushArguments) -> dict:
     """Build the upload folder, and push it unless `--dry_run`; returns `{"folder", "files", "commit_url"}`."""
     folder = args.output_dir or os.path.normpath(args.model) + "-hub"
-    try:
-        files = build_upload_folder(
-            args.model,
-            folder,
-            repo_id=args.repo_id,
-            analysis_dir=args.analysis_dir,
-            tokenizer=args.tokenizer,
-            infer_topography=args.infer_topography,
-            overwrite=args.overwrite,
-            datasets=args.datasets,
-            eval_dataset=args.eval_dataset,
-            eval_dataset_config=args.eval_dataset_config,
-            base_model=args.base_model,
-            license=args.license,
-            language=args.language,
-        )
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    files = build_upload_folder(
+        args.model,
+        folder,
+        repo_id=args.repo_id,
+        analysis_dir=args.analysis_dir,
+        tokenizer=args.tokenizer,
+        infer_topography=args.infer_topography,
+        overwrite=args.overwrite,
+        datasets=args.datasets,
+        eval_dataset=args.eval_dataset,
+        eval_dataset_config=args.eval_dataset_config,
+        base_model=args.base_model,
+        license=args.license,
+        language=args.language,
+    )  # checks every input (model, repo id, analysis, tokenizer, upload folder) before it writes anything
     print(f"Upload folder {os.path.abspath(folder)} ({len(files)} files):")
     for name in files:
         print(f"  {name}  ({os.path.getsize(os.path.join(folder, name)):,} bytes)")
