@@ -11,18 +11,19 @@ Importing hf_topo registers the downsampled model classes with the Auto classes,
 with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .checkpoints import resolve_checkpoint
-from .config import TOPOGRAPHY_KEY, TopoConfig
+from .config import TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
 from .hub import load_toponet
 from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
+from .metadata import TOPOGRAPHY_KEY
+from .presets import TARGET_PRESETS
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
 from .similarity import neighbour_distance_loss
-from .targets import TARGET_PRESETS, find_target_modules
-from .topo_loss import TopoLayer, TopoLoss, attach_inferred_topography
+from .targets import TopoLayer, find_target_modules
+from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 __all__ = [

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from .data import _tokenizer_name, check_tokenizer, load_tokenizer
+from .data import check_tokenizer, load_tokenizer, tokenizer_display_name
 from .models import check_model_source
 
 __all__ = [
@@ -265,7 +265,7 @@ class SentenceScorer:
         empty = [s for s, ids in zip(unique, encoded, strict=True) if not ids]
         if empty:
             raise ValueError(
-                f"{len(empty)} sentence(s) encode to no token with the tokenizer {_tokenizer_name(self.tokenizer)!r} "
+                f"{len(empty)} sentence(s) encode to no token with the tokenizer {tokenizer_display_name(self.tokenizer)!r} "
                 f"({type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens), e.g. {empty[0]!r}. A sentence "
                 "without tokens has no score: its pair would tie and count as correct. Use the model's own tokenizer "
                 "(--tokenizer_name) and BLiMP sentences with text."

@@ -1,9 +1,11 @@
-"""``TopoConfig``: the topographic setup of a model, and its record in ``config.json``.
+"""``TopoConfig``: the topographic setup of a model, and the record it is saved as.
 
-The setup is saved inside the model's own config under the key ``"topography"``, so a TopoNet is an ordinary
-Hugging Face checkpoint: ``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
-``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's
-sheet. Schema (version 2; version 1 lacked ``distance`` and ``neighbourhood``)::
+The setup is saved inside the model's own config under the key ``"topography"`` (:mod:`hf_topo.metadata` says where
+records live and reads them), so a TopoNet is an ordinary Hugging Face checkpoint:
+``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
+``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's sheet.
+The record, schema version 2 (a version 1 record has no ``distance`` and ``neighbourhood``: they take their
+defaults)::
 
     "topography": {
       "schema_version": 2,
@@ -25,22 +27,31 @@ sheet. Schema (version 2; version 1 lacked ``distance`` and ``neighbourhood``)::
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from torch import nn
+
+from ._version import __version__
 from .losses import INTERPOLATION_MODES
+from .metadata import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, read_topography_record
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
 from .similarity import DISTANCES
+from .targets import matches_pattern, resolve_sheets
 
-__all__ = ["TopoConfig", "TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "SCHEMA_VERSION", "LOSSES", "WEIGHT_LOSSES"]
+__all__ = [
+    "TopoConfig",
+    "TOPO_SETTINGS",
+    "TOPOGRAPHY_KEY",
+    "TOPOGRAPHY_FILE",
+    "SCHEMA_VERSION",
+    "LOSSES",
+    "WEIGHT_LOSSES",
+]
 
-TOPOGRAPHY_KEY = "topography"
-#: File holding the record next to a PEFT adapter, which has no config.json of its own.
-TOPOGRAPHY_FILE = "topography.json"
+#: Version of the record that :meth:`TopoConfig.to_dict` writes (1 to this one are read).
 SCHEMA_VERSION = 2
 #: Topographic losses known to this version: TopoLoss, and Truong & Hasson's Weight / Activation Similarity.
 LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
@@ -165,6 +176,16 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
         raise ValueError(_malformed(source, "; ".join(problems)))
 
 
+def _regex_or_suffixes(patterns: Any) -> Any:
+    """``patterns`` as :func:`hf_topo.targets.find_target_modules` takes them: a list of suffixes or one regex string,
+    where a list of the single entry ``"re:REGEX"`` (how a regex is written on the command line) is the regex."""
+    if not isinstance(patterns, (list, tuple)):
+        return patterns
+    if len(patterns) == 1 and isinstance(patterns[0], str) and patterns[0].startswith("re:"):
+        return patterns[0][len("re:") :]
+    return list(patterns)
+
+
 @dataclass
 class TopoConfig:
     """Configuration of TopoLoss (Deb, Deb & Murty, ICLR 2025).
@@ -172,7 +193,8 @@ class TopoConfig:
     Args:
         target_modules (`list[str]` or `str`, defaults to `["mlp.c_fc"]`):
             Layers that get TopoLoss: module-name suffixes, or one regex matched against full names (PEFT's
-            semantics). Use `"mlp.dense_h_to_4h"` for GPT-NeoX/Pythia, `"mlp.up_proj"` for Llama/Qwen/Mistral.
+            semantics), also written as the list `["re:REGEX"]`. Use `"mlp.dense_h_to_4h"` for GPT-NeoX/Pythia,
+            `"mlp.up_proj"` for Llama/Qwen/Mistral.
         tau (`float`, defaults to `1.0`):
             Base weight τ of the topographic term: `loss = task_loss + τ · topo_loss`. `0` trains a baseline that
             still logs its TopoLoss.
@@ -185,8 +207,8 @@ class TopoConfig:
             Fixed sheet `(height, width)` for every layer; by default each layer's most-square factorization.
         watch_modules (`list[str]` or `str`, *optional*):
             Layers whose TopoLoss is logged but not optimized (the reference's `scale=None`).
-        tau_schedule (`TauSchedule` or `str`, *optional*):
-            Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"`; constant by default.
+        tau_schedule (`TauSchedule` or `str`, defaults to `"constant"`):
+            Multiplier of τ over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"` (see :mod:`hf_topo.schedule`).
         loss (`str`, defaults to `"laplacian_pyramid"`):
             The topographic regularizer: `"laplacian_pyramid"` (TopoLoss's blur-and-cosine objective),
             `"weight_similarity"` (mean distance between neighbouring units' incoming weights) or
@@ -210,26 +232,48 @@ class TopoConfig:
             `hf-topo finetune-lora`: method, rank, targets, τ, corpus).
     """
 
-    target_modules: list[str] | str = field(default_factory=lambda: ["mlp.c_fc"])
-    tau: float = 1.0
-    factor_h: float = 3.0
-    factor_w: float = 3.0
-    interpolation: str = "bilinear"
-    sheet_shape: tuple[int, int] | None = None
-    watch_modules: list[str] | str | None = None
-    tau_schedule: TauSchedule | str | None = None
-    loss: str = "laplacian_pyramid"
-    distance: str = "correlation"
-    neighbourhood: int = 1
+    # The settings (those with a help text) are also the topographic training arguments and command-line flags of
+    # hf_topo.trainer.TopoTrainingArguments, which takes their defaults and help from here.
+    target_modules: list[str] | str = field(
+        default_factory=lambda: ["mlp.c_fc"],
+        metadata={"help": "Module-name suffixes that get TopoLoss, or one entry 're:REGEX' matched on full names."},
+    )
+    tau: float = field(default=1.0, metadata={"help": "Weight τ of TopoLoss: loss = task_loss + τ·topo_loss."})
+    factor_h: float = field(default=3.0, metadata={"help": "Downsampling factor φh along the sheet height."})
+    factor_w: float = field(default=3.0, metadata={"help": "Downsampling factor φw along the sheet width."})
+    interpolation: str = field(
+        default="bilinear", metadata={"help": "Blur interpolation: bilinear, bicubic, nearest, nearest-exact, area."}
+    )
+    sheet_shape: tuple[int, int] | None = field(
+        default=None, metadata={"help": "Fixed sheet 'HEIGHT WIDTH' for every target layer (default: most-square)."}
+    )
+    watch_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Layers whose TopoLoss is logged but not optimized (same syntax)."}
+    )
+    tau_schedule: TauSchedule | str | None = field(
+        default="constant",
+        metadata={"help": "τ phases over optimizer steps, e.g. 'warmup:1000,cosine:9000:0.1' (see hf_topo.schedule)."},
+    )
+    loss: str = field(
+        default="laplacian_pyramid",
+        metadata={"help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity or activation_similarity."},
+    )
+    distance: str = field(
+        default="correlation",
+        metadata={"help": "Neighbour distance of the similarity losses: euclidean, cosine or correlation."},
+    )
+    neighbourhood: int = field(
+        default=1, metadata={"help": "Neighbourhood radius on the sheet for the similarity losses (1 = 3x3)."}
+    )
+    # Filled from a model (saved with it), not set for a run:
     layers: dict[str, CorticalSheet] | None = None
     inferred: bool = False
     finetuning: list[dict] | None = None
 
     def __post_init__(self):
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = list(self.target_modules)
+        self.target_modules = _regex_or_suffixes(self.target_modules)
         if isinstance(self.watch_modules, (list, tuple)):
-            self.watch_modules = list(self.watch_modules) or None
+            self.watch_modules = _regex_or_suffixes(self.watch_modules) or None
         if not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau < 0:
             raise ValueError(f"tau={self.tau!r} must be a finite number >= 0 (0 trains a non-topographic baseline).")
         self.tau = float(self.tau)
@@ -269,8 +313,6 @@ class TopoConfig:
 
     def to_dict(self, step: int | None = None) -> dict[str, Any]:
         """The ``"topography"`` record of ``config.json`` (``step``: the optimizer step the model is saved at)."""
-        from . import __version__
-
         tau: dict[str, Any] = {"value": self.tau, "schedule": self.tau_schedule.to_list()}
         if step is not None:
             tau.update(current=self.tau_at(step), at_step=int(step))
@@ -292,13 +334,15 @@ class TopoConfig:
             "finetuning": copy.deepcopy(self.finetuning),
             "layers": None
             if self.layers is None
-            else {n: s.to_dict() | {"role": self._role(n)} for n, s in self.layers.items()},
+            else {n: s.to_dict() | {"role": self.layer_role(n)} for n, s in self.layers.items()},
         }
 
-    def _role(self, name: str) -> str:
-        from .targets import matches_pattern
-
+    def layer_role(self, name: str) -> str:
+        """``"watch"`` when the full module name ``name`` is matched by ``watch_modules`` (logged only), else
+        ``"target"`` (optimized)."""
         return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
+
+    _role = layer_role  # the name hf_topo.hub calls
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TopoConfig:
@@ -355,48 +399,28 @@ class TopoConfig:
 
         Args:
             source: a local directory or Hub repo id (its ``config.json`` is read through ``AutoConfig``, so
-                ``revision``/``token``/``cache_dir`` pass through ``hub_kwargs``), a ``PreTrainedConfig``, or a model
-                (then the stored sheets are also checked against the model's layers).
+                ``revision``/``token``/``cache_dir`` pass through ``hub_kwargs``; a PEFT adapter's directory is read
+                from its ``topography.json``), a ``PreTrainedConfig``, or a model (then the stored sheets are also
+                checked against the model's layers).
+
+        Raises:
+            ValueError: the source has no record, the record is malformed, or its sheets contradict the model.
         """
-        from torch import nn
-
-        model = source if isinstance(source, nn.Module) else None
-        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-        if model is not None:
-            model_config = getattr(model, "config", None)
-        elif isinstance(source, (str, os.PathLike)):
-            adapter_record = os.path.join(source, TOPOGRAPHY_FILE)
-            if os.path.isfile(adapter_record) and not os.path.isfile(os.path.join(source, "config.json")):
-                with open(adapter_record) as f:  # a PEFT adapter directory saved by TopoTrainer
-                    try:
-                        data = json.load(f)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(
-                            f"{adapter_record} is not valid JSON ({err}); re-save the adapter with TopoTrainer."
-                        ) from None
-                return cls.from_dict(data, source=adapter_record)
-            from transformers import AutoConfig
-
-            model_config = AutoConfig.from_pretrained(source, **hub_kwargs)
-        else:
-            model_config = source
-        data = getattr(model_config, TOPOGRAPHY_KEY, None)
-        if data is None:
-            raise ValueError(
-                f"{name} has no '{TOPOGRAPHY_KEY}' metadata in its config, so it is not a saved TopoNet. Train it with "
-                "TopoTrainer, or describe its layers with TopoConfig(target_modules=..., tau=...) yourself."
-            )
+        data, name = read_topography_record(source, **hub_kwargs)
         if not isinstance(data, dict) or "schema_version" not in data:
             # What hf_topo writes always carries its schema version; anything else is not a record of ours.
             problem = "it has no schema_version" if isinstance(data, dict) else None
             raise ValueError(_malformed(name, problem or f"it is {_json_type(data)}, expected a JSON object"))
         config = cls.from_dict(data, source=name)
-        if model is not None:
-            from .topo_loss import resolve_sheets
-
-            resolve_sheets(model, config)  # raises if the stored sheets contradict the model
+        if isinstance(source, nn.Module):
+            resolve_sheets(source, config)  # raises if the stored sheets contradict the model
         return config
 
     def attach_to(self, model_config: Any, step: int | None = None) -> None:
         """Write this setup into ``model_config`` (a ``PreTrainedConfig``) under ``"topography"``."""
         setattr(model_config, TOPOGRAPHY_KEY, self.to_dict(step=step))
+
+
+#: The fields of :class:`TopoConfig` that a user sets for a run (each has a help text); ``layers``, ``inferred`` and
+#: ``finetuning`` are filled from a model instead.
+TOPO_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(TopoConfig) if "help" in f.metadata)

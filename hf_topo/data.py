@@ -32,10 +32,13 @@ __all__ = [
     "TOKENIZER_FILES",
     "check_data_file",
     "check_tokenizer",
+    "dataset_builder_for",
+    "is_hub_id",
     "load_text_datasets",
     "load_tokenizer",
     "train_bpe_tokenizer",
     "pack_into_blocks",
+    "tokenizer_display_name",
     "write_python_corpus",
 ]
 
@@ -58,7 +61,13 @@ TOKENIZER_FILES = (
 _PROBE_TEXT = "The cat sat on the mat."
 
 
-def _builder_for(path: str) -> str:
+def dataset_builder_for(path: str) -> str:
+    """The ``datasets`` builder that reads the local file ``path``: ``"json"`` for .json/.jsonl, ``"text"`` for plain
+    text (.txt, .text, .md, .py, .raw or no suffix).
+
+    Raises:
+        ValueError: the suffix says neither.
+    """
     suffix = Path(path).suffix.lower()
     if suffix in (".json", ".jsonl"):
         return "json"
@@ -70,8 +79,14 @@ def _builder_for(path: str) -> str:
 
 
 def check_data_file(path: str, flag: str) -> None:
-    """A data file exists and holds more than whitespace (checked before ``datasets`` sees it: its own errors on an
-    empty file are about missing ``features``)."""
+    """Refuse a data file that does not exist or holds only whitespace, naming it by ``flag`` (e.g. ``"--train_file"``).
+
+    Checked before ``datasets`` sees the file: its own errors on an empty file are about missing ``features``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is empty or whitespace only.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path!r} does not exist.")
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -152,7 +167,7 @@ def load_text_datasets(
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config, streaming=streaming, cache_dir=cache_dir)
         if validation_file is not None:  # a local held-out set next to a Hub corpus
-            builder = _builder_for(validation_file)
+            builder = dataset_builder_for(validation_file)
             kwargs = {"keep_linebreaks": True} if builder == "text" else {}
             raw["validation"] = load_dataset(
                 builder, data_files=validation_file, split="train", streaming=streaming, cache_dir=cache_dir, **kwargs
@@ -172,8 +187,8 @@ def load_text_datasets(
                     raw["train"], validation_split_percentage, dataset_name, "row", from_start=False
                 )
     else:
-        builder = _builder_for(train_file)
-        if validation_file is not None and _builder_for(validation_file) != builder:
+        builder = dataset_builder_for(train_file)
+        if validation_file is not None and dataset_builder_for(validation_file) != builder:
             raise ValueError("--train_file and --validation_file must have the same format (both text or both jsonl).")
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         files = {"train": train_file}
@@ -210,7 +225,8 @@ def _hold_out_stream(stream, n_documents: int) -> IterableDatasetDict:
     return IterableDatasetDict(validation=stream.take(n_documents), train=stream.skip(n_documents))
 
 
-def _tokenizer_name(tokenizer) -> str:
+def tokenizer_display_name(tokenizer) -> str:
+    """How messages name ``tokenizer``: the folder or Hub id it was loaded from, else its class name."""
     return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
 
@@ -222,7 +238,7 @@ def check_tokenizer(tokenizer, source: str | os.PathLike | None = None) -> None:
         TypeError: ``tokenizer`` is not a tokenizer (not callable on a string).
         ValueError: it encodes a plain English sentence to no token.
     """
-    name = str(source) if source is not None else _tokenizer_name(tokenizer)
+    name = str(source) if source is not None else tokenizer_display_name(tokenizer)
     if not callable(tokenizer):
         raise TypeError(
             f"Expected a transformers tokenizer (e.g. from AutoTokenizer.from_pretrained), got a "
@@ -238,7 +254,9 @@ def check_tokenizer(tokenizer, source: str | os.PathLike | None = None) -> None:
         )
 
 
-def _is_hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hub repo id (``owner/name`` or ``name``), not as a local path (``./x``, ``~/x``,
+    an absolute path, several slashes)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -273,7 +291,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, fallback=None, **from_pretra
     if os.path.isdir(source):
         if not any(os.path.isfile(os.path.join(source, name)) for name in TOKENIZER_FILES):
             if fallback is not None:
-                logger.info("%s has no tokenizer files: using %s", source, _tokenizer_name(fallback))
+                logger.info("%s has no tokenizer files: using %s", source, tokenizer_display_name(fallback))
                 return fallback
             raise ValueError(
                 f"{source} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} is there (transformers would "
@@ -286,7 +304,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, fallback=None, **from_pretra
             f"{source} is a file; a tokenizer is loaded from the folder that holds its files (tokenizer.json, "
             f"tokenizer_config.json, ...): pass --tokenizer_name {os.path.dirname(source) or '.'}."
         )
-    elif not _is_hub_id(source):
+    elif not is_hub_id(source):
         raise FileNotFoundError(
             f"Tokenizer folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass "
             "--tokenizer_name with an existing folder or a Hub id."

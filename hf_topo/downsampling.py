@@ -66,11 +66,13 @@ from transformers import (
 from transformers import initialization as hf_init
 from transformers.pytorch_utils import Conv1D
 
-from .config import TOPOGRAPHY_KEY, TopoConfig
-from .losses import _is_cacheable, blur_matrices
+from ._version import __version__
+from .config import TopoConfig
+from .losses import blur_matrices, is_cacheable
+from .metadata import TOPOGRAPHY_KEY, stored_topography
+from .presets import default_target_modules
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
-from .targets import TARGET_PRESETS
-from .topo_loss import resolve_sheets
+from .targets import resolve_sheets
 
 __all__ = [
     "DOWNSAMPLING_KEY",
@@ -86,11 +88,6 @@ logger = logging.getLogger(__name__)
 #: Key of the downsampling record in ``config.json``.
 DOWNSAMPLING_KEY = "topographic_downsampling"
 DOWNSAMPLING_SCHEMA_VERSION = 1
-
-
-def _reduced_size(size: int, factor: float) -> int:
-    # F.interpolate sizes its output floor(size * (1 / factor)) in double precision (hf_topo.losses relies on the same).
-    return math.floor(size * (1.0 / factor))
 
 
 # ---- the layer --------------------------------------------------------------------------------------------------
@@ -227,7 +224,7 @@ class TopoDownsampledLinear(nn.Module):
             _, up_h, _, up_w = blur_matrices(
                 self.height, self.width, self.factor_h, self.factor_w, self.interpolation, device=device, dtype=dtype
             )
-        if _is_cacheable(up_h) and _is_cacheable(up_w):
+        if is_cacheable(up_h) and is_cacheable(up_w):
             self._upsampling_cache[key] = (up_h, up_w)
         return up_h, up_w  # (h, h'), (w, w')
 
@@ -504,20 +501,16 @@ def _topographic_sheets(
     interpolation: str | None,
 ) -> tuple[list[CorticalSheet], str]:
     """The sheets of the layers to downsample, validated for the factors, and the interpolation mode to use."""
-    if getattr(model.config, TOPOGRAPHY_KEY, None) is not None:  # a malformed record raises rather than being ignored
+    if stored_topography(model) is not None:  # a malformed record raises rather than being ignored
         topo = TopoConfig.from_pretrained(model.config)
         if target_modules is not None:  # other layers than the trained ones: their sheets are re-derived
             topo = replace(topo, target_modules=target_modules, watch_modules=None, layers=None)
     else:
         if target_modules is None:
-            model_type = model.config.model_type
-            if model_type not in TARGET_PRESETS:
-                raise ValueError(
-                    f"{type(model).__name__} has no '{TOPOGRAPHY_KEY}' metadata and no default topographic layer is "
-                    f"known for model_type={model_type!r}; pass target_modules=... (known families: "
-                    f"{', '.join(sorted(TARGET_PRESETS))})."
-                )
-            target_modules = TARGET_PRESETS[model_type]
+            try:
+                target_modules = default_target_modules(model)
+            except ValueError as err:
+                raise ValueError(f"{type(model).__name__} has no '{TOPOGRAPHY_KEY}' metadata. {err}") from None
         logger.warning(
             "%s has no '%s' metadata: downsampling %s on most-square sheets. A model not trained with TopoLoss "
             "usually loses much more from downsampling than a TopoNet.",
@@ -553,7 +546,7 @@ def downsample_model(
             with ``φh = φw = √n``). ``(1, 1)`` gives a model that computes exactly what ``model`` does.
         target_modules: the layers to downsample (PEFT semantics: name suffixes or one regex). By default the
             target layers of the model's ``topography`` metadata with their recorded sheets, else the family's
-            MLP expansion layer (:data:`hf_topo.TARGET_PRESETS`) on most-square sheets.
+            MLP expansion layer (:data:`hf_topo.presets.TARGET_PRESETS`) on most-square sheets.
         interpolation: ``F.interpolate`` mode; by default the one of the model's TopoLoss (``"bilinear"``).
 
     Returns:
@@ -604,7 +597,7 @@ def downsample_model(
     record = {
         "schema_version": DOWNSAMPLING_SCHEMA_VERSION,
         "library": "hf_topo",
-        "library_version": _library_version(),
+        "library_version": __version__,
         "base_model_type": model_type,
         "factor_h": factor_h,
         "factor_w": factor_w,
@@ -679,9 +672,3 @@ def _build_with_weights(
             "model; please report this with the model's config."
         )
     return new_model
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__

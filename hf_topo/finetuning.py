@@ -21,9 +21,10 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, default_data_collator, set_seed
 
 from .checkpoints import resolve_checkpoint
-from .config import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, TopoConfig
+from .config import TopoConfig
 from .data import check_data_file, load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
+from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
 from .models import check_model_source
 from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
@@ -139,7 +140,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
-    has_topography = isinstance(getattr(model.config, TOPOGRAPHY_KEY, None), dict)
+    has_topography = isinstance(stored_topography(model), dict)
     if not has_topography:
         if args.infer_topography:
             attach_inferred_topography(model)
@@ -151,7 +152,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
             )
         else:
             logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)
-    original_topography = copy.deepcopy(getattr(model.config, TOPOGRAPHY_KEY, None))
+    original_topography = copy.deepcopy(stored_topography(model))
 
     train, validation = load_lora_corpus(args, tokenizer)
     topo = None
@@ -185,8 +186,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
         model.save_pretrained(training_args.output_dir)
         tokenizer.save_pretrained(training_args.output_dir)
         if record is not None:  # an adapter folder has no config.json: the record goes beside it
-            with open(os.path.join(training_args.output_dir, TOPOGRAPHY_FILE), "w") as f:
-                json.dump(record, f, indent=2)
+            write_adapter_record(training_args.output_dir, record)
         if args.merge:
             merged = model.merge_and_unload()
             merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [
@@ -27,16 +28,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The attention projections LoRA adapts by default (as in the paper), per ``config.model_type``.
-ATTENTION_TARGETS: dict[str, list[str]] = {
-    "gpt2": ["attn.c_attn"],
-    "gpt_neo": ["attention.q_proj", "attention.v_proj"],
-    "gpt_neox": ["attention.query_key_value"],
-    "llama": ["self_attn.q_proj", "self_attn.v_proj"],
-    "qwen2": ["self_attn.q_proj", "self_attn.v_proj"],
-    "mistral": ["self_attn.q_proj", "self_attn.v_proj"],
-}
 
 #: Fine-tuning corpora: the Hub dataset used when the Hub is reachable, and the paper's token budget.
 CORPUS_PRESETS: dict[str, dict] = {

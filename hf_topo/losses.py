@@ -20,7 +20,15 @@ import threading
 import torch
 import torch.nn.functional as F
 
-__all__ = ["INTERPOLATION_MODES", "blur_matrices", "blur_sheet", "laplacian_pyramid_loss", "sheet_cosine_loss"]
+__all__ = [
+    "INTERPOLATION_MODES",
+    "blur_matrices",
+    "blur_sheet",
+    "check_blur_arguments",
+    "is_cacheable",
+    "laplacian_pyramid_loss",
+    "sheet_cosine_loss",
+]
 
 #: Interpolation modes of ``F.interpolate`` that act on 2D sheets.
 INTERPOLATION_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
@@ -67,9 +75,13 @@ def _build_blur_matrices_f64(height: int, width: int, factor_h: float, factor_w:
     return down_h, up_h, down_w, up_w
 
 
-def _is_cacheable(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` holds real data that any later context may use: not a meta placeholder, not a tensor
-    subclass (fake tensors of a compiler trace, DTensor, ...), not an inference-mode tensor (autograd refuses those)."""
+def is_cacheable(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` may be kept in a cache that outlives the context it was computed in.
+
+    True for real data that any later context can use: not a meta placeholder (``from_pretrained`` builds on the meta
+    device), not a tensor subclass (fake tensors of a compiler trace, DTensor, ...), not an inference-mode tensor
+    (autograd refuses those).
+    """
     return type(tensor) is torch.Tensor and not tensor.is_meta and not tensor.is_inference()
 
 
@@ -90,7 +102,7 @@ def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float
     # Outside inference mode and without autograd, so that the matrices can enter any later graph.
     with torch.inference_mode(False), torch.no_grad():
         mats = _build_blur_matrices_f64(height, width, factor_h, factor_w, mode)
-    if all(_is_cacheable(m) and m.device.type == "cpu" for m in mats):
+    if all(is_cacheable(m) and m.device.type == "cpu" for m in mats):
         with _BLUR_CACHE_LOCK:
             if len(_BLUR_CACHE) >= _BLUR_CACHE_SIZE:
                 _BLUR_CACHE.pop(next(iter(_BLUR_CACHE)))  # the oldest geometry
@@ -98,7 +110,13 @@ def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float
     return mats
 
 
-def _check_blur_arguments(height: int, width: int, factor_h: float, factor_w: float, mode: str) -> None:
+def check_blur_arguments(height: int, width: int, factor_h: float, factor_w: float, mode: str) -> None:
+    """Refuse a blur that cannot be computed: an unknown ``mode``, a factor below 1, or a ``height × width`` sheet
+    smaller than its factors (``F.interpolate`` would downsample an axis to nothing).
+
+    Raises:
+        ValueError: with what is wrong and how to fix it.
+    """
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f"interpolation={mode!r} is not supported; choose one of {INTERPOLATION_MODES}.")
     for name, factor in (("factor_h", factor_h), ("factor_w", factor_w)):
@@ -129,7 +147,7 @@ def blur_matrices(
     ``F.interpolate(F.interpolate(C, scale_factor=(1/φh, 1/φw)), size=(h, w))``. They are fresh tensors on
     ``device`` (the CPU when ``None``, whatever default-device context is active) in ``dtype``.
     """
-    _check_blur_arguments(height, width, factor_h, factor_w, interpolation)
+    check_blur_arguments(height, width, factor_h, factor_w, interpolation)
     mats = _blur_matrices_f64(int(height), int(width), float(factor_h), float(factor_w), interpolation)
     # Copies (also for float64 on the CPU): the cached matrices are never handed out to be modified in place.
     return tuple(m.to(device=device, dtype=dtype, copy=True) for m in mats)

@@ -20,9 +20,10 @@ import os
 
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPTNeoConfig, PreTrainedModel
 
+from .presets import MODEL_PRESETS  # the preset names, importable from here too
+
 __all__ = ["MODEL_PRESETS", "WEIGHT_FILES", "preset_config", "build_model", "check_model_source"]
 
-MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m")
 #: The files ``save_pretrained`` keeps a model's weights in (safetensors, sharded or not; the older pickle format).
 WEIGHT_FILES = (
     "model.safetensors",
@@ -45,7 +46,7 @@ def check_model_source(name_or_path: str | os.PathLike, **hub_kwargs) -> None:
         ValueError: a file instead of a folder; a folder without ``config.json`` (a LoRA adapter folder is named as
             such) or without any of :data:`WEIGHT_FILES`; a Hub id that cannot be reached or does not exist.
     """
-    from .data import _is_hub_id
+    from .data import is_hub_id
 
     source = os.fspath(name_or_path)
     if os.path.isdir(source):
@@ -73,7 +74,7 @@ def check_model_source(name_or_path: str | os.PathLike, **hub_kwargs) -> None:
             f"{source} is a file; a model is loaded from the folder that holds its config.json and weights: pass "
             f"{os.path.dirname(source) or '.'}."
         )
-    if not _is_hub_id(source):
+    if not is_hub_id(source):
         raise FileNotFoundError(
             f"Model folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass an "
             "existing model folder or a Hub id."

@@ -8,29 +8,37 @@ Only layers that can carry a cortical sheet (Linear, Conv1D, Conv2d) are returne
 nothing raises an error listing the candidate names. Inside a PEFT-wrapped model the LoRA wrapper of a
 layer is the match (its adapter sub-layers are never targets), and names are reported both as seen in the
 wrapped model and as in the base model (what ``config.json`` records).
+
+:func:`resolve_sheets` turns a :class:`~hf_topo.config.TopoConfig` into the model's :class:`TopoLayer` list: every
+target and watched layer with its cortical sheet and role, checked against the blur factors of the loss and against
+the sheets that a saved model's metadata records.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .sheet import SUPPORTED_LAYER_TYPES, unwrapped_layer
+from .losses import check_blur_arguments
+from .presets import TARGET_PRESETS  # the per-family table, importable from here too
+from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, sheet_for_module, unwrapped_layer
 
-__all__ = ["TARGET_PRESETS", "find_target_modules", "base_model_name", "candidate_layer_names", "matches_pattern"]
+if TYPE_CHECKING:
+    from .config import TopoConfig
 
-#: The MLP expansion layer of common GPT-style families (pass these as ``target_modules``).
-TARGET_PRESETS: dict[str, list[str]] = {
-    "gpt2": ["mlp.c_fc"],
-    "gpt_neo": ["mlp.c_fc"],
-    "gpt_neox": ["mlp.dense_h_to_4h"],
-    "llama": ["mlp.up_proj"],
-    "llama_gate": ["mlp.gate_proj"],
-    "qwen2": ["mlp.up_proj"],
-    "mistral": ["mlp.up_proj"],
-}
+__all__ = [
+    "TARGET_PRESETS",
+    "TopoLayer",
+    "base_model_name",
+    "candidate_layer_names",
+    "find_target_modules",
+    "matches_pattern",
+    "resolve_sheets",
+]
 
 # Sub-modules of PEFT tuner layers: never targets themselves.
 _PEFT_INTERNAL = {
@@ -134,3 +142,69 @@ def find_target_modules(
             f"(GPT-2/GPT-Neo), 'mlp.dense_h_to_4h' (GPT-NeoX/Pythia) or 'mlp.up_proj' (Llama/Qwen/Mistral), or one regex."
         )
     return matched
+
+
+@dataclass(frozen=True)
+class TopoLayer:
+    """A resolved topographic layer: its name in the model at hand, the module, its sheet and its role."""
+
+    name: str
+    module: nn.Module
+    sheet: CorticalSheet  # sheet.module_name is the name in the base model (what config.json records)
+    role: str  # "target" (optimized) or "watch" (logged only)
+
+
+def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
+    """The topographic layers of ``model`` under ``config``, validated.
+
+    Raises:
+        ValueError: a pattern matches nothing, a layer is both target and watched, a sheet is too small for the
+            blur factors, or ``config.layers`` (stored metadata) disagrees with the model's layers or shapes.
+        TypeError: a matched layer is not Linear, Conv1D or Conv2d.
+    """
+    targets = find_target_modules(model, config.target_modules)
+    watched = find_target_modules(model, config.watch_modules, role="watch_modules") if config.watch_modules else {}
+    both = sorted(set(targets) & set(watched))
+    if both:
+        raise ValueError(
+            f"{both[:3]} are matched by both target_modules and watch_modules; a layer is either optimized or watched. "
+            "Narrow one of the two patterns."
+        )
+    layers: list[TopoLayer] = []
+    for role, modules in (("target", targets), ("watch", watched)):
+        for name, module in modules.items():
+            sheet = sheet_for_module(base_model_name(model, name), module, config.sheet_shape)
+            try:
+                if config.loss == "laplacian_pyramid":
+                    check_blur_arguments(
+                        sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
+                    )
+                elif sheet.n_units < 2:
+                    raise ValueError("a similarity loss needs at least two units on the sheet.")
+            except ValueError as err:
+                raise ValueError(f"Layer {name!r} ({sheet.n_units} units): {err}") from None
+            layers.append(TopoLayer(name=name, module=module, sheet=sheet, role=role))
+    if config.layers is not None:
+        _check_against_stored(layers, config.layers)
+    return layers
+
+
+def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalSheet]) -> None:
+    found = {layer.sheet.module_name: layer.sheet for layer in layers}
+    missing = sorted(set(stored) - set(found))
+    extra = sorted(set(found) - set(stored))
+    if missing or extra:
+        raise ValueError(
+            "The stored topography metadata does not describe this model's layers: "
+            + (f"recorded but not found in the model: {missing[:4]}; " if missing else "")
+            + (f"found in the model but not recorded: {extra[:4]}; " if extra else "")
+            + "load the matching checkpoint, or drop `layers` from the TopoConfig to re-derive the sheets."
+        )
+    for name, sheet in stored.items():
+        actual = found[name]
+        if (actual.layer_type, actual.shape) != (sheet.layer_type, sheet.shape):
+            raise ValueError(
+                f"The stored topography metadata of {name!r} says {sheet.layer_type} sheet {sheet.shape} (height, width, "
+                f"depth) but the model has {actual.layer_type} sheet {actual.shape}. The config.json and weights come from "
+                "different models: re-save the model with hf_topo, or load the checkpoint that matches the metadata."
+            )

@@ -11,87 +11,21 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import WEIGHT_LOSSES, TopoConfig
 from .distributed import gathered_for_reading, is_zero3_partitioned
-from .losses import _check_blur_arguments, sheet_cosine_loss
-from .sheet import CorticalSheet, effective_weight, sheet_for_module, sheet_view, unwrapped_layer
+from .losses import sheet_cosine_loss
+from .presets import default_target_modules
+from .sheet import effective_weight, sheet_view, unwrapped_layer
 from .similarity import neighbour_distance_loss
-from .targets import base_model_name, find_target_modules
+from .targets import TopoLayer, resolve_sheets
 
 __all__ = ["TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TopoLayer:
-    """A resolved topographic layer: its name in the model at hand, the module, its sheet and its role."""
-
-    name: str
-    module: nn.Module
-    sheet: CorticalSheet  # sheet.module_name is the name in the base model (what config.json records)
-    role: str  # "target" (optimized) or "watch" (logged only)
-
-
-def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
-    """The topographic layers of ``model`` under ``config``, validated.
-
-    Raises:
-        ValueError: a pattern matches nothing, a layer is both target and watched, a sheet is too small for the
-            blur factors, or ``config.layers`` (stored metadata) disagrees with the model's layers or shapes.
-        TypeError: a matched layer is not Linear, Conv1D or Conv2d.
-    """
-    targets = find_target_modules(model, config.target_modules)
-    watched = find_target_modules(model, config.watch_modules, role="watch_modules") if config.watch_modules else {}
-    both = sorted(set(targets) & set(watched))
-    if both:
-        raise ValueError(
-            f"{both[:3]} are matched by both target_modules and watch_modules; a layer is either optimized or watched. "
-            "Narrow one of the two patterns."
-        )
-    layers: list[TopoLayer] = []
-    for role, modules in (("target", targets), ("watch", watched)):
-        for name, module in modules.items():
-            sheet = sheet_for_module(base_model_name(model, name), module, config.sheet_shape)
-            try:
-                if config.loss == "laplacian_pyramid":
-                    _check_blur_arguments(
-                        sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
-                    )
-                elif sheet.n_units < 2:
-                    raise ValueError("a similarity loss needs at least two units on the sheet.")
-            except ValueError as err:
-                raise ValueError(f"Layer {name!r} ({sheet.n_units} units): {err}") from None
-            layers.append(TopoLayer(name=name, module=module, sheet=sheet, role=role))
-    if config.layers is not None:
-        _check_against_stored(layers, config.layers)
-    return layers
-
-
-def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalSheet]) -> None:
-    found = {layer.sheet.module_name: layer.sheet for layer in layers}
-    missing = sorted(set(stored) - set(found))
-    extra = sorted(set(found) - set(stored))
-    if missing or extra:
-        raise ValueError(
-            "The stored topography metadata does not describe this model's layers: "
-            + (f"recorded but not found in the model: {missing[:4]}; " if missing else "")
-            + (f"found in the model but not recorded: {extra[:4]}; " if extra else "")
-            + "load the matching checkpoint, or drop `layers` from the TopoConfig to re-derive the sheets."
-        )
-    for name, sheet in stored.items():
-        actual = found[name]
-        if (actual.layer_type, actual.shape) != (sheet.layer_type, sheet.shape):
-            raise ValueError(
-                f"The stored topography metadata of {name!r} says {sheet.layer_type} sheet {sheet.shape} (height, width, "
-                f"depth) but the model has {actual.layer_type} sheet {actual.shape}. The config.json and weights come from "
-                "different models: re-save the model with hf_topo, or load the checkpoint that matches the metadata."
-            )
 
 
 def _keep(tensor: torch.Tensor) -> torch.Tensor:
@@ -409,20 +343,12 @@ def attach_inferred_topography(
     """Give a model that was not trained with hf_topo (any GPT-style model from the Hub or disk) sheet metadata.
 
     The sheets are the most-square ones over ``target_modules`` (default: the family's MLP expansion layer,
-    :data:`hf_topo.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
+    :data:`hf_topo.presets.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
     analysis, LoRA with ``--tau``) works on the model and the metadata does not pretend it was trained topographically.
     Returns the attached :class:`TopoConfig`.
     """
-    from .targets import TARGET_PRESETS
-
     if target_modules is None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in TARGET_PRESETS:
-            raise ValueError(
-                f"No default topographic layer is known for model_type={model_type!r}; pass target_modules=... "
-                f"(known families: {', '.join(sorted(TARGET_PRESETS))})."
-            )
-        target_modules = TARGET_PRESETS[model_type]
+        target_modules = default_target_modules(model)
     config = TopoLoss(
         TopoConfig(target_modules=target_modules, tau=config_kwargs.pop("tau", 0.0), **config_kwargs)
     ).config_for(model)

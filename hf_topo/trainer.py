@@ -18,19 +18,19 @@ The trainer changes a few well-known hooks and keeps the rest stock (accelerate,
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
 
-from .config import TopoConfig
+from .config import TOPO_SETTINGS, TopoConfig
 from .distributed import check_activation_checkpointing
+from .metadata import stored_topography, write_adapter_record
 from .topo_loss import TopoLoss
 
-__all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS"]
+__all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS", "topo_argument_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,70 +38,51 @@ logger = logging.getLogger(__name__)
 MODEL_TAGS = ["hf_topo", "topographic"]
 
 
+def topo_argument_name(setting: str) -> str:
+    """The training argument (and command-line flag) of the :class:`TopoConfig` setting ``setting``.
+
+    ``tau`` and ``tau_schedule`` keep their names (``--tau``), ``loss`` is ``topo_loss_type`` (``topo_loss`` is the
+    logged value), every other setting is ``topo_<setting>`` (``factor_h`` → ``--topo_factor_h``).
+    """
+    if setting.startswith("tau"):
+        return setting
+    return "topo_loss_type" if setting == "loss" else f"topo_{setting}"
+
+
+def _topo_argument(setting: str) -> Any:
+    """A ``TopoTrainingArguments`` field with the default and help text of the ``TopoConfig`` setting ``setting``."""
+    source = TopoConfig.__dataclass_fields__[setting]
+    metadata = {"help": source.metadata["help"]}
+    if source.default_factory is not MISSING:
+        return field(default_factory=source.default_factory, metadata=metadata)
+    return field(default=source.default, metadata=metadata)
+
+
 @dataclass
 class TopoTrainingArguments(TrainingArguments):
-    r"""`TrainingArguments` plus the TopoLoss settings (every field is also a command-line flag of
-    `HfArgumentParser`).
+    r"""`TrainingArguments` plus the settings of :class:`~hf_topo.config.TopoConfig` (every field is also a
+    command-line flag of `HfArgumentParser`).
 
-    Parameters:
-        > TopoLoss
-
-        tau (`float`, defaults to `1.0`):
-            Weight τ of the topographic term, `loss = task_loss + τ · topo_loss`. `0` trains a baseline that still
-            logs its TopoLoss.
-        topo_target_modules (`list[str]`, defaults to `["mlp.c_fc"]`):
-            Layers that get TopoLoss: module-name suffixes (PEFT semantics). A single entry starting with `re:` is a
-            regex on full names (`re:.*\.mlp\.(up|gate)_proj`).
-        topo_watch_modules (`list[str]`, *optional*):
-            Layers whose TopoLoss is logged but not optimized.
-        topo_factor_h (`float`, defaults to `3.0`), topo_factor_w (`float`, defaults to `3.0`):
-            Downsampling factors φh, φw of the blur.
-        topo_interpolation (`str`, defaults to `"bilinear"`):
-            Interpolation mode of the blur.
-        topo_sheet_shape (`list[int]`, *optional*):
-            Fixed sheet `height width` for every target layer (default: most-square).
-        tau_schedule (`str`, defaults to `"constant"`):
-            Chain of τ phases over optimizer steps, e.g. `"warmup:1000,cosine:9000:0.1"` (see `hf_topo.schedule`).
-        topo_loss_type (`str`, defaults to `"laplacian_pyramid"`):
-            The regularizer: `"laplacian_pyramid"` (TopoLoss), `"weight_similarity"` or `"activation_similarity"`
-            (Truong & Hasson; see `hf_topo.similarity`).
-        topo_distance (`str`, defaults to `"correlation"`):
-            Distance between neighbouring units' vectors for the similarity losses: euclidean, cosine, correlation.
-        topo_neighbourhood (`int`, defaults to `1`):
-            Chebyshev radius of the neighbourhood on the sheet for the similarity losses (1 = 3×3).
+    The topographic fields are the `TopoConfig` settings, with their defaults and help texts (`TopoConfig` documents
+    what each does), named by :func:`topo_argument_name`: `tau` → `--tau`, `tau_schedule` → `--tau_schedule`,
+    `loss` → `--topo_loss_type`, and `topo_<setting>` for `target_modules`, `watch_modules`, `factor_h`, `factor_w`,
+    `interpolation`, `sheet_shape`, `distance` and `neighbourhood`. On the command line a regex is the single entry
+    `re:REGEX` of `--topo_target_modules` or `--topo_watch_modules`, and `--topo_sheet_shape` takes `HEIGHT WIDTH`.
+    :meth:`topo_config` builds the `TopoConfig`.
     """
 
-    tau: float = field(default=1.0, metadata={"help": "Weight τ of TopoLoss: loss = task_loss + τ·topo_loss."})
-    topo_target_modules: list[str] = field(
-        default_factory=lambda: ["mlp.c_fc"],
-        metadata={"help": "Module-name suffixes that get TopoLoss, or one entry 're:REGEX' matched on full names."},
-    )
-    topo_watch_modules: list[str] | None = field(
-        default=None, metadata={"help": "Layers whose TopoLoss is logged but not optimized (same syntax)."}
-    )
-    topo_factor_h: float = field(default=3.0, metadata={"help": "Downsampling factor φh along the sheet height."})
-    topo_factor_w: float = field(default=3.0, metadata={"help": "Downsampling factor φw along the sheet width."})
-    topo_interpolation: str = field(
-        default="bilinear", metadata={"help": "Blur interpolation: bilinear, bicubic, nearest, nearest-exact, area."}
-    )
-    topo_sheet_shape: list[int] | None = field(
-        default=None, metadata={"help": "Fixed sheet 'HEIGHT WIDTH' for every target layer (default: most-square)."}
-    )
-    tau_schedule: str = field(
-        default="constant",
-        metadata={"help": "τ phases over optimizer steps, e.g. 'warmup:1000,cosine:9000:0.1' (see hf_topo.schedule)."},
-    )
-    topo_loss_type: str = field(
-        default="laplacian_pyramid",
-        metadata={"help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity or activation_similarity."},
-    )
-    topo_distance: str = field(
-        default="correlation",
-        metadata={"help": "Neighbour distance of the similarity losses: euclidean, cosine or correlation."},
-    )
-    topo_neighbourhood: int = field(
-        default=1, metadata={"help": "Neighbourhood radius on the sheet for the similarity losses (1 = 3x3)."}
-    )
+    # One field per TopoConfig setting, named by topo_argument_name, its type as HfArgumentParser reads it.
+    tau: float = _topo_argument("tau")
+    topo_target_modules: list[str] = _topo_argument("target_modules")
+    topo_watch_modules: list[str] | None = _topo_argument("watch_modules")
+    topo_factor_h: float = _topo_argument("factor_h")
+    topo_factor_w: float = _topo_argument("factor_w")
+    topo_interpolation: str = _topo_argument("interpolation")
+    topo_sheet_shape: list[int] | None = _topo_argument("sheet_shape")
+    tau_schedule: str = _topo_argument("tau_schedule")
+    topo_loss_type: str = _topo_argument("loss")
+    topo_distance: str = _topo_argument("distance")
+    topo_neighbourhood: int = _topo_argument("neighbourhood")
 
     def __post_init__(self):
         super().__post_init__()
@@ -109,35 +90,20 @@ class TopoTrainingArguments(TrainingArguments):
 
     def topo_config(self) -> TopoConfig:
         """The :class:`TopoConfig` these arguments describe."""
-        return TopoConfig(
-            target_modules=_patterns(self.topo_target_modules),
-            tau=self.tau,
-            factor_h=self.topo_factor_h,
-            factor_w=self.topo_factor_w,
-            interpolation=self.topo_interpolation,
-            sheet_shape=tuple(self.topo_sheet_shape) if self.topo_sheet_shape else None,
-            watch_modules=_patterns(self.topo_watch_modules) if self.topo_watch_modules else None,
-            tau_schedule=self.tau_schedule,
-            loss=self.topo_loss_type,
-            distance=self.topo_distance,
-            neighbourhood=self.topo_neighbourhood,
-        )
-
-
-def _patterns(entries: list[str] | str | None) -> list[str] | str | None:
-    if isinstance(entries, str):
-        entries = [entries]
-    if entries and len(entries) == 1 and entries[0].startswith("re:"):
-        return entries[0][3:]
-    return entries
+        settings = {setting: getattr(self, topo_argument_name(setting)) for setting in TOPO_SETTINGS}
+        for setting in ("target_modules", "watch_modules"):
+            if isinstance(settings[setting], str):  # one suffix (as a YAML file may give it), not a regex
+                settings[setting] = [settings[setting]]
+        # Empty values leave a setting unset: no watched layers, most-square sheets.
+        settings["watch_modules"] = settings["watch_modules"] or None
+        settings["sheet_shape"] = settings["sheet_shape"] or None
+        return TopoConfig(**settings)
 
 
 def _check_stored_topography(model, topo_config: TopoConfig) -> None:
     """When training continues from a saved TopoNet, its stored sheets must match the weights (else raise), and a
     change of topographic setup is said out loud."""
-    from .config import TOPOGRAPHY_KEY
-
-    if getattr(getattr(model, "config", None), TOPOGRAPHY_KEY, None) is None:
+    if stored_topography(model) is None:
         return  # a new model (a malformed record is not skipped: from_pretrained says what is wrong with it)
     stored = TopoConfig.from_pretrained(model)
     keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
@@ -415,11 +381,7 @@ class TopoTrainer(Trainer):
         super().save_model(output_dir, _internal_call=_internal_call)
         # A PEFT model saves only its adapter (no config.json): keep the record next to it.
         if hasattr(self.model, "peft_config") and self.args.should_save:
-            from .config import TOPOGRAPHY_FILE
-
-            record = getattr(self.model.get_base_model().config, "topography", None)
-            with open(os.path.join(output_dir or self.args.output_dir, TOPOGRAPHY_FILE), "w") as f:
-                json.dump(record, f, indent=2)
+            write_adapter_record(output_dir or self.args.output_dir, stored_topography(self.model.get_base_model()))
 
     def write_topography_metadata(self) -> None:
         """Put the topographic setup (with every layer's sheet and the τ at this step) into `model.config`."""

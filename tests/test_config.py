@@ -35,6 +35,10 @@ def test_defaults():
     assert config.tau_schedule == TauSchedule() and config.layers is None and config.watch_modules is None
     assert TopoConfig(target_modules=("a", "b")).target_modules == ["a", "b"]
     assert TopoConfig(watch_modules=[]).watch_modules is None
+    # A list of the single entry "re:REGEX" is the regex, as on the command line.
+    assert TopoConfig(target_modules=[r"re:.*\.c_fc"]).target_modules == r".*\.c_fc"
+    assert TopoConfig(watch_modules=(r"re:h\.1\..*",)).watch_modules == r"h\.1\..*"
+    assert TopoConfig(target_modules=["re:x", "c_fc"]).target_modules == ["re:x", "c_fc"]  # suffixes, as listed
     assert TopoConfig(tau=2, factor_h=2).tau == 2.0 and isinstance(TopoConfig(factor_h=2).factor_h, float)
 
 

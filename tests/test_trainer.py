@@ -5,6 +5,7 @@ weights after a few steps are a deterministic function of the gradients and can 
 """
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -24,6 +25,8 @@ from transformers import (
 )
 
 from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
+from hf_topo.config import TOPO_SETTINGS
+from hf_topo.trainer import topo_argument_name
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 
@@ -276,9 +279,9 @@ def test_resume_keeps_the_tau_schedule(tmp_path, token_dataset, make_gpt2):
 
 def test_resuming_on_the_same_trainer_keeps_the_topo_term(tmp_path, token_dataset, make_gpt2):
     # trainer.train() again on the same TopoTrainer (e.g. resuming in a notebook after an interrupted run) must add
-    # τ·topo_loss on its first step like any other. Regression: the step of the last TopoLoss evaluation
-    # (`_topo_last_step`) used to survive across train() calls, so a run starting at that same global step silently
-    # skipped the topographic term for that step (and its log lacked topo_loss).
+    # τ·topo_loss on its first step like any other: train() resets the step of the last TopoLoss evaluation
+    # (`_topo_last_step`); kept across train() calls, it would make a run that starts at that same global step skip
+    # the topographic term for that step (and log no topo_loss).
     data = token_dataset(64)
     trainer = _trainer(
         tmp_path, data, make_gpt2(), max_steps=4, per_device_train_batch_size=4, save_strategy="steps", save_steps=3
@@ -320,6 +323,27 @@ def test_command_line_arguments():
     assert config.watch_modules == r".*\.mlp\.c_proj"  # one "re:" entry is a regex
     assert (config.tau, config.factor_h, config.factor_w, config.interpolation) == (2.5, 2.0, 3.0, "area")
     assert config.sheet_shape == (4, 32) and config.tau_at(5) == pytest.approx(1.25)
+
+
+def test_training_arguments_are_the_topo_config_settings(tmp_path):
+    """Each TopoConfig setting is one training argument, named by topo_argument_name, with its default and help."""
+    arguments = {f.name: f for f in dataclasses.fields(TopoTrainingArguments)}
+    settings = {f.name: f for f in dataclasses.fields(TopoConfig) if f.name in TOPO_SETTINGS}
+    assert TOPO_SETTINGS == ("target_modules", "tau", "factor_h", "factor_w", "interpolation", "sheet_shape",
+                             "watch_modules", "tau_schedule", "loss", "distance", "neighbourhood")  # fmt: skip
+    assert {name for name in arguments if name.startswith(("tau", "topo_"))} == set(map(topo_argument_name, settings))
+    assert [topo_argument_name(s) for s in ("tau", "tau_schedule", "loss", "factor_h")] == [
+        "tau", "tau_schedule", "topo_loss_type", "topo_factor_h"
+    ]  # fmt: skip
+
+    def default(f):
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+    for name, setting in settings.items():
+        argument = arguments[topo_argument_name(name)]
+        assert argument.metadata == {"help": setting.metadata["help"]}, name
+        assert default(argument) == default(setting), name
+    assert TopoTrainingArguments(output_dir=str(tmp_path), report_to="none").topo_config() == TopoConfig()
 
 
 def test_regex_target_from_the_arguments(tmp_path, token_dataset, make_gpt2):

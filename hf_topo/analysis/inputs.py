@@ -84,10 +84,10 @@ def _text_stream(
     if (text_file is None) == (dataset_name is None):
         raise ValueError("Give exactly one text source: text_file (a local .txt/.jsonl file) or dataset_name.")
     if text_file is not None:
-        from ..data import _builder_for, check_data_file
+        from ..data import check_data_file, dataset_builder_for
 
         check_data_file(text_file, "Text file")
-        builder = _builder_for(text_file)
+        builder = dataset_builder_for(text_file)
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         return load_dataset(builder, data_files={"train": text_file}, split="train", streaming=True, **kwargs)
     return load_dataset(dataset_name, dataset_config, split=split, streaming=True)

@@ -1,0 +1,31 @@
+"""The per-family defaults (hf_topo.presets), and the old import paths of its tables."""
+
+import pytest
+
+import hf_topo
+from hf_topo import lora, models, presets, targets
+from hf_topo.presets import ATTENTION_TARGETS, MODEL_PRESETS, TARGET_PRESETS, default_target_modules
+
+
+def test_tables_are_importable_from_their_old_modules():
+    assert targets.TARGET_PRESETS is hf_topo.TARGET_PRESETS is TARGET_PRESETS
+    assert lora.ATTENTION_TARGETS is ATTENTION_TARGETS
+    assert models.MODEL_PRESETS is MODEL_PRESETS
+
+
+def test_every_family_with_lora_targets_has_a_topographic_layer():
+    assert set(ATTENTION_TARGETS) <= set(TARGET_PRESETS)
+
+
+def test_default_target_modules(make_gpt2, tiny_llama):
+    assert default_target_modules(make_gpt2()) == ["mlp.c_fc"]
+    assert default_target_modules(tiny_llama) == ["mlp.up_proj"]
+    default_target_modules(make_gpt2()).append("attn.c_proj")  # a copy: the table is untouched
+    assert presets.TARGET_PRESETS["gpt2"] == ["mlp.c_fc"]
+
+
+def test_unknown_family_lists_the_known_ones(make_gpt2):
+    model = make_gpt2()
+    model.config.model_type = "bert"
+    with pytest.raises(ValueError, match=r"model_type='bert'; pass target_modules=.*known families: gpt2, gpt_neo"):
+        default_target_modules(model)
