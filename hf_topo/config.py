@@ -342,7 +342,6 @@ class TopoConfig:
         ``"target"`` (optimized)."""
         return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
 
-    _role = layer_role  # the name hf_topo.hub calls
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TopoConfig:

@@ -280,7 +280,7 @@ def toponet_card(
         eval_results=eval_results or None,
     )
     layers = [
-        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo._role(name)}
+        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo.layer_role(name)}
         for name, sheet in (topo.layers or {}).items()
     ]
     architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]
