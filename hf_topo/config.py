@@ -342,7 +342,6 @@ class TopoConfig:
         ``"target"`` (optimized)."""
         return "watch" if self.watch_modules and matches_pattern(name, self.watch_modules) else "target"
 
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TopoConfig:
         """Inverse of :meth:`to_dict`; also accepts a plain dict of the constructor's arguments.

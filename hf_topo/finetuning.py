@@ -23,11 +23,12 @@ from transformers import AutoModelForCausalLM, Trainer, default_data_collator, s
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
 from .data import check_data_file, load_tokenizer
+from .hub.card import add_card_tags
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
 from .models import check_model_source
 from .topo_loss import TopoLoss, attach_inferred_topography
-from .trainer import TopoTrainer, TopoTrainingArguments
+from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
         setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
     if trainer.is_world_process_zero():
         model.save_pretrained(training_args.output_dir)
+        add_card_tags(os.path.join(training_args.output_dir, "README.md"), MODEL_TAGS)
         tokenizer.save_pretrained(training_args.output_dir)
         if record is not None:  # an adapter folder has no config.json: the record goes beside it
             write_adapter_record(training_args.output_dir, record)

@@ -19,6 +19,7 @@ The trainer changes a few well-known hooks and keeps the rest stock (accelerate,
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -381,7 +382,11 @@ class TopoTrainer(Trainer):
         super().save_model(output_dir, _internal_call=_internal_call)
         # A PEFT model saves only its adapter (no config.json): keep the record next to it.
         if hasattr(self.model, "peft_config") and self.args.should_save:
-            write_adapter_record(output_dir or self.args.output_dir, stored_topography(self.model.get_base_model()))
+            directory = output_dir or self.args.output_dir
+            write_adapter_record(directory, stored_topography(self.model.get_base_model()))
+            from .hub.card import add_card_tags
+
+            add_card_tags(os.path.join(directory, "README.md"), MODEL_TAGS)  # the adapter's card, on any PEFT version
 
     def write_topography_metadata(self) -> None:
         """Put the topographic setup (with every layer's sheet and the τ at this step) into `model.config`."""

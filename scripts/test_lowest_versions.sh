@@ -34,7 +34,7 @@ echo "[lowest] resolved versions:"
 "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as m
 names = ["transformers", "accelerate", "peft", "datasets", "huggingface_hub", "torch", "safetensors", "tokenizers",
-         "jinja2", "matplotlib", "tqdm", "numpy", "pytest"]
+         "jinja2", "matplotlib", "tqdm", "numpy", "pytest", "optuna"]
 print("  " + "  ".join(f"{name}=={m.version(name)}" for name in names))
 EOF
 

@@ -306,3 +306,16 @@ def toponet_card(
         paper_url=PAPER_URL,
         citation=CITATION,
     )
+
+
+def add_card_tags(card_path: str | Path, tags: list[str]) -> bool:
+    """Add ``tags`` to the YAML metadata of an existing model card file (e.g. the card PEFT writes next to an
+    adapter, which older PEFT releases write without the base model's tags); returns whether a card was there."""
+    path = Path(card_path)
+    if not path.is_file():
+        return False
+    card = ModelCard.load(path)
+    existing = list(card.data.tags or [])
+    card.data.tags = existing + [tag for tag in tags if tag not in existing]
+    card.save(path)
+    return True
