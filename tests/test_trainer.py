@@ -436,6 +436,7 @@ class _TrialLogs(TrainerCallback):
 
 def test_hyperparameter_search_trains_each_trial_with_its_own_tau(tmp_path, token_dataset, make_gpt2):
     import optuna  # in the `test` extra: a missing optuna fails here, never skips
+
     taus = [1.0, 7.0]
     recorder = _TrialLogs()
     trainer = TopoTrainer(
