@@ -244,12 +244,15 @@ class TopoNetExplorer:
             responses[label] = TokenResponses(tokens, as_sheet_map(acts, topo_layer.sheet))
         return responses, truncated
 
-    def weight_maps(self, layer: str) -> dict[str, torch.Tensor]:
-        """``{label: (height, width)}``: the first principal component of each unit's weights (sign arbitrary)."""
+    def weight_maps(self, layer: str, use_cache: bool = True) -> dict[str, torch.Tensor]:
+        """``{label: (height, width)}``: the first principal component of each unit's weights (sign arbitrary).
+
+        The maps of a layer are computed once (an SVD of the ``(n_units, depth)`` weights) unless ``use_cache=False``.
+        """
         name = self.resolve_layer(layer)
         maps = {}
         for label, _, topo_layer in self._models(name):
-            if (label, name) not in self._weight_maps:
+            if not use_cache or (label, name) not in self._weight_maps:
                 self._weight_maps[(label, name)] = weight_pc1_map(topo_layer)
             maps[label] = self._weight_maps[(label, name)]
         return maps

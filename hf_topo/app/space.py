@@ -84,12 +84,12 @@ def write_space_folder(
     """
     from huggingface_hub import SpaceCard, SpaceCardData
 
-    from .. import __version__
-    from ..hub.upload import _check_repo_id
+    from .._version import __version__
+    from ..hub.upload import check_repo_id
 
-    _check_repo_id(model_id)
+    check_repo_id(model_id)
     if baseline_id is not None:
-        _check_repo_id(baseline_id)
+        check_repo_id(baseline_id)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
@@ -155,9 +155,9 @@ def push_space(
     """
     from huggingface_hub import HfApi
 
-    from ..hub.upload import _OFFLINE_HELP, _check_repo_id, _network_errors, check_hub_online
+    from ..hub.upload import OFFLINE_HELP, check_hub_online, check_repo_id, network_errors
 
-    _check_repo_id(space_id)
+    check_repo_id(space_id)
     folder = Path(folder)
     missing = [name for name in SPACE_FILES if not (folder / name).is_file()]
     if missing:
@@ -173,8 +173,8 @@ def push_space(
             folder_path=folder,
             commit_message=commit_message or "TopoNet explorer Space written by hf_topo",
         )
-    except _network_errors() as err:
+    except network_errors() as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
-            f"Cannot reach the Hugging Face Hub to create the Space {space_id} ({reason}). {_OFFLINE_HELP}"
+            f"Cannot reach the Hugging Face Hub to create the Space {space_id} ({reason}). {OFFLINE_HELP}"
         ) from None
