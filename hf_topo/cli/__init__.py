@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
     ),
     "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
-    "app": ("app", "Explore a TopoNet's sheets in the browser (Gradio; pip install \"hf_topo[app]\")."),
+    "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
 }
 
 
