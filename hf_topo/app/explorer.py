@@ -356,32 +356,18 @@ class TopoNetExplorer:
         return path
 
     def plot_maps(self, maps: dict[str, torch.Tensor], layer: str, kind: str, title: str, symmetric: bool) -> Path:
-        """One PNG of one map per model, side by side (``symmetric``: colour scale centred on 0, e.g. t-values)."""
-        plt = _pyplot()
+        """One PNG of one map per model, side by side (:func:`hf_topo.analysis.plots.plot_sheet_maps`; ``symmetric``:
+        the colour scale centred on 0, e.g. for t-values)."""
+        from ..analysis.plots import plot_sheet_maps
+
         height, width = next(iter(maps.values())).shape
-        cell = 4.0
-        fig, axes = plt.subplots(
-            1, len(maps), figsize=(cell * len(maps) + 0.8, cell * height / width + 1.0), squeeze=False
-        )
-        for ax, (label, values) in zip(axes[0], maps.items(), strict=True):
-            values = values.detach().float().cpu()
-            finite = values[values.isfinite()]
-            bound = float(finite.abs().max()) if symmetric and finite.numel() else None
-            image = ax.imshow(
-                values.numpy(),
-                cmap="RdBu_r" if symmetric else "viridis",
-                vmin=-bound if bound else None,
-                vmax=bound if bound else None,
-                interpolation="nearest",
-            )
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
-            ax.set_title(f"{label}: {title}\n{_short(layer)} ({height}×{width})", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout()
         path = self._new_path(kind, layer)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        plot_sheet_maps(
+            {label: {title: {layer: values}} for label, values in maps.items()},
+            path,
+            title=f"{_short(layer)} ({height}×{width} sheet)",
+            symmetric=symmetric,
+        )
         return path
 
 
