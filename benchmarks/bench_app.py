@@ -17,7 +17,8 @@ the real ones cost: the shapes decide). Timed, each as the page runs it:
 * ``http_responses``: the same "responses" request end to end through the served app (``gradio_client`` →
   HTTP → queue → handler → PNG back), unless ``--no_http``.
 
-``--repeats`` rounds; medians in ms and the ratio to the bare forward pass.
+``--repeats`` rounds, each timing every request once in an order that rotates from round to round (so that the
+load of a shared machine hits all alike); medians in ms and the ratio to the bare forward pass.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def _toy_corpus() -> str:
     return "\n".join(" ".join(words[(i * 7) % len(words) :] + words[: (i * 7) % len(words)]) for i in range(400))
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+def time_rotating(passes: dict, repeats: int) -> dict[str, list[float]]:
+    """``repeats`` rounds timing each pass once (ms), the order rotating each round so that the machine's noise
+    (a loaded machine) hits every pass alike."""
+    names = list(passes)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            passes[name]()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return times
 
 
 def main() -> None:
@@ -98,10 +103,7 @@ def main() -> None:
         explorer.plot_maps(explorer.selectivity(LIST_A, LIST_B, layer), layer, "selectivity", "t", symmetric=True)
 
     timings = {"forward": forward, "responses": responses, "weights": weights, "selectivity": selectivity}
-    for fn in timings.values():  # warm-up (lazy imports, allocator)
-        fn()
-    results = {name: _median_ms(fn, args.repeats) for name, fn in timings.items()}
-
+    demo = None
     if not args.no_http:
         from gradio_client import Client
 
@@ -111,14 +113,16 @@ def main() -> None:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         demo = launch_explorer(explorer, port=port, prevent_thread_lock=True)
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            client.predict(layer, SENTENCE, api_name="/responses")
-            results["http_responses"] = _median_ms(
-                lambda: client.predict(layer, SENTENCE, api_name="/responses"), args.repeats
-            )
-        finally:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        timings["http_responses"] = lambda: client.predict(layer, SENTENCE, api_name="/responses")
+    try:
+        for fn in timings.values():  # warm-up (lazy imports, allocator)
+            fn()
+        times = time_rotating(timings, args.repeats)
+    finally:
+        if demo is not None:
             demo.close()
+    results = {name: statistics.median(values) for name, values in times.items()}
 
     print(f"\n{'request':<16} {'median ms':>10} {'× forward':>10}")
     for name, ms in results.items():
@@ -136,6 +140,7 @@ def main() -> None:
             },  # fmt: skip
             "sentence_tokens": int(ids.shape[1]),
             "repeats": args.repeats,
+            "times_ms": times,
             "median_ms": results,
             "ratio_to_forward": {name: ms / results["forward"] for name, ms in results.items()},
         },
