@@ -38,8 +38,12 @@ class AppArguments:
 
 def serve(args: AppArguments, prevent_thread_lock: bool = False):
     """Load the model(s) and serve the explorer; returns the launched ``gradio.Blocks``."""
+    import importlib.util
+
     from hf_topo.app import TopoNetExplorer, launch_explorer
 
+    if importlib.util.find_spec("gradio") is None:  # before the model is loaded
+        raise ImportError('hf-topo app needs gradio: pip install "hf_topo[app]" (or pip install gradio).')
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port: use one in 1-65535 (e.g. 7860).")
     explorer = TopoNetExplorer.from_pretrained(
