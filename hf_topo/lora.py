@@ -135,7 +135,7 @@ def corpus_text(
     spec = CORPUS_PRESETS[preset]
     if HF_HUB_OFFLINE:
         local = (
-            "--train_file ../shared/data/tinyshakespeare.txt"
+            "--train_file PATH/TO/tinyshakespeare.txt (a local copy of the corpus)"
             if preset == "shakespeare"
             else "--code_dir <python stdlib>"
         )
