@@ -36,8 +36,9 @@ from torch import nn
 
 from ..analysis import as_sheet_map, collect_activations, selectivity_maps, topographic_layers, weight_pc1_map
 from ..analysis.inputs import TokenBatch
+from ..analysis.plots import plot_sheet_maps, pyplot, save_figure
 from ..config import TopoConfig
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer, short_layer_name
 
 __all__ = ["TopoNetExplorer", "TokenResponses", "read_report", "parse_stimuli"]
 
@@ -92,13 +93,6 @@ def read_report(path: str | os.PathLike) -> tuple[dict, Path]:
     if not isinstance(report, dict) or not isinstance(report.get("model"), dict):
         raise ValueError(f"{path} is not a report.json of hf-topo analyze (it has no 'model' entry).")
     return report, path.parent
-
-
-def _short(name: str) -> str:
-    """``transformer.h.3.mlp.c_fc`` → ``h.3.mlp.c_fc``."""
-    parts = name.split(".")
-    digits = [i for i, part in enumerate(parts) if part.isdigit()]
-    return ".".join(parts[digits[0] - 1 :]) if digits and digits[0] > 0 else name
 
 
 class TopoNetExplorer:
@@ -312,12 +306,12 @@ class TopoNetExplorer:
     # ---- figures ----------------------------------------------------------------------------------------------
 
     def _new_path(self, kind: str, layer: str) -> Path:
-        slug = re.sub(r"[^\w.-]", "_", _short(layer))
+        slug = re.sub(r"[^\w.-]", "_", short_layer_name(layer))
         return self.output_dir / f"{kind}_{slug}_{next(self._counter)}.png"
 
     def plot_token_responses(self, responses: dict[str, TokenResponses], layer: str) -> Path:
         """One PNG: per model, the average map and each token's map (shared colour scale within a model)."""
-        plt = _pyplot()
+        plt = pyplot()
         n_models = len(responses)
         first = next(iter(responses.values()))
         n_shown = min(len(first.tokens), self.max_token_panels)
@@ -347,37 +341,23 @@ class TopoNetExplorer:
                 ax.set_xticks([])
                 ax.set_yticks([])
             subfig.suptitle(
-                f"{label} — {_short(layer)} ({height}×{width} sheet): response per token (colour scale ±{bound:.2g})",
+                f"{label} — {short_layer_name(layer)} ({height}×{width} sheet): response per token (colour scale ±{bound:.2g})",
                 fontsize=9,
             )
-        path = self._new_path("responses", layer)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        return path
+        return Path(save_figure(fig, self._new_path("responses", layer), dpi=90))
 
     def plot_maps(self, maps: dict[str, torch.Tensor], layer: str, kind: str, title: str, symmetric: bool) -> Path:
         """One PNG of one map per model, side by side (:func:`hf_topo.analysis.plots.plot_sheet_maps`; ``symmetric``:
         the colour scale centred on 0, e.g. for t-values)."""
-        from ..analysis.plots import plot_sheet_maps
-
         height, width = next(iter(maps.values())).shape
         path = self._new_path(kind, layer)
         plot_sheet_maps(
             {label: {title: {layer: values}} for label, values in maps.items()},
             path,
-            title=f"{_short(layer)} ({height}×{width} sheet)",
+            title=f"{short_layer_name(layer)} ({height}×{width} sheet)",
             symmetric=symmetric,
         )
         return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _percent(value) -> str:
