@@ -193,7 +193,8 @@ def test_the_api_through_gradio_client(explorer):
         assert "not a topographic layer" in client.predict("h.9.mlp.c_fc", "x", api_name="/responses")[2]
         assert "Type some text first" in client.predict("h.0.mlp.c_fc", "", api_name="/responses")[2]
         assert "at least 2" in client.predict("h.0.mlp.c_fc", "one", "two\nthree", api_name="/selectivity")[2]
-        assert "No analysis report" in client.predict("h.0.mlp.c_fc", api_name="/temporal")[2]
+        assert client.predict("h.0.mlp.c_fc", api_name="/temporal")[:3] == (None, None, None)
+        assert "No analysis report" in client.predict("h.0.mlp.c_fc", api_name="/temporal")[3]
     finally:
         demo.close()
 

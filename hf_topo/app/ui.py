@@ -1,7 +1,8 @@
 """The explorer's web page: a ``gradio.Blocks`` over a :class:`~hf_topo.app.explorer.TopoNetExplorer`.
 
 Every view is a button (and an API endpoint of the same name, for ``gradio_client``) that returns
-``(figure PNG, the same PNG as a download, message)``. Bad input (an empty text, an unknown layer, a list with one
+``(figure PNG, the same PNG as a download, message)`` (``/temporal``: the model's figure, the baseline's, the files,
+the message). Bad input (an empty text, an unknown layer, a list with one
 stimulus, no report) comes back as the message, shown in the page, never as a traceback.
 
 ===================  =======================================================================================
@@ -10,7 +11,8 @@ API endpoint         inputs → outputs
 ``/responses``       layer, text → per-token and averaged response maps
 ``/weights``         layer → first principal component of the weights
 ``/selectivity``     layer, list a, list b (one per line) → Welch t-maps of a over b
-``/temporal``        layer → the report's temporal-window figures and a table of the fits
+``/temporal``        layer → the report's temporal-window figures (model, baseline), their files, a table of the
+                     fits
 ===================  =======================================================================================
 """
 
@@ -98,9 +100,10 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
         try:
             paths, table = explorer.temporal_windows(layer)
         except _INPUT_ERRORS as err:
-            return [], None, f"⚠️ {err}"
+            return None, None, None, f"⚠️ {err}"
         files = [str(p) for p in paths]
-        return files, files or None, table or "The report has figures but no fits for this layer."
+        shown = (files + [None, None])[:2]  # the model's figure, then the baseline's
+        return *shown, files or None, table or "The report has figures but no fits for this layer."
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n\n{explorer.note}", elem_id="model-note")
@@ -133,7 +136,10 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
         with gr.Tab("Temporal windows"):
             show_temporal = gr.Button("Show temporal-window maps", elem_id="show-temporal")
             temporal_message = gr.Markdown(elem_id="temporal-message")
-            temporal_gallery = gr.Gallery(label="Integration-window maps (hf-topo analyze --temporal_windows)")
+            temporal_model = gr.Image(
+                type="filepath", label="Integration windows: the model", elem_id="temporal-model"
+            )
+            temporal_baseline = gr.Image(type="filepath", label="Integration windows: its baseline")
             temporal_files = gr.File(label="PNG downloads", file_count="multiple")
 
         show.click(responses, [layer, text], [response_image, response_file, response_message], api_name="responses")
@@ -146,7 +152,10 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
             api_name="selectivity",
         )
         show_temporal.click(
-            temporal, [layer], [temporal_gallery, temporal_files, temporal_message], api_name="temporal"
+            temporal,
+            [layer],
+            [temporal_model, temporal_baseline, temporal_files, temporal_message],
+            api_name="temporal",
         )
     return demo
 
