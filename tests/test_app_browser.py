@@ -172,4 +172,16 @@ def test_typing_a_sentence_draws_its_map_in_the_browser(served_app, browser, tmp
     WebDriverWait(browser, 60).until(
         lambda d: "Type some text first" in d.find_element(By.ID, "responses-message").text
     )
+
+    # So is a layer the model does not have, typed into the layer box.
+    layer = browser.find_element(By.CSS_SELECTOR, "#layer input")
+    layer.send_keys(Keys.CONTROL, "a")
+    layer.send_keys(Keys.DELETE)
+    layer.send_keys("h.9.mlp.c_fc", Keys.ENTER)
+    box.send_keys("the fox")
+    browser.find_element(By.ID, "show-responses").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: "'h.9.mlp.c_fc' is not a topographic layer" in d.find_element(By.ID, "responses-message").text
+    )
+    assert "transformer.h.1.mlp.c_fc" in browser.find_element(By.ID, "responses-message").text  # the choices named
     assert "Traceback" not in browser.page_source
