@@ -85,6 +85,16 @@ def test_long_text_is_truncated_and_said_so(explorer):
     assert truncated and explorer.max_tokens == 64  # the model's 64 positions
 
 
+def test_a_long_running_explorer_keeps_only_its_latest_figures(explorer, monkeypatch):
+    import hf_topo.app.explorer as module
+
+    monkeypatch.setattr(module, "_KEEP_FIGURES", 2)
+    maps = explorer.weight_maps("h.0.mlp.c_fc")
+    paths = [explorer.plot_maps(maps, "transformer.h.0.mlp.c_fc", "weights", "PC1", symmetric=True) for _ in range(3)]
+    assert [p.is_file() for p in paths] == [False, True, True]
+    assert _png_pixels(paths[-1]).std() > 10
+
+
 def test_weight_map_is_the_first_principal_component_of_the_units_weights(explorer):
     maps = explorer.weight_maps("transformer.h.0.mlp.c_fc")
     for label, model in (("TopoNet", explorer.model), ("baseline", explorer.baseline)):

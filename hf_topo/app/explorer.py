@@ -21,6 +21,7 @@ side unit for unit. Every figure is a PNG file (a download in the app).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -45,6 +46,8 @@ __all__ = ["TopoNetExplorer", "TokenResponses", "read_report", "parse_stimuli"]
 logger = logging.getLogger(__name__)
 
 _REPORT_FILE = "report.json"
+#: How many of its latest PNGs an explorer keeps in its output folder.
+_KEEP_FIGURES = 200
 
 
 @dataclass
@@ -146,6 +149,7 @@ class TopoNetExplorer:
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="hf_topo_app_"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._counter = itertools.count()
+        self._written: collections.deque[Path] = collections.deque()
         self._weight_maps: dict[tuple[str, str], torch.Tensor] = {}
 
     @classmethod
@@ -307,7 +311,12 @@ class TopoNetExplorer:
 
     def _new_path(self, kind: str, layer: str) -> Path:
         slug = re.sub(r"[^\w.-]", "_", short_layer_name(layer))
-        return self.output_dir / f"{kind}_{slug}_{next(self._counter)}.png"
+        path = self.output_dir / f"{kind}_{slug}_{next(self._counter)}.png"
+        # a long-running server keeps only the latest figures (the page has copies of what it shows)
+        self._written.append(path)
+        while len(self._written) > _KEEP_FIGURES:
+            self._written.popleft().unlink(missing_ok=True)
+        return path
 
     def plot_token_responses(self, responses: dict[str, TokenResponses], layer: str) -> Path:
         """One PNG: per model, the average map and each token's map (shared colour scale within a model)."""
