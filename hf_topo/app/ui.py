@@ -52,6 +52,14 @@ def _failure(err: Exception) -> tuple[None, None, str]:
     return None, None, f"⚠️ {err}"
 
 
+def _figure_outputs(gr, name: str, label: str) -> list:
+    """A view's outputs, in its handler's order: the figure, its PNG download, the message (shown above the figure)."""
+    message = gr.Markdown(elem_id=f"{name}-message")
+    image = gr.Image(type="filepath", label=label, elem_id=f"{name}-map")
+    download = gr.File(label="PNG download")
+    return [image, download, message]
+
+
 def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
     """The ``gradio.Blocks`` app of ``explorer`` (not launched: call ``.launch()`` or :func:`launch_explorer`)."""
     gr = _gradio()
@@ -117,22 +125,16 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
         with gr.Tab("Responses to a text"):
             text = gr.Textbox(value=EXAMPLE_TEXT, label="Text", lines=2, elem_id="text-input")
             show = gr.Button("Show responses", variant="primary", elem_id="show-responses")
-            response_message = gr.Markdown(elem_id="responses-message")
-            response_image = gr.Image(type="filepath", label="Responses on the sheet", elem_id="responses-map")
-            response_file = gr.File(label="PNG download")
+            response_outputs = _figure_outputs(gr, "responses", "Responses on the sheet")
         with gr.Tab("Weight map"):
             show_weights = gr.Button("Show weight map", elem_id="show-weights")
-            weight_message = gr.Markdown(elem_id="weights-message")
-            weight_image = gr.Image(type="filepath", label="Weight PC1 on the sheet", elem_id="weights-map")
-            weight_file = gr.File(label="PNG download")
+            weight_outputs = _figure_outputs(gr, "weights", "Weight PC1 on the sheet")
         with gr.Tab("Selectivity"):
             with gr.Row():
                 list_a = gr.Textbox(value=EXAMPLE_LIST_A, label="List a (one per line)", lines=4)
                 list_b = gr.Textbox(value=EXAMPLE_LIST_B, label="List b (one per line)", lines=4)
             show_selectivity = gr.Button("Show selectivity (a over b)", elem_id="show-selectivity")
-            selectivity_message = gr.Markdown(elem_id="selectivity-message")
-            selectivity_image = gr.Image(type="filepath", label="Welch t on the sheet", elem_id="selectivity-map")
-            selectivity_file = gr.File(label="PNG download")
+            selectivity_outputs = _figure_outputs(gr, "selectivity", "Welch t on the sheet")
         with gr.Tab("Temporal windows"):
             show_temporal = gr.Button("Show temporal-window maps", elem_id="show-temporal")
             temporal_message = gr.Markdown(elem_id="temporal-message")
@@ -142,13 +144,13 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
             temporal_baseline = gr.Image(type="filepath", label="Integration windows: its baseline")
             temporal_files = gr.File(label="PNG downloads", file_count="multiple")
 
-        show.click(responses, [layer, text], [response_image, response_file, response_message], api_name="responses")
-        text.submit(responses, [layer, text], [response_image, response_file, response_message], api_name=False)
-        show_weights.click(weights, [layer], [weight_image, weight_file, weight_message], api_name="weights")
+        show.click(responses, [layer, text], response_outputs, api_name="responses")
+        text.submit(responses, [layer, text], response_outputs, api_name=False)
+        show_weights.click(weights, [layer], weight_outputs, api_name="weights")
         show_selectivity.click(
             selectivity,
             [layer, list_a, list_b],
-            [selectivity_image, selectivity_file, selectivity_message],
+            selectivity_outputs,
             api_name="selectivity",
         )
         show_temporal.click(
