@@ -66,9 +66,19 @@ def normalize_word(word: str, hyphen: str = "") -> str | None:
     return cleaned if "".join(cleaned.split()).isalpha() else None
 
 
-def _check_texts(texts) -> None:
+def _nonempty_texts(texts: Iterable[str]) -> Iterable[str]:
+    """The texts that hold more than whitespace; a ``ValueError`` at the end if there was none."""
     if isinstance(texts, str):
         raise TypeError("texts is a single string: pass a list of texts (e.g. [text] or the lines of a file).")
+    n_texts = 0
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, got a {type(text).__name__}.")
+        if text.strip():
+            n_texts += 1
+            yield text
+    if n_texts == 0:
+        raise ValueError("texts holds no text: give a non-empty list of strings (e.g. the lines of a text file).")
 
 
 def natural_word_runs(texts: Iterable[str], n_words: int, normalize: bool = True) -> Iterable[list[str]]:
@@ -78,14 +88,7 @@ def natural_word_runs(texts: Iterable[str], n_words: int, normalize: bool = True
     With ``normalize`` the words are cleaned by :func:`normalize_word`; a word that is not alphabetic ends the
     current run (the reference resets its counter there). A run never crosses from one text into the next.
     """
-    _check_texts(texts)
-    n_texts = 0
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"texts must be strings, got a {type(text).__name__}.")
-        if not text.strip():
-            continue
-        n_texts += 1
+    for text in _nonempty_texts(texts):
         run: list[str] = []
         for raw in text.split():
             word = normalize_word(raw) if normalize else raw
@@ -98,22 +101,13 @@ def natural_word_runs(texts: Iterable[str], n_words: int, normalize: bool = True
             if len(run) == n_words:
                 yield run
                 run = []
-    if n_texts == 0:
-        raise ValueError("texts holds no text: give a non-empty list of strings (e.g. the lines of a text file).")
 
 
 def sentences_of_length(texts: Iterable[str], n_words: int) -> Iterable[list[str]]:
     """The sentences of exactly ``n_words`` words of the texts, cleaned as the reference's ``process_sentence``
     (hyphens split words, punctuation removed, lower case; a sentence with a word that is not alphabetic is
     dropped). A sentence ends at a word ending in ``.``, ``!`` or ``?``."""
-    _check_texts(texts)
-    n_texts = 0
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"texts must be strings, got a {type(text).__name__}.")
-        if not text.strip():
-            continue
-        n_texts += 1
+    for text in _nonempty_texts(texts):
         sentence: list[str] | None = []
         for raw in text.split():
             word = normalize_word(raw, hyphen=" ")
@@ -126,8 +120,6 @@ def sentences_of_length(texts: Iterable[str], n_words: int) -> Iterable[list[str
                 if sentence is not None and len(sentence) == n_words:
                     yield sentence
                 sentence = []
-    if n_texts == 0:
-        raise ValueError("texts holds no text: give a non-empty list of strings (e.g. the lines of a text file).")
 
 
 def check_tokenizer(tokenizer) -> None:
