@@ -46,7 +46,7 @@ def measure(path: str, passages: list[str], args) -> dict:
     )  # fmt: skip
     fits = fit_integration_windows(windows)
     yoking = measure_structure_yoking(
-        model, tokenizer, passages, sentence_words=args.sentence_words, sentences_per_sequence=5,
+        model, tokenizer, passages, sentence_words=args.sentence_words, sentences_per_sequence=args.sentences_per_sequence,
         max_sequences=args.yoking_sequences, single_token_words=args.single_token_words, batch_size=args.batch_size,
         seed=args.seed,
     )  # fmt: skip
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--sequence_words", type=int, default=40)
     parser.add_argument("--max_sequences", type=int, default=200)
     parser.add_argument("--sentence_words", type=int, default=8)
+    parser.add_argument("--sentences_per_sequence", type=int, default=5)
     parser.add_argument("--yoking_sequences", type=int, default=150)
     parser.add_argument("--single_token_words", action="store_true")
     parser.add_argument("--batch_size", type=int, default=32)
