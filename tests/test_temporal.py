@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerFast
 from hf_topo.analysis.temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
+    NotEnoughTextError,
     aggregate_windows,
     fit_integration_windows,
     fit_window_curves,
@@ -393,7 +394,7 @@ def test_structure_yoking_tells_sentence_yoked_from_distance_yoked_units():
     entry = report["layers"]["window"]
     assert entry["fraction_positive"] >= 0.5 and len(entry["index"]) == 8
     assert len(entry["mean_first_differences"]) == 4 * sentence_words
-    with pytest.raises(ValueError, match="no usable sentence of 7 words"):
+    with pytest.raises(NotEnoughTextError, match="no usable sentence of 7 words"):
         measure_structure_yoking(model, tokenizer, texts, layers="window", sentence_words=7, progress=False)
     with pytest.raises(ValueError, match="swap="):
         measure_structure_yoking(model, tokenizer, texts, layers="window", swap="pos", progress=False)
@@ -418,7 +419,7 @@ def test_bad_inputs_fail_clearly(bpe_tokenizer, tiny_gpt2):
     common = dict(layers=["window"], max_length=32, progress=False)
     with pytest.raises(ValueError, match="sequence_words=8 must be an integer ≥ 9"):
         measure_integration_windows(model, bpe_tokenizer, texts, max_delta=6, sequence_words=8, **common)
-    with pytest.raises(ValueError, match="No sequence of 30 consecutive words"):
+    with pytest.raises(NotEnoughTextError, match="No sequence of 30 consecutive words"):
         measure_integration_windows(model, bpe_tokenizer, texts, max_delta=3, sequence_words=30, **common)
     with pytest.raises(ValueError, match="no module named 'mlp.c_proj'.*'window'"):
         measure_integration_windows(model, bpe_tokenizer, texts, max_delta=3, max_length=32, layers=["mlp.c_proj"])

@@ -41,6 +41,7 @@ from .summary import AnalysisSummary, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
+    NotEnoughTextError,
     StructureYoking,
     WindowFits,
     fit_integration_windows,
@@ -103,8 +104,8 @@ class AnalysisSettings:
         temporal_sequence_words (`int`, defaults to `40`): words per measured sequence (the reference: 40).
         temporal_max_sequences (`int`, defaults to `100`): sequences measured for the windows.
         temporal_yoking (`bool`, defaults to `True`): with the windows, also measure the structure-yoking index
-            (sequences of 5 sentences of ``temporal_sentence_words`` words; skipped with a warning when the text has
-            no such sentence).
+            (sequences of 5 sentences of ``temporal_sentence_words`` words). Either measurement is skipped with a
+            warning (and ``report.json`` says why) when the text holds too few usable sequences or sentences.
         temporal_sentence_words (`int`, defaults to `12`): words per sentence of the yoking sequences (the
             reference: 12).
         temporal_yoking_sequences (`int`, defaults to `100`): sequences measured for the yoking (the reference: 250).
@@ -197,6 +198,7 @@ class ModelAnalysis:
     temporal_windows: IntegrationWindows | None = None
     temporal_yoking: StructureYoking | None = None
     temporal_yoking_skipped: str | None = None
+    temporal_skipped: str | None = None
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
@@ -257,10 +259,12 @@ class ModelAnalysis:
                 "weight_smoothness": {name: r.to_dict() for name, r in self.weight_smoothness.items()},
             },
             "sweeps": {kind: sweep.to_dict() for kind, sweep in self.sweeps.items()},
-            "temporal_windows": None if self.temporal is None else self._temporal_dict(),
+            "temporal_windows": self._temporal_dict(),
         }
 
-    def _temporal_dict(self) -> dict:
+    def _temporal_dict(self) -> dict | None:
+        if self.temporal is None:
+            return {"skipped": self.temporal_skipped} if self.temporal_skipped else None
         if self.temporal_yoking is not None:
             yoking = self.temporal_yoking.to_dict()
         else:
@@ -358,23 +362,27 @@ def analyze_model(
             )  # fmt: skip
     blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
     windows = fits = yoking = None
-    yoking_skipped = None
-    if settings.temporal_windows:
+    temporal_skipped = yoking_skipped = None
+    if settings.temporal_windows:  # last, after minutes of sweeps: too little text is a warning, not a lost run
         names = [layer.name for layer in layers]
-        windows = measure_integration_windows(
-            model, tokenizer, passages, names, max_delta=settings.temporal_max_delta,
-            sequence_words=settings.temporal_sequence_words, max_sequences=settings.temporal_max_sequences,
-            batch_size=settings.batch_size, seed=settings.seed, progress=progress,
-        )  # fmt: skip
-        fits = fit_integration_windows(windows)
-        if settings.temporal_yoking:
+        try:
+            windows = measure_integration_windows(
+                model, tokenizer, passages, names, max_delta=settings.temporal_max_delta,
+                sequence_words=settings.temporal_sequence_words, max_sequences=settings.temporal_max_sequences,
+                batch_size=settings.batch_size, seed=settings.seed, progress=progress,
+            )  # fmt: skip
+            fits = fit_integration_windows(windows)
+        except NotEnoughTextError as err:
+            temporal_skipped = str(err)
+            logger.warning("%s: temporal windows skipped: %s", label, err)
+        if settings.temporal_yoking and fits is not None:
             try:
                 yoking = measure_structure_yoking(
                     model, tokenizer, passages, names, sentence_words=settings.temporal_sentence_words,
                     max_sequences=settings.temporal_yoking_sequences, batch_size=settings.batch_size,
                     seed=settings.seed, progress=progress,
                 )  # fmt: skip
-            except ValueError as err:  # the text has no usable sentence: the windows stand without it
+            except NotEnoughTextError as err:
                 yoking_skipped = str(err)
                 logger.warning("%s: structure yoking skipped: %s", label, err)
     return ModelAnalysis(
@@ -394,6 +402,7 @@ def analyze_model(
         temporal_windows=windows,
         temporal_yoking=yoking,
         temporal_yoking_skipped=yoking_skipped,
+        temporal_skipped=temporal_skipped,
     )
 
 

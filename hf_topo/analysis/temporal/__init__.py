@@ -31,7 +31,7 @@ from .fit import (
 )
 from .measure import DIFFERENCES, IntegrationWindows, aggregate_windows, measure_integration_windows
 from .structure import SWAPS, StructureYoking, measure_structure_yoking, structure_yoking_index
-from .words import natural_word_runs, normalize_word, sentences_of_length, word_token_spans
+from .words import NotEnoughTextError, natural_word_runs, normalize_word, sentences_of_length, word_token_spans
 
 __all__ = [
     "DIFFERENCES",
@@ -39,6 +39,7 @@ __all__ = [
     "WINDOW_KINDS",
     "IntegrationWindows",
     "LayerWindowFit",
+    "NotEnoughTextError",
     "StructureYoking",
     "WindowFits",
     "aggregate_windows",

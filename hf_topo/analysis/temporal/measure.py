@@ -34,7 +34,7 @@ from ...sheet import CorticalSheet, most_square_shape
 from ...targets import candidate_layer_names
 from ..activations import model_device, topographic_layers
 from ..hooks import capture_outputs
-from .words import WordPool, WordSequence, check_tokenizer, encode_words, natural_word_runs
+from .words import NotEnoughTextError, WordPool, WordSequence, check_tokenizer, encode_words, natural_word_runs
 
 __all__ = ["DIFFERENCES", "IntegrationWindows", "aggregate_windows", "measure_integration_windows"]
 
@@ -439,7 +439,7 @@ def measure_integration_windows(
     targets = resolve_layers(model, layers)
     sequences, pool, n_runs = _build_sequences(tokenizer, texts, sequence_words, max_length, max_sequences, normalize)
     if not sequences:
-        raise ValueError(
+        raise NotEnoughTextError(
             f"No sequence of {sequence_words} consecutive words fits {max_length} tokens ({n_runs} runs of "
             f"{sequence_words} words found{' after cleaning' if normalize else ''}). Give longer texts, raise "
             "max_length, or lower sequence_words (it must exceed max_delta + 2)"
@@ -458,7 +458,7 @@ def measure_integration_windows(
     swapped = positions.unsqueeze(1) - deltas  # (n_positions, n_deltas): D[j − Δ, j]
     counts = measured.counts[swapped, deltas]
     if int(counts.sum(dim=0).min()) == 0:
-        raise ValueError(
+        raise NotEnoughTextError(
             "Some Δ got no swap: the texts hold no other word with as many tokens as a swapped word. "
             "Give more (varied) text."
         )

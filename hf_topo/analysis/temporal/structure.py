@@ -42,7 +42,15 @@ from .measure import (
     sheet_shape,
     swap_changes,
 )
-from .words import EmbeddingBandPool, WordPool, WordSequence, check_tokenizer, encode_words, sentences_of_length
+from .words import (
+    EmbeddingBandPool,
+    NotEnoughTextError,
+    WordPool,
+    WordSequence,
+    check_tokenizer,
+    encode_words,
+    sentences_of_length,
+)
 
 __all__ = ["SWAPS", "StructureYoking", "structure_yoking_index", "measure_structure_yoking"]
 
@@ -255,7 +263,7 @@ def measure_structure_yoking(
         sentences.append(sentence)
         pool.add_sequence(encoded)
     if not sentences:
-        raise ValueError(
+        raise NotEnoughTextError(
             f"The texts hold no usable sentence of {sentence_words} words ({n_found} found"
             f"{', none of single-token words' if single_token_words and n_found else ''}). Give more running text "
             "with sentence ends, lower sentence_words, or set single_token_words=False."
@@ -263,7 +271,7 @@ def measure_structure_yoking(
     rng = random.Random(seed)
     sequences = _yoking_sequences(tokenizer, sentences, sentences_per_sequence, max_sequences, max_length, rng)
     if not sequences:
-        raise ValueError(
+        raise NotEnoughTextError(
             f"No sequence of {sentences_per_sequence} sentences fits {max_length} tokens: raise max_length or lower "
             "sentences_per_sequence."
         )

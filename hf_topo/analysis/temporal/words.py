@@ -19,11 +19,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["word_token_spans", "normalize_word", "natural_word_runs", "sentences_of_length"]
+__all__ = ["NotEnoughTextError", "word_token_spans", "normalize_word", "natural_word_runs", "sentences_of_length"]
 
 logger = logging.getLogger(__name__)
 
 _SPACE_MARKERS = ("Ġ", "▁", " ")
+
+
+class NotEnoughTextError(ValueError):
+    """The texts hold too few usable sequences or sentences for a measurement (the message says what to change)."""
+
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _SENTENCE_END = (".", "!", "?")
 
