@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..targets import short_layer_name
 from .perturbation import SweepResult
 from .smoothness import SmoothnessResult
 
@@ -25,13 +26,16 @@ __all__ = [
     "plot_sweeps",
     "plot_window_maps",
     "plot_window_summary",
+    "pyplot",
+    "save_figure",
 ]
 
 _COLORS = ("tab:red", "black", "tab:blue", "tab:green", "tab:purple")
 _KIND_COLORS = ("tab:green", "tab:red", "tab:gray", "tab:blue")  # in the order of temporal.WINDOW_KINDS
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,16 +44,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> str:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
+    """Write ``fig`` to ``path`` (PNG; folders created), close it, and return the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return str(path)
-
-
-def _short(layer_name: str) -> str:
-    parts = layer_name.split(".")
-    return ".".join(parts[-4:]) if len(parts) > 4 else layer_name
 
 
 def plot_sheet_maps(
@@ -66,7 +66,7 @@ def plot_sheet_maps(
             position, so a baseline's maps line up with the TopoNet's.
         symmetric: centre the colour scale on 0 (for t-values).
     """
-    plt = _pyplot()
+    plt = pyplot()
     columns = [(label, kind) for label, kinds in maps.items() for kind in kinds]
     if not columns:
         raise ValueError("No maps to plot.")
@@ -89,7 +89,7 @@ def plot_sheet_maps(
                 vmax=bound if bound else None,
                 interpolation="nearest",
             )
-            ax.set_title(f"{label}: {kind}\n{_short(layer)}", fontsize=8)
+            ax.set_title(f"{label}: {kind}\n{short_layer_name(layer)}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
@@ -97,7 +97,7 @@ def plot_sheet_maps(
             axes[row][col].axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResult]]], path: str | os.PathLike) -> str:
@@ -108,7 +108,7 @@ def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResul
         curves: ``{measure: {model label: {layer name: SmoothnessResult}}}``, e.g.
             ``{"activations": {"TopoNet": {...}, "baseline": {...}}, "weights": {...}}``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (measure, by_model) in zip(axes[0], curves.items(), strict=True):
         for color, (label, by_layer) in zip(_COLORS, by_model.items(), strict=False):
@@ -128,7 +128,7 @@ def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResul
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: str | None = None) -> str:
@@ -136,7 +136,7 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
 
     For downsampling the x-axis is the percentage of the model's parameters kept, each point labelled with its φ.
     """
-    plt = _pyplot()
+    plt = pyplot()
     first = next(iter(sweeps.values()))
     with_blimp = any(s.blimp is not None for s in sweeps.values())
     fig, axes = plt.subplots(1, 2 if with_blimp else 1, figsize=(11 if with_blimp else 5.8, 4), squeeze=False)
@@ -164,7 +164,7 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
     if max((abs(v) for s in sweeps.values() for v in s.delta_perplexity if math.isfinite(v)), default=0) > 20:
         axes[0][0].set_yscale("symlog", linthresh=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def plot_window_maps(
 
     from .temporal import WINDOW_KINDS, window_morans_i
 
-    plt = _pyplot()
+    plt = pyplot()
     os.makedirs(output_dir, exist_ok=True)
     panels = [
         ("a", "power-law exponent a", "viridis"),
@@ -239,9 +239,7 @@ def plot_window_maps(
         fig.suptitle(f"{name}: integration windows on the {height}x{width} sheet", fontsize=9)
         fig.tight_layout()
         path = os.path.join(output_dir, f"{prefix}_{_file_name(name)}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path))
     return paths
 
 
@@ -250,9 +248,9 @@ def plot_window_summary(fits: WindowFits, path: str | os.PathLike, yoking: Struc
     (and, given ``yoking``, the median structure-yoking index)."""
     from .temporal import WINDOW_KINDS
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(fits.layers)
-    short = [_short_name(name) for name in names]
+    short = [short_layer_name(name) for name in names]
     deltas = fits.deltas.numpy()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colors = plt.cm.viridis(torch.linspace(0, 1, max(len(names), 2)).numpy())
@@ -287,19 +285,9 @@ def plot_window_summary(fits: WindowFits, path: str | os.PathLike, yoking: Struc
         ax.set_xticks(list(positions))
         ax.set_xticklabels(short, rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def _finite_median(values: torch.Tensor) -> float | None:
     finite = values[torch.isfinite(values)]
     return float(finite.median()) if finite.numel() else None
-
-
-def _short_name(name: str) -> str:
-    """``transformer.h.3.mlp.c_fc`` → ``h.3.mlp.c_fc`` (the block and the layer)."""
-    parts = name.split(".")
-    digits = [i for i, part in enumerate(parts) if part.isdigit()]
-    return ".".join(parts[digits[0] - 1 :]) if digits and digits[0] > 0 else name

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ...config import TOPOGRAPHY_KEY
 from ...sheet import CorticalSheet, most_square_shape
-from ...targets import candidate_layer_names
+from ...targets import candidate_layer_names, matches_pattern
 from ..activations import model_device, topographic_layers
 from ..hooks import capture_outputs
 from .words import NotEnoughTextError, WordPool, WordSequence, check_tokenizer, encode_words, natural_word_runs
@@ -178,7 +178,7 @@ def resolve_layers(
     modules = dict(model.named_modules())
     chosen: list[tuple[str, nn.Module, CorticalSheet | None]] = []
     for wanted in layers:
-        matches = [name for name in modules if name and (name == wanted or name.endswith("." + wanted))]
+        matches = [name for name in modules if name and matches_pattern(name, [wanted])]
         if not matches:
             # Linear/Conv1D layers first (the usual targets), else every named leaf module.
             candidates = candidate_layer_names(model) or [
