@@ -187,8 +187,6 @@ def plot_window_maps(
     coefficients); returns the paths."""
     from matplotlib.colors import ListedColormap
 
-    from .temporal import WINDOW_KINDS, window_morans_i
-
     plt = pyplot()
     os.makedirs(output_dir, exist_ok=True)
     panels = [
@@ -202,7 +200,7 @@ def plot_window_maps(
         panels.append(("yoking", "structure-yoking index", "PuOr_r"))
     kind_colors = ListedColormap(list(_KIND_COLORS))
     paths = []
-    morans = fits.morans or window_morans_i(fits)
+    morans = fits.morans_i()
     for name, fit in fits.layers.items():
         maps = fit.maps()
         layer_morans = dict(morans.get(name, {}))
@@ -224,7 +222,7 @@ def plot_window_maps(
             ax.set_title(f"{title}\nMoran's I {moran:.2f}", fontsize=8)
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
         ax = axes[-1]
-        n_kinds = len(WINDOW_KINDS)
+        n_kinds = len(fits.kinds)
         ax.imshow(maps["kind"].numpy(), cmap=kind_colors, vmin=-0.5, vmax=n_kinds - 0.5, interpolation="nearest")
         shares = fit.fractions()
         ax.set_title(
@@ -246,8 +244,6 @@ def plot_window_maps(
 def plot_window_summary(fits: WindowFits, path: str | os.PathLike, yoking: StructureYoking | None = None) -> str:
     """The layer-by-layer picture: each layer's mean window, shares of the kinds and median ``a``, ``b``, ``c``, reach
     (and, given ``yoking``, the median structure-yoking index)."""
-    from .temporal import WINDOW_KINDS
-
     plt = pyplot()
     names = list(fits.layers)
     short = [short_layer_name(name) for name in names]
@@ -263,7 +259,7 @@ def plot_window_summary(fits: WindowFits, path: str | os.PathLike, yoking: Struc
     axes[0].legend(fontsize=7)
     positions = range(len(names))
     bottom = [0.0] * len(names)
-    for kind, color in zip(WINDOW_KINDS, _KIND_COLORS, strict=True):
+    for kind, color in zip(fits.kinds, _KIND_COLORS, strict=True):
         shares = [fit.fractions()[kind] for fit in fits.layers.values()]
         axes[1].bar(positions, shares, bottom=bottom, color=color, label=kind)
         bottom = [b + s for b, s in zip(bottom, shares, strict=True)]

@@ -235,12 +235,21 @@ class WindowFits:
     difference: str = "absolute"
     morans: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of window, in the order of :attr:`LayerWindowFit.kind` (:data:`WINDOW_KINDS`)."""
+        return WINDOW_KINDS
+
+    def morans_i(self) -> dict[str, dict[str, float]]:
+        """Moran's I of each layer's maps: the stored values, else :func:`window_morans_i`."""
+        return self.morans or window_morans_i(self)
+
     def to_dict(self, per_unit: bool = False) -> dict:
         """JSON-ready report entries: per layer the kinds' shares, medians, mean window and Moran's I of the maps.
 
         ``per_unit=True`` adds every unit's ``a``, ``b``, ``c``, ``r2`` and kind (large for big models).
         """
-        morans = self.morans or window_morans_i(self)
+        morans = self.morans_i()
         report = {
             "model": "theta(delta) = c*(delta+1)^(-a) + (1-c)*exp(-b*delta)",
             "reference": "Skrill & Norman-Haignere, NeurIPS 2023; TopoNets (Deb, Deb & Murty, ICLR 2025) A.7",
