@@ -523,3 +523,41 @@ def test_explicit_layers_of_any_kind(bpe_tokenizer, tiny_gpt2):
     assert windows.layer_names == ["transformer.h.1.attn.c_proj", "transformer.h.0.mlp", "lm_head"]
     assert windows.windows["lm_head"].shape == (len(bpe_tokenizer), 4)  # the logits are kept when hooked
     assert windows.sheets["transformer.h.1.attn.c_proj"] == (4, 8)  # 32 units, most-square
+
+
+@pytest.mark.slow
+def test_report_carries_the_yoking_and_loads_in_a_fresh_process(bpe_tokenizer, tiny_gpt2, tmp_path):
+    """analyze_model → write_report: the yoking index, its Moran's I and maps in report.json and the typed summary."""
+    import subprocess
+    import sys
+
+    from hf_topo.analysis import AnalysisSettings, TokenBatch, analyze_model, write_report
+
+    tiny_gpt2.resize_token_embeddings(len(bpe_tokenizer))
+    rng = random.Random(6)
+    short = ["the", "a", "of", "cat", "dog", "sat", "on", "mat", "fox"]
+    passages = [" ".join(" ".join(rng.choices(short, k=3)) + "." for _ in range(12)) for _ in range(20)]
+    settings = AnalysisSettings(
+        max_tokens=64, eval_blocks=2, batch_size=16, sweeps=[], max_pairs=500, min_pairs_per_bin=1,
+        temporal_windows=True, temporal_max_delta=3, temporal_sequence_words=6, temporal_max_sequences=4,
+        temporal_sentence_words=3, temporal_yoking_sequences=4, temporal_single_token_words=False,
+    )  # fmt: skip
+    blocks = TokenBatch(torch.randint(0, len(bpe_tokenizer), (4, 32), generator=torch.Generator().manual_seed(0)))
+    analysis = analyze_model(tiny_gpt2, bpe_tokenizer, blocks, settings, passages=passages, progress=False)
+    assert analysis.temporal_yoking is not None, analysis.temporal_yoking_skipped
+    report = write_report(analysis, tmp_path)
+    yoking = report["model"]["temporal_windows"]["structure_yoking"]
+    assert set(yoking["layers"]) == {"transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"}
+    assert yoking["sentence_words"] == 3 and 1 <= yoking["n_sequences"] <= 4  # draws over 32 tokens are skipped
+    summary = analysis.analysis_summary()
+    assert math.isfinite(summary.temporal_yoking_index) and math.isfinite(summary.temporal_yoking_morans_i)
+    assert report["summary"]["temporal_yoking_morans_i"] == pytest.approx(summary.temporal_yoking_morans_i)
+    code = (
+        "import json, sys; from hf_topo.analysis import AnalysisSummary; "
+        "s = AnalysisSummary.from_report(json.load(open(sys.argv[1]))); "
+        "print(s.temporal_yoking_index, s.temporal_yoking_morans_i)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "report.json")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [float(v) for v in out] == pytest.approx([summary.temporal_yoking_index, summary.temporal_yoking_morans_i])

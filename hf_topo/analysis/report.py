@@ -109,6 +109,8 @@ class AnalysisSettings:
         temporal_sentence_words (`int`, defaults to `12`): words per sentence of the yoking sequences (the
             reference: 12).
         temporal_yoking_sequences (`int`, defaults to `100`): sequences measured for the yoking (the reference: 250).
+        temporal_single_token_words (`bool`, defaults to `True`): yoking sentences only of single-token words (the
+            reference's choice; a small-vocabulary tokenizer may leave none, then set it to `False`).
     Other:
         seed (`int`, defaults to `0`): unit-pair subsampling, weight noise, input perturbations and word swaps.
     """
@@ -158,6 +160,9 @@ class AnalysisSettings:
     )
     temporal_sentence_words: int = field(default=12, metadata={"help": "Words per sentence for the yoking."})
     temporal_yoking_sequences: int = field(default=100, metadata={"help": "Sequences measured for the yoking."})
+    temporal_single_token_words: bool = field(
+        default=True, metadata={"help": "Yoking sentences of single-token words only (the reference's choice)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of pair sampling, noise, perturbations and word swaps."})
 
     def __post_init__(self):
@@ -379,7 +384,8 @@ def analyze_model(
             try:
                 yoking = measure_structure_yoking(
                     model, tokenizer, passages, names, sentence_words=settings.temporal_sentence_words,
-                    max_sequences=settings.temporal_yoking_sequences, batch_size=settings.batch_size,
+                    max_sequences=settings.temporal_yoking_sequences,
+                    single_token_words=settings.temporal_single_token_words, batch_size=settings.batch_size,
                     seed=settings.seed, progress=progress,
                 )  # fmt: skip
             except NotEnoughTextError as err:
