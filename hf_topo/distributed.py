@@ -124,10 +124,10 @@ def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int,
         f"Use non-reentrant checkpointing, the transformers default: --{flag} "
         f'\'{{"use_reentrant": false}}\' (TrainingArguments({flag}={{"use_reentrant": False}})).'
     )
-    if loss == "activation_similarity":
+    if loss in ("activation_similarity", "spatial_correlation"):
         raise ValueError(
-            "Reentrant activation checkpointing runs the checkpointed layers without autograd, so Activation "
-            "Similarity would see outputs without gradient and not train the model. " + fix
+            "Reentrant activation checkpointing runs the checkpointed layers without autograd, so an activation-based "
+            f"regularizer ({loss}) would see outputs without gradient and not train the model. " + fix
         )
     if world_size > 1:
         raise ValueError(
