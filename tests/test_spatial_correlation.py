@@ -264,7 +264,9 @@ def test_a_resumed_run_draws_the_same_neighbourhoods(tmp_path, make_gpt2, token_
     def topo_logs(trainer):
         return [(h["step"], h["topo_loss"]) for h in trainer.state.log_history if "topo_loss" in h]
 
-    for (step, value), (straight_step, straight_value) in zip(topo_logs(resumed)[-2:], topo_logs(straight)[-2:]):
+    for (step, value), (straight_step, straight_value) in zip(
+        topo_logs(resumed)[-2:], topo_logs(straight)[-2:], strict=True
+    ):
         assert step == straight_step and value == pytest.approx(straight_value, abs=1e-6)
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name

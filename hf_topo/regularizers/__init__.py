@@ -15,6 +15,7 @@ The pure functions are re-exported here; the model-level class is imported from 
 :mod:`hf_topo.regularizers.model` (it needs :mod:`hf_topo.config`, which needs the constants of the math modules).
 """
 
+from .bias_map import bias_map_loss
 from .laplacian_pyramid import (
     INTERPOLATION_MODES,
     blur_matrices,
@@ -23,7 +24,6 @@ from .laplacian_pyramid import (
     laplacian_pyramid_loss,
     sheet_cosine_loss,
 )
-from .bias_map import bias_map_loss
 from .similarity import DISTANCES, neighbour_distance_loss, neighbour_offsets, neighbour_pair_count
 from .spatial_correlation import (
     ACCUMULATIONS,
