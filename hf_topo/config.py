@@ -258,9 +258,10 @@ class TopoConfig:
             not Linear layers (a block's `attn` or `mlp`, a block, a LayerNorm), whose features (the hidden size)
             form the sheet: see :mod:`hf_topo.sheet` and :func:`hf_topo.presets.topolm_targets`.
         include_bias (`bool`, defaults to `False`):
-            TopoLoss only, output sheets: each layer's term is the mean of its weight sheet's TopoLoss and its bias
-            map's `1 − cos(b, blur(b))` (the reference's `LaplacianPyramidOnBias`), as the reference's `TopoLoss`
-            averages a `LaplacianPyramid` and a `LaplacianPyramidOnBias` entry of the same layer.
+            TopoLoss only, output sheets: each layer's term is the mean of its weight sheet's TopoLoss (the
+            reference's `LaplacianPyramid`) and its bias map's `1 − cos(b, blur(b))` (`LaplacianPyramidOnBias`).
+            The reference's own `TopoLoss` cannot combine the two on one layer: it keys its per-layer values by layer
+            name, so the later entry replaces the earlier.
         radius (`int`, defaults to `5`):
             TopoLM's spatial-correlation loss: a neighbourhood is the units at Chebyshev distance `< radius` of its
             centre (a `(2·radius − 1)²` window; TopoLM uses 5 on a 28 × 28 sheet).

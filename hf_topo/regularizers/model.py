@@ -243,7 +243,7 @@ class TopoRegularizer:
             value = sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
             if bias is None:
                 return value
-            # The reference TopoLoss averages its LaplacianPyramid and LaplacianPyramidOnBias entries of the layer.
+            # The mean of the reference's LaplacianPyramid and LaplacianPyramidOnBias values of the layer.
             bias_map = bias.reshape(layer.sheet.height, layer.sheet.width)
             blur = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
             return (value + bias_map_loss(bias_map, **blur)) / 2
