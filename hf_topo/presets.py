@@ -29,6 +29,7 @@ block, each laid out on a sheet of the hidden size:
 from __future__ import annotations
 
 from torch import nn
+from transformers import PretrainedConfig
 
 __all__ = [
     "TARGET_PRESETS",
@@ -110,18 +111,18 @@ TOPOLM_TARGETS: dict[str, dict[str, tuple[str | list[str], str]]] = {
 _NEOX_PARALLEL_RESIDUAL = r"gpt_neox\.layers\.[1-9]\d*\.input_layernorm|gpt_neox\.final_layer_norm"
 
 
-def topolm_targets(model: nn.Module, placement: str = "residual") -> dict[str, str | list[str]]:
+def topolm_targets(model: nn.Module | PretrainedConfig, placement: str = "residual") -> dict[str, str | list[str]]:
     """TopoLM's sites in ``model``: ``{"target_modules": ..., "sheet": ...}``, to pass to :class:`~hf_topo.TopoConfig`
     with ``loss="spatial_correlation"`` (on the command line: ``--topo_target_modules re:REGEX --topo_sheet input``).
 
     Args:
-        model: a GPT-2, GPT-Neo, GPT-NeoX or Llama model (by ``config.model_type``).
+        model: a GPT-2, GPT-Neo, GPT-NeoX or Llama model, or its config (by ``model_type``).
         placement: ``"residual"`` (TopoLM's main models) or ``"outputs"`` (see the module docstring).
 
     Raises:
         ValueError: an unknown family or placement.
     """
-    config = getattr(model, "config", None)
+    config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in TOPOLM_TARGETS:
         raise ValueError(
