@@ -236,7 +236,8 @@ def test_metadata_round_trip(tmp_path, token_dataset, make_gpt2):
     assert saved["tau"]["value"] == 5.0 and saved["tau"]["at_step"] == 3
     assert saved["tau"]["current"] == pytest.approx(5.0 * (0.5 + 0.25 * (1 + 0.5**0.5)))  # cosine at 1/4
     assert saved["layers"] == {
-        name: {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32, "role": "target"} for name in C_FC
+        name: {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32, "units": "output", "role": "target"}
+        for name in C_FC
     }
     checkpoint = json.loads((out / "checkpoint-2" / "config.json").read_text())[TOPOGRAPHY_KEY]
     assert checkpoint["tau"]["at_step"] == 2 and checkpoint["tau"]["current"] == 5.0

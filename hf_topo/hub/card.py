@@ -297,7 +297,13 @@ def toponet_card(
         eval_results=eval_results or None,
     )
     layers = [
-        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo.layer_role(name)}
+        {
+            "name": name,
+            **sheet.to_dict(),
+            "layer_type": sheet.layer_type + (" (input units)" if sheet.units == "input" else ""),
+            "units": sheet.height * sheet.width,
+            "role": topo.layer_role(name),
+        }
         for name, sheet in (topo.layers or {}).items()
     ]
     architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]
