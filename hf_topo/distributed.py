@@ -124,7 +124,10 @@ def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int,
         f"Use non-reentrant checkpointing, the transformers default: --{flag} "
         f'\'{{"use_reentrant": false}}\' (TrainingArguments({flag}={{"use_reentrant": False}})).'
     )
-    activation_losses = {"activation_similarity": "Activation Similarity", "spatial_correlation": "TopoLM's spatial loss"}
+    activation_losses = {
+        "activation_similarity": "Activation Similarity",
+        "spatial_correlation": "TopoLM's spatial loss",
+    }
     if loss in activation_losses:
         raise ValueError(
             "Reentrant activation checkpointing runs the checkpointed layers without autograd, so "

@@ -331,7 +331,8 @@ def test_training_arguments_are_the_topo_config_settings(tmp_path):
     arguments = {f.name: f for f in dataclasses.fields(TopoTrainingArguments)}
     settings = {f.name: f for f in dataclasses.fields(TopoConfig) if f.name in TOPO_SETTINGS}
     assert TOPO_SETTINGS == ("target_modules", "tau", "factor_h", "factor_w", "interpolation", "sheet_shape",
-                             "watch_modules", "tau_schedule", "loss", "distance", "neighbourhood")  # fmt: skip
+                             "watch_modules", "tau_schedule", "loss", "distance", "neighbourhood", "sheet",
+                             "include_bias", "radius", "neighbourhoods_per_batch", "accumulation")  # fmt: skip
     assert {name for name in arguments if name.startswith(("tau", "topo_"))} == set(map(topo_argument_name, settings))
     assert [topo_argument_name(s) for s in ("tau", "tau_schedule", "loss", "factor_h")] == [
         "tau", "tau_schedule", "topo_loss_type", "topo_factor_h"
