@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..regularizers.model import attach_inferred_topography
+from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, matches_pattern, resolve_sheets
 from .hooks import capture_outputs
 from .inputs import TokenBatch, as_token_batch
@@ -73,6 +74,13 @@ def topographic_layers(
             "The model has no topographic layer to analyse (only watched ones?); set include_watched=True."
         )
     for layer in layers:
+        if layer.sheet.units != "output" or layer.sheet.layer_type == ACTIVATION_SHEET:
+            raise TypeError(
+                f"{layer.name} has {'an activation' if layer.sheet.units == 'output' else 'an input'} sheet: the "
+                "analyses read each layer's output units and their incoming weights. Analyse the model on the output "
+                "sheets of its Linear/Conv1D layers, e.g. topographic_layers(model, "
+                "TopoConfig(target_modules=['mlp.c_fc'])) (hf-topo compare-regularizers does this for TopoLM models)."
+            )
         if layer.sheet.layer_type == "Conv2d":
             raise TypeError(
                 f"{layer.name} is a Conv2d: the activation analyses of hf_topo.analysis are for language models "
