@@ -42,8 +42,12 @@ def make_layer(layer_type: str, in_features: int, out_features: int, bias: bool 
     return nn.Linear(in_features, out_features, bias=bias)
 
 
-def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode):
-    """A.5 written out with F.interpolate in float64: down-sample the sheet, matmul, up-sample the output, add bias."""
+def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode, gains=False):
+    """A.5 written out with F.interpolate in float64: down-sample the sheet, matmul, up-sample the output, add bias.
+
+    With ``gains``, each unit's output is first multiplied by ``‖W_u‖ / ‖B_u‖``, ``B`` the reduced sheet up-sampled
+    back to ``(height, width)`` with F.interpolate (the rows the downsampled layer effectively applies).
+    """
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     weight = layer.weight.detach().double()
     out_in = weight.T if isinstance(layer, Conv1D) else weight  # (out, in)
@@ -58,6 +62,10 @@ def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode):
     lead = y.shape[:-1]
     grid = y.reshape(-1, 1, small_h, small_w)
     up = F.interpolate(grid, size=(height, width), mode=mode, **kwargs).reshape(*lead, height * width)
+    if gains:
+        blurred = F.interpolate(reduced, size=(height, width), mode=mode, **kwargs)[0]  # (depth, h, w)
+        blurred_rows = blurred.permute(1, 2, 0).reshape(height * width, depth)
+        up = up * (out_in.norm(dim=1) / blurred_rows.norm(dim=1))
     if layer.bias is not None:
         up = up + layer.bias.detach().double()
     return up, small_weight
@@ -98,11 +106,13 @@ def test_factor_one_is_the_original_layer(layer_type):
 @pytest.mark.parametrize("layer_type", ["Linear", "Conv1D"])
 @pytest.mark.parametrize("factors", [(2, 2), (3, 2), (2.5, 1.5), (1, 4)])
 @pytest.mark.parametrize("mode", MODES)
-def test_forward_equals_a5_definition_in_float64(layer_type, factors, mode):
+@pytest.mark.parametrize("gains", [False, True], ids=["paper", "gains"])
+def test_forward_equals_a5_definition_in_float64(layer_type, factors, mode, gains):
     layer = make_layer(layer_type, 16, 120)  # 10×12 sheet
-    small = TopoDownsampledLinear.from_layer(layer, factors, interpolation=mode)
+    small = TopoDownsampledLinear.from_layer(layer, factors, interpolation=mode, gain=gains)
+    assert (small.gain is not None) == gains
     x = torch.randn(2, 7, 16)
-    expected, small_weight = downsampled_forward_f64(layer, x, 10, 12, *factors, mode)
+    expected, small_weight = downsampled_forward_f64(layer, x, 10, 12, *factors, mode, gains=gains)
     assert small.weight.shape == small_weight.shape
     assert small.weight.shape == (math.floor(10 / factors[0]) * math.floor(12 / factors[1]), 16)
     torch.testing.assert_close(small.weight.double(), small_weight, rtol=1e-6, atol=1e-6)
@@ -117,9 +127,9 @@ def test_layer_on_a_recorded_sheet_and_without_bias():
     sheet = CorticalSheet("mlp.up_proj", "Linear", 4, 30, 8)  # not the most-square 10×12
     small = TopoDownsampledLinear.from_layer(layer, (2, 3), sheet=sheet)
     assert (small.height, small.width, small.reduced_height, small.reduced_width) == (4, 30, 2, 10)
-    assert small.bias is None and [n for n, _ in small.named_parameters()] == ["weight"]
+    assert small.bias is None and [n for n, _ in small.named_parameters()] == ["weight", "gain"]
     x = torch.randn(5, 8)
-    expected, _ = downsampled_forward_f64(layer, x, 4, 30, 2, 3, "bilinear")
+    expected, _ = downsampled_forward_f64(layer, x, 4, 30, 2, 3, "bilinear", gains=True)
     torch.testing.assert_close(small(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -136,7 +146,7 @@ def test_layer_in_bfloat16():
     x = torch.randn(3, 16, dtype=torch.bfloat16)
     out = small(x)
     assert small.weight.dtype == torch.bfloat16 and out.dtype == torch.bfloat16
-    expected, _ = downsampled_forward_f64(layer, x, 10, 12, 2, 2, "bilinear")
+    expected, _ = downsampled_forward_f64(layer, x, 10, 12, 2, 2, "bilinear", gains=True)
     assert (out.double() - expected).abs().max() <= 0.05 * expected.abs().max()
 
 
@@ -150,29 +160,38 @@ def test_parameter_counts_exact(tiny_gpt2):
     full = 64 * E + 32 * E + 2 * block + 2 * E
     assert parameter_count(tiny_gpt2) == full == 28544
     # c_fc: 128 units on an 8×16 sheet. φ=2 → 4×8 = 32 units; φ=3 → 2×5 = 10 units; (1, 4) → 8×4 = 32 units.
+    # With gains (the default) each layer keeps h·w = 128 more parameters, one per unit.
     for factors, kept_units in ((2, 32), (3, 10), ((1, 4), 32), ((2.5, 3.5), 3 * 4)):
-        small = downsample_model(tiny_gpt2, factors)
-        expected = full - 2 * (4 * E - kept_units) * E
-        assert parameter_count(small) == expected
-        record = small.config.topographic_downsampling
-        assert record["original_parameter_count"] == full and record["parameter_count"] == expected
-        assert small.transformer.h[0].mlp.c_fc.weight.shape == (kept_units, E)
-        assert small.transformer.h[0].mlp.c_fc.bias.shape == (4 * E,)
+        for gains, extra in ((False, 0), (True, 4 * E)):
+            small = downsample_model(tiny_gpt2, factors, gains=gains)
+            expected = full - 2 * (4 * E - kept_units) * E + 2 * extra
+            assert parameter_count(small) == expected
+            record = small.config.topographic_downsampling
+            assert record["original_parameter_count"] == full and record["parameter_count"] == expected
+            assert small.transformer.h[0].mlp.c_fc.weight.shape == (kept_units, E)
+            assert small.transformer.h[0].mlp.c_fc.bias.shape == (4 * E,)
+            gain = small.transformer.h[0].mlp.c_fc.gain
+            assert gain is None if not gains else gain.shape == (4 * E,)
 
 
 def test_parameter_count_llama_without_bias(tiny_llama):
-    small = downsample_model(tiny_llama, 2)  # up_proj: 120 units, 10×12 → 5×6, no bias
-    assert parameter_count(tiny_llama) - parameter_count(small) == 2 * (120 - 30) * 32
+    small = downsample_model(tiny_llama, 2)  # up_proj: 120 units, 10×12 → 5×6, no bias, 120 gains
+    assert parameter_count(tiny_llama) - parameter_count(small) == 2 * (120 - 30) * 32 - 2 * 120
+    paper = downsample_model(tiny_llama, 2, gains=False)
+    assert parameter_count(tiny_llama) - parameter_count(paper) == 2 * (120 - 30) * 32
     assert small.model.layers[0].mlp.up_proj.bias is None
 
 
 def test_factor_one_model_computes_the_original(tiny_gpt2, tiny_llama):
     ids = tokens()
     for model in (tiny_gpt2.eval(), tiny_llama.eval()):
-        same = downsample_model(model, 1)
+        same = downsample_model(model, 1, gains=False)
         assert parameter_count(same) == parameter_count(model)
+        with_gains = downsample_model(model, 1)  # nothing blurred: every gain is 1
+        assert all(torch.equal(m.gain, torch.ones_like(m.gain)) for m in with_gains.modules() if hasattr(m, "gain"))
         with torch.no_grad():
             torch.testing.assert_close(same(ids).logits, model(ids).logits, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(with_gains(ids).logits, model(ids).logits, rtol=1e-6, atol=1e-6)
 
 
 def test_model_forward_uses_the_downsampled_layers(tiny_gpt2):
@@ -181,7 +200,7 @@ def test_model_forward_uses_the_downsampled_layers(tiny_gpt2):
     layer = small.transformer.h[1].mlp.c_fc
     assert isinstance(layer, TopoDownsampledLinear) and layer.layer_type == "Conv1D"
     hidden = torch.randn(2, 5, 32)
-    expected, _ = downsampled_forward_f64(model.transformer.h[1].mlp.c_fc, hidden, 8, 16, 2, 2, "bilinear")
+    expected, _ = downsampled_forward_f64(model.transformer.h[1].mlp.c_fc, hidden, 8, 16, 2, 2, "bilinear", True)
     torch.testing.assert_close(layer(hidden).double(), expected, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         assert not torch.allclose(small(tokens()).logits, model(tokens()).logits)
@@ -276,7 +295,7 @@ def test_recorded_topography_decides_sheets_and_interpolation(make_gpt2, tmp_pat
     assert loaded.config.topography == small.config.topography
     assert loaded.transformer.h[0].mlp.c_fc.reduced_width == 16
     x = torch.randn(3, 32)
-    expected, _ = downsampled_forward_f64(model.transformer.h[0].mlp.c_fc, x, 4, 32, 2, 2, "area")
+    expected, _ = downsampled_forward_f64(model.transformer.h[0].mlp.c_fc, x, 4, 32, 2, 2, "area", gains=True)
     torch.testing.assert_close(loaded.transformer.h[0].mlp.c_fc(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
