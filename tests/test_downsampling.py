@@ -24,7 +24,9 @@ from hf_topo.downsampling import (
     DOWNSAMPLING_KEY,
     TopoDownsampledGPT2LMHeadModel,
     TopoDownsampledLinear,
+    closed_form_gains,
     downsample_model,
+    fit_least_squares_gains_,
     parameter_count,
 )
 from hf_topo.sheet import CorticalSheet
@@ -486,3 +488,136 @@ def test_malformed_topography_record_is_not_taken_for_a_missing_one(tiny_gpt2):
     tiny_gpt2.config.topography = ["mlp.c_fc"]  # not what hf_topo writes: no silent most-square fallback
     with pytest.raises(ValueError, match=r"'topography' record of GPT2Config is malformed: it is a list"):
         downsample_model(tiny_gpt2, 2)
+
+
+# ---- per-unit gains: the closed form, least squares, distillation, the record ----------------------------------
+
+
+@pytest.mark.parametrize("layer_type", ["Linear", "Conv1D"])
+def test_closed_form_gains_give_every_unit_back_its_weight_norm(layer_type):
+    layer = make_layer(layer_type, 16, 120)  # 10×12 sheet
+    small = TopoDownsampledLinear.from_layer(layer, 3)
+    out_in = (layer.weight.T if layer_type == "Conv1D" else layer.weight).detach().double()
+    applied = small.applied_weight(dtype=torch.float64)  # g ⊙ (U·W'), (120, 16)
+    torch.testing.assert_close(applied.norm(dim=1), out_in.norm(dim=1), rtol=1e-6, atol=0)
+    blurred = small.applied_weight(gains=False, dtype=torch.float64)
+    assert (blurred.norm(dim=1) / out_in.norm(dim=1) - 1).abs().max() > 0.1  # without gains the norms are off
+    x = torch.randn(4, 16, dtype=torch.float64)
+    expected = x @ applied.T + layer.bias.detach().double()
+    torch.testing.assert_close(small.double()(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_zero_rows_keep_gain_one():
+    original = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
+    blurred = torch.tensor([[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(closed_form_gains(original, blurred), torch.tensor([5.0, 1.0, 1.0]))
+
+
+def _layer_inputs(model, names, ids):
+    """Inputs of the named layers of ``model`` on ``ids``, (tokens, in) in float64."""
+    captured = {name: [] for name in names}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[name].register_forward_hook(lambda m, i, o, name=name: captured[name].append(i[0].detach()))
+        for name in names
+    ]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    return {name: torch.cat(xs).flatten(0, -2).double() for name, xs in captured.items()}
+
+
+def test_least_squares_gains_are_the_per_unit_least_squares_fit(tiny_gpt2):
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 16)
+    fitted = downsample_model(model, 2, gains="least_squares", calibration_tokens=ids)
+    closed = downsample_model(model, 2)
+    record = fitted.config.topographic_downsampling
+    assert (record["variant"], record["gains"], record["distill_steps"]) == ("gains", "least_squares", 0)
+    names = list(record["layers"])
+    inputs = _layer_inputs(model, names, ids)
+    for name in names:
+        original = model.get_submodule(name)
+        x = inputs[name]
+        target = x @ original.weight.detach().double()  # Conv1D: y = x·W (pre-bias)
+        _, blurred_rows = downsampled_forward_f64(original, x, 8, 16, 2, 2, "bilinear")  # (32, in) reduced rows
+        reduced = blurred_rows.T.reshape(32, 4, 8)  # (in, h', w')
+        blurred = F.interpolate(reduced[None], size=(8, 16), mode="bilinear", align_corners=False)[0]
+        estimate = x @ blurred.reshape(32, 128)  # ŷ = (U·D·W) x, (tokens, 128)
+        reference = torch.stack(
+            [torch.linalg.lstsq(estimate[:, u : u + 1], target[:, u : u + 1]).solution[0, 0] for u in range(128)]
+        )
+        torch.testing.assert_close(fitted.get_submodule(name).gain.double(), reference, rtol=1e-4, atol=1e-6)
+        # The least-squares gains fit the calibration outputs at least as well as the closed form.
+        error = {
+            variant: (m.get_submodule(name).gain.double() * estimate - target).norm()
+            for variant, m in (("fitted", fitted), ("closed", closed))
+        }
+        assert error["fitted"] <= error["closed"] * (1 + 1e-6)
+
+
+def _kl(teacher, student, ids) -> float:
+    with torch.no_grad():
+        p = F.log_softmax(teacher(ids).logits.double(), -1)
+        q = F.log_softmax(student(ids).logits.double(), -1)
+    return F.kl_div(q, p, log_target=True, reduction="none").sum(-1).mean().item()
+
+
+def test_distillation_trains_only_the_downsampled_layers_and_lowers_the_kl(tiny_gpt2):
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 16)
+    closed = downsample_model(model, 3)
+    distilled = downsample_model(model, 3, calibration_tokens=ids, distill_steps=20, distill_learning_rate=1e-2)
+    assert distilled.config.topographic_downsampling["distill_steps"] == 20
+    assert not distilled.training and all(p.requires_grad for p in distilled.parameters())
+    changed = {n for n, p in distilled.named_parameters() if not torch.equal(p, closed.get_parameter(n))}
+    assert changed == {f"transformer.h.{i}.mlp.c_fc.{p}" for i in (0, 1) for p in ("weight", "gain")}
+    assert _kl(model, distilled, ids) < 0.5 * _kl(model, closed, ids)
+
+
+def test_variant_is_recorded_and_a_version_1_record_loads_as_the_paper_variant(tiny_gpt2, tmp_path):
+    model = tiny_gpt2.eval()
+    record = downsample_model(model, 2).config.topographic_downsampling
+    assert (record["schema_version"], record["variant"], record["gains"]) == (2, "gains", "closed_form")
+    assert all(layer["gain"] for layer in record["layers"].values())
+    paper = downsample_model(model, 2, gains=False)
+    record = paper.config.topographic_downsampling
+    assert (record["variant"], record["gains"]) == ("paper", None)
+    assert not any(name.endswith(".gain") for name in paper.state_dict())
+    # A model saved before gains existed: schema 1, no variant, gains or per-layer gain keys.
+    paper.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    old = config[DOWNSAMPLING_KEY]
+    for key in ("variant", "gains", "distill_steps"):
+        del old[key]
+    for layer in old["layers"].values():
+        del layer["gain"]
+    old["schema_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ids = tokens(1, 6)
+    with torch.no_grad():
+        logits = paper(ids).logits
+    result = json.loads(_run_python(_LOAD_IN_A_FRESH_PROCESS, str(tmp_path), json.dumps(ids.tolist())).stdout)
+    assert result["class"] == "TopoDownsampledGPT2LMHeadModel"
+    torch.testing.assert_close(torch.tensor(result["logits"]), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gains": "l2"}, r"gains='l2' is not a gain method"),
+        ({"gains": "least_squares"}, r"needs calibration_tokens"),
+        ({"distill_steps": 3}, r"needs calibration_tokens"),
+        ({"distill_steps": -1}, r"distill_steps=-1 must be a non-negative integer"),
+    ],
+)
+def test_bad_gain_settings(tiny_gpt2, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        downsample_model(tiny_gpt2, 2, **kwargs)
+
+
+def test_least_squares_needs_gains_to_fit(tiny_gpt2):
+    paper = downsample_model(tiny_gpt2, 2, gains=False)
+    with pytest.raises(ValueError, match=r"no gains to fit"):
+        fit_least_squares_gains_(paper, tiny_gpt2, tokens())
