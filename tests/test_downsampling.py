@@ -621,3 +621,101 @@ def test_least_squares_needs_gains_to_fit(tiny_gpt2):
     paper = downsample_model(tiny_gpt2, 2, gains=False)
     with pytest.raises(ValueError, match=r"no gains to fit"):
         fit_least_squares_gains_(paper, tiny_gpt2, tokens())
+
+
+# ---- the analysis sweep, its summary and the model card carry the variant -------------------------------------
+
+
+def test_downsampling_sweep_in_both_variants_and_their_summaries(tiny_gpt2):
+    from hf_topo.analysis import downsampling_sweep, evaluate_perplexity
+    from hf_topo.analysis.activations import topographic_layers
+    from hf_topo.analysis.summary import AnalysisSummary, SweepSummary
+    from hf_topo.hub.card import analysis_rows
+
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 12)
+    layers = topographic_layers(model)
+    sweeps = {
+        "downsampling": downsampling_sweep(model, ids, [1, 3], layers, progress=False),
+        "downsampling_paper": downsampling_sweep(model, ids, [1, 3], layers, progress=False, gains=False),
+    }
+    assert (sweeps["downsampling"].variant, sweeps["downsampling_paper"].variant) == ("gains", "paper")
+    for name, gains in (("downsampling", True), ("downsampling_paper", False)):
+        expected = evaluate_perplexity(downsample_model(model, 3, gains=gains), ids, progress=False)
+        assert sweeps[name].perplexity[1] == pytest.approx(expected, rel=1e-6)
+    assert sweeps["downsampling"].parameters_kept[1] > sweeps["downsampling_paper"].parameters_kept[1]
+    summary = AnalysisSummary(sweeps={name: SweepSummary.from_sweep(s) for name, s in sweeps.items()})
+    again = AnalysisSummary.from_dict(json.loads(json.dumps(summary.to_dict())))
+    assert again.sweeps["downsampling_paper"].variant == "paper" and again == summary
+    flat = summary.flat()
+    assert flat["downsampled_3x3_delta_perplexity"] == summary.delta_perplexity("downsampling", 3.0)
+    assert flat["downsampled_paper_3x3_delta_perplexity"] == summary.delta_perplexity("downsampling_paper", 3.0)
+    labels = [label for label, _ in analysis_rows(summary)]
+    assert labels == [
+        "Δ perplexity, sheets downsampled φ × φ with per-unit gains",
+        "Δ perplexity, sheets downsampled φ × φ (the paper's layer, no gains)",
+    ]
+    with pytest.raises(ValueError, match=r"Unknown downsampling variant 'l2'"):
+        SweepSummary("downsampling", "φ", [], variant="l2")
+    with pytest.raises(ValueError, match=r"A noise sweep has no variant"):
+        SweepSummary("noise", "σ", [], variant="gains")
+
+
+def test_model_card_says_which_variant(make_gpt2):
+    from hf_topo.hub.card import toponet_card
+
+    model = make_gpt2()
+    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=5.0)).config_for(model).attach_to(model.config)
+    cards = {
+        variant: str(toponet_card(downsample_model(model, 2, gains=gains)))
+        for variant, gains in (("gains", True), ("paper", False))
+    }
+    assert "**downsampled** on its cortical sheets by φ = 2 × 2" in cards["gains"]
+    assert "**with per-unit gains**" in cards["gains"] and "set in closed form" in cards["gains"]
+    assert "**no per-unit gains**" in cards["paper"] and "per-unit gains**" not in cards["paper"].replace("no p", "")
+    assert "downsampled" not in str(toponet_card(model)).split("## Topography")[0]
+
+
+@pytest.mark.slow
+def test_downsample_command_end_to_end(tmp_path):
+    """`hf-topo downsample` through the installed console script: least-squares gains, distillation, held-out Δ."""
+    from hf_topo.data import train_bpe_tokenizer
+
+    corpus = "".join(
+        f"Line {i}: the {['cat', 'dog', 'bird'][i % 3]} saw {i % 7} boats by the river.\n" for i in range(300)
+    )
+    tokenizer = train_bpe_tokenizer([corpus], vocab_size=300)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "train.txt").write_text(corpus[: len(corpus) // 2])
+    (tmp_path / "heldout.txt").write_text(corpus[len(corpus) // 2 :])
+    argv = ["downsample", "--model", str(tmp_path / "model"), "--factor", "2", "--gains", "least_squares",
+            "--distill_steps", "3", "--text_file", str(tmp_path / "train.txt"), "--eval_text_file",
+            str(tmp_path / "heldout.txt"), "--block_size", "16", "--calibration_blocks", "4", "--eval_blocks", "4",
+            "--output_dir", str(tmp_path / "small")]  # fmt: skip
+    command = os.path.join(os.path.dirname(sys.executable), "hf-topo")
+    result = subprocess.run([command, *argv], env=offline_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "variant 'gains' (gains: least_squares, distillation steps: 3)" in result.stdout
+    summary = json.loads((tmp_path / "small" / "downsampling.json").read_text())
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "small").eval()
+    assert (
+        summary["parameters"] == parameter_count(loaded) == loaded.config.topographic_downsampling["parameter_count"]
+    )
+    assert loaded.config.topographic_downsampling["gains"] == "least_squares"
+    from hf_topo.analysis import evaluate_perplexity, load_text_blocks
+
+    held_out = load_text_blocks(tokenizer, 16, text_file=str(tmp_path / "heldout.txt"), max_blocks=4)
+    assert summary["perplexity"] == pytest.approx(evaluate_perplexity(loaded, held_out, progress=False), rel=1e-5)
+    assert summary["perplexity_original"] == pytest.approx(
+        evaluate_perplexity(model, held_out, progress=False), rel=1e-5
+    )
+    # bad input is refused before any model is loaded
+    bad = subprocess.run([command, "downsample", "--model", str(tmp_path / "model"), "--gains", "least_squares",
+                          "--output_dir", str(tmp_path / "x")], env=offline_env(), capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "give --text_file" in bad.stderr
