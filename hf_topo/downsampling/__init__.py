@@ -12,7 +12,7 @@ by default), ``b`` is the layer's full bias and ``g`` one gain per unit. The pap
 (``gains=False``); by default ``g_u = ‖C_u‖ / ‖B_u‖`` with ``B = U·D·C`` the rows the layer effectively applies,
 which gives every unit back the weight norm that the blur changed (TopoLoss shapes directions, not norms). The
 weight shrinks to ``h'·w'/(h·w)`` of its size and the matmul with it; the upsampling is two small matmuls with the
-``(h, h')`` and ``(w, w')`` interpolation matrices read off ``F.interpolate`` (:func:`hf_topo.losses.blur_matrices`),
+``(h, h')`` and ``(w, w')`` interpolation matrices read off ``F.interpolate`` (:func:`hf_topo.regularizers.laplacian_pyramid.blur_matrices`),
 so no full-size weight is ever materialized.
 
 ==============  ====================================================================================================
@@ -68,7 +68,6 @@ from .models import (
     TopoDownsampledMistralForCausalLM,
     TopoDownsampledQwen2Config,
     TopoDownsampledQwen2ForCausalLM,
-    _TopoDownsampledCausalLM,  # noqa: F401  (the former private name)
 )
 from .record import (
     DOWNSAMPLING_KEY,
@@ -79,8 +78,10 @@ from .record import (
     read_record,
 )
 
-_read_record = read_record  # the former private name
+# The former private names of the single-module version, for code that reached into it.
+_read_record = read_record
 _as_factors = as_factors
+_TopoDownsampledCausalLM = TopoDownsampledCausalLM
 
 __all__ = [
     "DOWNSAMPLING_KEY",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..losses import blur_matrices, is_cacheable
+from ..regularizers.laplacian_pyramid import blur_matrices, is_cacheable
 from ..sheet import CorticalSheet, as_cortical_sheet, sheet_for_module
 
 __all__ = ["TopoDownsampledLinear", "as_factors", "closed_form_gains"]

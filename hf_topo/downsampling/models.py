@@ -31,7 +31,7 @@ from transformers import (
 )
 from transformers import initialization as hf_init
 
-from ..sheet import sheet_for_module
+from ..sheet import units_and_inputs
 from .layer import TopoDownsampledLinear
 from .record import DownsampledLayer, read_record
 
@@ -78,8 +78,7 @@ class TopoDownsampledCausalLM:
             ) from None
         sheet = layer.sheet
         try:
-            found = sheet_for_module(name, original)
-            n_units, depth = found.n_units, found.depth
+            n_units, depth = units_and_inputs(original)
         except TypeError:  # not a Linear/Conv1D/Conv2d layer at all
             n_units = depth = None
         if (n_units, depth) != (sheet.n_units, sheet.depth):
@@ -212,7 +211,3 @@ DOWNSAMPLED_MODEL_CLASSES: dict[str, tuple[type[PreTrainedModel], type[PreTraine
 for _base_class, _config_class, _model_class in DOWNSAMPLED_MODEL_CLASSES.values():
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModelForCausalLM.register(_config_class, _model_class, exist_ok=True)
-
-
-#: The mixin's former private name, kept for code that imported it.
-_TopoDownsampledCausalLM = TopoDownsampledCausalLM
