@@ -140,6 +140,13 @@ class AnalysisSettings:
         default_factory=lambda: [1.0, 2.0, 3.0, 4.0],
         metadata={"help": "φ of the φ×φ sheet downsampling sweep."},
     )
+    downsampling_paper: bool = field(
+        default=True,
+        metadata={
+            "help": "Next to the downsampling sweep with per-unit gains, sweep the paper's layer (no gains) too "
+            "(report key 'downsampling_paper')."
+        },
+    )
     input_rates: list[float] = field(
         default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3],
         metadata={"help": "Rates of random token substitution and of token deletion (input robustness)."},
@@ -359,6 +366,10 @@ def analyze_model(
         )  # fmt: skip
     if settings.downsampling_factors and "downsampling" in settings.sweeps:
         sweeps["downsampling"] = downsampling_sweep(model, eval_text, settings.downsampling_factors, layers, **common)
+        if settings.downsampling_paper:
+            sweeps["downsampling_paper"] = downsampling_sweep(
+                model, eval_text, settings.downsampling_factors, layers, **common, gains=False
+            )
     for kind in INPUT_PERTURBATIONS:
         if settings.input_rates and kind in settings.sweeps:
             sweeps[kind] = input_perturbation_sweep(
@@ -480,7 +491,14 @@ def write_report(
         ("deletion", "Input: token deletion"),
     ):
         if kind in analysis.sweeps:
-            plots.plot_sweeps({a.label: a.sweeps[kind] for a in analyses if kind in a.sweeps}, path(kind), title=title)
+            shown = {a.label: a.sweeps[kind] for a in analyses if kind in a.sweeps}
+            if kind == "downsampling":  # both variants in one figure: with per-unit gains, and the paper's layer
+                shown = {f"{label} (gains)": sweep for label, sweep in shown.items()} | {
+                    f"{a.label} (paper)": a.sweeps["downsampling_paper"]
+                    for a in analyses
+                    if "downsampling_paper" in a.sweeps
+                }
+            plots.plot_sweeps(shown, path(kind), title=title)
     for a in analyses:
         if a.temporal is None:
             continue

@@ -99,6 +99,43 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     return rows
 
 
+def downsampling_sentence(config: Any) -> str | None:
+    """What a downsampled model is, for its card: factors, layers, parameters and the variant; ``None`` otherwise."""
+    from ..downsampling.record import DOWNSAMPLING_KEY, downsampling_variant
+
+    record = getattr(config, DOWNSAMPLING_KEY, None)
+    if not isinstance(record, dict):
+        return None
+    variant = downsampling_variant(record)
+    if variant == "gains":
+        how = {
+            "closed_form": "in closed form so that each unit's blurred weights keep the norm of its original ones",
+            "least_squares": "by least squares to the original layer's outputs on calibration text",
+        }
+        steps = record.get("distill_steps") or 0
+        detail = (
+            "**with per-unit gains** (hf_topo's variant: each unit's output is rescaled by one gain, set "
+            f"{how.get(record.get('gains'), 'as recorded')}"
+            + (f"; then {steps} steps of distillation of the reduced weights and gains" if steps else "")
+            + ")"
+        )
+    else:
+        detail = "as in the paper (**no per-unit gains**)"
+    layers = record.get("layers") or {}
+    count, original = record.get("parameter_count"), record.get("original_parameter_count")
+    size = (
+        f" It has {count:,} parameters, {100 * count / original:.1f} % of the original's {original:,}."
+        if isinstance(count, int) and isinstance(original, int) and original > 0
+        else ""
+    )
+    return (
+        f"This model is **downsampled** on its cortical sheets by φ = {_fmt(record.get('factor_h'))} × "
+        f"{_fmt(record.get('factor_w'))} (TopoNets appendix A.5): {len(layers)} topographic layer(s) keep a reduced "
+        f"sheet of weights and upsample their outputs back to the full sheet, {detail}.{size} It loads with "
+        "`AutoModelForCausalLM.from_pretrained` after `import hf_topo`."
+    )
+
+
 def _eval_results(
     results: dict[str, Any], eval_dataset: str | None, eval_dataset_config: str | None
 ) -> list[EvalResult]:
@@ -191,6 +228,7 @@ SWEEP_LABELS = {
     "pruning": "Δ perplexity, L1 pruning (fraction of weights)",
     "noise": "Δ perplexity, weight noise (σ × weight std)",
     "downsampling": "Δ perplexity, sheets downsampled φ × φ",
+    "downsampling_paper": "Δ perplexity, sheets downsampled φ × φ",
     "substitution": "Δ perplexity, random token substitution",
     "deletion": "Δ perplexity, token deletion",
 }
@@ -215,6 +253,8 @@ def analysis_rows(summary: AnalysisSummary) -> list[tuple[str, str]]:
         sweep = summary.sweeps.get(kind)
         points = [p for p in sweep.perturbed_points() if _finite(p.delta_perplexity)] if sweep else []
         if points:
+            if sweep.variant is not None:
+                label += " with per-unit gains" if sweep.variant == "gains" else " (the paper's layer, no gains)"
             rows.append((label, ", ".join(f"{sweep.strength(p.x)}: {p.delta_perplexity:+.3g}" for p in points)))
     return rows
 
@@ -327,6 +367,7 @@ def toponet_card(
         analysis_rows=analysis_rows(analysis) if analysis is not None else [],
         figures=_figure_entries(figures or []),
         conversion=conversion if isinstance(conversion, dict) else None,
+        downsampling=downsampling_sentence(config),
         paper_url=PAPER_URL,
         citation=CITATION,
     )
