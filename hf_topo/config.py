@@ -394,6 +394,12 @@ class TopoConfig:
 
     # ---- τ -------------------------------------------------------------------------------------------------------
 
+    @property
+    def reads_activations(self) -> bool:
+        """Whether the loss is computed from the layers' outputs of each batch (Activation Similarity, TopoLM's
+        spatial correlation) rather than from the weights alone."""
+        return self.loss in ACTIVATION_LOSSES
+
     def tau_at(self, step: int) -> float:
         """τ in force at optimizer step ``step``: base τ times the schedule's multiplier."""
         return self.tau * self.tau_schedule.multiplier(step)

@@ -186,9 +186,7 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
             blur factors, or ``config.layers`` (stored metadata) disagrees with the model's layers or shapes.
         TypeError: a matched layer is not Linear, Conv1D or Conv2d.
     """
-    from .config import ACTIVATION_LOSSES
-
-    on_activations = config.loss in ACTIVATION_LOSSES
+    on_activations = config.reads_activations
     targets = find_target_modules(model, config.target_modules, any_module=on_activations)
     watched = (
         find_target_modules(model, config.watch_modules, role="watch_modules", any_module=on_activations)
