@@ -52,7 +52,7 @@ from .regularizers import RegularizerValue, regularizer_values
 from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_model, write_report
 from .selectivity import selectivity_maps, selectivity_t
 from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
-from .spatial import mean_morans_i, morans_i
+from .spatial import MoranTest, mean_morans_i, morans_i, morans_i_permutation_test
 from .summary import AnalysisSummary, SweepPoint, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
@@ -106,6 +106,8 @@ __all__ = [
     "load_text_blocks",
     "mean_activation_map",
     "mean_morans_i",
+    "MoranTest",
+    "morans_i_permutation_test",
     "morans_i",
     "noise_sweep",
     "prunable_weights",
