@@ -248,7 +248,7 @@ CLAIMS: tuple[Claim, ...] = (
           "smaller performance drop than the baseline at every pruned fraction", "pruning_relative_delta",
           "toponet", "baseline", -1),
     Claim("downsampling", "TopoNets are more resilient to downsampling of their topographic layers.", _TOPONETS,
-          "§3.3, Fig. 4B, A.10", "125.6M → 102.3M parameters while maintaining performance (GPT-Neo-125M)",
+          "§3.3, Fig. 4B, A.10", "performance kept from 125.6M to 102.3M parameters (GPT-Neo-125M; our count of it is 125.2M)",
           "downsampling_relative_delta", "toponet", "baseline", -1),
     Claim("lora_gain", "TopoNets gain more from LoRA fine-tuning than the baseline.", _TOPONETS,
           "A.11, Fig. 11–12 (NanoGPT, ranks 2/4/8)", "consistently larger Δ validation loss for TopoNets",
