@@ -5,9 +5,10 @@ module                    what it measures
 ========================  =====================================================================================
 ``inputs``                text → packed token blocks; stimulus files → padded batches
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
-``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation
+``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
+                          pairs per bin, and a robust near − far variant
 ``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
-``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs
+``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
 ``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
