@@ -138,6 +138,9 @@ class ClaimsArguments:
     lora_max_train_tokens: int = field(default=100_000, metadata={"help": "LoRA training tokens."})
     lora_learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the verdicts."})
+    note: str | None = field(
+        default=None, metadata={"help": "A note stored with the results (e.g. why a recipe was reduced)."}
+    )
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when available)."})
     reuse_trained: bool = field(default=False, metadata={"help": "Reuse models already saved in output_dir."})
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
@@ -163,7 +166,7 @@ class ClaimsArguments:
 
     def recipe(self) -> dict[str, Any]:
         """The settings that define the measurement (no paths), for the results JSON."""
-        skip = {"train_file", "output_dir", "output", "lora_train_file", "device", "reuse_trained", "progress"}
+        skip = {"train_file", "output_dir", "output", "lora_train_file", "device", "reuse_trained", "progress", "note"}
         recipe = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in skip}
         recipe["train_file"] = os.path.basename(self.train_file)
         recipe["lora_train_file"] = os.path.basename(self.lora_train_file) if self.lora_train_file else None
@@ -575,6 +578,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
 
     result = {
         "command": command,
+        "note": args.note,
         "recipe": args.recipe(),
         "seeds": list(args.seeds),
         "verdict_rule": (
