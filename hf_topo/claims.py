@@ -142,7 +142,9 @@ class ClaimsArguments:
         default=None, metadata={"help": "A note stored with the results (e.g. why a recipe was reduced)."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when available)."})
-    reuse_trained: bool = field(default=False, metadata={"help": "Reuse models already saved in output_dir."})
+    reuse_trained: bool = field(
+        default=False, metadata={"help": "Reuse the models and per-seed measures already saved in output_dir."}
+    )
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self):
@@ -504,6 +506,37 @@ def measure_seed(args: ClaimsArguments, seed: int, files: tuple[str, str]) -> di
     return measures
 
 
+def _measures_file(args: ClaimsArguments, seed: int) -> str:
+    return os.path.join(args.output_dir, f"seed{seed}", "measures.json")
+
+
+def _measure_recipe(args: ClaimsArguments) -> dict:
+    """What a seed's measures depend on (not the seeds, the verdicts' alpha or the note)."""
+    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "alpha", "note")}
+
+
+def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
+    path = _measures_file(args, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"recipe": _measure_recipe(args), "seed": seed, "measures": _json_safe(measures)}, f, indent=2)
+    return measures
+
+
+def _cached_measures(args: ClaimsArguments, seed: int) -> dict | None:
+    """With ``reuse_trained``, a seed's measures saved by an earlier run of the same recipe (``measures.json``)."""
+    path = _measures_file(args, seed)
+    if not (args.reuse_trained and os.path.isfile(path)):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("recipe") != _measure_recipe(args) or saved.get("seed") != seed:
+        logger.warning("%s was measured with another recipe or seed: measuring seed %d again", path, seed)
+        return None
+    logger.info("Reusing the measures of seed %d from %s", seed, path)
+    return saved["measures"]
+
+
 # ---- the table -------------------------------------------------------------------------------------------------
 
 
@@ -573,7 +606,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     start = time.perf_counter()
     per_seed = []
     for seed in tqdm(args.seeds, desc="seeds", disable=not args.progress):
-        per_seed.append(measure_seed(args, seed, files))
+        per_seed.append(_cached_measures(args, seed) or _save_measures(args, seed, measure_seed(args, seed, files)))
     import transformers
 
     result = {

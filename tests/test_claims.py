@@ -146,3 +146,29 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
         assert measures["toponet"]["lora_delta_eval_loss"] is not None and "lora_delta_eval_loss" not in measures["ws"]
     assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
     assert (tmp_path / "out" / "paper_claims.md").read_text().count("\n") == len(CLAIMS) + 2
+
+
+def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
+    from hf_topo.claims import _measure_recipe, run_claims
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    args = ClaimsArguments(
+        train_file=str(corpus), output_dir=str(tmp_path / "out"), families=["baseline", "toponet"], reuse_trained=True,
+        progress=False,
+    )  # fmt: skip
+    for seed, (topo, base) in enumerate([(0.9, 0.10), (0.8, 0.12), (0.85, 0.08)]):
+        (tmp_path / "out" / f"seed{seed}").mkdir(parents=True)
+        saved = {"recipe": _measure_recipe(args), "seed": seed,
+                 "measures": {"toponet": {"smoothness": topo}, "baseline": {"smoothness": base}}}  # fmt: skip
+        (tmp_path / "out" / f"seed{seed}" / "measures.json").write_text(json.dumps(saved))
+    result = run_claims(args)  # nothing to train: every seed's measures are saved
+    entry = next(e for e in result["claims"] if e["id"] == "smoothness")
+    assert entry["verdict"] == "reproduced" and entry["ours"]["toponet"]["values"] == [0.9, 0.8, 0.85]
+    assert next(e for e in result["claims"] if e["id"] == "pruning")["verdict"] == "not measured"
+    assert json.loads((tmp_path / "out" / "paper_claims.json").read_text())["claims"] == result["claims"]
+    assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
+    other = ClaimsArguments(**{**vars(args), "max_steps": 7})  # another recipe: its saved measures do not count
+    from hf_topo.claims import _cached_measures
+
+    assert _cached_measures(other, 0) is None and _cached_measures(args, 0) is not None
