@@ -489,8 +489,11 @@ def test_downsampling_sweep_phi_one_is_the_original_model(tiny_gpt2):
     assert sweep.delta_perplexity[0] == pytest.approx(0.0, abs=1e-4)
     total = sum(p.numel() for p in tiny_gpt2.parameters())
     removed = [2 * 32 * (128 - (8 // f) * (16 // f)) for f in (1, 2, 4)]  # two c_fc layers of depth 32
-    np.testing.assert_allclose(sweep.parameters_kept, [(total - r) / total for r in removed])
-    assert sweep.parameters_kept[0] == 1.0
+    # By default each layer keeps one gain per unit (128); the paper's layer (gains=False) has none.
+    np.testing.assert_allclose(sweep.parameters_kept, [(total - r + 2 * 128) / total for r in removed])
+    paper = downsampling_sweep(tiny_gpt2, ids, [1, 2, 4], layers, progress=False, gains=False)
+    np.testing.assert_allclose(paper.parameters_kept, [(total - r) / total for r in removed])
+    assert paper.parameters_kept[0] == 1.0 and paper.delta_perplexity[0] == pytest.approx(0.0, abs=1e-4)
 
 
 # ---- text and stimuli --------------------------------------------------------------------------------------------

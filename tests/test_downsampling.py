@@ -24,7 +24,9 @@ from hf_topo.downsampling import (
     DOWNSAMPLING_KEY,
     TopoDownsampledGPT2LMHeadModel,
     TopoDownsampledLinear,
+    closed_form_gains,
     downsample_model,
+    fit_least_squares_gains_,
     parameter_count,
 )
 from hf_topo.sheet import CorticalSheet
@@ -42,8 +44,12 @@ def make_layer(layer_type: str, in_features: int, out_features: int, bias: bool 
     return nn.Linear(in_features, out_features, bias=bias)
 
 
-def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode):
-    """A.5 written out with F.interpolate in float64: down-sample the sheet, matmul, up-sample the output, add bias."""
+def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode, gains=False):
+    """A.5 written out with F.interpolate in float64: down-sample the sheet, matmul, up-sample the output, add bias.
+
+    With ``gains``, each unit's output is first multiplied by ``‖W_u‖ / ‖B_u‖``, ``B`` the reduced sheet up-sampled
+    back to ``(height, width)`` with F.interpolate (the rows the downsampled layer effectively applies).
+    """
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     weight = layer.weight.detach().double()
     out_in = weight.T if isinstance(layer, Conv1D) else weight  # (out, in)
@@ -58,6 +64,10 @@ def downsampled_forward_f64(layer, x, height, width, factor_h, factor_w, mode):
     lead = y.shape[:-1]
     grid = y.reshape(-1, 1, small_h, small_w)
     up = F.interpolate(grid, size=(height, width), mode=mode, **kwargs).reshape(*lead, height * width)
+    if gains:
+        blurred = F.interpolate(reduced, size=(height, width), mode=mode, **kwargs)[0]  # (depth, h, w)
+        blurred_rows = blurred.permute(1, 2, 0).reshape(height * width, depth)
+        up = up * (out_in.norm(dim=1) / blurred_rows.norm(dim=1))
     if layer.bias is not None:
         up = up + layer.bias.detach().double()
     return up, small_weight
@@ -98,11 +108,13 @@ def test_factor_one_is_the_original_layer(layer_type):
 @pytest.mark.parametrize("layer_type", ["Linear", "Conv1D"])
 @pytest.mark.parametrize("factors", [(2, 2), (3, 2), (2.5, 1.5), (1, 4)])
 @pytest.mark.parametrize("mode", MODES)
-def test_forward_equals_a5_definition_in_float64(layer_type, factors, mode):
+@pytest.mark.parametrize("gains", [False, True], ids=["paper", "gains"])
+def test_forward_equals_a5_definition_in_float64(layer_type, factors, mode, gains):
     layer = make_layer(layer_type, 16, 120)  # 10×12 sheet
-    small = TopoDownsampledLinear.from_layer(layer, factors, interpolation=mode)
+    small = TopoDownsampledLinear.from_layer(layer, factors, interpolation=mode, gain=gains)
+    assert (small.gain is not None) == gains
     x = torch.randn(2, 7, 16)
-    expected, small_weight = downsampled_forward_f64(layer, x, 10, 12, *factors, mode)
+    expected, small_weight = downsampled_forward_f64(layer, x, 10, 12, *factors, mode, gains=gains)
     assert small.weight.shape == small_weight.shape
     assert small.weight.shape == (math.floor(10 / factors[0]) * math.floor(12 / factors[1]), 16)
     torch.testing.assert_close(small.weight.double(), small_weight, rtol=1e-6, atol=1e-6)
@@ -117,9 +129,9 @@ def test_layer_on_a_recorded_sheet_and_without_bias():
     sheet = CorticalSheet("mlp.up_proj", "Linear", 4, 30, 8)  # not the most-square 10×12
     small = TopoDownsampledLinear.from_layer(layer, (2, 3), sheet=sheet)
     assert (small.height, small.width, small.reduced_height, small.reduced_width) == (4, 30, 2, 10)
-    assert small.bias is None and [n for n, _ in small.named_parameters()] == ["weight"]
+    assert small.bias is None and [n for n, _ in small.named_parameters()] == ["weight", "gain"]
     x = torch.randn(5, 8)
-    expected, _ = downsampled_forward_f64(layer, x, 4, 30, 2, 3, "bilinear")
+    expected, _ = downsampled_forward_f64(layer, x, 4, 30, 2, 3, "bilinear", gains=True)
     torch.testing.assert_close(small(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -136,7 +148,7 @@ def test_layer_in_bfloat16():
     x = torch.randn(3, 16, dtype=torch.bfloat16)
     out = small(x)
     assert small.weight.dtype == torch.bfloat16 and out.dtype == torch.bfloat16
-    expected, _ = downsampled_forward_f64(layer, x, 10, 12, 2, 2, "bilinear")
+    expected, _ = downsampled_forward_f64(layer, x, 10, 12, 2, 2, "bilinear", gains=True)
     assert (out.double() - expected).abs().max() <= 0.05 * expected.abs().max()
 
 
@@ -150,29 +162,38 @@ def test_parameter_counts_exact(tiny_gpt2):
     full = 64 * E + 32 * E + 2 * block + 2 * E
     assert parameter_count(tiny_gpt2) == full == 28544
     # c_fc: 128 units on an 8×16 sheet. φ=2 → 4×8 = 32 units; φ=3 → 2×5 = 10 units; (1, 4) → 8×4 = 32 units.
+    # With gains (the default) each layer keeps h·w = 128 more parameters, one per unit.
     for factors, kept_units in ((2, 32), (3, 10), ((1, 4), 32), ((2.5, 3.5), 3 * 4)):
-        small = downsample_model(tiny_gpt2, factors)
-        expected = full - 2 * (4 * E - kept_units) * E
-        assert parameter_count(small) == expected
-        record = small.config.topographic_downsampling
-        assert record["original_parameter_count"] == full and record["parameter_count"] == expected
-        assert small.transformer.h[0].mlp.c_fc.weight.shape == (kept_units, E)
-        assert small.transformer.h[0].mlp.c_fc.bias.shape == (4 * E,)
+        for gains, extra in ((False, 0), (True, 4 * E)):
+            small = downsample_model(tiny_gpt2, factors, gains=gains)
+            expected = full - 2 * (4 * E - kept_units) * E + 2 * extra
+            assert parameter_count(small) == expected
+            record = small.config.topographic_downsampling
+            assert record["original_parameter_count"] == full and record["parameter_count"] == expected
+            assert small.transformer.h[0].mlp.c_fc.weight.shape == (kept_units, E)
+            assert small.transformer.h[0].mlp.c_fc.bias.shape == (4 * E,)
+            gain = small.transformer.h[0].mlp.c_fc.gain
+            assert gain is None if not gains else gain.shape == (4 * E,)
 
 
 def test_parameter_count_llama_without_bias(tiny_llama):
-    small = downsample_model(tiny_llama, 2)  # up_proj: 120 units, 10×12 → 5×6, no bias
-    assert parameter_count(tiny_llama) - parameter_count(small) == 2 * (120 - 30) * 32
+    small = downsample_model(tiny_llama, 2)  # up_proj: 120 units, 10×12 → 5×6, no bias, 120 gains
+    assert parameter_count(tiny_llama) - parameter_count(small) == 2 * (120 - 30) * 32 - 2 * 120
+    paper = downsample_model(tiny_llama, 2, gains=False)
+    assert parameter_count(tiny_llama) - parameter_count(paper) == 2 * (120 - 30) * 32
     assert small.model.layers[0].mlp.up_proj.bias is None
 
 
 def test_factor_one_model_computes_the_original(tiny_gpt2, tiny_llama):
     ids = tokens()
     for model in (tiny_gpt2.eval(), tiny_llama.eval()):
-        same = downsample_model(model, 1)
+        same = downsample_model(model, 1, gains=False)
         assert parameter_count(same) == parameter_count(model)
+        with_gains = downsample_model(model, 1)  # nothing blurred: every gain is 1
+        assert all(torch.equal(m.gain, torch.ones_like(m.gain)) for m in with_gains.modules() if hasattr(m, "gain"))
         with torch.no_grad():
             torch.testing.assert_close(same(ids).logits, model(ids).logits, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(with_gains(ids).logits, model(ids).logits, rtol=1e-6, atol=1e-6)
 
 
 def test_model_forward_uses_the_downsampled_layers(tiny_gpt2):
@@ -181,7 +202,7 @@ def test_model_forward_uses_the_downsampled_layers(tiny_gpt2):
     layer = small.transformer.h[1].mlp.c_fc
     assert isinstance(layer, TopoDownsampledLinear) and layer.layer_type == "Conv1D"
     hidden = torch.randn(2, 5, 32)
-    expected, _ = downsampled_forward_f64(model.transformer.h[1].mlp.c_fc, hidden, 8, 16, 2, 2, "bilinear")
+    expected, _ = downsampled_forward_f64(model.transformer.h[1].mlp.c_fc, hidden, 8, 16, 2, 2, "bilinear", True)
     torch.testing.assert_close(layer(hidden).double(), expected, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         assert not torch.allclose(small(tokens()).logits, model(tokens()).logits)
@@ -276,7 +297,7 @@ def test_recorded_topography_decides_sheets_and_interpolation(make_gpt2, tmp_pat
     assert loaded.config.topography == small.config.topography
     assert loaded.transformer.h[0].mlp.c_fc.reduced_width == 16
     x = torch.randn(3, 32)
-    expected, _ = downsampled_forward_f64(model.transformer.h[0].mlp.c_fc, x, 4, 32, 2, 2, "area")
+    expected, _ = downsampled_forward_f64(model.transformer.h[0].mlp.c_fc, x, 4, 32, 2, 2, "area", gains=True)
     torch.testing.assert_close(loaded.transformer.h[0].mlp.c_fc(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -467,3 +488,234 @@ def test_malformed_topography_record_is_not_taken_for_a_missing_one(tiny_gpt2):
     tiny_gpt2.config.topography = ["mlp.c_fc"]  # not what hf_topo writes: no silent most-square fallback
     with pytest.raises(ValueError, match=r"'topography' record of GPT2Config is malformed: it is a list"):
         downsample_model(tiny_gpt2, 2)
+
+
+# ---- per-unit gains: the closed form, least squares, distillation, the record ----------------------------------
+
+
+@pytest.mark.parametrize("layer_type", ["Linear", "Conv1D"])
+def test_closed_form_gains_give_every_unit_back_its_weight_norm(layer_type):
+    layer = make_layer(layer_type, 16, 120)  # 10×12 sheet
+    small = TopoDownsampledLinear.from_layer(layer, 3)
+    out_in = (layer.weight.T if layer_type == "Conv1D" else layer.weight).detach().double()
+    applied = small.applied_weight(dtype=torch.float64)  # g ⊙ (U·W'), (120, 16)
+    torch.testing.assert_close(applied.norm(dim=1), out_in.norm(dim=1), rtol=1e-6, atol=0)
+    blurred = small.applied_weight(gains=False, dtype=torch.float64)
+    assert (blurred.norm(dim=1) / out_in.norm(dim=1) - 1).abs().max() > 0.1  # without gains the norms are off
+    x = torch.randn(4, 16, dtype=torch.float64)
+    expected = x @ applied.T + layer.bias.detach().double()
+    torch.testing.assert_close(small.double()(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_zero_rows_keep_gain_one():
+    original = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
+    blurred = torch.tensor([[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(closed_form_gains(original, blurred), torch.tensor([5.0, 1.0, 1.0]))
+
+
+def _layer_inputs(model, names, ids):
+    """Inputs of the named layers of ``model`` on ``ids``, (tokens, in) in float64."""
+    captured = {name: [] for name in names}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[name].register_forward_hook(lambda m, i, o, name=name: captured[name].append(i[0].detach()))
+        for name in names
+    ]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    return {name: torch.cat(xs).flatten(0, -2).double() for name, xs in captured.items()}
+
+
+def test_least_squares_gains_are_the_per_unit_least_squares_fit(tiny_gpt2):
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 16)
+    fitted = downsample_model(model, 2, gains="least_squares", calibration_tokens=ids)
+    closed = downsample_model(model, 2)
+    record = fitted.config.topographic_downsampling
+    assert (record["variant"], record["gains"], record["distill_steps"]) == ("gains", "least_squares", 0)
+    names = list(record["layers"])
+    inputs = _layer_inputs(model, names, ids)
+    for name in names:
+        original = model.get_submodule(name)
+        x = inputs[name]
+        target = x @ original.weight.detach().double()  # Conv1D: y = x·W (pre-bias)
+        _, blurred_rows = downsampled_forward_f64(original, x, 8, 16, 2, 2, "bilinear")  # (32, in) reduced rows
+        reduced = blurred_rows.T.reshape(32, 4, 8)  # (in, h', w')
+        blurred = F.interpolate(reduced[None], size=(8, 16), mode="bilinear", align_corners=False)[0]
+        estimate = x @ blurred.reshape(32, 128)  # ŷ = (U·D·W) x, (tokens, 128)
+        reference = torch.stack(
+            [torch.linalg.lstsq(estimate[:, u : u + 1], target[:, u : u + 1]).solution[0, 0] for u in range(128)]
+        )
+        torch.testing.assert_close(fitted.get_submodule(name).gain.double(), reference, rtol=1e-4, atol=1e-6)
+        # The least-squares gains fit the calibration outputs at least as well as the closed form.
+        error = {
+            variant: (m.get_submodule(name).gain.double() * estimate - target).norm()
+            for variant, m in (("fitted", fitted), ("closed", closed))
+        }
+        assert error["fitted"] <= error["closed"] * (1 + 1e-6)
+
+
+def _kl(teacher, student, ids) -> float:
+    with torch.no_grad():
+        p = F.log_softmax(teacher(ids).logits.double(), -1)
+        q = F.log_softmax(student(ids).logits.double(), -1)
+    return F.kl_div(q, p, log_target=True, reduction="none").sum(-1).mean().item()
+
+
+def test_distillation_trains_only_the_downsampled_layers_and_lowers_the_kl(tiny_gpt2):
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 16)
+    closed = downsample_model(model, 3)
+    distilled = downsample_model(model, 3, calibration_tokens=ids, distill_steps=20, distill_learning_rate=1e-2)
+    assert distilled.config.topographic_downsampling["distill_steps"] == 20
+    assert not distilled.training and all(p.requires_grad for p in distilled.parameters())
+    changed = {n for n, p in distilled.named_parameters() if not torch.equal(p, closed.get_parameter(n))}
+    assert changed == {f"transformer.h.{i}.mlp.c_fc.{p}" for i in (0, 1) for p in ("weight", "gain")}
+    assert _kl(model, distilled, ids) < 0.5 * _kl(model, closed, ids)
+
+
+def test_variant_is_recorded_and_a_version_1_record_loads_as_the_paper_variant(tiny_gpt2, tmp_path):
+    model = tiny_gpt2.eval()
+    record = downsample_model(model, 2).config.topographic_downsampling
+    assert (record["schema_version"], record["variant"], record["gains"]) == (2, "gains", "closed_form")
+    assert all(layer["gain"] for layer in record["layers"].values())
+    paper = downsample_model(model, 2, gains=False)
+    record = paper.config.topographic_downsampling
+    assert (record["variant"], record["gains"]) == ("paper", None)
+    assert not any(name.endswith(".gain") for name in paper.state_dict())
+    # A model saved before gains existed: schema 1, no variant, gains or per-layer gain keys.
+    paper.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    old = config[DOWNSAMPLING_KEY]
+    for key in ("variant", "gains", "distill_steps"):
+        del old[key]
+    for layer in old["layers"].values():
+        del layer["gain"]
+    old["schema_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ids = tokens(1, 6)
+    with torch.no_grad():
+        logits = paper(ids).logits
+    result = json.loads(_run_python(_LOAD_IN_A_FRESH_PROCESS, str(tmp_path), json.dumps(ids.tolist())).stdout)
+    assert result["class"] == "TopoDownsampledGPT2LMHeadModel"
+    torch.testing.assert_close(torch.tensor(result["logits"]), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gains": "l2"}, r"gains='l2' is not a gain method"),
+        ({"gains": "least_squares"}, r"needs calibration_tokens"),
+        ({"distill_steps": 3}, r"needs calibration_tokens"),
+        ({"distill_steps": -1}, r"distill_steps=-1 must be a non-negative integer"),
+    ],
+)
+def test_bad_gain_settings(tiny_gpt2, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        downsample_model(tiny_gpt2, 2, **kwargs)
+
+
+def test_least_squares_needs_gains_to_fit(tiny_gpt2):
+    paper = downsample_model(tiny_gpt2, 2, gains=False)
+    with pytest.raises(ValueError, match=r"no gains to fit"):
+        fit_least_squares_gains_(paper, tiny_gpt2, tokens())
+
+
+# ---- the analysis sweep, its summary and the model card carry the variant -------------------------------------
+
+
+def test_downsampling_sweep_in_both_variants_and_their_summaries(tiny_gpt2):
+    from hf_topo.analysis import downsampling_sweep, evaluate_perplexity
+    from hf_topo.analysis.activations import topographic_layers
+    from hf_topo.analysis.summary import AnalysisSummary, SweepSummary
+    from hf_topo.hub.card import analysis_rows
+
+    model = tiny_gpt2.eval()
+    ids = tokens(4, 12)
+    layers = topographic_layers(model)
+    sweeps = {
+        "downsampling": downsampling_sweep(model, ids, [1, 3], layers, progress=False),
+        "downsampling_paper": downsampling_sweep(model, ids, [1, 3], layers, progress=False, gains=False),
+    }
+    assert (sweeps["downsampling"].variant, sweeps["downsampling_paper"].variant) == ("gains", "paper")
+    for name, gains in (("downsampling", True), ("downsampling_paper", False)):
+        expected = evaluate_perplexity(downsample_model(model, 3, gains=gains), ids, progress=False)
+        assert sweeps[name].perplexity[1] == pytest.approx(expected, rel=1e-6)
+    assert sweeps["downsampling"].parameters_kept[1] > sweeps["downsampling_paper"].parameters_kept[1]
+    summary = AnalysisSummary(sweeps={name: SweepSummary.from_sweep(s) for name, s in sweeps.items()})
+    again = AnalysisSummary.from_dict(json.loads(json.dumps(summary.to_dict())))
+    assert again.sweeps["downsampling_paper"].variant == "paper" and again == summary
+    flat = summary.flat()
+    assert flat["downsampled_3x3_delta_perplexity"] == summary.delta_perplexity("downsampling", 3.0)
+    assert flat["downsampled_paper_3x3_delta_perplexity"] == summary.delta_perplexity("downsampling_paper", 3.0)
+    labels = [label for label, _ in analysis_rows(summary)]
+    assert labels == [
+        "Δ perplexity, sheets downsampled φ × φ with per-unit gains",
+        "Δ perplexity, sheets downsampled φ × φ (the paper's layer, no gains)",
+    ]
+    with pytest.raises(ValueError, match=r"Unknown downsampling variant 'l2'"):
+        SweepSummary("downsampling", "φ", [], variant="l2")
+    with pytest.raises(ValueError, match=r"A noise sweep has no variant"):
+        SweepSummary("noise", "σ", [], variant="gains")
+
+
+def test_model_card_says_which_variant(make_gpt2):
+    from hf_topo.hub.card import toponet_card
+
+    model = make_gpt2()
+    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=5.0)).config_for(model).attach_to(model.config)
+    cards = {
+        variant: str(toponet_card(downsample_model(model, 2, gains=gains)))
+        for variant, gains in (("gains", True), ("paper", False))
+    }
+    assert "**downsampled** on its cortical sheets by φ = 2 × 2" in cards["gains"]
+    assert "**with per-unit gains**" in cards["gains"] and "set in closed form" in cards["gains"]
+    assert "**no per-unit gains**" in cards["paper"] and "per-unit gains**" not in cards["paper"].replace("no p", "")
+    assert "downsampled" not in str(toponet_card(model)).split("## Topography")[0]
+
+
+@pytest.mark.slow
+def test_downsample_command_end_to_end(tmp_path):
+    """`hf-topo downsample` through the installed console script: least-squares gains, distillation, held-out Δ."""
+    from hf_topo.data import train_bpe_tokenizer
+
+    corpus = "".join(
+        f"Line {i}: the {['cat', 'dog', 'bird'][i % 3]} saw {i % 7} boats by the river.\n" for i in range(300)
+    )
+    tokenizer = train_bpe_tokenizer([corpus], vocab_size=300)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "train.txt").write_text(corpus[: len(corpus) // 2])
+    (tmp_path / "heldout.txt").write_text(corpus[len(corpus) // 2 :])
+    argv = ["downsample", "--model", str(tmp_path / "model"), "--factor", "2", "--gains", "least_squares",
+            "--distill_steps", "3", "--text_file", str(tmp_path / "train.txt"), "--eval_text_file",
+            str(tmp_path / "heldout.txt"), "--block_size", "16", "--calibration_blocks", "4", "--eval_blocks", "4",
+            "--output_dir", str(tmp_path / "small")]  # fmt: skip
+    command = os.path.join(os.path.dirname(sys.executable), "hf-topo")
+    result = subprocess.run([command, *argv], env=offline_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "variant 'gains' (gains: least_squares, distillation steps: 3)" in result.stdout
+    summary = json.loads((tmp_path / "small" / "downsampling.json").read_text())
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "small").eval()
+    assert (
+        summary["parameters"] == parameter_count(loaded) == loaded.config.topographic_downsampling["parameter_count"]
+    )
+    assert loaded.config.topographic_downsampling["gains"] == "least_squares"
+    from hf_topo.analysis import evaluate_perplexity, load_text_blocks
+
+    held_out = load_text_blocks(tokenizer, 16, text_file=str(tmp_path / "heldout.txt"), max_blocks=4)
+    assert summary["perplexity"] == pytest.approx(evaluate_perplexity(loaded, held_out, progress=False), rel=1e-5)
+    assert summary["perplexity_original"] == pytest.approx(
+        evaluate_perplexity(model, held_out, progress=False), rel=1e-5
+    )
+    # bad input is refused before any model is loaded
+    bad = subprocess.run([command, "downsample", "--model", str(tmp_path / "model"), "--gains", "least_squares",
+                          "--output_dir", str(tmp_path / "x")], env=offline_env(), capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "give --text_file" in bad.stderr

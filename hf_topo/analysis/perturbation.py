@@ -4,7 +4,9 @@ Every sweep evaluates the model as it is, then perturbed at increasing strength,
 its change ``Δ = perplexity(perturbed) − perplexity(original)`` (and BLiMP for pruning when data are given). The
 perturbations happen in place inside a context that restores the original weights bit for bit afterwards, also
 when an evaluation fails, so a sweep never leaves the model corrupted. Downsampling builds a new, smaller model
-(:func:`hf_topo.downsampling.downsample_model`) and leaves the original untouched.
+(:func:`hf_topo.downsampling.downsample_model`) and leaves the original untouched; its sweep runs in one of two
+variants, ``"gains"`` (per-unit gains in closed form, the default of ``downsample_model``) or ``"paper"`` (A.5's
+layer without gains), recorded in :attr:`SweepResult.variant`.
 
 **L1 unstructured pruning** (paper §2.3): "sort the weights in ascending order of their absolute magnitude and set
 the smallest n% of them to zero". The paper names the method after PyTorch's ``l1_unstructured`` pruning, which
@@ -200,6 +202,7 @@ class SweepResult:
         reference_blimp, blimp, delta_blimp: BLiMP overall accuracy of the original model, at each ``x`` and its
             change, when BLiMP data were given.
         parameters_kept: for downsampling, the fraction of the model's parameters the downsampled model has.
+        variant: for downsampling, ``"gains"`` (per-unit gains) or ``"paper"`` (the paper's layer); else ``None``.
     """
 
     kind: str
@@ -213,6 +216,7 @@ class SweepResult:
     delta_blimp: list[float] | None = None
     parameters_kept: list[float] | None = None
     settings: dict = field(default_factory=dict)
+    variant: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -336,9 +340,14 @@ def downsampling_sweep(
     batch_size: int = 8,
     progress: bool = True,
     reference_perplexity: float | None = None,
+    gains: bool = True,
 ) -> SweepResult:
     """Perplexity of the model with its topographic layers downsampled by ``φ × φ`` on the sheet (A.5), for each
-    ``φ`` in ``factors`` that the sheets allow, against the fraction of the model's parameters kept."""
+    ``φ`` in ``factors`` that the sheets allow, against the fraction of the model's parameters kept.
+
+    ``gains``: per-unit gains in closed form (variant ``"gains"``, the default) or the paper's layer (``False``,
+    variant ``"paper"``).
+    """
     from ..downsampling import downsample_model, parameter_count
 
     if not layers:
@@ -350,14 +359,15 @@ def downsampling_sweep(
     total = parameter_count(model)
     targets = [layer.name for layer in layers]
     perplexities, kept = [], []
-    for factor in tqdm(factors, desc="Downsampling", disable=not progress):
-        smaller = downsample_model(model, factors=(factor, factor), target_modules=targets)
+    variant = "gains" if gains else "paper"
+    for factor in tqdm(factors, desc=f"Downsampling ({variant})", disable=not progress):
+        smaller = downsample_model(model, factors=(factor, factor), target_modules=targets, gains=gains)
         perplexities.append(evaluate_perplexity(smaller, tokens, batch_size, progress=False))
         kept.append(parameter_count(smaller) / total)
         del smaller
     return _finish(
         "downsampling", "downsampling factor φ (φ × φ on the sheet)", factors, perplexities, reference,
-        parameters_kept=kept, settings={"parameters": total, "layers": targets},
+        parameters_kept=kept, settings={"parameters": total, "layers": targets}, variant=variant,
     )  # fmt: skip
 
 

@@ -12,9 +12,15 @@ sweep kind         strength ``x``              flat key stem                   u
 ``pruning``        fraction of weights zeroed  ``pruned_{100x}pct``            0
 ``noise``          σ × each weight's std       ``noise_sigma_{x}``             0
 ``downsampling``   φ of a φ × φ downsampling   ``downsampled_{x}x{x}``         1
+                   (variant ``"paper"``)       ``downsampled_paper_{x}x{x}``
 ``substitution``   share of tokens replaced    ``substitution_{100x}pct``      0
 ``deletion``       share of tokens deleted     ``deletion_{100x}pct``          0
 =================  ==========================  ==============================  =================
+
+A downsampling sweep carries its variant (:attr:`SweepSummary.variant`): ``"gains"`` (per-unit gains, the default
+of :func:`~hf_topo.downsampling.downsample_model`, under the report key ``"downsampling"``) or ``"paper"`` (the
+paper's layer, key ``"downsampling_paper"``). Reports written before gains existed hold one downsampling sweep
+without a variant (``None``; it was the paper's layer), under ``"downsampling"`` and its flat keys.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["SweepPoint", "SweepSummary", "AnalysisSummary", "SWEEP_KINDS"]
+__all__ = ["SweepPoint", "SweepSummary", "AnalysisSummary", "SWEEP_KINDS", "DOWNSAMPLING_VARIANTS"]
 
 #: Sweep kinds in the order tables show them, with the strength at which the model is unperturbed (Δ = 0 there).
 SWEEP_KINDS = {"pruning": 0.0, "noise": 0.0, "downsampling": 1.0, "substitution": 0.0, "deletion": 0.0}
+#: Variants of a downsampling sweep: per-unit gains, or the paper's layer.
+DOWNSAMPLING_VARIANTS = ("gains", "paper")
 
 
 @dataclass(frozen=True)
@@ -42,15 +50,27 @@ class SweepPoint:
 
 @dataclass
 class SweepSummary:
-    """The points of one perturbation sweep (``kind``, one of :data:`SWEEP_KINDS`; ``x_label`` says what ``x`` is)."""
+    """The points of one perturbation sweep (``kind``, one of :data:`SWEEP_KINDS`; ``x_label`` says what ``x`` is).
+
+    ``variant``: for downsampling, ``"gains"`` or ``"paper"`` (``None`` in reports written before the variants
+    existed, whose downsampling was the paper's layer); always ``None`` for every other kind.
+    """
 
     kind: str
     x_label: str
     points: list[SweepPoint]
+    variant: str | None = None
 
     def __post_init__(self):
         if self.kind not in SWEEP_KINDS:
             raise ValueError(f"Unknown sweep kind {self.kind!r}; expected one of {', '.join(SWEEP_KINDS)}.")
+        if self.kind == "downsampling":
+            if self.variant is not None and self.variant not in DOWNSAMPLING_VARIANTS:
+                raise ValueError(
+                    f"Unknown downsampling variant {self.variant!r}; expected one of {', '.join(DOWNSAMPLING_VARIANTS)}."
+                )
+        elif self.variant is not None:
+            raise ValueError(f"A {self.kind} sweep has no variant, got variant={self.variant!r}.")
 
     @property
     def unperturbed_x(self) -> float:
@@ -79,7 +99,7 @@ class SweepSummary:
         if self.kind == "noise":
             return f"noise_sigma_{x:g}"
         if self.kind == "downsampling":
-            return f"downsampled_{x:g}x{x:g}"
+            return f"downsampled_{'paper_' if self.variant == 'paper' else ''}{x:g}x{x:g}"
         return f"{self.kind}_{round(100 * x)}pct"
 
     @classmethod
@@ -95,17 +115,20 @@ class SweepSummary:
                 strict=True,
             )
         ]  # fmt: skip
-        return cls(kind=get("kind"), x_label=get("x_label"), points=points)
+        variant = sweep.get("variant") if isinstance(sweep, dict) else getattr(sweep, "variant", None)
+        return cls(kind=get("kind"), x_label=get("x_label"), points=points, variant=variant)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSummary:
-        return cls(kind=data["kind"], x_label=data["x_label"], points=[SweepPoint(**p) for p in data["points"]])
+        points = [SweepPoint(**p) for p in data["points"]]
+        return cls(kind=data["kind"], x_label=data["x_label"], points=points, variant=data.get("variant"))
 
 
 @dataclass
 class AnalysisSummary:
     """What an analysis found, as typed data: the layer means of each measure (``None`` when not measured) and the
-    perturbation sweeps by kind, in :data:`SWEEP_KINDS` order."""
+    perturbation sweeps by name (their kind, or ``"downsampling_paper"`` for the paper's downsampling variant), in
+    :data:`SWEEP_KINDS` order."""
 
     perplexity: float | None = None
     smoothness: float | None = None
@@ -123,6 +146,8 @@ class AnalysisSummary:
     temporal_fractions: dict[str, float] | None = None  # window kind -> share of units
     temporal_reach_morans_i: float | None = None
     temporal_c_morans_i: float | None = None
+    temporal_yoking_index: float | None = None  # the layers' median structure-yoking index, averaged
+    temporal_yoking_morans_i: float | None = None
     sweeps: dict[str, SweepSummary] = field(default_factory=dict)
 
     # The order of the derived flat summary (that of report.json since it was written).
@@ -139,7 +164,8 @@ class AnalysisSummary:
         return getattr(self, name)
 
     def delta_perplexity(self, kind: str, x: float) -> float | None:
-        """Δ perplexity of the ``kind`` sweep at strength ``x``; ``None`` when that point was not measured."""
+        """Δ perplexity of the sweep named ``kind`` (``"downsampling_paper"`` for the paper's downsampling variant) at
+        strength ``x``; ``None`` when that point was not measured."""
         sweep = self.sweeps.get(kind)
         point = sweep.at(x) if sweep is not None else None
         return None if point is None else point.delta_perplexity
@@ -155,7 +181,9 @@ class AnalysisSummary:
         }
         for kind, share in (self.temporal_fractions or {}).items():
             flat[f"temporal_fraction_{kind}"] = share
-        for name in ("temporal_reach_morans_i", "temporal_c_morans_i"):
+        for name in (
+            "temporal_reach_morans_i", "temporal_c_morans_i", "temporal_yoking_index", "temporal_yoking_morans_i",
+        ):  # fmt: skip
             if getattr(self, name) is not None:
                 flat[name] = getattr(self, name)
         for sweep in self.sweeps.values():

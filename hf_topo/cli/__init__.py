@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune-lora": ("finetune_lora", "LoRA fine-tuning of a TopoNet with PEFT; the adapter keeps its topography."),
     "eval-blimp": ("eval_blimp", "BLiMP accuracy with lm-evaluation-harness's convention."),
     "analyze": ("analyze", "Topography, dimensionality, robustness and maps of a model and its baseline."),
+    "downsample": ("downsample", "Downsample a TopoNet's sheets (φ×φ, per-unit gains) and save the smaller model."),
     "push": ("push", "Push a TopoNet to the Hugging Face Hub with its model card and maps."),
     "convert-nanogpt": ("convert_nanogpt", "Convert a nanoGPT TopoNet checkpoint (a file or a Hub repo) to GPT-2."),
     "compare-lora": ("compare_lora", "One LoRA recipe on a baseline and TopoNets at several ranks: table and plot."),
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
     "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
+    "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
 }
 
 

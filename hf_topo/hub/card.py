@@ -73,8 +73,19 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     if topo.loss == "laplacian_pyramid":
         rows.append(("downsampling factors φh × φw", f"{_fmt(topo.factor_h)} × {_fmt(topo.factor_w)}"))
         rows.append(("blur interpolation", topo.interpolation))
+        if topo.include_bias:
+            rows.append(("bias map", "included (mean of the weight sheet's and the bias map's TopoLoss)"))
+    elif topo.loss == "spatial_correlation":
+        rows.append(
+            (
+                "radius, neighbourhoods per batch, accumulation",
+                f"{topo.radius}, {topo.neighbourhoods_per_batch}, {topo.accumulation}",
+            )
+        )
     else:
         rows.append(("distance, neighbourhood radius", f"{topo.distance}, {topo.neighbourhood}"))
+    if topo.sheet != "output":
+        rows.append(("units on the sheet", f"{topo.sheet} (input units / the hidden states a target receives)"))
     targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
     rows.append(("target modules", _fmt(targets)))
     if topo.watch_modules:
@@ -86,6 +97,43 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
         ("metadata", "inferred (the model was not trained with hf_topo)" if topo.inferred else "recorded in training")
     )
     return rows
+
+
+def downsampling_sentence(config: Any) -> str | None:
+    """What a downsampled model is, for its card: factors, layers, parameters and the variant; ``None`` otherwise."""
+    from ..downsampling.record import DOWNSAMPLING_KEY, downsampling_variant
+
+    record = getattr(config, DOWNSAMPLING_KEY, None)
+    if not isinstance(record, dict):
+        return None
+    variant = downsampling_variant(record)
+    if variant == "gains":
+        how = {
+            "closed_form": "in closed form so that each unit's blurred weights keep the norm of its original ones",
+            "least_squares": "by least squares to the original layer's outputs on calibration text",
+        }
+        steps = record.get("distill_steps") or 0
+        detail = (
+            "**with per-unit gains** (hf_topo's variant: each unit's output is rescaled by one gain, set "
+            f"{how.get(record.get('gains'), 'as recorded')}"
+            + (f"; then {steps} steps of distillation of the reduced weights and gains" if steps else "")
+            + ")"
+        )
+    else:
+        detail = "as in the paper (**no per-unit gains**)"
+    layers = record.get("layers") or {}
+    count, original = record.get("parameter_count"), record.get("original_parameter_count")
+    size = (
+        f" It has {count:,} parameters, {100 * count / original:.1f} % of the original's {original:,}."
+        if isinstance(count, int) and isinstance(original, int) and original > 0
+        else ""
+    )
+    return (
+        f"This model is **downsampled** on its cortical sheets by φ = {_fmt(record.get('factor_h'))} × "
+        f"{_fmt(record.get('factor_w'))} (TopoNets appendix A.5): {len(layers)} topographic layer(s) keep a reduced "
+        f"sheet of weights and upsample their outputs back to the full sheet, {detail}.{size} It loads with "
+        "`AutoModelForCausalLM.from_pretrained` after `import hf_topo`."
+    )
 
 
 def _eval_results(
@@ -140,7 +188,8 @@ def _eval_results(
 
 def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
     """The headline results; ``topo_loss`` is labelled with the regularizer that produced it (``loss``)."""
-    definition = "1 − mean cos" if loss == "laplacian_pyramid" else "mean neighbour distance"
+    definitions = {"laplacian_pyramid": "1 − mean cos", "spatial_correlation": "0.5·(1 − corr(r, 1/(1+d)))"}
+    definition = definitions.get(loss, "mean neighbour distance")
     labels = [
         ("eval_loss", "evaluation loss (nats/token)"),
         ("eval_perplexity", "evaluation perplexity"),
@@ -181,6 +230,7 @@ SWEEP_LABELS = {
     "pruning": "Δ perplexity, L1 pruning (fraction of weights)",
     "noise": "Δ perplexity, weight noise (σ × weight std)",
     "downsampling": "Δ perplexity, sheets downsampled φ × φ",
+    "downsampling_paper": "Δ perplexity, sheets downsampled φ × φ",
     "substitution": "Δ perplexity, random token substitution",
     "deletion": "Δ perplexity, token deletion",
 }
@@ -205,6 +255,8 @@ def analysis_rows(summary: AnalysisSummary) -> list[tuple[str, str]]:
         sweep = summary.sweeps.get(kind)
         points = [p for p in sweep.perturbed_points() if _finite(p.delta_perplexity)] if sweep else []
         if points:
+            if sweep.variant is not None:
+                label += " with per-unit gains" if sweep.variant == "gains" else " (the paper's layer, no gains)"
             rows.append((label, ", ".join(f"{sweep.strength(p.x)}: {p.delta_perplexity:+.3g}" for p in points)))
     return rows
 
@@ -287,7 +339,13 @@ def toponet_card(
         eval_results=eval_results or None,
     )
     layers = [
-        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo.layer_role(name)}
+        {
+            "name": name,
+            **sheet.to_dict(),
+            "layer_type": sheet.layer_type + (" (input units)" if sheet.units == "input" else ""),
+            "units": sheet.height * sheet.width,
+            "role": topo.layer_role(name),
+        }
         for name, sheet in (topo.layers or {}).items()
     ]
     architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]
@@ -311,6 +369,7 @@ def toponet_card(
         analysis_rows=analysis_rows(analysis) if analysis is not None else [],
         figures=_figure_entries(figures or []),
         conversion=conversion if isinstance(conversion, dict) else None,
+        downsampling=downsampling_sentence(config),
         paper_url=PAPER_URL,
         citation=CITATION,
     )
