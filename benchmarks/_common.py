@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = RESULTS_DIR.parents[1]
+# An absolute path inside a string: at the start or after whitespace, a quote, "=" or "(", up to whitespace or a quote.
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=^)|(?<=[\s='\"(]))(/[^\s'\"]+)")
 
 
 def cpu_model() -> str:
@@ -64,10 +68,35 @@ def default_output(script: str) -> str:
     return str(RESULTS_DIR / f"{Path(script).stem}.json")
 
 
+def portable_path(path: str) -> str:
+    """A path without what is specific to one machine: relative to the repository when inside it, else its last
+    two components below the top-level folder (``/tmp/compare_run/baseline`` → ``compare_run/baseline``,
+    ``/tmp/compare_run`` → ``compare_run``)."""
+    resolved = Path(path)
+    try:
+        return str(resolved.relative_to(REPO_ROOT))
+    except ValueError:
+        below_top = resolved.parts[2:]  # ("/", "tmp", ...) → what is below /tmp
+        return str(Path(*below_top[-2:])) if below_top else resolved.name or path
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` (JSON data) with every absolute path in its strings made :func:`portable_path` — whole strings and
+    paths inside command lines alike."""
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda m: portable_path(m.group(1)), value)
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_paths(v) for v in value]
+    return value
+
+
 def write_json(path: str, results: dict[str, Any]) -> None:
-    """Write ``results`` to ``path`` (parents created) and say where on stderr."""
+    """Write ``results`` to ``path`` (parents created; absolute paths made :func:`portable_paths`) and say where on
+    stderr."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(portable_paths(results), f, indent=2)
         f.write("\n")
     print(f"\nresults written to {path}", file=sys.stderr)

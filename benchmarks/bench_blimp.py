@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TASK_TEMPLATE = """task: hftopo_blimp_{uid}
@@ -132,13 +134,11 @@ def main() -> None:
     print(
         f"end to end: hf_topo {ours_s:.1f} s, lm-evaluation-harness {harness_s:.1f} s, speed-up {harness_s / ours_s:.2f}×"
     )
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(
-            {"model": args.model, "paradigms": uids, "hf_topo": ours, "lm_eval": harness, "max_abs_diff": diff,
-             "hf_topo_s": ours_s, "lm_eval_s": harness_s, "speedup": harness_s / ours_s, "batch_size": args.batch_size},
-            f, indent=2,
-        )  # fmt: skip
+    write_json(  # the shared writer: no machine-specific paths in the results
+        args.output,
+        {"model": args.model, "paradigms": uids, "hf_topo": ours, "lm_eval": harness, "max_abs_diff": diff,
+         "hf_topo_s": ours_s, "lm_eval_s": harness_s, "speedup": harness_s / ours_s, "batch_size": args.batch_size},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from hf_topo.analysis import (
     load_text_blocks,
     mean_morans_i,
     morans_i,
+    morans_i_permutation_test,
     noise_sweep,
     prunable_weights,
     pruning_sweep,
@@ -120,6 +121,44 @@ def test_weight_smoothness_of_a_smooth_weight_sheet(tiny_gpt2):
     assert smooth > 0.7 and random < 0.2
 
 
+def test_robust_smoothness_is_near_minus_far_half_of_the_pairs():
+    height, width = 6, 8
+    samples = smooth_fields(60, height, width, seed=4) + 0.2 * torch.randn(60, height * width)
+    result = correlation_vs_distance(samples, (height, width), min_pairs_per_bin=1, near_distance=2.0)
+    r = np.corrcoef(samples.double().numpy().T)
+    pairs = [(i, j) for i in range(height * width) for j in range(i + 1, height * width)]
+    d = np.array([math.hypot(i // width - j // width, i % width - j % width) for i, j in pairs])
+    rs = np.array([r[i, j] for i, j in pairs])
+    median = np.sort(d)[(len(d) - 1) // 2]  # the lower median
+    near, far = rs[d <= 2.0], rs[d >= median]
+    assert result.near_pairs == near.size and result.far_pairs == far.size and far.size >= len(d) / 2
+    assert result.far_distance == pytest.approx(median)
+    assert result.near_correlation == pytest.approx(near.mean(), abs=1e-5)
+    assert result.far_correlation == pytest.approx(far.mean(), abs=1e-5)
+    assert result.robust_score == pytest.approx(near.mean() - far.mean(), abs=1e-5)
+    assert sum(result.pair_counts) == result.n_pairs == len(pairs)
+
+
+def test_a_sparse_far_bin_sets_the_papers_score_but_not_the_robust_one():
+    height, width = 6, 8
+    samples = torch.randn(400, height * width, generator=torch.Generator().manual_seed(0))
+    samples[:, 47] = samples[:, 0]  # opposite corners: the two pairs of the farthest of 40 bins, r = 1
+    samples[:, 40] = samples[:, 7]
+    result = correlation_vs_distance(samples, (height, width), n_bins=40, min_pairs_per_bin=1)
+    assert result.pair_counts[-1] == 2 and result.correlations[-1] == pytest.approx(1.0)
+    assert result.score > 0.9  # max − min is set by that one pair
+    assert abs(result.robust_score) < 0.05  # near and far groups of noise: ≈ 0
+    smooth = correlation_vs_distance(smooth_fields(400, height, width), (height, width), min_pairs_per_bin=1)
+    assert smooth.robust_score > 0.3  # a blur of σ = 3 spacings on a 6 × 8 sheet: far pairs still correlate
+
+
+def test_robust_smoothness_rejects_a_near_group_too_small():
+    with pytest.raises(ValueError, match="near_distance"):
+        smoothness(torch.randn(20, 30), (5, 6), near_distance=0.5)
+    with pytest.raises(ValueError, match="near group holds"):
+        smoothness(torch.randn(20, 30), (5, 6), n_bins=2, min_pairs_per_bin=60, near_distance=1.0)  # 49 pairs
+
+
 @pytest.mark.parametrize("bad", [torch.randn(1, 30), torch.randn(10, 29)])
 def test_smoothness_rejects_bad_samples(bad):
     with pytest.raises(ValueError, match="sample|shape"):
@@ -185,6 +224,42 @@ def test_morans_i_smooth_near_one_shuffled_near_zero_stripes_negative():
     stripes = (torch.arange(8) % 2).float().expand(6, 8)  # queen neighbours: 2 alike, up to 6 unlike
     assert morans_i(stripes) < -0.3
     assert torch.isnan(morans_i(torch.ones(5, 6)))
+
+
+def test_morans_i_over_all_layouts_averages_to_minus_one_over_n_minus_one():
+    import itertools
+
+    grid = torch.randn(2, 3, dtype=torch.float64).numpy()
+    values = [morans_i_double_loop(grid.reshape(-1)[list(p)].reshape(2, 3)) for p in itertools.permutations(range(6))]
+    assert np.mean(values) == pytest.approx(-1 / 5, abs=1e-12)  # Cliff & Ord's expectation, exactly
+
+
+def test_morans_i_permutation_p_value_matches_the_exact_null_of_a_small_sheet():
+    import itertools
+
+    grid = np.array([[3.0, 2.5, 0.1], [2.0, 0.2, -1.0]])  # smooth-ish: high values on the left
+    observed = morans_i_double_loop(grid)
+    exact = [morans_i_double_loop(grid.reshape(-1)[list(p)].reshape(2, 3)) for p in itertools.permutations(range(6))]
+    exact_p = np.mean(np.array(exact) >= observed - 1e-12)  # share of the 720 layouts at least as autocorrelated
+    test = morans_i_permutation_test(torch.tensor(grid), n_permutations=4000, seed=3)
+    assert test.value == pytest.approx(observed, rel=1e-12)
+    assert test.p_value == pytest.approx(exact_p, abs=4 * math.sqrt(exact_p * (1 - exact_p) / 4000) + 1 / 4001)
+    assert test.null_mean == pytest.approx(-1 / 5, abs=4 * np.std(exact) / math.sqrt(4000))
+    assert test.expected == pytest.approx(-1 / 5)
+    assert test == morans_i_permutation_test(torch.tensor(grid), n_permutations=4000, seed=3)  # seeded
+
+
+def test_morans_i_permutation_test_smooth_maps_significant_shuffled_not():
+    samples = smooth_fields(20, 12, 16)
+    smooth = morans_i_permutation_test(samples.reshape(20, 12, 16), n_permutations=99, seed=0)
+    assert smooth.p_value == 1 / 100 and smooth.value > 0.8 and smooth.n_maps == 20
+    assert abs(smooth.null_mean - (-1 / 191)) < 4 * smooth.null_sd / math.sqrt(99) + 1e-3
+    noise = morans_i_permutation_test(torch.randn(20, 12, 16, generator=torch.Generator().manual_seed(1)), 99)
+    assert noise.p_value > 0.05 and abs(noise.value) < 0.05
+    with pytest.raises(ValueError, match="n_permutations"):
+        morans_i_permutation_test(samples.reshape(20, 12, 16), n_permutations=0)
+    with pytest.raises(ValueError, match="constant"):
+        morans_i_permutation_test(torch.ones(3, 4, 5))
 
 
 # ---- selectivity -------------------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ module                    what it measures
 ``inputs``                text → packed token blocks; stimulus files → padded batches
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
-``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation
+``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
+                          pairs per bin, and a robust near − far variant
 ``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
-``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs
+``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
 ``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
@@ -55,7 +56,7 @@ from .regularizers import RegularizerValue, regularizer_values
 from .report import FIGURES, SWEEPS, AnalysisSettings, ModelAnalysis, analyze_model, write_report
 from .selectivity import selectivity_maps, selectivity_t
 from .smoothness import SmoothnessResult, correlation_vs_distance, smoothness, weight_smoothness
-from .spatial import mean_morans_i, morans_i
+from .spatial import MoranTest, mean_morans_i, morans_i, morans_i_permutation_test
 from .summary import AnalysisSummary, SweepPoint, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
@@ -117,6 +118,8 @@ __all__ = [
     "load_text_blocks",
     "mean_activation_map",
     "mean_morans_i",
+    "MoranTest",
+    "morans_i_permutation_test",
     "morans_i",
     "noise_sweep",
     "prunable_weights",

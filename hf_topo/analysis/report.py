@@ -23,7 +23,7 @@ from ..targets import TopoLayer
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
 from .inputs import TokenBatch
-from .maps import mean_activation_map, weight_pc1_map
+from .maps import as_sheet_map, mean_activation_map, weight_pc1_map
 from .perturbation import (
     INPUT_PERTURBATIONS,
     PRUNING_SCOPES,
@@ -36,7 +36,7 @@ from .perturbation import (
 )
 from .selectivity import selectivity_maps
 from .smoothness import SmoothnessResult, smoothness, weight_smoothness
-from .spatial import mean_morans_i, morans_i
+from .spatial import MoranTest, mean_morans_i, morans_i, morans_i_permutation_test
 from .summary import AnalysisSummary, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
@@ -81,7 +81,13 @@ class AnalysisSettings:
         batch_size (`int`, defaults to `8`): sequences per forward pass.
     Smoothness:
         n_bins (`int`, defaults to `20`), max_pairs (`int`, defaults to `200000`), min_pairs_per_bin (`int`,
-            defaults to `20`): see :func:`~hf_topo.analysis.smoothness.correlation_vs_distance`.
+            defaults to `20`), near_distance (`float`, defaults to `2.0`; the robust score's near group): see
+            :func:`~hf_topo.analysis.smoothness.correlation_vs_distance`.
+    Moran's I:
+        morans_permutations (`int`, defaults to `199`): permutations of the seeded permutation test of each layer's
+            mean Moran's I (:func:`~hf_topo.analysis.spatial.morans_i_permutation_test`); `0` skips the test.
+        morans_test_maps (`int`, defaults to `256`): activation maps (the first tokens) the test uses; the
+            reported Moran's I itself uses every sample.
     Sweeps:
         sweeps (`list[str]`, defaults to all of `pruning, noise, downsampling, substitution, deletion`): which
             sweeps run (an empty grid also skips a sweep).
@@ -120,6 +126,13 @@ class AnalysisSettings:
     n_bins: int = field(default=20, metadata={"help": "Distance bins of the correlation-vs-distance curve."})
     max_pairs: int = field(default=200_000, metadata={"help": "Unit pairs per layer for smoothness (random subset)."})
     min_pairs_per_bin: int = field(default=20, metadata={"help": "Bins with fewer pairs do not count in the score."})
+    near_distance: float = field(
+        default=2.0, metadata={"help": "Robust smoothness: the near group is the pairs at most this far apart."}
+    )
+    morans_permutations: int = field(
+        default=199, metadata={"help": "Permutations of the Moran's I permutation test (0 skips it)."}
+    )
+    morans_test_maps: int = field(default=256, metadata={"help": "Activation maps used by the Moran's I test."})
     eval_blocks: int = field(default=32, metadata={"help": "Blocks of text on which each perplexity is measured."})
     pruning_fractions: list[float] = field(
         default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
@@ -176,10 +189,14 @@ class AnalysisSettings:
         for name in (
             "max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs",
             "temporal_max_delta", "temporal_max_sequences", "temporal_sequence_words", "temporal_sentence_words",
-            "temporal_yoking_sequences",
+            "temporal_yoking_sequences", "morans_test_maps",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.morans_permutations < 0:
+            raise ValueError(f"morans_permutations={self.morans_permutations} must be 0 (no test) or more.")
+        if self.near_distance < 1:
+            raise ValueError(f"near_distance={self.near_distance} must be at least 1 (adjacent units).")
         if self.pruning_scope not in PRUNING_SCOPES:
             raise ValueError(f"pruning_scope={self.pruning_scope!r} must be one of {PRUNING_SCOPES}.")
         unknown = sorted(set(self.sweeps) - set(SWEEPS))
@@ -211,6 +228,7 @@ class ModelAnalysis:
     temporal_yoking: StructureYoking | None = None
     temporal_yoking_skipped: str | None = None
     temporal_skipped: str | None = None
+    morans_tests: dict[str, MoranTest] = field(default_factory=dict)
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
@@ -220,6 +238,9 @@ class ModelAnalysis:
             weight_smoothness=mean([r.score for r in self.weight_smoothness.values()]),
             effective_dimensionality=mean(list(self.effective_dimensionality.values())),
             morans_i=mean(list(self.morans_i.values())),
+            robust_smoothness=mean([r.robust_score for r in self.smoothness.values()]),
+            weight_robust_smoothness=mean([r.robust_score for r in self.weight_smoothness.values()]),
+            morans_i_p_value=max(t.p_value for t in self.morans_tests.values()) if self.morans_tests else None,
             perplexity=self.perplexity,
             n_topographic_layers=len(self.layers),
             n_activation_samples=self.n_activation_samples,
@@ -258,6 +279,9 @@ class ModelAnalysis:
                 "weight_smoothness": self.weight_smoothness[layer.name].score,
                 "effective_dimensionality": self.effective_dimensionality[layer.name],
                 "morans_i": self.morans_i[layer.name],
+                "robust_smoothness": self.smoothness[layer.name].robust_score,
+                "weight_robust_smoothness": self.weight_smoothness[layer.name].robust_score,
+                "morans_i_test": self.morans_tests[layer.name].to_dict() if layer.name in self.morans_tests else None,
             }
             for layer in self.layers
         }
@@ -331,8 +355,9 @@ def analyze_model(
         max_pairs=settings.max_pairs,
         min_pairs_per_bin=settings.min_pairs_per_bin,
         seed=settings.seed,
+        near_distance=settings.near_distance,
     )
-    smooth, weight_smooth, dims, moran = {}, {}, {}, {}
+    smooth, weight_smooth, dims, moran, moran_tests = {}, {}, {}, {}, {}
     maps: dict[str, dict[str, torch.Tensor]] = {"mean activation": {}, "weight PC1": {}}
     for layer in layers:
         acts = activations[layer.name]
@@ -340,6 +365,12 @@ def analyze_model(
         weight_smooth[layer.name] = weight_smoothness(layer, **curve_kwargs)
         dims[layer.name] = effective_dimensionality(acts)
         moran[layer.name] = mean_morans_i(acts, layer.sheet)
+        if settings.morans_permutations:
+            moran_tests[layer.name] = morans_i_permutation_test(
+                as_sheet_map(acts[: settings.morans_test_maps], layer.sheet),
+                n_permutations=settings.morans_permutations,
+                seed=settings.seed,
+            )
         maps["mean activation"][layer.name] = mean_activation_map(acts, layer.sheet)
         maps["weight PC1"][layer.name] = weight_pc1_map(layer)
     del activations
@@ -420,6 +451,7 @@ def analyze_model(
         temporal_yoking=yoking,
         temporal_yoking_skipped=yoking_skipped,
         temporal_skipped=temporal_skipped,
+        morans_tests=moran_tests,
     )
 
 

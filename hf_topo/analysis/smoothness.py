@@ -7,9 +7,23 @@ neighbours and weakly correlated distant units:
 
     smoothness = max_b mean(r | d ∈ bin b) − min_b mean(r | d ∈ bin b)
 
-over the bins holding at least ``min_pairs_per_bin`` pairs. The weight-based variant correlates the units'
-incoming weight vectors instead of their activations. For large layers a seeded random subset of ``max_pairs``
-unit pairs keeps time and memory bounded (3072 units have 4.7M pairs).
+over the bins holding at least ``min_pairs_per_bin`` pairs (the paper's definition: "the difference between the
+highest and lowest correlation values from pairwise correlation versus distance plots"). Because the bins are of
+equal width, the far bins of a sheet hold few pairs (on a 16 × 32 sheet the last of 20 bins holds 42 of 130,816
+pairs) and their noisy means can set the maximum or the minimum. So every result also carries the pairs per bin
+and a **robust variant**, near minus far, in which no bin is on its own:
+
+    robust_score = mean(r_ij | d_ij ≤ near_distance) − mean(r_ij | d_ij ≥ median(d))
+
+the mean correlation of all pairs within ``near_distance`` sheet spacings (default 2: the 12 nearest positions of
+a unit) minus that of the farther half of the pairs (distance at or above the median pair distance, the lower median). Both are means
+over pairs, not over bins, so each is weighted by how many pairs it holds; on any sheet of more than a few dozen
+units both groups hold hundreds of pairs or more (a ``ValueError`` says so when one holds fewer than
+``min_pairs_per_bin``). A smooth map scores ≈ its near correlation; a shuffled one ≈ 0.
+
+The weight-based variant correlates the units' incoming weight vectors instead of their activations. For large
+layers a seeded random subset of ``max_pairs`` unit pairs keeps time and memory bounded (3072 units have 4.7M
+pairs).
 """
 
 from __future__ import annotations
@@ -34,12 +48,18 @@ class SmoothnessResult:
     """The correlation-vs-distance curve of a layer and its smoothness score.
 
     Attributes:
-        score: highest minus lowest binned mean correlation (bins with ``min_pairs_per_bin`` pairs or more).
+        score: highest minus lowest binned mean correlation (bins with ``min_pairs_per_bin`` pairs or more): the
+            paper's smoothness.
         distances: bin centres, in units of sheet spacing.
         correlations: mean Pearson ``r`` of the pairs in each bin (``nan`` for a bin without pairs).
         pair_counts: pairs per bin.
         n_pairs, n_samples, n_units: pairs used, samples per unit (tokens, or weight dimensions), units with non-zero
             variance (constant units have no correlation and are left out).
+        robust_score: ``near_correlation − far_correlation``, the robust variant (see the module docstring).
+        near_correlation, near_pairs, near_distance: mean ``r`` of the pairs at distance ``≤ near_distance``, and
+            how many there are.
+        far_correlation, far_pairs, far_distance: mean ``r`` of the pairs at distance ``≥ far_distance`` (the
+            median pair distance), and how many there are.
     """
 
     score: float
@@ -49,6 +69,13 @@ class SmoothnessResult:
     n_pairs: int
     n_samples: int
     n_units: int
+    robust_score: float
+    near_correlation: float
+    near_pairs: int
+    near_distance: float
+    far_correlation: float
+    far_pairs: int
+    far_distance: float
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -96,6 +123,7 @@ def correlation_vs_distance(
     max_pairs: int | None = 200_000,
     min_pairs_per_bin: int = 20,
     seed: int = 0,
+    near_distance: float = 2.0,
 ) -> SmoothnessResult:
     """Binned Pearson correlation of unit pairs against their distance on the sheet, and the smoothness score.
 
@@ -106,7 +134,9 @@ def correlation_vs_distance(
             the same for every model with this sheet so that curves can be overlaid.
         max_pairs: use every pair when there are at most this many, else this many random pairs (drawn with
             replacement, ``seed``-ed); ``None`` for every pair.
-        min_pairs_per_bin: bins with fewer pairs are plotted but not used for the score.
+        min_pairs_per_bin: bins with fewer pairs are plotted but not used for the score; the near and far groups
+            of the robust score must hold at least this many pairs.
+        near_distance: the robust score's near group: pairs at most this far apart (sheet spacings, ``≥ 1``).
     """
     height, width = _sheet_hw(sheet)
     if samples.ndim != 2 or samples.shape[1] != height * width:
@@ -118,6 +148,8 @@ def correlation_vs_distance(
         raise ValueError(f"A correlation needs at least 2 samples per unit, got {samples.shape[0]}: give more text.")
     if n_bins < 2:
         raise ValueError(f"n_bins={n_bins} must be at least 2 (smoothness compares bins).")
+    if not near_distance >= 1.0:
+        raise ValueError(f"near_distance={near_distance} must be at least 1 (the distance of adjacent units).")
     x = samples.float()
     x = x - x.mean(dim=0)
     std = x.pow(2).mean(dim=0).sqrt()
@@ -149,6 +181,16 @@ def correlation_vs_distance(
             f"Fewer than 2 distance bins hold {min_pairs_per_bin} pairs or more (pairs per bin: {counts.tolist()}): "
             "use fewer bins, more pairs or a lower min_pairs_per_bin."
         )
+    near = distances <= near_distance
+    far_distance = float(distances.median())  # the lower median: the far group holds at least half of the pairs
+    far = distances >= far_distance
+    for group, size in (("near", int(near.sum())), ("far", int(far.sum()))):
+        if size < min_pairs_per_bin:
+            raise ValueError(
+                f"The robust score's {group} group holds {size} pairs, fewer than min_pairs_per_bin="
+                f"{min_pairs_per_bin}: use more pairs (max_pairs), a larger near_distance or a lower min_pairs_per_bin."
+            )
+    near_correlation, far_correlation = float(correlations[near].mean()), float(correlations[far].mean())
     return SmoothnessResult(
         score=float(usable.max() - usable.min()),
         distances=((edges[:-1] + edges[1:]) / 2).tolist(),
@@ -157,6 +199,13 @@ def correlation_vs_distance(
         n_pairs=int(first.numel()),
         n_samples=int(samples.shape[0]),
         n_units=int(varying.numel()),
+        robust_score=near_correlation - far_correlation,
+        near_correlation=near_correlation,
+        near_pairs=int(near.sum()),
+        near_distance=float(near_distance),
+        far_correlation=far_correlation,
+        far_pairs=int(far.sum()),
+        far_distance=far_distance,
     )
 
 

@@ -135,6 +135,9 @@ class AnalysisSummary:
     weight_smoothness: float | None = None
     effective_dimensionality: float | None = None
     morans_i: float | None = None
+    robust_smoothness: float | None = None  # near minus far (hf_topo.analysis.smoothness), layer mean
+    weight_robust_smoothness: float | None = None
+    morans_i_p_value: float | None = None  # the largest permutation p-value over the layers
     n_topographic_layers: int | None = None
     n_activation_samples: int | None = None
     blimp: float | None = None
@@ -151,7 +154,7 @@ class AnalysisSummary:
     _FLAT_ORDER = (
         "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "perplexity",
         "n_topographic_layers", "n_activation_samples", "blimp", "selectivity_morans_i",
-        "selectivity_fraction_abs_t_above_2",
+        "selectivity_fraction_abs_t_above_2", "robust_smoothness", "weight_robust_smoothness", "morans_i_p_value",
     )  # fmt: skip
 
     def measure(self, name: str) -> float | None:

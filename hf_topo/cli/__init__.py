@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compare_regularizers",
         "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
     ),
+    "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
     "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
     "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
 }

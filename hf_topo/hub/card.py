@@ -210,8 +210,10 @@ def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
 # The headline measures of an analysis summary (fields of AnalysisSummary), in the card's order.
 ANALYSIS_MEASURE_LABELS = (
     ("smoothness", "smoothness (activations; highest − lowest binned correlation vs distance)"),
+    ("robust_smoothness", "smoothness, robust (activations; pairs ≤ 2 apart − farther half of the pairs)"),
     ("weight_smoothness", "smoothness (weights)"),
     ("morans_i", "Moran's I of activation maps"),
+    ("morans_i_p_value", "Moran's I permutation p-value (largest over layers)"),
     ("effective_dimensionality", "effective dimensionality of activations"),
     ("perplexity", "perplexity on the analysis text"),
     ("blimp", "BLiMP accuracy"),

@@ -1,0 +1,652 @@
+"""The claims table: every claim of the two papers that a CPU can test, measured over several seeds, TopoNet
+(and Weight / Activation Similarity models) against a baseline trained on the same recipe.
+
+The papers: Deb, Deb & Murty, *TopoNets* (ICLR 2025) and Truong & Hasson's Weight / Activation Similarity
+(WS / AS). For every seed, :func:`run_claims` trains one model per family on one recipe
+(:func:`~hf_topo.pretraining.small_cpu_recipe`; only the regularizer and its strength differ, the seed sets the
+initialization and the data order of all of them), analyses each on held-out text
+(:func:`~hf_topo.analysis.analyze_model`), fine-tunes the baseline and the TopoNet with LoRA
+(:func:`~hf_topo.finetuning.finetune_lora`) and evaluates every claim of :data:`CLAIMS`.
+
+**Verdict rule.** A claim compares a measure of model ``a`` with that of model ``b`` (e.g. the TopoNet's
+smoothness with the baseline's) in an expected direction. For each seed ``s`` the signed margin is
+
+    x_s = sign · (f(a_s) − f(b_s)) + margin
+
+(``sign`` +1 when ``a`` should be larger, −1 when smaller; ``f`` the identity, or ``log`` for perplexities;
+``margin`` 0 except for "no large cost" claims). The seeds pair the models (same initialization seed and data
+order), so the test is a **paired one-sided t-test** of the mean of ``x_s`` over ``n ≥ 2`` seeds at ``alpha``
+(default 0.05):
+
+* **reproduced**: mean ``x`` > 0 with ``p < alpha`` (the expected direction, significant over the seeds);
+* **contradicted**: mean ``x`` < 0 with ``p < alpha`` in the other direction;
+* **not at this scale**: neither (no significant difference either way at this model size and seed count);
+* **not measured**: the measure is missing (a family or the LoRA / temporal-window step was not run) or
+  fewer than 2 seeds.
+
+With 3 seeds the t statistic must exceed 2.92 (2 degrees of freedom): a claim is reproduced only when every seed
+agrees closely. The claims are data (:class:`Claim`); add one to :data:`CLAIMS` to extend the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from .analysis import AnalysisSettings, analyze_model, load_passages, load_text_blocks
+from .finetuning import LoraArguments, finetune_lora
+from .pretraining import hold_out_lines, pretrain, small_cpu_recipe
+from .trainer import TopoTrainingArguments
+
+__all__ = [
+    "portable_command",
+    "CLAIMS",
+    "FAMILIES",
+    "VERDICTS",
+    "Claim",
+    "ClaimsArguments",
+    "evaluate_claim",
+    "measure_seed",
+    "run_claims",
+    "student_t_sf",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Model name → the regularizer it trains with (``None``: the τ = 0 baseline).
+FAMILIES = {
+    "baseline": None,
+    "toponet": "laplacian_pyramid",
+    "ws": "weight_similarity",
+    "as": "activation_similarity",
+}
+VERDICTS = ("reproduced", "not at this scale", "contradicted", "not measured")
+
+
+@dataclass
+class ClaimsArguments:
+    """The recipe of the claims table: data, model, seeds, regularizer strengths and what each analysis measures.
+
+    Data and models:
+        train_file (`str`): training text; its last `validation_fraction` of lines is held out for every analysis.
+        output_dir (`str`): where the models (`seed<s>/<family>/`), `paper_claims.json`, `paper_claims.md` and
+            `paper_claims.png` go.
+        seeds (`list[int]`, defaults to `[0, 1, 2]`): one set of models per seed.
+        families (`list[str]`, defaults to all of `baseline, toponet, ws, as`).
+        model_preset (`str`, defaults to `"tiny-gpt2"`), config_overrides (`str`, defaults to
+            `"n_layer=6,n_embd=256,n_head=8"`: 6 × 256, larger than the demo's 4 × 128).
+        vocab_size, block_size, max_steps, train_batch_size, learning_rate: the pretraining recipe.
+        topo_tau, ws_tau, as_tau: strengths of TopoLoss, Weight and Activation Similarity.
+    Analysis (on the held-out text):
+        max_tokens, eval_blocks: activation samples and perplexity blocks.
+        pruning_fraction, noise_sigma, downsampling_factor, input_rate: the one perturbation strength of each claim.
+        morans_permutations: of the Moran's I permutation test.
+        temporal_windows, temporal_max_delta, temporal_max_sequences: temporal integration windows of the
+            baseline and the TopoNet (the clusters claim).
+    LoRA (the baseline and the TopoNet):
+        lora_train_file (`str`, optional): the fine-tuning text (another domain than `train_file`); without it the
+            LoRA claim is not measured.
+        lora_rank, lora_steps, lora_max_train_tokens, lora_learning_rate.
+    """
+
+    train_file: str = field(metadata={"help": "Training text (.txt/.jsonl); its last lines are held out."})
+    output_dir: str = field(default="outputs/claims", metadata={"help": "Models and results."})
+    output: str | None = field(
+        default=None,
+        metadata={"help": "Also write the results JSON here (e.g. benchmarks/results/paper_claims.json)."},
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (≥ 3 for a verdict)."})
+    families: list[str] = field(
+        default_factory=lambda: list(FAMILIES), metadata={"help": f"Models per seed, among {', '.join(FAMILIES)}."}
+    )
+    validation_fraction: float = field(default=0.1, metadata={"help": "Last fraction of lines held out."})
+    model_preset: str = field(default="tiny-gpt2", metadata={"help": "Architecture preset."})
+    config_overrides: str | None = field(
+        default="n_layer=6,n_embd=256,n_head=8", metadata={"help": "Preset overrides (6 × 256 by default)."}
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "Tokenizer vocabulary (trained once per seed)."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per sequence."})
+    max_steps: int = field(default=1500, metadata={"help": "Optimizer steps per model."})
+    train_batch_size: int = field(default=16, metadata={"help": "Sequences per optimizer step."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (cosine, 5 % warm-up)."})
+    topo_tau: float = field(default=5.0, metadata={"help": "TopoLoss strength of the TopoNet."})
+    ws_tau: float = field(default=2.0, metadata={"help": "Weight Similarity strength."})
+    as_tau: float = field(default=2.0, metadata={"help": "Activation Similarity strength."})
+    max_tokens: int = field(default=4096, metadata={"help": "Activation samples per layer."})
+    eval_blocks: int = field(default=32, metadata={"help": "Blocks on which each perplexity is measured."})
+    pruning_fraction: float = field(default=0.5, metadata={"help": "L1 pruning: fraction of weights zeroed."})
+    noise_sigma: float = field(default=0.5, metadata={"help": "Weight noise σ (× each weight tensor's std)."})
+    downsampling_factor: float = field(default=2.0, metadata={"help": "φ of the φ × φ downsampling."})
+    input_rate: float = field(default=0.1, metadata={"help": "Share of input tokens substituted."})
+    morans_permutations: int = field(default=199, metadata={"help": "Permutations of the Moran's I test."})
+    temporal_windows: bool = field(default=True, metadata={"help": "Measure temporal windows (clusters claim)."})
+    temporal_max_delta: int = field(default=10, metadata={"help": "Longest word distance of the windows."})
+    temporal_max_sequences: int = field(default=50, metadata={"help": "Passages for the windows."})
+    lora_train_file: str | None = field(default=None, metadata={"help": "LoRA fine-tuning text (other domain)."})
+    lora_rank: int = field(default=4, metadata={"help": "LoRA rank (alpha = 2 × rank)."})
+    lora_steps: int = field(default=100, metadata={"help": "LoRA optimizer steps."})
+    lora_max_train_tokens: int = field(default=100_000, metadata={"help": "LoRA training tokens."})
+    lora_learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
+    alpha: float = field(default=0.05, metadata={"help": "Significance level of the verdicts."})
+    note: str | None = field(
+        default=None, metadata={"help": "A note stored with the results (e.g. why a recipe was reduced)."}
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when available)."})
+    reuse_trained: bool = field(
+        default=False, metadata={"help": "Reuse the models and per-seed measures already saved in output_dir."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Progress bars."})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown or "baseline" not in self.families:
+            raise ValueError(
+                f"--families {self.families}: every family must be one of {list(FAMILIES)} and 'baseline' is "
+                "required (every claim compares against it)."
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds {self.seeds}: give distinct seeds, at least 3 for a verdict (e.g. 0 1 2).")
+        for name in ("max_steps", "train_batch_size", "block_size", "max_tokens", "eval_blocks", "lora_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be at least 1.")
+        if not 0 < self.pruning_fraction < 1 or not 0 < self.input_rate < 1:
+            raise ValueError("--pruning_fraction and --input_rate must be between 0 and 1 (exclusive).")
+        if not self.noise_sigma > 0 or not self.downsampling_factor > 1:
+            raise ValueError("--noise_sigma must be > 0 and --downsampling_factor > 1.")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"--alpha {self.alpha} must be between 0 and 1 (e.g. 0.05).")
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that define the measurement (no paths), for the results JSON."""
+        skip = {"train_file", "output_dir", "output", "lora_train_file", "device", "reuse_trained", "progress", "note"}
+        recipe = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in skip}
+        recipe["train_file"] = os.path.basename(self.train_file)
+        recipe["lora_train_file"] = os.path.basename(self.lora_train_file) if self.lora_train_file else None
+        return recipe
+
+
+def portable_command(argv: Sequence[str]) -> str:
+    """A command line without machine-specific paths: absolute paths become relative to the working directory when
+    inside it, else their file name."""
+    import shlex
+
+    def portable(arg: str) -> str:
+        if not os.path.isabs(arg):
+            return arg
+        relative = os.path.relpath(arg)
+        return relative if not relative.startswith("..") else os.path.basename(arg.rstrip("/"))
+
+    return shlex.join([portable(arg) for arg in argv])
+
+
+# ---- the claims ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper as a comparison of a measure between two models of the same seed.
+
+    Attributes:
+        id: short name (the key in the results).
+        claim: what the paper says, in a sentence.
+        source, where, paper_value: the paper, its figure or section, and the value or direction it reports.
+        metric: the per-model measure (a key of :func:`model_measures`' output).
+        a, b: the models compared (families of :data:`FAMILIES`).
+        sign: +1 when the claim is ``a > b``, −1 when ``a < b``.
+        log: compare ``log`` of the measure (perplexities: a ratio).
+        margin: allowance in the claim's favour (see the module docstring), 0 for a strict direction.
+    """
+
+    id: str
+    claim: str
+    source: str
+    where: str
+    paper_value: str
+    metric: str
+    a: str
+    b: str
+    sign: int
+    log: bool = False
+    margin: float = 0.0
+
+    def expected(self) -> str:
+        relation = ">" if self.sign > 0 else "<"
+        if self.margin:
+            return (
+                f"{self.metric}: {self.a} {relation} {self.b} (margin {self.margin:g}{' in log' if self.log else ''})"
+            )
+        return f"{self.metric}: {self.a} {relation} {self.b}"
+
+
+_TOPONETS = "Deb, Deb & Murty, TopoNets (ICLR 2025)"
+_TH = "Truong & Hasson (Weight / Activation Similarity)"
+
+#: Every claim the table measures. Relative Δ perplexity = Δ perplexity / unperturbed perplexity of the same model.
+CLAIMS: tuple[Claim, ...] = (
+    Claim("smoothness", "TopoNets are topographic: correlation falls off with distance on the sheet far more than "
+          "in the baseline.", _TOPONETS, "§3.1, Fig. 2B (GPT-Neo-125M, NanoGPT)",
+          "TopoNets' smoothness well above the baseline's at every τ (read off Fig. 2B)", "smoothness",
+          "toponet", "baseline", +1),
+    Claim("robust_smoothness", "The same, with the robust near-minus-far smoothness (no sparse bin sets it).",
+          _TOPONETS, "§3.1 (our robust variant of the smoothness of §2.3)", "as smoothness", "robust_smoothness",
+          "toponet", "baseline", +1),
+    Claim("morans_i", "TopoNet activation maps are spatially autocorrelated (Moran's I, as Truong & Hasson measure "
+          "it).", _TOPONETS, "§3.1; Moran's I from Truong & Hasson", "higher than the baseline (≈ 0)",
+          "morans_i", "toponet", "baseline", +1),
+    Claim("perplexity_cost", "TopoLoss induces topography without a large loss of task performance.", _TOPONETS,
+          "§3.1, Fig. 2B", "small BLiMP / perplexity cost", "perplexity", "toponet", "baseline", -1, True,
+          math.log(1.05)),
+    Claim("effective_dimensionality", "Topography lowers the effective dimensionality of the representations.",
+          _TOPONETS, "§3.2, Fig. 3B", "dimensionality falls as smoothness rises (P < 0.05 across models)",
+          "effective_dimensionality", "toponet", "baseline", -1),
+    Claim("pruning", "TopoNets are more resilient to L1 unstructured pruning.", _TOPONETS, "§3.3, Fig. 4A",
+          "smaller performance drop than the baseline at every pruned fraction", "pruning_relative_delta",
+          "toponet", "baseline", -1),
+    Claim("downsampling", "TopoNets are more resilient to downsampling of their topographic layers.", _TOPONETS,
+          "§3.3, Fig. 4B, A.10", "performance kept from 125.6M to 102.3M parameters (GPT-Neo-125M; our count of it is 125.2M)",
+          "downsampling_relative_delta", "toponet", "baseline", -1),  # the paper's layer, without gains
+    Claim("lora_gain", "TopoNets gain more from LoRA fine-tuning than the baseline.", _TOPONETS,
+          "A.11, Fig. 11–12 (NanoGPT, ranks 2/4/8)", "consistently larger Δ validation loss for TopoNets",
+          "lora_delta_eval_loss", "toponet", "baseline", -1),
+    Claim("temporal_clusters", "Temporal integration window parameters cluster on the TopoNet's sheet.", _TOPONETS,
+          "§3.4, Fig. 5B, A.7", "clustered power-law / exponential / sentence-yoked maps",
+          "temporal_c_morans_i", "toponet", "baseline", +1),
+    Claim("ws_weight_noise", "Weight Similarity improves robustness to weight perturbation.", _TH,
+          "weight robustness", "smaller drop than without the regularizer", "noise_relative_delta", "ws",
+          "baseline", -1),
+    Claim("as_weight_noise", "Activation Similarity improves robustness to weight perturbation.", _TH,
+          "weight robustness", "smaller drop than without the regularizer", "noise_relative_delta", "as",
+          "baseline", -1),
+    Claim("ws_input_robustness", "Weight Similarity improves robustness to input perturbation.", _TH,
+          "input robustness (pixel noise; here: random token substitution)", "smaller drop",
+          "substitution_relative_delta", "ws", "baseline", -1),
+    Claim("as_input_robustness", "Activation Similarity improves robustness to input perturbation.", _TH,
+          "input robustness (pixel noise; here: random token substitution)", "smaller drop",
+          "substitution_relative_delta", "as", "baseline", -1),
+    Claim("ws_vs_as_weight_maps", "Weight Similarity gives smooth weight maps; Activation Similarity does not.",
+          _TH, "WS vs AS maps", "WS smooth, AS not", "weight_smoothness", "ws", "as", +1),
+    Claim("ws_vs_as_activation_maps", "WS gives spatially smooth activation maps; AS gives correlation structure "
+          "without spatial smoothness.", _TH, "WS vs AS maps (Moran's I)", "WS high Moran's I, AS low",
+          "morans_i", "ws", "as", +1),
+)  # fmt: skip
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_sf(t: float, df: float) -> float:
+    """``P(T ≥ t)`` for Student's t with ``df`` degrees of freedom (upper tail; no SciPy needed)."""
+    if not df > 0:
+        raise ValueError(f"df={df} must be positive.")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return {"n_seeds": n, "mean": mean, "sd": sd, "values": list(values)}
+
+
+def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]], alpha: float = 0.05) -> dict:
+    """A claim's entry in the table: the measure of both models and their difference over the seeds (mean ± sd),
+    the paired one-sided t-test and the verdict (see the module docstring).
+
+    Args:
+        per_seed: for each seed, ``{family: {metric: value}}`` (:func:`measure_seed`).
+    """
+    pairs = []
+    for seed_measures in per_seed:
+        a = seed_measures.get(claim.a, {}).get(claim.metric)
+        b = seed_measures.get(claim.b, {}).get(claim.metric)
+        if _finite(a) and _finite(b) and (not claim.log or (a > 0 and b > 0)):
+            pairs.append((a, b))
+    f = math.log if claim.log else (lambda v: v)
+    differences = [f(a) - f(b) for a, b in pairs]
+    entry: dict[str, Any] = {
+        "id": claim.id,
+        "claim": claim.claim,
+        "paper": claim.source,
+        "where": claim.where,
+        "paper_value": claim.paper_value,
+        "metric": claim.metric,
+        "expected": claim.expected(),
+        "compared": {"a": claim.a, "b": claim.b},
+        "ours": {
+            **_stats(differences),
+            "difference": f"{'log ' if claim.log else ''}{claim.metric}({claim.a}) − {claim.metric}({claim.b})",
+            claim.a: _stats([a for a, _ in pairs]),
+            claim.b: _stats([b for _, b in pairs]),
+        },
+    }
+    n = len(differences)
+    if n < 2:
+        entry.update(t=None, p_value=None, verdict="not measured")
+        return entry
+    margins = [claim.sign * d + claim.margin for d in differences]
+    mean = sum(margins) / n
+    sd = math.sqrt(sum((m - mean) ** 2 for m in margins) / (n - 1))
+    t = math.copysign(math.inf, mean) if sd == 0 else mean / (sd / math.sqrt(n))
+    if sd == 0 and mean == 0:
+        t = 0.0
+    p_for, p_against = student_t_sf(t, n - 1), student_t_sf(-t, n - 1)
+    verdict = "reproduced" if p_for < alpha else "contradicted" if p_against < alpha else "not at this scale"
+    entry.update(t=t, p_value=p_for, p_value_against=p_against, verdict=verdict)
+    return entry
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---- measuring one seed ----------------------------------------------------------------------------------------
+
+
+def _relative_delta(summary, kind: str, x: float) -> float | None:
+    delta = summary.delta_perplexity(kind, x)
+    return None if delta is None or not summary.perplexity else delta / summary.perplexity
+
+
+def model_measures(summary, args: ClaimsArguments) -> dict[str, float | None]:
+    """The per-model measures the claims read, from an :class:`~hf_topo.analysis.AnalysisSummary`."""
+    measures = {
+        name: summary.measure(name)
+        for name in (
+            "perplexity", "smoothness", "robust_smoothness", "weight_smoothness", "morans_i", "morans_i_p_value",
+            "effective_dimensionality",
+        )
+    }  # fmt: skip
+    measures["pruning_relative_delta"] = _relative_delta(summary, "pruning", args.pruning_fraction)
+    measures["noise_relative_delta"] = _relative_delta(summary, "noise", args.noise_sigma)
+    # The paper's downsampled layer (no per-unit gains) is what its claim is about; the gains variant is extra.
+    measures["downsampling_relative_delta"] = _relative_delta(summary, "downsampling_paper", args.downsampling_factor)
+    measures["downsampling_gains_relative_delta"] = _relative_delta(summary, "downsampling", args.downsampling_factor)
+    measures["substitution_relative_delta"] = _relative_delta(summary, "substitution", args.input_rate)
+    for name in ("temporal_c_morans_i", "temporal_reach_morans_i"):  # whatever the temporal analysis provides
+        measures[name] = getattr(summary, name, None)
+    return measures
+
+
+def _analysis_settings(args: ClaimsArguments, seed: int, temporal: bool) -> AnalysisSettings:
+    return AnalysisSettings(
+        max_tokens=args.max_tokens,
+        eval_blocks=args.eval_blocks,
+        pruning_fractions=[0.0, args.pruning_fraction],
+        noise_sigmas=[0.0, args.noise_sigma],
+        downsampling_factors=[1.0, args.downsampling_factor],
+        input_rates=[0.0, args.input_rate],
+        sweeps=["pruning", "noise", "downsampling", "substitution"],
+        downsampling_paper=True,
+        morans_permutations=args.morans_permutations,
+        temporal_windows=temporal,
+        temporal_max_delta=args.temporal_max_delta,
+        temporal_max_sequences=args.temporal_max_sequences,
+        seed=seed,
+    )
+
+
+def _train(args: ClaimsArguments, family: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
+    output_dir = os.path.join(args.output_dir, f"seed{seed}", family)
+    if args.reuse_trained and all(
+        os.path.isfile(os.path.join(output_dir, n)) for n in ("config.json", "metrics.json")
+    ):
+        logger.info("Reusing %s", output_dir)
+        return output_dir
+    tau = {"baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau}[family]
+    settings = dict(
+        tau=tau, max_steps=args.max_steps, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
+        block_size=args.block_size, seed=seed, model_preset=args.model_preset, vocab_size=args.vocab_size,
+        max_eval_blocks=args.eval_blocks, tokenizer=tokenizer, disable_tqdm=not args.progress,
+        topo_loss_type=FAMILIES[family] or "laplacian_pyramid",
+    )  # fmt: skip
+    if family in ("ws", "as"):
+        settings["topo_distance"] = "correlation"  # Truong & Hasson's choice
+    if args.config_overrides:
+        settings["config_overrides"] = args.config_overrides
+    if args.device == "cpu":
+        settings["use_cpu"] = True
+    pretrain(*small_cpu_recipe(files[0], files[1], output_dir, **settings))
+    return output_dir
+
+
+def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
+    output_dir = os.path.join(model_dir + "-lora")
+    metrics_file = os.path.join(output_dir, "lora_metrics.json")
+    if args.reuse_trained and os.path.isfile(metrics_file):
+        with open(metrics_file) as f:
+            return json.load(f)["delta_eval_loss"]
+    lora = LoraArguments(
+        model_name_or_path=model_dir, train_file=args.lora_train_file, max_train_tokens=args.lora_max_train_tokens,
+        block_size=args.block_size, lora_r=args.lora_rank, lora_alpha=2.0 * args.lora_rank,
+    )  # fmt: skip
+    training = TopoTrainingArguments(
+        output_dir=output_dir, tau=0.0, max_steps=args.lora_steps, learning_rate=args.lora_learning_rate,
+        per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=args.train_batch_size,
+        save_strategy="no", report_to="none", seed=seed, use_cpu=args.device == "cpu", disable_tqdm=not args.progress,
+    )  # fmt: skip
+    return finetune_lora(lora, training)["delta_eval_loss"]
+
+
+def measure_seed(args: ClaimsArguments, seed: int, files: tuple[str, str]) -> dict[str, dict[str, float | None]]:
+    """Train every family for ``seed``, analyse each on the held-out text (and fine-tune the baseline and the
+    TopoNet with LoRA); ``{family: {measure: value}}``."""
+    measures: dict[str, dict[str, float | None]] = {}
+    tokenizer_dir = None
+    passages = None
+    if args.temporal_windows:
+        passages = load_passages(files[1], max_passages=args.temporal_max_sequences)
+    for family in [f for f in FAMILIES if f in args.families]:
+        start = time.perf_counter()
+        model_dir = _train(args, family, seed, files, tokenizer_dir)
+        tokenizer_dir = tokenizer_dir or model_dir  # every model of a seed shares the baseline's tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if args.device:
+            model.to(args.device)
+        set_seed(seed)
+        temporal = args.temporal_windows and family in ("baseline", "toponet")
+        text = load_text_blocks(tokenizer, args.block_size, text_file=files[1])
+        analysis = analyze_model(
+            model, tokenizer, text, _analysis_settings(args, seed, temporal), label=f"{family} (seed {seed})",
+            passages=passages if temporal else None, progress=args.progress,
+        )  # fmt: skip
+        measures[family] = model_measures(analysis.analysis_summary(), args)
+        del model
+        if args.lora_train_file and family in ("baseline", "toponet"):
+            measures[family]["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
+        measures[family]["wall_time_s"] = time.perf_counter() - start
+        logger.info("seed %d, %s: %s", seed, family, measures[family])
+    return measures
+
+
+def _measures_file(args: ClaimsArguments, seed: int) -> str:
+    return os.path.join(args.output_dir, f"seed{seed}", "measures.json")
+
+
+def _measure_recipe(args: ClaimsArguments) -> dict:
+    """What a seed's measures depend on (not the seeds, the verdicts' alpha or the note)."""
+    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "alpha", "note")}
+
+
+def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
+    path = _measures_file(args, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"recipe": _measure_recipe(args), "seed": seed, "measures": _json_safe(measures)}, f, indent=2)
+    return measures
+
+
+def _cached_measures(args: ClaimsArguments, seed: int) -> dict | None:
+    """With ``reuse_trained``, a seed's measures saved by an earlier run of the same recipe (``measures.json``)."""
+    path = _measures_file(args, seed)
+    if not (args.reuse_trained and os.path.isfile(path)):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("recipe") != _measure_recipe(args) or saved.get("seed") != seed:
+        logger.warning("%s was measured with another recipe or seed: measuring seed %d again", path, seed)
+        return None
+    logger.info("Reusing the measures of seed %d from %s", seed, path)
+    return saved["measures"]
+
+
+# ---- the table -------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if not _finite(value):
+        return "–"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def claims_markdown(result: dict) -> str:
+    """The claims table as Markdown (one row per claim)."""
+    lines = [
+        "| claim | paper (where) | paper's value | compared | ours: a | ours: b | difference (mean ± sd) | p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in result["claims"]:
+        ours = entry["ours"]
+        a, b = ours.get(entry["compared"]["a"], {}), ours.get(entry["compared"]["b"], {})
+        lines.append(
+            f"| {entry['claim']} | {entry['where']} | {entry['paper_value']} | {entry['expected']} | "
+            f"{_fmt(a.get('mean'))} ± {_fmt(a.get('sd'))} | {_fmt(b.get('mean'))} ± {_fmt(b.get('sd'))} | "
+            f"{_fmt(ours['mean'])} ± {_fmt(ours['sd'])} (n = {ours['n_seeds']}) | {_fmt(entry.get('p_value'))} | "
+            f"**{entry['verdict']}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_claims(result: dict, path: str | os.PathLike) -> str:
+    """One panel per claim: the measure of both models per seed (dots) and their mean (bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = result["claims"]
+    columns = 4
+    rows = math.ceil(len(entries) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for ax, entry in zip(axes.flat, entries, strict=False):
+        names = [entry["compared"]["a"], entry["compared"]["b"]]
+        for i, name in enumerate(names):
+            values = entry["ours"][name]["values"]
+            ax.bar(i, entry["ours"][name]["mean"] if values else 0, color="lightgray", width=0.6)
+            ax.scatter([i] * len(values), values, color="tab:red" if name != "baseline" else "black", zorder=3)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(f"{entry['id']}\n{entry['metric']}: {entry['verdict']}", fontsize=9)
+        ax.axhline(0, color="gray", linewidth=0.5)
+    for ax in list(axes.flat)[len(entries) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
+    """Train, measure and judge every claim over ``args.seeds``; writes ``paper_claims.json``, ``paper_claims.md``
+    and ``paper_claims.png`` to ``args.output_dir`` (and the JSON to ``args.output``); returns the results."""
+    from . import __version__
+
+    if not os.path.isfile(args.train_file):
+        raise FileNotFoundError(f"--train_file {args.train_file!r} does not exist: give a text file to train on.")
+    if args.lora_train_file and not os.path.isfile(args.lora_train_file):
+        raise FileNotFoundError(f"--lora_train_file {args.lora_train_file!r} does not exist.")
+    os.makedirs(args.output_dir, exist_ok=True)
+    files = hold_out_lines(args.train_file, args.validation_fraction, os.path.join(args.output_dir, "data"))
+    start = time.perf_counter()
+    per_seed = []
+    for seed in tqdm(args.seeds, desc="seeds", disable=not args.progress):
+        per_seed.append(_cached_measures(args, seed) or _save_measures(args, seed, measure_seed(args, seed, files)))
+    import transformers
+
+    result = {
+        "command": command,
+        "note": args.note,
+        "recipe": args.recipe(),
+        "seeds": list(args.seeds),
+        "verdict_rule": (
+            f"paired one-sided t-test over seeds of sign·(a − b) + margin at alpha = {args.alpha}: reproduced if "
+            "significant in the claimed direction, contradicted if significant in the other, else not at this scale; "
+            "not measured when the measure is missing or fewer than 2 seeds"
+        ),
+        "claims": [evaluate_claim(claim, per_seed, args.alpha) for claim in CLAIMS],
+        "per_seed": {str(seed): measures for seed, measures in zip(args.seeds, per_seed, strict=True)},
+        "versions": {"hf_topo": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "torch_threads": torch.get_num_threads(),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    result = _json_safe(result)
+    targets = [os.path.join(args.output_dir, "paper_claims.json")] + ([args.output] if args.output else [])
+    for target in targets:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with open(target, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    with open(os.path.join(args.output_dir, "paper_claims.md"), "w") as f:
+        f.write(claims_markdown(result))
+    plot_claims(result, os.path.join(args.output_dir, "paper_claims.png"))
+    logger.info("Claims written to %s", ", ".join(targets))
+    return result
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

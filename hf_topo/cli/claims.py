@@ -1,0 +1,37 @@
+"""The claims table: every CPU-testable claim of the TopoNets and Weight / Activation Similarity papers, measured
+over several seeds, TopoNet (and WS / AS models) against a baseline on one recipe. Not run in CI (about an hour
+for the default 6 × 256 recipe on an idle 2-core machine per ~3 models):
+
+    hf-topo claims --train_file tinyshakespeare.txt --lora_train_file python_source.txt --seeds 0 1 2 \\
+        --output_dir outputs/claims --output benchmarks/results/paper_claims.json
+
+Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity and an Activation
+Similarity model (`--families`), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the
+TopoNet with LoRA on `--lora_train_file`, and judges every claim of `hf_topo.claims.CLAIMS` by a paired one-sided
+t-test over the seeds (the rule is in `hf_topo.claims`). Writes `paper_claims.json`, `paper_claims.md` and
+`paper_claims.png` to `--output_dir` (and the JSON to `--output`), and prints the table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hf_topo.claims import ClaimsArguments, claims_markdown, portable_command, run_claims
+from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+
+
+def make_parser(prog: str | None = None):
+    return make_argument_parser((ClaimsArguments,), prog, __doc__)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = parse_command_line(make_parser(prog), argv)
+    result = run_claims(args, command=portable_command(["hf-topo", "claims", *argv]))
+    print("\n" + claims_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, prog="hf-topo claims"))

@@ -1,0 +1,174 @@
+"""hf_topo.claims: the verdict rule on planted numbers, the t distribution against printed tables, and the
+`hf-topo claims` command end to end on a 2-step recipe (offline, tiny models)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from _scripts import run_script
+
+from hf_topo.claims import CLAIMS, VERDICTS, Claim, ClaimsArguments, evaluate_claim, portable_command, student_t_sf
+
+# ---- statistics --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "t, df, p",  # one-sided upper-tail critical values of Student's t (printed tables)
+    [(6.314, 1, 0.05), (2.920, 2, 0.05), (2.353, 3, 0.05), (6.965, 2, 0.01), (1.645, 1e6, 0.05), (0.0, 4, 0.5)],
+)
+def test_student_t_tail_matches_printed_tables(t, df, p):
+    assert student_t_sf(t, df) == pytest.approx(p, abs=2e-4)
+    assert student_t_sf(-t, df) == pytest.approx(1 - p, abs=2e-4)
+
+
+def test_student_t_tail_of_one_degree_of_freedom_is_the_cauchy_tail():
+    for t in (0.3, 1.0, 4.0):
+        assert student_t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-10)
+
+
+# ---- the verdict rule --------------------------------------------------------------------------------------------
+
+GREATER = Claim("x", "a is larger", "paper", "Fig. 1", "larger", "m", "toponet", "baseline", +1)
+
+
+def _seeds(a, b):
+    return [{"toponet": {"m": x}, "baseline": {"m": y}} for x, y in zip(a, b, strict=True)]
+
+
+def test_a_consistent_difference_in_the_claimed_direction_is_reproduced():
+    entry = evaluate_claim(GREATER, _seeds([1.0, 1.1, 0.9], [0.1, 0.15, 0.05]))
+    assert entry["verdict"] == "reproduced"
+    d = [0.9, 0.95, 0.85]
+    assert entry["ours"]["n_seeds"] == 3 and entry["ours"]["mean"] == pytest.approx(sum(d) / 3)
+    assert entry["ours"]["sd"] == pytest.approx(0.05)
+    assert entry["t"] == pytest.approx(0.9 / (0.05 / math.sqrt(3)))
+    assert entry["ours"]["toponet"]["mean"] == pytest.approx(1.0) and entry["ours"]["baseline"]["values"] == [
+        0.1,
+        0.15,
+        0.05,
+    ]
+
+
+def test_the_other_direction_is_contradicted_and_noise_is_not_at_this_scale():
+    assert evaluate_claim(GREATER, _seeds([0.1, 0.15, 0.05], [1.0, 1.1, 0.9]))["verdict"] == "contradicted"
+    assert evaluate_claim(GREATER, _seeds([1.0, 0.2, 0.6], [0.5, 0.7, 0.55]))["verdict"] == "not at this scale"
+
+
+def test_a_margin_claim_on_log_perplexity():
+    cost = next(c for c in CLAIMS if c.id == "perplexity_cost")  # toponet < 1.05 × baseline
+    assert evaluate_claim(cost, _seeds_ppl([101, 100, 102], [100, 100, 100]))["verdict"] == "reproduced"
+    assert evaluate_claim(cost, _seeds_ppl([130, 131, 129], [100, 100, 100]))["verdict"] == "contradicted"
+
+
+def _seeds_ppl(a, b):
+    return [{"toponet": {"perplexity": x}, "baseline": {"perplexity": y}} for x, y in zip(a, b, strict=True)]
+
+
+def test_missing_measures_or_one_seed_are_not_measured():
+    assert evaluate_claim(GREATER, _seeds([1.0], [0.0]))["verdict"] == "not measured"
+    entry = evaluate_claim(GREATER, [{"baseline": {"m": 0.1}}, {"baseline": {"m": 0.2}}])
+    assert entry["verdict"] == "not measured" and entry["ours"]["n_seeds"] == 0
+
+
+def test_every_claim_names_known_models_and_a_direction():
+    assert len({c.id for c in CLAIMS}) == len(CLAIMS)
+    for claim in CLAIMS:
+        assert claim.a in ("toponet", "ws", "as") and claim.b in ("baseline", "as") and claim.sign in (1, -1)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="baseline"):
+        ClaimsArguments(train_file="x.txt", families=["toponet"])
+    with pytest.raises(ValueError, match="seeds"):
+        ClaimsArguments(train_file="x.txt", seeds=[0, 0])
+    with pytest.raises(ValueError, match="pruning_fraction"):
+        ClaimsArguments(train_file="x.txt", pruning_fraction=1.5)
+
+
+def test_portable_command_drops_machine_paths(tmp_path):
+    command = portable_command(["hf-topo", "claims", "--train_file", str(tmp_path / "corpus.txt"), "--seeds", "0"])
+    assert str(tmp_path) not in command and "corpus.txt" in command
+
+
+# ---- the command, end to end -------------------------------------------------------------------------------------
+
+ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]
+PLACES = ["river", "hill", "market", "forest", "harbour"]
+CORPUS = "".join(
+    f"The {ANIMALS[i % 6]} saw {i % 13} {['apples', 'stones', 'boats', 'lamps'][i % 4]} near the {PLACES[i % 5]}, "
+    f"and {['then', 'so', 'later'][i % 3]} it went {['home', 'away', 'north'][i % 7 % 3]}.\n"
+    for i in range(400)
+)
+CODE = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
+TINY = [
+    "--seeds", "0", "1", "--families", "baseline", "toponet", "ws", "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
+    "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
+    "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
+    "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--device", "cpu", "--progress", "false",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(tmp_path):
+    corpus, code = tmp_path / "corpus.txt", tmp_path / "code.txt"
+    corpus.write_text(CORPUS)
+    code.write_text(CODE)
+    output = tmp_path / "results" / "paper_claims.json"
+    result = run_script(
+        [sys.executable, "-m", "hf_topo.cli", "claims", "--train_file", str(corpus), "--lora_train_file", str(code),
+         "--output_dir", str(tmp_path / "out"), "--output", str(output), *TINY],
+    )  # fmt: skip
+    assert "| claim | paper (where)" in result.stdout
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", f"import json; print(json.dumps(json.load(open({str(output)!r}))))"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert str(tmp_path) not in output.read_text()  # no machine-specific paths
+    assert loaded["seeds"] == [0, 1] and loaded["recipe"]["max_steps"] == 2 and "hf-topo claims" in loaded["command"]
+    by_id = {entry["id"]: entry for entry in loaded["claims"]}
+    assert set(by_id) == {claim.id for claim in CLAIMS}
+    for entry in loaded["claims"]:
+        assert entry["verdict"] in VERDICTS and {"claim", "where", "paper_value", "ours"} <= set(entry)
+    for claim_id in ("smoothness", "robust_smoothness", "morans_i", "pruning", "downsampling", "lora_gain",
+                     "ws_weight_noise", "effective_dimensionality", "perplexity_cost"):  # fmt: skip
+        ours = by_id[claim_id]["ours"]
+        assert ours["n_seeds"] == 2 and math.isfinite(ours["mean"]) and math.isfinite(ours["sd"]), claim_id
+        assert by_id[claim_id]["verdict"] != "not measured"
+    assert by_id["as_weight_noise"]["verdict"] == "not measured"  # no AS model trained
+    for seed in ("0", "1"):
+        measures = loaded["per_seed"][seed]
+        assert set(measures) == {"baseline", "toponet", "ws"}
+        assert 0 < measures["baseline"]["morans_i_p_value"] <= 1
+        assert measures["toponet"]["lora_delta_eval_loss"] is not None and "lora_delta_eval_loss" not in measures["ws"]
+    assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
+    assert (tmp_path / "out" / "paper_claims.md").read_text().count("\n") == len(CLAIMS) + 2
+
+
+def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
+    from hf_topo.claims import _measure_recipe, run_claims
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    args = ClaimsArguments(
+        train_file=str(corpus), output_dir=str(tmp_path / "out"), families=["baseline", "toponet"], reuse_trained=True,
+        progress=False,
+    )  # fmt: skip
+    for seed, (topo, base) in enumerate([(0.9, 0.10), (0.8, 0.12), (0.85, 0.08)]):
+        (tmp_path / "out" / f"seed{seed}").mkdir(parents=True)
+        saved = {"recipe": _measure_recipe(args), "seed": seed,
+                 "measures": {"toponet": {"smoothness": topo}, "baseline": {"smoothness": base}}}  # fmt: skip
+        (tmp_path / "out" / f"seed{seed}" / "measures.json").write_text(json.dumps(saved))
+    result = run_claims(args)  # nothing to train: every seed's measures are saved
+    entry = next(e for e in result["claims"] if e["id"] == "smoothness")
+    assert entry["verdict"] == "reproduced" and entry["ours"]["toponet"]["values"] == [0.9, 0.8, 0.85]
+    assert next(e for e in result["claims"] if e["id"] == "pruning")["verdict"] == "not measured"
+    assert json.loads((tmp_path / "out" / "paper_claims.json").read_text())["claims"] == result["claims"]
+    assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
+    other = ClaimsArguments(**{**vars(args), "max_steps": 7})  # another recipe: its saved measures do not count
+    from hf_topo.claims import _cached_measures
+
+    assert _cached_measures(other, 0) is None and _cached_measures(args, 0) is not None
