@@ -598,7 +598,7 @@ def plot_claims(result: dict, path: str | os.PathLike) -> str:
 def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     """Train, measure and judge every claim over ``args.seeds``; writes ``paper_claims.json``, ``paper_claims.md``
     and ``paper_claims.png`` to ``args.output_dir`` (and the JSON to ``args.output``); returns the results."""
-    from . import __version__
+    from ._version import __version__
 
     if not os.path.isfile(args.train_file):
         raise FileNotFoundError(f"--train_file {args.train_file!r} does not exist: give a text file to train on.")
