@@ -4,12 +4,16 @@
 ``1 − mean_units cos(C_u, blur(C)_u)``. The reference ``topoloss`` package runs two ``F.interpolate`` calls
 on a channels-first copy of the sheet and lets autograd keep every intermediate alive.
 
-Here the blur is written as what it is, a separable linear map: along each sheet axis, down- then
-up-sampling is a small matrix (at most ``w × w``) that we read off ``F.interpolate`` itself, so every
-mode, factor and rounding rule is PyTorch's own. The sheet is then blurred with four small GEMMs in its
-native memory layout (no transposed copy of the weight), in chunks of its depth, and a hand-written
-backward recomputes the blur instead of storing it. Peak extra memory stays below two weights of the
-largest layer, and forward+backward is an order of magnitude faster than the reference on CPU.
+Here the blur is written as what it is, a linear map: along each sheet axis, down- then up-sampling is a small
+matrix (at most ``w × w``) that we read off ``F.interpolate`` itself, so every mode, factor and rounding rule is
+PyTorch's own. On the whole sheet the blur is their Kronecker product ``B``, an ``n × n`` matrix on the units with a
+handful of entries per row (4 for the paper's bilinear φ = 3), so ``blur(C) = B C`` is, for each unit, a weighted sum
+of a few other units' weight rows: one ``F.embedding_bag`` call, a memory-bound pass instead of dense GEMMs. A
+hand-written backward recomputes the blur chunk by chunk (depth chunks, the sheet read once per pass) and folds the
+gradient's per-unit coefficients into the entries of ``Bᵀ``, so it costs two more such calls and no elementwise pass.
+Blurs with wide rows (e.g. ``area`` at large factors) run four separable GEMMs per blur instead. Peak extra memory
+stays below two weights of the largest layer; forward+backward is an order of magnitude faster than the reference
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -224,8 +228,10 @@ def _chunk(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
 # two more embedding_bag calls on the same working chunk, with no elementwise pass over the chunk for a⊙C, b⊙BC.
 # Working chunks are ``(units, depth chunk)`` float32 and contiguous (rows are the bags' embeddings).
 
-# Above this many entries per row of B on average, the dense separable GEMMs are cheaper than the sparse sums.
-_SPARSE_MAX_ROW_ENTRIES = 48
+# Above this many entries in a row of B the dense separable GEMMs are cheaper than the sparse sums: one CPU thread,
+# 48 × 64 × 768 sheet, forward+backward: 16 entries (bicubic φ = 3) 19 ms sparse vs 32 ms dense, 21 (area φ = 3) 24 vs
+# 37 ms, 100 (bicubic φ = 2) 76 vs 61 ms, 120 (area φ = 7) 77 vs 33 ms.
+_SPARSE_MAX_ROW_ENTRIES = 40
 
 
 def _kron_csr(
