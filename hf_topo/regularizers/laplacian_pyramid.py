@@ -326,11 +326,16 @@ def _units_rows(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
     return sheet.flatten(1, 2)
 
 
-def _load_chunk(rows: torch.Tensor, part: slice, units_first: bool, out: torch.Tensor) -> torch.Tensor:
-    """Copy a depth slice of the sheet into the float32 ``(units, chunk)`` buffer ``out`` (cast on the fly)."""
-    view = rows[:, part] if units_first else rows[part].T
-    out = out[:, : part.stop - part.start]
-    return out.copy_(view)
+def _working_chunks(rows: torch.Tensor, units_first: bool):
+    """``(depth slice, float32 (units, chunk) copy of it)`` over the sheet's depth, in one reused buffer (cast on the
+    fly from bf16/fp16; a Conv1D chunk is transposed into it)."""
+    units, depth = (rows.shape[0], rows.shape[1]) if units_first else (rows.shape[1], rows.shape[0])
+    buffer = None
+    for part in _depth_slices(depth, units):
+        if buffer is None:
+            buffer = rows.new_empty((units, part.stop - part.start), dtype=torch.float32)
+        view = rows[:, part] if units_first else rows[part].T
+        yield part, buffer[:, : part.stop - part.start].copy_(view)
 
 
 class _SparseSheetCosineLoss(torch.autograd.Function):
@@ -339,15 +344,10 @@ class _SparseSheetCosineLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sheet, units_first, blur):
         rows = _units_rows(sheet, units_first)
-        units, depth = (rows.shape[0], rows.shape[1]) if units_first else (rows.shape[1], rows.shape[0])
-        dot = rows.new_zeros(units, dtype=torch.float32)
+        dot = rows.new_zeros(rows.shape[0] if units_first else rows.shape[1], dtype=torch.float32)
         norm_c = torch.zeros_like(dot)
         norm_b = torch.zeros_like(dot)
-        buffer = None
-        for part in _depth_slices(depth, units):
-            if buffer is None:
-                buffer = rows.new_empty((units, part.stop - part.start), dtype=torch.float32)
-            x = _load_chunk(rows, part, units_first, buffer)
+        for _part, x in _working_chunks(rows, units_first):
             blurred = blur.apply(x)
             dot += torch.linalg.vecdot(x, blurred)
             norm_c += torch.linalg.vecdot(x, x)
@@ -370,14 +370,9 @@ class _SparseSheetCosineLoss(torch.autograd.Function):
         coef_c_direct = -dot * inv_nm / norm_c.square()
         coef_b_via_blur = -dot * inv_nm / norm_b.square()
         rows = _units_rows(sheet, units_first)
-        units, depth = (rows.shape[0], rows.shape[1]) if units_first else (rows.shape[1], rows.shape[0])
         grad = torch.empty(sheet.shape, dtype=sheet.dtype, device=sheet.device)
         grad_rows = _units_rows(grad, units_first)
-        buffer = None
-        for part in _depth_slices(depth, units):
-            if buffer is None:
-                buffer = rows.new_empty((units, part.stop - part.start), dtype=torch.float32)
-            x = _load_chunk(rows, part, units_first, buffer)
+        for part, x in _working_chunks(rows, units_first):
             blurred = blur.apply(x)
             # dL/dC = (Bᵀ·diag(inv_nm) + diag(coef_c)) C + (Bᵀ·diag(coef_b) + diag(inv_nm)) BC
             g = blur.apply_transposed(x, inv_nm, coef_c_direct)
