@@ -10,10 +10,20 @@ import torch.nn.functional as F
 from topoloss.losses.laplacian_pyramid import laplacian_pyramid_loss as reference_loss
 
 from hf_topo import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
+from hf_topo.regularizers import laplacian_pyramid
 from hf_topo.regularizers.laplacian_pyramid import INTERPOLATION_MODES, blur_matrices
 
 GRAD_TOL = 2e-5
 MODES = ["bilinear", "bicubic", "nearest", "nearest-exact", "area"]
+
+
+@pytest.fixture(params=["sparse", "dense"])
+def kernel(request, monkeypatch):
+    """Run a test on each of the two kernels: the sparse blur (chosen for every geometry below by default) and the
+    dense separable GEMMs (chosen for wide-support blurs), by moving the threshold between them."""
+    threshold = 10**9 if request.param == "sparse" else 0
+    monkeypatch.setattr(laplacian_pyramid, "_SPARSE_MAX_ROW_ENTRIES", threshold)
+    return request.param
 
 
 def _value_and_grad(fn, sheet):
@@ -34,7 +44,7 @@ def _value_and_grad(fn, sheet):
         ((24, 32, 7), 1, 3),  # no blur along the height
     ],
 )
-def test_value_and_gradient_match_the_reference(shape, factor_h, factor_w, rel_err):
+def test_value_and_gradient_match_the_reference(shape, factor_h, factor_w, rel_err, kernel):
     torch.manual_seed(sum(shape))
     sheet = torch.randn(shape)
     ref_value, ref_grad = _value_and_grad(
@@ -48,7 +58,7 @@ def test_value_and_gradient_match_the_reference(shape, factor_h, factor_w, rel_e
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("factors", [(3, 3), (2.5, 1.7)])
-def test_interpolation_modes_match_the_reference(mode, factors, rel_err):
+def test_interpolation_modes_match_the_reference(mode, factors, rel_err, kernel):
     factor_h, factor_w = factors
     torch.manual_seed(11)
     sheet = torch.randn(12, 15, 8)
@@ -81,7 +91,7 @@ def test_prime_sheet_with_a_real_blur_matches_the_paper_formula(paper_formula, r
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_units_last_layout_is_the_same_loss(mode, rel_err):
+def test_units_last_layout_is_the_same_loss(mode, rel_err, kernel):
     # Conv1D weights are (depth, h, w): the loss of that layout equals the loss of the permuted (h, w, depth) sheet.
     torch.manual_seed(3)
     sheet = torch.randn(9, 12, 40)
@@ -93,8 +103,10 @@ def test_units_last_layout_is_the_same_loss(mode, rel_err):
     assert rel_err(depth_first_grad.permute(1, 2, 0), units_first_grad) < GRAD_TOL
 
 
-def test_many_depth_chunks_match_the_formula(paper_formula, rel_err):
-    # 32×64 units × 150 depth = 307200 elements: two depth chunks of uneven size (128 + 22), in both layouts.
+def test_many_depth_chunks_match_the_formula(paper_formula, rel_err, kernel, monkeypatch):
+    # 32×64 units × 150 depth = 307200 elements: two dense depth chunks of uneven size (128 + 22), in both layouts;
+    # the sparse kernel's chunks are made 2048 × 64 here, three of them (64 + 64 + 22).
+    monkeypatch.setattr(laplacian_pyramid, "_SPARSE_CHUNK_ELEMENTS", 2048 * 64)
     torch.manual_seed(4)
     sheet = torch.randn(32, 64, 150)
     expected, expected_grad = _value_and_grad(lambda s: paper_formula(s, 3, 3), sheet.double())
@@ -199,7 +211,7 @@ def test_factors_cannot_be_swapped_by_positional_calls():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
-def test_other_dtypes_are_computed_in_float32(dtype):
+def test_other_dtypes_are_computed_in_float32(dtype, kernel):
     torch.manual_seed(8)
     sheet = torch.randn(24, 32, 64).to(dtype)
     leaf = sheet.clone().requires_grad_(True)
@@ -221,6 +233,57 @@ def test_autocast_does_not_lower_the_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = laplacian_pyramid_loss(sheet)
     assert value.dtype == torch.float32 and abs(value.item() - expected) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("units_first", [True, False])
+def test_half_precision_weights_match_the_float64_formula(dtype, units_first, kernel, paper_formula, rel_err):
+    # A bf16/fp16 weight is read chunk by chunk into float32: the loss equals the float64 formula on the same rounded
+    # values, and the gradient (rounded to the weight's dtype once, at the end) equals its float64 gradient.
+    torch.manual_seed(10)
+    sheet = torch.randn(24, 32, 100).to(dtype)
+    expected, expected_grad = _value_and_grad(lambda s: paper_formula(s, 3, 3), sheet.double())
+    layout = sheet if units_first else sheet.permute(2, 0, 1).contiguous()
+    value, grad = _value_and_grad(lambda s: sheet_cosine_loss(s, units_first), layout)
+    grad = grad if units_first else grad.permute(1, 2, 0)
+    assert value.dtype == torch.float32 and grad.dtype == dtype
+    assert abs(value.item() - expected.item()) <= 1e-6
+    resolution = 2**-8 if dtype == torch.bfloat16 else 2**-10  # twice the unit roundoff of the format
+    assert rel_err(grad, expected_grad) <= resolution
+
+
+def test_wide_blurs_take_the_dense_kernel(paper_formula, rel_err):
+    # Area downsampling by 8 averages 8 × 8 blocks: 64 entries per row of the sparse blur, above the threshold, so
+    # the dense GEMMs run; a narrow bilinear blur of the same sheet takes the sparse kernel. Both match the formula.
+    assert laplacian_pyramid._sparse_blur(16, 24, 8.0, 8.0, "area") is None
+    assert laplacian_pyramid._sparse_blur(16, 24, 3.0, 3.0, "bilinear").row_entries == 4
+    torch.manual_seed(12)
+    sheet = torch.randn(16, 24, 6)
+    for factor, mode in ((8, "area"), (3, "bilinear")):
+        expected, expected_grad = _value_and_grad(
+            lambda s, factor=factor, mode=mode: paper_formula(s, factor, factor, mode), sheet.double()
+        )
+        value, grad = _value_and_grad(
+            lambda s, factor=factor, mode=mode: laplacian_pyramid_loss(
+                s, factor_h=factor, factor_w=factor, interpolation=mode
+            ),
+            sheet,
+        )
+        assert abs(value.item() - expected.item()) <= 1e-6
+        assert rel_err(grad, expected_grad) < GRAD_TOL
+
+
+def test_sparse_blur_is_the_blur_matrix(monkeypatch):
+    monkeypatch.setattr(laplacian_pyramid, "_SPARSE_MAX_ROW_ENTRIES", 10**9)  # bicubic here has wide rows
+    # The CSR rows of B and of Bᵀ + I, expanded to dense, equal kron(up_h·down_h, up_w·down_w) and its transpose.
+    down_h, up_h, down_w, up_w = blur_matrices(10, 12, 2.5, 1.7, "bicubic", dtype=torch.float64)
+    dense = torch.kron(up_h @ down_h, up_w @ down_w)
+    sparse = laplacian_pyramid._sparse_blur(10, 12, 2.5, 1.7, "bicubic")
+    identity = torch.eye(120)
+    assert torch.allclose(sparse.apply(identity), dense.float(), atol=1e-6)
+    ones = torch.ones(120)
+    assert torch.allclose(sparse.apply_transposed(identity, ones, ones), (dense.T + identity).float(), atol=1e-6)
+    assert sparse.row_entries == int((dense != 0).sum(1).max()) < 120
 
 
 def test_supported_modes_are_exactly_the_tested_ones():

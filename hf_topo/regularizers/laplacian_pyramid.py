@@ -4,12 +4,16 @@
 ``1 − mean_units cos(C_u, blur(C)_u)``. The reference ``topoloss`` package runs two ``F.interpolate`` calls
 on a channels-first copy of the sheet and lets autograd keep every intermediate alive.
 
-Here the blur is written as what it is, a separable linear map: along each sheet axis, down- then
-up-sampling is a small matrix (at most ``w × w``) that we read off ``F.interpolate`` itself, so every
-mode, factor and rounding rule is PyTorch's own. The sheet is then blurred with four small GEMMs in its
-native memory layout (no transposed copy of the weight), in chunks of its depth, and a hand-written
-backward recomputes the blur instead of storing it. Peak extra memory stays below two weights of the
-largest layer, and forward+backward is an order of magnitude faster than the reference on CPU.
+Here the blur is written as what it is, a linear map: along each sheet axis, down- then up-sampling is a small
+matrix (at most ``w × w``) that we read off ``F.interpolate`` itself, so every mode, factor and rounding rule is
+PyTorch's own. On the whole sheet the blur is their Kronecker product ``B``, an ``n × n`` matrix on the units with a
+handful of entries per row (4 for the paper's bilinear φ = 3), so ``blur(C) = B C`` is, for each unit, a weighted sum
+of a few other units' weight rows: one ``F.embedding_bag`` call, a memory-bound pass instead of dense GEMMs. A
+hand-written backward recomputes the blur chunk by chunk (depth chunks, the sheet read once per pass) and folds the
+gradient's per-unit coefficients into the entries of ``Bᵀ``, so it costs two more such calls and no elementwise pass.
+Blurs with wide rows (e.g. ``area`` at large factors) run four separable GEMMs per blur instead. Peak extra memory
+stays below two weights of the largest layer; forward+backward is an order of magnitude faster than the reference
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ _COSINE_EPS = 1e-8
 # backward (about five chunks) stay well below one weight, and large layers are not cut into tiny GEMMs.
 _CHUNK_ELEMENTS = 1 << 18
 _MAX_CHUNKS = 16
+# The sparse path's ``(units, depth chunk)`` float32 working chunks: about four of them are alive at once (the loaded
+# chunk, its blur, the gradient and one product), 2 MiB each, which keeps the peak below one weight of a GPT-2 c_fc
+# layer while the per-call overheads of embedding_bag stay small.
+_SPARSE_CHUNK_ELEMENTS = 1 << 19
 
 
 def _interpolation_kwargs(mode: str) -> dict:
@@ -211,8 +219,170 @@ def _chunk(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
     return _chunk_view(sheet, part, units_first).to(torch.float32, memory_format=torch.contiguous_format)
 
 
+# The sparse kernel. For every mode the blur of a sheet is one sparse n × n matrix on its units, B = M_h ⊗ M_w with
+# M = up · down along each axis: bilinear at φ = 3 keeps at most 4 entries in a row of B (bicubic 16, area 21), so
+# ``blur(C) = B C`` is a weighted sum of a few rows of ``C`` per unit: ``F.embedding_bag`` in "sum" mode with
+# per-sample weights, one memory-bound pass instead of four dense GEMMs (about 20 times fewer operations for the
+# GPT-2 c_fc sheet). The backward folds the per-unit coefficients of the gradient into the entries of Bᵀ:
+#   dL/dC = Bᵀ(a⊙C + b⊙BC) + c⊙BC + d⊙C = (Bᵀ·diag(a) + diag(d)) C + (Bᵀ·diag(b) + diag(c)) BC,
+# two more embedding_bag calls on the same working chunk, with no elementwise pass over the chunk for a⊙C, b⊙BC.
+# Working chunks are ``(units, depth chunk)`` float32 and contiguous (rows are the bags' embeddings).
+
+# Above this many entries in a row of B the dense separable GEMMs are cheaper than the sparse sums: one CPU thread,
+# 48 × 64 × 768 sheet, forward+backward: 16 entries (bicubic φ = 3) 19 ms sparse vs 32 ms dense, 21 (area φ = 3) 24 vs
+# 37 ms, 100 (bicubic φ = 2) 76 vs 61 ms, 120 (area φ = 7) 77 vs 33 ms.
+_SPARSE_MAX_ROW_ENTRIES = 40
+
+
+def _kron_csr(
+    along_h: torch.Tensor, along_w: torch.Tensor, with_diagonal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR ``(row offsets, column indices, values, diagonal mask)`` of ``kron(along_h, along_w)``, built from the
+    nonzeros of the two small factors (the ``n × n`` product is never formed). ``with_diagonal`` adds every missing
+    diagonal entry with value 0; the mask marks the diagonal entries."""
+    width = along_w.shape[0]
+    units = along_h.shape[0] * width
+    h_rows, h_cols = along_h.nonzero(as_tuple=True)
+    w_rows, w_cols = along_w.nonzero(as_tuple=True)
+    rows = (h_rows[:, None] * width + w_rows[None, :]).flatten()
+    cols = (h_cols[:, None] * width + w_cols[None, :]).flatten()
+    values = (along_h[h_rows, h_cols][:, None] * along_w[w_rows, w_cols][None, :]).flatten()
+    if with_diagonal:
+        diagonal = torch.arange(units)
+        rows, cols = torch.cat([rows, diagonal]), torch.cat([cols, diagonal])
+        values = torch.cat([values, values.new_zeros(units)])
+    keys, inverse = torch.unique(rows * units + cols, sorted=True, return_inverse=True)  # row-major order
+    values = values.new_zeros(keys.numel()).index_add_(0, inverse, values)
+    rows, cols = keys // units, keys % units
+    offsets = torch.zeros(units, dtype=torch.long)
+    offsets[1:] = torch.bincount(rows, minlength=units).cumsum(0)[:-1]
+    return offsets, cols, values, rows == cols
+
+
+class _SparseBlur:
+    """The CSR structure of ``B`` (forward) and of ``Bᵀ + I`` (backward) of one geometry, on one device."""
+
+    def __init__(self, down_h, up_h, down_w, up_w):
+        # The float64 CPU factors; B = kron(up_h · down_h, up_w · down_w).
+        blur_h, blur_w = up_h @ down_h, up_w @ down_w
+        self.offsets, self.indices, values, _ = _kron_csr(blur_h, blur_w)
+        self.values = values.to(torch.float32)
+        # Bᵀ with every diagonal entry present (zero where Bᵀ has none), so diag(d) folds into the same bags.
+        self.t_offsets, self.t_indices, t_values, diagonal = _kron_csr(blur_h.T, blur_w.T, with_diagonal=True)
+        self.t_values = t_values.to(torch.float32)
+        self.t_diagonal = diagonal.to(torch.float32)
+        self.row_entries = int(torch.diff(self.offsets, append=self.offsets.new_tensor([self.indices.numel()])).max())
+
+    def to(self, device: torch.device) -> _SparseBlur:
+        if device.type == "cpu":
+            return self
+        moved = object.__new__(_SparseBlur)
+        for name, value in vars(self).items():
+            setattr(moved, name, value.to(device) if isinstance(value, torch.Tensor) else value)
+        return moved
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x`` of a ``(units, k)`` float32 chunk."""
+        return F.embedding_bag(self.indices, x, self.offsets, mode="sum", per_sample_weights=self.values)
+
+    def apply_transposed(self, x: torch.Tensor, scale: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+        """``(Bᵀ·diag(scale) + diag(diagonal)) x`` of a ``(units, k)`` chunk; ``scale``, ``diagonal`` are ``(units,)``."""
+        weights = torch.addcmul(self.t_values * scale[self.t_indices], self.t_diagonal, diagonal[self.t_indices])
+        return F.embedding_bag(self.t_indices, x, self.t_offsets, mode="sum", per_sample_weights=weights)
+
+
+# (height, width, factor_h, factor_w, mode) -> _SparseBlur on the CPU.
+_SPARSE_CACHE: dict[tuple[int, int, float, float, str], _SparseBlur] = {}
+_SPARSE_CACHE_LOCK = threading.Lock()
+
+
+def _sparse_blur(height: int, width: int, factor_h: float, factor_w: float, mode: str) -> _SparseBlur | None:
+    """The sparse blur of one geometry (cached on the CPU), or None where its rows are too wide to beat the GEMMs."""
+    key = (height, width, factor_h, factor_w, mode)
+    with _SPARSE_CACHE_LOCK:
+        sparse = _SPARSE_CACHE.get(key)
+    if sparse is None:
+        with torch.inference_mode(False), torch.no_grad():
+            sparse = _SparseBlur(*_blur_matrices_f64(height, width, factor_h, factor_w, mode))
+        if all(is_cacheable(t) for t in vars(sparse).values() if isinstance(t, torch.Tensor)):
+            with _SPARSE_CACHE_LOCK:
+                if len(_SPARSE_CACHE) >= _BLUR_CACHE_SIZE:
+                    _SPARSE_CACHE.pop(next(iter(_SPARSE_CACHE)))  # the oldest geometry
+                _SPARSE_CACHE[key] = sparse
+    return sparse if sparse.row_entries <= _SPARSE_MAX_ROW_ENTRIES else None
+
+
+def _depth_slices(depth: int, units: int):
+    """Slices of the depth axis for ``(units, depth chunk)`` working chunks of ``_SPARSE_CHUNK_ELEMENTS`` elements."""
+    step = max(1, _SPARSE_CHUNK_ELEMENTS // max(units, 1))
+    for start in range(0, depth, step):
+        yield slice(start, min(start + step, depth))
+
+
+def _units_rows(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
+    """The sheet as a ``(units, depth)`` view (units first) or its ``(depth, units)`` view (Conv1D), never a copy."""
+    if units_first:
+        return sheet.flatten(0, 1)
+    return sheet.flatten(1, 2)
+
+
+def _working_chunks(rows: torch.Tensor, units_first: bool):
+    """``(depth slice, float32 (units, chunk) copy of it)`` over the sheet's depth, in one reused buffer (cast on the
+    fly from bf16/fp16; a Conv1D chunk is transposed into it)."""
+    units, depth = (rows.shape[0], rows.shape[1]) if units_first else (rows.shape[1], rows.shape[0])
+    buffer = None
+    for part in _depth_slices(depth, units):
+        if buffer is None:
+            buffer = rows.new_empty((units, part.stop - part.start), dtype=torch.float32)
+        view = rows[:, part] if units_first else rows[part].T
+        yield part, buffer[:, : part.stop - part.start].copy_(view)
+
+
+class _SparseSheetCosineLoss(torch.autograd.Function):
+    """``1 − mean_u cos(C_u, (BC)_u)`` with the sparse blur; the backward recomputes ``BC`` chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, sheet, units_first, blur):
+        rows = _units_rows(sheet, units_first)
+        dot = rows.new_zeros(rows.shape[0] if units_first else rows.shape[1], dtype=torch.float32)
+        norm_c = torch.zeros_like(dot)
+        norm_b = torch.zeros_like(dot)
+        for _part, x in _working_chunks(rows, units_first):
+            blurred = blur.apply(x)
+            dot += torch.linalg.vecdot(x, blurred)
+            norm_c += torch.linalg.vecdot(x, x)
+            norm_b += torch.linalg.vecdot(blurred, blurred)
+        norm_c = norm_c.sqrt_().clamp_min_(_COSINE_EPS)
+        norm_b = norm_b.sqrt_().clamp_min_(_COSINE_EPS)
+        cosine = dot / (norm_c * norm_b)
+        ctx.save_for_backward(sheet, dot, norm_c, norm_b)
+        ctx.units_first = units_first
+        ctx.blur = blur
+        return 1.0 - cosine.mean()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        sheet, dot, norm_c, norm_b = ctx.saved_tensors
+        units_first, blur = ctx.units_first, ctx.blur
+        scale = -grad_output.to(torch.float32) / dot.numel()
+        # d cos_u / d C_u = B_u/(n m) − s C_u/(n³ m);  d cos_u / d B_u = C_u/(n m) − s B_u/(n m³)
+        inv_nm = scale / (norm_c * norm_b)
+        coef_c_direct = -dot * inv_nm / norm_c.square()
+        coef_b_via_blur = -dot * inv_nm / norm_b.square()
+        rows = _units_rows(sheet, units_first)
+        grad = torch.empty(sheet.shape, dtype=sheet.dtype, device=sheet.device)
+        grad_rows = _units_rows(grad, units_first)
+        for part, x in _working_chunks(rows, units_first):
+            blurred = blur.apply(x)
+            # dL/dC = (Bᵀ·diag(inv_nm) + diag(coef_c)) C + (Bᵀ·diag(coef_b) + diag(inv_nm)) BC
+            g = blur.apply_transposed(x, inv_nm, coef_c_direct)
+            g += blur.apply_transposed(blurred, coef_b_via_blur, inv_nm)
+            (grad_rows[:, part] if units_first else grad_rows[part].T).copy_(g)
+        return grad, None, None
+
+
 class _SheetCosineLoss(torch.autograd.Function):
-    """``1 − mean_u cos(C_u, blur(C)_u)`` with a backward that recomputes the blur chunk by chunk."""
+    """The dense path: ``1 − mean_u cos(C_u, blur(C)_u)`` with four separable GEMMs per blur (wide-support modes)."""
 
     @staticmethod
     def forward(ctx, sheet, units_first, down_h, up_h, down_w, up_w):
@@ -284,9 +454,13 @@ def sheet_cosine_loss(
     if sheet.ndim != 3:
         raise ValueError(f"Expected a 3D sheet tensor, got shape {tuple(sheet.shape)}.")
     height, width = (sheet.shape[0], sheet.shape[1]) if units_first else (sheet.shape[1], sheet.shape[2])
-    mats = blur_matrices(height, width, factor_h, factor_w, interpolation, device=sheet.device)
+    check_blur_arguments(height, width, factor_h, factor_w, interpolation)
+    sparse = _sparse_blur(int(height), int(width), float(factor_h), float(factor_w), interpolation)
     # Under mixed precision (Trainer's --bf16/--fp16 autocast) the GEMMs would otherwise run in half precision.
     with torch.autocast(device_type=sheet.device.type, enabled=False):
+        if sparse is not None:
+            return _SparseSheetCosineLoss.apply(sheet, units_first, sparse.to(sheet.device))
+        mats = blur_matrices(height, width, factor_h, factor_w, interpolation, device=sheet.device)
         return _SheetCosineLoss.apply(sheet, units_first, *mats)
 
 
