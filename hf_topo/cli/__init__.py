@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compare_regularizers",
         "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
     ),
+    "arrange": (
+        "arrange",
+        "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",
+    ),
     "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
 }
 

@@ -1,0 +1,254 @@
+"""The control the field lacks: how much of a TopoNet's topography and resilience can a mere permutation give?
+
+    # train (demo recipe: tiny-gpt2, Python stdlib source, τ=5 and its τ=0 twin) per seed, then measure
+    nice -n 10 python benchmarks/bench_arrange.py --seeds 0 1 --max_steps 200 --work_dir outputs/bench_arrange
+
+For every seed, four models: the τ=0 baseline, the baseline with its `c_fc` units arranged by `hf_topo.arrange_units`
+(TopoLoss objective), the τ=5 TopoNet, and the arranged TopoNet. Each is measured on the held-out 5 % of the corpus
+with `hf_topo.analysis.analyze_model`: TopoLoss, smoothness of activations, Moran's I, effective dimensionality
+(a permutation cannot change it), Δ perplexity under 2×2 downsampling of the sheets and under 50 % L1 pruning of
+`c_fc`. Also: the arranged objective against a random-permutation null (20 draws per layer) and the identity; the
+objective against the number of swap rounds; the time to arrange GPT-2-124M's shapes (12 × 3072 units of depth 768,
+random weights). Every arranged model is checked to compute what its original computes (max |Δ logit|).
+Writes benchmarks/results/bench_arrange.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS_DIR, device_info, device_line  # noqa: E402
+
+from hf_topo import TopoConfig, TopoLoss, arrange_units  # noqa: E402
+from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks  # noqa: E402
+from hf_topo.arrangement import find_arrangement, sheet_objective  # noqa: E402
+from hf_topo.arrangement.mlp import unit_vectors  # noqa: E402
+from hf_topo.data import write_python_corpus  # noqa: E402
+from hf_topo.models import build_model  # noqa: E402
+from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe  # noqa: E402
+
+MODELS = ("baseline", "baseline_arranged", "toponet", "toponet_arranged")
+
+
+def train(args, seed: int) -> dict[str, str]:
+    """The demo's pair for ``seed`` (trained unless already there): ``{"baseline": dir, "toponet": dir}``."""
+    root = os.path.join(args.work_dir, f"seed{seed}")
+    data_dir = os.path.join(args.work_dir, "data")
+    corpus = os.path.join(data_dir, "python_stdlib.txt")
+    if not os.path.isfile(corpus):
+        write_python_corpus(corpus, max_bytes=args.corpus_bytes)
+    train_file, heldout = hold_out_lines(corpus, 0.05, data_dir)
+    dirs = {}
+    for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
+        out = os.path.join(root, name)
+        dirs[name] = out
+        if os.path.isfile(os.path.join(out, "config.json")):
+            continue
+        tokenizer = dirs["baseline"] if name == "toponet" else None
+        recipe = small_cpu_recipe(
+            train_file, heldout, out, tau=tau, max_steps=args.max_steps, batch_size=16, learning_rate=2e-3,
+            block_size=128, seed=seed, tokenizer=tokenizer, use_cpu=True,
+        )  # fmt: skip
+        start = time.perf_counter()
+        pretrain(*recipe)
+        print(f"seed {seed}: trained {name} (τ={tau:g}) in {time.perf_counter() - start:.0f} s", flush=True)
+    dirs["heldout"] = heldout
+    return dirs
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def measure(model, tokenizer, text, seed: int) -> dict:
+    settings = AnalysisSettings(
+        max_tokens=4096, eval_blocks=24, batch_size=16, sweeps=["pruning", "downsampling"],
+        pruning_fractions=[0.0, 0.5], downsampling_factors=[1.0, 2.0], seed=seed,
+    )  # fmt: skip
+    config = TopoConfig.from_pretrained(model)
+    analysis = analyze_model(model, tokenizer, text, settings, topography=config, progress=False)
+    summary = analysis.analysis_summary()
+    return {
+        "topoloss": float(TopoLoss(config).evaluate(model)[0]),
+        "smoothness": summary.smoothness,
+        "weight_smoothness": summary.weight_smoothness,
+        "morans_i": summary.morans_i,
+        "effective_dimensionality": summary.effective_dimensionality,
+        "perplexity": summary.perplexity,
+        "delta_perplexity_downsampled_2x2": summary.delta_perplexity("downsampling", 2.0),
+        "delta_perplexity_pruned_50pct": summary.delta_perplexity("pruning", 0.5),
+    }
+
+
+def null_and_identity(model, seed: int, draws: int) -> dict:
+    """Per layer: TopoLoss of the units where they are, and of ``draws`` random permutations."""
+    config = TopoConfig.from_pretrained(model)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    out = {}
+    for layer in TopoLoss(config).layers(model):
+        state = sheet_objective(unit_vectors(layer.module), layer.sheet.height, layer.sheet.width, "topoloss")
+        n = layer.sheet.n_units
+        values = [state.refresh(torch.randperm(n, generator=generator)) for _ in range(draws)]
+        out[layer.sheet.module_name] = {
+            "identity": state.refresh(torch.arange(n)),
+            "random_mean": statistics.fmean(values),
+            "random_std": statistics.stdev(values),
+        }
+    return out
+
+
+def run_seed(args, seed: int) -> dict:
+    """The pair of training seed ``seed``: both models as trained, and arranged with every seed of ``--arrange_seeds``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dirs = train(args, seed)
+    tokenizer = AutoTokenizer.from_pretrained(dirs["baseline"])
+    text = load_text_blocks(tokenizer, 128, text_file=dirs["heldout"], max_blocks=32)
+    probe = text.input_ids[:4]
+    result = {"models": {}, "arranged": {}, "null": {}, "arrangement": {}}
+    for name in ("baseline", "toponet"):
+        original = AutoModelForCausalLM.from_pretrained(dirs[name], dtype=torch.float32).eval()
+        result["models"][name] = measure(original, tokenizer, text, seed)
+        print(f"seed {seed} {name}: {json.dumps(result['models'][name])}", flush=True)
+        result["null"][name] = null_and_identity(original, seed, args.null_draws)
+        for arrange_seed in args.arrange_seeds:
+            arranged = copy.deepcopy(original)
+            start = time.perf_counter()
+            report = arrange_units(arranged, seed=arrange_seed, max_rounds=args.max_rounds, progress=False)
+            seconds = time.perf_counter() - start
+            max_diff = float((_logits(original, probe) - _logits(arranged, probe)).abs().max())
+            label = f"{name}_arranged"
+            result["arrangement"].setdefault(label, {})[str(arrange_seed)] = {
+                "seconds": seconds, "max_abs_logit_difference": max_diff, "record": report.to_record(),
+            }  # fmt: skip
+            measured = measure(arranged, tokenizer, text, seed)
+            result["arranged"].setdefault(label, {})[str(arrange_seed)] = measured
+            print(f"seed {seed} {label} (arrangement seed {arrange_seed}, {seconds:.0f} s, max |Δ logit| "
+                  f"{max_diff:.2e}): {json.dumps(measured)}", flush=True)  # fmt: skip
+        runs = result["arranged"][f"{name}_arranged"].values()
+        result["models"][f"{name}_arranged"] = {
+            key: statistics.fmean(run[key] for run in runs) for key in result["models"][name]
+        }
+    return result
+
+
+def rounds_curve(args) -> dict:
+    """TopoLoss of the first layer of the seed-0 baseline against swap rounds, from the identity and from MDS."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(args.work_dir, "seed0", "baseline"))
+    layer = TopoLoss(TopoConfig.from_pretrained(model)).layers(model)[0]
+    curves = {}
+    for init in ("identity", "mds"):
+        result = find_arrangement(
+            unit_vectors(layer.module), layer.sheet.height, layer.sheet.width, init=init, max_rounds=args.curve_rounds,
+            patience=args.curve_rounds, generator=torch.Generator().manual_seed(0), progress=False,
+        )  # fmt: skip
+        curves[init] = {"layer": layer.sheet.module_name, "objective_after_round": result.history}
+    return curves
+
+
+def gpt2_timing(args) -> dict:
+    """Seconds to arrange GPT-2-124M's 12 c_fc sheets (48×64, depth 768; random weights: the timing, not values)."""
+    torch.manual_seed(0)
+    model = build_model("gpt2-124m", vocab_size=50257, block_size=1024)
+    start = time.perf_counter()
+    report = arrange_units(model, max_rounds=args.gpt2_rounds, progress=False, record=False)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds, "max_rounds": args.gpt2_rounds, "layers": len(report.layers),
+        "mean_before": report.mean_before, "mean_after": report.mean_after,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max_steps", type=int, default=500, help="Training steps per model (the demo's: 500).")
+    parser.add_argument("--tau", type=float, default=5.0)
+    parser.add_argument("--corpus_bytes", type=int, default=2_000_000)
+    parser.add_argument("--max_rounds", type=int, default=100, help="Swap rounds per layer of arrange_units.")
+    parser.add_argument("--arrange_seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of the arrangement.")
+    parser.add_argument("--null_draws", type=int, default=20)
+    parser.add_argument("--curve_rounds", type=int, default=200)
+    parser.add_argument("--gpt2_rounds", type=int, default=100)
+    parser.add_argument("--only_gpt2", action="store_true", help="Time GPT-2-124M's shapes only (own JSON).")
+    parser.add_argument("--skip_gpt2", action="store_true")
+    parser.add_argument("--train_only", action="store_true", help="Train the pairs and stop.")
+    parser.add_argument("--work_dir", default="outputs/bench_arrange")
+    parser.add_argument("--output", default=str(RESULTS_DIR / "bench_arrange.json"))
+    args = parser.parse_args()
+    if args.train_only:
+        for seed in args.seeds:
+            train(args, seed)
+        return
+    info = device_info("cpu")
+    print(f"Machine: {device_line(info)}", flush=True)
+    if args.only_gpt2:
+        timing = gpt2_timing(args) | {
+            "machine": info,
+            "command": "python benchmarks/bench_arrange.py " + " ".join(sys.argv[1:]),
+        }
+        with open(RESULTS_DIR / "bench_arrange_gpt2_timing.json", "w") as f:
+            json.dump(timing, f, indent=2)
+        print(json.dumps(timing, indent=2))
+        return
+    seeds = {seed: run_seed(args, seed) for seed in args.seeds}
+    table = {}
+    for label in MODELS:
+        table[label] = {}
+        for key in seeds[args.seeds[0]]["models"][label]:
+            values = [seeds[s]["models"][label][key] for s in args.seeds]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            table[label][key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+            }
+    results = {
+        "machine": info,
+        "command": "python benchmarks/bench_arrange.py " + " ".join(sys.argv[1:]),
+        "recipe": {
+            "preset": "tiny-gpt2",
+            "max_steps": args.max_steps,
+            "tau": args.tau,
+            "batch_size": 16,
+            "block_size": 128,
+            "learning_rate": 2e-3,
+            "corpus": "Python stdlib source",
+            "corpus_bytes": args.corpus_bytes,
+            "arrange_max_rounds": args.max_rounds,
+        },  # fmt: skip
+        "seeds": args.seeds,
+        "arrange_seeds": args.arrange_seeds,
+        "summary": table,
+        "per_seed": {str(s): r for s, r in seeds.items()},
+        "rounds_curve": rounds_curve(args),
+    }
+    if not args.skip_gpt2:
+        results["gpt2_124m_timing"] = gpt2_timing(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n| model | " + " | ".join(table["baseline"]) + " |")
+    print("|---|" + "---|" * len(table["baseline"]))
+    for label, row in table.items():
+        cells = [f"{v['mean']:.4g}" + (f" ± {v['std']:.2g}" if v["std"] is not None else "") for v in row.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if "gpt2_124m_timing" in results:
+        print(f"\nGPT-2-124M shapes, {args.gpt2_rounds} rounds/layer: {results['gpt2_124m_timing']['seconds']:.0f} s")
+    print(f"Results: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
