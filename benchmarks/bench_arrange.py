@@ -1,7 +1,15 @@
 """The control the field lacks: how much of a TopoNet's topography and resilience can a mere permutation give?
 
-    # train (demo recipe: tiny-gpt2, Python stdlib source, τ=5 and its τ=0 twin) per seed, then measure
-    nice -n 10 python benchmarks/bench_arrange.py --seeds 0 1 --max_steps 200 --work_dir outputs/bench_arrange
+    # everything in one process: train the demo's pair per seed (skipped when already there), arrange, measure
+    nice -n 10 python benchmarks/bench_arrange.py --seeds 0 --max_steps 500 --arrange_seeds 0 1
+
+    # the same in three processes side by side (what produced results/bench_arrange.json), then merged
+    for part in baseline toponet curve; do
+        nice -n 10 python benchmarks/bench_arrange.py --part $part --seeds 0 --arrange_seeds 0 1 \
+            --output /tmp/part_$part.json &
+    done; wait
+    python benchmarks/bench_arrange.py --merge /tmp/part_*.json --seeds 0 --arrange_seeds 0 1 --skip_gpt2
+    python benchmarks/bench_arrange.py --only_gpt2 --gpt2_rounds 20   # GPT-2-124M's shapes, own JSON
 
 For every seed, four models: the τ=0 baseline, the baseline with its `c_fc` units arranged by `hf_topo.arrange_units`
 (TopoLoss objective), the τ=5 TopoNet, and the arranged TopoNet. Each is measured on the held-out 5 % of the corpus
@@ -47,7 +55,9 @@ def train(args, seed: int) -> dict[str, str]:
     corpus = os.path.join(data_dir, "python_stdlib.txt")
     if not os.path.isfile(corpus):
         write_python_corpus(corpus, max_bytes=args.corpus_bytes)
-    train_file, heldout = hold_out_lines(corpus, 0.05, data_dir)
+    train_file, heldout = (os.path.join(data_dir, f"{split}.txt") for split in ("train", "validation"))
+    if not (os.path.isfile(train_file) and os.path.isfile(heldout)):  # written once: parts read them side by side
+        train_file, heldout = hold_out_lines(corpus, 0.05, data_dir)
     dirs = {}
     for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
         out = os.path.join(root, name)
@@ -73,7 +83,7 @@ def _logits(model, ids):
 
 def measure(model, tokenizer, text, seed: int) -> dict:
     settings = AnalysisSettings(
-        max_tokens=4096, eval_blocks=24, batch_size=16, sweeps=["pruning", "downsampling"],
+        max_tokens=2048, max_pairs=50_000, eval_blocks=16, batch_size=16, sweeps=["pruning", "downsampling"],
         pruning_fractions=[0.0, 0.5], downsampling_factors=[1.0, 2.0], seed=seed,
     )  # fmt: skip
     config = TopoConfig.from_pretrained(model)
@@ -108,16 +118,16 @@ def null_and_identity(model, seed: int, draws: int) -> dict:
     return out
 
 
-def run_seed(args, seed: int) -> dict:
+def run_seed(args, seed: int, names=("baseline", "toponet")) -> dict:
     """The pair of training seed ``seed``: both models as trained, and arranged with every seed of ``--arrange_seeds``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dirs = train(args, seed)
     tokenizer = AutoTokenizer.from_pretrained(dirs["baseline"])
-    text = load_text_blocks(tokenizer, 128, text_file=dirs["heldout"], max_blocks=32)
+    text = load_text_blocks(tokenizer, 128, text_file=dirs["heldout"], max_blocks=16)
     probe = text.input_ids[:4]
     result = {"models": {}, "arranged": {}, "null": {}, "arrangement": {}}
-    for name in ("baseline", "toponet"):
+    for name in names:
         original = AutoModelForCausalLM.from_pretrained(dirs[name], dtype=torch.float32).eval()
         result["models"][name] = measure(original, tokenizer, text, seed)
         print(f"seed {seed} {name}: {json.dumps(result['models'][name])}", flush=True)
@@ -172,6 +182,12 @@ def gpt2_timing(args) -> dict:
     }  # fmt: skip
 
 
+def _write(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -186,6 +202,10 @@ def main() -> None:
     parser.add_argument("--only_gpt2", action="store_true", help="Time GPT-2-124M's shapes only (own JSON).")
     parser.add_argument("--skip_gpt2", action="store_true")
     parser.add_argument("--train_only", action="store_true", help="Train the pairs and stop.")
+    parser.add_argument(
+        "--part", choices=["baseline", "toponet", "curve"], help="Measure one part only, into --output (then --merge)."
+    )
+    parser.add_argument("--merge", nargs="+", help="Merge the JSON files of the parts into --output.")
     parser.add_argument("--work_dir", default="outputs/bench_arrange")
     parser.add_argument("--output", default=str(RESULTS_DIR / "bench_arrange.json"))
     args = parser.parse_args()
@@ -204,12 +224,34 @@ def main() -> None:
             json.dump(timing, f, indent=2)
         print(json.dumps(timing, indent=2))
         return
-    seeds = {seed: run_seed(args, seed) for seed in args.seeds}
+    if args.part in ("baseline", "toponet"):  # one model of every pair (run the parts side by side, then --merge)
+        part = {str(seed): run_seed(args, seed, (args.part,)) for seed in args.seeds}
+        _write(args.output, {"machine": info, "part": args.part, "per_seed": part})
+        return
+    if args.part == "curve":
+        _write(args.output, {"machine": info, "part": "curve", "rounds_curve": rounds_curve(args)})
+        return
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            with open(path) as f:
+                parts.append(json.load(f))
+        per_seed: dict = {}
+        for part in parts:
+            for seed, result in part.get("per_seed", {}).items():
+                merged = per_seed.setdefault(seed, {"models": {}, "arranged": {}, "null": {}, "arrangement": {}})
+                for key in merged:
+                    merged[key].update(result[key])
+        curve = next(part["rounds_curve"] for part in parts if "rounds_curve" in part)
+    else:
+        per_seed = {str(seed): run_seed(args, seed) for seed in args.seeds}
+        curve = rounds_curve(args)
+    seeds = list(per_seed)
     table = {}
     for label in MODELS:
         table[label] = {}
-        for key in seeds[args.seeds[0]]["models"][label]:
-            values = [seeds[s]["models"][label][key] for s in args.seeds]
+        for key in per_seed[seeds[0]]["models"][label]:
+            values = [per_seed[s]["models"][label][key] for s in seeds]
             values = [v for v in values if v is not None and math.isfinite(v)]
             table[label][key] = {
                 "mean": statistics.fmean(values) if values else None,
@@ -229,17 +271,15 @@ def main() -> None:
             "corpus_bytes": args.corpus_bytes,
             "arrange_max_rounds": args.max_rounds,
         },  # fmt: skip
-        "seeds": args.seeds,
+        "seeds": [int(s) for s in seeds],
         "arrange_seeds": args.arrange_seeds,
         "summary": table,
-        "per_seed": {str(s): r for s, r in seeds.items()},
-        "rounds_curve": rounds_curve(args),
+        "per_seed": per_seed,
+        "rounds_curve": curve,
     }
     if not args.skip_gpt2:
         results["gpt2_124m_timing"] = gpt2_timing(args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=2)
+    _write(args.output, results)
     print("\n| model | " + " | ".join(table["baseline"]) + " |")
     print("|---|" + "---|" * len(table["baseline"]))
     for label, row in table.items():

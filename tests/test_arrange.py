@@ -240,3 +240,11 @@ def test_the_arrange_command_writes_an_equivalent_model_that_analyze_reads(tmp_p
     refused = subprocess.run([str(command), "arrange", "--model", str(source), "--output_dir", str(out)],
                              env=offline_env(), capture_output=True, text=True)  # fmt: skip
     assert refused.returncode != 0 and "not empty" in refused.stderr
+
+
+def test_a_malformed_arrangement_record_is_refused():
+    model = build_gpt2()
+    arrange_units(model, max_rounds=1, progress=False)
+    record = dict(model.config.topography, arrangement={"seed": 0})
+    with pytest.raises(ValueError, match="arrangement is not null or a list of objects"):
+        TopoConfig.from_dict(record)
