@@ -69,7 +69,7 @@ class SearchResult:
         initial: the objective of the initial layout the swaps started from.
         final: the objective of ``permutation``.
         rounds: swap rounds run; swaps: swaps applied.
-        history: the objective after the initial layout and after every round that applied a swap.
+        history: the objective of the initial layout, then after every round (``history[k]``: after ``k`` rounds).
     """
 
     permutation: torch.Tensor
@@ -383,6 +383,7 @@ def find_arrangement(
         gains, claims = state.swap_gains(p, q)
         chosen = _non_overlapping(gains, claims, n)
         if not chosen.numel():
+            history.append(value)
             idle += 1
             if idle >= patience:
                 break
