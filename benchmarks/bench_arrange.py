@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS_DIR, device_info, device_line  # noqa: E402
 
-from hf_topo import TopoConfig, TopoLoss, arrange_units  # noqa: E402
+from hf_topo import TopoConfig, TopoRegularizer, arrange_units  # noqa: E402
 from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks  # noqa: E402
 from hf_topo.arrangement import find_arrangement, sheet_objective  # noqa: E402
 from hf_topo.arrangement.mlp import unit_vectors  # noqa: E402
@@ -90,7 +90,7 @@ def measure(model, tokenizer, text, seed: int) -> dict:
     analysis = analyze_model(model, tokenizer, text, settings, topography=config, progress=False)
     summary = analysis.analysis_summary()
     return {
-        "topoloss": float(TopoLoss(config).evaluate(model)[0]),
+        "topoloss": float(TopoRegularizer(config).evaluate(model)[0]),
         "smoothness": summary.smoothness,
         "weight_smoothness": summary.weight_smoothness,
         "morans_i": summary.morans_i,
@@ -106,7 +106,7 @@ def null_and_identity(model, seed: int, draws: int) -> dict:
     config = TopoConfig.from_pretrained(model)
     generator = torch.Generator().manual_seed(1000 + seed)
     out = {}
-    for layer in TopoLoss(config).layers(model):
+    for layer in TopoRegularizer(config).layers(model):
         state = sheet_objective(unit_vectors(layer.module), layer.sheet.height, layer.sheet.width, "topoloss")
         n = layer.sheet.n_units
         values = [state.refresh(torch.randperm(n, generator=generator)) for _ in range(draws)]
@@ -158,7 +158,7 @@ def rounds_curve(args) -> dict:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(os.path.join(args.work_dir, "seed0", "baseline"))
-    layer = TopoLoss(TopoConfig.from_pretrained(model)).layers(model)[0]
+    layer = TopoRegularizer(TopoConfig.from_pretrained(model)).layers(model)[0]
     curves = {}
     for init in ("identity", "mds"):
         result = find_arrangement(

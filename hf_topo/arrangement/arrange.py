@@ -4,7 +4,7 @@ objective, without changing what it computes; the arrangement is recorded in the
     from hf_topo import arrange_units
 
     report = arrange_units(model)              # GPT-2: the 12 mlp.c_fc sheets, TopoLoss, seed 0
-    report.mean_before, report.mean_after      # TopoLoss before and after (hf_topo.TopoLoss's values)
+    report.mean_before, report.mean_after      # TopoLoss before and after (hf_topo.TopoRegularizer's values)
     model.save_pretrained("gpt2-arranged")     # config.json's "topography" record says how it was arranged
 
 The record gets an entry in its ``"arrangement"`` list::
@@ -33,8 +33,8 @@ from .._version import __version__
 from ..config import TopoConfig
 from ..metadata import ARRANGEMENT_KEY, TOPOGRAPHY_KEY, append_to_record, stored_topography
 from ..presets import default_target_modules
+from ..regularizers.model import TopoRegularizer, attach_inferred_topography
 from ..targets import resolve_sheets
-from ..topo_loss import TopoLoss, attach_inferred_topography
 from .mlp import check_not_peft, mlp_units, permute_units_, unit_vectors
 from .search import ARRANGE_INITS, ARRANGE_OBJECTIVES, find_arrangement
 
@@ -44,13 +44,13 @@ logger = logging.getLogger(__name__)
 
 #: How the arrangement is searched (recorded as ``method``): MDS initial layout, then pairwise-swap refinement.
 ARRANGE_METHOD = "mds+swaps"
-# The objective's name in arrange_units → the loss of TopoConfig / TopoLoss that measures it.
+# The objective's name in arrange_units → the loss of TopoConfig / TopoRegularizer that measures it.
 _LOSS_OF = {"topoloss": "laplacian_pyramid", "weight_similarity": "weight_similarity"}
 
 
 @dataclass
 class LayerArrangement:
-    """One layer's arrangement: the objective (``hf_topo.TopoLoss``'s value) ``before`` and ``after``, the search's
+    """One layer's arrangement: the objective (``hf_topo.TopoRegularizer``'s value) ``before`` and ``after``, the search's
     ``initial`` layout value, its ``rounds`` and ``swaps``, and the ``permutation`` applied (position ``p`` now holds
     the unit that was at ``permutation[p]``)."""
 
@@ -119,8 +119,8 @@ def _topography_config(model: nn.Module, target_modules: list[str] | str | None)
 
 
 def _measure(model: nn.Module, config: TopoConfig) -> dict[str, float]:
-    """``{base-model name: objective}`` of the target layers, by :class:`hf_topo.TopoLoss` itself."""
-    topo = TopoLoss(config)
+    """``{base-model name: objective}`` of the target layers, by :class:`hf_topo.TopoRegularizer` itself."""
+    topo = TopoRegularizer(config)
     per_layer = topo.compute(model, with_grad=False)[1]
     return {layer.sheet.module_name: float(per_layer[layer.name]) for layer in topo.layers(model)}
 
@@ -161,7 +161,7 @@ def arrange_units(
         progress: tqdm bars over layers and rounds.
 
     Returns:
-        An :class:`ArrangementReport`; ``before``/``after`` are measured with :class:`hf_topo.TopoLoss`.
+        An :class:`ArrangementReport`; ``before``/``after`` are measured with :class:`hf_topo.TopoRegularizer`.
 
     Raises:
         TypeError: the model is PEFT-wrapped (merge the adapters first) or a target is not a Linear/Conv1D layer.

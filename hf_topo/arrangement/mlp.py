@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from ..sheet import units_and_inputs
+
 __all__ = ["MLP_EXPANSIONS", "MlpUnits", "check_not_peft", "mlp_units", "permute_units_"]
 
 #: Expansion layer name → (sibling expansion layers permuted with it, the contraction layer), in the same MLP module.
@@ -66,14 +68,6 @@ def check_not_peft(model: nn.Module) -> None:
         )
 
 
-def _units_in(module: nn.Module) -> int:
-    return module.weight.shape[0] if isinstance(module, Conv1D) else module.weight.shape[1]
-
-
-def _units_out(module: nn.Module) -> int:
-    return module.weight.shape[1] if isinstance(module, Conv1D) else module.weight.shape[0]
-
-
 def mlp_units(model: nn.Module, name: str) -> MlpUnits:
     """The expansion and contraction layers whose hidden units the target layer ``name`` (a full module name) owns.
 
@@ -105,9 +99,9 @@ def mlp_units(model: nn.Module, name: str) -> MlpUnits:
                 f"{module_name!r} is {kind}, not an nn.Linear or Conv1D: {name!r} is not the expansion layer of a "
                 f"standard MLP (expected {child} → {contraction_child} in {parent_name or 'the model'})."
             )
-    n_units = _units_out(expansion[name])
-    widths = {module_name: _units_out(module) for module_name, module in expansion.items()}
-    widths[contraction_name + " (inputs)"] = _units_in(contraction)
+    n_units = units_and_inputs(expansion[name])[0]
+    widths = {module_name: units_and_inputs(module)[0] for module_name, module in expansion.items()}
+    widths[contraction_name + " (inputs)"] = units_and_inputs(contraction)[1]
     if set(widths.values()) != {n_units}:
         raise ValueError(f"The MLP layers of {name!r} disagree on the number of hidden units: {widths}.")
     _check_not_shared(model, [module for _, module in modules], name)

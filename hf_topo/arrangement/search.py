@@ -18,13 +18,13 @@ The exact local changes come from two ``n × n`` matrices kept per round:
 objective                   what a swap of positions ``p, q`` changes
 ==========================  ==========================================================================================
 ``"topoloss"``              ``1 − mean_r cos(C_r, B_r)`` with ``B = M C`` the blurred sheet (``M = M_h ⊗ M_w``, the
-                            separable blur of :func:`hf_topo.losses.blur_matrices`). Only positions ``r`` in the
+                            separable blur of :func:`hf_topo.regularizers.laplacian_pyramid.blur_matrices`). Only positions ``r`` in the
                             support of ``M[:, p]`` or ``M[:, q]`` (and ``p, q``) change, and with
                             ``G = C Cᵀ`` and ``H = B Cᵀ = M G``: ``B'_r·C'_r = H[r, σr] + c_r (G[σr, q] − G[σr, p])``,
                             ``|B'_r|² = |B_r|² + 2 c_r (H[r, q] − H[r, p]) + c_r² |C_q − C_p|²``, ``c_r = M[r, p] −
                             M[r, q]``, ``σ`` the swap.
 ``"weight_similarity"``     mean over neighbouring position pairs of ``D[perm[p], perm[r]]`` (the unit distance of
-                            :mod:`hf_topo.similarity`): ``Σ_{r ∈ N(p)∖q} (D_qr − D_pr) + Σ_{r ∈ N(q)∖p} (D_pr − D_qr)``.
+                            :mod:`hf_topo.regularizers.similarity`): ``Σ_{r ∈ N(p)∖q} (D_qr − D_pr) + Σ_{r ∈ N(q)∖p} (D_pr − D_qr)``.
 ==========================  ==========================================================================================
 
 Everything is float64 on the CPU; ``G``/``H`` (or ``D``) cost ``8·n²`` bytes each (75 MB for GPT-2's 3072 units).
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..losses import blur_matrices, check_blur_arguments
-from ..similarity import DISTANCES, neighbour_offsets, neighbour_pair_count
+from ..regularizers.laplacian_pyramid import blur_matrices, check_blur_arguments
+from ..regularizers.similarity import DISTANCES, neighbour_offsets, neighbour_pair_count
 
 __all__ = ["ARRANGE_OBJECTIVES", "ARRANGE_INITS", "SearchResult", "find_arrangement", "mds_layout", "sheet_objective"]
 
@@ -53,7 +53,7 @@ ARRANGE_OBJECTIVES = ("topoloss", "weight_similarity")
 #: Initial layouts: ``"auto"`` (the better of ``"mds"`` and ``"identity"``), ``"mds"``, ``"identity"``, ``"random"``.
 ARRANGE_INITS = ("auto", "mds", "identity", "random")
 
-# Norms below this count as this value, as torch.nn.functional.cosine_similarity and hf_topo.losses do.
+# Norms below this count as this value, as torch.nn.functional.cosine_similarity and hf_topo.regularizers do.
 _COSINE_EPS = 1e-8
 # A swap is applied only when it lowers the objective by more than this (float64 rounding of the local terms).
 _MIN_GAIN = 1e-13
