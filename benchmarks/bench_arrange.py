@@ -9,7 +9,7 @@
             --output /tmp/part_$part.json &
     done; wait
     python benchmarks/bench_arrange.py --merge /tmp/part_*.json --seeds 0 --arrange_seeds 0 1 --skip_gpt2
-    python benchmarks/bench_arrange.py --only_gpt2 --gpt2_rounds 20   # GPT-2-124M's shapes, own JSON
+    python benchmarks/bench_arrange.py --only_gpt2 --gpt2_layers 2   # GPT-2-124M's shapes, own JSON
 
 For every seed, four models: the τ=0 baseline, the baseline with its `c_fc` units arranged by `hf_topo.arrange_units`
 (TopoLoss objective), the τ=5 TopoNet, and the arranged TopoNet. Each is measured on the held-out 5 % of the corpus
@@ -62,9 +62,9 @@ def train(args, seed: int) -> dict[str, str]:
     for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
         out = os.path.join(root, name)
         dirs[name] = out
-        if os.path.isfile(os.path.join(out, "config.json")):
+        if os.path.isfile(os.path.join(out, "config.json")) or name not in args.train_names:
             continue
-        tokenizer = dirs["baseline"] if name == "toponet" else None
+        tokenizer = args.tokenizer_from or (dirs["baseline"] if name == "toponet" else None)
         recipe = small_cpu_recipe(
             train_file, heldout, out, tau=tau, max_steps=args.max_steps, batch_size=16, learning_rate=2e-3,
             block_size=128, seed=seed, tokenizer=tokenizer, use_cpu=True,
@@ -170,16 +170,27 @@ def rounds_curve(args) -> dict:
 
 
 def gpt2_timing(args) -> dict:
-    """Seconds to arrange GPT-2-124M's 12 c_fc sheets (48×64, depth 768; random weights: the timing, not values)."""
+    """Wall and CPU seconds to arrange ``--gpt2_layers`` of GPT-2-124M's c_fc sheets (48×64, depth 768; random
+    weights: the timing, not the values), with ``--gpt2_rounds`` swap rounds per layer."""
     torch.manual_seed(0)
     model = build_model("gpt2-124m", vocab_size=50257, block_size=1024)
-    start = time.perf_counter()
-    report = arrange_units(model, max_rounds=args.gpt2_rounds, progress=False, record=False)
-    seconds = time.perf_counter() - start
+    targets = f"transformer\\.h\\.({'|'.join(str(i) for i in range(args.gpt2_layers))})\\.mlp\\.c_fc"
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = arrange_units(model, targets, max_rounds=args.gpt2_rounds, progress=False, record=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
-        "seconds": seconds, "max_rounds": args.gpt2_rounds, "layers": len(report.layers),
+        "layers_arranged": len(report.layers), "max_rounds": args.gpt2_rounds, "wall_seconds": wall,
+        "cpu_seconds": cpu, "cpu_seconds_per_layer": cpu / len(report.layers),
         "mean_before": report.mean_before, "mean_after": report.mean_after,
+        "rounds": {name: layer.rounds for name, layer in report.layers.items()},
     }  # fmt: skip
+
+
+def _command() -> str:
+    """This command line, with file paths reduced to their names (no machine-specific paths in the results)."""
+    return " ".join(
+        ["python benchmarks/bench_arrange.py"] + [os.path.basename(a) if os.sep in a else a for a in sys.argv[1:]]
+    )
 
 
 def _write(path: str, results: dict) -> None:
@@ -199,9 +210,14 @@ def main() -> None:
     parser.add_argument("--null_draws", type=int, default=20)
     parser.add_argument("--curve_rounds", type=int, default=200)
     parser.add_argument("--gpt2_rounds", type=int, default=100)
+    parser.add_argument("--gpt2_layers", type=int, default=12, help="How many of GPT-2-124M's 12 layers to time.")
     parser.add_argument("--only_gpt2", action="store_true", help="Time GPT-2-124M's shapes only (own JSON).")
     parser.add_argument("--skip_gpt2", action="store_true")
     parser.add_argument("--train_only", action="store_true", help="Train the pairs and stop.")
+    parser.add_argument("--train_names", nargs="+", default=["baseline", "toponet"], help="Which models to train.")
+    parser.add_argument(
+        "--tokenizer_from", help="A model folder whose tokenizer both models use (default: the baseline trains one)."
+    )
     parser.add_argument(
         "--part", choices=["baseline", "toponet", "curve"], help="Measure one part only, into --output (then --merge)."
     )
@@ -218,7 +234,7 @@ def main() -> None:
     if args.only_gpt2:
         timing = gpt2_timing(args) | {
             "machine": info,
-            "command": "python benchmarks/bench_arrange.py " + " ".join(sys.argv[1:]),
+            "command": _command(),
         }
         with open(RESULTS_DIR / "bench_arrange_gpt2_timing.json", "w") as f:
             json.dump(timing, f, indent=2)
@@ -259,7 +275,7 @@ def main() -> None:
             }
     results = {
         "machine": info,
-        "command": "python benchmarks/bench_arrange.py " + " ".join(sys.argv[1:]),
+        "command": _command(),
         "recipe": {
             "preset": "tiny-gpt2",
             "max_steps": args.max_steps,
@@ -286,7 +302,8 @@ def main() -> None:
         cells = [f"{v['mean']:.4g}" + (f" ± {v['std']:.2g}" if v["std"] is not None else "") for v in row.values()]
         print(f"| {label} | " + " | ".join(cells) + " |")
     if "gpt2_124m_timing" in results:
-        print(f"\nGPT-2-124M shapes, {args.gpt2_rounds} rounds/layer: {results['gpt2_124m_timing']['seconds']:.0f} s")
+        timing = results["gpt2_124m_timing"]
+        print(f"\nGPT-2-124M shapes, {timing['layers_arranged']} layers: {timing['wall_seconds']:.0f} s")
     print(f"Results: {args.output}")
 
 
