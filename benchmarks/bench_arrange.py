@@ -258,7 +258,7 @@ def main() -> None:
                 merged = per_seed.setdefault(seed, {"models": {}, "arranged": {}, "null": {}, "arrangement": {}})
                 for key in merged:
                     merged[key].update(result[key])
-        curve = next(part["rounds_curve"] for part in parts if "rounds_curve" in part)
+        curve = next((part["rounds_curve"] for part in parts if "rounds_curve" in part), None)
     else:
         per_seed = {str(seed): run_seed(args, seed) for seed in args.seeds}
         curve = rounds_curve(args)

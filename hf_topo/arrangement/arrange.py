@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..config import TopoConfig
@@ -187,8 +188,6 @@ def arrange_units(
     )
     generator = torch.Generator().manual_seed(seed)
     results = {}
-    from tqdm.auto import tqdm
-
     for layer in tqdm(layers, desc="arranging layers", disable=not progress):
         sheet = layer.sheet
         result = find_arrangement(

@@ -363,8 +363,7 @@ def find_arrangement(
             perm, value = layout, layout_value
     elif init == "random":
         perm = torch.randperm(n, generator=generator)
-        value = state.refresh(perm)
-    value = state.refresh(perm)
+    value = state.refresh(perm)  # the state of the layout the swaps start from
     initial, history, swaps, rounds, idle = value, [value], 0, 0, 0
     positions = torch.arange(n)
     row, col = positions // width, positions % width
