@@ -19,8 +19,15 @@ from .config import TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
 from .hub import load_toponet
 from .metadata import TOPOGRAPHY_KEY
-from .presets import TARGET_PRESETS
-from .regularizers import blur_sheet, laplacian_pyramid_loss, neighbour_distance_loss, sheet_cosine_loss
+from .presets import TARGET_PRESETS, topolm_targets
+from .regularizers import (
+    bias_map_loss,
+    blur_sheet,
+    laplacian_pyramid_loss,
+    neighbour_distance_loss,
+    sheet_cosine_loss,
+    spatial_correlation_loss,
+)
 from .regularizers.model import TopoLoss, TopoRegularizer, attach_inferred_topography
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
@@ -44,6 +51,7 @@ __all__ = [
     "arrange_units",
     "as_cortical_sheet",
     "attach_inferred_topography",
+    "bias_map_loss",
     "blur_sheet",
     "downsample_model",
     "find_target_modules",
@@ -54,4 +62,6 @@ __all__ = [
     "parameter_count",
     "resolve_checkpoint",
     "sheet_cosine_loss",
+    "spatial_correlation_loss",
+    "topolm_targets",
 ]

@@ -4,24 +4,27 @@ The setup is saved inside the model's own config under the key ``"topography"`` 
 records live and reads them), so a TopoNet is an ordinary Hugging Face checkpoint:
 ``AutoModelForCausalLM.from_pretrained(dir)`` loads it with no extra code, and
 ``TopoConfig.from_pretrained(dir_or_model)`` returns the exact setup, including every topographic layer's sheet.
-The record, schema version 2 (a version 1 record has no ``distance`` and ``neighbourhood``: they take their
+The record, schema version 3 (a version 1 record has no ``distance`` and ``neighbourhood``, a version 2 record no
+``sheet``, ``include_bias``, ``radius``, ``neighbourhoods_per_batch`` and ``accumulation``: they take their
 defaults)::
 
     "topography": {
-      "schema_version": 2,
+      "schema_version": 3,
       "library": "hf_topo", "library_version": "0.1.0",
       "loss": "laplacian_pyramid", "distance": "correlation", "neighbourhood": 1,
+      "sheet": "output", "include_bias": false, "radius": 5, "neighbourhoods_per_batch": 5, "accumulation": "mean",
       "tau": {"value": 1.0, "schedule": [{"kind": "linear", "steps": 100, "start": 0.0, "end": 1.0}],
               "current": 1.0, "at_step": 1000},
       "factor_h": 3.0, "factor_w": 3.0, "interpolation": "bilinear",
       "target_modules": ["mlp.c_fc"], "watch_modules": null, "sheet_shape": null,
       "inferred": false, "finetuning": null,
       "layers": {"transformer.h.0.mlp.c_fc": {"layer_type": "Conv1D", "height": 48, "width": 64,
-                                              "depth": 768, "role": "target"}, ...}
+                                              "depth": 768, "units": "output", "role": "target"}, ...}
     }
 
 ``layers`` maps each full module name (as in the base model, without PEFT prefixes) to its sheet;
-``role`` is ``"target"`` (optimized) or ``"watch"`` (logged only).
+``units`` says which units are on the sheet (:data:`hf_topo.sheet.SHEET_UNITS`; ``layer_type`` ``"Activations"`` is a
+module's activations, see :mod:`hf_topo.sheet`); ``role`` is ``"target"`` (optimized) or ``"watch"`` (logged only).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from torch import nn
 
 from ._version import __version__
 from .metadata import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, read_topography_record
-from .regularizers import DISTANCES, INTERPOLATION_MODES
+from .regularizers import ACCUMULATIONS, DISTANCES, INTERPOLATION_MODES
 from .schedule import TauSchedule
-from .sheet import CorticalSheet
+from .sheet import SHEET_UNITS, CorticalSheet
 from .targets import matches_pattern, resolve_sheets
 
 __all__ = [
@@ -49,21 +52,26 @@ __all__ = [
     "LOSSES",
     "LOSS_DISPLAY_NAMES",
     "WEIGHT_LOSSES",
+    "ACTIVATION_LOSSES",
 ]
 
 #: Version of the record that :meth:`TopoConfig.to_dict` writes (1 to this one are read).
-SCHEMA_VERSION = 2
-#: Topographic losses known to this version: TopoLoss, and Truong & Hasson's Weight / Activation Similarity.
-LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
+SCHEMA_VERSION = 3
+#: Topographic losses known to this version: TopoLoss, Truong & Hasson's Weight / Activation Similarity, and TopoLM's
+#: spatial-correlation loss.
+LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity", "spatial_correlation")
 #: How logs, cards and tables name each loss. The trainer logs every regularizer's value under ``topo_loss`` (the
 #: topographic term); these names say which regularizer that value is.
 LOSS_DISPLAY_NAMES = {
     "laplacian_pyramid": "TopoLoss",
     "weight_similarity": "Weight Similarity",
     "activation_similarity": "Activation Similarity",
+    "spatial_correlation": "TopoLM spatial correlation",
 }
 #: Losses computed from the weights alone (the others need the layers' activations of the current batch).
 WEIGHT_LOSSES = ("laplacian_pyramid", "weight_similarity")
+#: Losses computed from the activations of the current batch (their targets may be any module: see ``sheet``).
+ACTIVATION_LOSSES = ("activation_similarity", "spatial_correlation")
 
 
 #: Keys that every record of a schema version holds (what :meth:`TopoConfig.to_dict` of that version wrote).
@@ -81,6 +89,7 @@ _RECORD_KEYS = {
     ),
 }
 _RECORD_KEYS[2] = _RECORD_KEYS[1] + ("distance", "neighbourhood")
+_RECORD_KEYS[3] = _RECORD_KEYS[2] + ("sheet", "include_bias", "radius", "neighbourhoods_per_batch", "accumulation")
 _SHEET_KEYS = ("layer_type", "height", "width", "depth")
 
 
@@ -147,6 +156,15 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
             problems.append(f"{key} is {_json_type(data[key])}, expected a string")
     if version >= 2 and (isinstance(data["neighbourhood"], bool) or not isinstance(data["neighbourhood"], int)):
         problems.append(f"neighbourhood is {_json_type(data['neighbourhood'])}, expected an integer")
+    if version >= 3:
+        for key in ("sheet", "accumulation"):
+            if not isinstance(data[key], str):
+                problems.append(f"{key} is {_json_type(data[key])}, expected a string")
+        if not isinstance(data["include_bias"], bool):
+            problems.append(f"include_bias is {_json_type(data['include_bias'])}, expected a boolean")
+        for key in ("radius", "neighbourhoods_per_batch"):
+            if isinstance(data[key], bool) or not isinstance(data[key], int):
+                problems.append(f"{key} is {_json_type(data[key])}, expected an integer")
     if not _is_patterns(data["target_modules"]):
         problems.append(f"target_modules={data['target_modules']!r} is not a regex string or a list of name suffixes")
     if data["watch_modules"] is not None and not _is_patterns(data["watch_modules"]):
@@ -182,6 +200,8 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
             value = sheet[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"layers[{name!r}].{key}={value!r} is not a positive integer")
+        if sheet.get("units", "output") not in SHEET_UNITS:
+            problems.append(f"layers[{name!r}].units={sheet['units']!r} is not one of {list(SHEET_UNITS)}")
         if sheet.get("role", "target") not in ("target", "watch"):
             problems.append(f"layers[{name!r}].role={sheet['role']!r} is neither 'target' nor 'watch'")
     if problems:
@@ -225,7 +245,9 @@ class TopoConfig:
             The topographic regularizer: `"laplacian_pyramid"` (TopoLoss's blur-and-cosine objective),
             `"weight_similarity"` (mean distance between neighbouring units' incoming weights) or
             `"activation_similarity"` (mean distance between neighbouring units' pre-activation responses over
-            the batch); the last two after Truong & Hasson, see :mod:`hf_topo.regularizers.similarity`. The factors and the
+            the batch); the last two after Truong & Hasson, see :mod:`hf_topo.regularizers.similarity`;
+            `"spatial_correlation"` (TopoLM: activation correlations in local neighbourhoods pushed to follow
+            `1 / (1 + distance)`, see :mod:`hf_topo.regularizers.spatial_correlation`). The factors and the
             interpolation apply to TopoLoss only.
         distance (`str`, defaults to `"correlation"`):
             Distance between two units' vectors for the similarity losses: `"euclidean"`, `"cosine"` or
@@ -233,6 +255,26 @@ class TopoConfig:
         neighbourhood (`int`, defaults to `1`):
             Chebyshev radius of a unit's neighbourhood on the sheet for the similarity losses (1 = the 3×3 queen
             neighbourhood, up to 8 neighbours).
+        sheet (`str`, defaults to `"output"`):
+            Which units of each target are laid out on its sheet. `"output"`: the layer's output units (the paper's
+            sheet). `"input"`: for the weight-based losses, a Linear/Conv1D layer's input units, each holding its
+            outgoing weights (the reference `topoloss`'s `LaplacianPyramidOnInput`); for the activation-based
+            losses, the hidden states the target receives. The activation-based losses also take targets that are
+            not Linear layers (a block's `attn` or `mlp`, a block, a LayerNorm), whose features (the hidden size)
+            form the sheet: see :mod:`hf_topo.sheet` and :func:`hf_topo.presets.topolm_targets`.
+        include_bias (`bool`, defaults to `False`):
+            TopoLoss only, output sheets: each layer's term is the mean of its weight sheet's TopoLoss (the
+            reference's `LaplacianPyramid`) and its bias map's `1 − cos(b, blur(b))` (`LaplacianPyramidOnBias`).
+            The reference's own `TopoLoss` cannot combine the two on one layer: it keys its per-layer values by layer
+            name, so the later entry replaces the earlier.
+        radius (`int`, defaults to `5`):
+            TopoLM's spatial-correlation loss: a neighbourhood is the units at Chebyshev distance `< radius` of its
+            centre (a `(2·radius − 1)²` window; TopoLM uses 5 on a 28 × 28 sheet).
+        neighbourhoods_per_batch (`int`, defaults to `5`):
+            TopoLM's loss: neighbourhoods drawn per layer and micro-batch (seeded by the training seed, the optimizer
+            step and the micro-batch, so a resumed run draws the same ones).
+        accumulation (`str`, defaults to `"mean"`):
+            TopoLM's loss: `"mean"` or `"max"` of the neighbourhood losses of a layer.
         layers (`dict[str, CorticalSheet]`, *optional*):
             The resolved sheets, filled when the config is read from a saved model. When set, the model the
             config is applied to must have exactly these layers and shapes.
@@ -272,7 +314,10 @@ class TopoConfig:
     )
     loss: str = field(
         default="laplacian_pyramid",
-        metadata={"help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity or activation_similarity."},
+        metadata={
+            "help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity, activation_similarity or "
+            "spatial_correlation (TopoLM)."
+        },
     )
     distance: str = field(
         default="correlation",
@@ -280,6 +325,22 @@ class TopoConfig:
     )
     neighbourhood: int = field(
         default=1, metadata={"help": "Neighbourhood radius on the sheet for the similarity losses (1 = 3x3)."}
+    )
+    sheet: str = field(
+        default="output",
+        metadata={"help": "Units on the sheet: output (the paper's) or input (input units / incoming hidden states)."},
+    )
+    include_bias: bool = field(
+        default=False, metadata={"help": "TopoLoss: also the bias map on the output sheet (topoloss's bias sheet)."}
+    )
+    radius: int = field(
+        default=5, metadata={"help": "TopoLM: neighbourhood = units at Chebyshev distance < radius of a centre."}
+    )
+    neighbourhoods_per_batch: int = field(
+        default=5, metadata={"help": "TopoLM: neighbourhoods drawn per layer and micro-batch (seeded)."}
+    )
+    accumulation: str = field(
+        default="mean", metadata={"help": "TopoLM: mean or max of the neighbourhood losses of a layer."}
     )
     # Filled from a model (saved with it), not set for a run:
     layers: dict[str, CorticalSheet] | None = None
@@ -312,6 +373,7 @@ class TopoConfig:
                 f"neighbourhood={self.neighbourhood!r} must be an integer >= 1 (the Chebyshev radius on the sheet; "
                 "1 = 3x3 neighbours)."
             )
+        self._check_sheet_settings()
         if self.sheet_shape is not None:
             shape = tuple(self.sheet_shape)
             if len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
@@ -319,6 +381,26 @@ class TopoConfig:
             self.sheet_shape = (int(shape[0]), int(shape[1]))
         if not isinstance(self.tau_schedule, TauSchedule):
             self.tau_schedule = TauSchedule.parse(self.tau_schedule)
+
+    def _check_sheet_settings(self) -> None:
+        if self.sheet not in SHEET_UNITS:
+            raise ValueError(f"sheet={self.sheet!r} is not supported; choose one of {SHEET_UNITS}.")
+        if not isinstance(self.include_bias, bool):
+            raise ValueError(f"include_bias={self.include_bias!r} must be True or False.")
+        if self.include_bias and (self.loss != "laplacian_pyramid" or self.sheet != "output"):
+            raise ValueError(
+                f"include_bias=True adds the bias map of each layer's output sheet to TopoLoss; it does not apply to "
+                f"loss={self.loss!r} with sheet={self.sheet!r}. Use loss='laplacian_pyramid' and sheet='output', or "
+                "include_bias=False."
+            )
+        for name, low in (("radius", 2), ("neighbourhoods_per_batch", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(
+                    f"{name}={value!r} must be an integer >= {low} (TopoLM uses radius 5, 5 neighbourhoods per batch)."
+                )
+        if self.accumulation not in ACCUMULATIONS:
+            raise ValueError(f"accumulation={self.accumulation!r} is not supported; choose one of {ACCUMULATIONS}.")
 
     # ---- τ -------------------------------------------------------------------------------------------------------
 
@@ -340,6 +422,11 @@ class TopoConfig:
             "loss": self.loss,
             "distance": self.distance,
             "neighbourhood": self.neighbourhood,
+            "sheet": self.sheet,
+            "include_bias": self.include_bias,
+            "radius": self.radius,
+            "neighbourhoods_per_batch": self.neighbourhoods_per_batch,
+            "accumulation": self.accumulation,
             "tau": tau,
             "factor_h": self.factor_h,
             "factor_w": self.factor_w,

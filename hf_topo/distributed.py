@@ -124,10 +124,14 @@ def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int,
         f"Use non-reentrant checkpointing, the transformers default: --{flag} "
         f'\'{{"use_reentrant": false}}\' (TrainingArguments({flag}={{"use_reentrant": False}})).'
     )
-    if loss == "activation_similarity":
+    activation_losses = {
+        "activation_similarity": "Activation Similarity",
+        "spatial_correlation": "TopoLM's spatial loss",
+    }
+    if loss in activation_losses:
         raise ValueError(
-            "Reentrant activation checkpointing runs the checkpointed layers without autograd, so Activation "
-            "Similarity would see outputs without gradient and not train the model. " + fix
+            "Reentrant activation checkpointing runs the checkpointed layers without autograd, so "
+            f"{activation_losses[loss]} would see outputs without gradient and not train the model. " + fix
         )
     if world_size > 1:
         raise ValueError(

@@ -14,13 +14,31 @@ mistral       ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj`
 The topographic layer is the MLP expansion layer (the paper's choice); ``llama_gate`` names Llama's other expansion
 layer, ``mlp.gate_proj``. The model presets are the architectures that ``hf-topo pretrain --model_preset`` builds from
 scratch (:func:`hf_topo.models.preset_config`).
+
+TopoLM's placement (:data:`TOPOLM_TARGETS`, :func:`topolm_targets`) puts its spatial-correlation loss on two sites per
+block, each laid out on a sheet of the hidden size:
+
+* ``"residual"`` (TopoLM's main models): the residual stream after the attention (``x + attn``) and after the MLP
+  (``x + attn + mlp``), read as the hidden states entering the next LayerNorm (``sheet="input"``): the block's
+  post-attention norm, the next block's input norm, and the final norm after the last block. GPT-NeoX with
+  ``use_parallel_residual`` (the default) adds attention and MLP in one step: only the block outputs exist there.
+* ``"outputs"``: the attention module's and the MLP's outputs, before they join the residual stream
+  (``sheet="output"``).
 """
 
 from __future__ import annotations
 
 from torch import nn
+from transformers import PretrainedConfig
 
-__all__ = ["TARGET_PRESETS", "ATTENTION_TARGETS", "MODEL_PRESETS", "default_target_modules"]
+__all__ = [
+    "TARGET_PRESETS",
+    "ATTENTION_TARGETS",
+    "MODEL_PRESETS",
+    "TOPOLM_TARGETS",
+    "default_target_modules",
+    "topolm_targets",
+]
 
 #: The MLP expansion layer of common GPT-style families (pass these as ``target_modules``).
 TARGET_PRESETS: dict[str, list[str]] = {
@@ -61,3 +79,59 @@ def default_target_modules(model: nn.Module) -> list[str]:
             f"(known families: {', '.join(sorted(TARGET_PRESETS))})."
         )
     return list(TARGET_PRESETS[model_type])
+
+
+#: TopoLM's sites per ``config.model_type`` and placement: ``(target_modules, sheet)`` (a regex string or suffixes).
+TOPOLM_TARGETS: dict[str, dict[str, tuple[str | list[str], str]]] = {
+    "gpt2": {
+        "residual": (r"transformer\.h\.\d+\.ln_2|transformer\.h\.[1-9]\d*\.ln_1|transformer\.ln_f", "input"),
+        "outputs": (["attn", "mlp"], "output"),
+    },
+    "gpt_neo": {
+        "residual": (r"transformer\.h\.\d+\.ln_2|transformer\.h\.[1-9]\d*\.ln_1|transformer\.ln_f", "input"),
+        "outputs": (["attn", "mlp"], "output"),
+    },
+    "gpt_neox": {
+        "residual": (
+            r"gpt_neox\.layers\.\d+\.post_attention_layernorm|gpt_neox\.layers\.[1-9]\d*\.input_layernorm"
+            r"|gpt_neox\.final_layer_norm",
+            "input",
+        ),
+        "outputs": (["attention", "mlp"], "output"),
+    },
+    "llama": {
+        "residual": (
+            r"model\.layers\.\d+\.post_attention_layernorm|model\.layers\.[1-9]\d*\.input_layernorm|model\.norm",
+            "input",
+        ),
+        "outputs": (["self_attn", "mlp"], "output"),
+    },
+}
+# GPT-NeoX with a parallel residual: x + attn never exists, the block outputs do.
+_NEOX_PARALLEL_RESIDUAL = r"gpt_neox\.layers\.[1-9]\d*\.input_layernorm|gpt_neox\.final_layer_norm"
+
+
+def topolm_targets(model: nn.Module | PretrainedConfig, placement: str = "residual") -> dict[str, str | list[str]]:
+    """TopoLM's sites in ``model``: ``{"target_modules": ..., "sheet": ...}``, to pass to :class:`~hf_topo.TopoConfig`
+    with ``loss="spatial_correlation"`` (on the command line: ``--topo_target_modules re:REGEX --topo_sheet input``).
+
+    Args:
+        model: a GPT-2, GPT-Neo, GPT-NeoX or Llama model, or its config (by ``model_type``).
+        placement: ``"residual"`` (TopoLM's main models) or ``"outputs"`` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown family or placement.
+    """
+    config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in TOPOLM_TARGETS:
+        raise ValueError(
+            f"No TopoLM placement is known for model_type={model_type!r} (known: {', '.join(sorted(TOPOLM_TARGETS))}); "
+            "pass target_modules=... and sheet=... yourself."
+        )
+    if placement not in TOPOLM_TARGETS[model_type]:
+        raise ValueError(f"placement={placement!r} is not one of {sorted(TOPOLM_TARGETS[model_type])}.")
+    targets, sheet = TOPOLM_TARGETS[model_type][placement]
+    if model_type == "gpt_neox" and placement == "residual" and getattr(config, "use_parallel_residual", True):
+        targets = _NEOX_PARALLEL_RESIDUAL
+    return {"target_modules": targets if isinstance(targets, str) else list(targets), "sheet": sheet}

@@ -13,6 +13,16 @@ layer                       weight shape           sheet depth ``d``
 transformers ``Conv1D``     ``(in, out)``          ``in`` (sheet over outputs)
 ``torch.nn.Conv2d``         ``(out, in, k, k)``    ``in·k·k``
 ==========================  =====================  ==========================
+
+Two more layouts (the ``units`` of a sheet, :data:`SHEET_UNITS`):
+
+* ``units="input"``: the *input* units of a Linear or Conv1D layer on the sheet (``h·w = in``), each holding its
+  outgoing weights (depth ``out``), the reference ``topoloss``'s ``LaplacianPyramidOnInput``: weight
+  ``(out, h·w) → (h, w, out)``.
+* an **activation sheet** (``layer_type="Activations"``, depth 1) for a module that has no weight to lay out (a
+  block's attention or MLP output, a block's output, the hidden states entering a LayerNorm): its features (the
+  model's hidden size) on the sheet, read from the module's output (``units="output"``) or from the hidden states
+  it receives (``units="input"``). Only the activation-based regularizers use such sheets.
 """
 
 from __future__ import annotations
@@ -29,6 +39,9 @@ from .distributed import full_weight, parameter_shape
 __all__ = [
     "CorticalSheet",
     "SUPPORTED_LAYER_TYPES",
+    "SHEET_UNITS",
+    "ACTIVATION_SHEET",
+    "activation_sheet",
     "most_square_shape",
     "layer_type_name",
     "units_and_inputs",
@@ -40,6 +53,10 @@ __all__ = [
 
 #: Layer classes whose output units can be laid out on a cortical sheet.
 SUPPORTED_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D, nn.Conv2d)
+#: Which units of a layer sit on its sheet: its output units (the paper's sheet) or its input units.
+SHEET_UNITS = ("output", "input")
+#: ``layer_type`` of a sheet of a module's activations (a module without a weight to lay out).
+ACTIVATION_SHEET = "Activations"
 
 
 def most_square_shape(n_units: int) -> tuple[int, int]:
@@ -58,13 +75,15 @@ def most_square_shape(n_units: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class CorticalSheet:
-    """Where a layer's units sit: the layer's full module name, its type and the sheet ``(height, width, depth)``."""
+    """Where a layer's units sit: the layer's full module name, its type, the sheet ``(height, width, depth)`` and
+    which units are on it (``"output"``, the default, or ``"input"``; see the module docstring)."""
 
     module_name: str
     layer_type: str
     height: int
     width: int
     depth: int
+    units: str = "output"
 
     @property
     def n_units(self) -> int:
@@ -75,7 +94,13 @@ class CorticalSheet:
         return (self.height, self.width, self.depth)
 
     def to_dict(self) -> dict:
-        return {"layer_type": self.layer_type, "height": self.height, "width": self.width, "depth": self.depth}
+        return {
+            "layer_type": self.layer_type,
+            "height": self.height,
+            "width": self.width,
+            "depth": self.depth,
+            "units": self.units,
+        }
 
     @classmethod
     def from_dict(cls, module_name: str, data: dict) -> CorticalSheet:
@@ -86,6 +111,7 @@ class CorticalSheet:
                 height=int(data["height"]),
                 width=int(data["width"]),
                 depth=int(data["depth"]),
+                units=str(data.get("units", "output")),  # records before schema version 3: output sheets
             )
         except KeyError as missing:
             raise ValueError(
@@ -147,22 +173,58 @@ def _units_and_depth(layer_type: str, shape: torch.Size) -> tuple[int, int]:
     raise TypeError(f"Unknown layer type {layer_type!r}; expected one of 'Linear', 'Conv1D', 'Conv2d'.")
 
 
-def sheet_for_module(module_name: str, module: nn.Module, sheet_shape: tuple[int, int] | None = None) -> CorticalSheet:
-    """The :class:`CorticalSheet` of ``module``: most-square unless ``sheet_shape=(height, width)`` is given."""
+def _sheet_shape(module_name: str, n_units: int, sheet_shape: tuple[int, int] | None, what: str) -> tuple[int, int]:
+    if sheet_shape is None:
+        return most_square_shape(n_units)
+    height, width = (int(v) for v in sheet_shape)
+    if height * width != n_units:
+        raise ValueError(
+            f"sheet_shape={tuple(sheet_shape)} has {height * width} positions but {module_name!r} has {n_units} "
+            f"{what}. Choose (height, width) with height*width == {n_units}, or leave sheet_shape unset for "
+            f"the most-square sheet {most_square_shape(n_units)}."
+        )
+    return height, width
+
+
+def sheet_for_module(
+    module_name: str, module: nn.Module, sheet_shape: tuple[int, int] | None = None, units: str = "output"
+) -> CorticalSheet:
+    """The :class:`CorticalSheet` of ``module``: most-square unless ``sheet_shape=(height, width)`` is given.
+
+    ``units="input"`` puts the layer's input units on the sheet (Linear and Conv1D only), each holding its outgoing
+    weights.
+    """
+    if units not in SHEET_UNITS:
+        raise ValueError(f"units={units!r} is not a sheet layout; choose one of {SHEET_UNITS}.")
     layer_type = layer_type_name(module)
     # The logical shape: a DeepSpeed ZeRO-3 placeholder is empty outside the forward, a DTensor shard is partial.
     n_units, depth = _units_and_depth(layer_type, parameter_shape(unwrapped_layer(module).weight))
-    if sheet_shape is None:
-        height, width = most_square_shape(n_units)
-    else:
-        height, width = (int(v) for v in sheet_shape)
-        if height * width != n_units:
+    if units == "input":
+        if layer_type == "Conv2d":
             raise ValueError(
-                f"sheet_shape={tuple(sheet_shape)} has {height * width} positions but {module_name!r} has {n_units} "
-                f"output units. Choose (height, width) with height*width == {n_units}, or leave sheet_shape unset for "
-                f"the most-square sheet {most_square_shape(n_units)}."
+                f"{module_name!r} is a Conv2d layer: an input sheet is defined for Linear and Conv1D layers only "
+                "(their input features); use sheet='output' for convolutions."
             )
-    return CorticalSheet(module_name=module_name, layer_type=layer_type, height=height, width=width, depth=depth)
+        n_units, depth = depth, n_units
+    height, width = _sheet_shape(module_name, n_units, sheet_shape, f"{units} units")
+    return CorticalSheet(
+        module_name=module_name, layer_type=layer_type, height=height, width=width, depth=depth, units=units
+    )
+
+
+def activation_sheet(
+    module_name: str, n_features: int, sheet_shape: tuple[int, int] | None = None, units: str = "output"
+) -> CorticalSheet:
+    """The sheet of a module's activations: its ``n_features`` (e.g. the hidden size) as units, depth 1.
+
+    ``units="output"`` reads the module's output, ``units="input"`` the hidden states it receives.
+    """
+    if units not in SHEET_UNITS:
+        raise ValueError(f"units={units!r} is not a sheet layout; choose one of {SHEET_UNITS}.")
+    height, width = _sheet_shape(module_name, n_features, sheet_shape, "features")
+    return CorticalSheet(
+        module_name=module_name, layer_type=ACTIVATION_SHEET, height=height, width=width, depth=1, units=units
+    )
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
@@ -203,15 +265,22 @@ def sheet_view(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tensor
     """View ``weight`` as a 3D sheet tensor without copying.
 
     Returns ``(tensor, units_first)``: ``(height, width, depth)`` when ``units_first`` (Linear, Conv2d), else
-    ``(depth, height, width)`` (Conv1D, whose weight is stored ``in × out``).
+    ``(depth, height, width)`` (Conv1D, whose weight is stored ``in × out``). An input sheet is the other way round:
+    a Linear weight ``(out, in)`` is ``(depth, height, width)``, a Conv1D weight ``(in, out)`` is
+    ``(height, width, depth)``.
     """
-    if sheet.layer_type == "Conv1D":
+    if sheet.layer_type == ACTIVATION_SHEET:
+        raise ValueError(f"{sheet.module_name!r} has an activation sheet: it has no weight to lay out.")
+    if (sheet.layer_type == "Conv1D") == (sheet.units == "output"):
         return weight.reshape(sheet.depth, sheet.height, sheet.width), False
     return weight.reshape(sheet.height, sheet.width, sheet.depth), True
 
 
-def as_cortical_sheet(module: nn.Module, sheet_shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """The sheet ``C`` of shape ``(height, width, depth)`` for ``module`` (a copy only for Conv1D)."""
-    sheet = sheet_for_module(type(module).__name__, module, sheet_shape)
+def as_cortical_sheet(
+    module: nn.Module, sheet_shape: tuple[int, int] | None = None, units: str = "output"
+) -> torch.Tensor:
+    """The sheet ``C`` of shape ``(height, width, depth)`` for ``module`` (a permuted view when the weight is stored
+    depth first: a Conv1D output sheet, a Linear input sheet)."""
+    sheet = sheet_for_module(type(module).__name__, module, sheet_shape, units)
     tensor, units_first = sheet_view(effective_weight(module), sheet)
     return tensor if units_first else tensor.permute(1, 2, 0)

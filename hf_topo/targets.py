@@ -4,8 +4,10 @@
   (``"mlp.c_fc"`` matches ``transformer.h.3.mlp.c_fc``);
 * one string: a regular expression that must match the full module name (``re.fullmatch``).
 
-Only layers that can carry a cortical sheet (Linear, Conv1D, Conv2d) are returned; a pattern that matches
-nothing raises an error listing the candidate names. Inside a PEFT-wrapped model the LoRA wrapper of a
+Only layers that can carry a cortical sheet (Linear, Conv1D, Conv2d) are returned, except for the regularizers that
+read activations, whose targets may be any module (a block's attention or MLP, a block, a LayerNorm: its features
+are laid out on an activation sheet of the model's hidden size); a pattern that matches nothing raises an error
+listing the candidate names. Inside a PEFT-wrapped model the LoRA wrapper of a
 layer is the match (its adapter sub-layers are never targets), and names are reported both as seen in the
 wrapped model and as in the base model (what ``config.json`` records).
 
@@ -25,7 +27,8 @@ from torch import nn
 
 from .presets import TARGET_PRESETS  # the per-family table, importable from here too
 from .regularizers.laplacian_pyramid import check_blur_arguments
-from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, sheet_for_module, unwrapped_layer
+from .regularizers.spatial_correlation import neighbourhood_centres
+from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, activation_sheet, sheet_for_module, unwrapped_layer
 
 if TYPE_CHECKING:
     from .config import TopoConfig
@@ -112,9 +115,12 @@ def short_layer_name(name: str) -> str:
 
 
 def find_target_modules(
-    model: nn.Module, target_modules: str | list[str], role: str = "target_modules"
+    model: nn.Module, target_modules: str | list[str], role: str = "target_modules", any_module: bool = False
 ) -> dict[str, nn.Module]:
     """``{full module name: module}`` of the layers matched by ``target_modules``, in model order.
+
+    ``any_module``: match modules of any type (targets of an activation-based regularizer), not only layers that
+    carry a weight sheet.
 
     Raises:
         ValueError: nothing matched (the message lists candidate layer names), or the pattern is malformed.
@@ -138,7 +144,7 @@ def find_target_modules(
             continue
         if not matches_pattern(base_model_name(model, name), target_modules):
             continue
-        if _is_candidate(name, module):
+        if _is_candidate(name, module) or any_module:
             matched[name] = module
         elif isinstance(target_modules, list) or not list(module.children()):
             unsupported.append(f"{name} ({type(module).__name__})")
@@ -180,8 +186,15 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
             blur factors, or ``config.layers`` (stored metadata) disagrees with the model's layers or shapes.
         TypeError: a matched layer is not Linear, Conv1D or Conv2d.
     """
-    targets = find_target_modules(model, config.target_modules)
-    watched = find_target_modules(model, config.watch_modules, role="watch_modules") if config.watch_modules else {}
+    from .config import ACTIVATION_LOSSES
+
+    on_activations = config.loss in ACTIVATION_LOSSES
+    targets = find_target_modules(model, config.target_modules, any_module=on_activations)
+    watched = (
+        find_target_modules(model, config.watch_modules, role="watch_modules", any_module=on_activations)
+        if config.watch_modules
+        else {}
+    )
     both = sorted(set(targets) & set(watched))
     if both:
         raise ValueError(
@@ -191,12 +204,24 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
     layers: list[TopoLayer] = []
     for role, modules in (("target", targets), ("watch", watched)):
         for name, module in modules.items():
-            sheet = sheet_for_module(base_model_name(model, name), module, config.sheet_shape)
+            sheet = _sheet_of(model, name, module, config)
             try:
                 if config.loss == "laplacian_pyramid":
                     check_blur_arguments(
                         sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
                     )
+                    if config.include_bias and getattr(unwrapped_layer(module), "bias", None) is None:
+                        raise ValueError("include_bias=True, but the layer has no bias; target layers with a bias.")
+                    if config.include_bias and sheet.layer_type not in ("Linear", "Conv1D"):
+                        raise ValueError("include_bias=True applies to Linear and Conv1D layers only.")
+                elif config.loss == "spatial_correlation":
+                    centres = len(neighbourhood_centres(sheet.height, sheet.width, config.radius))
+                    if config.neighbourhoods_per_batch > centres:
+                        raise ValueError(
+                            f"neighbourhoods_per_batch={config.neighbourhoods_per_batch} exceeds the {centres} "
+                            f"neighbourhood centres of radius {config.radius} on its {sheet.height}x{sheet.width} "
+                            "sheet; draw fewer neighbourhoods or use a smaller radius."
+                        )
                 elif sheet.n_units < 2:
                     raise ValueError("a similarity loss needs at least two units on the sheet.")
             except ValueError as err:
@@ -205,6 +230,33 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
     if config.layers is not None:
         _check_against_stored(layers, config.layers)
     return layers
+
+
+def _hidden_size(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _sheet_of(model: nn.Module, name: str, module: nn.Module, config: TopoConfig) -> CorticalSheet:
+    """A layer's weight sheet, or the activation sheet (of the hidden size) of a module without one."""
+    base_name = base_model_name(model, name)
+    if _is_candidate(name, module):
+        return sheet_for_module(base_name, module, config.sheet_shape, config.sheet)
+    hidden_size = _hidden_size(model)
+    if hidden_size is None:
+        raise ValueError(
+            f"{name!r} ({type(module).__name__}) has no weight sheet, and the model's config names no hidden size "
+            "(hidden_size / n_embd / d_model) to lay its activations out by: target Linear layers instead."
+        )
+    return activation_sheet(base_name, hidden_size, config.sheet_shape, config.sheet)
+
+
+def _describe(sheet: CorticalSheet) -> str:
+    return f"{sheet.layer_type} sheet {sheet.shape}" + (" of input units" if sheet.units == "input" else "")
 
 
 def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalSheet]) -> None:
@@ -220,9 +272,9 @@ def _check_against_stored(layers: list[TopoLayer], stored: dict[str, CorticalShe
         )
     for name, sheet in stored.items():
         actual = found[name]
-        if (actual.layer_type, actual.shape) != (sheet.layer_type, sheet.shape):
+        if (actual.layer_type, actual.shape, actual.units) != (sheet.layer_type, sheet.shape, sheet.units):
             raise ValueError(
-                f"The stored topography metadata of {name!r} says {sheet.layer_type} sheet {sheet.shape} (height, width, "
-                f"depth) but the model has {actual.layer_type} sheet {actual.shape}. The config.json and weights come from "
-                "different models: re-save the model with hf_topo, or load the checkpoint that matches the metadata."
+                f"The stored topography metadata of {name!r} says {_describe(sheet)} (height, width, depth) but the model "
+                f"has {_describe(actual)}. The config.json and weights come from different models, or the setup "
+                "changed: re-save the model with hf_topo, or load the checkpoint that matches the metadata."
             )

@@ -67,7 +67,8 @@ class TopoTrainingArguments(TrainingArguments):
     The topographic fields are the `TopoConfig` settings, with their defaults and help texts (`TopoConfig` documents
     what each does), named by :func:`topo_argument_name`: `tau` → `--tau`, `tau_schedule` → `--tau_schedule`,
     `loss` → `--topo_loss_type`, and `topo_<setting>` for `target_modules`, `watch_modules`, `factor_h`, `factor_w`,
-    `interpolation`, `sheet_shape`, `distance` and `neighbourhood`. On the command line a regex is the single entry
+    `interpolation`, `sheet_shape`, `distance`, `neighbourhood`, `sheet`, `include_bias`, `radius`,
+    `neighbourhoods_per_batch` and `accumulation`. On the command line a regex is the single entry
     `re:REGEX` of `--topo_target_modules` or `--topo_watch_modules`, and `--topo_sheet_shape` takes `HEIGHT WIDTH`.
     :meth:`topo_config` builds the `TopoConfig`.
     """
@@ -84,6 +85,11 @@ class TopoTrainingArguments(TrainingArguments):
     topo_loss_type: str = _topo_argument("loss")
     topo_distance: str = _topo_argument("distance")
     topo_neighbourhood: int = _topo_argument("neighbourhood")
+    topo_sheet: str = _topo_argument("sheet")
+    topo_include_bias: bool = _topo_argument("include_bias")
+    topo_radius: int = _topo_argument("radius")
+    topo_neighbourhoods_per_batch: int = _topo_argument("neighbourhoods_per_batch")
+    topo_accumulation: str = _topo_argument("accumulation")
 
     def __post_init__(self):
         super().__post_init__()
@@ -107,7 +113,7 @@ def _check_stored_topography(model, topo_config: TopoConfig) -> None:
     if stored_topography(model) is None:
         return  # a new model (a malformed record is not skipped: from_pretrained says what is wrong with it)
     stored = TopoConfig.from_pretrained(model)
-    keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss")
+    keys = ("target_modules", "factor_h", "factor_w", "interpolation", "sheet_shape", "loss", "sheet", "include_bias")
     changed = [k for k in keys if getattr(stored, k) != getattr(topo_config, k)]
     if changed:
         logger.warning(
@@ -171,6 +177,7 @@ class TopoTrainer(Trainer):
                 "fsdp_config={'version': 2}); see examples/accelerate/fsdp2.yaml."
             )
         self._topo_last_step = -1
+        self._topo_micro_batch = (-1, 0)  # (optimizer step, micro-batches of it seen): seeds TopoLM's neighbourhoods
         self._topo_setup_checked = False
         # Since the last log: per-layer TopoLoss sums, then the sums of τ·topo_loss and of τ.
         self._topo_sums: torch.Tensor | None = None
@@ -182,6 +189,7 @@ class TopoTrainer(Trainer):
     def train(self, *args, **kwargs):
         # A new run (or a resume on this same trainer) starts without a TopoLoss evaluation for its first step.
         self._topo_last_step = -1
+        self._topo_micro_batch = (-1, 0)
         self._topo_setup_checked = False
         self._topo_sums, self._topo_count = None, 0
         self._refresh_topo_config()
@@ -273,7 +281,14 @@ class TopoTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _compute_loss_with_activations(self, model, inputs, return_outputs, num_items_in_batch):
-        """Activation Similarity: every micro-batch adds ``τ / n_micro · AS(its activations)``."""
+        """Activation Similarity, TopoLM: every micro-batch adds ``τ / n_micro · loss(its activations)``.
+
+        TopoLM's neighbourhoods are drawn from the training seed, the optimizer step and the index of the micro-batch
+        within it, never from the global RNG, so a run resumed from a checkpoint draws what the uninterrupted run
+        drew."""
+        step, seen = self._topo_micro_batch
+        micro_batch = seen if step == self.state.global_step else 0
+        self._topo_micro_batch = (self.state.global_step, micro_batch + 1)
         with self.topo_loss.record_activations(self.model) as recorded:
             result = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -281,7 +296,11 @@ class TopoTrainer(Trainer):
         loss, outputs = result if return_outputs else (result, None)
         tau = self.current_tau()
         topo, per_layer = self.topo_loss.compute(
-            self.model, with_grad=tau > 0, activations=recorded, attention_mask=inputs.get("attention_mask")
+            self.model,
+            with_grad=tau > 0,
+            activations=recorded,
+            attention_mask=inputs.get("attention_mask"),
+            neighbourhood_keys=(abs(int(self.args.seed)), self.state.global_step, micro_batch),
         )
         recorded.clear()
         if tau > 0:

@@ -266,9 +266,11 @@ def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
     out = tmp_path / "temporal"
     argv = ["--model", str(models["toponet"]), "--baseline", str(models["baseline"]), "--text_file"]
     argv += [str(models["text"]), "--output_dir", str(out), "--sweeps", "noise", "--temporal_windows", "true"]
-    argv += ["--temporal_max_delta", "4", "--temporal_max_sequences", "3"]
+    argv += ["--temporal_max_delta", "4", "--temporal_sequence_words", "8", "--temporal_max_sequences", "3"]
     report = analyze.main(argv + FAST)
     fits = report["model"]["temporal_windows"]["fits"]
+    # every sentence of CORPUS holds a number, so no sentence is usable for the yoking: skipped, and said so
+    assert "no usable sentence of 12 words" in report["model"]["temporal_windows"]["structure_yoking"]["skipped"]
     assert list(fits["layers"]) == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
     assert fits["deltas"] == [0, 1, 2, 3, 4] and report["model"]["temporal_windows"]["windows"]["n_sequences"] == 3
     for summary in (report["summary"], report["baseline_summary"]):

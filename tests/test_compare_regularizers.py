@@ -25,7 +25,7 @@ CORPUS = "".join(
 )
 #: Large τ and a high learning rate, so that 12 steps visibly move each regularizer.
 TINY = [
-    "--strengths", "topo=50", "ws=50", "as=5",
+    "--strengths", "topo=50", "ws=50", "as=5", "topolm=20", "--topolm_radius", "2",
     "--config_overrides", "n_embd=32,n_layer=2", "--vocab_size", "320", "--block_size", "32",
     "--max_steps", "12", "--train_batch_size", "4", "--learning_rate", "1e-2", "--max_eval_blocks", "8",
     "--max_tokens", "512", "--eval_blocks", "8", "--batch_size", "8", "--max_pairs", "4000", "--min_pairs_per_bin", "5",
@@ -45,11 +45,12 @@ def comparison(tmp_path_factory):
 
 def test_one_row_per_model_with_every_family_and_finite_numbers(comparison):
     table = comparison["table"]
-    assert [row["name"] for row in table] == ["baseline", "topo-tau50", "ws-tau50", "as-tau5"]
-    assert [row["regularizer"] for row in table] == ["none", "TopoLoss", "WS", "AS"]
-    assert [row["tau"] for row in table] == [0.0, 50.0, 50.0, 5.0]
+    assert [row["name"] for row in table] == ["baseline", "topo-tau50", "ws-tau50", "as-tau5", "topolm-tau20"]
+    assert [row["regularizer"] for row in table] == ["none", "TopoLoss", "WS", "AS", "TopoLM"]
+    assert [row["tau"] for row in table] == [0.0, 50.0, 50.0, 5.0, 20.0]
     keys = [
-        "eval_loss", "perplexity", "topo_loss", "weight_similarity", "activation_similarity", "smoothness",
+        "eval_loss", "perplexity", "topo_loss", "weight_similarity", "activation_similarity", "spatial_correlation",
+        "smoothness",
         "weight_smoothness", "morans_i", "effective_dimensionality", "noise_sigma_0.5_delta_perplexity",
         "substitution_20pct_delta_perplexity", "deletion_20pct_delta_perplexity",
     ]  # fmt: skip
@@ -60,9 +61,9 @@ def test_one_row_per_model_with_every_family_and_finite_numbers(comparison):
         assert row["noise_sigma_0_delta_perplexity"] == 0.0  # σ=0 is the clean model
 
     markdown = (comparison["output_dir"] / "comparison.md").read_text().splitlines()
-    assert len(markdown) == 2 + 4
+    assert len(markdown) == 2 + 5
     assert "Δppl noise σ=0.5" in markdown[0] and "Δppl deletion p=0.2" in markdown[0] and "Moran's I" in markdown[0]
-    assert [line.split("|")[2].strip() for line in markdown[2:]] == ["none", "TopoLoss", "WS", "AS"]
+    assert [line.split("|")[2].strip() for line in markdown[2:]] == ["none", "TopoLoss", "WS", "AS", "TopoLM"]
     assert json.loads((comparison["output_dir"] / "comparison.json").read_text())["table"] == table
 
 
@@ -72,6 +73,7 @@ def test_each_model_is_saved_with_its_regularizer_and_strength(comparison):
         "topo-tau50": ("laplacian_pyramid", 50.0),
         "ws-tau50": ("weight_similarity", 50.0),
         "as-tau5": ("activation_similarity", 5.0),
+        "topolm-tau20": ("spatial_correlation", 20.0),
     }
     for name, (loss, tau) in expected.items():
         record = json.loads((comparison["output_dir"] / name / "config.json").read_text())["topography"]
@@ -84,8 +86,14 @@ def test_models_differ_only_in_regularizer_and_strength(comparison):
     for model in comparison["models"]:
         settings = model["pretrain_settings"]
         per_model[model["name"]] = {
-            k: v for k, v in settings.items() if k not in ("tau", "topo_loss_type", "output_dir", "tokenizer")
+            k: v
+            for k, v in settings.items()
+            if k not in ("tau", "topo_loss_type", "output_dir", "tokenizer", "topo_target_modules", "topo_sheet")
         }
+        if model["name"].startswith("topolm"):  # TopoLM's own sites: the residual stream after attention and MLP
+            assert settings["topo_sheet"] == "input" and settings["topo_target_modules"][0].startswith("re:")
+        else:
+            assert "topo_target_modules" not in settings
         if model["name"] != "baseline":  # the baseline trains the tokenizer, every other model reuses it
             assert settings["tokenizer"] == comparison["models"][0]["output_dir"]
         else:
@@ -112,6 +120,8 @@ def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(compa
     assert rows["topo-tau50"]["topo_loss"] < 0.5 * baseline["topo_loss"]
     assert rows["ws-tau50"]["weight_similarity"] < 0.5 * baseline["weight_similarity"]
     assert rows["as-tau5"]["activation_similarity"] < 0.5 * baseline["activation_similarity"]
+    # TopoLM trains the residual stream, the post-hoc value reads the MLP expansion layer: lower, not halved
+    assert rows["topolm-tau20"]["spatial_correlation"] < baseline["spatial_correlation"]
     # a random, briefly trained layer has uncorrelated neighbours: correlation distance ≈ 1, TopoLoss high
     assert baseline["weight_similarity"] == pytest.approx(1.0, abs=0.1)
     assert baseline["morans_i"] < rows["ws-tau50"]["morans_i"]
@@ -134,7 +144,7 @@ def test_post_hoc_values_match_a_fresh_measurement_on_the_baselines_sheets(compa
     activations = collect_activations(
         model, text, layers, settings["batch_size"], settings["max_tokens"], progress=False
     )
-    values = regularizer_values(layers, activations)
+    values = regularizer_values(layers, activations, settings=TopoConfig(radius=2))  # --topolm_radius 2
     for loss in LOSSES:
         assert values[loss].mean == pytest.approx(models["ws-tau50"]["posthoc"][loss]["mean"], rel=1e-5)
     assert {m["name"]: sorted(m["layers"]) for m in comparison["models"]} == {

@@ -45,7 +45,7 @@ def test_defaults():
 def test_dict_round_trip_with_schedule_and_layers():
     config = _full_config()
     data = json.loads(json.dumps(config.to_dict(step=5)))  # what config.json holds
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     assert data["library"] == "hf_topo" and data["library_version"] == __version__
     assert data["tau"] == {
         "value": 3.0,
@@ -62,6 +62,7 @@ def test_dict_round_trip_with_schedule_and_layers():
         "height": 4,
         "width": 32,
         "depth": 32,
+        "units": "output",
         "role": "target",
     }
     assert data["layers"]["transformer.h.0.attn.c_proj"]["role"] == "watch"
@@ -82,8 +83,8 @@ def test_from_dict_of_constructor_arguments():
 
 def test_schema_and_unknown_keys():
     data = TopoConfig().to_dict()
-    with pytest.raises(ValueError, match=r"schema_version=3, newer than this hf_topo understands \(2\)"):
-        TopoConfig.from_dict(data | {"schema_version": 3})
+    with pytest.raises(ValueError, match=r"schema_version=4, newer than this hf_topo understands \(3\)"):
+        TopoConfig.from_dict(data | {"schema_version": 4})
     with pytest.raises(ValueError, match="schema_version='1'"):
         TopoConfig.from_dict(data | {"schema_version": "1"})
     with pytest.raises(ValueError, match=r"Unknown topography settings \['taus'\]; expected keys among"):
@@ -212,12 +213,12 @@ def _set_layer(**changes):
         (lambda r: [r], r"is malformed: it is a list, expected a JSON object"),
         (lambda r: 1.0, r"is malformed: it is a number, expected a JSON object"),
         (_drop("schema_version"), r"is malformed: it has no schema_version"),
-        (_drop("tau", "layers"), r"is malformed: it lacks \['tau', 'layers'\], which every schema_version 2 record"),
-        (_drop("distance"), r"lacks \['distance'\], which every schema_version 2 record holds"),
-        (_set(schema_version=0), r"is malformed: schema_version=0 is not a schema version of hf_topo \(1 to 2\)"),
+        (_drop("tau", "layers"), r"is malformed: it lacks \['tau', 'layers'\], which every schema_version 3 record"),
+        (_drop("distance"), r"lacks \['distance'\], which every schema_version 3 record holds"),
+        (_set(schema_version=0), r"is malformed: schema_version=0 is not a schema version of hf_topo \(1 to 3\)"),
         (_set(schema_version="2"), r"is malformed: schema_version='2' is not a schema version"),
         (_set(schema_version=True), r"is malformed: schema_version=True is not a schema version"),
-        (_set(schema_version=7), r"has schema_version=7, newer than this hf_topo understands \(2\)\. Upgrade"),
+        (_set(schema_version=7), r"has schema_version=7, newer than this hf_topo understands \(3\)\. Upgrade"),
         (_set(library="another_lib"), r"is malformed: it was written by library='another_lib', not hf_topo"),
         (_set(tau="2"), r"is malformed: tau is a string, expected a number or an object"),
         (_set(tau={"value": None, "schedule": []}), r"is malformed: tau.value=None is not a number"),

@@ -116,7 +116,9 @@ def test_sheet_layouts_match_the_reference():
 def test_corticalsheet_dict_round_trip():
     sheet = CorticalSheet("transformer.h.0.mlp.c_fc", "Conv1D", 48, 64, 768)
     data = sheet.to_dict()
-    assert data == {"layer_type": "Conv1D", "height": 48, "width": 64, "depth": 768}
+    assert data == {"layer_type": "Conv1D", "height": 48, "width": 64, "depth": 768, "units": "output"}
+    assert CorticalSheet.from_dict("transformer.h.0.mlp.c_fc", data) == sheet
+    del data["units"]  # a record of schema version 1 or 2: an output sheet
     assert CorticalSheet.from_dict("transformer.h.0.mlp.c_fc", data) == sheet
     assert sheet.n_units == 3072 and sheet.shape == (48, 64, 768)
     with pytest.raises(ValueError, match=r"Sheet metadata of layer 'x' lacks the key 'depth'"):

@@ -236,7 +236,8 @@ def test_metadata_round_trip(tmp_path, token_dataset, make_gpt2):
     assert saved["tau"]["value"] == 5.0 and saved["tau"]["at_step"] == 3
     assert saved["tau"]["current"] == pytest.approx(5.0 * (0.5 + 0.25 * (1 + 0.5**0.5)))  # cosine at 1/4
     assert saved["layers"] == {
-        name: {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32, "role": "target"} for name in C_FC
+        name: {"layer_type": "Conv1D", "height": 8, "width": 16, "depth": 32, "units": "output", "role": "target"}
+        for name in C_FC
     }
     checkpoint = json.loads((out / "checkpoint-2" / "config.json").read_text())[TOPOGRAPHY_KEY]
     assert checkpoint["tau"]["at_step"] == 2 and checkpoint["tau"]["current"] == 5.0
@@ -330,7 +331,8 @@ def test_training_arguments_are_the_topo_config_settings(tmp_path):
     arguments = {f.name: f for f in dataclasses.fields(TopoTrainingArguments)}
     settings = {f.name: f for f in dataclasses.fields(TopoConfig) if f.name in TOPO_SETTINGS}
     assert TOPO_SETTINGS == ("target_modules", "tau", "factor_h", "factor_w", "interpolation", "sheet_shape",
-                             "watch_modules", "tau_schedule", "loss", "distance", "neighbourhood")  # fmt: skip
+                             "watch_modules", "tau_schedule", "loss", "distance", "neighbourhood", "sheet",
+                             "include_bias", "radius", "neighbourhoods_per_batch", "accumulation")  # fmt: skip
     assert {name for name in arguments if name.startswith(("tau", "topo_"))} == set(map(topo_argument_name, settings))
     assert [topo_argument_name(s) for s in ("tau", "tau_schedule", "loss", "factor_h")] == [
         "tau", "tau_schedule", "topo_loss_type", "topo_factor_h"

@@ -5,6 +5,7 @@ module                    what it measures
 ========================  =====================================================================================
 ``inputs``                text → packed token blocks; stimulus files → padded batches
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
+``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation
 ``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
 ``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs
@@ -13,7 +14,8 @@ module                    what it measures
 ``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
                           perturbations (token substitution / deletion) — the sweeps
 ``regularizers``          TopoLoss, Weight / Activation Similarity of any model, post hoc, with shared settings
-``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential)
+``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential),
+                          and each unit's structure-yoking index (Skrill & Norman-Haignere's procedure)
 ``plots``                 PNG figures; ``report``: everything for a model (and its baseline) → report.json
 ``summary``               the typed summary (measures, sweep points) that cards and tables iterate over
 ========================  =====================================================================================
@@ -30,6 +32,7 @@ Example::
 
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
+from .hooks import CapturedOutputs, capture_outputs
 from .inputs import TokenBatch, load_passages, load_text_blocks, read_stimuli, tokenize_stimuli
 from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
 from .perturbation import (
@@ -58,16 +61,24 @@ from .temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
     LayerWindowFit,
+    StructureYoking,
     WindowFits,
+    aggregate_windows,
     fit_integration_windows,
     fit_window_curves,
     measure_integration_windows,
+    measure_structure_yoking,
     plot_window_maps,
     plot_window_summary,
     window_morans_i,
 )
 
 __all__ = [
+    "CapturedOutputs",
+    "StructureYoking",
+    "aggregate_windows",
+    "capture_outputs",
+    "measure_structure_yoking",
     "IntegrationWindows",
     "LayerWindowFit",
     "WINDOW_KINDS",

@@ -1,4 +1,5 @@
-"""Which layers are topographic, and what their units do: forward hooks on the layers' outputs.
+"""Which layers are topographic, and what their units do: the layers' outputs, read by
+:func:`~hf_topo.analysis.hooks.capture_outputs`.
 
 A unit's activation is the layer's output before the nonlinearity (for GPT-2 the output of ``mlp.c_fc``), one
 value per token: the measurement of the paper's §2.3 and A.6. Padding positions (``attention_mask == 0``) are
@@ -16,7 +17,9 @@ from tqdm.auto import tqdm
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..regularizers.model import attach_inferred_topography
+from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, matches_pattern, resolve_sheets
+from .hooks import capture_outputs
 from .inputs import TokenBatch, as_token_batch
 
 __all__ = ["topographic_layers", "collect_activations", "model_device"]
@@ -71,6 +74,13 @@ def topographic_layers(
             "The model has no topographic layer to analyse (only watched ones?); set include_watched=True."
         )
     for layer in layers:
+        if layer.sheet.units != "output" or layer.sheet.layer_type == ACTIVATION_SHEET:
+            raise TypeError(
+                f"{layer.name} has {'an activation' if layer.sheet.units == 'output' else 'an input'} sheet: the "
+                "analyses read each layer's output units and their incoming weights. Analyse the model on the output "
+                "sheets of its Linear/Conv1D layers, e.g. topographic_layers(model, "
+                "TopoConfig(target_modules=['mlp.c_fc'])) (hf-topo compare-regularizers does this for TopoLM models)."
+            )
         if layer.sheet.layer_type == "Conv2d":
             raise TypeError(
                 f"{layer.name} is a Conv2d: the activation analyses of hf_topo.analysis are for language models "
@@ -79,7 +89,6 @@ def topographic_layers(
     return layers
 
 
-@torch.no_grad()
 def collect_activations(
     model: nn.Module,
     tokens,
@@ -106,42 +115,29 @@ def collect_activations(
         raise ValueError(f"max_samples={max_samples} must be a positive number of samples (or None for all).")
     device = model_device(model)
     collected: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
-    current: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str):
-        def hook(module, inputs, output):
-            current[name] = (output[0] if isinstance(output, tuple) else output).detach()
-
-        return hook
-
-    handles = [layer.module.register_forward_hook(hook_for(layer.name)) for layer in layers]
-    was_training = model.training
-    model.eval()
     n_samples = 0
     total = max_samples or (len(batch) if per_sequence else batch.n_tokens)
     bar = tqdm(total=total, desc="Collecting activations", unit="sample", disable=not progress)
     try:
-        for input_ids, mask in batch.batches(batch_size):
-            current.clear()
-            model(input_ids=input_ids.to(device), attention_mask=None if mask is None else mask.to(device))
-            keep = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-            new = 0
-            for name in collected:
-                output = current[name].float().cpu()  # (B, T, n_units)
-                if per_sequence:
-                    weights = keep.unsqueeze(-1).float()
-                    samples = (output * weights).sum(1) / weights.sum(1)  # (B, n_units)
-                else:
-                    samples = output[keep]  # (real tokens, n_units)
-                collected[name].append(samples)
-                new = samples.shape[0]
-            n_samples += new
-            bar.update(min(new, total - bar.n))
-            if max_samples is not None and n_samples >= max_samples:
-                break
+        with capture_outputs(model, {layer.name: layer.module for layer in layers}) as captured:
+            for input_ids, mask in batch.batches(batch_size):
+                captured.clear()
+                model(input_ids=input_ids.to(device), attention_mask=None if mask is None else mask.to(device))
+                new = 0
+                for name in collected:
+                    if per_sequence:
+                        output = captured.output(name).float().cpu()  # (B, T, n_units)
+                        keep = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+                        weights = keep.unsqueeze(-1).float()
+                        samples = (output * weights).sum(1) / weights.sum(1)  # (B, n_units)
+                    else:
+                        samples = captured.real_tokens(name, mask).float().cpu()  # (real tokens, n_units)
+                    collected[name].append(samples)
+                    new = samples.shape[0]
+                n_samples += new
+                bar.update(min(new, total - bar.n))
+                if max_samples is not None and n_samples >= max_samples:
+                    break
     finally:
         bar.close()
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
     return {name: torch.cat(parts)[:max_samples] for name, parts in collected.items()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,9 +17,21 @@ from ..targets import short_layer_name
 from .perturbation import SweepResult
 from .smoothness import SmoothnessResult
 
-__all__ = ["plot_sheet_maps", "plot_smoothness_curves", "plot_sweeps", "pyplot", "save_figure"]
+if TYPE_CHECKING:  # the temporal package imports this module for its re-exports
+    from .temporal import StructureYoking, WindowFits
+
+__all__ = [
+    "plot_sheet_maps",
+    "plot_smoothness_curves",
+    "plot_sweeps",
+    "plot_window_maps",
+    "plot_window_summary",
+    "pyplot",
+    "save_figure",
+]
 
 _COLORS = ("tab:red", "black", "tab:blue", "tab:green", "tab:purple")
+_KIND_COLORS = ("tab:green", "tab:red", "tab:gray", "tab:blue")  # in the order of temporal.WINDOW_KINDS
 
 
 def pyplot():
@@ -151,3 +165,125 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
         axes[0][0].set_yscale("symlog", linthresh=1.0)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Temporal integration windows
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def plot_window_maps(
+    fits: WindowFits,
+    output_dir: str | os.PathLike,
+    prefix: str = "temporal_windows",
+    yoking: StructureYoking | None = None,
+) -> list[str]:
+    """One PNG per layer with its ``a``, ``b``, ``c``, ``R²``, reach and kind maps on the sheet (and, given
+    ``yoking``, the structure-yoking index: the paper's Fig. 5B maps power law, exponential and sentence-yoked
+    coefficients); returns the paths."""
+    from matplotlib.colors import ListedColormap
+
+    plt = pyplot()
+    os.makedirs(output_dir, exist_ok=True)
+    panels = [
+        ("a", "power-law exponent a", "viridis"),
+        ("b", "exponential rate b", "viridis"),
+        ("c", "power-law share c", "coolwarm"),
+        ("r2", "fit R²", "magma"),
+        ("reach", "reach: mean θ(Δ≥1)", "viridis"),
+    ]
+    if yoking is not None:
+        panels.append(("yoking", "structure-yoking index", "PuOr_r"))
+    kind_colors = ListedColormap(list(_KIND_COLORS))
+    paths = []
+    morans = fits.morans_i()
+    for name, fit in fits.layers.items():
+        maps = fit.maps()
+        layer_morans = dict(morans.get(name, {}))
+        if yoking is not None and name in yoking.index:
+            maps["yoking"] = yoking.maps()[name]
+            layer_morans["yoking"] = yoking.morans.get(name, float("nan"))
+        elif yoking is not None:
+            maps["yoking"] = torch.full(fit.sheet, float("nan"), dtype=torch.float64)
+        height, width = fit.sheet
+        n_panels = len(panels) + 1
+        fig, axes = plt.subplots(1, n_panels, figsize=(3.2 * n_panels, 3.2 * height / max(width, 1) + 1.2))
+        for ax, (key, title, cmap) in zip(axes[:-1], panels, strict=True):
+            values = maps[key]
+            finite = values[torch.isfinite(values)]
+            # 2nd–98th percentiles, so that a map's structure shows even when its values span a narrow range
+            low, high = (float(finite.quantile(q)) for q in (0.02, 0.98)) if finite.numel() else (None, None)
+            image = ax.imshow(values.numpy(), cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+            moran = layer_morans.get(key, float("nan"))
+            ax.set_title(f"{title}\nMoran's I {moran:.2f}", fontsize=8)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        ax = axes[-1]
+        n_kinds = len(fits.kinds)
+        ax.imshow(maps["kind"].numpy(), cmap=kind_colors, vmin=-0.5, vmax=n_kinds - 0.5, interpolation="nearest")
+        shares = fit.fractions()
+        ax.set_title(
+            "kinds: exp {:.0%} / power {:.0%}\nneither {:.0%} / delta {:.0%}".format(
+                shares["exponential"], shares["power_law"], shares["neither"], shares["delta"]
+            ),
+            fontsize=8,
+        )
+        for axis in axes:
+            axis.set_xticks([])
+            axis.set_yticks([])
+        fig.suptitle(f"{name}: integration windows on the {height}x{width} sheet", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(output_dir, f"{prefix}_{_file_name(name)}.png")
+        paths.append(save_figure(fig, path))
+    return paths
+
+
+def plot_window_summary(fits: WindowFits, path: str | os.PathLike, yoking: StructureYoking | None = None) -> str:
+    """The layer-by-layer picture: each layer's mean window, shares of the kinds and median ``a``, ``b``, ``c``, reach
+    (and, given ``yoking``, the median structure-yoking index)."""
+    plt = pyplot()
+    names = list(fits.layers)
+    short = [short_layer_name(name) for name in names]
+    deltas = fits.deltas.numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = plt.cm.viridis(torch.linspace(0, 1, max(len(names), 2)).numpy())
+    for color, label, fit in zip(colors, short, fits.layers.values(), strict=False):
+        axes[0].plot(deltas, fit.mean_window.numpy(), color=color, label=label, marker=".")
+    axes[0].set_xscale("symlog", linthresh=1)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("Δ (words)")
+    axes[0].set_ylabel("mean normalized window θ(Δ)")
+    axes[0].legend(fontsize=7)
+    positions = range(len(names))
+    bottom = [0.0] * len(names)
+    for kind, color in zip(fits.kinds, _KIND_COLORS, strict=True):
+        shares = [fit.fractions()[kind] for fit in fits.layers.values()]
+        axes[1].bar(positions, shares, bottom=bottom, color=color, label=kind)
+        bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
+    axes[1].set_ylabel("share of units")
+    axes[1].legend(fontsize=7)
+    for key, marker in (("a", "o"), ("b", "s"), ("c", "^"), ("reach", "d")):
+        medians = [_finite_median(getattr(fit, key)) for fit in fits.layers.values()]
+        axes[2].plot(
+            positions, [float("nan") if m is None else m for m in medians], marker=marker, label=f"median {key}"
+        )
+    if yoking is not None:
+        medians = [
+            yoking.index[name].nanmedian() if name in yoking.index else torch.tensor(math.nan) for name in names
+        ]
+        axes[2].plot(positions, [float(m) for m in medians], marker="x", label="median yoking index")
+    axes[2].set_yscale("symlog", linthresh=0.1)
+    axes[2].legend(fontsize=7)
+    for ax in axes[1:]:
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels(short, rotation=45, ha="right", fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _finite_median(values: torch.Tensor) -> float | None:
+    finite = values[torch.isfinite(values)]
+    return float(finite.median()) if finite.numel() else None

@@ -1,4 +1,4 @@
-"""The topographic regularizers as measurements: TopoLoss, Weight Similarity and Activation Similarity of any model.
+"""The topographic regularizers as measurements: TopoLoss, Weight / Activation Similarity and TopoLM of any model.
 
 During training each model sees only its own regularizer, with its own settings. To compare models trained with
 different regularizers (or none), every one of them is measured here with the *same* settings on the *same*
@@ -7,7 +7,10 @@ distance and neighbourhood (default: correlation distance, 3×3 queen neighbours
 
 Activation Similarity is a function of a batch; here the "batch" is the activation samples given
 (:func:`~hf_topo.analysis.activations.collect_activations`: one sample per real token of held-out text), so its
-value is the mean correlation distance of neighbouring units' responses over that text.
+value is the mean correlation distance of neighbouring units' responses over that text. TopoLM's spatial-correlation
+loss is measured on the same responses, on up to :data:`POSTHOC_NEIGHBOURHOODS` neighbourhoods per layer drawn with a
+fixed seed (all of them on small sheets), with the settings' radius clipped to the largest that fits every sheet (the
+radius used is recorded with the value).
 
 Example::
 
@@ -27,9 +30,18 @@ import torch
 
 from ..config import LOSSES, TopoConfig
 from ..regularizers.model import TopoLoss
+from ..regularizers.spatial_correlation import (
+    neighbourhood_centres,
+    neighbourhood_generator,
+    sample_neighbourhoods,
+    spatial_correlation_loss,
+)
 from ..targets import TopoLayer
 
-__all__ = ["RegularizerValue", "regularizer_values"]
+__all__ = ["POSTHOC_NEIGHBOURHOODS", "RegularizerValue", "regularizer_values"]
+
+#: At most this many TopoLM neighbourhoods per layer in a post-hoc measurement (a fixed, seeded draw).
+POSTHOC_NEIGHBOURHOODS = 64
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +71,13 @@ def regularizer_values(
     Args:
         layers: the topographic layers (:func:`~hf_topo.analysis.activations.topographic_layers`); give every
             compared model the same sheets (e.g. the baseline's ``TopoConfig``) so the values are comparable.
-        activations: ``{layer name: (n_samples, n_units)}`` responses, needed for ``"activation_similarity"``.
-        losses: among ``"laplacian_pyramid"`` (TopoLoss), ``"weight_similarity"``, ``"activation_similarity"``.
-        settings: a :class:`TopoConfig` whose blur factors, interpolation, distance and neighbourhood are used for
-            every loss (its ``loss``, ``tau`` and layers are ignored); default ``TopoConfig()``.
+        activations: ``{layer name: (n_samples, n_units)}`` responses, needed for ``"activation_similarity"`` and
+            ``"spatial_correlation"``.
+        losses: among ``"laplacian_pyramid"`` (TopoLoss), ``"weight_similarity"``, ``"activation_similarity"``,
+            ``"spatial_correlation"`` (TopoLM).
+        settings: a :class:`TopoConfig` whose blur factors, interpolation, distance, neighbourhood, radius and
+            accumulation are used for every loss (its ``loss``, ``tau`` and layers are ignored); default
+            ``TopoConfig()``.
 
     Returns:
         ``{loss: RegularizerValue}`` in the order of ``losses``.
@@ -75,6 +90,9 @@ def regularizer_values(
     settings = settings or TopoConfig()
     results: dict[str, RegularizerValue] = {}
     for loss in losses:
+        if loss == "spatial_correlation":
+            results[loss] = _spatial_correlation_value(layers, activations, settings)
+            continue
         config = TopoConfig(
             loss=loss,
             factor_h=settings.factor_h,
@@ -104,3 +122,30 @@ def regularizer_values(
         )
         logger.info("%s: %.4f (mean over %d layers)", loss, results[loss].mean, len(per_layer))
     return results
+
+
+def _spatial_correlation_value(
+    layers: Sequence[TopoLayer], activations: dict[str, torch.Tensor] | None, settings: TopoConfig
+) -> RegularizerValue:
+    """TopoLM's loss of the given responses, on a fixed draw of neighbourhoods of every layer."""
+    radius = min([settings.radius] + [(min(layer.sheet.height, layer.sheet.width) + 1) // 2 for layer in layers])
+    if radius < 2:
+        raise ValueError("spatial_correlation needs sheets of at least 3x3 units to measure on.")
+    per_layer: dict[str, float] = {}
+    counts = []
+    for index, layer in enumerate(layers):
+        if activations is None or layer.name not in activations:
+            raise ValueError(
+                f"spatial_correlation needs the activations of {layer.name!r}: pass "
+                "activations=collect_activations(model, text, layers)."
+            )
+        height, width = layer.sheet.height, layer.sheet.width
+        count = min(POSTHOC_NEIGHBOURHOODS, len(neighbourhood_centres(height, width, radius)))
+        windows = sample_neighbourhoods(height, width, radius, count, neighbourhood_generator(0, index))
+        value = spatial_correlation_loss(activations[layer.name], width, windows, settings.accumulation)
+        per_layer[layer.name] = float(value)
+        counts.append(count)
+    used = {"radius": radius, "neighbourhoods": max(counts), "accumulation": settings.accumulation}
+    mean = sum(per_layer.values()) / len(per_layer)
+    logger.info("spatial_correlation: %.4f (mean over %d layers)", mean, len(per_layer))
+    return RegularizerValue(loss="spatial_correlation", mean=mean, per_layer=per_layer, settings=used)

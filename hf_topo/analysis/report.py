@@ -41,9 +41,12 @@ from .summary import AnalysisSummary, SweepSummary
 from .temporal import (
     WINDOW_KINDS,
     IntegrationWindows,
+    NotEnoughTextError,
+    StructureYoking,
     WindowFits,
     fit_integration_windows,
     measure_integration_windows,
+    measure_structure_yoking,
     plot_window_maps,
     plot_window_summary,
 )
@@ -93,10 +96,21 @@ class AnalysisSettings:
             rates of the input perturbations (random token substitution scored on the clean text, token deletion),
             see :func:`~hf_topo.analysis.perturbation.input_perturbation_sweep`.
     Temporal integration windows (:mod:`hf_topo.analysis.temporal`, off by default: it costs
-    ``1 + (temporal_max_delta + 1)`` forward passes per passage):
-        temporal_windows (`bool`, defaults to `False`): measure and fit every unit's window by word swaps.
-        temporal_max_delta (`int`, defaults to `20`): the longest distance Δ in words.
-        temporal_max_sequences (`int`, defaults to `100`): passages measured.
+    ``1 + (temporal_sequence_words − 2)`` forward passes per sequence, and the structure yoking
+    ``1 + 5 · temporal_sentence_words`` per sequence):
+        temporal_windows (`bool`, defaults to `False`): measure and fit every unit's window by word swaps, and its
+            structure-yoking index.
+        temporal_max_delta (`int`, defaults to `20`): the longest distance Δ in words (the reference: 20).
+        temporal_sequence_words (`int`, defaults to `40`): words per measured sequence (the reference: 40).
+        temporal_max_sequences (`int`, defaults to `100`): sequences measured for the windows.
+        temporal_yoking (`bool`, defaults to `True`): with the windows, also measure the structure-yoking index
+            (sequences of 5 sentences of ``temporal_sentence_words`` words). Either measurement is skipped with a
+            warning (and ``report.json`` says why) when the text holds too few usable sequences or sentences.
+        temporal_sentence_words (`int`, defaults to `12`): words per sentence of the yoking sequences (the
+            reference: 12).
+        temporal_yoking_sequences (`int`, defaults to `100`): sequences measured for the yoking (the reference: 250).
+        temporal_single_token_words (`bool`, defaults to `True`): yoking sentences only of single-token words (the
+            reference's choice; a small-vocabulary tokenizer may leave none, then set it to `False`).
     Other:
         seed (`int`, defaults to `0`): unit-pair subsampling, weight noise, input perturbations and word swaps.
     """
@@ -139,13 +153,23 @@ class AnalysisSettings:
         default=False, metadata={"help": "Measure and fit temporal integration windows (word swaps)."}
     )
     temporal_max_delta: int = field(default=20, metadata={"help": "Longest word distance Δ of the windows."})
-    temporal_max_sequences: int = field(default=100, metadata={"help": "Passages measured for the windows."})
+    temporal_sequence_words: int = field(default=40, metadata={"help": "Words per sequence for the windows."})
+    temporal_max_sequences: int = field(default=100, metadata={"help": "Sequences measured for the windows."})
+    temporal_yoking: bool = field(
+        default=True, metadata={"help": "With --temporal_windows, also measure the structure-yoking index."}
+    )
+    temporal_sentence_words: int = field(default=12, metadata={"help": "Words per sentence for the yoking."})
+    temporal_yoking_sequences: int = field(default=100, metadata={"help": "Sequences measured for the yoking."})
+    temporal_single_token_words: bool = field(
+        default=True, metadata={"help": "Yoking sentences of single-token words only (the reference's choice)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of pair sampling, noise, perturbations and word swaps."})
 
     def __post_init__(self):
         for name in (
             "max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs",
-            "temporal_max_delta", "temporal_max_sequences",
+            "temporal_max_delta", "temporal_max_sequences", "temporal_sequence_words", "temporal_sentence_words",
+            "temporal_yoking_sequences",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
@@ -177,6 +201,9 @@ class ModelAnalysis:
     blimp: float | None = None
     temporal: WindowFits | None = None
     temporal_windows: IntegrationWindows | None = None
+    temporal_yoking: StructureYoking | None = None
+    temporal_yoking_skipped: str | None = None
+    temporal_skipped: str | None = None
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
@@ -204,6 +231,12 @@ class ModelAnalysis:
             for key in ("reach", "c"):
                 values = [m[key] for m in self.temporal.morans.values() if math.isfinite(m.get(key, math.nan))]
                 setattr(summary, f"temporal_{key}_morans_i", mean(values) if values else math.nan)
+        if self.temporal_yoking is not None:
+            values = [m for m in self.temporal_yoking.morans.values() if math.isfinite(m)]
+            summary.temporal_yoking_morans_i = mean(values) if values else math.nan
+            medians = [float(index.nanmedian()) for index in self.temporal_yoking.index.values()]
+            finite = [m for m in medians if math.isfinite(m)]
+            summary.temporal_yoking_index = mean(finite) if finite else math.nan
         return summary
 
     def summary(self) -> dict[str, float | int]:
@@ -231,9 +264,20 @@ class ModelAnalysis:
                 "weight_smoothness": {name: r.to_dict() for name, r in self.weight_smoothness.items()},
             },
             "sweeps": {kind: sweep.to_dict() for kind, sweep in self.sweeps.items()},
-            "temporal_windows": None
-            if self.temporal is None
-            else {"windows": self.temporal_windows.to_dict(), "fits": self.temporal.to_dict()},
+            "temporal_windows": self._temporal_dict(),
+        }
+
+    def _temporal_dict(self) -> dict | None:
+        if self.temporal is None:
+            return {"skipped": self.temporal_skipped} if self.temporal_skipped else None
+        if self.temporal_yoking is not None:
+            yoking = self.temporal_yoking.to_dict()
+        else:
+            yoking = {"skipped": self.temporal_yoking_skipped} if self.temporal_yoking_skipped else None
+        return {
+            "windows": self.temporal_windows.to_dict(),
+            "fits": self.temporal.to_dict(),
+            "structure_yoking": yoking,
         }
 
 
@@ -322,14 +366,31 @@ def analyze_model(
                 settings.input_repeats, settings.seed, **common,
             )  # fmt: skip
     blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
-    windows = fits = None
-    if settings.temporal_windows:
-        windows = measure_integration_windows(
-            model, tokenizer, passages, [layer.name for layer in layers], max_delta=settings.temporal_max_delta,
-            max_sequences=settings.temporal_max_sequences, batch_size=settings.batch_size, seed=settings.seed,
-            progress=progress,
-        )  # fmt: skip
-        fits = fit_integration_windows(windows)
+    windows = fits = yoking = None
+    temporal_skipped = yoking_skipped = None
+    if settings.temporal_windows:  # last, after minutes of sweeps: too little text is a warning, not a lost run
+        names = [layer.name for layer in layers]
+        try:
+            windows = measure_integration_windows(
+                model, tokenizer, passages, names, max_delta=settings.temporal_max_delta,
+                sequence_words=settings.temporal_sequence_words, max_sequences=settings.temporal_max_sequences,
+                batch_size=settings.batch_size, seed=settings.seed, progress=progress,
+            )  # fmt: skip
+            fits = fit_integration_windows(windows)
+        except NotEnoughTextError as err:
+            temporal_skipped = str(err)
+            logger.warning("%s: temporal windows skipped: %s", label, err)
+        if settings.temporal_yoking and fits is not None:
+            try:
+                yoking = measure_structure_yoking(
+                    model, tokenizer, passages, names, sentence_words=settings.temporal_sentence_words,
+                    max_sequences=settings.temporal_yoking_sequences,
+                    single_token_words=settings.temporal_single_token_words, batch_size=settings.batch_size,
+                    seed=settings.seed, progress=progress,
+                )  # fmt: skip
+            except NotEnoughTextError as err:
+                yoking_skipped = str(err)
+                logger.warning("%s: structure yoking skipped: %s", label, err)
     return ModelAnalysis(
         label=label,
         layers=layers,
@@ -345,6 +406,9 @@ def analyze_model(
         blimp=blimp,
         temporal=fits,
         temporal_windows=windows,
+        temporal_yoking=yoking,
+        temporal_yoking_skipped=yoking_skipped,
+        temporal_skipped=temporal_skipped,
     )
 
 
@@ -422,10 +486,11 @@ def write_report(
             continue
         slug = re.sub(r"[^\w.-]", "_", a.label)
         figures[f"temporal_summary_{slug}"] = f"temporal_summary_{slug}.png"
-        plot_window_summary(a.temporal, os.path.join(output_dir, figures[f"temporal_summary_{slug}"]))
-        for layer, map_path in zip(
-            a.temporal.layers, plot_window_maps(a.temporal, output_dir, prefix=f"temporal_maps_{slug}"), strict=True
-        ):
+        plot_window_summary(
+            a.temporal, os.path.join(output_dir, figures[f"temporal_summary_{slug}"]), yoking=a.temporal_yoking
+        )
+        map_paths = plot_window_maps(a.temporal, output_dir, prefix=f"temporal_maps_{slug}", yoking=a.temporal_yoking)
+        for layer, map_path in zip(a.temporal.layers, map_paths, strict=True):
             figures[f"temporal_maps_{slug}_{layer}"] = os.path.basename(map_path)
 
     report = {

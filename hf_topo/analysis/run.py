@@ -101,10 +101,10 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     )
 
     passages = None
-    if settings.temporal_windows:  # whole stretches of text: a window of Δ words needs Δ words of context
+    if settings.temporal_windows:  # whole stretches of text: a sequence is a run of consecutive words
         source = {k: v for k, v in text_source.items() if k != "max_blocks"}
         passages = load_passages(
-            **source, min_words=2 * settings.temporal_max_delta, max_passages=4 * settings.temporal_max_sequences
+            **source, min_words=settings.temporal_sequence_words, max_passages=4 * settings.temporal_max_sequences
         )
 
     check_model_source(args.model)

@@ -120,6 +120,8 @@ class AnalysisSummary:
     temporal_fractions: dict[str, float] | None = None  # window kind -> share of units
     temporal_reach_morans_i: float | None = None
     temporal_c_morans_i: float | None = None
+    temporal_yoking_index: float | None = None  # the layers' median structure-yoking index, averaged
+    temporal_yoking_morans_i: float | None = None
     sweeps: dict[str, SweepSummary] = field(default_factory=dict)
 
     # The order of the derived flat summary (that of report.json since it was written).
@@ -152,7 +154,9 @@ class AnalysisSummary:
         }
         for kind, share in (self.temporal_fractions or {}).items():
             flat[f"temporal_fraction_{kind}"] = share
-        for name in ("temporal_reach_morans_i", "temporal_c_morans_i"):
+        for name in (
+            "temporal_reach_morans_i", "temporal_c_morans_i", "temporal_yoking_index", "temporal_yoking_morans_i",
+        ):  # fmt: skip
             if getattr(self, name) is not None:
                 flat[name] = getattr(self, name)
         for sweep in self.sweeps.values():

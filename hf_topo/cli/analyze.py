@@ -12,8 +12,9 @@
 Writes `<output_dir>/report.json` (`summary`: flat scalar metrics of `--model`; `baseline_summary`; per-layer
 results, correlation-vs-distance curves and sweeps under `model` / `baseline`) and the figures `sheet_maps.png`,
 `smoothness_curve.png`, `pruning.png`, `noise.png`, `downsampling.png` (and `selectivity.png` with stimuli).
-`--temporal_windows` adds every unit's temporal integration window (word swaps). `--save_downsampled φ` also saves
-`--model` with its topographic layers downsampled φ×φ to `<output_dir>/downsampled/`, loadable with
+`--temporal_windows` adds every unit's temporal integration window and structure-yoking index (word swaps, as
+Skrill & Norman-Haignere measure them; docs/analysis.md). `--save_downsampled φ` also saves `--model` with its
+topographic layers downsampled φ×φ to `<output_dir>/downsampled/`, loadable with
 `AutoModelForCausalLM.from_pretrained` after `import hf_topo`. Every analysis setting is a flag.
 """
 

@@ -1,18 +1,22 @@
-"""Compare the regularizers: no regularizer, TopoLoss, Weight Similarity and Activation Similarity on the
-same tiny model and data, at a few strengths each; a table and a figure of what each does to the model.
+"""Compare the regularizers: no regularizer, TopoLoss, Weight Similarity, Activation Similarity and TopoLM's
+spatial-correlation loss on the same tiny model and data, at a few strengths each; a table and a figure of what each
+does to the model.
 
     hf-topo compare-regularizers --train_file tinyshakespeare.txt \\
-        --strengths topo=1,5 ws=0.5,2 as=0.5,2 --max_steps 300 --output_dir outputs/regularizers
+        --strengths topo=1,5 ws=0.5,2 as=0.5,2 topolm=5,20 --max_steps 300 --output_dir outputs/regularizers
 
 Every model is one `hf_topo.pretraining.pretrain` run of one recipe (`small_cpu_recipe`) (data, tokenizer, seed, optimizer, steps); only the regularizer
 (`--topo_loss_type`) and its strength (`--tau`) differ. The baseline (τ=0) trains the byte-level BPE tokenizer and
 every other model reuses it. Weight / Activation Similarity use `--topo_distance correlation` (Truong & Hasson's
-choice) unless told otherwise. Without `--validation_file`, the last `--validation_fraction` of the training file's
+choice) unless told otherwise. TopoLM models put the loss on TopoLM's sites (`--topolm_placement`, default the
+residual stream after every attention and MLP: `hf_topo.presets.topolm_targets`) with `--topolm_radius` (default 3,
+a 5×5 window, since a tiny model's hidden size is a small sheet) and `--topolm_neighbourhoods`. Without `--validation_file`, the last `--validation_fraction` of the training file's
 lines is held out (written to `<output_dir>/data/`): models are evaluated and analysed on it only.
 
 Each model is then analysed on the held-out text with `hf_topo.analysis.analyze_model`, all on the baseline's layers
 and sheets: eval loss and perplexity, the three regularizers measured post hoc with shared settings (TopoLoss with
-the default blur, WS and AS with the comparison's distance; `hf_topo.analysis.regularizer_values`), smoothness of
+the default blur, WS and AS with the comparison's distance, TopoLM's loss with the comparison's radius on the analysed
+layers' activations; `hf_topo.analysis.regularizer_values`), smoothness of
 activations and weights, Moran's I, effective dimensionality, and Δ perplexity under weight noise, random token
 substitution and token deletion (`--sweeps` adds `pruning`, `downsampling`). Every `AnalysisSettings` field is a flag
 (`--max_tokens`, `--eval_blocks`, `--noise_sigmas 0 0.5 1`, `--input_rates 0 0.1 0.3`, ...); any flag this script
@@ -51,17 +55,25 @@ from hf_topo.analysis import (
 from hf_topo.analysis.plots import pyplot, save_figure
 from hf_topo.cli.arguments import explicit_flags, make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import LOSSES, TopoConfig
+from hf_topo.models import apply_overrides, preset_config
+from hf_topo.presets import topolm_targets
 from hf_topo.pretraining import DataArguments, ModelArguments, hold_out_lines, pretrain, small_cpu_recipe
 from hf_topo.trainer import TopoTrainingArguments
 
 #: `--strengths` family → the regularizer (`--topo_loss_type`), and its name in the table.
-FAMILIES = {"topo": "laplacian_pyramid", "ws": "weight_similarity", "as": "activation_similarity"}
-DISPLAY = {"none": "none", "topo": "TopoLoss", "ws": "WS", "as": "AS"}
-COLORS = {"none": "black", "topo": "tab:red", "ws": "tab:blue", "as": "tab:green"}
+FAMILIES = {
+    "topo": "laplacian_pyramid",
+    "ws": "weight_similarity",
+    "as": "activation_similarity",
+    "topolm": "spatial_correlation",
+}
+DISPLAY = {"none": "none", "topo": "TopoLoss", "ws": "WS", "as": "AS", "topolm": "TopoLM"}
+COLORS = {"none": "black", "topo": "tab:red", "ws": "tab:blue", "as": "tab:green", "topolm": "tab:purple"}
 #: Settings the comparison sets per model: taking them from the extra flags would break the comparison.
 OWN_PRETRAIN_SETTINGS = (
     "tau", "topo_loss_type", "output_dir", "tokenizer_name", "train_file", "validation_file",
-    "model_name_or_path", "topo_distance", "topo_neighbourhood", "seed",
+    "model_name_or_path", "topo_distance", "topo_neighbourhood", "seed", "topo_radius",
+    "topo_neighbourhoods_per_batch", "topo_target_modules", "topo_sheet",
 )  # fmt: skip
 
 
@@ -79,12 +91,22 @@ class CompareArguments:
     )
     strengths: list[str] = field(
         default_factory=lambda: ["topo=1,5", "ws=0.5,2", "as=0.5,2"],
-        metadata={"help": "τ values per regularizer: topo=… (TopoLoss), ws=… (Weight / as=… Activation Similarity)."},
+        metadata={
+            "help": "τ values per regularizer: topo=… (TopoLoss), ws=… (Weight / as=… Activation Similarity), "
+            "topolm=… (TopoLM's spatial correlation)."
+        },
     )
     topo_distance: str = field(
         default="correlation", metadata={"help": "Neighbour distance of WS/AS in training and post hoc."}
     )
     topo_neighbourhood: int = field(default=1, metadata={"help": "Neighbourhood radius of WS/AS (1 = 3x3)."})
+    topolm_placement: str = field(
+        default="residual", metadata={"help": "TopoLM's sites: residual (its main models) or outputs (attn, MLP)."}
+    )
+    topolm_radius: int = field(
+        default=3, metadata={"help": "TopoLM's radius in training and post hoc (3 = 5x5 windows; TopoLM uses 5)."}
+    )
+    topolm_neighbourhoods: int = field(default=5, metadata={"help": "TopoLM's neighbourhoods per micro-batch."})
     model_preset: str = field(default="tiny-gpt2", metadata={"help": "Architecture of every model (models.py)."})
     config_overrides: str | None = field(
         default=None, metadata={"help": "Preset config overrides, e.g. 'n_embd=32,n_layer=2'."}
@@ -132,6 +154,8 @@ def parse_args(
             f"{['--' + name for name in clashing]} would change what the comparison sets per model; use this "
             "command's own flags (--strengths, --train_file, --validation_file, --topo_distance, --seed, ...)."
         )
+    if args.topolm_placement not in ("residual", "outputs"):
+        raise ValueError(f"--topolm_placement {args.topolm_placement!r}: choose residual or outputs.")
     if not 0 < args.validation_fraction < 1:
         raise ValueError(f"--validation_fraction {args.validation_fraction} must be between 0 and 1.")
     return args, settings, pretrain_settings
@@ -172,12 +196,23 @@ def recipe_settings(
         block_size=args.block_size, seed=seed, model_preset=args.model_preset, vocab_size=args.vocab_size,
         max_eval_blocks=args.max_eval_blocks, tokenizer=tokenizer, topo_loss_type=loss,
         topo_distance=args.topo_distance, topo_neighbourhood=args.topo_neighbourhood, disable_tqdm=not args.progress,
+        topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods,
     )  # fmt: skip
+    if loss == "spatial_correlation":  # TopoLM's sites in this architecture, instead of the MLP expansion layer
+        sites = topolm_targets(_architecture(args), args.topolm_placement)
+        targets = sites["target_modules"]
+        settings["topo_target_modules"] = [f"re:{targets}"] if isinstance(targets, str) else targets
+        settings["topo_sheet"] = sites["sheet"]
     if args.config_overrides:
         settings["config_overrides"] = args.config_overrides
     if args.device == "cpu":
         settings["use_cpu"] = True
     return settings
+
+
+def _architecture(args: CompareArguments):
+    """The config of the compared architecture (preset and overrides), to find TopoLM's sites in."""
+    return apply_overrides(preset_config(args.model_preset, args.vocab_size, args.block_size), args.config_overrides)
 
 
 def train(settings: dict, reuse: bool) -> dict:
@@ -219,7 +254,9 @@ def analyse(run: dict, tokenizer, text, settings: AnalysisSettings, topography: 
     posthoc = regularizer_values(
         analysis.layers,
         activations,
-        settings=TopoConfig(distance=args.topo_distance, neighbourhood=args.topo_neighbourhood),
+        settings=TopoConfig(
+            distance=args.topo_distance, neighbourhood=args.topo_neighbourhood, radius=args.topolm_radius
+        ),
     )
     report = analysis.to_dict()
     return {
@@ -242,6 +279,7 @@ SCALAR_COLUMNS = (
     ("TopoLoss", "topo_loss", ".4f"),
     ("WS", "weight_similarity", ".4f"),
     ("AS", "activation_similarity", ".4f"),
+    ("TopoLM", "spatial_correlation", ".4f"),
     ("smoothness", "smoothness", ".3f"),
     ("weight smoothness", "weight_smoothness", ".3f"),
     ("Moran's I", "morans_i", ".3f"),
@@ -309,6 +347,7 @@ def plot(runs: list[dict], settings: AnalysisSettings, path: str) -> str:
         ("topo_loss", "TopoLoss (post hoc, φ=3)"),
         ("weight_similarity", "WS (post hoc)"),
         ("activation_similarity", "AS (post hoc, held-out tokens)"),
+        ("spatial_correlation", "TopoLM spatial loss (post hoc)"),
         ("smoothness", "Smoothness (activations)"),
         ("weight_smoothness", "Smoothness (weights)"),
         ("morans_i", "Moran's I (activations)"),
@@ -437,7 +476,8 @@ def compare_regularizers(
             "analysis_text": {"blocks": len(text), "block_size": args.block_size},
             "analysed_layers": list(topography.layers),
             "posthoc_settings": "TopoLoss: TopoConfig() defaults (φ=3, bilinear); WS/AS: "
-            f"distance={args.topo_distance}, neighbourhood={args.topo_neighbourhood}; AS over the analysis activations",
+            f"distance={args.topo_distance}, neighbourhood={args.topo_neighbourhood}; AS over the analysis activations; "
+            f"TopoLM: radius={args.topolm_radius} (clipped to the sheets), up to 64 seeded neighbourhoods per layer",
             "versions": {
                 "hf_topo": hf_topo.__version__,
                 "torch": torch.__version__,

@@ -100,6 +100,9 @@ def analyze_pair(args: DemoArguments, heldout: str, toponet_dir: str, baseline_d
         max_tokens=4096, eval_blocks=24, batch_size=args.batch_size, pruning_fractions=[0, 0.3, 0.5, 0.7, 0.9],
         noise_sigmas=[0, 0.5, 1], downsampling_factors=[1, 2, 3], input_rates=[0, 0.1, 0.3], temporal_windows=True,
         temporal_max_delta=min(8, args.block_size // 8), temporal_max_sequences=40, seed=args.seed,
+        # runs of words that fit a block (the reference's 40 words need ≈ 60 tokens); a short yoking budget
+        temporal_sequence_words=max(min(8, args.block_size // 8) + 3, args.block_size // 4),
+        temporal_sentence_words=max(3, min(12, args.block_size // 16)), temporal_yoking_sequences=20,
     )  # fmt: skip
     return analyze_saved_models(analysis, settings)
 

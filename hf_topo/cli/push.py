@@ -7,7 +7,13 @@
     hf-topo push --model outputs/toponet --repo_id you/toponet-tiny --private \\
         --analysis_dir outputs/analysis --datasets wikitext --eval_dataset wikitext --license apache-2.0
 
-The folder written locally (`--output_dir`, default `<MODEL>-hub`) is exactly what is uploaded. A model without
+    # a Space that shows the pushed TopoNet in the explorer (pip install "hf_topo[app]"): look first, then push
+    hf-topo push --space --model outputs/toponet --repo_id you/toponet-tiny --dry_run --output_dir toponet-space
+    hf-topo push --space --model outputs/toponet --repo_id you/toponet-tiny --space_id you/toponet-tiny-explorer
+
+The folder written locally (`--output_dir`, default `<MODEL>-hub`, or `<MODEL>-space` with `--space`) is exactly what
+is uploaded. With `--space` only the Space is written and pushed (app.py, requirements.txt, README.md with the Space
+metadata): it loads `--repo_id` from the Hub, so push the model first. A model without
 topography metadata (e.g. a GPT-Neo TopoNet published without any) is refused unless `--infer_topography` attaches
 inferred most-square sheets (recorded as inferred).
 """
@@ -56,10 +62,25 @@ class PushArguments:
     license: str | None = field(default=None, metadata={"help": "License id (e.g. apache-2.0, mit)."})
     language: str | None = field(default="en", metadata={"help": "Language of the training text."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the saved login or HF_TOKEN)."})
+    space: bool = field(
+        default=False, metadata={"help": "Write (and push) a Gradio Space showing --repo_id in the explorer instead."}
+    )
+    space_id: str | None = field(default=None, metadata={"help": "The Space repo (default: '<repo_id>-explorer')."})
+    space_baseline: str | None = field(
+        default=None, metadata={"help": "Hub id of the baseline the Space shows beside the TopoNet."}
+    )
+    space_requirement: str | None = field(
+        default=None,
+        metadata={
+            "help": "pip requirement of hf_topo in the Space's requirements.txt (default hf_topo[app]==VERSION)."
+        },
+    )
 
 
 def push(args: PushArguments) -> dict:
     """Build the upload folder, and push it unless `--dry_run`; returns `{"folder", "files", "commit_url"}`."""
+    if args.space:
+        return push_space_folder(args)
     folder = args.output_dir or os.path.normpath(args.model) + "-hub"
     if not args.dry_run:
         check_hub_online(args.repo_id)  # offline: refuse before the folder is written
@@ -95,6 +116,38 @@ def push(args: PushArguments) -> dict:
     )
     result["commit_url"] = commit.commit_url
     print(f"Pushed to https://huggingface.co/{args.repo_id} ({commit.commit_url})")
+    return result
+
+
+def push_space_folder(args: PushArguments) -> dict:
+    """`--space`: write the Space folder of `--repo_id`, and create and upload the Space unless `--dry_run`."""
+    from hf_topo.app import push_space, write_space_folder
+    from hf_topo.data import is_hub_id
+    from hf_topo.models import check_model_source
+
+    if not is_hub_id(args.model) or os.path.isdir(args.model):
+        check_model_source(args.model)  # a local folder of the model must be a saved model (a Hub id: --repo_id's)
+    space_id = args.space_id or f"{args.repo_id}-explorer"
+    folder = args.output_dir or os.path.normpath(args.model) + "-space"
+    if not args.dry_run:
+        check_hub_online(space_id)
+    files = write_space_folder(
+        folder,
+        args.repo_id,
+        baseline_id=args.space_baseline,
+        hf_topo_requirement=args.space_requirement,
+        overwrite=args.overwrite,
+    )
+    print(f"Space folder {os.path.abspath(folder)} ({len(files)} files): {', '.join(files)}")
+    result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None, "space_id": space_id}
+    if args.dry_run:
+        print(f"Dry run: nothing uploaded. Push it with the same command without --dry_run ({space_id}).")
+        return result
+    commit = push_space(
+        folder, space_id, private=True if args.private else None, commit_message=args.commit_message, token=args.token
+    )
+    result["commit_url"] = commit.commit_url
+    print(f"Pushed the Space to https://huggingface.co/spaces/{space_id} ({commit.commit_url})")
     return result
 
 

@@ -73,8 +73,19 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     if topo.loss == "laplacian_pyramid":
         rows.append(("downsampling factors φh × φw", f"{_fmt(topo.factor_h)} × {_fmt(topo.factor_w)}"))
         rows.append(("blur interpolation", topo.interpolation))
+        if topo.include_bias:
+            rows.append(("bias map", "included (mean of the weight sheet's and the bias map's TopoLoss)"))
+    elif topo.loss == "spatial_correlation":
+        rows.append(
+            (
+                "radius, neighbourhoods per batch, accumulation",
+                f"{topo.radius}, {topo.neighbourhoods_per_batch}, {topo.accumulation}",
+            )
+        )
     else:
         rows.append(("distance, neighbourhood radius", f"{topo.distance}, {topo.neighbourhood}"))
+    if topo.sheet != "output":
+        rows.append(("units on the sheet", f"{topo.sheet} (input units / the hidden states a target receives)"))
     targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
     rows.append(("target modules", _fmt(targets)))
     if topo.watch_modules:
@@ -148,7 +159,8 @@ def _eval_results(
 
 def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
     """The headline results; ``topo_loss`` is labelled with the regularizer that produced it (``loss``)."""
-    definition = "1 − mean cos" if loss == "laplacian_pyramid" else "mean neighbour distance"
+    definitions = {"laplacian_pyramid": "1 − mean cos", "spatial_correlation": "0.5·(1 − corr(r, 1/(1+d)))"}
+    definition = definitions.get(loss, "mean neighbour distance")
     labels = [
         ("eval_loss", "evaluation loss (nats/token)"),
         ("eval_perplexity", "evaluation perplexity"),
@@ -293,7 +305,13 @@ def toponet_card(
         eval_results=eval_results or None,
     )
     layers = [
-        {"name": name, "units": sheet.height * sheet.width, **sheet.to_dict(), "role": topo.layer_role(name)}
+        {
+            "name": name,
+            **sheet.to_dict(),
+            "layer_type": sheet.layer_type + (" (input units)" if sheet.units == "input" else ""),
+            "units": sheet.height * sheet.width,
+            "role": topo.layer_role(name),
+        }
         for name, sheet in (topo.layers or {}).items()
     ]
     architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]

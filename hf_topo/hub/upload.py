@@ -221,3 +221,7 @@ def push_folder(
         raise ValueError(
             f"Cannot reach the Hugging Face Hub to push {folder} to {repo_id} ({reason}). {_OFFLINE_HELP}"
         ) from None
+
+
+# Public names of the checks above, for the other uploads (hf_topo.app.space pushes a Space the same way).
+check_repo_id, network_errors, OFFLINE_HELP = _check_repo_id, _network_errors, _OFFLINE_HELP

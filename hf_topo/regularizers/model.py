@@ -1,10 +1,11 @@
 """``TopoRegularizer``: find a model's topographic layers and average their sheet losses.
 
 The math lives beside this module, one pure function per regularizer: :mod:`hf_topo.regularizers.laplacian_pyramid`
-(TopoLoss, the paper's loss) and :mod:`hf_topo.regularizers.similarity` (Truong & Hasson's Weight / Activation
-Similarity). This module is the bookkeeping, the same for every regularizer (PEFT's ``tuners/lora/model.py`` plays that
-part for LoRA): which layers, which sheets, which are optimized and which only watched, and (for Activation
-Similarity) the layer outputs of the current forward pass.
+(TopoLoss, the paper's loss; :mod:`~hf_topo.regularizers.bias_map` for a layer's bias), :mod:`hf_topo.regularizers.similarity`
+(Truong & Hasson's Weight / Activation Similarity) and :mod:`hf_topo.regularizers.spatial_correlation` (TopoLM's
+spatial loss). This module is the bookkeeping, the same for every regularizer (PEFT's ``tuners/lora/model.py`` plays
+that part for LoRA): which layers, which sheets, which are optimized and which only watched, and (for the
+activation-based regularizers) the layer outputs, or inputs, of the current forward pass.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..config import WEIGHT_LOSSES, TopoConfig
+from ..config import LOSS_DISPLAY_NAMES, WEIGHT_LOSSES, TopoConfig
 from ..distributed import gathered_for_reading, is_zero3_partitioned
 from ..presets import default_target_modules
 from ..sheet import effective_weight, sheet_view, unwrapped_layer
 from ..targets import TopoLayer, resolve_sheets
+from .bias_map import bias_map_loss
 from .laplacian_pyramid import sheet_cosine_loss
 from .similarity import neighbour_distance_loss
+from .spatial_correlation import neighbourhood_generator, sample_neighbourhoods, spatial_correlation_loss
 
 __all__ = ["TopoRegularizer", "TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
 
@@ -35,15 +38,16 @@ def _keep(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_responses(
-    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None
+    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None, loss: str
 ) -> torch.Tensor:
     """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch.
 
-    A Linear/Conv1D output is ``(..., n_units)``; a Conv2d output ``(batch, n_units, height, width)`` counts every
-    image position as a sample (its channels are the units)."""
+    A Linear/Conv1D output (or a module's hidden states) is ``(..., n_units)``; a Conv2d output
+    ``(batch, n_units, height, width)`` counts every image position as a sample (its channels are the units)."""
+    loss = LOSS_DISPLAY_NAMES.get(loss, loss)
     if activations is None:
         raise ValueError(
-            f"Activation Similarity on layer {layer.name!r}: no activations of this layer were seen in the forward "
+            f"{loss} on layer {layer.name!r}: no activations of this layer were seen in the forward "
             "pass. Record them with `topo.record_activations(model)` around a forward that runs the layer."
         )
     if layer.sheet.layer_type == "Conv2d":
@@ -58,7 +62,7 @@ def _unit_responses(
     if activations.shape[-1] != layer.sheet.n_units:
         raise ValueError(
             f"Activations of {layer.name!r} have {activations.shape[-1]} units in their last dimension, but its sheet "
-            f"has {layer.sheet.n_units}: pass the layer's own output (..., n_units)."
+            f"has {layer.sheet.n_units}: pass the layer's own {layer.sheet.units} (..., n_units)."
         )
     responses = activations.reshape(-1, activations.shape[-1])
     if attention_mask is not None:
@@ -70,7 +74,7 @@ def _unit_responses(
         responses = responses[attention_mask.reshape(-1).to(torch.bool)]
     if responses.shape[0] < 2:
         raise ValueError(
-            f"Activation Similarity on layer {layer.name!r} needs at least 2 non-padding positions in the batch, "
+            f"{loss} on layer {layer.name!r} needs at least 2 non-padding positions in the batch, "
             f"got {responses.shape[0]}."
         )
     return responses
@@ -80,8 +84,11 @@ class TopoRegularizer:
     """The topographic regularizer of a model, averaged over its target layers (not multiplied by τ).
 
     Which regularizer is the config's ``loss``: the default ``"laplacian_pyramid"`` is TopoLoss,
-    ``mean_layers(1 − mean_u cos(C_u, blur(C)_u))``; ``"weight_similarity"`` and ``"activation_similarity"`` are
-    Truong & Hasson's neighbour-distance losses on the same sheets (:mod:`hf_topo.regularizers.similarity`). The name
+    ``mean_layers(1 − mean_u cos(C_u, blur(C)_u))`` (on output or input sheets, with the bias map when
+    ``include_bias``); ``"weight_similarity"`` and ``"activation_similarity"`` are Truong & Hasson's
+    neighbour-distance losses on the same sheets (:mod:`hf_topo.regularizers.similarity`); ``"spatial_correlation"``
+    is TopoLM's (:mod:`hf_topo.regularizers.spatial_correlation`), on neighbourhoods drawn per call from a generator
+    seeded by ``neighbourhood_keys``. The name
     ``TopoLoss`` is an alias of this class, kept because most code (and the paper) calls the default that. Works on
     plain and PEFT-wrapped models; for a layer wrapped by LoRA the sheet is built from the effective weight
     ``W + scaling·B·A``.
@@ -110,7 +117,7 @@ class TopoRegularizer:
 
     @property
     def needs_activations(self) -> bool:
-        """Whether the loss reads the layers' outputs of the current batch (Activation Similarity)."""
+        """Whether the loss reads the layers' activations of the current batch (Activation Similarity, TopoLM)."""
         return self.config.loss not in WEIGHT_LOSSES
 
     def layers(self, model: nn.Module) -> list[TopoLayer]:
@@ -133,25 +140,38 @@ class TopoRegularizer:
 
     @contextlib.contextmanager
     def record_activations(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-        """Record the outputs of ``model``'s topographic layers during the forward passes inside the block.
+        """Record the activations of ``model``'s topographic layers during the forward passes inside the block.
 
-        Yields a dict ``{layer name: output}`` filled by forward hooks (the last forward's output of each layer,
-        with its autograd graph, so a loss on it trains the layer). The hooks are removed when the block exits,
-        so nothing is recorded afterwards (e.g. by a gradient-checkpointing recomputation) and nothing is kept
-        beyond what the caller holds.
+        Yields a dict ``{layer name: activations}`` filled by forward hooks: the last forward's output of each layer
+        (the first element of a tuple output, e.g. an attention module's), or for a sheet of ``units="input"`` the
+        hidden states the layer received (its first positional argument, else its ``hidden_states`` keyword), with
+        their autograd graph, so a loss on them trains the model. The hooks are removed when the block exits, so
+        nothing is recorded afterwards (e.g. by a gradient-checkpointing recomputation) and nothing is kept beyond
+        what the caller holds.
         """
         recorded: dict[str, torch.Tensor] = {}
         handles = []
 
-        def hook(name: str):
+        def output_hook(name: str):
             def store(_module, _inputs, output):
                 recorded[name] = output[0] if isinstance(output, tuple) else output
 
             return store
 
+        def input_hook(name: str):
+            def store(_module, args, kwargs):
+                value = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+                if value is not None:
+                    recorded[name] = value
+
+            return store
+
         try:
             for layer in self.layers(model):
-                handles.append(layer.module.register_forward_hook(hook(layer.name)))
+                if layer.sheet.units == "input":
+                    handles.append(layer.module.register_forward_pre_hook(input_hook(layer.name), with_kwargs=True))
+                else:
+                    handles.append(layer.module.register_forward_hook(output_hook(layer.name)))
             yield recorded
         finally:
             for handle in handles:
@@ -196,7 +216,8 @@ class TopoRegularizer:
                 # hooks keep the loss's saved tensors out of the block's recomputation bookkeeping. Under reentrant
                 # checkpointing the block runs without grad, but the weight is a leaf, so the graph still reaches it.
                 with torch.autograd.graph.saved_tensors_hooks(_keep, _keep), torch.set_grad_enabled(optimize):
-                    value = self._weight_loss(layer, effective_weight(module).clone())
+                    bias = unwrapped_layer(module).bias.clone() if self.config.include_bias else None
+                    value = self._weight_loss(layer, effective_weight(module).clone(), bias)
                 evaluated[layer.name] = value if optimize else value.detach()
 
             return evaluate
@@ -215,11 +236,17 @@ class TopoRegularizer:
             for handle in handles:
                 handle.remove()
 
-    def _weight_loss(self, layer: TopoLayer, weight: torch.Tensor) -> torch.Tensor:
+    def _weight_loss(self, layer: TopoLayer, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config
         sheet, units_first = sheet_view(weight, layer.sheet)
         if config.loss == "laplacian_pyramid":
-            return sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
+            value = sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
+            if bias is None:
+                return value
+            # The mean of the reference's LaplacianPyramid and LaplacianPyramidOnBias values of the layer.
+            bias_map = bias.reshape(layer.sheet.height, layer.sheet.width)
+            blur = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
+            return (value + bias_map_loss(bias_map, **blur)) / 2
         sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
         return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
 
@@ -228,16 +255,27 @@ class TopoRegularizer:
         layer: TopoLayer,
         activations: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The regularizer of one layer (float32 scalar, differentiable w.r.t. the weight or the activations).
 
-        ``activations`` (Activation Similarity only): the layer's output ``(..., n_units)``; positions where
-        ``attention_mask`` (shape ``activations.shape[:-1]``) is 0 are padding and left out.
+        ``activations`` (activation-based losses only): the layer's output, or the hidden states it received for an
+        input sheet, ``(..., n_units)``; positions where ``attention_mask`` (shape ``activations.shape[:-1]``) is 0
+        are padding and left out. ``generator`` draws TopoLM's neighbourhoods (default: seeded with 0).
         """
         config = self.config
         if config.loss in WEIGHT_LOSSES:
-            return self._weight_loss(layer, effective_weight(layer.module))
-        responses = _unit_responses(layer, activations, attention_mask)  # (n_samples, n_units)
+            bias = unwrapped_layer(layer.module).bias if config.include_bias else None
+            return self._weight_loss(layer, effective_weight(layer.module), bias)
+        responses = _unit_responses(layer, activations, attention_mask, config.loss)  # (n_samples, n_units)
+        if config.loss == "spatial_correlation":
+            height, width = layer.sheet.height, layer.sheet.width
+            if generator is None:
+                generator = neighbourhood_generator(0)
+            neighbourhoods = sample_neighbourhoods(
+                height, width, config.radius, config.neighbourhoods_per_batch, generator
+            )  # (neighbourhoods_per_batch, (2r - 1)^2)
+            return spatial_correlation_loss(responses, width, neighbourhoods, config.accumulation)
         sheet = responses.T.reshape(layer.sheet.height, layer.sheet.width, -1)  # unit u at (u // w, u % w)
         return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
 
@@ -248,11 +286,15 @@ class TopoRegularizer:
         activations: dict[str, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         evaluated: dict[str, torch.Tensor] | None = None,
+        neighbourhood_keys: tuple[int, ...] = (0,),
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(mean over target layers, {name: loss} for every layer)``; watched layers never carry a gradient.
 
-        ``activations``/``attention_mask``: for Activation Similarity, the outputs recorded with
+        ``activations``/``attention_mask``: for the activation-based losses, the activations recorded with
         :meth:`record_activations` and the batch's attention mask (padding excluded).
+        ``neighbourhood_keys``: TopoLM's neighbourhoods of the ``i``-th layer are drawn by
+        ``neighbourhood_generator(*neighbourhood_keys, i)`` (TopoTrainer passes the training seed, the optimizer
+        step and the micro-batch index, so a resumed run draws the same neighbourhoods).
         ``evaluated``: the layer terms computed during the forward by :meth:`evaluate_in_forward` (DeepSpeed ZeRO-3).
 
         Under FSDP2 the weights are all-gathered one layer at a time (a collective: call this on every rank). Under
@@ -266,7 +308,7 @@ class TopoRegularizer:
             )
         per_layer: dict[str, torch.Tensor] = {}
         targets: list[torch.Tensor] = []
-        for layer in self.layers(model):
+        for index, layer in enumerate(self.layers(model)):
             optimize = with_grad and layer.role == "target"
             if evaluated is not None:
                 if layer.name not in evaluated:
@@ -290,7 +332,12 @@ class TopoRegularizer:
                 gathered_for_reading(layer.module.parameters() if not optimize else ()),
             ):
                 if self.needs_activations:
-                    value = self.layer_loss(layer, activations.get(layer.name), attention_mask)
+                    generator = (
+                        neighbourhood_generator(*neighbourhood_keys, index)
+                        if self.config.loss == "spatial_correlation"
+                        else None
+                    )
+                    value = self.layer_loss(layer, activations.get(layer.name), attention_mask, generator)
                 else:
                     value = self.layer_loss(layer)
             per_layer[layer.name] = value if optimize else value.detach()
@@ -304,9 +351,9 @@ class TopoRegularizer:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The regularizer's value without gradients: ``(mean over target layers, {name: value})``.
 
-        A weight-based loss needs only the model. Activation Similarity needs a batch: ``inputs`` (``input_ids``
-        and optionally ``attention_mask``, on the model's device) is run through the model in eval mode to record
-        the layers' outputs.
+        A weight-based loss needs only the model. The activation-based losses need a batch: ``inputs``
+        (``input_ids`` and optionally ``attention_mask``, on the model's device) is run through the model in eval
+        mode to record the layers' activations (TopoLM's neighbourhoods: drawn with the keys ``(0,)``).
         """
         if not self.needs_activations:
             return self.compute(model, with_grad=False)
