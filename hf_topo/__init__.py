@@ -6,12 +6,14 @@ it yields models with brain-like spatial organization.
 
 Main entry points: :class:`TopoConfig`, :class:`TopoLoss`, :class:`TopoTrainer`,
 :class:`TopoTrainingArguments`, :func:`resolve_checkpoint` (which checkpoint a run resumes from);
-:func:`downsample_model` (smaller models through the sheet, A.5); the analyses in :mod:`hf_topo.analysis`.
+:func:`downsample_model` (smaller models through the sheet, A.5); :func:`arrange_units` (a post-hoc
+arrangement of any model's units on the sheet, the same function); the analyses in :mod:`hf_topo.analysis`.
 Importing hf_topo registers the downsampled model classes with the Auto classes, so a saved downsampled model loads
 with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
 from ._version import __version__
+from .arrangement import arrange_units
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
@@ -46,6 +48,7 @@ __all__ = [
     "TauSchedule",
     "CorticalSheet",
     "TARGET_PRESETS",
+    "arrange_units",
     "as_cortical_sheet",
     "attach_inferred_topography",
     "bias_map_loss",

@@ -177,6 +177,11 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
     finetuning = data.get("finetuning")
     if finetuning is not None and not (isinstance(finetuning, list) and all(isinstance(f, dict) for f in finetuning)):
         problems.append("finetuning is not null or a list of objects")
+    arrangement = data.get("arrangement")
+    if arrangement is not None and not (
+        isinstance(arrangement, list) and all(isinstance(a, dict) for a in arrangement)
+    ):
+        problems.append("arrangement is not null or a list of objects")
     layers = data["layers"]
     if layers is not None and not isinstance(layers, dict):
         problems.append(f"layers is {_json_type(layers)}, expected an object mapping module names to sheets")
@@ -279,6 +284,10 @@ class TopoConfig:
         finetuning (`list[dict]`, *optional*):
             What was done to the model after its topographic training, oldest first (e.g. a LoRA run of
             `hf-topo finetune-lora`: method, rank, targets, τ, corpus).
+        arrangement (`list[dict]`, *optional*):
+            Post-hoc arrangements of the units on the sheets, oldest first (:func:`hf_topo.arrange_units`: method,
+            objective, seed, rounds, each layer's objective before and after). The model computes what it computed
+            before; only where its units sit on the sheets changed.
     """
 
     # The settings (those with a help text) are also the topographic training arguments and command-line flags of
@@ -337,6 +346,7 @@ class TopoConfig:
     layers: dict[str, CorticalSheet] | None = None
     inferred: bool = False
     finetuning: list[dict] | None = None
+    arrangement: list[dict] | None = None
 
     def __post_init__(self):
         self.target_modules = _regex_or_suffixes(self.target_modules)
@@ -432,6 +442,7 @@ class TopoConfig:
             "sheet_shape": list(self.sheet_shape) if self.sheet_shape else None,
             "inferred": self.inferred,
             "finetuning": copy.deepcopy(self.finetuning),
+            **({"arrangement": copy.deepcopy(self.arrangement)} if self.arrangement else {}),
             "layers": None
             if self.layers is None
             else {n: s.to_dict() | {"role": self.layer_role(n)} for n, s in self.layers.items()},
@@ -519,6 +530,6 @@ class TopoConfig:
         setattr(model_config, TOPOGRAPHY_KEY, self.to_dict(step=step))
 
 
-#: The fields of :class:`TopoConfig` that a user sets for a run (each has a help text); ``layers``, ``inferred`` and
-#: ``finetuning`` are filled from a model instead.
+#: The fields of :class:`TopoConfig` that a user sets for a run (each has a help text); ``layers``, ``inferred``,
+#: ``finetuning`` and ``arrangement`` are filled from a model instead.
 TOPO_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(TopoConfig) if "help" in f.metadata)

@@ -19,12 +19,22 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TOPOGRAPHY_KEY", "TOPOGRAPHY_FILE", "read_topography_record", "stored_topography", "write_adapter_record"]
+__all__ = [
+    "TOPOGRAPHY_KEY",
+    "TOPOGRAPHY_FILE",
+    "ARRANGEMENT_KEY",
+    "append_to_record",
+    "read_topography_record",
+    "stored_topography",
+    "write_adapter_record",
+]
 
 #: Key of the record in a model's ``config.json`` (an attribute of its ``PreTrainedConfig``).
 TOPOGRAPHY_KEY = "topography"
 #: File holding the record next to a PEFT adapter, which has no config.json of its own.
 TOPOGRAPHY_FILE = "topography.json"
+#: Key, inside the record, of the list of post-hoc arrangements of the units (:func:`hf_topo.arrange_units`).
+ARRANGEMENT_KEY = "arrangement"
 
 
 def stored_topography(model_or_config: Any) -> Any:
@@ -77,3 +87,23 @@ def write_adapter_record(directory: str | os.PathLike, record: Any) -> None:
     """Write ``record`` as :data:`TOPOGRAPHY_FILE` into ``directory`` (a PEFT adapter's folder)."""
     with open(os.path.join(directory, TOPOGRAPHY_FILE), "w") as f:
         json.dump(record, f, indent=2)
+
+
+def append_to_record(model_config: Any, key: str, entry: dict) -> dict:
+    """Append ``entry`` to the list under ``key`` of the record stored in ``model_config`` (a ``PreTrainedConfig``),
+    the rest of the record kept as stored; returns the new record.
+
+    Raises:
+        ValueError: ``model_config`` holds no record (attach one first, e.g. with
+            :func:`hf_topo.attach_inferred_topography`).
+    """
+    record = stored_topography(model_config)
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{type(model_config).__name__} holds no '{TOPOGRAPHY_KEY}' record to add {key!r} to: attach one first "
+            "(TopoConfig.attach_to or hf_topo.attach_inferred_topography)."
+        )
+    record = dict(record)
+    record[key] = list(record.get(key) or []) + [entry]
+    setattr(model_config, TOPOGRAPHY_KEY, record)
+    return record

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
     ),
     "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
+    "arrange": (
+        "arrange",
+        "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",
+    ),
     "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
     "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
 }

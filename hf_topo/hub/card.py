@@ -96,6 +96,14 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     rows.append(
         ("metadata", "inferred (the model was not trained with hf_topo)" if topo.inferred else "recorded in training")
     )
+    for arranged in topo.arrangement or []:
+        rows.append(
+            (
+                "post-hoc arrangement of the units",
+                f"{arranged.get('objective')} {_fmt(arranged.get('mean_before'))} → {_fmt(arranged.get('mean_after'))} "
+                f"({arranged.get('method')}, seed {arranged.get('seed')})",
+            )
+        )
     return rows
 
 
