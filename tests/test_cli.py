@@ -27,7 +27,7 @@ def test_console_script_lists_every_command_and_its_version(tmp_path):
     result = _hf_topo("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("pretrain", "finetune-lora", "eval-blimp", "analyze", "push", "convert-nanogpt", "compare-lora",
-                 "compare-regularizers", "demo"):  # fmt: skip
+                 "compare-regularizers", "demo", "downsample", "arrange", "claims", "app"):  # fmt: skip
         assert f"\n  {name} " in result.stdout
     import hf_topo
 
