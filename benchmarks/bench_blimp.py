@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared/data/wikitext-2/valid.txt"))
     parser.add_argument("--blimp_dir", default=str(ROOT.parent / "shared/data/blimp_sample"))
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None, help="Pairs per paradigm (default: all; for a smoke run).")
     parser.add_argument("--repeats", type=int, default=1, help="Runs of each tool, alternating.")
     parser.add_argument("--unshared", action="store_true", help="Also time hf_topo with --no_share_prefixes.")
     parser.add_argument(
@@ -125,6 +126,9 @@ def main() -> None:
         harness_cmd += ["--model_args", f"pretrained={model},dtype=float32", "--tasks", ",".join(tasks)]
         harness_cmd += ["--include_path", str(work / "tasks"), "--device", "cpu", "--batch_size", str(args.batch_size)]
         harness_cmd += ["--output_path", str(work / "harness"), "--log_samples"]
+        if args.limit is not None:
+            ours_cmd += ["--limit", str(args.limit)]
+            harness_cmd += ["--limit", str(args.limit)]
         runs: dict[str, list[tuple[float, float]]] = {"lm_eval": [], "hf_topo": []}
         if args.unshared:
             runs["hf_topo_unshared"] = []
@@ -173,6 +177,7 @@ def main() -> None:
         "paradigms": uids,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
+        "limit": args.limit,
         "hf_topo": ours["paradigms"],
         "hf_topo_stderr": ours["paradigm_stderrs"],
         "lm_eval": harness,
