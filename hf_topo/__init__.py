@@ -16,14 +16,13 @@ from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
 from .downsampling import TopoDownsampledLinear, downsample_model, parameter_count
 from .hub import load_toponet
-from .losses import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
 from .metadata import TOPOGRAPHY_KEY
 from .presets import TARGET_PRESETS
+from .regularizers import blur_sheet, laplacian_pyramid_loss, neighbour_distance_loss, sheet_cosine_loss
+from .regularizers.model import TopoLoss, TopoRegularizer, attach_inferred_topography
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
-from .similarity import neighbour_distance_loss
 from .targets import TopoLayer, find_target_modules
-from .topo_loss import TopoLoss, attach_inferred_topography
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "TOPOGRAPHY_KEY",
     "TopoConfig",
     "TopoLoss",
+    "TopoRegularizer",
     "TopoLayer",
     "TopoDownsampledLinear",
     "TopoTrainer",

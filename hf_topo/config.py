@@ -34,11 +34,10 @@ from typing import Any
 from torch import nn
 
 from ._version import __version__
-from .losses import INTERPOLATION_MODES
 from .metadata import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, read_topography_record
+from .regularizers import DISTANCES, INTERPOLATION_MODES
 from .schedule import TauSchedule
 from .sheet import CorticalSheet
-from .similarity import DISTANCES
 from .targets import matches_pattern, resolve_sheets
 
 __all__ = [
@@ -48,6 +47,7 @@ __all__ = [
     "TOPOGRAPHY_FILE",
     "SCHEMA_VERSION",
     "LOSSES",
+    "LOSS_DISPLAY_NAMES",
     "WEIGHT_LOSSES",
 ]
 
@@ -55,6 +55,13 @@ __all__ = [
 SCHEMA_VERSION = 2
 #: Topographic losses known to this version: TopoLoss, and Truong & Hasson's Weight / Activation Similarity.
 LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity")
+#: How logs, cards and tables name each loss. The trainer logs every regularizer's value under ``topo_loss`` (the
+#: topographic term); these names say which regularizer that value is.
+LOSS_DISPLAY_NAMES = {
+    "laplacian_pyramid": "TopoLoss",
+    "weight_similarity": "Weight Similarity",
+    "activation_similarity": "Activation Similarity",
+}
 #: Losses computed from the weights alone (the others need the layers' activations of the current batch).
 WEIGHT_LOSSES = ("laplacian_pyramid", "weight_similarity")
 
@@ -213,7 +220,7 @@ class TopoConfig:
             The topographic regularizer: `"laplacian_pyramid"` (TopoLoss's blur-and-cosine objective),
             `"weight_similarity"` (mean distance between neighbouring units' incoming weights) or
             `"activation_similarity"` (mean distance between neighbouring units' pre-activation responses over
-            the batch); the last two after Truong & Hasson, see :mod:`hf_topo.similarity`. The factors and the
+            the batch); the last two after Truong & Hasson, see :mod:`hf_topo.regularizers.similarity`. The factors and the
             interpolation apply to TopoLoss only.
         distance (`str`, defaults to `"correlation"`):
             Distance between two units' vectors for the similarity losses: `"euclidean"`, `"cosine"` or

@@ -51,7 +51,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .config import TopoConfig
-from .topo_loss import TopoLoss, attach_inferred_topography
+from .regularizers.model import TopoLoss, attach_inferred_topography
 
 __all__ = [
     "CONVERSION_KEY",

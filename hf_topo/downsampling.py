@@ -10,7 +10,7 @@ sheet axes by factors ``(φh, φw)``: the reduced sheet ``C' = down(C) ∈ R^{h'
 where ``down``/``up`` are the same ``F.interpolate`` maps as TopoLoss's blur (bilinear, ``align_corners=False``
 by default), ``b`` is the layer's full bias. The weight shrinks to ``h'·w'/(h·w)`` of its size and the matmul with
 it; the upsampling is two small matmuls with the ``(h, h')`` and ``(w, w')`` interpolation matrices read off
-``F.interpolate`` (:func:`hf_topo.losses.blur_matrices`), so no full-size weight is ever materialized.
+``F.interpolate`` (:func:`hf_topo.regularizers.laplacian_pyramid.blur_matrices`), so no full-size weight is ever materialized.
 
 Orientation: :class:`TopoDownsampledLinear` stores its reduced weight ``(h'·w', in)`` in ``nn.Linear``
 orientation whatever the original layer was. Output unit ``u = i·w + j`` sits at sheet row ``i``, column ``j``
@@ -68,9 +68,9 @@ from transformers.pytorch_utils import Conv1D
 
 from ._version import __version__
 from .config import TopoConfig
-from .losses import blur_matrices, is_cacheable
 from .metadata import TOPOGRAPHY_KEY, stored_topography
 from .presets import default_target_modules
+from .regularizers.laplacian_pyramid import blur_matrices, is_cacheable
 from .sheet import CorticalSheet, sheet_for_module, sheet_view
 from .targets import resolve_sheets
 

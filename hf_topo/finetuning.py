@@ -27,7 +27,7 @@ from .hub.card import add_card_tags
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
 from .models import check_model_source
-from .topo_loss import TopoLoss, attach_inferred_topography
+from .regularizers.model import TopoLoss, attach_inferred_topography
 from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)

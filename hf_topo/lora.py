@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
+from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [
@@ -134,7 +135,7 @@ def corpus_text(
     spec = CORPUS_PRESETS[preset]
     if HF_HUB_OFFLINE:
         local = (
-            "--train_file ../shared/data/tinyshakespeare.txt"
+            "--train_file PATH/TO/tinyshakespeare.txt (a local copy of the corpus)"
             if preset == "shakespeare"
             else "--code_dir <python stdlib>"
         )
@@ -176,9 +177,10 @@ def load_lora_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, **k
             module = modules.get(name)
             if module is None or not rest.startswith(("A", "B")):
                 continue
-            weight = module.weight
             out_features, in_features = (
-                (weight.shape[1], weight.shape[0]) if type(module).__name__ == "Conv1D" else weight.shape[:2]
+                units_and_inputs(module)
+                if isinstance(module, SUPPORTED_LAYER_TYPES)
+                else tuple(module.weight.shape[:2])  # an Embedding: (num_embeddings, dim), as PEFT's lora_A/B see it
             )
             shape = tuple(f.get_slice(key).get_shape())
             expected = in_features if rest.startswith("A") else out_features

@@ -31,6 +31,7 @@ __all__ = [
     "SUPPORTED_LAYER_TYPES",
     "most_square_shape",
     "layer_type_name",
+    "units_and_inputs",
     "sheet_for_module",
     "effective_weight",
     "sheet_view",
@@ -127,6 +128,13 @@ def unwrapped_layer(module: nn.Module) -> nn.Module:
             module = module.base_layer
         else:
             return module
+
+
+def units_and_inputs(module: nn.Module) -> tuple[int, int]:
+    """``(output units, inputs per unit)`` of a Linear, Conv1D or Conv2d layer, whatever way its weight is stored
+    (Linear ``(out, in)``, Conv1D ``(in, out)``, Conv2d ``(out, in, kh, kw)``: ``in·kh·kw`` inputs)."""
+    layer = unwrapped_layer(module)
+    return _units_and_depth(layer_type_name(layer), layer.weight.shape)
 
 
 def _units_and_depth(layer_type: str, shape: torch.Size) -> tuple[int, int]:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .losses import check_blur_arguments
 from .presets import TARGET_PRESETS  # the per-family table, importable from here too
+from .regularizers.laplacian_pyramid import check_blur_arguments
 from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, sheet_for_module, unwrapped_layer
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "find_target_modules",
     "matches_pattern",
     "resolve_sheets",
+    "short_layer_name",
 ]
 
 # Sub-modules of PEFT tuner layers: never targets themselves.
@@ -90,6 +91,23 @@ def base_model_name(model: nn.Module, name: str) -> str:
     """``name`` as it is in the base model (PEFT's ``base_model.model.`` prefix removed)."""
     if name.startswith(_PEFT_PREFIX) and hasattr(model, "base_model") and hasattr(model, "peft_config"):
         return name[len(_PEFT_PREFIX) :]
+    return name
+
+
+def short_layer_name(name: str) -> str:
+    """The label of a layer in logs, tables and figures: its name from the block onwards.
+
+    ``transformer.h.3.mlp.c_fc`` → ``h.3.mlp.c_fc``, ``model.layers.0.mlp.up_proj`` → ``layers.0.mlp.up_proj``; a name
+    without a block index loses only a leading ``transformer.``/``model.``/``gpt_neox.``. Pass a base-model name
+    (:func:`base_model_name`) for a PEFT-wrapped model.
+    """
+    parts = name.split(".")
+    block = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    if block is not None and block > 0:
+        return ".".join(parts[block - 1 :])
+    for prefix in ("transformer.", "model.", "gpt_neox."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
     return name
 
 

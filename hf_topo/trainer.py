@@ -29,7 +29,7 @@ from transformers import Trainer, TrainingArguments
 from .config import TOPO_SETTINGS, TopoConfig
 from .distributed import check_activation_checkpointing
 from .metadata import stored_topography, write_adapter_record
-from .topo_loss import TopoLoss
+from .regularizers.model import TopoLoss
 
 __all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS", "topo_argument_name"]
 
@@ -306,14 +306,10 @@ class TopoTrainer(Trainer):
         self._topo_count += 1
 
     def topo_loss_label(self, name: str) -> str:
-        """Log key of a layer: its base-model name without the usual `transformer.`/`model.` prefix."""
-        from .targets import base_model_name
+        """Log key of a layer: :func:`~hf_topo.targets.short_layer_name` of its base-model name."""
+        from .targets import base_model_name, short_layer_name
 
-        name = base_model_name(self.model, name)
-        for prefix in ("transformer.", "model.", "gpt_neox."):
-            if name.startswith(prefix):
-                return name[len(prefix) :]
-        return name
+        return short_layer_name(base_model_name(self.model, name))
 
     # ---- logging ---------------------------------------------------------------------------------------------------
 

@@ -144,3 +144,25 @@ def test_version_agrees_with_pyproject():
     project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
     (version,) = re.findall(r'^version\s*=\s*"([^"]+)"', project, flags=re.MULTILINE)
     assert version == hf_topo.__version__
+
+
+def test_old_module_paths_warn_and_give_the_same_objects():
+    """Modules that moved into hf_topo.regularizers keep working from their old paths, with a DeprecationWarning."""
+    import importlib
+    import sys
+    import warnings
+
+    import hf_topo.regularizers.laplacian_pyramid as laplacian_pyramid
+    import hf_topo.regularizers.model as model
+    import hf_topo.regularizers.similarity as similarity
+
+    for old, new in (("losses", laplacian_pyramid), ("similarity", similarity), ("topo_loss", model)):
+        sys.modules.pop(f"hf_topo.{old}", None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shim = importlib.import_module(f"hf_topo.{old}")
+        assert any(issubclass(w.category, DeprecationWarning) and new.__name__ in str(w.message) for w in caught)
+        assert shim.__all__ == new.__all__
+        for name in new.__all__:
+            assert getattr(shim, name) is getattr(new, name)
+    assert model.TopoLoss is model.TopoRegularizer is hf_topo.TopoLoss

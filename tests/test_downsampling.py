@@ -429,7 +429,7 @@ print(json.dumps(found))
 
 
 def test_blur_matrices_do_not_remember_the_device_context_they_were_made_in():
-    from hf_topo.losses import _BLUR_CACHE, blur_matrices
+    from hf_topo.regularizers.laplacian_pyramid import _BLUR_CACHE, blur_matrices
 
     geometry = (7, 11, 1.7, 2.3)  # used by no other test, so the first call below fills its cache entry
     assert not any(key[:4] == geometry for key in _BLUR_CACHE)

@@ -1,4 +1,4 @@
-"""The TopoLoss math (hf_topo.losses) against the authors' reference package `topoloss` 0.0.2 and the paper's formula.
+"""The TopoLoss math (hf_topo.regularizers.laplacian_pyramid) against the authors' reference package `topoloss` 0.0.2 and the paper's formula.
 
 Parity: values to 1e-6 in float32; gradients relative to their largest entry to GRAD_TOL (both sides are float32
 computations of the same quantity in a different order, so they differ by float32 rounding, ~1e-6 … 1e-5).
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from topoloss.losses.laplacian_pyramid import laplacian_pyramid_loss as reference_loss
 
 from hf_topo import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
-from hf_topo.losses import INTERPOLATION_MODES, blur_matrices
+from hf_topo.regularizers.laplacian_pyramid import INTERPOLATION_MODES, blur_matrices
 
 GRAD_TOL = 2e-5
 MODES = ["bilinear", "bicubic", "nearest", "nearest-exact", "area"]

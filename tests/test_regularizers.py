@@ -6,7 +6,7 @@ import torch
 from hf_topo import TopoConfig, TopoLoss
 from hf_topo.analysis import collect_activations, regularizer_values, topographic_layers
 from hf_topo.config import LOSSES
-from hf_topo.similarity import neighbour_distance_loss
+from hf_topo.regularizers.similarity import neighbour_distance_loss
 
 
 def _layers_and_activations(model):

@@ -1,4 +1,4 @@
-"""Weight / Activation Similarity (hf_topo.similarity) and their use through TopoLoss and TopoTrainer."""
+"""Weight / Activation Similarity (hf_topo.regularizers.similarity) and their use through TopoLoss and TopoTrainer."""
 
 import itertools
 import json
@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 from hf_topo import TopoConfig, TopoLoss, TopoTrainer
-from hf_topo.similarity import DISTANCES, neighbour_distance_loss, neighbour_pair_count
+from hf_topo.regularizers.similarity import DISTANCES, neighbour_distance_loss, neighbour_pair_count
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 

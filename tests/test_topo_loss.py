@@ -1,4 +1,4 @@
-"""TopoLoss on modules (hf_topo.topo_loss) against the reference `topoloss` 0.0.2, on Linear/Conv2d/GPT-2 Conv1D,
+"""TopoLoss on modules (hf_topo.regularizers.model) against the reference `topoloss` 0.0.2, on Linear/Conv2d/GPT-2 Conv1D,
 bf16 weights, PEFT LoRA models and watched layers."""
 
 import copy
@@ -13,7 +13,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hf_topo import TopoConfig, TopoLoss
-from hf_topo.topo_loss import resolve_sheets
+from hf_topo.regularizers.model import resolve_sheets
 
 GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]

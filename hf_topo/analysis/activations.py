@@ -15,7 +15,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
-from ..topo_loss import TopoLayer, attach_inferred_topography, resolve_sheets
+from ..regularizers.model import attach_inferred_topography
+from ..targets import TopoLayer, matches_pattern, resolve_sheets
 from .inputs import TokenBatch, as_token_batch
 
 __all__ = ["topographic_layers", "collect_activations", "model_device"]
@@ -58,7 +59,7 @@ def topographic_layers(
     if layer_names is not None:
         chosen = []
         for wanted in layer_names:
-            matches = [layer for layer in layers if layer.name == wanted or layer.name.endswith("." + wanted)]
+            matches = [layer for layer in layers if matches_pattern(layer.name, [wanted])]
             if not matches:
                 raise ValueError(
                     f"No topographic layer named {wanted!r}; the topographic layers are {[lay.name for lay in layers]}."

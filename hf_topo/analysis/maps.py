@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..sheet import CorticalSheet, effective_weight, sheet_view
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer
 
 __all__ = ["as_sheet_map", "unit_weights", "weight_pc1_map", "mean_activation_map"]
 

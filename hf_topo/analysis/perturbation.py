@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer
 from .activations import model_device
 from .inputs import as_token_batch
 

@@ -11,15 +11,17 @@ import os
 
 import torch
 
+from ..targets import short_layer_name
 from .perturbation import SweepResult
 from .smoothness import SmoothnessResult
 
-__all__ = ["plot_sheet_maps", "plot_smoothness_curves", "plot_sweeps"]
+__all__ = ["plot_sheet_maps", "plot_smoothness_curves", "plot_sweeps", "pyplot", "save_figure"]
 
 _COLORS = ("tab:red", "black", "tab:blue", "tab:green", "tab:purple")
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,16 +30,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> str:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
+    """Write ``fig`` to ``path`` (PNG; folders created), close it, and return the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return str(path)
-
-
-def _short(layer_name: str) -> str:
-    parts = layer_name.split(".")
-    return ".".join(parts[-4:]) if len(parts) > 4 else layer_name
 
 
 def plot_sheet_maps(
@@ -54,7 +52,7 @@ def plot_sheet_maps(
             position, so a baseline's maps line up with the TopoNet's.
         symmetric: centre the colour scale on 0 (for t-values).
     """
-    plt = _pyplot()
+    plt = pyplot()
     columns = [(label, kind) for label, kinds in maps.items() for kind in kinds]
     if not columns:
         raise ValueError("No maps to plot.")
@@ -77,7 +75,7 @@ def plot_sheet_maps(
                 vmax=bound if bound else None,
                 interpolation="nearest",
             )
-            ax.set_title(f"{label}: {kind}\n{_short(layer)}", fontsize=8)
+            ax.set_title(f"{label}: {kind}\n{short_layer_name(layer)}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
@@ -85,7 +83,7 @@ def plot_sheet_maps(
             axes[row][col].axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResult]]], path: str | os.PathLike) -> str:
@@ -96,7 +94,7 @@ def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResul
         curves: ``{measure: {model label: {layer name: SmoothnessResult}}}``, e.g.
             ``{"activations": {"TopoNet": {...}, "baseline": {...}}, "weights": {...}}``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (measure, by_model) in zip(axes[0], curves.items(), strict=True):
         for color, (label, by_layer) in zip(_COLORS, by_model.items(), strict=False):
@@ -116,7 +114,7 @@ def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResul
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: str | None = None) -> str:
@@ -124,7 +122,7 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
 
     For downsampling the x-axis is the percentage of the model's parameters kept, each point labelled with its φ.
     """
-    plt = _pyplot()
+    plt = pyplot()
     first = next(iter(sweeps.values()))
     with_blimp = any(s.blimp is not None for s in sweeps.values())
     fig, axes = plt.subplots(1, 2 if with_blimp else 1, figsize=(11 if with_blimp else 5.8, 4), squeeze=False)
@@ -152,4 +150,4 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
     if max((abs(v) for s in sweeps.values() for v in s.delta_perplexity if math.isfinite(v)), default=0) > 20:
         axes[0][0].set_yscale("symlog", linthresh=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

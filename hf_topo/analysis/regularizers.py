@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..config import LOSSES, TopoConfig
-from ..topo_loss import TopoLayer, TopoLoss
+from ..regularizers.model import TopoLoss
+from ..targets import TopoLayer
 
 __all__ = ["RegularizerValue", "regularizer_values"]
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import TopoConfig
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
 from .inputs import TokenBatch

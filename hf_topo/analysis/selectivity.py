@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer
 from .activations import collect_activations
 from .inputs import tokenize_stimuli
 

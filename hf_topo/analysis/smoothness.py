@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..sheet import CorticalSheet
-from ..topo_loss import TopoLayer
+from ..targets import TopoLayer
 from .maps import unit_weights
 
 __all__ = ["SmoothnessResult", "correlation_vs_distance", "smoothness", "weight_smoothness", "sheet_distances"]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import AutoConfig
 
+from hf_topo.analysis.plots import pyplot, save_figure
 from hf_topo.checkpoints import resolve_checkpoint
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.finetuning import LORA_TRAINING_DEFAULTS, LoraArguments, finetune_lora
@@ -97,10 +98,7 @@ def plan_runs(args: CompareLoraArguments) -> list[tuple[str, int, LoraArguments,
 
 
 def plot(results: list[dict], ranks: list[int], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(dict.fromkeys(r["label"] for r in results))
     fig, axes = plt.subplots(1, len(ranks) + 1, figsize=(4.2 * (len(ranks) + 1), 3.6))
@@ -122,8 +120,7 @@ def plot(results: list[dict], ranks: list[int], path: str) -> None:
     axes[-1].set(title="Δ validation loss (after − before)", ylabel="Δ loss")
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def compare_lora(args: CompareLoraArguments) -> dict:

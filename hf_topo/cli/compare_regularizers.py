@@ -48,6 +48,7 @@ from hf_topo.analysis import (
     load_text_blocks,
     regularizer_values,
 )
+from hf_topo.analysis.plots import pyplot, save_figure
 from hf_topo.cli.arguments import explicit_flags, make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.config import LOSSES, TopoConfig
 from hf_topo.pretraining import DataArguments, ModelArguments, hold_out_lines, pretrain, small_cpu_recipe
@@ -301,10 +302,7 @@ def markdown_table(runs: list[dict]) -> list[str]:
 
 def plot(runs: list[dict], settings: AnalysisSettings, path: str) -> str:
     """Bars per model for each scalar metric, training curves, and the robustness sweeps overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bars = [
         ("eval_loss", "Eval loss (held out, nats/token)"),
@@ -367,8 +365,7 @@ def plot(runs: list[dict], settings: AnalysisSettings, path: str) -> str:
         ax.axis("off")
     fig.suptitle("Regularizers compared (same model, data and recipe; only the regularizer and τ differ)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

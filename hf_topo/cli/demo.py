@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hf_topo.analysis.maps import weight_pc1_map
+from hf_topo.analysis.plots import pyplot, save_figure
 from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
 from hf_topo.analysis.summary import AnalysisSummary
@@ -32,7 +33,7 @@ from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_
 from hf_topo.config import TopoConfig
 from hf_topo.data import write_python_corpus
 from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe
-from hf_topo.topo_loss import TopoLoss
+from hf_topo.regularizers.model import TopoLoss
 
 
 @dataclass
@@ -128,10 +129,7 @@ def sheet_pc1_maps(model_dir: str) -> dict[str, torch.Tensor]:
 
 
 def plot(results: dict[str, dict], output_dir: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     fig, (ax_task, ax_topo) = plt.subplots(1, 2, figsize=(11, 4))
@@ -147,8 +145,7 @@ def plot(results: dict[str, dict], output_dir: str) -> list[str]:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(os.path.join(output_dir, "training_curves.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths[-1], dpi=120)
 
     fig, axes = plt.subplots(len(results), 2, figsize=(9, 2.6 * len(results)), squeeze=False)
     for row, (name, metrics) in enumerate(results.items()):
@@ -159,8 +156,7 @@ def plot(results: dict[str, dict], output_dir: str) -> list[str]:
             fig.colorbar(image, ax=axes[row][col], fraction=0.03)
     fig.tight_layout()
     paths.append(os.path.join(output_dir, "sheet_maps.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths[-1], dpi=120)
     return paths
 
 

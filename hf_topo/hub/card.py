@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..analysis.summary import AnalysisSummary
-from ..config import TOPOGRAPHY_KEY, TopoConfig
+from ..config import LOSS_DISPLAY_NAMES, TOPOGRAPHY_KEY, TopoConfig
 from .results import recipe_from_conversion
 
 __all__ = ["CARD_TEMPLATE_NAME", "TOPONET_TAGS", "PAPER_URL", "CITATION", "card_template_path", "toponet_card"]
@@ -62,7 +62,10 @@ def _fmt(value: Any) -> str:
 
 def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str, str]]:
     tau = record.get("tau") or {}
-    rows = [("loss", {"laplacian_pyramid": "TopoLoss (blur-and-cosine, eq. 1)"}.get(topo.loss, topo.loss))]
+    name = LOSS_DISPLAY_NAMES.get(topo.loss, topo.loss)
+    rows = [
+        ("loss", f"{name} (blur-and-cosine, eq. 1)" if topo.loss == "laplacian_pyramid" else f"{name} ({topo.loss})")
+    ]
     rows.append(("τ (weight of the topographic term)", _fmt(topo.tau)))
     rows.append(("τ schedule (multiplier over optimizer steps)", topo.tau_schedule.describe()))
     if tau.get("at_step") is not None:
@@ -135,11 +138,13 @@ def _eval_results(
     return entries
 
 
-def _result_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
+    """The headline results; ``topo_loss`` is labelled with the regularizer that produced it (``loss``)."""
+    definition = "1 − mean cos" if loss == "laplacian_pyramid" else "mean neighbour distance"
     labels = [
         ("eval_loss", "evaluation loss (nats/token)"),
         ("eval_perplexity", "evaluation perplexity"),
-        ("topo_loss", "TopoLoss (mean over target layers, 1 − mean cos)"),
+        ("topo_loss", f"{LOSS_DISPLAY_NAMES.get(loss, loss)} (mean over target layers, {definition})"),
         ("blimp_overall", "BLiMP accuracy (mean over paradigms)"),
         ("train_loss", "training loss (mean over the run)"),
         ("train_runtime", "training time (s)"),
@@ -292,11 +297,12 @@ def toponet_card(
         architecture=architecture,
         model_type=getattr(config, "model_type", None),
         topo=topo,
+        loss_name=LOSS_DISPLAY_NAMES.get(topo.loss, topo.loss),
         topography_rows=_topography_rows(topo, record),
         layers=layers,
         finetuning=topo.finetuning or [],
         recipe_rows=[(k, _fmt(v)) for k, v in recipe.items()],
-        result_rows=_result_rows(results),
+        result_rows=_result_rows(results, topo.loss),
         eval_dataset=eval_dataset,
         blimp_fields=[(k, _fmt(v)) for k, v in (results.get("blimp_fields") or {}).items()],
         topo_loss_per_layer=[(k, _fmt(v)) for k, v in (results.get("topo_loss_per_layer") or {}).items()],

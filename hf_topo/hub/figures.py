@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from ..config import TopoConfig
-from ..topo_loss import TopoLoss
+from ..regularizers.model import TopoLoss
 
 __all__ = ["render_sheet_maps"]
 

@@ -7,7 +7,7 @@ import os
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..models import check_model_source
-from ..topo_loss import attach_inferred_topography
+from ..regularizers.model import attach_inferred_topography
 
 __all__ = ["load_toponet"]
 

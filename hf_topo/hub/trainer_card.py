@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..config import TopoConfig
-from ..topo_loss import TopoLoss
+from ..regularizers.model import TopoLoss
 from .card import toponet_card
 from .figures import render_sheet_maps
 from .loading import load_toponet

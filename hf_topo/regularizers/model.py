@@ -1,0 +1,365 @@
+"""``TopoRegularizer``: find a model's topographic layers and average their sheet losses.
+
+The math lives beside this module, one pure function per regularizer: :mod:`hf_topo.regularizers.laplacian_pyramid`
+(TopoLoss, the paper's loss) and :mod:`hf_topo.regularizers.similarity` (Truong & Hasson's Weight / Activation
+Similarity). This module is the bookkeeping, the same for every regularizer (PEFT's ``tuners/lora/model.py`` plays that
+part for LoRA): which layers, which sheets, which are optimized and which only watched, and (for Activation
+Similarity) the layer outputs of the current forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..config import WEIGHT_LOSSES, TopoConfig
+from ..distributed import gathered_for_reading, is_zero3_partitioned
+from ..presets import default_target_modules
+from ..sheet import effective_weight, sheet_view, unwrapped_layer
+from ..targets import TopoLayer, resolve_sheets
+from .laplacian_pyramid import sheet_cosine_loss
+from .similarity import neighbour_distance_loss
+
+__all__ = ["TopoRegularizer", "TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
+
+logger = logging.getLogger(__name__)
+
+
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _unit_responses(
+    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch.
+
+    A Linear/Conv1D output is ``(..., n_units)``; a Conv2d output ``(batch, n_units, height, width)`` counts every
+    image position as a sample (its channels are the units)."""
+    if activations is None:
+        raise ValueError(
+            f"Activation Similarity on layer {layer.name!r}: no activations of this layer were seen in the forward "
+            "pass. Record them with `topo.record_activations(model)` around a forward that runs the layer."
+        )
+    if layer.sheet.layer_type == "Conv2d":
+        if activations.ndim != 4 or activations.shape[1] != layer.sheet.n_units:
+            raise ValueError(
+                f"Activations of the Conv2d layer {layer.name!r} have shape {tuple(activations.shape)}; expected "
+                f"(batch, {layer.sheet.n_units}, height, width)."
+            )
+        if attention_mask is not None:
+            raise ValueError(f"An attention_mask does not apply to the Conv2d layer {layer.name!r}: pass None.")
+        activations = activations.movedim(1, -1)  # (batch, height, width, units): every position is a sample
+    if activations.shape[-1] != layer.sheet.n_units:
+        raise ValueError(
+            f"Activations of {layer.name!r} have {activations.shape[-1]} units in their last dimension, but its sheet "
+            f"has {layer.sheet.n_units}: pass the layer's own output (..., n_units)."
+        )
+    responses = activations.reshape(-1, activations.shape[-1])
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(activations.shape[:-1]):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the activations of {layer.name!r} have "
+                f"positions {tuple(activations.shape[:-1])}; pass the batch's (batch, sequence) mask."
+            )
+        responses = responses[attention_mask.reshape(-1).to(torch.bool)]
+    if responses.shape[0] < 2:
+        raise ValueError(
+            f"Activation Similarity on layer {layer.name!r} needs at least 2 non-padding positions in the batch, "
+            f"got {responses.shape[0]}."
+        )
+    return responses
+
+
+class TopoRegularizer:
+    """The topographic regularizer of a model, averaged over its target layers (not multiplied by τ).
+
+    Which regularizer is the config's ``loss``: the default ``"laplacian_pyramid"`` is TopoLoss,
+    ``mean_layers(1 − mean_u cos(C_u, blur(C)_u))``; ``"weight_similarity"`` and ``"activation_similarity"`` are
+    Truong & Hasson's neighbour-distance losses on the same sheets (:mod:`hf_topo.regularizers.similarity`). The name
+    ``TopoLoss`` is an alias of this class, kept because most code (and the paper) calls the default that. Works on
+    plain and PEFT-wrapped models; for a layer wrapped by LoRA the sheet is built from the effective weight
+    ``W + scaling·B·A``.
+
+    Example::
+
+        topo = TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"]))
+        loss = task_loss + tau * topo(model)
+        topo.per_layer(model)   # {"transformer.h.0.mlp.c_fc": tensor(0.93), ...}
+
+        # Activation Similarity needs the layer outputs of the batch:
+        topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
+        with topo.record_activations(model) as recorded:
+            task_loss = model(**batch).loss
+        loss = task_loss + tau * topo.compute(model, activations=recorded, attention_mask=batch["attention_mask"])[0]
+
+    Args:
+        config: the :class:`TopoConfig`; keyword arguments build one when it is omitted.
+    """
+
+    def __init__(self, config: TopoConfig | None = None, **config_kwargs):
+        if config is not None and config_kwargs:
+            raise ValueError("Pass either a TopoConfig or its keyword arguments, not both.")
+        self.config = config if config is not None else TopoConfig(**config_kwargs)
+        self._resolved: weakref.WeakKeyDictionary[nn.Module, list[TopoLayer]] = weakref.WeakKeyDictionary()
+
+    @property
+    def needs_activations(self) -> bool:
+        """Whether the loss reads the layers' outputs of the current batch (Activation Similarity)."""
+        return self.config.loss not in WEIGHT_LOSSES
+
+    def layers(self, model: nn.Module) -> list[TopoLayer]:
+        """The resolved (and validated) topographic layers of ``model``; cached per model."""
+        if model not in self._resolved:
+            self._resolved[model] = resolve_sheets(model, self.config)
+            layers = self._resolved[model]
+            logger.info(
+                "%s on %d layer(s) (%d watched): %s",
+                self.config.loss,
+                sum(layer.role == "target" for layer in layers),
+                sum(layer.role == "watch" for layer in layers),
+                ", ".join(
+                    f"{layer.name} {layer.sheet.height}x{layer.sheet.width}x{layer.sheet.depth}"
+                    for layer in layers[:3]
+                )
+                + (" ..." if len(layers) > 3 else ""),
+            )
+        return self._resolved[model]
+
+    @contextlib.contextmanager
+    def record_activations(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the outputs of ``model``'s topographic layers during the forward passes inside the block.
+
+        Yields a dict ``{layer name: output}`` filled by forward hooks (the last forward's output of each layer,
+        with its autograd graph, so a loss on it trains the layer). The hooks are removed when the block exits,
+        so nothing is recorded afterwards (e.g. by a gradient-checkpointing recomputation) and nothing is kept
+        beyond what the caller holds.
+        """
+        recorded: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def hook(name: str):
+            def store(_module, _inputs, output):
+                recorded[name] = output[0] if isinstance(output, tuple) else output
+
+            return store
+
+        try:
+            for layer in self.layers(model):
+                handles.append(layer.module.register_forward_hook(hook(layer.name)))
+            yield recorded
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def weights_partitioned(self, model: nn.Module) -> bool:
+        """Whether the topographic layers' weights are DeepSpeed ZeRO-3 placeholders outside their forward (then the
+        terms that train them are computed inside the forward: :meth:`evaluate_in_forward`)."""
+        return any(is_zero3_partitioned(p) for layer in self.layers(model) for p in layer.module.parameters())
+
+    @contextlib.contextmanager
+    def evaluate_in_forward(self, model: nn.Module, with_grad: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+        """Compute each layer's weight-based term inside that layer's forward, while its weight is whole.
+
+        Under DeepSpeed ZeRO-3 a layer's parameters are gathered only around its forward. A forward pre-hook,
+        registered after ZeRO-3's own (so it runs once they are gathered), computes the layer's term from a copy of
+        the weight (ZeRO-3 frees the gathered storage after the forward); its gradient reaches the parameter in the
+        same backward pass as the task gradient. Yields ``{layer name: loss}``, filled by the forward passes inside
+        the block (a layer's first call only; hooks are removed on exit, so a checkpointing recomputation adds
+        nothing); pass it to :meth:`compute` as ``evaluated``.
+
+        Example::
+
+            with topo.evaluate_in_forward(model) as evaluated:
+                task_loss = model(**batch).loss
+            loss = task_loss + tau * topo.compute(model, evaluated=evaluated)[0]
+        """
+        if self.needs_activations:
+            raise ValueError(
+                f"loss={self.config.loss!r} reads activations, not weights: use `record_activations` instead."
+            )
+        evaluated: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def hook(layer: TopoLayer):
+            optimize = with_grad and layer.role == "target"
+
+            def evaluate(module, _inputs):
+                if layer.name in evaluated:
+                    return
+                # Under non-reentrant checkpointing this runs inside a checkpointed block: the identity saved-tensor
+                # hooks keep the loss's saved tensors out of the block's recomputation bookkeeping. Under reentrant
+                # checkpointing the block runs without grad, but the weight is a leaf, so the graph still reaches it.
+                with torch.autograd.graph.saved_tensors_hooks(_keep, _keep), torch.set_grad_enabled(optimize):
+                    value = self._weight_loss(layer, effective_weight(module).clone())
+                evaluated[layer.name] = value if optimize else value.detach()
+
+            return evaluate
+
+        try:
+            for layer in self.layers(model):
+                if unwrapped_layer(layer.module) is not layer.module and self.weights_partitioned(model):
+                    raise ValueError(
+                        f"Layer {layer.name!r} is wrapped by PEFT and its weights are partitioned by DeepSpeed ZeRO-3: "
+                        "the adapter and base weights are gathered at different times, so the effective weight is "
+                        "never whole. Train adapters with ZeRO-2 (or FSDP2), where the weights are readable."
+                    )
+                handles.append(layer.module.register_forward_pre_hook(hook(layer)))
+            yield evaluated
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _weight_loss(self, layer: TopoLayer, weight: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        sheet, units_first = sheet_view(weight, layer.sheet)
+        if config.loss == "laplacian_pyramid":
+            return sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
+        sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
+        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+
+    def layer_loss(
+        self,
+        layer: TopoLayer,
+        activations: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The regularizer of one layer (float32 scalar, differentiable w.r.t. the weight or the activations).
+
+        ``activations`` (Activation Similarity only): the layer's output ``(..., n_units)``; positions where
+        ``attention_mask`` (shape ``activations.shape[:-1]``) is 0 are padding and left out.
+        """
+        config = self.config
+        if config.loss in WEIGHT_LOSSES:
+            return self._weight_loss(layer, effective_weight(layer.module))
+        responses = _unit_responses(layer, activations, attention_mask)  # (n_samples, n_units)
+        sheet = responses.T.reshape(layer.sheet.height, layer.sheet.width, -1)  # unit u at (u // w, u % w)
+        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+
+    def compute(
+        self,
+        model: nn.Module,
+        with_grad: bool = True,
+        activations: dict[str, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        evaluated: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mean over target layers, {name: loss} for every layer)``; watched layers never carry a gradient.
+
+        ``activations``/``attention_mask``: for Activation Similarity, the outputs recorded with
+        :meth:`record_activations` and the batch's attention mask (padding excluded).
+        ``evaluated``: the layer terms computed during the forward by :meth:`evaluate_in_forward` (DeepSpeed ZeRO-3).
+
+        Under FSDP2 the weights are all-gathered one layer at a time (a collective: call this on every rank). Under
+        ZeRO-3 without ``evaluated``, only a loss without gradient can be read (each layer gathered in turn).
+        """
+        if self.needs_activations and activations is None:
+            raise ValueError(
+                f"loss={self.config.loss!r} is computed from the layers' activations of the current batch: run the "
+                "forward pass inside `with topo.record_activations(model) as recorded:` and pass "
+                "`activations=recorded` (TopoTrainer does this for you)."
+            )
+        per_layer: dict[str, torch.Tensor] = {}
+        targets: list[torch.Tensor] = []
+        for layer in self.layers(model):
+            optimize = with_grad and layer.role == "target"
+            if evaluated is not None:
+                if layer.name not in evaluated:
+                    raise ValueError(
+                        f"Layer {layer.name!r} was not run by the forward inside `evaluate_in_forward`; run a forward "
+                        "pass of the whole model inside the block."
+                    )
+                value = evaluated[layer.name]
+                per_layer[layer.name] = value if optimize else value.detach()
+                if layer.role == "target":
+                    targets.append(per_layer[layer.name])
+                continue
+            if optimize and torch.is_grad_enabled() and self.weights_partitioned(model):
+                raise ValueError(
+                    f"The weights of {layer.name!r} are partitioned by DeepSpeed ZeRO-3 and whole only during the "
+                    "layer's forward: compute the loss there, `with topo.evaluate_in_forward(model) as evaluated:` "
+                    "around the forward and `compute(model, evaluated=evaluated)` (TopoTrainer does this for you)."
+                )
+            with (
+                torch.set_grad_enabled(optimize and torch.is_grad_enabled()),
+                gathered_for_reading(layer.module.parameters() if not optimize else ()),
+            ):
+                if self.needs_activations:
+                    value = self.layer_loss(layer, activations.get(layer.name), attention_mask)
+                else:
+                    value = self.layer_loss(layer)
+            per_layer[layer.name] = value if optimize else value.detach()
+            if layer.role == "target":
+                targets.append(per_layer[layer.name])
+        return torch.stack(targets).mean(), per_layer
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The regularizer's value without gradients: ``(mean over target layers, {name: value})``.
+
+        A weight-based loss needs only the model. Activation Similarity needs a batch: ``inputs`` (``input_ids``
+        and optionally ``attention_mask``, on the model's device) is run through the model in eval mode to record
+        the layers' outputs.
+        """
+        if not self.needs_activations:
+            return self.compute(model, with_grad=False)
+        if not inputs or "input_ids" not in inputs:
+            raise ValueError(
+                f"loss={self.config.loss!r} is measured on the activations of a batch: pass inputs={{'input_ids': ..., "
+                "'attention_mask': ...}} (e.g. one evaluation batch)."
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            with self.record_activations(model) as recorded:
+                model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+            return self.compute(
+                model, with_grad=False, activations=recorded, attention_mask=inputs.get("attention_mask")
+            )
+        finally:
+            model.train(was_training)
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        """Mean regularizer over the target layers of ``model`` (a scalar tensor, not multiplied by τ)."""
+        return self.compute(model)[0]
+
+    def per_layer(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``{full module name: loss}`` for every target and watched layer."""
+        return self.compute(model)[1]
+
+    def config_for(self, model: nn.Module) -> TopoConfig:
+        """A copy of the config with ``layers`` filled in from ``model`` (what gets saved in ``config.json``)."""
+        data = self.config.to_dict()
+        data["layers"] = {layer.sheet.module_name: layer.sheet.to_dict() for layer in self.layers(model)}
+        return TopoConfig.from_dict(data)
+
+
+#: The name most code uses for the model's regularizer (the paper's TopoLoss is its default ``loss``).
+TopoLoss = TopoRegularizer
+
+
+def attach_inferred_topography(
+    model: nn.Module, target_modules: list[str] | str | None = None, **config_kwargs
+) -> TopoConfig:
+    """Give a model that was not trained with hf_topo (any GPT-style model from the Hub or disk) sheet metadata.
+
+    The sheets are the most-square ones over ``target_modules`` (default: the family's MLP expansion layer,
+    :data:`hf_topo.presets.TARGET_PRESETS`), recorded with ``inferred: true`` and ``tau: 0``, so every hf_topo tool (loss,
+    analysis, LoRA with ``--tau``) works on the model and the metadata does not pretend it was trained topographically.
+    Returns the attached :class:`TopoConfig`.
+    """
+    if target_modules is None:
+        target_modules = default_target_modules(model)
+    config = TopoRegularizer(
+        TopoConfig(target_modules=target_modules, tau=config_kwargs.pop("tau", 0.0), **config_kwargs)
+    ).config_for(model)
+    config.inferred = True
+    config.attach_to(model.config)
+    return config
