@@ -269,6 +269,7 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
         str(blimp_dir),
     ]
     cmd += ["--paradigms", "principle_A_c_command", "--limit", "8", "--batch_size", "3", "--output", str(out)]
+    cmd += ["--lm_eval_tasks", str(tmp_path / "tasks")]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -278,6 +279,15 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
     )
     assert saved["paradigms"] == expected.paradigms and saved["n_pairs"] == {"principle_A_c_command": 8}
     assert out.with_suffix(".md").exists() and "overall accuracy" in result.stdout
+    harness_shaped = json.loads((tmp_path / "results.lm_eval.json").read_text())["results"]
+    assert harness_shaped["blimp_principle_A_c_command"] == {
+        "alias": " - blimp_principle_A_c_command",
+        "acc,none": expected.paradigms["principle_A_c_command"],
+        "acc_stderr,none": expected.paradigm_stderrs["principle_A_c_command"],
+    }
+    assert saved["decisions"] == expected.decisions
+    task = (tmp_path / "tasks" / "hftopo_blimp_principle_A_c_command.yaml").read_text()
+    assert str((blimp_dir / "principle_A_c_command.jsonl").resolve().as_posix()) in task
 
 
 def test_bfloat16_on_request(lm, blimp_dir):
