@@ -1,5 +1,6 @@
 """BLiMP evaluation (hf_topo.blimp): convention, batching, loaders, callback, script and bad input."""
 
+import copy
 import json
 import math
 import os
@@ -233,6 +234,7 @@ def test_eval_blimp_command_refuses_bad_input_before_scoring(lm, blimp_dir, tmp_
 
 def test_callback_logs_blimp_during_training(lm, blimp_dir, tmp_path):
     model, tokenizer = lm
+    model = copy.deepcopy(model)  # training changes the weights; the module's model (and its reference scores) stay
     ids = torch.randint(0, len(tokenizer), (16, 16), generator=torch.Generator().manual_seed(0)).tolist()
     data = Dataset.from_dict({"input_ids": ids, "labels": ids})
     args = TopoTrainingArguments(
