@@ -33,17 +33,15 @@ import sys
 import time
 
 import torch
+from _common import RESULTS_DIR, device_info, device_line
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS_DIR, device_info, device_line  # noqa: E402
-
-from hf_topo import TopoConfig, TopoRegularizer, arrange_units  # noqa: E402
-from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks  # noqa: E402
-from hf_topo.arrangement import find_arrangement, sheet_objective  # noqa: E402
-from hf_topo.arrangement.mlp import unit_vectors  # noqa: E402
-from hf_topo.data import write_python_corpus  # noqa: E402
-from hf_topo.models import build_model  # noqa: E402
-from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe  # noqa: E402
+from hf_topo import TopoConfig, TopoRegularizer, arrange_units
+from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks
+from hf_topo.arrangement import find_arrangement, sheet_objective
+from hf_topo.arrangement.mlp import unit_vectors
+from hf_topo.data import write_python_corpus
+from hf_topo.models import build_model
+from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe
 
 MODELS = ("baseline", "baseline_arranged", "toponet", "toponet_arranged")
 

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
 import time
 
 import torch
+from _common import RESULTS_DIR, device_info, write_json
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS_DIR, device_info, write_json  # noqa: E402
-
-import hf_topo  # noqa: E402, F401  (registers the topography metadata)
-from hf_topo.analysis import load_passages  # noqa: E402
-from hf_topo.analysis.temporal import (  # noqa: E402
+import hf_topo  # noqa: F401  (registers the topography metadata)
+from hf_topo.analysis import load_passages
+from hf_topo.analysis.temporal import (
     WINDOW_KINDS,
     fit_integration_windows,
     measure_integration_windows,

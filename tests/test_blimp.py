@@ -1,19 +1,32 @@
 """BLiMP evaluation (hf_topo.blimp): convention, batching, loaders, callback, script and bad input."""
 
+import copy
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_causal_lm
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from hf_topo import TopoTrainer, TopoTrainingArguments
-from hf_topo.blimp import BLIMP_PARADIGMS, BlimpCallback, SentenceScorer, evaluate_blimp, load_blimp
+from hf_topo.blimp import (
+    BLIMP_PARADIGMS,
+    LM_EVAL_TASKS_DIR,
+    BlimpCallback,
+    PrefixTrie,
+    SentenceScorer,
+    accuracy_stderr,
+    evaluate_blimp,
+    load_blimp,
+    write_lm_eval_tasks,
+)
 from hf_topo.data import train_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,14 +96,20 @@ def _reference_score(model, tokenizer, sentence: str) -> float:
     return sum(logprobs[t, ids[t + 1]].item() for t in range(len(ids) - 1))
 
 
-def test_scores_and_decisions_match_an_independent_scorer(lm, blimp_dir):
+@pytest.fixture(scope="module")
+def reference(lm, blimp_dir):
+    """The independent float64 score of every sentence of the test paradigms."""
+    model, tokenizer = lm
+    sentences = dict.fromkeys(s for p in load_blimp(blimp_dir=blimp_dir) for pair in p.pairs for s in pair)
+    return {s: _reference_score(model, tokenizer, s) for s in sentences}
+
+
+def test_scores_and_decisions_match_an_independent_scorer(lm, blimp_dir, reference):
     model, tokenizer = lm
     data = load_blimp(blimp_dir=blimp_dir)
     results = evaluate_blimp(model, tokenizer, data=data, batch_size=7, progress=False)
     for paradigm in data:
-        decisions = [
-            _reference_score(model, tokenizer, g) >= _reference_score(model, tokenizer, b) for g, b in paradigm.pairs
-        ]
+        decisions = [reference[g] >= reference[b] for g, b in paradigm.pairs]
         assert results.paradigms[paradigm.uid] == pytest.approx(sum(decisions) / len(decisions))
     assert results.overall == pytest.approx(sum(results.paradigms.values()) / 3)
     assert results.fields == {
@@ -106,9 +125,8 @@ def test_scores_and_decisions_match_an_independent_scorer(lm, blimp_dir):
     sentences = [s for p in data for pair in p.pairs for s in pair]
     batched = SentenceScorer(model, tokenizer, batch_size=64).score(sentences, progress=False)
     single = SentenceScorer(model, tokenizer, batch_size=1).score(sentences, progress=False)
-    reference = [_reference_score(model, tokenizer, s) for s in sentences]
     assert max(abs(a - b) for a, b in zip(batched, single, strict=True)) <= 1e-5
-    assert max(abs(a - b) for a, b in zip(batched, reference, strict=True)) <= 1e-4
+    assert max(abs(a - reference[s]) for a, s in zip(batched, sentences, strict=True)) <= 1e-4
 
 
 def test_ties_count_as_correct(lm, blimp_dir):
@@ -216,6 +234,7 @@ def test_eval_blimp_command_refuses_bad_input_before_scoring(lm, blimp_dir, tmp_
 
 def test_callback_logs_blimp_during_training(lm, blimp_dir, tmp_path):
     model, tokenizer = lm
+    model = copy.deepcopy(model)  # training changes the weights; the module's model (and its reference scores) stay
     ids = torch.randint(0, len(tokenizer), (16, 16), generator=torch.Generator().manual_seed(0)).tolist()
     data = Dataset.from_dict({"input_ids": ids, "labels": ids})
     args = TopoTrainingArguments(
@@ -252,6 +271,7 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
         str(blimp_dir),
     ]
     cmd += ["--paradigms", "principle_A_c_command", "--limit", "8", "--batch_size", "3", "--output", str(out)]
+    cmd += ["--lm_eval_tasks", str(tmp_path / "tasks")]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -261,6 +281,15 @@ def test_eval_blimp_script(lm, blimp_dir, tmp_path):
     )
     assert saved["paradigms"] == expected.paradigms and saved["n_pairs"] == {"principle_A_c_command": 8}
     assert out.with_suffix(".md").exists() and "overall accuracy" in result.stdout
+    harness_shaped = json.loads((tmp_path / "results.lm_eval.json").read_text())["results"]
+    assert harness_shaped["blimp_principle_A_c_command"] == {
+        "alias": " - blimp_principle_A_c_command",
+        "acc,none": expected.paradigms["principle_A_c_command"],
+        "acc_stderr,none": expected.paradigm_stderrs["principle_A_c_command"],
+    }
+    assert saved["decisions"] == expected.decisions
+    task = (tmp_path / "tasks" / "hftopo_blimp_principle_A_c_command.yaml").read_text()
+    assert str((blimp_dir / "principle_A_c_command.jsonl").resolve().as_posix()) in task
 
 
 def test_bfloat16_on_request(lm, blimp_dir):
@@ -349,3 +378,164 @@ def test_an_empty_sentence_is_refused_when_loading(tmp_path):
     )
     with pytest.raises(ValueError, match=r"passive_1\.jsonl, line 2: sentence_bad is empty"):
         load_blimp(blimp_dir=folder)
+
+
+# ---- prefix sharing: the same numbers as scoring every sentence alone --------------------------------------------
+
+
+def test_prefix_trie_numbers_each_distinct_prefix_once_in_pre_order():
+    sequences = [[0, 5, 6, 7], [0, 5, 6, 8, 9], [0, 4], [0, 5, 6, 7], [0, 5]]
+    trie = PrefixTrie.build(sequences)
+    distinct = {tuple(s[:i]) for s in sequences for i in range(1, len(s) + 1)}
+    assert len(trie) == len(distinct) == 7
+    for index, seq in enumerate(sequences):  # the path of a sequence's end node spells the sequence
+        path = [*trie.ancestors(int(trie.ends[index])), int(trie.ends[index])]
+        assert trie.tokens[path].tolist() == seq and trie.depths[path].tolist() == list(range(len(seq)))
+    assert all(trie.parents[n] < n for n in range(1, len(trie)))  # pre-order: a parent before its children
+    assert trie.ends[0] == trie.ends[3]  # a duplicate shares every node
+    values = torch.arange(len(trie), dtype=torch.float64).numpy()
+    sums = trie.path_sums(values)
+    assert sums[trie.ends[1]] == sum(values[[*trie.ancestors(int(trie.ends[1])), int(trie.ends[1])]])
+
+
+@pytest.mark.parametrize("batch_size,row_tokens,limit", [(64, 128, None), (5, 8, 4), (1, 2, 2)])
+def test_shared_prefix_scores_equal_unshared_and_float64_reference(
+    lm, blimp_dir, reference, batch_size, row_tokens, limit
+):
+    """Rows of 8 tokens cut the tree mid-sentence (their ancestors repeated); batch 1 is one sentence per forward."""
+    model, tokenizer = lm
+    sentences = [s for p in load_blimp(blimp_dir=blimp_dir, limit=limit) for pair in p.pairs for s in pair]
+    shared = SentenceScorer(model, tokenizer, batch_size=batch_size, row_tokens=row_tokens)
+    scores = shared.score(sentences, progress=False)
+    assert shared.share_prefixes  # the self-check accepted GPT-2's tree forward
+    unshared = SentenceScorer(model, tokenizer, batch_size=batch_size, share_prefixes=False).score(
+        sentences, progress=False
+    )
+    assert max(abs(a - b) for a, b in zip(scores, unshared, strict=True)) <= 5e-5  # float32 sums of ~60 nats
+    assert max(abs(a - reference[s]) for a, s in zip(scores, sentences, strict=True)) <= 1e-4
+    stats = shared.last_stats
+    if row_tokens == 128:  # less work than one sentence per row (8-token rows repeat more than they share)
+        assert stats["tokens_run"] < stats["tokens_unshared"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt_neo"])
+def test_shared_prefix_scores_of_other_families(family, blimp_dir, lm):
+    """Rotary models take their positions from position_ids, GPT-Neo has local-attention layers: whether the tree
+    forward is used (Llama, NeoX) or refused by the self-check, the scores are those of the unshared forward."""
+    _, tokenizer = lm
+    sentences = [s for p in load_blimp(blimp_dir=blimp_dir, limit=5) for pair in p.pairs for s in pair]
+    model = build_causal_lm(family, vocab_size=len(tokenizer)).eval()
+    shared = SentenceScorer(model, tokenizer, batch_size=6, row_tokens=16)
+    scores = shared.score(sentences, progress=False)
+    assert shared.share_prefixes == (family != "gpt_neo")
+    unshared = SentenceScorer(model, tokenizer, share_prefixes=False).score(sentences, progress=False)
+    assert max(abs(a - b) for a, b in zip(scores, unshared, strict=True)) <= 1e-4
+
+
+class _NoTreeLM(torch.nn.Module):
+    """A causal LM that ignores attention masks and positions (a user's own model): it cannot score a prefix tree."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        return self.inner(input_ids=input_ids)
+
+
+def test_a_model_that_cannot_score_a_tree_falls_back_to_unshared(lm, blimp_dir, caplog):
+    model, tokenizer = lm
+    data = load_blimp(blimp_dir=blimp_dir, limit=6)
+    with caplog.at_level("WARNING", logger="hf_topo.blimp.scoring"):
+        results = evaluate_blimp(_NoTreeLM(model), tokenizer, data=data, progress=False)
+    assert "does not score a prefix tree like separate sentences" in caplog.text
+    assert results.extra["share_prefixes"] is False
+    assert results.paradigms == evaluate_blimp(model, tokenizer, data=data, progress=False).paradigms
+
+
+def test_near_ties_are_rescored_sentence_by_sentence(lm, blimp_dir):
+    model, tokenizer = lm
+    data = load_blimp(blimp_dir=blimp_dir)
+    every = evaluate_blimp(model, tokenizer, data=data, tie_tolerance=1e9, progress=False)  # every pair rescored
+    distinct_pairs = sum(g != b for p in data for g, b in p.pairs)
+    assert every.extra["near_ties_rescored"] == distinct_pairs
+    unshared = evaluate_blimp(model, tokenizer, data=data, share_prefixes=False, progress=False)
+    assert every.paradigms == unshared.paradigms and unshared.extra["near_ties_rescored"] == 0
+    default = evaluate_blimp(model, tokenizer, data=data, progress=False)
+    assert default.paradigms == unshared.paradigms and default.extra["tokens_run"] < default.extra["tokens_unshared"]
+    with pytest.raises(ValueError, match="tie_tolerance=-1 must be >= 0"):
+        evaluate_blimp(model, tokenizer, data=data, tie_tolerance=-1, progress=False)
+    with pytest.raises(ValueError, match="row_tokens=1 must be >= 2"):
+        SentenceScorer(model, tokenizer, row_tokens=1)
+
+
+# ---- standard errors and lm-evaluation-harness interoperability ---------------------------------------------------
+
+
+def test_standard_errors_and_lm_eval_results_shape(lm, blimp_dir, reference, tmp_path):
+    model, tokenizer = lm
+    data = load_blimp(blimp_dir=blimp_dir)
+    results = evaluate_blimp(model, tokenizer, data=data, progress=False)
+    for paradigm in data:  # the harness's mean_stderr: sample standard deviation (n - 1) / sqrt(n)
+        outcomes = [float(reference[g] >= reference[b]) for g, b in paradigm.pairs]
+        expected = statistics.stdev(outcomes) / math.sqrt(len(outcomes))
+        assert results.paradigm_stderrs[paradigm.uid] == pytest.approx(expected, abs=1e-12)
+    k = len(data)
+    assert results.overall_stderr == pytest.approx(math.sqrt(sum(s**2 for s in results.paradigm_stderrs.values())) / k)
+    assert results.field_stderrs["morphology"] == pytest.approx(
+        results.paradigm_stderrs["determiner_noun_agreement_1"]
+    )
+    assert accuracy_stderr(1.0, 12) == 0.0 and math.isnan(accuracy_stderr(1.0, 1))
+
+    results.to_lm_eval_json(tmp_path / "r.lm_eval.json")
+    saved = json.loads((tmp_path / "r.lm_eval.json").read_text())
+    for uid, accuracy in results.paradigms.items():
+        row = saved["results"][f"blimp_{uid}"]
+        assert row["acc,none"] == accuracy and row["acc_stderr,none"] == results.paradigm_stderrs[uid]
+        assert saved["n-samples"][f"blimp_{uid}"] == {"original": 12, "effective": 12}
+        assert saved["versions"][f"blimp_{uid}"] == 1.0 and saved["n-shot"][f"blimp_{uid}"] == 0
+    assert saved["results"]["blimp"]["acc,none"] == results.overall
+    assert "± stderr" in results.to_markdown()
+
+
+def test_shipped_lm_eval_task_yamls(tmp_path, blimp_dir):
+    """The shipped yamls are the harness's blimp template (copied here from lm-eval 0.4.13's ``_template_yaml``)
+    with our task names, and exactly what write_lm_eval_tasks writes (so they cannot drift)."""
+    import yaml
+
+    harness_template = {
+        "output_type": "multiple_choice",
+        "validation_split": "train",
+        "doc_to_text": "",
+        "doc_to_target": 0,
+        "doc_to_choice": "{{[sentence_good, sentence_bad]}}",
+        "num_fewshot": 0,
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+    shipped = sorted(LM_EVAL_TASKS_DIR.glob("*.yaml"))
+    assert len(shipped) == 68  # 67 paradigms and the group
+    for uid in BLIMP_PARADIGMS:
+        task = yaml.safe_load((LM_EVAL_TASKS_DIR / f"hftopo_blimp_{uid}.yaml").read_text())
+        assert (
+            task
+            == {"task": f"hftopo_blimp_{uid}", "dataset_path": "nyu-mll/blimp", "dataset_name": uid} | harness_template
+        )
+    group = yaml.safe_load((LM_EVAL_TASKS_DIR / "_hftopo_blimp.yaml").read_text())
+    assert group["group"] == "hftopo_blimp" and group["task"] == [f"hftopo_blimp_{u}" for u in BLIMP_PARADIGMS]
+    assert group["aggregate_metric_list"] == [{"metric": "acc", "aggregation": "mean", "weight_by_size": False}]
+    write_lm_eval_tasks(tmp_path / "hub")
+    assert {p.name: p.read_text() for p in (tmp_path / "hub").iterdir()} == {p.name: p.read_text() for p in shipped}
+
+    names = write_lm_eval_tasks(tmp_path / "local", blimp_dir=blimp_dir)
+    assert names == [
+        f"hftopo_blimp_{u}" for u in ("determiner_noun_agreement_1", "npi_present_1", "principle_A_c_command")
+    ]
+    local = yaml.safe_load((tmp_path / "local" / "hftopo_blimp_npi_present_1.yaml").read_text())
+    assert local["dataset_path"] == "json" and Path(local["dataset_kwargs"]["data_files"]["train"]).is_absolute()
+    assert (
+        Path(local["dataset_kwargs"]["data_files"]["train"]).read_text()
+        == (blimp_dir / "npi_present_1.jsonl").read_text()
+    )
+    with pytest.raises(ValueError, match=r"Unknown BLiMP paradigm\(s\) \['passive_9'\]"):
+        write_lm_eval_tasks(tmp_path / "x", blimp_dir=blimp_dir, paradigms=["passive_9"])
