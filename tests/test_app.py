@@ -335,7 +335,7 @@ def test_temporal_window_maps_from_an_analyze_report(saved, tokenizer, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(saved / "toponet")
     settings = AnalysisSettings(
         max_tokens=128, eval_blocks=2, sweeps=[], max_pairs=2000, temporal_windows=True, temporal_max_delta=4,
-        temporal_max_sequences=4,
+        temporal_max_sequences=4, temporal_sequence_words=8, temporal_yoking=False,
     )  # fmt: skip
     words = CORPUS.split()
     passages = [" ".join(words[20 * i : 20 * (i + 1)]) for i in range(6)]
