@@ -16,19 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
+from _training import training_args
+from conftest import build_gpt2
+from datasets import Dataset
+from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers when launched as a script
-
-from _training import training_args  # noqa: E402
-from conftest import build_gpt2  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from hf_topo import TopoTrainer  # noqa: E402
+from hf_topo import TopoTrainer
 
 
 def token_dataset(n: int = 64, seq: int = 16, vocab: int = 64, seed: int = 1) -> Dataset:

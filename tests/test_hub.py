@@ -26,6 +26,7 @@ try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
 except ImportError:
     import httpx as httpx2
 from _scripts import ROOT, run_script
+from _training import training_args
 from conftest import build_causal_lm
 from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData, constants
@@ -51,9 +52,6 @@ from hf_topo.hub import (
     read_results,
     toponet_card,
 )
-
-sys.path.insert(0, str(ROOT / "tests"))
-from _training import training_args  # noqa: E402
 
 # huggingface_hub's single-part LFS upload passes a file object as `data=`, which httpx2 deprecates (not ours).
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
