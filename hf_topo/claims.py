@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from .analysis import AnalysisSettings, analyze_model, load_passages, load_text_blocks
+from .analysis.report import json_safe
 from .finetuning import LoraArguments, finetune_lora
 from .pretraining import hold_out_lines, pretrain, small_cpu_recipe
 from .trainer import TopoTrainingArguments
@@ -522,7 +523,7 @@ def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
     path = _measures_file(args, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"recipe": _measure_recipe(args), "seed": seed, "measures": _json_safe(measures)}, f, indent=2)
+        json.dump({"recipe": _measure_recipe(args), "seed": seed, "measures": json_safe(measures)}, f, indent=2)
     return measures
 
 
@@ -628,7 +629,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": time.perf_counter() - start,
     }
-    result = _json_safe(result)
+    result = json_safe(result)
     targets = [os.path.join(args.output_dir, "paper_claims.json")] + ([args.output] if args.output else [])
     for target in targets:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -640,13 +641,3 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     plot_claims(result, os.path.join(args.output_dir, "paper_claims.png"))
     logger.info("Claims written to %s", ", ".join(targets))
     return result
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

@@ -51,7 +51,7 @@ from .temporal import (
     plot_window_summary,
 )
 
-__all__ = ["AnalysisSettings", "ModelAnalysis", "analyze_model", "write_report", "FIGURES", "SWEEPS"]
+__all__ = ["AnalysisSettings", "ModelAnalysis", "analyze_model", "json_safe", "write_report", "FIGURES", "SWEEPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -455,13 +455,15 @@ def analyze_model(
     )
 
 
-def _json_safe(value):
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, through dicts, lists and tuples: JSON
+    that any parser reads (``json.dump`` would write the non-standard ``NaN``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -553,7 +555,7 @@ def write_report(
         "figures": figures,
         "metadata": metadata or {},
     }
-    report = _json_safe(report)
+    report = json_safe(report)
     with open(os.path.join(output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     logger.info("Report written to %s", os.path.join(output_dir, "report.json"))
