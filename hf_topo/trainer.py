@@ -411,6 +411,14 @@ class TopoTrainer(Trainer):
         base = getattr(model, "get_base_model", None)
         if callable(base):
             targets.append(base())
+        # The model's history is not a run setting: a post-hoc arrangement or an earlier fine-tuning of the loaded model
+        # stays in its record when it is trained on.
+        for target in reversed(targets):
+            stored = stored_topography(target)
+            if isinstance(stored, dict):
+                for key in ("arrangement", "finetuning"):
+                    if getattr(config, key) is None and stored.get(key):
+                        setattr(config, key, stored[key])
         for target in targets:
             if getattr(target, "config", None) is not None:
                 config.attach_to(target.config, step=self.state.global_step)

@@ -178,6 +178,23 @@ def test_the_record_of_a_toponet_keeps_its_training_and_adds_the_arrangement():
     assert "not from training alone" in card
 
 
+def test_training_an_arranged_model_on_keeps_its_arrangement_in_the_record(tmp_path, token_dataset):
+    from _training import training_args
+
+    from hf_topo import TopoTrainer, TopoTrainingArguments
+
+    model = build_gpt2()
+    arrange_units(model, max_rounds=2, seed=5, progress=False)
+    arranged = model.config.topography["arrangement"]
+    args = training_args(tmp_path, TopoTrainingArguments, tau=2.0, max_steps=2)
+    trainer = TopoTrainer(model=model, args=args, train_dataset=token_dataset())
+    trainer.train()
+    trainer.write_topography_metadata()
+    record = model.config.topography
+    assert record["tau"]["value"] == 2.0 and record["tau"]["at_step"] == 2
+    assert record["arrangement"] == arranged and arranged[0]["seed"] == 5
+
+
 def test_an_arranged_model_saves_and_loads_in_a_fresh_process(tmp_path):
     model = build_gpt2()
     report = arrange_units(model, max_rounds=5, seed=3, progress=False)
