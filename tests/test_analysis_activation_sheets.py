@@ -180,3 +180,23 @@ def test_hf_topo_analyze_a_topolm_model_end_to_end(tmp_path):
     assert report["analysis_summary"]["weight_smoothness"] is None
     for figure in report["figures"].values():
         assert (out / figure).stat().st_size > 0
+
+
+def test_analyze_refuses_to_save_a_downsampled_topolm_model(make_gpt2, tmp_path):
+    from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
+
+    model = make_gpt2(n_embd=36)
+    TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
+        model.config
+    )
+    tokenizer = train_bpe_tokenizer(["the cat saw the dog near the river. " * 20], vocab_size=300)
+    model.save_pretrained(tmp_path / "topolm")
+    tokenizer.save_pretrained(tmp_path / "topolm")
+    (tmp_path / "text.txt").write_text("the cat saw the dog near the river.\n" * 20)
+    args = AnalyzeArguments(
+        model=str(tmp_path / "topolm"), output_dir=str(tmp_path / "out"), text_file=str(tmp_path / "text.txt"),
+        save_downsampled=2.0, progress=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--save_downsampled resamples .* transformer.h.0.ln_2\): drop"):
+        analyze_saved_models(args, AnalysisSettings(max_tokens=32, eval_blocks=1))
+    assert not (tmp_path / "out").exists()
