@@ -201,18 +201,6 @@ def test_model_value_is_the_function_of_the_non_padding_hidden_states(make_gpt2)
     assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().max() > 0  # the loss trains the blocks
 
 
-def test_analyses_refuse_activation_sheets_with_what_to_do_instead(make_gpt2):
-    from hf_topo.analysis import topographic_layers
-
-    model = make_gpt2(n_embd=36)
-    config = TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))
-    with pytest.raises(TypeError, match=r"transformer.h.0.ln_2 has an input sheet: the analyses read .*mlp.c_fc"):
-        topographic_layers(model, config)
-    assert [layer.name for layer in topographic_layers(model, TopoConfig())] == [
-        "transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"
-    ]  # fmt: skip
-
-
 def _topolm_args(out, **overrides):
     settings = dict(
         max_steps=1, topo_loss_type="spatial_correlation", topo_radius=2, topo_neighbourhoods_per_batch=3,

@@ -4,12 +4,18 @@
 A unit's activation is the layer's output before the nonlinearity (for GPT-2 the output of ``mlp.c_fc``), one
 value per token: the measurement of the paper's §2.3 and A.6. Padding positions (``attention_mask == 0``) are
 never collected.
+
+Sheets whose units are not a Linear layer's outputs are read the same way (:func:`capture_units`): an activation
+sheet with ``units="output"`` (TopoLM's ``"outputs"`` placement: an attention or MLP output) holds the module's
+output features; one with ``units="input"`` (TopoLM's ``"residual"`` placement: the hidden states entering a
+LayerNorm) and a Linear/Conv1D input sheet hold the features of the tensor entering the module.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -19,10 +25,17 @@ from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..regularizers.model import attach_inferred_topography
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, matches_pattern, resolve_sheets
-from .hooks import capture_outputs
+from .hooks import CapturedOutputs, capture_outputs
 from .inputs import TokenBatch, as_token_batch
 
-__all__ = ["topographic_layers", "collect_activations", "model_device"]
+__all__ = [
+    "topographic_layers",
+    "collect_activations",
+    "capture_units",
+    "has_own_weight",
+    "is_output_weight_sheet",
+    "model_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,19 +87,55 @@ def topographic_layers(
             "The model has no topographic layer to analyse (only watched ones?); set include_watched=True."
         )
     for layer in layers:
-        if layer.sheet.units != "output" or layer.sheet.layer_type == ACTIVATION_SHEET:
-            raise TypeError(
-                f"{layer.name} has {'an activation' if layer.sheet.units == 'output' else 'an input'} sheet: the "
-                "analyses read each layer's output units and their incoming weights. Analyse the model on the output "
-                "sheets of its Linear/Conv1D layers, e.g. topographic_layers(model, "
-                "TopoConfig(target_modules=['mlp.c_fc'])) (hf-topo compare-regularizers does this for TopoLM models)."
-            )
         if layer.sheet.layer_type == "Conv2d":
             raise TypeError(
                 f"{layer.name} is a Conv2d: the activation analyses of hf_topo.analysis are for language models "
                 "(Linear/Conv1D layers whose output's last dimension holds the units)."
             )
     return layers
+
+
+def has_own_weight(layer: TopoLayer) -> bool:
+    """Whether the units of ``layer``'s sheet carry weights of their own (a Linear/Conv1D sheet, of output or input
+    units): the weight maps and weight smoothness apply. An activation sheet (a block's output, the residual stream)
+    has none."""
+    return layer.sheet.layer_type != ACTIVATION_SHEET
+
+
+def is_output_weight_sheet(layer: TopoLayer) -> bool:
+    """Whether ``layer``'s sheet is the output sheet of a Linear/Conv1D layer: the sheet the pruning, weight-noise and
+    downsampling sweeps act on (they prune, perturb or resample the rows of that layer's weight)."""
+    return has_own_weight(layer) and layer.sheet.units == "output"
+
+
+@contextmanager
+def capture_units(model: nn.Module, layers: Sequence[TopoLayer]) -> Iterator[CapturedOutputs]:
+    """:func:`~hf_topo.analysis.hooks.capture_outputs` for the units of each layer's sheet: the module's output for
+    a sheet of ``units="output"``, the tensor entering the module (its first argument) for ``units="input"``.
+
+    The model is in eval mode without gradients inside the block; hooks are removed and the mode restored on exit.
+    """
+    outputs = {layer.name: layer.module for layer in layers if layer.sheet.units == "output"}
+    with capture_outputs(model, outputs) as captured:
+
+        def input_hook(name: str):
+            def store(_module, args, kwargs):
+                value = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+                if value is not None:
+                    captured[name] = value.detach()
+
+            return store
+
+        handles = [
+            layer.module.register_forward_pre_hook(input_hook(layer.name), with_kwargs=True)
+            for layer in layers
+            if layer.sheet.units == "input"
+        ]
+        try:
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def collect_activations(
@@ -108,7 +157,8 @@ def collect_activations(
         per_sequence: one sample per sequence, the mean over its real tokens (for stimuli, e.g. selectivity), instead
             of one sample per real token.
 
-    Units are in sheet order: unit ``u`` sits at row ``u // width``, column ``u % width`` of its sheet.
+    Units are in sheet order: unit ``u`` sits at row ``u // width``, column ``u % width`` of its sheet. A sheet of
+    ``units="input"`` holds the features entering the module (see :func:`capture_units`).
     """
     batch: TokenBatch = as_token_batch(tokens)
     if max_samples is not None and max_samples < 1:
@@ -119,7 +169,7 @@ def collect_activations(
     total = max_samples or (len(batch) if per_sequence else batch.n_tokens)
     bar = tqdm(total=total, desc="Collecting activations", unit="sample", disable=not progress)
     try:
-        with capture_outputs(model, {layer.name: layer.module for layer in layers}) as captured:
+        with capture_units(model, layers) as captured:
             for input_ids, mask in batch.batches(batch_size):
                 captured.clear()
                 model(input_ids=input_ids.to(device), attention_mask=None if mask is None else mask.to(device))

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import TopoConfig
 from ..targets import TopoLayer
-from .activations import collect_activations, topographic_layers
+from .activations import collect_activations, has_own_weight, is_output_weight_sheet, topographic_layers
 from .dimensionality import effective_dimensionality
 from .inputs import TokenBatch
 from .maps import as_sheet_map, mean_activation_map, weight_pc1_map
@@ -209,7 +209,12 @@ class AnalysisSettings:
 @dataclass
 class ModelAnalysis:
     """Everything measured on one model. ``maps`` and ``selectivity`` hold ``(height, width)`` tensors per layer
-    (for the figures); the scalars, curves and sweeps go to ``report.json`` through :meth:`to_dict`."""
+    (for the figures); the scalars, curves and sweeps go to ``report.json`` through :meth:`to_dict`.
+
+    Measures that do not apply to a layer's sheet are left out and said why in ``skipped``
+    (``{measure or "measure:layer": reason}``): the weight measures on activation sheets (no weight of their own), the
+    weight sweeps on sheets that are not a Linear/Conv1D layer's output units, the temporal windows on input sheets.
+    """
 
     label: str
     layers: list[TopoLayer]
@@ -229,10 +234,11 @@ class ModelAnalysis:
     temporal_yoking_skipped: str | None = None
     temporal_skipped: str | None = None
     morans_tests: dict[str, MoranTest] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
-        mean = lambda values: float(sum(values) / len(values))  # noqa: E731
+        mean = lambda values: float(sum(values) / len(values)) if values else math.nan  # noqa: E731
         summary = AnalysisSummary(
             smoothness=mean([r.score for r in self.smoothness.values()]),
             weight_smoothness=mean([r.score for r in self.weight_smoothness.values()]),
@@ -276,11 +282,11 @@ class ModelAnalysis:
             layer.name: {
                 "sheet": layer.sheet.to_dict(),
                 "smoothness": self.smoothness[layer.name].score,
-                "weight_smoothness": self.weight_smoothness[layer.name].score,
+                "weight_smoothness": _score(self.weight_smoothness.get(layer.name)),
                 "effective_dimensionality": self.effective_dimensionality[layer.name],
                 "morans_i": self.morans_i[layer.name],
                 "robust_smoothness": self.smoothness[layer.name].robust_score,
-                "weight_robust_smoothness": self.weight_smoothness[layer.name].robust_score,
+                "weight_robust_smoothness": _score(self.weight_smoothness.get(layer.name), robust=True),
                 "morans_i_test": self.morans_tests[layer.name].to_dict() if layer.name in self.morans_tests else None,
             }
             for layer in self.layers
@@ -296,6 +302,7 @@ class ModelAnalysis:
             },
             "sweeps": {kind: sweep.to_dict() for kind, sweep in self.sweeps.items()},
             "temporal_windows": self._temporal_dict(),
+            "skipped": dict(self.skipped),
         }
 
     def _temporal_dict(self) -> dict | None:
@@ -310,6 +317,23 @@ class ModelAnalysis:
             "fits": self.temporal.to_dict(),
             "structure_yoking": yoking,
         }
+
+
+def _score(result: SmoothnessResult | None, robust: bool = False) -> float | None:
+    if result is None:
+        return None
+    return result.robust_score if robust else result.score
+
+
+#: Why a measure is left out on a sheet (``ModelAnalysis.skipped``).
+NO_OWN_WEIGHT = (
+    "an activation sheet (a module's output or the hidden states entering it) has no weight of its own: the weight "
+    "measures apply to Linear/Conv1D sheets only"
+)
+NOT_OUTPUT_WEIGHT_SHEET = (
+    "the sweep prunes, perturbs or resamples the output units of a Linear/Conv1D layer's weight; the analysed sheets "
+    "are activation or input sheets"
+)
 
 
 def analyze_model(
@@ -338,6 +362,13 @@ def analyze_model(
         blimp_data: BLiMP paradigms (:func:`hf_topo.blimp.load_blimp`) for BLiMP in the pruning sweep.
         passages: running text (:func:`~hf_topo.analysis.inputs.load_passages`) for the temporal integration
             windows, needed when ``settings.temporal_windows``.
+
+    The activation measures (smoothness, effective dimensionality, Moran's I, mean-activation and selectivity maps)
+    run on every sheet: a Linear/Conv1D output sheet, an input sheet (the features entering the layer) or an
+    activation sheet (TopoLM's: a module's output or the residual stream entering it). The weight measures run on the
+    sheets with weights of their own; the pruning, noise and downsampling sweeps on the Linear/Conv1D output sheets;
+    what is left out is in ``ModelAnalysis.skipped`` with the reason (a topography record holds one kind of sheet,
+    so a measure applies to all of its layers or to none).
     """
     settings = settings or AnalysisSettings()
     if settings.temporal_windows and not passages:
@@ -358,11 +389,17 @@ def analyze_model(
         near_distance=settings.near_distance,
     )
     smooth, weight_smooth, dims, moran, moran_tests = {}, {}, {}, {}, {}
+    skipped: dict[str, str] = {}
     maps: dict[str, dict[str, torch.Tensor]] = {"mean activation": {}, "weight PC1": {}}
     for layer in layers:
         acts = activations[layer.name]
         smooth[layer.name] = smoothness(acts, layer.sheet, **curve_kwargs)
-        weight_smooth[layer.name] = weight_smoothness(layer, **curve_kwargs)
+        if has_own_weight(layer):
+            weight_smooth[layer.name] = weight_smoothness(layer, **curve_kwargs)
+            maps["weight PC1"][layer.name] = weight_pc1_map(layer)
+        else:
+            skipped[f"weight_smoothness:{layer.name}"] = NO_OWN_WEIGHT
+            skipped[f"weight_pc1_map:{layer.name}"] = NO_OWN_WEIGHT
         dims[layer.name] = effective_dimensionality(acts)
         moran[layer.name] = mean_morans_i(acts, layer.sheet)
         if settings.morans_permutations:
@@ -372,8 +409,11 @@ def analyze_model(
                 seed=settings.seed,
             )
         maps["mean activation"][layer.name] = mean_activation_map(acts, layer.sheet)
-        maps["weight PC1"][layer.name] = weight_pc1_map(layer)
+    if not weight_smooth:
+        del maps["weight PC1"]
     del activations
+    # A record holds one kind of sheet: the weight sweeps run on Linear/Conv1D output sheets, or not at all.
+    weight_layers = layers if all(is_output_weight_sheet(layer) for layer in layers) else []
 
     selectivity = None
     if stimuli is not None:
@@ -385,21 +425,32 @@ def analyze_model(
     perplexity = evaluate_perplexity(model, eval_text, settings.batch_size, progress=progress)
     common = dict(batch_size=settings.batch_size, progress=progress, reference_perplexity=perplexity)
     sweeps: dict[str, SweepResult] = {}
-    if settings.pruning_fractions and "pruning" in settings.sweeps:
+    for kind, wanted in (
+        ("pruning", settings.pruning_fractions and settings.pruning_scope == "topographic"),
+        ("noise", settings.noise_sigmas),
+        ("downsampling", settings.downsampling_factors),
+    ):
+        if wanted and kind in settings.sweeps and not weight_layers:
+            skipped[kind] = NOT_OUTPUT_WEIGHT_SHEET
+            logger.warning("%s: %s sweep skipped: %s", label, kind, NOT_OUTPUT_WEIGHT_SHEET)
+    pruning_ok = settings.pruning_scope != "topographic" or weight_layers
+    if settings.pruning_fractions and "pruning" in settings.sweeps and pruning_ok:
         sweeps["pruning"] = pruning_sweep(
-            model, eval_text, settings.pruning_fractions, layers, settings.pruning_scope,
+            model, eval_text, settings.pruning_fractions, weight_layers, settings.pruning_scope,
             settings.pruning_granularity, blimp_data, tokenizer, **common,
         )  # fmt: skip
-    if settings.noise_sigmas and "noise" in settings.sweeps:
+    if settings.noise_sigmas and "noise" in settings.sweeps and weight_layers:
         sweeps["noise"] = noise_sweep(
-            model, eval_text, settings.noise_sigmas, layers, "topographic", settings.noise_repeats, settings.seed,
+            model, eval_text, settings.noise_sigmas, weight_layers, "topographic", settings.noise_repeats, settings.seed,
             **common,
         )  # fmt: skip
-    if settings.downsampling_factors and "downsampling" in settings.sweeps:
-        sweeps["downsampling"] = downsampling_sweep(model, eval_text, settings.downsampling_factors, layers, **common)
+    if settings.downsampling_factors and "downsampling" in settings.sweeps and weight_layers:
+        sweeps["downsampling"] = downsampling_sweep(
+            model, eval_text, settings.downsampling_factors, weight_layers, **common
+        )
         if settings.downsampling_paper:
             sweeps["downsampling_paper"] = downsampling_sweep(
-                model, eval_text, settings.downsampling_factors, layers, **common, gains=False
+                model, eval_text, settings.downsampling_factors, weight_layers, **common, gains=False
             )
     for kind in INPUT_PERTURBATIONS:
         if settings.input_rates and kind in settings.sweeps:
@@ -410,8 +461,13 @@ def analyze_model(
     blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
     windows = fits = yoking = None
     temporal_skipped = yoking_skipped = None
-    if settings.temporal_windows:  # last, after minutes of sweeps: too little text is a warning, not a lost run
-        names = [layer.name for layer in layers]
+    names = [layer.name for layer in layers]
+    if settings.temporal_windows and any(layer.sheet.units == "input" for layer in layers):
+        # the windows are measured on module outputs; an input sheet's units are the tensor entering the module
+        temporal_skipped = "the temporal windows read module outputs; input sheets hold the tensor entering a module"
+        skipped["temporal_windows"] = temporal_skipped
+        logger.warning("%s: temporal windows skipped: %s", label, temporal_skipped)
+    elif settings.temporal_windows:  # last, after minutes of sweeps: too little text is a warning, not a lost run
         try:
             windows = measure_integration_windows(
                 model, tokenizer, passages, names, max_delta=settings.temporal_max_delta,
@@ -452,6 +508,7 @@ def analyze_model(
         temporal_yoking_skipped=yoking_skipped,
         temporal_skipped=temporal_skipped,
         morans_tests=moran_tests,
+        skipped=skipped,
     )
 
 
@@ -510,13 +567,11 @@ def write_report(
             {a.label: {"selectivity t (a over b)": pick(a.selectivity)} for a in analyses}, path("selectivity"),
             title="Selectivity (Welch t, eq. 2 of the paper) of each unit for stimulus set a over set b", symmetric=True,
         )  # fmt: skip
-    plots.plot_smoothness_curves(
-        {
-            "activations": {a.label: a.smoothness for a in analyses},
-            "weights": {a.label: a.weight_smoothness for a in analyses},
-        },
-        path("smoothness_curve"),
-    )
+    curves = {"activations": {a.label: a.smoothness for a in analyses}}
+    weight_curves = {a.label: a.weight_smoothness for a in analyses if a.weight_smoothness}
+    if weight_curves:  # activation sheets have none
+        curves["weights"] = weight_curves
+    plots.plot_smoothness_curves(curves, path("smoothness_curve"))
     for kind, title in (
         ("pruning", "L1 unstructured pruning"),
         ("noise", "Weight noise"),

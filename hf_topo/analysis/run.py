@@ -17,7 +17,7 @@ from ..config import TopoConfig
 from ..data import load_tokenizer
 from ..downsampling import downsample_model, parameter_count
 from ..models import check_model_source
-from .activations import topographic_layers
+from .activations import is_output_weight_sheet, topographic_layers
 from .inputs import load_passages, load_text_blocks, read_stimuli
 from .report import AnalysisSettings, analyze_model, write_report
 
@@ -120,7 +120,13 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
             else load_text_blocks(baseline_tokenizer, args.block_size, **text_source)
         )
     model = _load(args.model, device)
-    topographic_layers(model, None, args.layers)  # the model's layers (inferred sheets attached when it has none)
+    layers = topographic_layers(model, None, args.layers)  # the model's layers (inferred sheets attached if none)
+    if args.save_downsampled is not None and not all(is_output_weight_sheet(layer) for layer in layers):
+        raise ValueError(
+            f"--save_downsampled resamples the output units of Linear/Conv1D layers on their sheets, but {args.model} "
+            f"has {layers[0].sheet.layer_type} sheets of {layers[0].sheet.units} units (e.g. {layers[0].name}): "
+            "drop --save_downsampled for this model."
+        )
     baseline = None
     if args.baseline is not None:  # kept on the CPU until its turn; its layers must take the model's sheets
         baseline = _load(args.baseline, "cpu")
