@@ -354,3 +354,21 @@ def test_temporal_window_maps_from_an_analyze_report(saved, tokenizer, tmp_path)
     ]
     assert explorer.report_dir == tmp_path / "analysis"
     assert "temporal_windows" in json.loads((tmp_path / "analysis" / "report.json").read_text())["model"]
+
+
+def test_a_topolm_model_shows_its_responses_and_says_why_it_has_no_weight_map(tokenizer, tmp_path):
+    """TopoLM's sheets are module outputs (the residual stream): responses on the sheet, no weight map, a message."""
+    from hf_topo import topolm_targets
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=36, n_layer=2, n_head=2))
+    TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
+        model.config
+    )
+    topolm = TopoNetExplorer(model.eval(), tokenizer, output_dir=tmp_path)
+    layer = topolm.layer_names[0]
+    responses, _ = topolm.token_responses("the cat sat on the mat", layer)
+    maps = next(iter(responses.values())).maps
+    assert maps.shape[-2:] == (6, 6) and maps.std() > 0
+    with pytest.raises(ValueError, match="activation sheet .* no weights to map"):
+        topolm.weight_maps(layer)

@@ -39,6 +39,7 @@ from ..analysis import as_sheet_map, collect_activations, selectivity_maps, topo
 from ..analysis.inputs import TokenBatch
 from ..analysis.plots import plot_sheet_maps, pyplot, save_figure
 from ..config import TopoConfig
+from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, short_layer_name
 
 __all__ = ["TopoNetExplorer", "TokenResponses", "read_report", "parse_stimuli"]
@@ -250,6 +251,11 @@ class TopoNetExplorer:
         name = self.resolve_layer(layer)
         maps = {}
         for label, _, topo_layer in self._models(name):
+            if topo_layer.sheet.layer_type == ACTIVATION_SHEET:
+                raise ValueError(
+                    f"{name} is an activation sheet (TopoLM's placement): it has no weights to map. The responses and "
+                    "selectivity views show its units."
+                )
             if not use_cache or (label, name) not in self._weight_maps:
                 self._weight_maps[(label, name)] = weight_pc1_map(topo_layer)
             maps[label] = self._weight_maps[(label, name)]
