@@ -23,9 +23,10 @@ CORPUS = "".join(
     f"and {['then', 'so', 'later'][i % 3]} it went {['home', 'away', 'north'][i % 7 % 3]}.\n"
     for i in range(600)
 )
+REGULARIZERS = ["none", "TopoLoss", "TopoLoss (input sheet)", "TopoLoss + bias sheet", "WS", "AS", "TopoLM"]
 #: Large τ and a high learning rate, so that 12 steps visibly move each regularizer.
 TINY = [
-    "--strengths", "topo=50", "ws=50", "as=5", "topolm=20", "--topolm_radius", "2",
+    "--strengths", "topo=50", "topo_input=50", "topo_bias=50", "ws=50", "as=5", "topolm=20", "--topolm_radius", "2",
     "--config_overrides", "n_embd=32,n_layer=2", "--vocab_size", "320", "--block_size", "32",
     "--max_steps", "12", "--train_batch_size", "4", "--learning_rate", "1e-2", "--max_eval_blocks", "8",
     "--max_tokens", "512", "--eval_blocks", "8", "--batch_size", "8", "--max_pairs", "4000", "--min_pairs_per_bin", "5",
@@ -45,9 +46,11 @@ def comparison(tmp_path_factory):
 
 def test_one_row_per_model_with_every_family_and_finite_numbers(comparison):
     table = comparison["table"]
-    assert [row["name"] for row in table] == ["baseline", "topo-tau50", "ws-tau50", "as-tau5", "topolm-tau20"]
-    assert [row["regularizer"] for row in table] == ["none", "TopoLoss", "WS", "AS", "TopoLM"]
-    assert [row["tau"] for row in table] == [0.0, 50.0, 50.0, 5.0, 20.0]
+    assert [row["name"] for row in table] == [
+        "baseline", "topo-tau50", "topo_input-tau50", "topo_bias-tau50", "ws-tau50", "as-tau5", "topolm-tau20"
+    ]  # fmt: skip
+    assert [row["regularizer"] for row in table] == REGULARIZERS
+    assert [row["tau"] for row in table] == [0.0, 50.0, 50.0, 50.0, 50.0, 5.0, 20.0]
     keys = [
         "eval_loss", "perplexity", "topo_loss", "weight_similarity", "activation_similarity", "spatial_correlation",
         "smoothness",
@@ -61,9 +64,9 @@ def test_one_row_per_model_with_every_family_and_finite_numbers(comparison):
         assert row["noise_sigma_0_delta_perplexity"] == 0.0  # σ=0 is the clean model
 
     markdown = (comparison["output_dir"] / "comparison.md").read_text().splitlines()
-    assert len(markdown) == 2 + 5
+    assert len(markdown) == 2 + 7
     assert "Δppl noise σ=0.5" in markdown[0] and "Δppl deletion p=0.2" in markdown[0] and "Moran's I" in markdown[0]
-    assert [line.split("|")[2].strip() for line in markdown[2:]] == ["none", "TopoLoss", "WS", "AS", "TopoLM"]
+    assert [line.split("|")[2].strip() for line in markdown[2:]] == REGULARIZERS
     assert json.loads((comparison["output_dir"] / "comparison.json").read_text())["table"] == table
 
 
@@ -71,6 +74,8 @@ def test_each_model_is_saved_with_its_regularizer_and_strength(comparison):
     expected = {
         "baseline": ("laplacian_pyramid", 0.0),
         "topo-tau50": ("laplacian_pyramid", 50.0),
+        "topo_input-tau50": ("laplacian_pyramid", 50.0),
+        "topo_bias-tau50": ("laplacian_pyramid", 50.0),
         "ws-tau50": ("weight_similarity", 50.0),
         "as-tau5": ("activation_similarity", 5.0),
         "topolm-tau20": ("spatial_correlation", 20.0),
@@ -78,6 +83,8 @@ def test_each_model_is_saved_with_its_regularizer_and_strength(comparison):
     for name, (loss, tau) in expected.items():
         record = json.loads((comparison["output_dir"] / name / "config.json").read_text())["topography"]
         assert (record["loss"], record["tau"]["value"], record["distance"]) == (loss, tau, "correlation")
+        assert record["sheet"] == ("input" if name.startswith(("topo_input", "topolm")) else "output")
+        assert record["include_bias"] is name.startswith("topo_bias")
 
 
 def test_models_differ_only_in_regularizer_and_strength(comparison):
@@ -88,8 +95,13 @@ def test_models_differ_only_in_regularizer_and_strength(comparison):
         per_model[model["name"]] = {
             k: v
             for k, v in settings.items()
-            if k not in ("tau", "topo_loss_type", "output_dir", "tokenizer", "topo_target_modules", "topo_sheet")
-        }
+            if k
+            not in ("tau", "topo_loss_type", "output_dir", "tokenizer", "topo_target_modules", "topo_sheet",
+                    "topo_include_bias")
+        }  # fmt: skip
+        assert settings.get("topo_include_bias", False) is model["name"].startswith("topo_bias")
+        if model["name"].startswith("topo_input"):
+            assert settings["topo_sheet"] == "input"
         if model["name"].startswith("topolm"):  # TopoLM's own sites: the residual stream after attention and MLP
             assert settings["topo_sheet"] == "input" and settings["topo_target_modules"][0].startswith("re:")
         else:
@@ -125,6 +137,24 @@ def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(compa
     # a random, briefly trained layer has uncorrelated neighbours: correlation distance ≈ 1, TopoLoss high
     assert baseline["weight_similarity"] == pytest.approx(1.0, abs=0.1)
     assert baseline["morans_i"] < rows["ws-tau50"]["morans_i"]
+
+
+@pytest.mark.parametrize("name", ["topo_input-tau50", "topo_bias-tau50"])
+def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
+    """The two sheets of topoloss that the table's post-hoc columns do not read: each model's own TopoLoss, on the
+    sheets its record names (c_fc's input sheet; c_fc's output sheet plus its bias map), against the baseline's."""
+    from hf_topo import TopoConfig, TopoLoss
+
+    models = {m["name"]: m for m in comparison["models"]}
+    own = TopoConfig.from_pretrained(models[name]["output_dir"])
+    assert (own.sheet, own.include_bias) == (("input", False) if name.startswith("topo_input") else ("output", True))
+    values = {}
+    for model_name in (name, "baseline"):
+        model = AutoModelForCausalLM.from_pretrained(models[model_name]["output_dir"], dtype=torch.float32)
+        values[model_name] = (
+            TopoLoss(TopoConfig.from_dict(own.to_dict() | {"layers": None})).compute(model, with_grad=False)[0].item()
+        )
+    assert values[name] < 0.5 * values["baseline"]
 
 
 def test_post_hoc_values_match_a_fresh_measurement_on_the_baselines_sheets(comparison):
@@ -192,7 +222,7 @@ def test_command_line_runs_offline(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
     argv = list(TINY)
-    argv[1:4] = ["ws=50"]  # only the baseline and one WS model: the command line, not the grid, is under test
+    argv[1 : argv.index("--topolm_radius")] = ["ws=50"]  # the baseline and one WS model: the command line is tested
     result = run_script(
         [sys.executable, "-m", "hf_topo.cli", "compare-regularizers", "--train_file", str(corpus),
          "--output_dir", str(tmp_path / "out"), *argv],

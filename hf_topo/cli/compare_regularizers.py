@@ -63,17 +63,27 @@ from hf_topo.trainer import TopoTrainingArguments
 #: `--strengths` family → the regularizer (`--topo_loss_type`), and its name in the table.
 FAMILIES = {
     "topo": "laplacian_pyramid",
+    "topo_input": "laplacian_pyramid",
+    "topo_bias": "laplacian_pyramid",
     "ws": "weight_similarity",
     "as": "activation_similarity",
     "topolm": "spatial_correlation",
 }
-DISPLAY = {"none": "none", "topo": "TopoLoss", "ws": "WS", "as": "AS", "topolm": "TopoLM"}
-COLORS = {"none": "black", "topo": "tab:red", "ws": "tab:blue", "as": "tab:green", "topolm": "tab:purple"}
+#: The TopoLoss sheets of topoloss's LaplacianPyramidOnInput / OnBias: the family's own pretraining settings.
+FAMILY_SETTINGS = {"topo_input": {"topo_sheet": "input"}, "topo_bias": {"topo_include_bias": True}}
+DISPLAY = {
+    "none": "none", "topo": "TopoLoss", "topo_input": "TopoLoss (input sheet)", "topo_bias": "TopoLoss + bias sheet",
+    "ws": "WS", "as": "AS", "topolm": "TopoLM",
+}  # fmt: skip
+COLORS = {
+    "none": "black", "topo": "tab:red", "topo_input": "tab:orange", "topo_bias": "tab:brown", "ws": "tab:blue",
+    "as": "tab:green", "topolm": "tab:purple",
+}  # fmt: skip
 #: Settings the comparison sets per model: taking them from the extra flags would break the comparison.
 OWN_PRETRAIN_SETTINGS = (
     "tau", "topo_loss_type", "output_dir", "tokenizer_name", "train_file", "validation_file",
     "model_name_or_path", "topo_distance", "topo_neighbourhood", "seed", "topo_radius",
-    "topo_neighbourhoods_per_batch", "topo_target_modules", "topo_sheet",
+    "topo_neighbourhoods_per_batch", "topo_target_modules", "topo_sheet", "topo_include_bias",
 )  # fmt: skip
 
 
@@ -92,8 +102,9 @@ class CompareArguments:
     strengths: list[str] = field(
         default_factory=lambda: ["topo=1,5", "ws=0.5,2", "as=0.5,2"],
         metadata={
-            "help": "τ values per regularizer: topo=… (TopoLoss), ws=… (Weight / as=… Activation Similarity), "
-            "topolm=… (TopoLM's spatial correlation)."
+            "help": "τ values per regularizer: topo=… (TopoLoss), topo_input=… / topo_bias=… (TopoLoss on the "
+            "input sheet / with the bias sheet), ws=… (Weight / as=… Activation Similarity), topolm=… (TopoLM's "
+            "spatial correlation)."
         },
     )
     topo_distance: str = field(
@@ -442,7 +453,11 @@ def compare_regularizers(
         name = "baseline" if family == "none" else f"{family}-tau{tau:g}"
         print(f"\n=== [{i}/{len(plan)}] Training {name}: {DISPLAY[family]}, τ={tau:g} ===", flush=True)
         tokenizer = runs[0]["output_dir"] if runs else None  # the baseline trains the tokenizer; the others share it
-        recipe = recipe_settings(args, settings.seed, files, loss, tau, name, tokenizer) | pretrain_settings
+        recipe = (
+            recipe_settings(args, settings.seed, files, loss, tau, name, tokenizer)
+            | FAMILY_SETTINGS.get(family, {})
+            | pretrain_settings
+        )
         metrics = train(recipe, args.reuse_trained)
         with open(os.path.join(metrics["output_dir"], "config.json")) as f:
             record = json.load(f)["topography"]
@@ -450,7 +465,9 @@ def compare_regularizers(
             {
                 "name": name, "family": family, "loss": loss, "tau": tau, "output_dir": metrics["output_dir"],
                 "pretrain_settings": recipe,
-                "saved_topography": {"loss": record["loss"], "distance": record["distance"], "tau": record["tau"]},
+                "saved_topography": {
+                    key: record.get(key) for key in ("loss", "distance", "tau", "sheet", "include_bias")
+                },
                 "training": {k: v for k, v in metrics.items() if k != "topo_loss_per_layer"},
             }
         )  # fmt: skip
