@@ -87,13 +87,14 @@ def lm():
     return GPT2LMHeadModel(config).eval(), tokenizer
 
 
-def _reference_score(model, tokenizer, sentence: str) -> float:
-    """One sentence at a time, float64 log-softmax, no padding: the convention written out independently."""
+def _reference_score(model, tokenizer, sentence: str, start: int = 1) -> float:
+    """One sentence at a time, float64 log-softmax, no padding: the convention written out independently (the sum
+    over the tokens at positions >= ``start`` of BOS + the sentence's tokens)."""
     ids = [tokenizer.bos_token_id] + tokenizer.encode(" " + sentence, add_special_tokens=False)
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].double()
     logprobs = torch.log_softmax(logits, dim=-1)
-    return sum(logprobs[t, ids[t + 1]].item() for t in range(len(ids) - 1))
+    return sum(logprobs[t - 1, ids[t]].item() for t in range(max(start, 1), len(ids)))
 
 
 @pytest.fixture(scope="module")
@@ -468,6 +469,33 @@ def test_lm_head_runs_only_where_a_next_token_is_scored(lm, blimp_dir, reference
     assert max(abs(a - b) for a, b in zip(gathered, full, strict=True)) <= 2e-5
     unshared = SentenceScorer(model, tokenizer, share_prefixes=False).score(sentences, progress=False)
     assert max(abs(a - b) for a, b in zip(gathered, unshared, strict=True)) <= 5e-5
+
+
+def test_pair_scores_skip_the_shared_prefix_and_keep_every_difference(lm, blimp_dir, reference):
+    """score_pairs counts each pair from its first differing token: the values are the float64 reference's sums over
+    those tokens (so good - bad is the whole sentences'), and the head reads fewer positions than for whole sentences."""
+    model, tokenizer = lm
+    pairs = [pair for p in load_blimp(blimp_dir=blimp_dir) for pair in p.pairs]
+    pairs.append((pairs[0][0], pairs[0][0] + " Yes."))  # one sentence a prefix of the other
+    scorer = SentenceScorer(model, tokenizer, batch_size=16, row_tokens=32)
+    scorer.score([s for pair in pairs for s in pair], progress=False)
+    whole_read = scorer.last_stats["head_positions_read"]
+    pair_scores = scorer.score_pairs(pairs, progress=False)
+    assert scorer.last_stats["head_positions_read"] < whole_read
+    reference[pairs[-1][1]] = _reference_score(model, tokenizer, pairs[-1][1])
+    for (good, bad), (g, b) in zip(pairs, pair_scores, strict=True):
+        assert abs((g - b) - (reference[good] - reference[bad])) <= 1e-4
+        ids_g, ids_b = scorer.encode([good, bad])
+        d = next((k for k in range(min(len(ids_g), len(ids_b))) if ids_g[k] != ids_b[k]), min(len(ids_g), len(ids_b)))
+        assert abs(g - _reference_score(model, tokenizer, good, start=d)) <= 1e-4
+        assert abs(b - _reference_score(model, tokenizer, bad, start=d)) <= 1e-4
+    assert any(good == bad for good, bad in pairs) and all(
+        g == b == 0.0 for (x, y), (g, b) in zip(pairs, pair_scores, strict=True) if x == y
+    )
+    assert pair_scores[-1][0] == 0.0 and pair_scores[-1][1] < 0  # the shorter sentence has no token left
+    unshared = SentenceScorer(model, tokenizer, share_prefixes=False)
+    expected = [tuple(unshared.score(list(p), progress=False)) for p in pairs[:3]]
+    assert unshared.score_pairs(pairs[:3], progress=False) == expected  # without sharing: whole sentences
 
 
 class _ScaledLogitsLM(GPT2LMHeadModel):

@@ -193,6 +193,13 @@ class PrefixTrie:
         return chain[::-1]
 
 
+def _ancestor_at(trie: PrefixTrie, node: int, depth: int) -> int:
+    """The node at ``depth`` on the path to ``node`` (``node`` itself at its own depth)."""
+    while trie.depths[node] > depth:
+        node = int(trie.parents[node])
+    return node
+
+
 @dataclass
 class _Row:
     nodes: list[int]  # trie nodes in pre-order: the repeated ancestors first, then the owned ones
@@ -312,6 +319,48 @@ class SentenceScorer:
         by_sentence = dict(zip(unique, scores, strict=True))
         return [by_sentence[s] for s in sentences]
 
+    @torch.no_grad()
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = True) -> list[tuple[float, float]]:
+        """The two scores of each minimal pair, counted from the first token where the pair's sequences differ.
+
+        The tokens before that point are the same context and the same tokens in both sentences: they add the same
+        log-probability to both scores, so leaving them out changes neither the decision ``good >= bad`` nor the
+        difference ``good - bad`` (float64 sums of the same node values). With ``share_prefixes`` the LM head then
+        runs only at the positions such a suffix reads; :meth:`score` gives whole-sentence scores. Without prefix
+        sharing (or when the tree forward was refused) the values are the whole-sentence scores.
+
+        Raises:
+            ValueError: as :meth:`score`.
+        """
+        unique = list(dict.fromkeys(s for pair in pairs for s in pair))
+        sequences = self.encode(unique)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.share_prefixes and not self._tree_checked:
+                self._check_tree_forward(sequences)
+            if not self.share_prefixes:
+                whole = dict(zip(unique, self._score_unshared(sequences, progress), strict=True))
+                return [(whole[g], whole[b]) for g, b in pairs]
+            index = {s: i for i, s in enumerate(unique)}
+            splits = []  # (good, bad, first differing position)
+            from_depth = [len(seq) for seq in sequences]  # score each sequence from this position on
+            for good, bad in pairs:
+                g, b = index[good], index[bad]
+                a, c = sequences[g], sequences[b]
+                d = next((k for k in range(min(len(a), len(c))) if a[k] != c[k]), min(len(a), len(c)))
+                d = max(d, 1)  # position 0 (the prefix token) is never scored
+                from_depth[g], from_depth[b] = min(from_depth[g], d), min(from_depth[b], d)
+                splits.append((g, b, d))
+            trie, totals = self._score_tree(sequences, progress, from_depth)
+        finally:
+            self.model.train(was_training)
+        scores = []
+        for g, b, d in splits:
+            branch = _ancestor_at(trie, int(trie.ends[g]), d - 1)  # the last node the two sequences share
+            scores.append((float(totals[trie.ends[g]] - totals[branch]), float(totals[trie.ends[b]] - totals[branch])))
+        return scores
+
     # ---- each sentence on its own (the harness's way) ------------------------------------------------------------
 
     def _score_unshared(self, sequences: list[list[int]], progress: bool) -> list[float]:
@@ -349,9 +398,25 @@ class SentenceScorer:
     # ---- shared prefixes: one forward per slice of the prefix tree -----------------------------------------------
 
     def _score_shared(self, sequences: list[list[int]], progress: bool) -> list[float]:
+        trie, totals = self._score_tree(sequences, progress)
+        return totals[trie.ends].tolist()
+
+    def _score_tree(
+        self, sequences: list[list[int]], progress: bool, from_depth: Sequence[int] | None = None
+    ) -> tuple[PrefixTrie, np.ndarray]:
+        """The trie of ``sequences`` and each node's path sum of log-probabilities; with ``from_depth``, only the
+        nodes at depth >= ``from_depth[i]`` on sequence ``i``'s path are scored (the others add 0)."""
         trie = PrefixTrie.build(sequences)
         is_end = np.zeros(len(trie), dtype=bool)
         is_end[trie.ends] = True
+        scored = np.ones(len(trie), dtype=bool)
+        if from_depth is not None:
+            scored[:] = False
+            for end, first in zip(trie.ends, from_depth, strict=True):
+                node = int(end)
+                while node >= 0 and trie.depths[node] >= first:
+                    scored[node] = True
+                    node = int(trie.parents[node])
         longest = max(len(s) for s in sequences)
         row_tokens = max(self.row_tokens, longest + 1)  # a row holds a whole path and one more token ...
         if self.max_length is not None:
@@ -377,7 +442,7 @@ class SentenceScorer:
                     if parent >= 0:
                         mask[r, i] = mask[r, local[parent]]
                         mask[r, i, i] = True
-                        if i >= row.owned_from:
+                        if i >= row.owned_from and scored[node]:
                             edge_rows.append(r)
                             edge_parents.append(local[parent])
                             edge_nodes.append(node)
@@ -419,7 +484,7 @@ class SentenceScorer:
             "head_positions_read": head_positions,
             "head_positions_run": logit_positions,
         }
-        return totals[trie.ends].tolist()
+        return trie, totals
 
     def _check_tree_forward(self, sequences: list[list[int]]) -> None:
         """Score two sequences with and without the tree mask; fall back to unshared scoring if they disagree."""
