@@ -18,9 +18,10 @@ template) and logs every pair (``--log_samples``): the script checks that every 
 both, and prints per-paradigm accuracies with standard errors and the speed-up.
 
 ``--scorer_only`` times our :class:`hf_topo.blimp.SentenceScorer` alone, in this process, on ``--limit`` pairs per
-paradigm: the LM head at the read positions only (``gather_head=True``, the default) against the LM head at every
-position of every row (``gather_head=False``, the scorer before that change), and with ``--unshared`` each sentence
-on its own; ``--repeats`` rounds, the order rotated each round. It prints the positions the head ran on, the median
+paradigm: :meth:`~hf_topo.blimp.SentenceScorer.score_pairs` (what ``eval-blimp`` runs: each pair from its first
+differing token, the LM head only where such a token is read), ``score`` of whole sentences with the head at the
+read positions only (``gather_head=True``), and with the head at every position of every row (``gather_head=False``,
+the scorer before these changes), and with ``--unshared`` each sentence on its own; ``--repeats`` rounds, the order rotated each round. It prints the positions the head ran on, the median
 wall and CPU seconds, the load average, and the largest score difference between the variants (decisions must be
 identical); results go to ``benchmarks/results/bench_blimp_head.json`` unless ``--output`` says otherwise.
 """
@@ -102,31 +103,41 @@ def scorer_only(args: argparse.Namespace, model_folder: str) -> None:
     data = load_blimp(blimp_dir=args.blimp_dir, limit=args.limit)
     pairs = [pair for p in data for pair in p.pairs]
     sentences = [s for pair in pairs for s in pair]
-    variants = {"gathered_head": dict(gather_head=True), "full_head": dict(gather_head=False)}
+    # name: (SentenceScorer arguments, score pairs from their first differing token (True) or whole sentences)
+    variants = {
+        "pairs_gathered_head": (dict(gather_head=True), True),
+        "sentences_gathered_head": (dict(gather_head=True), False),
+        "full_head": (dict(gather_head=False), False),
+    }
     if args.unshared:
-        variants["unshared"] = dict(share_prefixes=False)
+        variants["unshared"] = (dict(share_prefixes=False), False)
     names = list(variants)
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    stats, scores = {}, {}
+    stats, diffs = {}, {}
     load = [os.getloadavg()]
     for round_ in range(args.repeats):
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            scorer = SentenceScorer(model, tokenizer, batch_size=args.batch_size, **variants[name])
+            kwargs, by_pair = variants[name]
+            scorer = SentenceScorer(model, tokenizer, batch_size=args.batch_size, **kwargs)
             scorer.score(sentences[:2], progress=False)  # the self-checks, outside the timing
             wall, cpu = time.perf_counter(), time.process_time()
-            scores[name] = scorer.score(sentences, progress=False)
+            if by_pair:
+                scores = scorer.score_pairs(pairs, progress=False)
+            else:
+                flat = scorer.score(sentences, progress=False)
+                scores = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(pairs))]
             times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
             stats[name] = dict(scorer.last_stats)
+            diffs[name] = [g - b for g, b in scores]  # score(good) - score(bad): what decides a pair
         load.append(os.getloadavg())
-    decide = {n: [scores[n][2 * i] >= scores[n][2 * i + 1] for i in range(len(pairs))] for n in names}
-    gap = {n: max(abs(a - b) for a, b in zip(scores[n], scores["full_head"], strict=True)) for n in names}
-    differ = {n: sum(a != b for a, b in zip(decide[n], decide["full_head"], strict=True)) for n in names}
+    gap = {n: max(abs(a - b) for a, b in zip(diffs[n], diffs["full_head"], strict=True)) for n in names}
+    differ = {n: sum((a >= 0) != (b >= 0) for a, b in zip(diffs[n], diffs["full_head"], strict=True)) for n in names}
     wall = {n: statistics.median(w for w, _ in v) for n, v in times.items()}
     cpu = {n: statistics.median(c for _, c in v) for n, v in times.items()}
     print(f"SentenceScorer alone, {len(pairs)} pairs ({len(data)} paradigms), batch {args.batch_size}, CPU float32")
     print(f"torch threads {torch.get_num_threads()}, load average (1 min) {[round(x[0], 2) for x in load]}\n")
     print(
-        "| variant | head positions run | read | tokens run | wall s | CPU s | max |Δ score| vs full_head | decisions differing |"
+        "| variant | head positions run | read | tokens run | wall s | CPU s | max |Δ(good - bad)| vs full_head | decisions differing |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for n in names:
@@ -135,10 +146,11 @@ def scorer_only(args: argparse.Namespace, model_folder: str) -> None:
             f"| {n} | {st['head_positions_run']} | {st['head_positions_read']} | {st['tokens_run']} | {wall[n]:.2f} "
             f"| {cpu[n]:.2f} | {gap[n]:.2g} | {differ[n]} |"
         )
-    print(
-        f"\ngathered_head over full_head: {wall['full_head'] / wall['gathered_head']:.2f}× wall, "
-        f"{cpu['full_head'] / cpu['gathered_head']:.2f}× CPU (median of {args.repeats})"
-    )
+    for n in [n for n in names if n != "full_head"]:
+        print(
+            f"{n} over full_head: {wall['full_head'] / wall[n]:.2f}× wall, "
+            f"{cpu['full_head'] / cpu[n]:.2f}× CPU (median of {args.repeats})"
+        )
     record = {
         "model": args.model if args.model else f"random GPT-2 {args.shape} (seed 0), 4096-token BPE on wikitext-2",
         "shape": SHAPES.get(args.shape),
@@ -152,10 +164,10 @@ def scorer_only(args: argparse.Namespace, model_folder: str) -> None:
         "stats": stats,
         "wall_s": {n: [round(w, 3) for w, _ in v] for n, v in times.items()},
         "cpu_s": {n: [round(c, 3) for _, c in v] for n, v in times.items()},
-        "max_abs_score_diff_vs_full_head": gap,
+        "max_abs_pair_difference_gap_vs_full_head": gap,
         "decisions_differing_vs_full_head": differ,
-        "speedup_wall_gathered_over_full": wall["full_head"] / wall["gathered_head"],
-        "speedup_cpu_gathered_over_full": cpu["full_head"] / cpu["gathered_head"],
+        "speedup_wall_over_full_head": {n: wall["full_head"] / wall[n] for n in names if n != "full_head"},
+        "speedup_cpu_over_full_head": {n: cpu["full_head"] / cpu[n] for n in names if n != "full_head"},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
     write_json(args.output or "benchmarks/results/bench_blimp_head.json", record)
