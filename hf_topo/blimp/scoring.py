@@ -17,8 +17,10 @@ The LM head (hidden size × vocabulary, about a third of a GPT-2-124M forward) r
 distribution is read: at each node that is the parent of a node its row scores. The leaves (every sentence's last
 token), the ancestors a row repeats for context (all but the last) and the padding go through the transformer
 blocks but not through the head: :func:`split_lm_head` gives the base model and the output layer, and the head and
-log-softmax run on the gathered hidden states. Every node is still scored once, so the per-sentence log-probabilities
-are the full sums, not only the part after the first differing token. A model whose logits are more than its output
+log-softmax run on the gathered hidden states. :meth:`SentenceScorer.score` scores every node, so its sentence scores
+are whole sums; :meth:`SentenceScorer.score_pairs` (what :func:`hf_topo.blimp.evaluate_blimp` uses) scores each
+minimal pair from the first token where its two sequences differ: the tokens before it add the same to both scores,
+so the head skips the nodes that lie only on shared parts of pairs. A model whose logits are more than its output
 layer (e.g. soft-capped) is detected on its first sequences and gets its full logits.
 
 A row packs many sentences without padding between them (the tree mask keeps them apart), so the only padding is at
