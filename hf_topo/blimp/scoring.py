@@ -293,6 +293,18 @@ class SentenceScorer:
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _ready(self, sequences: list[list[int]]):
+        """The model in eval mode (its mode restored after), the tree forward checked on first use."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.share_prefixes and not self._tree_checked:
+                self._check_tree_forward(sequences)
+            yield
+        finally:
+            self.model.train(was_training)
+
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of ``prefix_token + " " + sentence`` for each sentence (:func:`encode_sentences`)."""
         return encode_sentences(self.tokenizer, sentences, self.prefix_token_id, self.max_length)
@@ -307,17 +319,11 @@ class SentenceScorer:
         """
         unique = list(dict.fromkeys(sentences))
         sequences = self.encode(unique)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.share_prefixes and not self._tree_checked:
-                self._check_tree_forward(sequences)
+        with self._ready(sequences):
             if self.share_prefixes:
                 scores = self._score_shared(sequences, progress)
             else:
                 scores = self._score_unshared(sequences, progress)
-        finally:
-            self.model.train(was_training)
         by_sentence = dict(zip(unique, scores, strict=True))
         return [by_sentence[s] for s in sentences]
 
@@ -336,11 +342,7 @@ class SentenceScorer:
         """
         unique = list(dict.fromkeys(s for pair in pairs for s in pair))
         sequences = self.encode(unique)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.share_prefixes and not self._tree_checked:
-                self._check_tree_forward(sequences)
+        with self._ready(sequences):
             if not self.share_prefixes:
                 whole = dict(zip(unique, self._score_unshared(sequences, progress), strict=True))
                 return [(whole[g], whole[b]) for g, b in pairs]
@@ -355,8 +357,6 @@ class SentenceScorer:
                 from_depth[g], from_depth[b] = min(from_depth[g], d), min(from_depth[b], d)
                 splits.append((g, b, d))
             trie, totals = self._score_tree(sequences, progress, from_depth)
-        finally:
-            self.model.train(was_training)
         scores = []
         for g, b, d in splits:
             branch = _ancestor_at(trie, int(trie.ends[g]), d - 1)  # the last node the two sequences share
