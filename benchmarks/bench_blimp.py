@@ -16,6 +16,14 @@ each (CPU seconds are less sensitive to other load on the machine than wall seco
 jsonl files through the task yamls that :func:`hf_topo.blimp.write_lm_eval_tasks` writes (a copy of its ``blimp``
 template) and logs every pair (``--log_samples``): the script checks that every pair is decided the same way by
 both, and prints per-paradigm accuracies with standard errors and the speed-up.
+
+``--scorer_only`` times our :class:`hf_topo.blimp.SentenceScorer` alone, in this process, on ``--limit`` pairs per
+paradigm: :meth:`~hf_topo.blimp.SentenceScorer.score_pairs` (what ``eval-blimp`` runs: each pair from its first
+differing token, the LM head only where such a token is read), ``score`` of whole sentences with the head at the
+read positions only (``gather_head=True``), and with the head at every position of every row (``gather_head=False``,
+the scorer before these changes), and with ``--unshared`` each sentence on its own; ``--repeats`` rounds, the order rotated each round. It prints the positions the head ran on, the median
+wall and CPU seconds, the load average, and the largest score difference between the variants (decisions must be
+identical); results go to ``benchmarks/results/bench_blimp_head.json`` unless ``--output`` says otherwise.
 """
 
 from __future__ import annotations
@@ -83,6 +91,88 @@ def harness_decisions(folder: Path, tasks: list[str]) -> dict[str, list[bool]]:
     return decisions
 
 
+def scorer_only(args: argparse.Namespace, model_folder: str) -> None:
+    """Time the scorer's variants in this process, rotating their order each round (see the module docstring)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_topo.blimp import SentenceScorer, load_blimp
+
+    model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    data = load_blimp(blimp_dir=args.blimp_dir, limit=args.limit)
+    pairs = [pair for p in data for pair in p.pairs]
+    sentences = [s for pair in pairs for s in pair]
+    # name: (SentenceScorer arguments, score pairs from their first differing token (True) or whole sentences)
+    variants = {
+        "pairs_gathered_head": (dict(gather_head=True), True),
+        "sentences_gathered_head": (dict(gather_head=True), False),
+        "full_head": (dict(gather_head=False), False),
+    }
+    if args.unshared:
+        variants["unshared"] = (dict(share_prefixes=False), False)
+    names = list(variants)
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    stats, diffs = {}, {}
+    load = [os.getloadavg()]
+    for round_ in range(args.repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            kwargs, by_pair = variants[name]
+            scorer = SentenceScorer(model, tokenizer, batch_size=args.batch_size, **kwargs)
+            scorer.score(sentences[:2], progress=False)  # the self-checks, outside the timing
+            wall, cpu = time.perf_counter(), time.process_time()
+            if by_pair:
+                scores = scorer.score_pairs(pairs, progress=False)
+            else:
+                flat = scorer.score(sentences, progress=False)
+                scores = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(pairs))]
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            stats[name] = dict(scorer.last_stats)
+            diffs[name] = [g - b for g, b in scores]  # score(good) - score(bad): what decides a pair
+        load.append(os.getloadavg())
+    gap = {n: max(abs(a - b) for a, b in zip(diffs[n], diffs["full_head"], strict=True)) for n in names}
+    differ = {n: sum((a >= 0) != (b >= 0) for a, b in zip(diffs[n], diffs["full_head"], strict=True)) for n in names}
+    wall = {n: statistics.median(w for w, _ in v) for n, v in times.items()}
+    cpu = {n: statistics.median(c for _, c in v) for n, v in times.items()}
+    print(f"SentenceScorer alone, {len(pairs)} pairs ({len(data)} paradigms), batch {args.batch_size}, CPU float32")
+    print(f"torch threads {torch.get_num_threads()}, load average (1 min) {[round(x[0], 2) for x in load]}\n")
+    print(
+        "| variant | head positions run | read | tokens run | wall s | CPU s | max |Δ(good - bad)| vs full_head | decisions differing |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for n in names:
+        st = stats[n]
+        print(
+            f"| {n} | {st['head_positions_run']} | {st['head_positions_read']} | {st['tokens_run']} | {wall[n]:.2f} "
+            f"| {cpu[n]:.2f} | {gap[n]:.2g} | {differ[n]} |"
+        )
+    for n in [n for n in names if n != "full_head"]:
+        print(
+            f"{n} over full_head: {wall['full_head'] / wall[n]:.2f}× wall, "
+            f"{cpu['full_head'] / cpu[n]:.2f}× CPU (median of {args.repeats})"
+        )
+    record = {
+        "model": args.model if args.model else f"random GPT-2 {args.shape} (seed 0), 4096-token BPE on wikitext-2",
+        "shape": SHAPES.get(args.shape),
+        "paradigms": [p.uid for p in data],
+        "pairs": len(pairs),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "limit": args.limit,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1_5_15_per_round": [[round(x, 2) for x in la] for la in load],
+        "stats": stats,
+        "wall_s": {n: [round(w, 3) for w, _ in v] for n, v in times.items()},
+        "cpu_s": {n: [round(c, 3) for _, c in v] for n, v in times.items()},
+        "max_abs_pair_difference_gap_vs_full_head": gap,
+        "decisions_differing_vs_full_head": differ,
+        "speedup_wall_over_full_head": {n: wall["full_head"] / wall[n] for n in names if n != "full_head"},
+        "speedup_cpu_over_full_head": {n: cpu["full_head"] / cpu[n] for n in names if n != "full_head"},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+    }
+    write_json(args.output or "benchmarks/results/bench_blimp_head.json", record)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -97,7 +187,16 @@ def main() -> None:
     parser.add_argument(
         "--lm_eval_python", default=sys.executable, help="Python of an environment with lm-eval 0.4.x."
     )
-    parser.add_argument("--output", default="benchmarks/results/bench_blimp.json")
+    parser.add_argument(
+        "--scorer_only",
+        action="store_true",
+        help="Time only our scorer, in-process: LM head at the read positions vs at every position (no lm-eval).",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="Results JSON (default benchmarks/results/bench_blimp.json, bench_blimp_head.json with --scorer_only).",
+    )
     args = parser.parse_args()
 
     files = sorted(glob.glob(os.path.join(args.blimp_dir, "*.jsonl")))
@@ -117,6 +216,9 @@ def main() -> None:
         if model is None:
             model = str(work / args.shape)
             build_model(args.shape, Path(args.corpus), Path(model))
+        if args.scorer_only:
+            scorer_only(args, model)
+            return
         tasks = write_lm_eval_tasks(work / "tasks", blimp_dir=args.blimp_dir)
         uids = [t.removeprefix("hftopo_blimp_") for t in tasks]
 
@@ -171,6 +273,7 @@ def main() -> None:
             f"speed-up of {name} over lm-evaluation-harness: {wall['lm_eval'] / wall[name]:.2f}× wall, "
             f"{cpu['lm_eval'] / cpu[name]:.2f}× CPU"
         )
+    args.output = args.output or "benchmarks/results/bench_blimp.json"
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     record = {
         "model": args.model if args.model else f"random GPT-2 {args.shape} (seed 0), 4096-token BPE on wikitext-2",

@@ -87,13 +87,14 @@ def lm():
     return GPT2LMHeadModel(config).eval(), tokenizer
 
 
-def _reference_score(model, tokenizer, sentence: str) -> float:
-    """One sentence at a time, float64 log-softmax, no padding: the convention written out independently."""
+def _reference_score(model, tokenizer, sentence: str, start: int = 1) -> float:
+    """One sentence at a time, float64 log-softmax, no padding: the convention written out independently (the sum
+    over the tokens at positions >= ``start`` of BOS + the sentence's tokens)."""
     ids = [tokenizer.bos_token_id] + tokenizer.encode(" " + sentence, add_special_tokens=False)
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].double()
     logprobs = torch.log_softmax(logits, dim=-1)
-    return sum(logprobs[t, ids[t + 1]].item() for t in range(len(ids) - 1))
+    return sum(logprobs[t - 1, ids[t]].item() for t in range(max(start, 1), len(ids)))
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +431,94 @@ def test_shared_prefix_scores_of_other_families(family, blimp_dir, lm):
     assert shared.share_prefixes == (family != "gpt_neo")
     unshared = SentenceScorer(model, tokenizer, share_prefixes=False).score(sentences, progress=False)
     assert max(abs(a - b) for a, b in zip(scores, unshared, strict=True)) <= 1e-4
+    if family != "gpt_neo":  # the head ran only where a distribution is read (base model + get_output_embeddings)
+        assert shared.last_stats["head_positions_run"] == shared.last_stats["head_positions_read"]
+        assert shared.last_stats["head_positions_read"] < shared.last_stats["tokens_run"]
+
+
+def _head_rows(model) -> list[int]:
+    """A forward hook on the output layer that records how many positions each call computes."""
+    calls: list[int] = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: calls.append(args[0].shape[:-1].numel()))
+    return calls
+
+
+def test_lm_head_runs_only_where_a_next_token_is_scored(lm, blimp_dir, reference):
+    """One row holds the whole tree: the head runs once per node that has a child (the distinct proper prefixes of
+    the sequences), not at the leaves or padding; the scores stay those of the float64 reference."""
+    _, tokenizer = lm
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    sentences = [s for p in load_blimp(blimp_dir=blimp_dir, limit=3) for pair in p.pairs for s in pair]
+    scorer = SentenceScorer(model, tokenizer, batch_size=64, row_tokens=512)
+    scorer.score(sentences[:2], progress=False)  # the self-checks (they call the model on their own)
+    calls = _head_rows(model)
+    gathered = scorer.score(sentences, progress=False)
+    sequences = scorer.encode(list(dict.fromkeys(sentences)))
+    with_a_child = {tuple(seq[:i]) for seq in sequences for i in range(1, len(seq))}
+    stats = scorer.last_stats
+    assert stats["forwards"] == 1 and stats["tokens_run"] == len(
+        {tuple(q[:i]) for q in sequences for i in range(1, len(q) + 1)}
+    )
+    assert sum(calls) == stats["head_positions_run"] == stats["head_positions_read"] == len(with_a_child)
+    calls.clear()
+    full_scorer = SentenceScorer(model, tokenizer, batch_size=64, row_tokens=512, gather_head=False)
+    full = full_scorer.score(sentences, progress=False)
+    assert sum(calls) >= full_scorer.last_stats["head_positions_run"] >= stats["tokens_run"] > len(with_a_child)
+    assert max(abs(a - b) for a, b in zip(gathered, full, strict=True)) <= 2e-5
+    unshared = SentenceScorer(model, tokenizer, share_prefixes=False).score(sentences, progress=False)
+    assert max(abs(a - b) for a, b in zip(gathered, unshared, strict=True)) <= 5e-5
+
+
+def test_pair_scores_skip_the_shared_prefix_and_keep_every_difference(lm, blimp_dir, reference):
+    """score_pairs counts each pair from its first differing token: the values are the float64 reference's sums over
+    those tokens (so good - bad is the whole sentences'), and the head reads fewer positions than for whole sentences."""
+    model, tokenizer = lm
+    pairs = [pair for p in load_blimp(blimp_dir=blimp_dir) for pair in p.pairs]
+    pairs.append((pairs[0][0], pairs[0][0] + " Yes."))  # one sentence a prefix of the other
+    scorer = SentenceScorer(model, tokenizer, batch_size=16, row_tokens=32)
+    scorer.score([s for pair in pairs for s in pair], progress=False)
+    whole_read = scorer.last_stats["head_positions_read"]
+    pair_scores = scorer.score_pairs(pairs, progress=False)
+    assert scorer.last_stats["head_positions_read"] < whole_read
+    reference[pairs[-1][1]] = _reference_score(model, tokenizer, pairs[-1][1])
+    for (good, bad), (g, b) in zip(pairs, pair_scores, strict=True):
+        assert abs((g - b) - (reference[good] - reference[bad])) <= 1e-4
+        ids_g, ids_b = scorer.encode([good, bad])
+        d = next((k for k in range(min(len(ids_g), len(ids_b))) if ids_g[k] != ids_b[k]), min(len(ids_g), len(ids_b)))
+        assert abs(g - _reference_score(model, tokenizer, good, start=d)) <= 1e-4
+        assert abs(b - _reference_score(model, tokenizer, bad, start=d)) <= 1e-4
+    assert any(good == bad for good, bad in pairs) and all(
+        g == b == 0.0 for (x, y), (g, b) in zip(pairs, pair_scores, strict=True) if x == y
+    )
+    assert pair_scores[-1][0] == 0.0 and pair_scores[-1][1] < 0  # the shorter sentence has no token left
+    unshared = SentenceScorer(model, tokenizer, share_prefixes=False)
+    expected = [tuple(unshared.score(list(p), progress=False)) for p in pairs[:3]]
+    assert unshared.score_pairs(pairs[:3], progress=False) == expected  # without sharing: whole sentences
+
+
+class _ScaledLogitsLM(GPT2LMHeadModel):
+    """GPT-2 whose logits are twice its output layer's (like a soft-capped or logit-scaled head)."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = out.logits * 2
+        return out
+
+
+def test_a_head_that_is_not_the_whole_logit_computation_gets_full_logits(lm, blimp_dir, caplog):
+    _, tokenizer = lm
+    torch.manual_seed(0)
+    model = _ScaledLogitsLM(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2))
+    sentences = [s for p in load_blimp(blimp_dir=blimp_dir, limit=3) for pair in p.pairs for s in pair]
+    scorer = SentenceScorer(model.eval(), tokenizer, batch_size=8, row_tokens=32)
+    with caplog.at_level("INFO", logger="hf_topo.blimp.scoring"):
+        scores = scorer.score(sentences, progress=False)
+    assert "computing the full logits at every position" in caplog.text
+    assert scorer.share_prefixes and scorer.last_stats["head_positions_run"] > scorer.last_stats["head_positions_read"]
+    unshared = SentenceScorer(model, tokenizer, share_prefixes=False).score(sentences, progress=False)
+    assert max(abs(a - b) for a, b in zip(scores, unshared, strict=True)) <= 5e-5
 
 
 class _NoTreeLM(torch.nn.Module):

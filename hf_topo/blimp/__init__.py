@@ -15,7 +15,7 @@ to published ones:
 | module | what |
 |---|---|
 | :mod:`hf_topo.blimp.data` | paradigm names, loading pairs from jsonl files or the Hub |
-| :mod:`hf_topo.blimp.scoring` | sentence scores, every shared token prefix computed once (a prefix tree) |
+| :mod:`hf_topo.blimp.scoring` | sentence and pair scores, every shared token prefix computed once (a prefix tree), the LM head only where read |
 | :mod:`hf_topo.blimp.results` | accuracies, standard errors, our JSON, markdown, the harness's results JSON |
 | :mod:`hf_topo.blimp.evaluate` | :func:`evaluate_blimp` and the training-time :class:`BlimpCallback` |
 | :mod:`hf_topo.blimp.harness` | the harness's task yamls for the same pairs, to cross-check with ``lm_eval`` |
@@ -25,7 +25,7 @@ from .data import BLIMP_PARADIGMS, BlimpParadigm, load_blimp
 from .evaluate import BlimpCallback, evaluate_blimp
 from .harness import LM_EVAL_TASKS_DIR, write_lm_eval_tasks
 from .results import CONVENTION, BlimpResults, accuracy_stderr
-from .scoring import PrefixTrie, SentenceScorer, encode_sentences
+from .scoring import PrefixTrie, SentenceScorer, encode_sentences, split_lm_head
 
 __all__ = [
     "BLIMP_PARADIGMS",
@@ -40,5 +40,6 @@ __all__ = [
     "encode_sentences",
     "evaluate_blimp",
     "load_blimp",
+    "split_lm_head",
     "write_lm_eval_tasks",
 ]

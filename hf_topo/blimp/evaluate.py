@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _rescore_near_ties(
-    scorer: SentenceScorer, pairs: list[tuple[str, str]], scores: dict[str, float], tie_tolerance: float
+    scorer: SentenceScorer, pairs: list[tuple[str, str]], scores: list[tuple[float, float]], tie_tolerance: float
 ) -> int:
     """Rescore, each sentence on its own, the pairs whose shared-prefix scores are within ``tie_tolerance``.
 
@@ -29,7 +29,7 @@ def _rescore_near_ties(
     this close could be decided either way by that rounding, so it is decided by the harness's own computation.
     Identical sentences are an exact tie in both and are left alone.
     """
-    near = [(g, b) for g, b in pairs if g != b and abs(scores[g] - scores[b]) <= tie_tolerance]
+    near = [i for i, (g, b) in enumerate(pairs) if g != b and abs(scores[i][0] - scores[i][1]) <= tie_tolerance]
     if not near:
         return 0
     plain = SentenceScorer(
@@ -40,8 +40,9 @@ def _rescore_near_ties(
         prefix_token_id=scorer.prefix_token_id,
         share_prefixes=False,
     )
-    for good, bad in near:
-        scores[good], scores[bad] = plain.score([good, bad], progress=False)
+    for i in near:
+        good, bad = plain.score(list(pairs[i]), progress=False)
+        scores[i] = (good, bad)
     logger.info("BLiMP: %d near-tie pair(s) (|Δ| <= %g) rescored without prefix sharing.", len(near), tie_tolerance)
     return len(near)
 
@@ -116,13 +117,15 @@ def evaluate_blimp(
         prefix_token_id=prefix_token_id,
         share_prefixes=share_prefixes,
     )
-    scores = dict(zip(sentences, scorer.score(sentences, progress=progress), strict=True))
+    pairs = [pair for p in data for pair in p.pairs]
+    scores = scorer.score_pairs(pairs, progress=progress)  # from each pair's first differing token on
     stats = dict(scorer.last_stats)
     rescored = 0
     if scorer.share_prefixes:
-        rescored = _rescore_near_ties(scorer, [pair for p in data for pair in p.pairs], scores, tie_tolerance)
+        rescored = _rescore_near_ties(scorer, pairs, scores, tie_tolerance)
 
-    decisions = {p.uid: [scores[good] >= scores[bad] for good, bad in p.pairs] for p in data}  # ties: correct
+    correct = iter([good >= bad for good, bad in scores])  # ties: correct
+    decisions = {p.uid: [next(correct) for _ in p.pairs] for p in data}
     return BlimpResults.from_decisions(
         decisions,
         fields={p.uid: p.field for p in data},

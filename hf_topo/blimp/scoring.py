@@ -13,6 +13,16 @@ prefix once:
 | mask | node *i* attends to node *j* iff *j* is *i* or one of its ancestors; ``position_ids`` = depth | exactly each sentence's causal context |
 | score | ``log p(node) = logits[parent, token] - logsumexp(logits[parent])``; sentence = sum along its path, float64 | a shared node adds the same number to every sentence through it |
 
+The LM head (hidden size × vocabulary, about a third of a GPT-2-124M forward) runs only where a next-token
+distribution is read: at each node that is the parent of a node its row scores. The leaves (every sentence's last
+token), the ancestors a row repeats for context (all but the last) and the padding go through the transformer
+blocks but not through the head: :func:`split_lm_head` gives the base model and the output layer, and the head and
+log-softmax run on the gathered hidden states. :meth:`SentenceScorer.score` scores every node, so its sentence scores
+are whole sums; :meth:`SentenceScorer.score_pairs` (what :func:`hf_topo.blimp.evaluate_blimp` uses) scores each
+minimal pair from the first token where its two sequences differ: the tokens before it add the same to both scores,
+so the head skips the nodes that lie only on shared parts of pairs. A model whose logits are more than its output
+layer (e.g. soft-capped) is detected on its first sequences and gets its full logits.
+
 A row packs many sentences without padding between them (the tree mask keeps them apart), so the only padding is at
 the end of a forward's last rows. On the six-paradigm sample this computes 59 % of the tokens that scoring every
 sentence on its own would. The per-token log-probabilities are those of a separate forward up to float32 rounding
@@ -38,12 +48,37 @@ from tqdm.auto import tqdm
 
 from ..data import check_tokenizer, tokenizer_display_name
 
-__all__ = ["SentenceScorer", "PrefixTrie", "encode_sentences"]
+__all__ = ["SentenceScorer", "PrefixTrie", "encode_sentences", "split_lm_head"]
 
 logger = logging.getLogger(__name__)
 
 #: Largest |shared - unshared| score difference (nats) that the self-check of the tree forward accepts.
 _SELF_CHECK_TOLERANCE = 1e-3
+#: Largest |model logits - head(base hidden)| / max(1, max |logit|) that keeps the split LM head.
+_SPLIT_HEAD_TOLERANCE = 1e-3
+
+
+def split_lm_head(model) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """The base model (hidden states) and the output layer of a transformers causal LM, or ``None``.
+
+    ``model(...).logits`` is ``head(base(...).last_hidden_state)`` for GPT-2, GPT-Neo, GPT-NeoX, Llama, Qwen2,
+    Mistral, ...: ``base`` is ``model.base_model`` (``model.transformer`` / ``model.gpt_neox`` / ``model.model``) and
+    ``head`` ``model.get_output_embeddings()``. Models that transform the head's output (soft-capping, a logit scale)
+    or have no separate base model get ``None``: score them from their full logits. :class:`SentenceScorer` also
+    checks the split numerically on the first sequences it scores.
+    """
+    base = getattr(model, "base_model", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if base is None or base is model or not isinstance(head, torch.nn.Module):
+        return None
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "text_config", None) or config
+    for name in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale", "logits_scaling"):
+        value = getattr(text_config, name, None) or getattr(model, name, None)
+        if value not in (None, 1, 1.0):
+            return None
+    return base, head
 
 
 def _prefix_token_id(tokenizer, prefix_token_id: int | None) -> int:
@@ -160,6 +195,13 @@ class PrefixTrie:
         return chain[::-1]
 
 
+def _ancestor_at(trie: PrefixTrie, node: int, depth: int) -> int:
+    """The node at ``depth`` on the path to ``node`` (``node`` itself at its own depth)."""
+    while trie.depths[node] > depth:
+        node = int(trie.parents[node])
+    return node
+
+
 @dataclass
 class _Row:
     nodes: list[int]  # trie nodes in pre-order: the repeated ancestors first, then the owned ones
@@ -213,6 +255,9 @@ class SentenceScorer:
             scores every sentence on its own, in length-sorted right-padded batches, as lm-evaluation-harness does.
         row_tokens: tokens per row of a shared forward (rows of one forward are padded to the same length; longer
             rows waste more attention on masked pairs, shorter ones repeat more ancestors).
+        gather_head: with ``share_prefixes``, run the LM head only at the positions whose next-token distribution
+            is scored (:func:`split_lm_head`); ``False`` computes the logits at every position of every row (the
+            same scores, more work).
     """
 
     def __init__(
@@ -224,6 +269,7 @@ class SentenceScorer:
         prefix_token_id: int | None = None,
         share_prefixes: bool = True,
         row_tokens: int = 128,
+        gather_head: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1.")
@@ -238,6 +284,7 @@ class SentenceScorer:
         config = getattr(model, "config", None)
         self.max_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self._tree_checked = False
+        self._split = split_lm_head(model) if gather_head else None
         #: Token positions run by the last :meth:`score` call, and by scoring each sentence on its own.
         self.last_stats: dict[str, int] = {}
 
@@ -245,6 +292,18 @@ class SentenceScorer:
         if self.dtype == "bfloat16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _ready(self, sequences: list[list[int]]):
+        """The model in eval mode (its mode restored after), the tree forward checked on first use."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.share_prefixes and not self._tree_checked:
+                self._check_tree_forward(sequences)
+            yield
+        finally:
+            self.model.train(was_training)
 
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of ``prefix_token + " " + sentence`` for each sentence (:func:`encode_sentences`)."""
@@ -260,19 +319,49 @@ class SentenceScorer:
         """
         unique = list(dict.fromkeys(sentences))
         sequences = self.encode(unique)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.share_prefixes and not self._tree_checked:
-                self._check_tree_forward(sequences)
+        with self._ready(sequences):
             if self.share_prefixes:
                 scores = self._score_shared(sequences, progress)
             else:
                 scores = self._score_unshared(sequences, progress)
-        finally:
-            self.model.train(was_training)
         by_sentence = dict(zip(unique, scores, strict=True))
         return [by_sentence[s] for s in sentences]
+
+    @torch.no_grad()
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = True) -> list[tuple[float, float]]:
+        """The two scores of each minimal pair, counted from the first token where the pair's sequences differ.
+
+        The tokens before that point are the same context and the same tokens in both sentences: they add the same
+        log-probability to both scores, so leaving them out changes neither the decision ``good >= bad`` nor the
+        difference ``good - bad`` (float64 sums of the same node values). With ``share_prefixes`` the LM head then
+        runs only at the positions such a suffix reads; :meth:`score` gives whole-sentence scores. Without prefix
+        sharing (or when the tree forward was refused) the values are the whole-sentence scores.
+
+        Raises:
+            ValueError: as :meth:`score`.
+        """
+        unique = list(dict.fromkeys(s for pair in pairs for s in pair))
+        sequences = self.encode(unique)
+        with self._ready(sequences):
+            if not self.share_prefixes:
+                whole = dict(zip(unique, self._score_unshared(sequences, progress), strict=True))
+                return [(whole[g], whole[b]) for g, b in pairs]
+            index = {s: i for i, s in enumerate(unique)}
+            splits = []  # (good, bad, first differing position)
+            from_depth = [len(seq) for seq in sequences]  # score each sequence from this position on
+            for good, bad in pairs:
+                g, b = index[good], index[bad]
+                a, c = sequences[g], sequences[b]
+                d = next((k for k in range(min(len(a), len(c))) if a[k] != c[k]), min(len(a), len(c)))
+                d = max(d, 1)  # position 0 (the prefix token) is never scored
+                from_depth[g], from_depth[b] = min(from_depth[g], d), min(from_depth[b], d)
+                splits.append((g, b, d))
+            trie, totals = self._score_tree(sequences, progress, from_depth)
+        scores = []
+        for g, b, d in splits:
+            branch = _ancestor_at(trie, int(trie.ends[g]), d - 1)  # the last node the two sequences share
+            scores.append((float(totals[trie.ends[g]] - totals[branch]), float(totals[trie.ends[b]] - totals[branch])))
+        return scores
 
     # ---- each sentence on its own (the harness's way) ------------------------------------------------------------
 
@@ -299,15 +388,37 @@ class SentenceScorer:
             for index, total in zip(batch, totals, strict=True):
                 scores[index] = total
         total = sum(len(s) for s in sequences)
-        self.last_stats = {"tokens_run": total, "tokens_unshared": total, "forwards": len(batches)}
+        self.last_stats = {
+            "tokens_run": total,
+            "tokens_unshared": total,
+            "forwards": len(batches),
+            "head_positions_read": total - len(sequences),
+            "head_positions_run": sum(len(sequences[b[0]]) * len(b) for b in batches),
+        }
         return scores
 
     # ---- shared prefixes: one forward per slice of the prefix tree -----------------------------------------------
 
     def _score_shared(self, sequences: list[list[int]], progress: bool) -> list[float]:
+        trie, totals = self._score_tree(sequences, progress)
+        return totals[trie.ends].tolist()
+
+    def _score_tree(
+        self, sequences: list[list[int]], progress: bool, from_depth: Sequence[int] | None = None
+    ) -> tuple[PrefixTrie, np.ndarray]:
+        """The trie of ``sequences`` and each node's path sum of log-probabilities; with ``from_depth``, only the
+        nodes at depth >= ``from_depth[i]`` on sequence ``i``'s path are scored (the others add 0)."""
         trie = PrefixTrie.build(sequences)
         is_end = np.zeros(len(trie), dtype=bool)
         is_end[trie.ends] = True
+        scored = np.ones(len(trie), dtype=bool)
+        if from_depth is not None:
+            scored[:] = False
+            for end, first in zip(trie.ends, from_depth, strict=True):
+                node = int(end)
+                while node >= 0 and trie.depths[node] >= first:
+                    scored[node] = True
+                    node = int(trie.parents[node])
         longest = max(len(s) for s in sequences)
         row_tokens = max(self.row_tokens, longest + 1)  # a row holds a whole path and one more token ...
         if self.max_length is not None:
@@ -315,7 +426,7 @@ class SentenceScorer:
         plan = _plan_rows(trie, is_end, self.batch_size, row_tokens)
         device = next(self.model.parameters()).device
         node_logprobs = np.zeros(len(trie), dtype=np.float64)
-        tokens_run = 0
+        tokens_run = head_positions = logit_positions = 0
         for rows in tqdm(plan, desc="BLiMP", unit="batch", disable=not progress):
             width = max(len(row.nodes) for row in rows)
             input_ids = np.full((len(rows), width), self.prefix_token_id, dtype=np.int64)
@@ -333,37 +444,55 @@ class SentenceScorer:
                     if parent >= 0:
                         mask[r, i] = mask[r, local[parent]]
                         mask[r, i, i] = True
-                        if i >= row.owned_from:
+                        if i >= row.owned_from and scored[node]:
                             edge_rows.append(r)
                             edge_parents.append(local[parent])
                             edge_nodes.append(node)
                 tokens_run += len(nodes)
+            # The positions whose next-token distribution is read (a parent of several scored children once).
+            read, edge_read = np.unique(
+                np.asarray(edge_rows, dtype=np.int64) * width + np.asarray(edge_parents, dtype=np.int64),
+                return_inverse=True,
+            )
+            inputs = {
+                "input_ids": torch.from_numpy(input_ids).to(device),
+                "attention_mask": torch.from_numpy(mask)[:, None].to(device),  # (B, 1, T, T): True = attend
+                "position_ids": torch.from_numpy(positions).to(device),
+            }
+            read_t = torch.from_numpy(read).to(device)
             with self._autocast(device):
-                logits = self.model(
-                    input_ids=torch.from_numpy(input_ids).to(device),
-                    attention_mask=torch.from_numpy(mask)[:, None].to(device),  # (B, 1, T, T): True = attend
-                    position_ids=torch.from_numpy(positions).to(device),
-                ).logits  # (B, T, V)
+                if self._split is not None:
+                    base, head = self._split
+                    hidden = base(**inputs).last_hidden_state  # (B, T, H)
+                    picked = head(hidden.flatten(0, 1)[read_t])  # (R, V): the head at the read positions only
+                else:
+                    picked = self.model(**inputs).logits.flatten(0, 1)[read_t]  # (B, T, V) -> (R, V)
+            head_positions += len(read)
+            logit_positions += len(rows) * width if self._split is None else len(read)
             if not edge_nodes:
                 continue
-            rows_t = torch.tensor(edge_rows, device=device)
-            parents_t = torch.tensor(edge_parents, device=device)
+            picked = picked.float()
+            lse = picked.logsumexp(-1)  # (R,)
             nodes = np.asarray(edge_nodes, dtype=np.int64)
             targets = torch.from_numpy(trie.tokens[nodes]).to(device)
-            picked = logits[rows_t, parents_t].float()  # (E, V): the distribution each scored token was drawn from
-            logprobs = picked.gather(-1, targets[:, None]).squeeze(-1) - picked.logsumexp(-1)
+            edge_t = torch.from_numpy(edge_read).to(device)
+            logprobs = picked[edge_t, targets] - lse[edge_t]  # each scored token under its parent's distribution
             node_logprobs[nodes] = logprobs.double().cpu().numpy()
         totals = trie.path_sums(node_logprobs)
         self.last_stats = {
             "tokens_run": tokens_run,
             "tokens_unshared": sum(len(s) for s in sequences),
             "forwards": len(plan),
+            "head_positions_read": head_positions,
+            "head_positions_run": logit_positions,
         }
-        return totals[trie.ends].tolist()
+        return trie, totals
 
     def _check_tree_forward(self, sequences: list[list[int]]) -> None:
         """Score two sequences with and without the tree mask; fall back to unshared scoring if they disagree."""
         sample = sorted(sequences, key=len)[-2:]  # the longest two: a real test of masks and positions
+        if self._split is not None:
+            self._check_split_head(sample[-1])
         try:
             shared = self._score_shared(sample, progress=False)
             unshared = self._score_unshared(sample, progress=False)
@@ -381,3 +510,26 @@ class SentenceScorer:
             )
             self.share_prefixes = False
         self._tree_checked = True
+
+    def _check_split_head(self, sequence: list[int]) -> None:
+        """Keep the split head only if ``head(base(x))`` gives the model's own logits on ``sequence``."""
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([sequence], device=device)
+        base, head = self._split
+        try:
+            with self._autocast(device):
+                full = self.model(input_ids=input_ids).logits.float()
+                split = head(base(input_ids=input_ids).last_hidden_state).float()
+            gap = (full - split).abs().max().item() / max(1.0, full.abs().max().item())
+        except (TypeError, ValueError, RuntimeError, AttributeError) as err:
+            gap, reason = math.inf, f"{type(err).__name__}: {err}"
+        else:
+            reason = f"relative gap {gap:.3g}"
+        if not gap <= _SPLIT_HEAD_TOLERANCE:
+            logger.info(
+                "%s: its logits are not its output layer on its base model's hidden states (%s); computing the full "
+                "logits at every position.",
+                type(self.model).__name__,
+                reason,
+            )
+            self._split = None
