@@ -40,7 +40,7 @@ PLAIN, TOPO = "plain Trainer", "TopoTrainer"
 def build_gpt2_124m(seed: int) -> GPT2LMHeadModel:
     """GPT-2-124M with SDPA attention, randomly initialized (the same weights for every call)."""
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(), attn_implementation="sdpa")
+    return GPT2LMHeadModel(GPT2Config(attn_implementation="sdpa"))
 
 
 def train_once_bf16(topo: bool, args: argparse.Namespace, dataset) -> dict:

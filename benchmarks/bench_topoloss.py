@@ -61,8 +61,53 @@ SPEEDUP_GOAL = 10.0
 MEMORY_GOAL_WEIGHTS = 2.0
 
 
+#: ``--compiled`` adds this case: an experiment, not the library's kernel (see :func:`compiled_loss`).
+COMPILED_CASE = ("compiled", "Conv1D")
+
+
 def label(impl: str, layer_type: str) -> str:
+    if impl == "compiled":
+        return f"experiment: gather blur + torch.compile ({layer_type})"
     return "reference topoloss 0.0.2" if impl == "reference" else f"hf_topo ({layer_type})"
+
+
+def compiled_loss(stack: Stack, args: argparse.Namespace) -> Callable[[], torch.Tensor]:
+    """An experiment (``--compiled``): the sparse blur as a fixed-width gather (each unit's ≤ K blur entries, padded
+    with zero weights) in plain differentiable PyTorch, compiled with ``torch.compile`` so that the gather, the blur,
+    the three reductions and the backward fuse into a few kernels per layer. Measures what a fused kernel could gain
+    where per-operator overheads dominate (a GPU); not used by the library."""
+    from hf_topo.regularizers.laplacian_pyramid import _sparse_blur
+    from hf_topo.sheet import most_square_shape
+
+    height, width = most_square_shape(args.units)
+    blur = _sparse_blur(height, width, args.factor, args.factor, "bilinear")
+    if blur is None:
+        raise ValueError("--compiled needs a blur with narrow rows (bilinear).")
+    units = args.units
+    counts = torch.diff(blur.offsets, append=blur.offsets.new_tensor([blur.indices.numel()]))
+    width_k = int(counts.max())
+    rows_of_entries = torch.repeat_interleave(torch.arange(units), counts)
+    slots = torch.arange(blur.indices.numel()) - blur.offsets[rows_of_entries]
+    index = torch.arange(units)[:, None].repeat(1, width_k)  # padding: the unit itself, with weight 0
+    weight = torch.zeros(units, width_k)
+    index[rows_of_entries, slots] = blur.indices
+    weight[rows_of_entries, slots] = blur.values
+    index, weight = index.to(args.device), weight.to(args.device)
+
+    @torch.compile(dynamic=False)
+    def layer_loss(rows: torch.Tensor) -> torch.Tensor:  # (units, depth)
+        rows = rows.float()
+        blurred = (rows[index] * weight[..., None]).sum(1)
+        dot = (rows * blurred).sum(-1)
+        norm_c = rows.square().sum(-1).sqrt().clamp_min(1e-8)
+        norm_b = blurred.square().sum(-1).sqrt().clamp_min(1e-8)
+        return 1.0 - (dot / (norm_c * norm_b)).mean()
+
+    def loss() -> torch.Tensor:
+        values = [layer_loss(layer.weight.T if isinstance(layer, Conv1D) else layer.weight) for layer in stack.layers]
+        return torch.stack(values).mean()
+
+    return loss
 
 
 class Stack(nn.Module):
@@ -92,6 +137,8 @@ def build_stack(layer_type: str, args: argparse.Namespace) -> Stack:
 def make_loss(impl: str, stack: Stack, args: argparse.Namespace) -> Callable[[], torch.Tensor]:
     """A closure returning the mean TopoLoss over every layer of ``stack`` (a differentiable scalar)."""
     names = [f"layers.{i}" for i in range(len(stack.layers))]
+    if impl == "compiled":
+        return compiled_loss(stack, args)
     if impl == "reference":
         from topoloss import LaplacianPyramid
         from topoloss import TopoLoss as ReferenceTopoLoss
@@ -251,11 +298,46 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grad_rtol", type=float, default=1e-4, help="largest max|Δgrad| / max|grad| accepted")
     parser.add_argument("--skip_memory", action="store_true", help="time only, no peak-memory subprocesses")
     parser.add_argument("--output", default=default_output(__file__), help="results JSON")
+    parser.add_argument(
+        "--compiled", action="store_true",
+        help="also time an experiment: the blur as a gather in plain PyTorch under torch.compile (see compiled_loss)",
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="also profile one forward+backward of each implementation (torch.profiler) "
+        "and write its operator table here: where the time goes, and how many operators and kernels each launches"
+    )
     parser.add_argument("--memory_child", nargs=2, metavar=("IMPL", "LAYER_TYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch.")
     return args
+
+
+def write_profile(stacks: dict[tuple[str, str], Stack], args: argparse.Namespace) -> None:
+    """One profiled forward+backward per implementation (after the timed rounds): operator counts and the top
+    operators by self time, CPU and (on a GPU) device, written to ``args.profile``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    sort_by = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    sections = []
+    for case, stack in stacks.items():
+        loss = make_loss(case[0], stack, args)
+        stack.zero_grad(set_to_none=True)
+        synchronize(args.device)
+        with profile(activities=activities) as prof:
+            loss().backward()
+            synchronize(args.device)
+        events = prof.key_averages()
+        operators = sum(event.count for event in events if event.key.startswith("aten::"))
+        kernels = sum(event.count for event in prof.events() if event.device_type.name == "CUDA")
+        header = f"## {label(*case)}: {operators} aten operator calls, {kernels} device kernels/copies"
+        print(header)
+        sections.append(header + "\n" + events.table(sort_by=sort_by, row_limit=15, max_name_column_width=50))
+        stack.zero_grad(set_to_none=True)
+    with open(args.profile, "w", encoding="utf-8") as handle:
+        handle.write("\n\n".join(sections) + "\n")
+    print(f"profile written to {args.profile}")
 
 
 def main() -> None:
@@ -266,7 +348,8 @@ def main() -> None:
         memory_child(*args.memory_child, args)
         return
 
-    stacks = {case: build_stack(case[1], args) for case in CASES}
+    cases = CASES + ((COMPILED_CASE,) if args.compiled else ())
+    stacks = {case: build_stack(case[1], args) for case in cases}
     parity = check_parity(stacks, args)
     for name, check in list(parity.items())[1:]:
         print(
@@ -283,12 +366,14 @@ def main() -> None:
     print()
 
     times = time_all(stacks, args)
+    if args.profile:
+        write_profile(stacks, args)
     del stacks
     gc.collect()
     weight_bytes = args.units * args.inputs * 4
     reference_ms = statistics.median(times[CASES[0]]) * 1e3
     rows = []
-    for case in CASES:
+    for case in cases:
         ms = statistics.median(times[case]) * 1e3
         memory = None if args.skip_memory else measure_memory(*case, args)
         rows.append(
@@ -305,7 +390,7 @@ def main() -> None:
                 "memory_method": None if memory is None else memory["method"],
             }
         )
-    ours = rows[1:]
+    ours = [row for row in rows[1:] if not row["implementation"].startswith("experiment")]  # the library
     results = {
         "benchmark": "TopoLoss forward+backward, hf_topo vs topoloss 0.0.2",
         "device_info": device_info(args.device),

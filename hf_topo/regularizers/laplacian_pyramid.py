@@ -11,9 +11,12 @@ handful of entries per row (4 for the paper's bilinear φ = 3), so ``blur(C) = B
 of a few other units' weight rows: one ``F.embedding_bag`` call, a memory-bound pass instead of dense GEMMs. A
 hand-written backward recomputes the blur chunk by chunk (depth chunks, the sheet read once per pass) and folds the
 gradient's per-unit coefficients into the entries of ``Bᵀ``, so it costs two more such calls and no elementwise pass.
-Blurs with wide rows (e.g. ``area`` at large factors) run four separable GEMMs per blur instead. Peak extra memory
-stays below two weights of the largest layer; forward+backward is an order of magnitude faster than the reference
-(``docs/benchmarks.md``).
+Blurs with wide rows (e.g. ``area`` at large factors) run four separable GEMMs per blur instead. On the CPU, peak
+extra memory stays below about two weights of the largest layer and forward+backward is 6-9× faster than the
+reference; on a GPU, where the time goes to launching operators rather than moving bytes, a layer is one working
+chunk (about five weights extra, eight times less than the reference) and the GPU work is a quarter of the
+reference's, but the wall time is about the reference's: both are bound by per-operator host overheads
+(``docs/benchmarks.md``, with the profile).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ _MAX_CHUNKS = 16
 # chunk, its blur, the gradient and one product), 2 MiB each, which keeps the peak below one weight of a GPT-2 c_fc
 # layer while the per-call overheads of embedding_bag stay small.
 _SPARSE_CHUNK_ELEMENTS = 1 << 19
+# On a GPU the time goes to launching kernels, not to moving bytes (an H100 reads a GPT-2 c_fc weight in ~3 µs; each
+# operator costs several µs of host time): there a layer of up to 16 Mi elements is one working chunk.
+_SPARSE_CHUNK_ELEMENTS_GPU = 1 << 24
 
 
 def _interpolation_kwargs(mode: str) -> dict:
@@ -272,13 +278,22 @@ class _SparseBlur:
         self.t_values = t_values.to(torch.float32)
         self.t_diagonal = diagonal.to(torch.float32)
         self.row_entries = int(torch.diff(self.offsets, append=self.offsets.new_tensor([self.indices.numel()])).max())
+        # Copies of this structure on other devices (see ``to``).
+        self.on_device: dict[torch.device, _SparseBlur] = {}
 
     def to(self, device: torch.device) -> _SparseBlur:
+        """This structure on ``device``, copied there once and kept: a host-to-device copy on every call would
+        synchronize the GPU once per tensor and layer (measured on an H100: 12 GPT-2 layers 2.6× slower)."""
         if device.type == "cpu":
             return self
-        moved = object.__new__(_SparseBlur)
-        for name, value in vars(self).items():
-            setattr(moved, name, value.to(device) if isinstance(value, torch.Tensor) else value)
+        moved = self.on_device.get(device)
+        if moved is None:
+            moved = object.__new__(_SparseBlur)
+            for name, value in vars(self).items():
+                if name != "on_device":
+                    setattr(moved, name, value.to(device) if isinstance(value, torch.Tensor) else value)
+            if all(is_cacheable(t) for t in vars(moved).values() if isinstance(t, torch.Tensor)):
+                self.on_device[device] = moved
         return moved
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -312,9 +327,11 @@ def _sparse_blur(height: int, width: int, factor_h: float, factor_w: float, mode
     return sparse if sparse.row_entries <= _SPARSE_MAX_ROW_ENTRIES else None
 
 
-def _depth_slices(depth: int, units: int):
-    """Slices of the depth axis for ``(units, depth chunk)`` working chunks of ``_SPARSE_CHUNK_ELEMENTS`` elements."""
-    step = max(1, _SPARSE_CHUNK_ELEMENTS // max(units, 1))
+def _depth_slices(depth: int, units: int, device: torch.device):
+    """Slices of the depth axis for ``(units, depth chunk)`` working chunks of ``_SPARSE_CHUNK_ELEMENTS`` elements
+    (``_SPARSE_CHUNK_ELEMENTS_GPU`` off the CPU)."""
+    budget = _SPARSE_CHUNK_ELEMENTS if device.type == "cpu" else _SPARSE_CHUNK_ELEMENTS_GPU
+    step = max(1, budget // max(units, 1))
     for start in range(0, depth, step):
         yield slice(start, min(start + step, depth))
 
@@ -331,7 +348,7 @@ def _working_chunks(rows: torch.Tensor, units_first: bool):
     fly from bf16/fp16; a Conv1D chunk is transposed into it)."""
     units, depth = (rows.shape[0], rows.shape[1]) if units_first else (rows.shape[1], rows.shape[0])
     buffer = None
-    for part in _depth_slices(depth, units):
+    for part in _depth_slices(depth, units, rows.device):
         if buffer is None:
             buffer = rows.new_empty((units, part.stop - part.start), dtype=torch.float32)
         view = rows[:, part] if units_first else rows[part].T
