@@ -36,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 import torch
@@ -45,7 +45,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from .analysis import AnalysisSettings, analyze_model, load_passages, load_text_blocks
 from .analysis.report import json_safe
+from .arrangement import arrange_units
+from .config import TopoConfig
 from .finetuning import LoraArguments, finetune_lora
+from .models import apply_overrides, preset_config
+from .presets import topolm_targets
 from .pretraining import hold_out_lines, pretrain, small_cpu_recipe
 from .trainer import TopoTrainingArguments
 
@@ -64,13 +68,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Model name → the regularizer it trains with (``None``: the τ = 0 baseline).
+#: Model name → the regularizer it trains with (``None``: the τ = 0 baseline). ``topolm``: TopoLM's spatial-correlation
+#: loss on its sites (the residual stream entering every attention and MLP block, :func:`hf_topo.topolm_targets`).
 FAMILIES = {
     "baseline": None,
     "toponet": "laplacian_pyramid",
     "ws": "weight_similarity",
     "as": "activation_similarity",
+    "topolm": "spatial_correlation",
 }
+#: Models made post hoc, without training: the trained model's MLP units arranged on their sheets by
+#: :func:`hf_topo.arrange_units` (TopoLoss objective, seeded with the seed), the same function (the control of
+#: ``docs/arrange.md``).
+POST_HOC = {"arranged_baseline": "baseline", "arranged_toponet": "toponet"}
+#: With ``topolm`` among the families, the baseline is also analysed on TopoLM's sites under this name.
+BASELINE_AT_TOPOLM_SITES = "baseline_at_topolm_sites"
 VERDICTS = ("reproduced", "not at this scale", "contradicted", "not measured")
 
 
@@ -83,11 +95,13 @@ class ClaimsArguments:
         output_dir (`str`): where the models (`seed<s>/<family>/`), `paper_claims.json`, `paper_claims.md` and
             `paper_claims.png` go.
         seeds (`list[int]`, defaults to `[0, 1, 2]`): one set of models per seed.
-        families (`list[str]`, defaults to all of `baseline, toponet, ws, as`).
+        families (`list[str]`, defaults to all of `baseline, toponet, ws, as, topolm, arranged_baseline,
+            arranged_toponet`): the models of :data:`FAMILIES` to train and those of :data:`POST_HOC` to make post hoc.
         model_preset (`str`, defaults to `"tiny-gpt2"`), config_overrides (`str`, defaults to
             `"n_layer=6,n_embd=256,n_head=8"`: 6 × 256, larger than the demo's 4 × 128).
         vocab_size, block_size, max_steps, train_batch_size, learning_rate: the pretraining recipe.
-        topo_tau, ws_tau, as_tau: strengths of TopoLoss, Weight and Activation Similarity.
+        topo_tau, ws_tau, as_tau, topolm_tau: strengths of TopoLoss, Weight / Activation Similarity and TopoLM's loss.
+        topolm_radius, topolm_neighbourhoods: TopoLM's neighbourhoods (radius 5 and 5 per batch, as TopoLM).
     Analysis (on the held-out text):
         max_tokens, eval_blocks: activation samples and perplexity blocks.
         pruning_fraction, noise_sigma, downsampling_factor, input_rate: the one perturbation strength of each claim.
@@ -108,7 +122,8 @@ class ClaimsArguments:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (≥ 3 for a verdict)."})
     families: list[str] = field(
-        default_factory=lambda: list(FAMILIES), metadata={"help": f"Models per seed, among {', '.join(FAMILIES)}."}
+        default_factory=lambda: [*FAMILIES, *POST_HOC],
+        metadata={"help": f"Models per seed, among {', '.join([*FAMILIES, *POST_HOC])}."},
     )
     validation_fraction: float = field(default=0.1, metadata={"help": "Last fraction of lines held out."})
     model_preset: str = field(default="tiny-gpt2", metadata={"help": "Architecture preset."})
@@ -123,6 +138,11 @@ class ClaimsArguments:
     topo_tau: float = field(default=5.0, metadata={"help": "TopoLoss strength of the TopoNet."})
     ws_tau: float = field(default=2.0, metadata={"help": "Weight Similarity strength."})
     as_tau: float = field(default=2.0, metadata={"help": "Activation Similarity strength."})
+    topolm_tau: float = field(
+        default=20.0, metadata={"help": "TopoLM spatial-correlation strength (τ × the mean over its sites)."}
+    )
+    topolm_radius: int = field(default=5, metadata={"help": "TopoLM's neighbourhood radius (TopoLM: 5)."})
+    topolm_neighbourhoods: int = field(default=5, metadata={"help": "TopoLM's neighbourhoods per micro-batch."})
     max_tokens: int = field(default=4096, metadata={"help": "Activation samples per layer."})
     eval_blocks: int = field(default=32, metadata={"help": "Blocks on which each perplexity is measured."})
     pruning_fraction: float = field(default=0.5, metadata={"help": "L1 pruning: fraction of weights zeroed."})
@@ -149,15 +169,22 @@ class ClaimsArguments:
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self):
-        unknown = sorted(set(self.families) - set(FAMILIES))
+        known = [*FAMILIES, *POST_HOC]
+        unknown = sorted(set(self.families) - set(known))
         if unknown or "baseline" not in self.families:
             raise ValueError(
-                f"--families {self.families}: every family must be one of {list(FAMILIES)} and 'baseline' is "
+                f"--families {self.families}: every family must be one of {known} and 'baseline' is "
                 "required (every claim compares against it)."
             )
+        for made, source in POST_HOC.items():
+            if made in self.families and source not in self.families:
+                raise ValueError(f"--families: {made} arranges the {source} model; add {source}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds {self.seeds}: give distinct seeds, at least 3 for a verdict (e.g. 0 1 2).")
-        for name in ("max_steps", "train_batch_size", "block_size", "max_tokens", "eval_blocks", "lora_steps"):
+        for name in (
+            "max_steps", "train_batch_size", "block_size", "max_tokens", "eval_blocks", "lora_steps", "topolm_radius",
+            "topolm_neighbourhoods",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)} must be at least 1.")
         if not 0 < self.pruning_fraction < 1 or not 0 < self.input_rate < 1:
@@ -206,6 +233,8 @@ class Claim:
         sign: +1 when the claim is ``a > b``, −1 when ``a < b``.
         log: compare ``log`` of the measure (perplexities: a ratio).
         margin: allowance in the claim's favour (see the module docstring), 0 for a strict direction.
+        metric_b: the measure read from ``b`` when it differs from ``metric`` (two measures of one model, e.g. the
+            paper's downsampled layer against the one with per-unit gains).
     """
 
     id: str
@@ -219,9 +248,17 @@ class Claim:
     sign: int
     log: bool = False
     margin: float = 0.0
+    metric_b: str | None = None
+
+    @property
+    def b_label(self) -> str:
+        """The key of ``b``'s values in a table entry (``b`` itself, or ``b:metric_b`` when ``a`` is ``b``)."""
+        return f"{self.b}:{self.metric_b}" if self.metric_b and self.b == self.a else self.b
 
     def expected(self) -> str:
         relation = ">" if self.sign > 0 else "<"
+        if self.metric_b:
+            return f"{self.metric}({self.a}) {relation} {self.metric_b}({self.b})"
         if self.margin:
             return (
                 f"{self.metric}: {self.a} {relation} {self.b} (margin {self.margin:g}{' in log' if self.log else ''})"
@@ -231,6 +268,8 @@ class Claim:
 
 _TOPONETS = "Deb, Deb & Murty, TopoNets (ICLR 2025)"
 _TH = "Truong & Hasson (Weight / Activation Similarity)"
+_TOPOLM = "Rathi et al., TopoLM (ICLR 2025)"
+_OURS = "hf_topo (not a paper claim)"
 
 #: Every claim the table measures. Relative Δ perplexity = Δ perplexity / unperturbed perplexity of the same model.
 CLAIMS: tuple[Claim, ...] = (
@@ -279,6 +318,28 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("ws_vs_as_activation_maps", "WS gives spatially smooth activation maps; AS gives correlation structure "
           "without spatial smoothness.", _TH, "WS vs AS maps (Moran's I)", "WS high Moran's I, AS low",
           "morans_i", "ws", "as", +1),
+    Claim("topolm_morans_i", "TopoLM's spatial-correlation loss makes activation maps spatially smooth on its sheet.",
+          _TOPOLM, "§3, Fig. 2 (smooth, clustered activation maps)", "clustered maps; none in the baseline",
+          "morans_i", "topolm", BASELINE_AT_TOPOLM_SITES, +1),
+    Claim("topolm_smoothness", "The same, as correlation falling off with distance on the sheet.", _TOPOLM,
+          "§3 (our smoothness of TopoNets §2.3 on TopoLM's sites)", "higher than the baseline on the same sites",
+          "smoothness", "topolm", BASELINE_AT_TOPOLM_SITES, +1),
+    Claim("topolm_perplexity_cost", "TopoLM's topography comes at little cost in language modelling.", _TOPOLM,
+          "§3, Table 1 (validation loss close to the non-topographic control)", "small cost", "perplexity",
+          "topolm", "baseline", -1, True, math.log(1.05)),
+    Claim("arranged_smoothness", "A post-hoc arrangement of a baseline's MLP units on the sheet (the same function) "
+          "makes its activations topographic.", _OURS, "the arrangement control (docs/arrange.md)",
+          "–", "smoothness", "arranged_baseline", "baseline", +1),
+    Claim("arranged_vs_toponet_smoothness", "A TopoNet is more topographic than the arranged baseline.", _OURS,
+          "the arrangement control", "–", "smoothness", "toponet", "arranged_baseline", +1),
+    Claim("arranged_downsampling", "The arrangement alone gives a baseline some downsampling resilience.", _OURS,
+          "the arrangement control", "–", "downsampling_relative_delta", "arranged_baseline", "baseline", -1),
+    Claim("arranged_vs_toponet_downsampling", "A TopoNet resists downsampling better than the arranged baseline: "
+          "trained topography is more than a permutation.", _OURS, "the arrangement control", "–",
+          "downsampling_relative_delta", "toponet", "arranged_baseline", -1),
+    Claim("gains_downsampling", "Per-unit gains make a TopoNet's downsampling cheaper than the paper's layer.", _OURS,
+          "downsampling with gains (docs/downsampling.md)", "–", "downsampling_gains_relative_delta", "toponet",
+          "toponet", -1, metric_b="downsampling_relative_delta"),
 )  # fmt: skip
 
 
@@ -349,7 +410,7 @@ def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]]
     pairs = []
     for seed_measures in per_seed:
         a = seed_measures.get(claim.a, {}).get(claim.metric)
-        b = seed_measures.get(claim.b, {}).get(claim.metric)
+        b = seed_measures.get(claim.b, {}).get(claim.metric_b or claim.metric)
         if _finite(a) and _finite(b) and (not claim.log or (a > 0 and b > 0)):
             pairs.append((a, b))
     f = math.log if claim.log else (lambda v: v)
@@ -362,12 +423,13 @@ def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]]
         "paper_value": claim.paper_value,
         "metric": claim.metric,
         "expected": claim.expected(),
-        "compared": {"a": claim.a, "b": claim.b},
+        "compared": {"a": claim.a, "b": claim.b_label},
         "ours": {
             **_stats(differences),
-            "difference": f"{'log ' if claim.log else ''}{claim.metric}({claim.a}) − {claim.metric}({claim.b})",
+            "difference": f"{'log ' if claim.log else ''}{claim.metric}({claim.a}) − "
+            f"{claim.metric_b or claim.metric}({claim.b})",
             claim.a: _stats([a for a, _ in pairs]),
-            claim.b: _stats([b for _, b in pairs]),
+            claim.b_label: _stats([b for _, b in pairs]),
         },
     }
     n = len(differences)
@@ -443,7 +505,9 @@ def _train(args: ClaimsArguments, family: str, seed: int, files: tuple[str, str]
     ):
         logger.info("Reusing %s", output_dir)
         return output_dir
-    tau = {"baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau}[family]
+    tau = {
+        "baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau, "topolm": args.topolm_tau
+    }[family]  # fmt: skip
     settings = dict(
         tau=tau, max_steps=args.max_steps, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
         block_size=args.block_size, seed=seed, model_preset=args.model_preset, vocab_size=args.vocab_size,
@@ -454,6 +518,16 @@ def _train(args: ClaimsArguments, family: str, seed: int, files: tuple[str, str]
         settings["topo_distance"] = "correlation"  # Truong & Hasson's choice
     if args.config_overrides:
         settings["config_overrides"] = args.config_overrides
+    if family == "topolm":  # TopoLM's sites in this architecture (the residual stream), not the MLP expansion layer
+        architecture = apply_overrides(
+            preset_config(args.model_preset, args.vocab_size, args.block_size), args.config_overrides
+        )
+        sites = topolm_targets(architecture, "residual")
+        targets = sites["target_modules"]
+        settings.update(
+            topo_target_modules=[f"re:{targets}"] if isinstance(targets, str) else targets, topo_sheet=sites["sheet"],
+            topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods,
+        )  # fmt: skip
     if args.device == "cpu":
         settings["use_cpu"] = True
     pretrain(*small_cpu_recipe(files[0], files[1], output_dir, **settings))
@@ -478,35 +552,61 @@ def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
     return finetune_lora(lora, training)["delta_eval_loss"]
 
 
-def measure_seed(args: ClaimsArguments, seed: int, files: tuple[str, str]) -> dict[str, dict[str, float | None]]:
-    """Train every family for ``seed``, analyse each on the held-out text (and fine-tune the baseline and the
-    TopoNet with LoRA); ``{family: {measure: value}}``."""
-    measures: dict[str, dict[str, float | None]] = {}
-    tokenizer_dir = None
+def _planned(args: ClaimsArguments) -> list[str]:
+    """The measured models of one seed, in order: trained families, then post-hoc ones, then the baseline on TopoLM's
+    sites (when ``topolm`` is among the families)."""
+    names = [f for f in FAMILIES if f in args.families] + [f for f in POST_HOC if f in args.families]
+    return names + ([BASELINE_AT_TOPOLM_SITES] if "topolm" in args.families else [])
+
+
+def measure_seed(
+    args: ClaimsArguments, seed: int, files: tuple[str, str], done: dict | None = None
+) -> dict[str, dict[str, float | None]]:
+    """Train every family for ``seed``, make the post-hoc ones, analyse each on the held-out text (and fine-tune the
+    baseline and the TopoNet with LoRA); ``{model: {measure: value}}``. ``done``: measures already taken for this
+    seed and recipe (kept; those models are not measured again)."""
+    measures: dict[str, dict[str, float | None]] = dict(done or {})
     passages = None
     if args.temporal_windows:
         passages = load_passages(files[1], max_passages=args.temporal_max_sequences)
-    for family in [f for f in FAMILIES if f in args.families]:
+    model_dirs: dict[str, str] = {}
+
+    def trained(family: str) -> str:
+        if family not in model_dirs:
+            # every model of a seed shares the baseline's tokenizer
+            tokenizer = None if family == "baseline" else trained("baseline")
+            model_dirs[family] = _train(args, family, seed, files, tokenizer)
+        return model_dirs[family]
+
+    for name in _planned(args):
+        if name in measures:
+            continue
         start = time.perf_counter()
-        model_dir = _train(args, family, seed, files, tokenizer_dir)
-        tokenizer_dir = tokenizer_dir or model_dir  # every model of a seed shares the baseline's tokenizer
+        source = POST_HOC.get(name, "baseline" if name == BASELINE_AT_TOPOLM_SITES else name)
+        model_dir = trained(source)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         if args.device:
             model.to(args.device)
+        topography, note = None, {}
+        if name in POST_HOC:
+            report = arrange_units(model, objective="topoloss", seed=seed, progress=args.progress)
+            note = {"arranged_topoloss_before": report.mean_before, "arranged_topoloss_after": report.mean_after}
+        elif name == BASELINE_AT_TOPOLM_SITES:
+            topography = TopoConfig.from_pretrained(trained("topolm"))
         set_seed(seed)
-        temporal = args.temporal_windows and family in ("baseline", "toponet")
+        temporal = args.temporal_windows and name in ("baseline", "toponet")
         text = load_text_blocks(tokenizer, args.block_size, text_file=files[1])
         analysis = analyze_model(
-            model, tokenizer, text, _analysis_settings(args, seed, temporal), label=f"{family} (seed {seed})",
-            passages=passages if temporal else None, progress=args.progress,
+            model, tokenizer, text, _analysis_settings(args, seed, temporal), label=f"{name} (seed {seed})",
+            topography=topography, passages=passages if temporal else None, progress=args.progress,
         )  # fmt: skip
-        measures[family] = model_measures(analysis.analysis_summary(), args)
+        measures[name] = model_measures(analysis.analysis_summary(), args) | note
         del model
-        if args.lora_train_file and family in ("baseline", "toponet"):
-            measures[family]["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
-        measures[family]["wall_time_s"] = time.perf_counter() - start
-        logger.info("seed %d, %s: %s", seed, family, measures[family])
+        if args.lora_train_file and name in ("baseline", "toponet"):
+            measures[name]["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
+        measures[name]["wall_time_s"] = time.perf_counter() - start
+        logger.info("seed %d, %s: %s", seed, name, measures[name])
     return measures
 
 
@@ -515,8 +615,8 @@ def _measures_file(args: ClaimsArguments, seed: int) -> str:
 
 
 def _measure_recipe(args: ClaimsArguments) -> dict:
-    """What a seed's measures depend on (not the seeds, the verdicts' alpha or the note)."""
-    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "alpha", "note")}
+    """What a seed's measures depend on (not the seeds, the families measured, the verdicts' alpha or the note)."""
+    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "families", "alpha", "note")}
 
 
 def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
@@ -528,13 +628,19 @@ def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
 
 
 def _cached_measures(args: ClaimsArguments, seed: int) -> dict | None:
-    """With ``reuse_trained``, a seed's measures saved by an earlier run of the same recipe (``measures.json``)."""
+    """With ``reuse_trained``, a seed's measures saved by an earlier run of the same recipe (``measures.json``), of
+    whichever models that run measured."""
     path = _measures_file(args, seed)
     if not (args.reuse_trained and os.path.isfile(path)):
         return None
     with open(path) as f:
         saved = json.load(f)
-    if saved.get("recipe") != _measure_recipe(args) or saved.get("seed") != seed:
+    recipe = {k: v for k, v in saved.get("recipe", {}).items() if k != "families"}  # older files list them
+    # A setting added to the recipe after the file was written was measured at its default (the TopoLM settings).
+    for name, spec in ClaimsArguments.__dataclass_fields__.items():
+        if name not in recipe and name in _measure_recipe(args) and spec.default_factory is MISSING:
+            recipe[name] = spec.default
+    if recipe != _measure_recipe(args) or saved.get("seed") != seed:
         logger.warning("%s was measured with another recipe or seed: measuring seed %d again", path, seed)
         return None
     logger.info("Reusing the measures of seed %d from %s", seed, path)
@@ -610,7 +716,11 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     start = time.perf_counter()
     per_seed = []
     for seed in tqdm(args.seeds, desc="seeds", disable=not args.progress):
-        per_seed.append(_cached_measures(args, seed) or _save_measures(args, seed, measure_seed(args, seed, files)))
+        cached = _cached_measures(args, seed) or {}
+        measures = cached
+        if any(name not in cached for name in _planned(args)):
+            measures = _save_measures(args, seed, measure_seed(args, seed, files, done=cached))
+        per_seed.append({name: measures[name] for name in _planned(args) if name in measures})
     import transformers
 
     result = {

@@ -74,8 +74,17 @@ def test_missing_measures_or_one_seed_are_not_measured():
 
 def test_every_claim_names_known_models_and_a_direction():
     assert len({c.id for c in CLAIMS}) == len(CLAIMS)
+    from hf_topo.claims import BASELINE_AT_TOPOLM_SITES, FAMILIES, POST_HOC
+
+    models = {*FAMILIES, *POST_HOC, BASELINE_AT_TOPOLM_SITES}
     for claim in CLAIMS:
-        assert claim.a in ("toponet", "ws", "as") and claim.b in ("baseline", "as") and claim.sign in (1, -1)
+        assert claim.a in models and claim.b in models and claim.sign in (1, -1)
+        assert claim.a != claim.b or (claim.metric_b and claim.metric_b != claim.metric)  # never a model with itself
+
+
+def test_post_hoc_models_need_their_trained_model():
+    with pytest.raises(ValueError, match="arranged_toponet arranges the toponet model"):
+        ClaimsArguments(train_file="x.txt", families=["baseline", "arranged_toponet"])
 
 
 def test_bad_arguments_are_refused():
@@ -103,7 +112,8 @@ CORPUS = "".join(
 )
 CODE = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
 TINY = [
-    "--seeds", "0", "1", "--families", "baseline", "toponet", "ws", "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
+    "--seeds", "0", "1", "--families", "baseline", "toponet", "topolm", "arranged_baseline", "--topolm_radius", "2",
+    "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
     "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--device", "cpu", "--progress", "false",
@@ -134,16 +144,28 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
     for entry in loaded["claims"]:
         assert entry["verdict"] in VERDICTS and {"claim", "where", "paper_value", "ours"} <= set(entry)
     for claim_id in ("smoothness", "robust_smoothness", "morans_i", "pruning", "downsampling", "lora_gain",
-                     "ws_weight_noise", "effective_dimensionality", "perplexity_cost"):  # fmt: skip
+                     "effective_dimensionality", "perplexity_cost", "topolm_morans_i", "topolm_perplexity_cost",
+                     "arranged_smoothness", "arranged_vs_toponet_downsampling", "gains_downsampling"):  # fmt: skip
         ours = by_id[claim_id]["ours"]
         assert ours["n_seeds"] == 2 and math.isfinite(ours["mean"]) and math.isfinite(ours["sd"]), claim_id
         assert by_id[claim_id]["verdict"] != "not measured"
-    assert by_id["as_weight_noise"]["verdict"] == "not measured"  # no AS model trained
+    assert by_id["ws_weight_noise"]["verdict"] == "not measured"  # no WS model trained
+    gains = by_id["gains_downsampling"]["ours"]  # two measures of one model, kept apart
+    assert set(gains) >= {"toponet", "toponet:downsampling_relative_delta"}
     for seed in ("0", "1"):
         measures = loaded["per_seed"][seed]
-        assert set(measures) == {"baseline", "toponet", "ws"}
+        assert set(measures) == {"baseline", "toponet", "topolm", "arranged_baseline", "baseline_at_topolm_sites"}
         assert 0 < measures["baseline"]["morans_i_p_value"] <= 1
-        assert measures["toponet"]["lora_delta_eval_loss"] is not None and "lora_delta_eval_loss" not in measures["ws"]
+        assert measures["toponet"]["lora_delta_eval_loss"] is not None
+        assert "lora_delta_eval_loss" not in measures["topolm"]
+        # the arrangement lowered TopoLoss and is the baseline's function: same perplexity
+        arranged = measures["arranged_baseline"]
+        assert arranged["arranged_topoloss_after"] < arranged["arranged_topoloss_before"]
+        assert arranged["perplexity"] == pytest.approx(measures["baseline"]["perplexity"], rel=1e-4)
+        # the baseline on TopoLM's sites is the baseline's function too, measured on other sheets
+        at_sites = measures["baseline_at_topolm_sites"]
+        assert at_sites["perplexity"] == pytest.approx(measures["baseline"]["perplexity"], rel=1e-6)
+        assert at_sites["smoothness"] != measures["baseline"]["smoothness"]
     assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
     assert (tmp_path / "out" / "paper_claims.md").read_text().count("\n") == len(CLAIMS) + 2
 
@@ -172,3 +194,10 @@ def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
     from hf_topo.claims import _cached_measures
 
     assert _cached_measures(other, 0) is None and _cached_measures(args, 0) is not None
+    # A file of an earlier release (families listed, the TopoLM settings not yet in the recipe) still counts.
+    path = tmp_path / "out" / "seed0" / "measures.json"
+    saved = json.loads(path.read_text())
+    saved["recipe"] = {k: v for k, v in saved["recipe"].items() if not k.startswith("topolm_")} | {"families": ["x"]}
+    path.write_text(json.dumps(saved))
+    assert _cached_measures(args, 0) is not None
+    assert _cached_measures(ClaimsArguments(**{**vars(args), "topolm_tau": 3.0}), 0) is None
