@@ -1,15 +1,17 @@
-"""The claims table: every CPU-testable claim of the TopoNets and Weight / Activation Similarity papers, measured
-over several seeds, TopoNet (and WS / AS models) against a baseline on one recipe. Not run in CI (about an hour
-for the default 6 × 256 recipe on an idle 2-core machine per ~3 models):
+"""The claims table: every CPU-testable claim of the TopoNets, Weight / Activation Similarity and TopoLM papers, and
+hf_topo's own controls, measured over several seeds against a baseline on one recipe. Not run in CI (the default
+6 × 256 recipe takes about 8 min per trained model on a 2-core machine, training, analysis and LoRA; see
+docs/claims.md for a measured run):
 
-    hf-topo claims --train_file tinyshakespeare.txt --lora_train_file python_source.txt --seeds 0 1 2 \\
+    hf-topo claims --train_file wikitext-2/test.txt --lora_train_file tinyshakespeare.txt --seeds 0 1 2 \\
         --output_dir outputs/claims --output benchmarks/results/paper_claims.json
 
-Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity and an Activation
-Similarity model (`--families`), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the
-TopoNet with LoRA on `--lora_train_file`, and judges every claim of `hf_topo.claims.CLAIMS` by a paired one-sided
-t-test over the seeds (the rule is in `hf_topo.claims`). Writes `paper_claims.json`, `paper_claims.md` and
-`paper_claims.png` to `--output_dir` (and the JSON to `--output`), and prints the table.
+Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity, an Activation
+Similarity and a TopoLM model, arranges the baseline's and the TopoNet's units post hoc (`--families` picks a
+subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA on
+`--lora_train_file`, and judges every claim of `hf_topo.claims.CLAIMS` by a paired one-sided t-test over the seeds
+(the rule is in `hf_topo.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
+`--output_dir` (and the JSON to `--output`), and prints the table.
 """
 
 from __future__ import annotations
