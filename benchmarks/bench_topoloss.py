@@ -299,12 +299,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip_memory", action="store_true", help="time only, no peak-memory subprocesses")
     parser.add_argument("--output", default=default_output(__file__), help="results JSON")
     parser.add_argument(
-        "--compiled", action="store_true",
+        "--compiled",
+        action="store_true",
         help="also time an experiment: the blur as a gather in plain PyTorch under torch.compile (see compiled_loss)",
     )
     parser.add_argument(
-        "--profile", metavar="FILE", help="also profile one forward+backward of each implementation (torch.profiler) "
-        "and write its operator table here: where the time goes, and how many operators and kernels each launches"
+        "--profile",
+        metavar="FILE",
+        help="also profile one forward+backward of each implementation (torch.profiler) "
+        "and write its operator table here: where the time goes, and how many operators and kernels each launches",
     )
     parser.add_argument("--memory_child", nargs=2, metavar=("IMPL", "LAYER_TYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
