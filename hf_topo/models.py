@@ -7,7 +7,18 @@ preset             architecture                                    topographic l
 ``gpt2-124m``      GPT-2 small (12 × 768, 12 heads), 124M params   ``mlp.c_fc``: 3072 units → 48×64
 ``gpt-neo-125m``   GPT-Neo-125M shapes (the paper's language       ``mlp.c_fc``: 3072 units → 48×64
                    TopoNets), global/local attention
+``tiny-gpt-neo``   GPT-Neo, 4 layers × 128, 4 heads,               ``mlp.c_fc``: 512 units → 16×32
+                   global/local attention (CPU)
+``tiny-gpt-neox``  GPT-NeoX (Pythia's architecture), 4 × 128,      ``mlp.dense_h_to_4h``: 512 units
+                   4 heads, rotary, parallel residual (CPU)        → 16×32
+``tiny-llama``     Llama, 4 × 128, 4 heads, gated MLP of 512       ``mlp.up_proj``: 512 units → 16×32
+                   units, RMSNorm, rotary, untied head (CPU)       (``gate_proj`` on request)
 =================  ==============================================  ================================
+
+The ``tiny-*`` presets have the same width, depth and number of MLP units, so a TopoNet of every family can be
+trained and compared on one recipe on a CPU. ``--config_overrides`` uses the family's own attribute names
+(``n_embd``/``n_layer`` for GPT-2; ``hidden_size``, ``num_layers`` / ``num_hidden_layers``, ``intermediate_size``
+for the others; for Llama change ``head_dim`` together with ``hidden_size``).
 
 :func:`check_model_source` refuses, before anything runs, a saved model that ``from_pretrained`` could not load (a
 folder that does not exist, has no ``config.json`` or no weights, a LoRA adapter folder, an unreachable Hub id): every
@@ -18,7 +29,15 @@ from __future__ import annotations
 
 import os
 
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPTNeoConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTNeoConfig,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedModel,
+)
 
 from .presets import MODEL_PRESETS  # the preset names, importable from here too
 
@@ -110,6 +129,22 @@ def preset_config(
             window_size=256,
             **special,
         )
+    # The other families at tiny-gpt2's size: 4 layers × 128, 4 heads, 512 MLP units.
+    tiny = dict(
+        vocab_size=vocab_size, max_position_embeddings=block_size, hidden_size=128, intermediate_size=512, **special
+    )
+    if preset == "tiny-gpt-neo":
+        return GPTNeoConfig(
+            num_layers=4,
+            num_heads=4,
+            attention_types=[[["global", "local"], 2]],
+            window_size=min(256, block_size),
+            **tiny,
+        )
+    if preset == "tiny-gpt-neox":
+        return GPTNeoXConfig(num_hidden_layers=4, num_attention_heads=4, **tiny)
+    if preset == "tiny-llama":
+        return LlamaConfig(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, **tiny)
     raise ValueError(f"Unknown model preset {preset!r}; choose one of {MODEL_PRESETS} or pass --model_name_or_path.")
 
 

@@ -62,8 +62,9 @@ ATTENTION_TARGETS: dict[str, list[str]] = {
 }
 
 #: Architectures to pretrain from scratch (``tiny-gpt2``: GPT-2 4 × 128 for CPU demos; ``gpt2-124m``: GPT-2 small;
-#: ``gpt-neo-125m``: the shapes of the paper's language TopoNets).
-MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m")
+#: ``gpt-neo-125m``: the shapes of the paper's language TopoNets; ``tiny-gpt-neo``, ``tiny-gpt-neox``,
+#: ``tiny-llama``: the other families at tiny-gpt2's size, 512 MLP units per layer).
+MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama")
 
 
 def default_target_modules(model: nn.Module) -> list[str]:

@@ -19,8 +19,10 @@ from transformers import default_data_collator, set_seed
 
 from .blimp import BlimpCallback, load_blimp
 from .checkpoints import resolve_checkpoint
+from .config import TopoConfig
 from .data import check_data_file, load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
 from .models import MODEL_PRESETS, build_model, check_model_source
+from .presets import TARGET_PRESETS
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,20 @@ class DataArguments:
     )
     blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+
+def _use_family_targets(model, training_args: TopoTrainingArguments) -> None:
+    """Left at TopoConfig's default (GPT-2's ``mlp.c_fc``), ``--topo_target_modules`` becomes the MLP expansion layer
+    of the model's family (:data:`hf_topo.presets.TARGET_PRESETS`) when the model has no ``mlp.c_fc``: GPT-NeoX's
+    ``mlp.dense_h_to_4h``, Llama's ``mlp.up_proj``. Only the default is replaced, and only where it matches nothing."""
+    default = TopoConfig.__dataclass_fields__["target_modules"].default_factory()
+    family = TARGET_PRESETS.get(getattr(model.config, "model_type", None))
+    if training_args.topo_loss_type == "spatial_correlation" or training_args.topo_target_modules != default:
+        return
+    if family is None or family == default or any(name.endswith(".mlp.c_fc") for name, _ in model.named_modules()):
+        return
+    logger.info("--topo_target_modules: %s, the MLP expansion layer of %s", family, model.config.model_type)
+    training_args.topo_target_modules = list(family)
 
 
 def _tokenizer(model_args: ModelArguments, raw, data_args: DataArguments):
@@ -174,6 +190,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
+    _use_family_targets(model, training_args)
 
     trainer = TopoTrainer(
         model=model,

@@ -294,3 +294,28 @@ def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_
         assert torch.allclose(a[name], b[name], atol=1e-6), name
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("preset", "layer"), [("tiny-gpt-neox", "mlp.dense_h_to_4h"), ("tiny-llama", "mlp.up_proj")])
+def test_pretrain_other_families_default_to_their_expansion_layer(tmp_path, corpus, preset, layer):
+    """Without --topo_target_modules a NeoX or Llama preset trains TopoLoss on its family's MLP expansion layer
+    (GPT-2's default `mlp.c_fc` matches nothing there); the saved model loads in a fresh process with that record."""
+    from hf_topo.pretraining import pretrain, small_cpu_recipe
+
+    out = tmp_path / preset
+    args = small_cpu_recipe(
+        corpus, corpus, str(out), tau=5.0, max_steps=2, batch_size=2, learning_rate=1e-3, block_size=16, seed=0,
+        model_preset=preset, vocab_size=300, max_eval_blocks=2, use_cpu=True,
+    )  # fmt: skip
+    pretrain(*args)
+    code = (
+        "import json, sys; from transformers import AutoModelForCausalLM; from hf_topo import TopoConfig; "
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); t = TopoConfig.from_pretrained(m); "
+        "print(json.dumps([m.config.model_type, t.target_modules, t.tau, sorted(t.layers)]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(out)], env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    model_type, targets, tau, layers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert model_type == ("gpt_neox" if "neox" in preset else "llama")
+    assert targets == [layer] and tau == 5.0
+    assert len(layers) == 4 and all(name.endswith(layer) for name in layers)
