@@ -69,7 +69,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Model name → the regularizer it trains with (``None``: the τ = 0 baseline). ``topolm``: TopoLM's spatial-correlation
-#: loss on its sites (the residual stream entering every attention and MLP block, :func:`hf_topo.topolm_targets`).
+#: loss on its sites (the residual stream after every attention and MLP sublayer, :func:`hf_topo.topolm_targets`).
 FAMILIES = {
     "baseline": None,
     "toponet": "laplacian_pyramid",
