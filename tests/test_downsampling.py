@@ -122,6 +122,11 @@ def test_forward_equals_a5_definition_in_float64(layer_type, factors, mode, gain
     assert out.shape == (2, 7, 120) and out.dtype == torch.float32
     scale = expected.abs().max().item()
     assert (out.double() - expected).abs().max().item() <= 1e-5 * scale
+    # Without autograd the gains are applied in place: the same numbers.
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), out, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(small(x), out, rtol=0, atol=0)
 
 
 def test_layer_on_a_recorded_sheet_and_without_bias():
@@ -135,11 +140,19 @@ def test_layer_on_a_recorded_sheet_and_without_bias():
     torch.testing.assert_close(small(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_layer_gradients_reach_the_reduced_weight_and_bias():
-    small = TopoDownsampledLinear.from_layer(make_layer("Conv1D", 16, 120), 2)
+@pytest.mark.parametrize("gains", [False, True], ids=["paper", "gains"])
+def test_layer_gradients_reach_the_reduced_weight_and_bias(gains):
+    small = TopoDownsampledLinear.from_layer(make_layer("Conv1D", 16, 120), 2, gain=gains)
     small(torch.randn(4, 16)).square().sum().backward()
     assert small.weight.grad is not None and small.weight.grad.abs().sum() > 0
     assert small.bias.grad is not None and small.bias.grad.abs().sum() > 0
+    if gains:  # the gains train too (distillation), through the out-of-place path
+        assert small.gain.grad is not None and small.gain.grad.abs().sum() > 0
+        # Frozen layer, input that needs a gradient: the in-place path must not run (autograd keeps `out`).
+        small.requires_grad_(False)
+        x = torch.randn(4, 16, requires_grad=True)
+        small(x).square().sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_layer_in_bfloat16():
