@@ -154,10 +154,11 @@ def run_seed(args, seed: int, names=("baseline", "toponet")) -> dict:
 
 
 def rounds_curve(args) -> dict:
-    """TopoLoss of the first layer of the seed-0 baseline against swap rounds, from the identity and from MDS."""
+    """TopoLoss of the first layer of the first seed's baseline against swap rounds, from the identity and from MDS."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(os.path.join(args.work_dir, "seed0", "baseline"))
+    seed = args.seeds[0]
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(args.work_dir, f"seed{seed}", "baseline"))
     layer = TopoRegularizer(TopoConfig.from_pretrained(model)).layers(model)[0]
     curves = {}
     for init in ("identity", "mds"):
@@ -165,7 +166,7 @@ def rounds_curve(args) -> dict:
             unit_vectors(layer.module), layer.sheet.height, layer.sheet.width, init=init, max_rounds=args.curve_rounds,
             patience=args.curve_rounds, generator=torch.Generator().manual_seed(0), progress=False,
         )  # fmt: skip
-        curves[init] = {"layer": layer.sheet.module_name, "objective_after_round": result.history}
+        curves[init] = {"seed": seed, "layer": layer.sheet.module_name, "objective_after_round": result.history}
     return curves
 
 
