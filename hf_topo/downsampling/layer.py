@@ -236,7 +236,7 @@ class TopoDownsampledLinear(nn.Module):
         out = self.upsample(F.linear(x, self.weight))  # (..., h·w), a fresh tensor that autograd does not keep
         if self.gain is None:
             return out.add_(self.bias) if self.bias is not None else out
-        if out.requires_grad or self.gain.requires_grad and torch.is_grad_enabled():
+        if out.requires_grad or (self.gain.requires_grad and torch.is_grad_enabled()):
             # Autograd keeps `out` for the gains' gradient: one fused pass into a new tensor, b + g ⊙ out.
             return torch.addcmul(self.bias, out, self.gain) if self.bias is not None else out * self.gain
         # Inference: the same fused pass in place, so the gains cost what the paper's bias addition costs.
