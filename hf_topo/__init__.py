@@ -4,7 +4,7 @@ TopoLoss (Deb, Deb & Murty, ICLR 2025) lays a layer's output units out on a 2D c
 the sheet for being similar to a blurred copy of itself; trained into the MLP expansion layers of a GPT,
 it yields models with brain-like spatial organization.
 
-Main entry points: :class:`TopoConfig`, :class:`TopoLoss`, :class:`TopoTrainer`,
+Main entry points: :class:`TopoConfig`, :class:`TopoRegularizer`, :class:`TopoTrainer`,
 :class:`TopoTrainingArguments`, :func:`resolve_checkpoint` (which checkpoint a run resumes from);
 :func:`downsample_model` (smaller models through the sheet, A.5); :func:`arrange_units` (a post-hoc
 arrangement of any model's units on the sheet, the same function); the analyses in :mod:`hf_topo.analysis`.
@@ -28,7 +28,7 @@ from .regularizers import (
     sheet_cosine_loss,
     spatial_correlation_loss,
 )
-from .regularizers.model import TopoLoss, TopoRegularizer, attach_inferred_topography
+from .regularizers.model import TopoRegularizer, attach_inferred_topography
 from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
 from .targets import TopoLayer, find_target_modules
@@ -38,7 +38,6 @@ __all__ = [
     "__version__",
     "TOPOGRAPHY_KEY",
     "TopoConfig",
-    "TopoLoss",
     "TopoRegularizer",
     "TopoLayer",
     "TopoDownsampledLinear",

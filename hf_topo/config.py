@@ -38,7 +38,14 @@ from torch import nn
 
 from ._version import __version__
 from .metadata import TOPOGRAPHY_FILE, TOPOGRAPHY_KEY, read_topography_record
-from .regularizers import ACCUMULATIONS, DISTANCES, INTERPOLATION_MODES
+from .regularizers import (
+    ACCUMULATIONS,
+    DISTANCES,
+    INTERPOLATION_MODES,
+    RegularizerSpec,
+    get_regularizer,
+    registered_regularizers,
+)
 from .schedule import TauSchedule
 from .sheet import SHEET_UNITS, CorticalSheet
 from .targets import matches_pattern, resolve_sheets
@@ -49,30 +56,10 @@ __all__ = [
     "TOPOGRAPHY_KEY",
     "TOPOGRAPHY_FILE",
     "SCHEMA_VERSION",
-    "LOSSES",
-    "LOSS_DISPLAY_NAMES",
-    "WEIGHT_LOSSES",
-    "ACTIVATION_LOSSES",
 ]
 
 #: Version of the record that :meth:`TopoConfig.to_dict` writes (1 to this one are read).
 SCHEMA_VERSION = 3
-#: Topographic losses known to this version: TopoLoss, Truong & Hasson's Weight / Activation Similarity, and TopoLM's
-#: spatial-correlation loss.
-LOSSES = ("laplacian_pyramid", "weight_similarity", "activation_similarity", "spatial_correlation")
-#: How logs, cards and tables name each loss. The trainer logs every regularizer's value under ``topo_loss`` (the
-#: topographic term); these names say which regularizer that value is.
-LOSS_DISPLAY_NAMES = {
-    "laplacian_pyramid": "TopoLoss",
-    "weight_similarity": "Weight Similarity",
-    "activation_similarity": "Activation Similarity",
-    "spatial_correlation": "TopoLM spatial correlation",
-}
-#: Losses computed from the weights alone (the others need the layers' activations of the current batch).
-WEIGHT_LOSSES = ("laplacian_pyramid", "weight_similarity")
-#: Losses computed from the activations of the current batch (their targets may be any module: see ``sheet``).
-ACTIVATION_LOSSES = ("activation_similarity", "spatial_correlation")
-
 
 #: Keys that every record of a schema version holds (what :meth:`TopoConfig.to_dict` of that version wrote).
 _RECORD_KEYS = {
@@ -248,7 +235,8 @@ class TopoConfig:
             the batch); the last two after Truong & Hasson, see :mod:`hf_topo.regularizers.similarity`;
             `"spatial_correlation"` (TopoLM: activation correlations in local neighbourhoods pushed to follow
             `1 / (1 + distance)`, see :mod:`hf_topo.regularizers.spatial_correlation`). The factors and the
-            interpolation apply to TopoLoss only.
+            interpolation apply to TopoLoss only. Any regularizer registered with
+            :func:`hf_topo.regularizers.register_regularizer` is accepted by its name.
         distance (`str`, defaults to `"correlation"`):
             Distance between two units' vectors for the similarity losses: `"euclidean"`, `"cosine"` or
             `"correlation"` (1 − Pearson r).
@@ -315,8 +303,8 @@ class TopoConfig:
     loss: str = field(
         default="laplacian_pyramid",
         metadata={
-            "help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity, activation_similarity or "
-            "spatial_correlation (TopoLM)."
+            "help": "Regularizer: laplacian_pyramid (TopoLoss), weight_similarity, activation_similarity, "
+            "spatial_correlation (TopoLM), or one registered with hf_topo.regularizers.register_regularizer."
         },
     )
     distance: str = field(
@@ -364,8 +352,7 @@ class TopoConfig:
             raise ValueError(
                 f"interpolation={self.interpolation!r} is not supported; choose one of {INTERPOLATION_MODES}."
             )
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is not known to this hf_topo version; expected one of {LOSSES}.")
+        spec = get_regularizer(self.loss)  # raises for a name nothing registered, listing the registered ones
         if self.distance not in DISTANCES:
             raise ValueError(f"distance={self.distance!r} is not supported; choose one of {DISTANCES}.")
         if isinstance(self.neighbourhood, bool) or not isinstance(self.neighbourhood, int) or self.neighbourhood < 1:
@@ -373,7 +360,9 @@ class TopoConfig:
                 f"neighbourhood={self.neighbourhood!r} must be an integer >= 1 (the Chebyshev radius on the sheet; "
                 "1 = 3x3 neighbours)."
             )
-        self._check_sheet_settings()
+        self._check_sheet_settings(spec)
+        if spec.check_config is not None:
+            spec.check_config(self)
         if self.sheet_shape is not None:
             shape = tuple(self.sheet_shape)
             if len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
@@ -382,16 +371,17 @@ class TopoConfig:
         if not isinstance(self.tau_schedule, TauSchedule):
             self.tau_schedule = TauSchedule.parse(self.tau_schedule)
 
-    def _check_sheet_settings(self) -> None:
+    def _check_sheet_settings(self, spec: RegularizerSpec) -> None:
         if self.sheet not in SHEET_UNITS:
             raise ValueError(f"sheet={self.sheet!r} is not supported; choose one of {SHEET_UNITS}.")
         if not isinstance(self.include_bias, bool):
             raise ValueError(f"include_bias={self.include_bias!r} must be True or False.")
-        if self.include_bias and (self.loss != "laplacian_pyramid" or self.sheet != "output"):
+        if self.include_bias and (not spec.bias_map or self.sheet != "output"):
+            with_bias = [name for name in registered_regularizers() if get_regularizer(name).bias_map]
             raise ValueError(
-                f"include_bias=True adds the bias map of each layer's output sheet to TopoLoss; it does not apply to "
-                f"loss={self.loss!r} with sheet={self.sheet!r}. Use loss='laplacian_pyramid' and sheet='output', or "
-                "include_bias=False."
+                f"include_bias=True adds the bias map of each layer's output sheet to the regularizer; it does not "
+                f"apply to loss={self.loss!r} with sheet={self.sheet!r}. Use sheet='output' with a regularizer that "
+                f"reads bias maps ({', '.join(repr(n) for n in with_bias)}), or include_bias=False."
             )
         for name, low in (("radius", 2), ("neighbourhoods_per_batch", 1)):
             value = getattr(self, name)
@@ -405,10 +395,15 @@ class TopoConfig:
     # ---- τ -------------------------------------------------------------------------------------------------------
 
     @property
+    def regularizer(self) -> RegularizerSpec:
+        """The registered :class:`~hf_topo.regularizers.RegularizerSpec` of ``loss``."""
+        return get_regularizer(self.loss)
+
+    @property
     def reads_activations(self) -> bool:
         """Whether the loss is computed from the layers' outputs of each batch (Activation Similarity, TopoLM's
-        spatial correlation) rather than from the weights alone."""
-        return self.loss in ACTIVATION_LOSSES
+        spatial correlation) rather than from the weights alone (the regularizer's spec says)."""
+        return self.regularizer.reads_activations
 
     def tau_at(self, step: int) -> float:
         """τ in force at optimizer step ``step``: base τ times the schedule's multiplier."""

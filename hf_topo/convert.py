@@ -51,7 +51,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .config import TopoConfig
-from .regularizers.model import TopoLoss, attach_inferred_topography
+from .regularizers.model import TopoRegularizer, attach_inferred_topography
 
 __all__ = [
     "CONVERSION_KEY",
@@ -531,7 +531,7 @@ def convert_nanogpt(
         )
         attach_inferred_topography(model, targets)
     else:
-        TopoLoss(TopoConfig(target_modules=targets, tau=tau)).config_for(model).attach_to(
+        TopoRegularizer(TopoConfig(target_modules=targets, tau=tau)).config_for(model).attach_to(
             model.config, step=checkpoint.get("iter_num") if isinstance(checkpoint.get("iter_num"), int) else None
         )
 

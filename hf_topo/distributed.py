@@ -39,6 +39,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from .regularizers.registry import get_regularizer
+
 __all__ = [
     "full_weight",
     "is_zero3_partitioned",
@@ -102,10 +104,13 @@ def uses_reentrant_checkpointing(model: nn.Module) -> bool:
 def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int, tau_max: float) -> None:
     """Stop before training when reentrant activation checkpointing would break or silently drop the regularizer.
 
-    * Activation Similarity: reentrant checkpointing runs the checkpointed blocks under ``no_grad``, so the recorded
-      layer outputs carry no gradient and the regularizer would not train anything.
-    * Weight-based losses with several processes: the regularizer's gradient and the recomputed block's gradient
-      reach a weight in two backward passes; DDP fails with "marked ready twice", DeepSpeed reduces twice.
+    * A regularizer that reads activations (Activation Similarity, TopoLM): reentrant checkpointing runs the
+      checkpointed blocks under ``no_grad``, so the recorded layer outputs carry no gradient and the regularizer would
+      not train anything.
+    * Weight-based regularizers with several processes: the regularizer's gradient and the recomputed block's
+      gradient reach a weight in two backward passes; DDP fails with "marked ready twice", DeepSpeed reduces twice.
+
+    ``loss`` is the name of a registered regularizer (:func:`hf_topo.regularizers.get_regularizer`).
 
     Raises:
         ValueError: with the setting to change (``use_reentrant=False``, the transformers default).
@@ -114,24 +119,21 @@ def check_activation_checkpointing(model: nn.Module, loss: str, world_size: int,
         return
     from transformers import TrainingArguments
 
+    spec = get_regularizer(loss)
     # transformers 5.23 renamed gradient_checkpointing_kwargs to activation_checkpointing_kwargs: name the one it has
-    flag = next(
+    name = next(
         name
         for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")
         if name in TrainingArguments.__dataclass_fields__
     )
     fix = (
-        f"Use non-reentrant checkpointing, the transformers default: --{flag} "
-        f'\'{{"use_reentrant": false}}\' (TrainingArguments({flag}={{"use_reentrant": False}})).'
+        f'Use non-reentrant checkpointing, the transformers default: TrainingArguments({name}={{"use_reentrant": False}}) '
+        f"(on the command line: --{name} '{{\"use_reentrant\": false}}')."
     )
-    activation_losses = {
-        "activation_similarity": "Activation Similarity",
-        "spatial_correlation": "TopoLM's spatial loss",
-    }
-    if loss in activation_losses:
+    if spec.reads_activations:
         raise ValueError(
             "Reentrant activation checkpointing runs the checkpointed layers without autograd, so "
-            f"{activation_losses[loss]} would see outputs without gradient and not train the model. " + fix
+            f"{spec.display_name} would see outputs without gradient and not train the model. " + fix
         )
     if world_size > 1:
         raise ValueError(

@@ -27,7 +27,7 @@ from .hub.card import add_card_tags
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
 from .models import check_model_source
-from .regularizers.model import TopoLoss, attach_inferred_topography
+from .regularizers.model import TopoRegularizer, attach_inferred_topography
 from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -165,14 +165,14 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
         args=training_args, train_dataset=train, eval_dataset=validation, data_collator=default_data_collator
     )
     before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
-    topo_before = TopoLoss(topo)(model).item() if topo else None
+    topo_before = TopoRegularizer(topo)(model).item() if topo else None
 
     model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
     trainer.train(resume_from_checkpoint=checkpoint)
     after = trainer.evaluate()
-    topo_after = TopoLoss(topo)(model).item() if topo else None
+    topo_after = TopoRegularizer(topo)(model).item() if topo else None
 
     record = None
     if original_topography is not None:  # the TopoNet's own record stays; the fine-tuning is added to it

@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
-from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
+from .sheet import sheet_layer_types, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [
@@ -179,7 +179,7 @@ def load_lora_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, **k
                 continue
             out_features, in_features = (
                 units_and_inputs(module)
-                if isinstance(module, SUPPORTED_LAYER_TYPES)
+                if isinstance(module, sheet_layer_types())
                 else tuple(module.weight.shape[:2])  # an Embedding: (num_embeddings, dim), as PEFT's lora_A/B see it
             )
             shape = tuple(f.get_slice(key).get_shape())

@@ -212,7 +212,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     metrics.update(trainer.evaluate())
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     eval_batch = None
-    if trainer.topo_loss.needs_activations:  # Activation Similarity is measured on the first evaluation batch
+    if trainer.topo_loss.config.reads_activations:  # Activation Similarity is measured on the first evaluation batch
         batch = next(iter(trainer.get_eval_dataloader()))
         eval_batch = {k: v.to(trainer.model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     topo, per_layer = trainer.topo_loss.evaluate(trainer.model, eval_batch)

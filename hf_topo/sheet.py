@@ -4,15 +4,23 @@ TopoNets (Deb, Deb & Murty, ICLR 2025, §2.1 and A.2) view the weight of a layer
 as a sheet ``C ∈ R^{h×w×d}``: one sheet element per output unit (``h·w = o``) whose depth ``d`` holds that
 unit's incoming weights. ``h ≤ w`` are chosen as close as possible (the most-square factorization).
 
-Supported layers and how their weight maps onto the sheet:
+How a layer becomes a sheet is its **layer kind** (:class:`LayerKind`, one registration each: which module types,
+which weight attribute, how the weight is stored). The built-in kinds, whose names are the records' ``layer_type``:
 
-==========================  =====================  ==========================
-layer                       weight shape           sheet depth ``d``
-==========================  =====================  ==========================
-``torch.nn.Linear``         ``(out, in)``          ``in``
-transformers ``Conv1D``     ``(in, out)``          ``in`` (sheet over outputs)
-``torch.nn.Conv2d``         ``(out, in, k, k)``    ``in·k·k``
-==========================  =====================  ==========================
+=============  ==========================  ==================  =====================  ============================
+kind           layer                       weight attribute    weight shape           sheet depth ``d``
+=============  ==========================  ==================  =====================  ============================
+``Linear``     ``torch.nn.Linear``         ``weight``          ``(out, in)``          ``in``
+``Conv1D``     transformers ``Conv1D``     ``weight``          ``(in, out)``          ``in`` (sheet over outputs)
+``Conv2d``     ``torch.nn.Conv2d``         ``weight``          ``(out, in, k, k)``    ``in·k·k``
+``RNN``        ``torch.nn.RNN``            ``weight_hh_l0``    ``(hidden, hidden)``   ``hidden`` (recurrent inputs)
+=============  ==========================  ==================  =====================  ============================
+
+``RNN`` and a weight stored under another attribute are what the authors' ``topoloss`` main branch adds to its PyPI
+release (``custom_weight_attribute_name``, e.g. ``"weight_hh_l0"``). A new kind of layer is one call of
+:func:`register_layer_kind`::
+
+    register_layer_kind("Scaled", ScaledLinear, weight_attribute="kernel")  # kernel (out, in), like a Linear
 
 Two more layouts (the ``units`` of a sheet, :data:`SHEET_UNITS`):
 
@@ -28,6 +36,7 @@ Two more layouts (the ``units`` of a sheet, :data:`SHEET_UNITS`):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +47,14 @@ from .distributed import full_weight, parameter_shape
 
 __all__ = [
     "CorticalSheet",
-    "SUPPORTED_LAYER_TYPES",
+    "LayerKind",
+    "register_layer_kind",
+    "get_layer_kind",
+    "layer_kinds",
+    "find_layer_kind",
+    "layer_kind_of",
+    "is_sheet_layer",
+    "sheet_layer_types",
     "SHEET_UNITS",
     "ACTIVATION_SHEET",
     "activation_sheet",
@@ -51,12 +67,172 @@ __all__ = [
     "as_cortical_sheet",
 ]
 
-#: Layer classes whose output units can be laid out on a cortical sheet.
-SUPPORTED_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D, nn.Conv2d)
 #: Which units of a layer sit on its sheet: its output units (the paper's sheet) or its input units.
 SHEET_UNITS = ("output", "input")
 #: ``layer_type`` of a sheet of a module's activations (a module without a weight to lay out).
 ACTIVATION_SHEET = "Activations"
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """How one kind of layer is laid out on a cortical sheet (register one with :func:`register_layer_kind`).
+
+    Args:
+        name (`str`): the sheet's ``layer_type`` in records (``"Linear"``, ``"Conv1D"``, ...); never rename a kind
+            whose records exist, or they stop loading.
+        module_types (`tuple[type[nn.Module], ...]`): the module classes of this kind (``isinstance``; of two kinds
+            that match a module, the one registered later wins, so a subclass can have its own kind).
+        weight_attribute (`str`, defaults to `"weight"`): the attribute holding the weight to lay out (``topoloss``'s
+            ``custom_weight_attribute_name``, e.g. ``"weight_hh_l0"`` for ``nn.RNN``).
+        output_units_first (`bool`, defaults to `True`): the weight is stored ``(out, ...)`` with the output units
+            first (Linear, Conv2d); `False` for ``(..., out)`` (transformers' Conv1D stores ``(in, out)``).
+        input_sheet (`bool`, defaults to `False`): ``units="input"`` is defined (a 2D weight: its input units on the
+            sheet, each holding its outgoing weights).
+        bias_map (`bool`, defaults to `False`): the layer's ``bias`` (one value per output unit) can be laid out on the
+            output sheet (``include_bias=True``).
+        channels_first_activations (`bool`, defaults to `False`): the layer's output is ``(batch, units, ...)`` (a
+            convolution: every other position is a sample), not ``(..., units)``.
+        description (`str`, *optional*): how errors name the kind's modules (default: their class names).
+    """
+
+    name: str
+    module_types: tuple[type[nn.Module], ...]
+    weight_attribute: str = "weight"
+    output_units_first: bool = True
+    input_sheet: bool = False
+    bias_map: bool = False
+    channels_first_activations: bool = False
+    description: str = ""
+
+    def weight_of(self, layer: nn.Module) -> torch.Tensor:
+        """The layer's weight parameter (native orientation; a DTensor shard or ZeRO-3 placeholder as stored)."""
+        weight = getattr(layer, self.weight_attribute, None)
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(
+                f"A {type(layer).__name__} of layer kind {self.name!r} has no tensor attribute "
+                f"{self.weight_attribute!r} (found {type(weight).__name__}); register the kind with the attribute "
+                "that holds its weight: register_layer_kind(..., weight_attribute=NAME)."
+            )
+        return weight
+
+    def units_and_depth(self, shape: Sequence[int]) -> tuple[int, int]:
+        """``(output units, inputs per unit)`` of a weight of this kind with shape ``shape``."""
+        if len(shape) < 2:
+            raise ValueError(
+                f"A {self.name} weight of shape {tuple(shape)} cannot be laid out on a sheet: it needs at least two "
+                "dimensions (units and their inputs)."
+            )
+        if self.output_units_first:
+            return int(shape[0]), math.prod(shape[1:])
+        return int(shape[-1]), math.prod(shape[:-1])
+
+    def describe(self) -> str:
+        return self.description or " / ".join(t.__name__ for t in self.module_types)
+
+
+_LAYER_KINDS: dict[str, LayerKind] = {}
+
+
+def register_layer_kind(
+    name: str | LayerKind,
+    module_types: type[nn.Module] | Sequence[type[nn.Module]] | None = None,
+    **fields,
+) -> LayerKind:
+    """Register how a kind of layer becomes a cortical sheet; returns the :class:`LayerKind`.
+
+    Pass a :class:`LayerKind`, or its ``name``, ``module_types`` and keyword fields. Layers of the kind can then be
+    targets of every weight-based regularizer (and their outputs of the activation-based ones) and are found by
+    ``target_modules``.
+
+    Example::
+
+        class Scaled(nn.Module):  # holds its (out, in) weight as `kernel`
+            ...
+
+        register_layer_kind("Scaled", Scaled, weight_attribute="kernel", input_sheet=True)
+
+    Raises:
+        ValueError: the name is taken, or a module type already belongs to another kind.
+        TypeError: ``module_types`` are not ``nn.Module`` subclasses.
+    """
+    if isinstance(name, LayerKind):
+        if module_types is not None or fields:
+            raise ValueError("Pass either a LayerKind or its name, module_types and fields, not both.")
+        kind = name
+    else:
+        if module_types is None:
+            raise ValueError(f"register_layer_kind({name!r}) needs module_types=, the module class(es) of the kind.")
+        types = (module_types,) if isinstance(module_types, type) else tuple(module_types)
+        kind = LayerKind(name=name, module_types=types, **fields)
+    if not isinstance(kind.name, str) or not kind.name or kind.name == ACTIVATION_SHEET:
+        raise ValueError(f"A layer kind needs a non-empty name other than {ACTIVATION_SHEET!r}, got {kind.name!r}.")
+    if not kind.module_types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in kind.module_types):
+        raise TypeError(f"module_types={kind.module_types!r} of layer kind {kind.name!r} must be nn.Module classes.")
+    if kind.name in _LAYER_KINDS:
+        raise ValueError(
+            f"A layer kind named {kind.name!r} is already registered ({_LAYER_KINDS[kind.name].describe()}); "
+            f"choose another name. Registered: {list(_LAYER_KINDS)}."
+        )
+    for other in _LAYER_KINDS.values():
+        taken = [t.__name__ for t in kind.module_types if t in other.module_types]
+        if taken:
+            raise ValueError(
+                f"{taken} already belong to the layer kind {other.name!r}; a module type has one kind. Register a "
+                "subclass under the new kind instead."
+            )
+    _LAYER_KINDS[kind.name] = kind
+    return kind
+
+
+def layer_kinds() -> tuple[LayerKind, ...]:
+    """The registered layer kinds, in registration order."""
+    return tuple(_LAYER_KINDS.values())
+
+
+def sheet_layer_types() -> tuple[type[nn.Module], ...]:
+    """Every module class that can carry a cortical sheet (all registered kinds)."""
+    return tuple(t for kind in _LAYER_KINDS.values() for t in kind.module_types)
+
+
+def get_layer_kind(name: str) -> LayerKind:
+    """The registered :class:`LayerKind` named ``name`` (a record's ``layer_type``).
+
+    Raises:
+        ValueError: no kind has that name (the message lists the registered ones).
+    """
+    try:
+        return _LAYER_KINDS[name]
+    except KeyError:
+        raise ValueError(
+            f"No layer kind named {name!r} is registered (registered: {list(_LAYER_KINDS)}). A record of a custom kind "
+            "loads once its kind is registered: call hf_topo.sheet.register_layer_kind(...) before loading."
+        ) from None
+
+
+def find_layer_kind(module: nn.Module) -> LayerKind | None:
+    """The kind of ``module`` itself (no PEFT unwrapping): the latest registered kind whose types it is an instance
+    of, or ``None``."""
+    for kind in reversed(_LAYER_KINDS.values()):
+        if isinstance(module, kind.module_types):
+            return kind
+    return None
+
+
+def is_sheet_layer(module: nn.Module) -> bool:
+    """Whether ``module`` (or the layer a PEFT wrapper applies) is of a registered layer kind."""
+    return find_layer_kind(module) is not None or find_layer_kind(unwrapped_layer(module)) is not None
+
+
+def _kinds_text() -> str:
+    return ", ".join(kind.describe() for kind in _LAYER_KINDS.values())
+
+
+register_layer_kind("Linear", nn.Linear, input_sheet=True, bias_map=True, description="torch.nn.Linear")
+register_layer_kind(
+    "Conv1D", Conv1D, output_units_first=False, input_sheet=True, bias_map=True, description="transformers' Conv1D"
+)
+register_layer_kind("Conv2d", nn.Conv2d, channels_first_activations=True, description="torch.nn.Conv2d")
+register_layer_kind("RNN", nn.RNN, weight_attribute="weight_hh_l0", description="torch.nn.RNN (weight_hh_l0)")
 
 
 def most_square_shape(n_units: int) -> tuple[int, int]:
@@ -120,19 +296,27 @@ class CorticalSheet:
             ) from None
 
 
-def layer_type_name(module: nn.Module) -> str:
-    """``"Linear"``, ``"Conv1D"`` or ``"Conv2d"`` for a supported layer (PEFT LoRA wrappers are seen through)."""
+def layer_kind_of(module: nn.Module) -> LayerKind:
+    """The :class:`LayerKind` of ``module`` (PEFT LoRA wrappers are seen through).
+
+    Raises:
+        TypeError: no registered kind covers the layer.
+    """
     base = unwrapped_layer(module)
-    if isinstance(base, Conv1D):
-        return "Conv1D"
-    if isinstance(base, nn.Conv2d):
-        return "Conv2d"
-    if isinstance(base, nn.Linear):
-        return "Linear"
-    raise TypeError(
-        f"Cannot lay out a {type(base).__name__} on a cortical sheet: supported layers are torch.nn.Linear, "
-        "transformers' Conv1D and torch.nn.Conv2d. Point `target_modules` at one of those (e.g. 'mlp.c_fc')."
-    )
+    kind = find_layer_kind(base)
+    if kind is None:
+        raise TypeError(
+            f"Cannot lay out a {type(base).__name__} on a cortical sheet: the registered layer kinds are "
+            f"{_kinds_text()}. Point target_modules= at one of those (e.g. 'mlp.c_fc'), or register the layer's "
+            "kind with hf_topo.sheet.register_layer_kind(...)."
+        )
+    return kind
+
+
+def layer_type_name(module: nn.Module) -> str:
+    """The layer kind's name (``"Linear"``, ``"Conv1D"``, ``"Conv2d"``, ``"RNN"``, ...) of a layer (PEFT LoRA wrappers
+    are seen through): the ``layer_type`` of its sheet."""
+    return layer_kind_of(module).name
 
 
 def unwrapped_layer(module: nn.Module) -> nn.Module:
@@ -157,20 +341,11 @@ def unwrapped_layer(module: nn.Module) -> nn.Module:
 
 
 def units_and_inputs(module: nn.Module) -> tuple[int, int]:
-    """``(output units, inputs per unit)`` of a Linear, Conv1D or Conv2d layer, whatever way its weight is stored
+    """``(output units, inputs per unit)`` of a layer of a registered kind, whatever way its weight is stored
     (Linear ``(out, in)``, Conv1D ``(in, out)``, Conv2d ``(out, in, kh, kw)``: ``in·kh·kw`` inputs)."""
     layer = unwrapped_layer(module)
-    return _units_and_depth(layer_type_name(layer), layer.weight.shape)
-
-
-def _units_and_depth(layer_type: str, shape: torch.Size) -> tuple[int, int]:
-    if layer_type == "Linear":
-        return shape[0], shape[1]
-    if layer_type == "Conv1D":
-        return shape[1], shape[0]
-    if layer_type == "Conv2d":
-        return shape[0], math.prod(shape[1:])
-    raise TypeError(f"Unknown layer type {layer_type!r}; expected one of 'Linear', 'Conv1D', 'Conv2d'.")
+    kind = layer_kind_of(layer)
+    return kind.units_and_depth(kind.weight_of(layer).shape)
 
 
 def _sheet_shape(module_name: str, n_units: int, sheet_shape: tuple[int, int] | None, what: str) -> tuple[int, int]:
@@ -196,19 +371,20 @@ def sheet_for_module(
     """
     if units not in SHEET_UNITS:
         raise ValueError(f"units={units!r} is not a sheet layout; choose one of {SHEET_UNITS}.")
-    layer_type = layer_type_name(module)
+    kind = layer_kind_of(module)
     # The logical shape: a DeepSpeed ZeRO-3 placeholder is empty outside the forward, a DTensor shard is partial.
-    n_units, depth = _units_and_depth(layer_type, parameter_shape(unwrapped_layer(module).weight))
+    n_units, depth = kind.units_and_depth(parameter_shape(kind.weight_of(unwrapped_layer(module))))
     if units == "input":
-        if layer_type == "Conv2d":
+        if not kind.input_sheet:
+            with_input = " and ".join(k.name for k in _LAYER_KINDS.values() if k.input_sheet)
             raise ValueError(
-                f"{module_name!r} is a Conv2d layer: an input sheet is defined for Linear and Conv1D layers only "
-                "(their input features); use sheet='output' for convolutions."
+                f"{module_name!r} is a {kind.name} layer: an input sheet is defined for {with_input} layers only "
+                "(their input features); use sheet='output' for it."
             )
         n_units, depth = depth, n_units
     height, width = _sheet_shape(module_name, n_units, sheet_shape, f"{units} units")
     return CorticalSheet(
-        module_name=module_name, layer_type=layer_type, height=height, width=width, depth=depth, units=units
+        module_name=module_name, layer_type=kind.name, height=height, width=width, depth=depth, units=units
     )
 
 
@@ -230,14 +406,14 @@ def activation_sheet(
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight the layer applies, in its native orientation.
 
-    For a plain layer this is ``module.weight``. For a PEFT LoRA layer it is ``W + Σ_active scaling·B·A``
+    For a plain layer this is its kind's weight (``module.weight``, or the kind's ``weight_attribute``). For a PEFT LoRA layer it is ``W + Σ_active scaling·B·A``
     (PEFT's ``get_delta_weight`` handles the Conv1D ``fan_in_fan_out`` orientation), and for DoRA that weight
     rescaled per output unit by its magnitude vector, so a gradient through the sheet reaches the adapter
     parameters. Merged or disabled adapters add nothing. FSDP2 (DTensor) shards are all-gathered with autograd
     (:func:`hf_topo.distributed.full_weight`), so the result is the whole weight under sharded training too.
     """
     base = unwrapped_layer(module)
-    weight = full_weight(base.weight)
+    weight = full_weight(layer_kind_of(base).weight_of(base))
     if base is module or getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
         return weight
     active = getattr(module, "active_adapters", None) or []
@@ -264,14 +440,14 @@ def _dora_weight(module: nn.Module, adapter: str, combined: torch.Tensor) -> tor
 def sheet_view(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tensor, bool]:
     """View ``weight`` as a 3D sheet tensor without copying.
 
-    Returns ``(tensor, units_first)``: ``(height, width, depth)`` when ``units_first`` (Linear, Conv2d), else
-    ``(depth, height, width)`` (Conv1D, whose weight is stored ``in × out``). An input sheet is the other way round:
-    a Linear weight ``(out, in)`` is ``(depth, height, width)``, a Conv1D weight ``(in, out)`` is
-    ``(height, width, depth)``.
+    Returns ``(tensor, units_first)``: ``(height, width, depth)`` when ``units_first`` (Linear, Conv2d, RNN: kinds
+    stored with the output units first), else ``(depth, height, width)`` (Conv1D, whose weight is stored
+    ``in × out``). An input sheet is the other way round: a Linear weight ``(out, in)`` is ``(depth, height, width)``,
+    a Conv1D weight ``(in, out)`` is ``(height, width, depth)``.
     """
     if sheet.layer_type == ACTIVATION_SHEET:
         raise ValueError(f"{sheet.module_name!r} has an activation sheet: it has no weight to lay out.")
-    if (sheet.layer_type == "Conv1D") == (sheet.units == "output"):
+    if get_layer_kind(sheet.layer_type).output_units_first != (sheet.units == "output"):
         return weight.reshape(sheet.depth, sheet.height, sheet.width), False
     return weight.reshape(sheet.height, sheet.width, sheet.depth), True
 

@@ -4,7 +4,8 @@
   (``"mlp.c_fc"`` matches ``transformer.h.3.mlp.c_fc``);
 * one string: a regular expression that must match the full module name (``re.fullmatch``).
 
-Only layers that can carry a cortical sheet (Linear, Conv1D, Conv2d) are returned, except for the regularizers that
+Only layers that can carry a cortical sheet (a registered layer kind: Linear, Conv1D, Conv2d, RNN, ... see
+:mod:`hf_topo.sheet`) are returned, except for the regularizers that
 read activations, whose targets may be any module (a block's attention or MLP, a block, a LayerNorm: its features
 are laid out on an activation sheet of the model's hidden size); a pattern that matches nothing raises an error
 listing the candidate names. Inside a PEFT-wrapped model the LoRA wrapper of a
@@ -26,9 +27,16 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .presets import TARGET_PRESETS  # the per-family table, importable from here too
-from .regularizers.laplacian_pyramid import check_blur_arguments
-from .regularizers.spatial_correlation import neighbourhood_centres
-from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, activation_sheet, sheet_for_module, unwrapped_layer
+from .sheet import (
+    ACTIVATION_SHEET,
+    CorticalSheet,
+    activation_sheet,
+    get_layer_kind,
+    is_sheet_layer,
+    layer_kinds,
+    sheet_for_module,
+    unwrapped_layer,
+)
 
 if TYPE_CHECKING:
     from .config import TopoConfig
@@ -61,9 +69,7 @@ _PEFT_PREFIX = "base_model.model."
 def _is_candidate(name: str, module: nn.Module) -> bool:
     if not name or _PEFT_INTERNAL.intersection(name.split(".")):
         return False
-    if isinstance(module, SUPPORTED_LAYER_TYPES):
-        return True
-    return isinstance(unwrapped_layer(module), SUPPORTED_LAYER_TYPES)
+    return is_sheet_layer(module)
 
 
 def matches_pattern(name: str, patterns: str | list[str]) -> bool:
@@ -124,7 +130,7 @@ def find_target_modules(
 
     Raises:
         ValueError: nothing matched (the message lists candidate layer names), or the pattern is malformed.
-        TypeError: a matched module is not a supported layer type.
+        TypeError: a matched module is not of a registered layer kind.
     """
     if isinstance(target_modules, str):
         try:
@@ -151,7 +157,8 @@ def find_target_modules(
     if unsupported and isinstance(target_modules, list):
         raise TypeError(
             f"{role}={target_modules!r} matched layers that cannot carry a cortical sheet: {', '.join(unsupported[:5])}. "
-            "Supported: torch.nn.Linear, transformers' Conv1D, torch.nn.Conv2d."
+            f"Supported (the registered layer kinds): {', '.join(kind.describe() for kind in layer_kinds())}; register "
+            "another with hf_topo.sheet.register_layer_kind."
             + (
                 " A TopoDownsampledLinear comes from hf_topo.downsample_model and has no full sheet any more: use the "
                 "original model."
@@ -161,7 +168,8 @@ def find_target_modules(
         )
     if not matched:
         raise ValueError(
-            f"{role}={target_modules!r} matches no Linear/Conv1D/Conv2d layer of {type(model).__name__}. "
+            f"{role}={target_modules!r} matches no {'/'.join(kind.name for kind in layer_kinds())} layer of "
+            f"{type(model).__name__}. "
             f"Candidates: {_summarize(candidate_layer_names(model))}. Pass module-name suffixes such as 'mlp.c_fc' "
             f"(GPT-2/GPT-Neo), 'mlp.dense_h_to_4h' (GPT-NeoX/Pythia) or 'mlp.up_proj' (Llama/Qwen/Mistral), or one regex."
         )
@@ -184,9 +192,10 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
     Raises:
         ValueError: a pattern matches nothing, a layer is both target and watched, a sheet is too small for the
             blur factors, or ``config.layers`` (stored metadata) disagrees with the model's layers or shapes.
-        TypeError: a matched layer is not Linear, Conv1D or Conv2d.
+        TypeError: a matched layer is not of a registered layer kind.
     """
-    on_activations = config.reads_activations
+    spec = config.regularizer
+    on_activations = spec.reads_activations
     targets = find_target_modules(model, config.target_modules, any_module=on_activations)
     watched = (
         find_target_modules(model, config.watch_modules, role="watch_modules", any_module=on_activations)
@@ -204,30 +213,24 @@ def resolve_sheets(model: nn.Module, config: TopoConfig) -> list[TopoLayer]:
         for name, module in modules.items():
             sheet = _sheet_of(model, name, module, config)
             try:
-                if config.loss == "laplacian_pyramid":
-                    check_blur_arguments(
-                        sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
-                    )
-                    if config.include_bias and getattr(unwrapped_layer(module), "bias", None) is None:
-                        raise ValueError("include_bias=True, but the layer has no bias; target layers with a bias.")
-                    if config.include_bias and sheet.layer_type not in ("Linear", "Conv1D"):
-                        raise ValueError("include_bias=True applies to Linear and Conv1D layers only.")
-                elif config.loss == "spatial_correlation":
-                    centres = len(neighbourhood_centres(sheet.height, sheet.width, config.radius))
-                    if config.neighbourhoods_per_batch > centres:
-                        raise ValueError(
-                            f"neighbourhoods_per_batch={config.neighbourhoods_per_batch} exceeds the {centres} "
-                            f"neighbourhood centres of radius {config.radius} on its {sheet.height}x{sheet.width} "
-                            "sheet; draw fewer neighbourhoods or use a smaller radius."
-                        )
-                elif sheet.n_units < 2:
-                    raise ValueError("a similarity loss needs at least two units on the sheet.")
+                if spec.check_layer is not None:
+                    spec.check_layer(sheet, module, config)
+                if config.include_bias:
+                    _check_bias_map(sheet, module)
             except ValueError as err:
                 raise ValueError(f"Layer {name!r} ({sheet.n_units} units): {err}") from None
             layers.append(TopoLayer(name=name, module=module, sheet=sheet, role=role))
     if config.layers is not None:
         _check_against_stored(layers, config.layers)
     return layers
+
+
+def _check_bias_map(sheet: CorticalSheet, module: nn.Module) -> None:
+    if getattr(unwrapped_layer(module), "bias", None) is None:
+        raise ValueError("include_bias=True, but the layer has no bias; target layers with a bias.")
+    if sheet.layer_type == ACTIVATION_SHEET or not get_layer_kind(sheet.layer_type).bias_map:
+        with_bias = " and ".join(kind.name for kind in layer_kinds() if kind.bias_map)
+        raise ValueError(f"include_bias=True applies to {with_bias} layers only.")
 
 
 def _hidden_size(model: nn.Module) -> int | None:

@@ -29,7 +29,7 @@ from transformers import Trainer, TrainingArguments
 from .config import TOPO_SETTINGS, TopoConfig
 from .distributed import check_activation_checkpointing
 from .metadata import stored_topography, write_adapter_record
-from .regularizers.model import TopoLoss
+from .regularizers.model import TopoRegularizer
 
 __all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS", "topo_argument_name"]
 
@@ -164,7 +164,7 @@ class TopoTrainer(Trainer):
                 )
             topo_config = args.topo_config()
         self.topo_config = topo_config
-        self.topo_loss = TopoLoss(topo_config)
+        self.topo_loss = TopoRegularizer(topo_config)
         if model is not None:
             self.topo_loss.layers(model)  # fail before training on a pattern that matches nothing or a bad sheet
             _check_stored_topography(model, topo_config)
@@ -209,7 +209,7 @@ class TopoTrainer(Trainer):
             return False
         logger.info("Topo settings changed in the training arguments: now %s", config)
         self.topo_config = config
-        self.topo_loss = TopoLoss(config)
+        self.topo_loss = TopoRegularizer(config)
         if self.model is not None:
             self.topo_loss.layers(self.model)  # fail now on a pattern that matches nothing or a bad sheet
         self._topo_sums, self._topo_count = None, 0
@@ -253,7 +253,7 @@ class TopoTrainer(Trainer):
                 self.model, self.topo_config.loss, self.args.world_size, self.topo_config.tau
             )
             self._topo_setup_checked = True
-        if self.topo_loss.needs_activations and model.training:
+        if self.topo_loss.config.reads_activations and model.training:
             return self._compute_loss_with_activations(model, inputs, return_outputs, num_items_in_batch)
         if not model.training or self._topo_last_step == self.state.global_step:
             return super().compute_loss(
@@ -370,13 +370,13 @@ class TopoTrainer(Trainer):
             metric_key_prefix=metric_key_prefix,
         )
         inputs, self._topo_eval_inputs = self._topo_eval_inputs, None
-        if not self.topo_loss.needs_activations or inputs is not None:
+        if not self.topo_loss.config.reads_activations or inputs is not None:
             value, _ = self.topo_loss.evaluate(self.model, inputs)
             output.metrics[f"{metric_key_prefix}_topo_loss"] = value.item()
         return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        if self.topo_loss.needs_activations and self._topo_eval_inputs is None:
+        if self.topo_loss.config.reads_activations and self._topo_eval_inputs is None:
             self._topo_eval_inputs = self._prepare_inputs(inputs)  # the batch Activation Similarity is measured on
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 

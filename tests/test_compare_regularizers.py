@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_values, topographic_layers
 from hf_topo.cli import compare_regularizers
-from hf_topo.config import LOSSES
+from hf_topo.regularizers import registered_regularizers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(compa
 def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
     """The two sheets of topoloss that the table's post-hoc columns do not read: each model's own TopoLoss, on the
     sheets its record names (c_fc's input sheet; c_fc's output sheet plus its bias map), against the baseline's."""
-    from hf_topo import TopoConfig, TopoLoss
+    from hf_topo import TopoConfig, TopoRegularizer
 
     models = {m["name"]: m for m in comparison["models"]}
     own = TopoConfig.from_pretrained(models[name]["output_dir"])
@@ -152,7 +152,7 @@ def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
     for model_name in (name, "baseline"):
         model = AutoModelForCausalLM.from_pretrained(models[model_name]["output_dir"], dtype=torch.float32)
         values[model_name] = (
-            TopoLoss(TopoConfig.from_dict(own.to_dict() | {"layers": None})).compute(model, with_grad=False)[0].item()
+            TopoRegularizer(TopoConfig.from_dict(own.to_dict() | {"layers": None})).compute(model, with_grad=False)[0].item()
         )
     assert values[name] < 0.5 * values["baseline"]
 
@@ -175,7 +175,7 @@ def test_post_hoc_values_match_a_fresh_measurement_on_the_baselines_sheets(compa
         model, text, layers, settings["batch_size"], settings["max_tokens"], progress=False
     )
     values = regularizer_values(layers, activations, settings=TopoConfig(radius=2))  # --topolm_radius 2
-    for loss in LOSSES:
+    for loss in registered_regularizers():
         assert values[loss].mean == pytest.approx(models["ws-tau50"]["posthoc"][loss]["mean"], rel=1e-5)
     assert {m["name"]: sorted(m["layers"]) for m in comparison["models"]} == {
         name: sorted(sheets.layers) for name in models

@@ -54,10 +54,11 @@ from hf_topo.analysis import (
 )
 from hf_topo.analysis.plots import pyplot, save_figure
 from hf_topo.cli.arguments import explicit_flags, make_argument_parser, parse_command_line, run_command, setup_logging
-from hf_topo.config import LOSSES, TopoConfig
+from hf_topo.config import TopoConfig
 from hf_topo.models import apply_overrides, preset_config
 from hf_topo.presets import topolm_targets
 from hf_topo.pretraining import DataArguments, ModelArguments, hold_out_lines, pretrain, small_cpu_recipe
+from hf_topo.regularizers import registered_regularizers
 from hf_topo.trainer import TopoTrainingArguments
 
 #: `--strengths` family → the regularizer (`--topo_loss_type`), and its name in the table.
@@ -503,7 +504,7 @@ def compare_regularizers(
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
         },
-        "losses": list(LOSSES),
+        "losses": list(registered_regularizers()),
         "models": runs,
         "table": [{"name": run["name"]} | flat_metrics(run) for run in runs],
         "figure": os.path.abspath(figure),

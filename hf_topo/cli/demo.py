@@ -33,7 +33,7 @@ from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_
 from hf_topo.config import TopoConfig
 from hf_topo.data import write_python_corpus
 from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe
-from hf_topo.regularizers.model import TopoLoss
+from hf_topo.regularizers.model import TopoRegularizer
 
 
 @dataclass
@@ -127,7 +127,7 @@ def sheet_pc1_maps(model_dir: str) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    layers = TopoLoss(TopoConfig.from_pretrained(model)).layers(model)
+    layers = TopoRegularizer(TopoConfig.from_pretrained(model)).layers(model)
     return {layer.name: weight_pc1_map(layer) for layer in (layers[0], layers[-1])}
 
 

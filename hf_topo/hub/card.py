@@ -15,7 +15,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..analysis.summary import AnalysisSummary
-from ..config import LOSS_DISPLAY_NAMES, TOPOGRAPHY_KEY, TopoConfig
+from ..config import TOPOGRAPHY_KEY, TopoConfig
+from ..regularizers import get_regularizer
 from .results import recipe_from_conversion
 
 __all__ = ["CARD_TEMPLATE_NAME", "TOPONET_TAGS", "PAPER_URL", "CITATION", "card_template_path", "toponet_card"]
@@ -62,7 +63,7 @@ def _fmt(value: Any) -> str:
 
 def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str, str]]:
     tau = record.get("tau") or {}
-    name = LOSS_DISPLAY_NAMES.get(topo.loss, topo.loss)
+    name = topo.regularizer.display_name
     rows = [
         ("loss", f"{name} (blur-and-cosine, eq. 1)" if topo.loss == "laplacian_pyramid" else f"{name} ({topo.loss})")
     ]
@@ -196,12 +197,12 @@ def _eval_results(
 
 def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
     """The headline results; ``topo_loss`` is labelled with the regularizer that produced it (``loss``)."""
-    definitions = {"laplacian_pyramid": "1 − mean cos", "spatial_correlation": "0.5·(1 − corr(r, 1/(1+d)))"}
-    definition = definitions.get(loss, "mean neighbour distance")
+    spec = get_regularizer(loss)
+    definition = spec.formula or spec.display_name
     labels = [
         ("eval_loss", "evaluation loss (nats/token)"),
         ("eval_perplexity", "evaluation perplexity"),
-        ("topo_loss", f"{LOSS_DISPLAY_NAMES.get(loss, loss)} (mean over target layers, {definition})"),
+        ("topo_loss", f"{spec.display_name} (mean over target layers, {definition})"),
         ("blimp_overall", "BLiMP accuracy (mean over paradigms)"),
         ("train_loss", "training loss (mean over the run)"),
         ("train_runtime", "training time (s)"),
@@ -365,7 +366,7 @@ def toponet_card(
         architecture=architecture,
         model_type=getattr(config, "model_type", None),
         topo=topo,
-        loss_name=LOSS_DISPLAY_NAMES.get(topo.loss, topo.loss),
+        loss_name=topo.regularizer.display_name,
         topography_rows=_topography_rows(topo, record),
         layers=layers,
         finetuning=topo.finetuning or [],

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..config import TopoConfig
-from ..regularizers.model import TopoLoss
+from ..regularizers.model import TopoRegularizer
 from .card import toponet_card
 from .figures import render_sheet_maps
 from .loading import load_toponet
@@ -53,8 +53,8 @@ def write_training_card(
     output_dir = Path(output_dir if output_dir is not None else args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = results_from_log_history(log_history) | read_results(output_dir)
-    topo_loss = TopoLoss(TopoConfig.from_pretrained(model))
-    if "topo_loss" not in results and not topo_loss.needs_activations:
+    topo_loss = TopoRegularizer(TopoConfig.from_pretrained(model))
+    if "topo_loss" not in results and not topo_loss.config.reads_activations:
         results["topo_loss"] = topo_loss.compute(model, with_grad=False)[0].item()
     figure = render_sheet_maps(model, output_dir / FIGURES_DIR / "sheet_maps.png")
     datasets = [dataset] if isinstance(dataset, str) else dataset

@@ -7,9 +7,15 @@ module                              what it holds
 ``similarity``                      Weight / Activation Similarity (Truong & Hasson): neighbour distances on a sheet
 ``bias_map``                        TopoLoss of a layer's bias on its output sheet (``topoloss``'s bias sheet)
 ``spatial_correlation``             TopoLM's spatial loss (Rathi et al.): activation correlations vs. inverse distance
-``model``                           :class:`~hf_topo.regularizers.model.TopoRegularizer` (alias ``TopoLoss``): which
-                                    layers of a model, which sheets, the per-layer values and their mean
+``registry``                        :class:`~hf_topo.regularizers.registry.RegularizerSpec` of each regularizer,
+                                    :func:`register_regularizer` / :func:`get_regularizer`
+``model``                           :class:`~hf_topo.regularizers.model.TopoRegularizer`: which layers of a model,
+                                    which sheets, the per-layer values and their mean
 ==================================  ==============================================================================
+
+Each regularizer registers itself in its module (name, display name, weights or activations, settings, the layer
+function): the four built-ins are ``laplacian_pyramid`` (TopoLoss), ``weight_similarity``, ``activation_similarity``
+and ``spatial_correlation``. Register another with :func:`register_regularizer`.
 
 The pure functions are re-exported here; the model-level class is imported from :mod:`hf_topo` or
 :mod:`hf_topo.regularizers.model` (it needs :mod:`hf_topo.config`, which needs the constants of the math modules).
@@ -24,6 +30,15 @@ from .laplacian_pyramid import (
     laplacian_pyramid_loss,
     sheet_cosine_loss,
 )
+from .registry import (
+    ActivationSheet,
+    RegularizerSpec,
+    WeightSheet,
+    get_regularizer,
+    register_regularizer,
+    registered_regularizers,
+    unregister_regularizer,
+)
 from .similarity import DISTANCES, neighbour_distance_loss, neighbour_offsets, neighbour_pair_count
 from .spatial_correlation import (
     ACCUMULATIONS,
@@ -34,6 +49,13 @@ from .spatial_correlation import (
 
 __all__ = [
     "ACCUMULATIONS",
+    "ActivationSheet",
+    "RegularizerSpec",
+    "WeightSheet",
+    "get_regularizer",
+    "register_regularizer",
+    "registered_regularizers",
+    "unregister_regularizer",
     "DISTANCES",
     "INTERPOLATION_MODES",
     "bias_map_loss",

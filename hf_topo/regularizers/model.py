@@ -1,6 +1,8 @@
 """``TopoRegularizer``: find a model's topographic layers and average their sheet losses.
 
-The math lives beside this module, one pure function per regularizer: :mod:`hf_topo.regularizers.laplacian_pyramid`
+Which regularizer is a :class:`~hf_topo.regularizers.registry.RegularizerSpec` looked up by the config's ``loss``
+(:func:`~hf_topo.regularizers.register_regularizer` adds one). The math lives beside this module, one pure function
+per regularizer: :mod:`hf_topo.regularizers.laplacian_pyramid`
 (TopoLoss, the paper's loss; :mod:`~hf_topo.regularizers.bias_map` for a layer's bias), :mod:`hf_topo.regularizers.similarity`
 (Truong & Hasson's Weight / Activation Similarity) and :mod:`hf_topo.regularizers.spatial_correlation` (TopoLM's
 spatial loss). This module is the bookkeeping, the same for every regularizer (PEFT's ``tuners/lora/model.py`` plays
@@ -18,17 +20,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..config import LOSS_DISPLAY_NAMES, WEIGHT_LOSSES, TopoConfig
+from ..config import TopoConfig
 from ..distributed import gathered_for_reading, is_zero3_partitioned
 from ..presets import default_target_modules
-from ..sheet import effective_weight, sheet_view, unwrapped_layer
+from ..sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_view, unwrapped_layer
 from ..targets import TopoLayer, resolve_sheets
-from .bias_map import bias_map_loss
-from .laplacian_pyramid import sheet_cosine_loss
-from .similarity import neighbour_distance_loss
-from .spatial_correlation import neighbourhood_generator, sample_neighbourhoods, spatial_correlation_loss
+from .registry import ActivationSheet, RegularizerSpec, WeightSheet
+from .spatial_correlation import neighbourhood_generator
 
-__all__ = ["TopoRegularizer", "TopoLoss", "TopoLayer", "resolve_sheets", "attach_inferred_topography"]
+__all__ = ["TopoRegularizer", "attach_inferred_topography"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +38,27 @@ def _keep(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_responses(
-    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None, loss: str
+    layer: TopoLayer, activations: torch.Tensor | None, attention_mask: torch.Tensor | None, spec: RegularizerSpec
 ) -> torch.Tensor:
     """``(n_samples, n_units)``: the layer's responses at the non-padding positions of the batch.
 
     A Linear/Conv1D output (or a module's hidden states) is ``(..., n_units)``; a Conv2d output
     ``(batch, n_units, height, width)`` counts every image position as a sample (its channels are the units)."""
-    loss = LOSS_DISPLAY_NAMES.get(loss, loss)
+    loss = spec.display_name
     if activations is None:
         raise ValueError(
             f"{loss} on layer {layer.name!r}: no activations of this layer were seen in the forward "
             "pass. Record them with `topo.record_activations(model)` around a forward that runs the layer."
         )
-    if layer.sheet.layer_type == "Conv2d":
-        if activations.ndim != 4 or activations.shape[1] != layer.sheet.n_units:
+    layer_type = layer.sheet.layer_type
+    if layer_type != ACTIVATION_SHEET and get_layer_kind(layer_type).channels_first_activations:
+        if activations.ndim < 3 or activations.shape[1] != layer.sheet.n_units:
             raise ValueError(
-                f"Activations of the Conv2d layer {layer.name!r} have shape {tuple(activations.shape)}; expected "
+                f"Activations of the {layer_type} layer {layer.name!r} have shape {tuple(activations.shape)}; expected "
                 f"(batch, {layer.sheet.n_units}, height, width)."
             )
         if attention_mask is not None:
-            raise ValueError(f"An attention_mask does not apply to the Conv2d layer {layer.name!r}: pass None.")
+            raise ValueError(f"An attention_mask does not apply to the {layer_type} layer {layer.name!r}: pass None.")
         activations = activations.movedim(1, -1)  # (batch, height, width, units): every position is a sample
     if activations.shape[-1] != layer.sheet.n_units:
         raise ValueError(
@@ -83,13 +84,13 @@ def _unit_responses(
 class TopoRegularizer:
     """The topographic regularizer of a model, averaged over its target layers (not multiplied by τ).
 
-    Which regularizer is the config's ``loss``: the default ``"laplacian_pyramid"`` is TopoLoss,
+    Which regularizer is the config's ``loss``, a name in the registry (:mod:`hf_topo.regularizers.registry`): the default ``"laplacian_pyramid"`` is TopoLoss,
     ``mean_layers(1 − mean_u cos(C_u, blur(C)_u))`` (on output or input sheets, with the bias map when
     ``include_bias``); ``"weight_similarity"`` and ``"activation_similarity"`` are Truong & Hasson's
     neighbour-distance losses on the same sheets (:mod:`hf_topo.regularizers.similarity`); ``"spatial_correlation"``
     is TopoLM's (:mod:`hf_topo.regularizers.spatial_correlation`), on neighbourhoods drawn per call from a generator
-    seeded by ``neighbourhood_keys``. The name
-    ``TopoLoss`` is an alias of this class, kept because most code (and the paper) calls the default that. Works on
+    seeded by ``neighbourhood_keys``; or any regularizer registered with
+    :func:`~hf_topo.regularizers.register_regularizer`. Works on
     plain and PEFT-wrapped models; for a layer wrapped by LoRA the sheet is built from the effective weight
     ``W + scaling·B·A``.
 
@@ -116,9 +117,9 @@ class TopoRegularizer:
         self._resolved: weakref.WeakKeyDictionary[nn.Module, list[TopoLayer]] = weakref.WeakKeyDictionary()
 
     @property
-    def needs_activations(self) -> bool:
-        """Whether the loss reads the layers' activations of the current batch (Activation Similarity, TopoLM)."""
-        return self.config.loss not in WEIGHT_LOSSES
+    def spec(self) -> RegularizerSpec:
+        """The registered spec of the config's ``loss``."""
+        return self.config.regularizer
 
     def layers(self, model: nn.Module) -> list[TopoLayer]:
         """The resolved (and validated) topographic layers of ``model``; cached per model."""
@@ -199,7 +200,7 @@ class TopoRegularizer:
                 task_loss = model(**batch).loss
             loss = task_loss + tau * topo.compute(model, evaluated=evaluated)[0]
         """
-        if self.needs_activations:
+        if self.config.reads_activations:
             raise ValueError(
                 f"loss={self.config.loss!r} reads activations, not weights: use `record_activations` instead."
             )
@@ -237,18 +238,9 @@ class TopoRegularizer:
                 handle.remove()
 
     def _weight_loss(self, layer: TopoLayer, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        config = self.config
         sheet, units_first = sheet_view(weight, layer.sheet)
-        if config.loss == "laplacian_pyramid":
-            value = sheet_cosine_loss(sheet, units_first, config.factor_h, config.factor_w, config.interpolation)
-            if bias is None:
-                return value
-            # The mean of the reference's LaplacianPyramid and LaplacianPyramidOnBias values of the layer.
-            bias_map = bias.reshape(layer.sheet.height, layer.sheet.width)
-            blur = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
-            return (value + bias_map_loss(bias_map, **blur)) / 2
-        sheet = sheet if units_first else sheet.permute(1, 2, 0)  # (height, width, depth), no copy
-        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+        bias_map = None if bias is None else bias.reshape(layer.sheet.height, layer.sheet.width)
+        return self.spec.layer_loss(WeightSheet(sheet, units_first, bias_map, layer.sheet), self.config)
 
     def layer_loss(
         self,
@@ -261,23 +253,18 @@ class TopoRegularizer:
 
         ``activations`` (activation-based losses only): the layer's output, or the hidden states it received for an
         input sheet, ``(..., n_units)``; positions where ``attention_mask`` (shape ``activations.shape[:-1]``) is 0
-        are padding and left out. ``generator`` draws TopoLM's neighbourhoods (default: seeded with 0).
+        are padding and left out. ``generator`` draws the neighbourhoods of a regularizer that samples them (TopoLM's;
+        default: seeded with 0).
         """
-        config = self.config
-        if config.loss in WEIGHT_LOSSES:
-            bias = unwrapped_layer(layer.module).bias if config.include_bias else None
+        spec = self.spec
+        if not spec.reads_activations:
+            bias = unwrapped_layer(layer.module).bias if self.config.include_bias else None
             return self._weight_loss(layer, effective_weight(layer.module), bias)
-        responses = _unit_responses(layer, activations, attention_mask, config.loss)  # (n_samples, n_units)
-        if config.loss == "spatial_correlation":
-            height, width = layer.sheet.height, layer.sheet.width
-            if generator is None:
-                generator = neighbourhood_generator(0)
-            neighbourhoods = sample_neighbourhoods(
-                height, width, config.radius, config.neighbourhoods_per_batch, generator
-            )  # (neighbourhoods_per_batch, (2r - 1)^2)
-            return spatial_correlation_loss(responses, width, neighbourhoods, config.accumulation)
-        sheet = responses.T.reshape(layer.sheet.height, layer.sheet.width, -1)  # unit u at (u // w, u % w)
-        return neighbour_distance_loss(sheet, config.distance, config.neighbourhood)
+        responses = _unit_responses(layer, activations, attention_mask, spec)  # (n_samples, n_units)
+        if spec.draws_neighbourhoods and generator is None:
+            generator = neighbourhood_generator(0)
+        sheet = ActivationSheet(responses, layer.sheet, generator if spec.draws_neighbourhoods else None)
+        return spec.layer_loss(sheet, self.config)
 
     def compute(
         self,
@@ -300,7 +287,7 @@ class TopoRegularizer:
         Under FSDP2 the weights are all-gathered one layer at a time (a collective: call this on every rank). Under
         ZeRO-3 without ``evaluated``, only a loss without gradient can be read (each layer gathered in turn).
         """
-        if self.needs_activations and activations is None:
+        if self.config.reads_activations and activations is None:
             raise ValueError(
                 f"loss={self.config.loss!r} is computed from the layers' activations of the current batch: run the "
                 "forward pass inside `with topo.record_activations(model) as recorded:` and pass "
@@ -331,11 +318,9 @@ class TopoRegularizer:
                 torch.set_grad_enabled(optimize and torch.is_grad_enabled()),
                 gathered_for_reading(layer.module.parameters() if not optimize else ()),
             ):
-                if self.needs_activations:
+                if self.config.reads_activations:
                     generator = (
-                        neighbourhood_generator(*neighbourhood_keys, index)
-                        if self.config.loss == "spatial_correlation"
-                        else None
+                        neighbourhood_generator(*neighbourhood_keys, index) if self.spec.draws_neighbourhoods else None
                     )
                     value = self.layer_loss(layer, activations.get(layer.name), attention_mask, generator)
                 else:
@@ -355,7 +340,7 @@ class TopoRegularizer:
         (``input_ids`` and optionally ``attention_mask``, on the model's device) is run through the model in eval
         mode to record the layers' activations (TopoLM's neighbourhoods: drawn with the keys ``(0,)``).
         """
-        if not self.needs_activations:
+        if not self.config.reads_activations:
             return self.compute(model, with_grad=False)
         if not inputs or "input_ids" not in inputs:
             raise ValueError(
@@ -386,10 +371,6 @@ class TopoRegularizer:
         data = self.config.to_dict()
         data["layers"] = {layer.sheet.module_name: layer.sheet.to_dict() for layer in self.layers(model)}
         return TopoConfig.from_dict(data)
-
-
-#: The name most code uses for the model's regularizer (the paper's TopoLoss is its default ``loss``).
-TopoLoss = TopoRegularizer
 
 
 def attach_inferred_topography(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .registry import ActivationSheet, RegularizerSpec, WeightSheet, register_regularizer
+
 __all__ = ["DISTANCES", "neighbour_offsets", "neighbour_pair_count", "neighbour_distance_loss"]
 
 #: Distances between two units' vectors.
@@ -94,3 +96,45 @@ def neighbour_distance_loss(sheet: torch.Tensor, distance: str = "correlation", 
             else:
                 total = total + (1.0 - (first * second).sum(dim=-1)).sum()
         return total / pairs
+
+
+# ---- registration ------------------------------------------------------------------------------------------------
+
+
+def _check_two_units(sheet, _module, _config) -> None:
+    if sheet.n_units < 2:
+        raise ValueError("a similarity loss needs at least two units on the sheet.")
+
+
+def _weight_similarity_of_layer(weights: WeightSheet, config) -> torch.Tensor:
+    return neighbour_distance_loss(weights.units, config.distance, config.neighbourhood)
+
+
+def _activation_similarity_of_layer(activations: ActivationSheet, config) -> torch.Tensor:
+    return neighbour_distance_loss(activations.units, config.distance, config.neighbourhood)
+
+
+register_regularizer(
+    RegularizerSpec(
+        name="weight_similarity",
+        display_name="Weight Similarity",
+        reads="weights",
+        layer_loss=_weight_similarity_of_layer,
+        settings=("distance", "neighbourhood"),
+        check_layer=_check_two_units,
+        formula="mean neighbour distance",
+        description="Truong & Hasson: mean distance between neighbouring units' incoming weights.",
+    )
+)
+register_regularizer(
+    RegularizerSpec(
+        name="activation_similarity",
+        display_name="Activation Similarity",
+        reads="activations",
+        layer_loss=_activation_similarity_of_layer,
+        settings=("distance", "neighbourhood"),
+        check_layer=_check_two_units,
+        formula="mean neighbour distance",
+        description="Truong & Hasson: mean distance between neighbouring units' responses over the batch.",
+    )
+)

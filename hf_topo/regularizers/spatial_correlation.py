@@ -32,6 +32,8 @@ import hashlib
 
 import torch
 
+from .registry import ActivationSheet, RegularizerSpec, register_regularizer
+
 __all__ = [
     "ACCUMULATIONS",
     "neighbourhood_centres",
@@ -154,3 +156,69 @@ def spatial_correlation_loss(
         )
         losses = 0.5 * (1.0 - corr)
         return losses.mean() if accumulation == "mean" else losses.max()
+
+
+# ---- registration ------------------------------------------------------------------------------------------------
+
+#: At most this many TopoLM neighbourhoods per layer in a post-hoc measurement (a fixed, seeded draw).
+POSTHOC_NEIGHBOURHOODS = 64
+
+
+def _spatial_correlation_of_layer(activations: ActivationSheet, config) -> torch.Tensor:
+    height, width = activations.sheet.height, activations.sheet.width
+    generator = activations.generator if activations.generator is not None else neighbourhood_generator(0)
+    neighbourhoods = sample_neighbourhoods(
+        height, width, config.radius, config.neighbourhoods_per_batch, generator
+    )  # (neighbourhoods_per_batch, (2r - 1)^2)
+    return spatial_correlation_loss(activations.responses, width, neighbourhoods, config.accumulation)
+
+
+def _check_spatial_correlation_layer(sheet, _module, config) -> None:
+    centres = len(neighbourhood_centres(sheet.height, sheet.width, config.radius))
+    if config.neighbourhoods_per_batch > centres:
+        raise ValueError(
+            f"neighbourhoods_per_batch={config.neighbourhoods_per_batch} exceeds the {centres} "
+            f"neighbourhood centres of radius {config.radius} on its {sheet.height}x{sheet.width} "
+            "sheet; draw fewer neighbourhoods or use a smaller radius."
+        )
+
+
+def _measure_spatial_correlation(layers, activations, settings) -> tuple[dict[str, float], dict]:
+    """TopoLM's loss of the given responses on a fixed draw of up to :data:`POSTHOC_NEIGHBOURHOODS` neighbourhoods of
+    every layer, with the settings' radius clipped to the largest that fits every sheet (the radius used is
+    recorded with the value)."""
+    radius = min([settings.radius] + [(min(layer.sheet.height, layer.sheet.width) + 1) // 2 for layer in layers])
+    if radius < 2:
+        raise ValueError("spatial_correlation needs sheets of at least 3x3 units to measure on.")
+    per_layer: dict[str, float] = {}
+    counts = []
+    for index, layer in enumerate(layers):
+        if activations is None or layer.name not in activations:
+            raise ValueError(
+                f"spatial_correlation needs the activations of {layer.name!r}: pass "
+                "activations=collect_activations(model, text, layers)."
+            )
+        height, width = layer.sheet.height, layer.sheet.width
+        count = min(POSTHOC_NEIGHBOURHOODS, len(neighbourhood_centres(height, width, radius)))
+        windows = sample_neighbourhoods(height, width, radius, count, neighbourhood_generator(0, index))
+        per_layer[layer.name] = float(
+            spatial_correlation_loss(activations[layer.name], width, windows, settings.accumulation)
+        )
+        counts.append(count)
+    return per_layer, {"radius": radius, "neighbourhoods": max(counts), "accumulation": settings.accumulation}
+
+
+register_regularizer(
+    RegularizerSpec(
+        name="spatial_correlation",
+        display_name="TopoLM spatial correlation",
+        reads="activations",
+        layer_loss=_spatial_correlation_of_layer,
+        settings=("radius", "neighbourhoods_per_batch", "accumulation"),
+        draws_neighbourhoods=True,
+        check_layer=_check_spatial_correlation_layer,
+        measure_posthoc=_measure_spatial_correlation,
+        formula="0.5·(1 − corr(r, 1/(1+d)))",
+        description="TopoLM (Rathi et al.): local activation correlations pushed to follow 1 / (1 + distance).",
+    )
+)
