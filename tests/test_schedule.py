@@ -110,3 +110,110 @@ def test_tau_at_combines_base_tau_and_schedule():
     assert TopoConfig(tau_schedule=TauSchedule.parse("warmup:2")).tau_at(1) == 0.5
     with pytest.raises(ValueError, match="Cannot read τ schedule phase"):
         TopoConfig(tau_schedule="warmup")
+
+
+# ---- the authors' topoloss scheduler JSON (topoloss main: TauScheduler, ChainedTauScheduler) ----------------------
+
+
+def _topoloss_tau(entries, step):
+    """τ of topoloss main's ChainedTauScheduler after ``step`` calls of ``step()`` (its ``get_current_tau()``), restated
+    from its scheduler.py: find the ramp that holds ``step``, else the last ramp at its ``num_steps``; a linear ramp is
+    ``start + (end − start)·k/n`` (``end`` once ``k >= n``), a cosine decay ``end + (start − end)·½(1 + cos(πk/n))``."""
+    remaining = step
+    for entry in entries:
+        if remaining < entry["num_steps"]:
+            break
+        remaining -= entry["num_steps"]
+    else:
+        entry, remaining = entries[-1], entries[-1]["num_steps"]
+    start, end, n = entry["start_value"], entry["end_value"], entry["num_steps"]
+    if entry["mode"] == "cosine_decay":
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * remaining / n))
+    return end if remaining >= n else start + (end - start) * remaining / n
+
+
+# The README example of topoloss main (linear warmup, then cosine decay), as ChainedTauScheduler.save_json writes it.
+TOPOLOSS_README_CHAIN = [
+    {"start_value": 0.0, "end_value": 1.0, "num_steps": 100, "mode": "linear"},
+    {"start_value": 1.0, "end_value": 0.0, "num_steps": 100, "mode": "cosine_decay"},
+]
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.5])
+def test_topoloss_chain_gives_the_same_tau_at_every_step(tmp_path, tau):
+    chain = [{k: v * tau if k.endswith("_value") else v for k, v in e.items()} for e in TOPOLOSS_README_CHAIN]
+    path = tmp_path / "scheduler.json"
+    path.write_text(json.dumps(chain, indent=4))
+    config = TopoConfig(tau=tau, tau_schedule=TauSchedule.from_topoloss_json(path, tau=tau))
+    for step in range(0, 260):
+        assert config.tau_at(step) == pytest.approx(_topoloss_tau(chain, step), rel=1e-12, abs=1e-12), step
+    assert config.tau_at(10**6) == pytest.approx(0.0, abs=1e-12)
+    assert config.tau_at(50) == pytest.approx(0.5 * tau) and config.tau_at(150) == pytest.approx(0.5 * tau)
+
+
+def test_our_schedule_written_for_topoloss_gives_the_same_tau(tmp_path):
+    schedule = TauSchedule.parse("warmup:10,constant:5,cosine:10:0.1,linear:4:0.1:0.3,constant")
+    path = tmp_path / "chain.json"
+    schedule.save_topoloss_json(path, tau=4.0)
+    written = json.loads(path.read_text())
+    assert written == [
+        {"start_value": 0.0, "end_value": 4.0, "num_steps": 10, "mode": "linear"},
+        {"start_value": 4.0, "end_value": 4.0, "num_steps": 5, "mode": "linear"},
+        {"start_value": 4.0, "end_value": pytest.approx(0.4), "num_steps": 10, "mode": "cosine_decay"},
+        {"start_value": pytest.approx(0.4), "end_value": pytest.approx(1.2), "num_steps": 4, "mode": "linear"},
+        {"start_value": pytest.approx(1.2), "end_value": pytest.approx(1.2), "num_steps": 1, "mode": "linear"},
+    ]
+    for step in range(0, 60):
+        assert 4.0 * schedule.multiplier(step) == pytest.approx(_topoloss_tau(written, step), rel=1e-12), step
+    # Read back: the same multipliers at every step, and the same phases except the open-ended tail (one held step).
+    back = TauSchedule.from_topoloss_json(path, tau=4.0)
+    assert [back.multiplier(s) for s in range(60)] == pytest.approx([schedule.multiplier(s) for s in range(60)])
+    for ours, read in zip(schedule.phases[:4], back.phases[:4], strict=True):
+        assert (read.kind, read.steps) == (ours.kind, ours.steps)
+        assert (read.start, read.end) == pytest.approx((ours.start, ours.end), abs=1e-15)
+    tail = back.phases[4]
+    assert (tail.kind, tail.steps, tail.start, tail.end) == ("constant", 1, pytest.approx(0.3), pytest.approx(0.3))
+    # topoloss -> hf_topo -> topoloss is exact.
+    assert TauSchedule.from_topoloss(TOPOLOSS_README_CHAIN).to_topoloss() == TOPOLOSS_README_CHAIN
+    assert TauSchedule().to_topoloss(2.0) == [{"start_value": 2.0, "end_value": 2.0, "num_steps": 1, "mode": "linear"}]
+    assert TopoConfig(tau=2.0).tau_at(7) == 2.0 == _topoloss_tau(TauSchedule().to_topoloss(2.0), 7)
+
+
+def test_single_topoloss_scheduler():
+    # A single linear TauScheduler holds end_value after num_steps, as ours does.
+    single = {"start_value": 0.2, "end_value": 1.0, "num_steps": 8, "mode": "linear"}
+    schedule = TauSchedule.from_topoloss(single)
+    assert [schedule.multiplier(s) for s in range(12)] == pytest.approx(
+        [_topoloss_tau([single], s) for s in range(12)]
+    )
+    assert schedule.phases == (TauPhase("linear", 8, 0.2, 1.0),)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"start_value": 1.0, "end_value": 0.0, "num_steps": 8, "mode": "cosine_decay"}, "keeps following the cosine"),
+        ([{"start_value": 0.0, "end_value": 1.0, "num_steps": 8, "mode": "cosine_decay"}], "needs end_value < start"),
+        ([{"start_value": 0.0, "end_value": 1.0, "num_steps": 0, "mode": "linear"}], "num_steps=0"),
+        ([{"start_value": 0.0, "end_value": 1.0, "num_steps": 4, "mode": "step"}], "mode='step'"),
+        ([{"start_value": 0.0, "end_value": 1.0, "num_steps": 4}], "expected exactly the keys"),
+        ([{"start_value": -1.0, "end_value": 1.0, "num_steps": 4, "mode": "linear"}], "finite number >= 0"),
+        ([], "non-empty list"),
+    ],
+)
+def test_topoloss_schedules_we_cannot_express_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        TauSchedule.from_topoloss(data)
+
+
+def test_our_schedules_topoloss_cannot_express_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"cosine from 0.2 to 1.*only decays"):
+        TauSchedule.parse("linear:2:0:0.2,cosine:4:1").to_topoloss()
+    with pytest.raises(ValueError, match="constant at 1 but ends at 0.5"):
+        TauSchedule((TauPhase("constant", 3, 1.0, 0.5),)).to_topoloss()
+    with pytest.raises(ValueError, match="must be a finite number > 0"):
+        TauSchedule.from_topoloss(TOPOLOSS_README_CHAIN, tau=0.0)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        TauSchedule.from_topoloss_json(bad)
