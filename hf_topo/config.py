@@ -195,6 +195,14 @@ def _check_record(data: dict[str, Any], source: str | None) -> None:
         raise ValueError(_malformed(source, "; ".join(problems)))
 
 
+def _unknown(loss: str) -> str:
+    try:
+        get_regularizer(loss)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
 def _regex_or_suffixes(patterns: Any) -> Any:
     """``patterns`` as :func:`hf_topo.targets.find_target_modules` takes them: a list of suffixes or one regex string,
     where a list of the single entry ``"re:REGEX"`` (how a regex is written on the command line) is the regex."""
@@ -473,6 +481,10 @@ class TopoConfig:
             data.pop(key, None)
         if not saved:  # constructor arguments: their own errors say what to change
             return cls._from_settings(data)
+        if data["loss"] not in registered_regularizers():  # a custom regularizer, not registered in this process
+            raise ValueError(
+                f"The '{TOPOGRAPHY_KEY}' record{f' of {source}' if source else ''}: " + _unknown(data["loss"])
+            )
         try:
             return cls._from_settings(data)
         except (TypeError, ValueError) as err:
