@@ -49,6 +49,7 @@ __all__ = [
     "CorticalSheet",
     "LayerKind",
     "register_layer_kind",
+    "unregister_layer_kind",
     "get_layer_kind",
     "layer_kinds",
     "find_layer_kind",
@@ -182,6 +183,12 @@ def register_layer_kind(
             )
     _LAYER_KINDS[kind.name] = kind
     return kind
+
+
+def unregister_layer_kind(name: str) -> LayerKind:
+    """Remove a registered layer kind and return it (for tests and notebooks that register their own)."""
+    get_layer_kind(name)
+    return _LAYER_KINDS.pop(name)
 
 
 def layer_kinds() -> tuple[LayerKind, ...]:
