@@ -165,4 +165,4 @@ def test_old_module_paths_warn_and_give_the_same_objects():
         assert shim.__all__ == new.__all__
         for name in new.__all__:
             assert getattr(shim, name) is getattr(new, name)
-    assert model.TopoLoss is model.TopoRegularizer is hf_topo.TopoLoss
+    assert model.TopoRegularizer is hf_topo.TopoRegularizer

@@ -6,6 +6,7 @@ module                              what it holds
 ``laplacian_pyramid``               TopoLoss (Deb, Deb & Murty): ``1 − mean_u cos(C_u, blur(C)_u)`` of one sheet
 ``similarity``                      Weight / Activation Similarity (Truong & Hasson): neighbour distances on a sheet
 ``bias_map``                        TopoLoss of a layer's bias on its output sheet (``topoloss``'s bias sheet)
+``topoloss``                        TopoLoss registered as ``laplacian_pyramid``: a layer's weight sheet and bias map
 ``spatial_correlation``             TopoLM's spatial loss (Rathi et al.): activation correlations vs. inverse distance
 ``registry``                        :class:`~hf_topo.regularizers.registry.RegularizerSpec` of each regularizer,
                                     :func:`register_regularizer` / :func:`get_regularizer`
@@ -14,13 +15,26 @@ module                              what it holds
 ==================================  ==============================================================================
 
 Each regularizer registers itself in its module (name, display name, weights or activations, settings, the layer
-function): the four built-ins are ``laplacian_pyramid`` (TopoLoss), ``weight_similarity``, ``activation_similarity``
-and ``spatial_correlation``. Register another with :func:`register_regularizer`.
+function): the four built-ins are ``laplacian_pyramid`` (TopoLoss, in ``topoloss``), ``weight_similarity``,
+``activation_similarity`` and ``spatial_correlation``, registered in that order by the imports below (which is why
+they are not sorted). Register another with :func:`register_regularizer`.
 
 The pure functions are re-exported here; the model-level class is imported from :mod:`hf_topo` or
 :mod:`hf_topo.regularizers.model` (it needs :mod:`hf_topo.config`, which needs the constants of the math modules).
 """
 
+# isort: off
+# The registration order is the registry's order (TopoLoss, WS, AS, TopoLM): topoloss, similarity, spatial_correlation.
+from .topoloss import topoloss_of_layer
+from .similarity import DISTANCES, neighbour_distance_loss, neighbour_offsets, neighbour_pair_count
+from .spatial_correlation import (
+    ACCUMULATIONS,
+    neighbourhood_centres,
+    sample_neighbourhoods,
+    spatial_correlation_loss,
+)
+
+# isort: on
 from .bias_map import bias_map_loss
 from .laplacian_pyramid import (
     INTERPOLATION_MODES,
@@ -38,13 +52,6 @@ from .registry import (
     register_regularizer,
     registered_regularizers,
     unregister_regularizer,
-)
-from .similarity import DISTANCES, neighbour_distance_loss, neighbour_offsets, neighbour_pair_count
-from .spatial_correlation import (
-    ACCUMULATIONS,
-    neighbourhood_centres,
-    sample_neighbourhoods,
-    spatial_correlation_loss,
 )
 
 __all__ = [
@@ -70,4 +77,5 @@ __all__ = [
     "sample_neighbourhoods",
     "spatial_correlation_loss",
     "sheet_cosine_loss",
+    "topoloss_of_layer",
 ]

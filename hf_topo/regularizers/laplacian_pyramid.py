@@ -27,8 +27,6 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from .registry import RegularizerSpec, WeightSheet, register_regularizer
-
 __all__ = [
     "INTERPOLATION_MODES",
     "blur_matrices",
@@ -502,35 +500,3 @@ def laplacian_pyramid_loss(
     the reference takes them positionally as ``(factor_w, factor_h)``: ported code cannot swap them silently.
     """
     return sheet_cosine_loss(cortical_sheet, True, factor_h, factor_w, interpolation)
-
-
-# ---- registration ------------------------------------------------------------------------------------------------
-
-
-def _topoloss_of_layer(weights: WeightSheet, config) -> torch.Tensor:
-    """A layer's TopoLoss; with ``include_bias``, the mean of its weight sheet's and its bias map's (the reference's
-    ``LaplacianPyramid`` and ``LaplacianPyramidOnBias`` values of the layer)."""
-    blur = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
-    value = sheet_cosine_loss(weights.tensor, weights.units_first, **blur)
-    if weights.bias_map is None:
-        return value
-    from .bias_map import bias_map_loss  # bias_map imports this module's blur
-
-    return (value + bias_map_loss(weights.bias_map, **blur)) / 2
-
-
-register_regularizer(
-    RegularizerSpec(
-        name="laplacian_pyramid",
-        display_name="TopoLoss",
-        reads="weights",
-        layer_loss=_topoloss_of_layer,
-        settings=("factor_h", "factor_w", "interpolation"),
-        bias_map=True,
-        check_layer=lambda sheet, _module, config: check_blur_arguments(
-            sheet.height, sheet.width, config.factor_h, config.factor_w, config.interpolation
-        ),
-        formula="1 − mean cos",
-        description="TopoLoss (Deb, Deb & Murty): 1 - mean cosine of each unit's weights with their blur.",
-    )
-)
