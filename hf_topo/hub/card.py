@@ -61,30 +61,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: How a model card words a regularizer's settings (by the settings its spec names; others get a row per setting).
+_SETTING_ROWS = {
+    ("factor_h", "factor_w", "interpolation"): lambda topo: [
+        ("downsampling factors φh × φw", f"{_fmt(topo.factor_h)} × {_fmt(topo.factor_w)}"),
+        ("blur interpolation", topo.interpolation),
+    ],
+    ("radius", "neighbourhoods_per_batch", "accumulation"): lambda topo: [
+        (
+            "radius, neighbourhoods per batch, accumulation",
+            f"{topo.radius}, {topo.neighbourhoods_per_batch}, {topo.accumulation}",
+        )
+    ],
+    ("distance", "neighbourhood"): lambda topo: [
+        ("distance, neighbourhood radius", f"{topo.distance}, {topo.neighbourhood}")
+    ],
+}
+
+
 def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str, str]]:
     tau = record.get("tau") or {}
-    name = topo.regularizer.display_name
-    rows = [
-        ("loss", f"{name} (blur-and-cosine, eq. 1)" if topo.loss == "laplacian_pyramid" else f"{name} ({topo.loss})")
-    ]
+    spec = topo.regularizer
+    name = spec.display_name
+    rows = [("loss", f"{name} ({topo.loss}: {spec.formula})" if spec.formula else f"{name} ({topo.loss})")]
     rows.append(("τ (weight of the topographic term)", _fmt(topo.tau)))
     rows.append(("τ schedule (multiplier over optimizer steps)", topo.tau_schedule.describe()))
     if tau.get("at_step") is not None:
         rows.append(("τ at the saved step", f"{_fmt(tau.get('current'))} (step {tau['at_step']})"))
-    if topo.loss == "laplacian_pyramid":
-        rows.append(("downsampling factors φh × φw", f"{_fmt(topo.factor_h)} × {_fmt(topo.factor_w)}"))
-        rows.append(("blur interpolation", topo.interpolation))
-        if topo.include_bias:
-            rows.append(("bias map", "included (mean of the weight sheet's and the bias map's TopoLoss)"))
-    elif topo.loss == "spatial_correlation":
-        rows.append(
-            (
-                "radius, neighbourhoods per batch, accumulation",
-                f"{topo.radius}, {topo.neighbourhoods_per_batch}, {topo.accumulation}",
-            )
-        )
-    else:
-        rows.append(("distance, neighbourhood radius", f"{topo.distance}, {topo.neighbourhood}"))
+    settings = _SETTING_ROWS.get(spec.settings)
+    rows.extend(settings(topo) if settings else [(key, _fmt(getattr(topo, key))) for key in spec.settings])
+    if topo.include_bias:
+        rows.append(("bias map", "included (mean of the weight sheet's and the bias map's TopoLoss)"))
     if topo.sheet != "output":
         rows.append(("units on the sheet", f"{topo.sheet} (input units / the hidden states a target receives)"))
     targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
