@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_topo import TopoConfig, TopoLoss
-from hf_topo.models import MODEL_PRESETS, apply_overrides, build_model, check_model_source, preset_config
-from hf_topo.presets import default_target_modules
+from hf_topo import TopoConfig, TopoRegularizer
+from hf_topo.models import apply_overrides, build_model, check_model_source, preset_config
+from hf_topo.presets import MODEL_PRESETS, default_target_modules
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_preset_sheets(preset, n_layers, sheet):
     config = preset_config(preset, vocab_size=50257, block_size=128)
     with torch.device("meta"):  # shapes only: no memory for the 125M-parameter presets
         model = AutoModelForCausalLM.from_config(config)
-    layers = TopoLoss(TopoConfig(target_modules=default_target_modules(model))).layers(model)
+    layers = TopoRegularizer(TopoConfig(target_modules=default_target_modules(model))).layers(model)
     assert len(layers) == n_layers
     assert {layer.sheet.shape for layer in layers} == {sheet}
     assert layers[0].sheet.layer_type == ("Conv1D" if "gpt2" in preset else "Linear")
