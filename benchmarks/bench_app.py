@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from _common import default_output, device_info, device_line, write_json  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from hf_topo import TopoConfig, TopoLoss  # noqa: E402
+from hf_topo import TopoConfig, TopoRegularizer  # noqa: E402
 from hf_topo.app import TopoNetExplorer  # noqa: E402
 from hf_topo.data import train_bpe_tokenizer  # noqa: E402
 
@@ -76,7 +76,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=args.n_layer, n_embd=args.n_embd, n_head=max(1, args.n_embd // 64)))
-    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
+    TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
     tokenizer = train_bpe_tokenizer([_toy_corpus()], vocab_size=2000)
     explorer = TopoNetExplorer(model, tokenizer)
     layer = explorer.layer_names[len(explorer.layer_names) // 2]

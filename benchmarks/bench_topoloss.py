@@ -8,7 +8,7 @@ Three implementations run on identical weights (same seed):
 
 * reference: ``topoloss.TopoLoss([LaplacianPyramid(f"layers.{i}", factor_h=3, factor_w=3), ...])`` over
   ``--layers`` ``nn.Linear(768, 3072)`` layers, ``.compute(model)`` then ``.backward()``;
-* hf_topo on the same ``nn.Linear`` layers: ``hf_topo.TopoLoss(TopoConfig(target_modules=[...]))``;
+* hf_topo on the same ``nn.Linear`` layers: ``hf_topo.TopoRegularizer(TopoConfig(target_modules=[...]))``;
 * hf_topo on transformers' ``Conv1D`` layers holding the transposed weights (GPT-2's real layout).
 
 Parity first: the loss values must agree with the reference to ``--value_tol`` (1e-6) and every layer's gradient
@@ -53,7 +53,7 @@ from _common import default_output, device_info, device_line, synchronize, write
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 
 #: (implementation, layer type) of each row, the reference first.
 CASES: tuple[tuple[str, str], ...] = (("reference", "Linear"), ("hf_topo", "Linear"), ("hf_topo", "Conv1D"))
@@ -147,7 +147,7 @@ def make_loss(impl: str, stack: Stack, args: argparse.Namespace) -> Callable[[],
             [LaplacianPyramid(layer_name=name, factor_h=args.factor, factor_w=args.factor) for name in names]
         )
         return lambda: reference.compute(stack)
-    ours = TopoLoss(TopoConfig(target_modules=names, factor_h=args.factor, factor_w=args.factor))
+    ours = TopoRegularizer(TopoConfig(target_modules=names, factor_h=args.factor, factor_w=args.factor))
     return lambda: ours(stack)
 
 

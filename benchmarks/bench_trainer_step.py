@@ -47,7 +47,7 @@ from transformers import (
 from transformers import logging as hf_logging
 from transformers.trainer_callback import PrinterCallback
 
-from hf_topo import TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
+from hf_topo import TopoConfig, TopoRegularizer, TopoTrainer, TopoTrainingArguments
 
 TARGET_MODULES = ["mlp.c_fc"]
 OVERHEAD_GOAL_PCT = 1.0
@@ -137,7 +137,7 @@ def train_once(
 def topoloss_alone_ms(args: argparse.Namespace) -> list[float]:
     """Milliseconds of one TopoLoss forward+backward on the model's target layers (after two warm-up passes)."""
     model = build_model(args).to(args.device)
-    topo = TopoLoss(TopoConfig(target_modules=TARGET_MODULES))
+    topo = TopoRegularizer(TopoConfig(target_modules=TARGET_MODULES))
     times = []
     for index in range(2 + args.topo_repeats):
         model.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.analysis import (
     TokenBatch,
     add_weight_noise_,
@@ -324,7 +324,7 @@ def test_activations_are_the_layer_outputs_and_respect_the_budget(tiny_gpt2):
 
 def test_layers_from_metadata_inferred_and_shared_with_a_baseline(make_gpt2):
     toponet, baseline = make_gpt2(seed=0), make_gpt2(seed=1)
-    TopoLoss(TopoConfig(tau=1.0)).config_for(toponet).attach_to(toponet.config)
+    TopoRegularizer(TopoConfig(tau=1.0)).config_for(toponet).attach_to(toponet.config)
     layers = topographic_layers(toponet)
     assert [layer.name for layer in layers] == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
     same = topographic_layers(baseline, TopoConfig.from_pretrained(toponet))

@@ -13,7 +13,7 @@ import torch
 from _scripts import run_script
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_topo import TopoConfig, TopoLoss, topolm_targets
+from hf_topo import TopoConfig, TopoRegularizer, topolm_targets
 from hf_topo.analysis import (
     AnalysisSettings,
     TokenBatch,
@@ -156,7 +156,7 @@ def test_hf_topo_analyze_a_topolm_model_end_to_end(tmp_path):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=36, n_layer=2, n_head=2))
     config = TopoConfig(loss="spatial_correlation", radius=2, tau=1.0, **topolm_targets(model))
-    TopoLoss(config).config_for(model).attach_to(model.config)
+    TopoRegularizer(config).config_for(model).attach_to(model.config)
     model.save_pretrained(tmp_path / "topolm")
     tokenizer.save_pretrained(tmp_path / "topolm")
     (tmp_path / "text.txt").write_text(corpus)
@@ -186,9 +186,9 @@ def test_analyze_refuses_to_save_a_downsampled_topolm_model(make_gpt2, tmp_path)
     from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
 
     model = make_gpt2(n_embd=36)
-    TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
-        model.config
-    )
+    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(
+        model
+    ).attach_to(model.config)
     tokenizer = train_bpe_tokenizer(["the cat saw the dog near the river. " * 20], vocab_size=300)
     model.save_pretrained(tmp_path / "topolm")
     tokenizer.save_pretrained(tmp_path / "topolm")

@@ -14,7 +14,7 @@ from _scripts import run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import hf_topo  # noqa: F401  (registers the downsampled model classes, as a user's `import hf_topo` does)
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.analysis import (
     AnalysisSummary,
     load_text_blocks,
@@ -100,7 +100,7 @@ def models(tmp_path_factory):
     tokenizer = train_bpe_tokenizer([CORPUS], vocab_size=300)
     toponet = _planted_toponet(tokenizer)
     baseline = _shuffled_twin(toponet)
-    TopoLoss(TopoConfig(tau=1.0)).config_for(toponet).attach_to(toponet.config)
+    TopoRegularizer(TopoConfig(tau=1.0)).config_for(toponet).attach_to(toponet.config)
     paths = {}
     for name, model in (("toponet", toponet), ("baseline", baseline)):
         model.save_pretrained(root / name)
@@ -209,7 +209,7 @@ def test_planted_topography_is_found_in_the_model_and_not_in_its_shuffled_twin(m
     report, _ = full_run
     model, baseline = report["summary"], report["baseline_summary"]
     loaded = {name: AutoModelForCausalLM.from_pretrained(models[name]).eval() for name in ("toponet", "baseline")}
-    topo_loss = {name: TopoLoss(TopoConfig(tau=1.0)).evaluate(m)[0].item() for name, m in loaded.items()}
+    topo_loss = {name: TopoRegularizer(TopoConfig(tau=1.0)).evaluate(m)[0].item() for name, m in loaded.items()}
     assert topo_loss["toponet"] < 0.5 * topo_loss["baseline"]  # the plant itself, as TopoLoss sees it
 
     for key in ("smoothness", "weight_smoothness", "morans_i", "selectivity_morans_i"):

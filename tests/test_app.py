@@ -14,7 +14,7 @@ import torch
 from _scripts import offline_env
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.app import TopoNetExplorer, parse_stimuli, write_space_folder
 from hf_topo.data import train_bpe_tokenizer
 
@@ -31,7 +31,7 @@ def _gpt2(tokenizer, seed: int, topography: bool) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2))
     if topography:
-        TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
+        TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
     return model.eval()
 
 
@@ -362,9 +362,9 @@ def test_a_topolm_model_shows_its_responses_and_says_why_it_has_no_weight_map(to
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=36, n_layer=2, n_head=2))
-    TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
-        model.config
-    )
+    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(
+        model
+    ).attach_to(model.config)
     topolm = TopoNetExplorer(model.eval(), tokenizer, output_dir=tmp_path)
     layer = topolm.layer_names[0]
     responses, _ = topolm.token_responses("the cat sat on the mat", layer)

@@ -67,14 +67,14 @@ def served_app(tmp_path_factory):
     """`hf-topo app` serving a tiny GPT-2 TopoNet (sheets recorded with τ=1) on a free localhost port; stopped after."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from hf_topo import TopoConfig, TopoLoss
+    from hf_topo import TopoConfig, TopoRegularizer
     from hf_topo.data import train_bpe_tokenizer
 
     model_dir = tmp_path_factory.mktemp("browser") / "toponet"
     tokenizer = train_bpe_tokenizer([CORPUS], vocab_size=300)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2))
-    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
+    TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], tau=1.0)).config_for(model).attach_to(model.config)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
 

@@ -164,9 +164,9 @@ def test_unsafe_models_and_bad_targets_are_refused_before_any_change():
 def test_the_record_of_a_toponet_keeps_its_training_and_adds_the_arrangement():
     model = build_gpt2()
     TopoConfig(target_modules=["mlp.c_fc"], tau=4.0).attach_to(model.config, step=7)
-    from hf_topo import TopoLoss
+    from hf_topo import TopoRegularizer
 
-    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=4.0)).config_for(model).attach_to(model.config, step=7)
+    TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], tau=4.0)).config_for(model).attach_to(model.config, step=7)
     arrange_units(model, max_rounds=3, seed=11, progress=False)
     arrange_units(model, max_rounds=3, seed=12, progress=False)
     record = model.config.topography

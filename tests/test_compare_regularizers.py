@@ -143,7 +143,7 @@ def test_each_regularizer_lowers_its_own_post_hoc_value_below_the_baseline(compa
 def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
     """The two sheets of topoloss that the table's post-hoc columns do not read: each model's own TopoLoss, on the
     sheets its record names (c_fc's input sheet; c_fc's output sheet plus its bias map), against the baseline's."""
-    from hf_topo import TopoConfig, TopoLoss
+    from hf_topo import TopoConfig, TopoRegularizer
 
     models = {m["name"]: m for m in comparison["models"]}
     own = TopoConfig.from_pretrained(models[name]["output_dir"])
@@ -152,7 +152,9 @@ def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
     for model_name in (name, "baseline"):
         model = AutoModelForCausalLM.from_pretrained(models[model_name]["output_dir"], dtype=torch.float32)
         values[model_name] = (
-            TopoLoss(TopoConfig.from_dict(own.to_dict() | {"layers": None})).compute(model, with_grad=False)[0].item()
+            TopoRegularizer(TopoConfig.from_dict(own.to_dict() | {"layers": None}))
+            .compute(model, with_grad=False)[0]
+            .item()
         )
     assert values[name] < 0.5 * values["baseline"]
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_topo import TOPOGRAPHY_KEY, CorticalSheet, TauSchedule, TopoConfig, TopoLoss, __version__
+from hf_topo import TOPOGRAPHY_KEY, CorticalSheet, TauSchedule, TopoConfig, TopoRegularizer, __version__
 from hf_topo.config import SCHEMA_VERSION
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
@@ -123,7 +123,7 @@ def test_from_pretrained_needs_metadata(tmp_path, tiny_gpt2):
 
 
 def test_saved_metadata_round_trip(tmp_path, tiny_gpt2):
-    topo = TopoLoss(TopoConfig(tau=2.0, factor_w=2.0, tau_schedule="warmup:4"))
+    topo = TopoRegularizer(TopoConfig(tau=2.0, factor_w=2.0, tau_schedule="warmup:4"))
     expected = topo.config_for(tiny_gpt2)
     expected.attach_to(tiny_gpt2.config, step=2)
     tiny_gpt2.save_pretrained(tmp_path)
@@ -139,7 +139,7 @@ def test_saved_metadata_round_trip(tmp_path, tiny_gpt2):
 
 
 def _save_with_metadata(model, path):
-    TopoLoss(TopoConfig()).config_for(model).attach_to(model.config)
+    TopoRegularizer(TopoConfig()).config_for(model).attach_to(model.config)
     model.save_pretrained(path)
     return path / "config.json"
 
@@ -171,13 +171,13 @@ def test_metadata_of_another_model_is_refused(tmp_path, make_gpt2):
         ValueError,
         match=r"'transformer.h.0.mlp.c_fc' says Conv1D sheet \(8, 16, 32\).*has Conv1D sheet \(12, 16, 48\)",
     ):
-        TopoLoss(stored).layers(wider)
+        TopoRegularizer(stored).layers(wider)
     with pytest.raises(ValueError, match=r"found in the model but not recorded: \['transformer.h.2.mlp.c_fc'\]"):
-        TopoLoss(stored).layers(make_gpt2(n_layer=3))
+        TopoRegularizer(stored).layers(make_gpt2(n_layer=3))
     with pytest.raises(ValueError, match=r"recorded but not found in the model: \['transformer.h.1.mlp.c_fc'\]"):
-        TopoLoss(stored).layers(make_gpt2(n_layer=1))
+        TopoRegularizer(stored).layers(make_gpt2(n_layer=1))
     # The same metadata on the matching model is fine.
-    assert len(TopoLoss(stored).layers(make_gpt2(n_embd=32, seed=5))) == 2
+    assert len(TopoRegularizer(stored).layers(make_gpt2(n_embd=32, seed=5))) == 2
 
 
 # ---- malformed records: each says what is wrong, never that the record is missing ---------------------------------

@@ -16,7 +16,7 @@ import torch
 from _scripts import ROOT, offline_env, run_script
 from safetensors.torch import load_file
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.distributed import check_activation_checkpointing, uses_reentrant_checkpointing
 
 SCRIPT = str(ROOT / "tests" / "distributed_train.py")
@@ -117,7 +117,7 @@ def test_evaluate_in_forward_equals_compute(make_gpt2, loss, checkpointing):
     batch = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
 
     reference = make_gpt2()
-    topo = TopoLoss(config)
+    topo = TopoRegularizer(config)
     expected, expected_layers = topo.compute(reference)
     (reference(batch, labels=batch).loss + 5.0 * expected).backward()
 
@@ -125,7 +125,7 @@ def test_evaluate_in_forward_equals_compute(make_gpt2, loss, checkpointing):
     model.train()
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    topo = TopoLoss(config)
+    topo = TopoRegularizer(config)
     with topo.evaluate_in_forward(model) as evaluated:
         task = model(batch, labels=batch).loss
     value, per_layer = topo.compute(model, evaluated=evaluated)
@@ -139,7 +139,7 @@ def test_evaluate_in_forward_equals_compute(make_gpt2, loss, checkpointing):
 
 def test_compute_needs_every_layer_from_the_forward(make_gpt2):
     model = make_gpt2()
-    topo = TopoLoss(TopoConfig())
+    topo = TopoRegularizer(TopoConfig())
     with topo.evaluate_in_forward(model) as evaluated:
         pass  # no forward ran
     with pytest.raises(ValueError, match="was not run by the forward inside `evaluate_in_forward`"):

@@ -19,7 +19,7 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.downsampling import (
     DOWNSAMPLING_KEY,
     TopoDownsampledGPT2LMHeadModel,
@@ -298,7 +298,7 @@ def test_downsampled_model_trains(tiny_gpt2):
 def test_recorded_topography_decides_sheets_and_interpolation(make_gpt2, tmp_path):
     model = make_gpt2()
     topo = TopoConfig(target_modules=["mlp.c_fc"], sheet_shape=(4, 32), interpolation="area", tau=2.0)
-    TopoLoss(topo).config_for(model).attach_to(model.config)
+    TopoRegularizer(topo).config_for(model).attach_to(model.config)
     small = downsample_model(model, 2)
     layer = small.transformer.h[0].mlp.c_fc
     assert (layer.height, layer.width, layer.reduced_height, layer.reduced_width) == (4, 32, 2, 16)
@@ -358,7 +358,7 @@ def test_wrong_model_class_already_downsampled_and_peft(tiny_gpt2):
     with pytest.raises(ValueError, match=r"already downsampled by \(2, 2\)"):
         downsample_model(small, 2)
     with pytest.raises(TypeError, match=r"comes from hf_topo.downsample_model .* use the original model"):
-        TopoLoss(TopoConfig())(small)  # no full sheet left to regularize or analyse
+        TopoRegularizer(TopoConfig())(small)  # no full sheet left to regularize or analyse
     from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(tiny_gpt2, LoraConfig(target_modules=["c_attn"], r=2, fan_in_fan_out=True))
@@ -678,7 +678,7 @@ def test_model_card_says_which_variant(make_gpt2):
     from hf_topo.hub.card import toponet_card
 
     model = make_gpt2()
-    TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], tau=5.0)).config_for(model).attach_to(model.config)
+    TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], tau=5.0)).config_for(model).attach_to(model.config)
     cards = {
         variant: str(toponet_card(downsample_model(model, 2, gains=gains)))
         for variant, gains in (("gains", True), ("paper", False))

@@ -13,7 +13,7 @@ from _scripts import ACCELERATE_ONE_CPU, offline_env, run_script
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.cli import finetune_lora
 from hf_topo.data import train_bpe_tokenizer, write_python_corpus
 from hf_topo.lora import load_lora_adapter, wrap_with_lora
@@ -40,7 +40,7 @@ def toponet(tmp_path_factory, corpus):
     """A tiny saved TopoNet (topography metadata with τ=2) and its tokenizer."""
     tokenizer = train_bpe_tokenizer([open(corpus).read()], vocab_size=300)
     model = _tiny_gpt2(len(tokenizer))
-    TopoLoss(TopoConfig(tau=2.0)).config_for(model).attach_to(model.config)
+    TopoRegularizer(TopoConfig(tau=2.0)).config_for(model).attach_to(model.config)
     path = tmp_path_factory.mktemp("toponet")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -144,7 +144,7 @@ def test_tau_through_the_adapter_on_c_fc(toponet, corpus, tmp_path):
     assert metrics["topo_loss_after"] < metrics["topo_loss_before"] - 0.01  # τ reached the sheet through B·A
     # TopoLoss of the LoRA-wrapped model equals TopoLoss of its merged weights, and its gradient reaches A and B.
     model = load_lora_adapter(AutoModelForCausalLM.from_pretrained(toponet), tmp_path / "topo", is_trainable=True)
-    topo = TopoLoss(TopoConfig.from_pretrained(AutoModelForCausalLM.from_pretrained(toponet)))
+    topo = TopoRegularizer(TopoConfig.from_pretrained(AutoModelForCausalLM.from_pretrained(toponet)))
     value = topo(model)
     value.backward()
     assert value.item() == pytest.approx(metrics["topo_loss_after"], abs=1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.analysis import collect_activations, regularizer_values, topographic_layers
 from hf_topo.config import LOSSES
 from hf_topo.regularizers.similarity import neighbour_distance_loss
@@ -22,7 +22,7 @@ def test_weight_losses_equal_the_training_regularizer(fixture, request):
     layers = topographic_layers(model, config)
     values = regularizer_values(layers, losses=["laplacian_pyramid", "weight_similarity"])
     for loss in ("laplacian_pyramid", "weight_similarity"):
-        topo = TopoLoss(TopoConfig(target_modules=config.target_modules, loss=loss))
+        topo = TopoRegularizer(TopoConfig(target_modules=config.target_modules, loss=loss))
         mean, per_layer = topo.compute(model, with_grad=False)
         assert values[loss].mean == pytest.approx(mean.item(), rel=1e-6)
         assert values[loss].per_layer == pytest.approx({n: v.item() for n, v in per_layer.items()}, rel=1e-6)

@@ -10,7 +10,7 @@ from topoloss.cortical_sheet.output import get_cortical_sheet_conv, get_cortical
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import CorticalSheet, TopoConfig, TopoLoss, as_cortical_sheet, most_square_shape
+from hf_topo import CorticalSheet, TopoConfig, TopoRegularizer, as_cortical_sheet, most_square_shape
 from hf_topo.sheet import effective_weight, layer_type_name, sheet_for_module, sheet_view
 
 
@@ -52,10 +52,10 @@ def test_fixed_sheet_shape():
 
 
 def test_sheet_shape_through_topoloss_config(tiny_gpt2):
-    layers = TopoLoss(TopoConfig(sheet_shape=(4, 32), factor_h=2)).layers(tiny_gpt2)
+    layers = TopoRegularizer(TopoConfig(sheet_shape=(4, 32), factor_h=2)).layers(tiny_gpt2)
     assert [layer.sheet.shape for layer in layers] == [(4, 32, 32), (4, 32, 32)]
     with pytest.raises(ValueError, match=r"'transformer.h.0.mlp.c_fc' has 128 output units"):
-        TopoLoss(TopoConfig(sheet_shape=(5, 25))).layers(tiny_gpt2)
+        TopoRegularizer(TopoConfig(sheet_shape=(5, 25))).layers(tiny_gpt2)
 
 
 def test_unsupported_layer_types():
@@ -65,18 +65,20 @@ def test_unsupported_layer_types():
         layer_type_name(nn.LayerNorm(4))
     model = nn.ModuleDict({"emb": nn.Embedding(10, 4), "fc": nn.Linear(4, 9)})
     with pytest.raises(TypeError, match=r"cannot carry a cortical sheet: emb \(Embedding\)"):
-        TopoLoss(target_modules=["emb"]).layers(model)
+        TopoRegularizer(target_modules=["emb"]).layers(model)
 
 
 def test_sheet_too_small_for_the_factors_names_the_layer():
     model = nn.ModuleDict({"proj": nn.Linear(4, 13)})  # prime: 1×13 sheet, cannot be downsampled 3× in height
     with pytest.raises(ValueError, match=r"Layer 'proj' \(13 units\): A 1x13 cortical sheet cannot be downsampled"):
-        TopoLoss(target_modules=["proj"]).layers(model)
+        TopoRegularizer(target_modules=["proj"]).layers(model)
     # With φh = 1 the same sheet is fine.
-    layers = TopoLoss(TopoConfig(target_modules=["proj"], factor_h=1)).layers(model)
+    layers = TopoRegularizer(TopoConfig(target_modules=["proj"], factor_h=1)).layers(model)
     assert layers[0].sheet.shape == (1, 13, 4)
     with pytest.raises(ValueError, match=r"Layer 'proj' \(16 units\): A 4x4 cortical sheet"):
-        TopoLoss(TopoConfig(target_modules=["proj"], factor_w=5)).layers(nn.ModuleDict({"proj": nn.Linear(4, 16)}))
+        TopoRegularizer(TopoConfig(target_modules=["proj"], factor_w=5)).layers(
+            nn.ModuleDict({"proj": nn.Linear(4, 16)})
+        )
 
 
 @pytest.mark.parametrize(

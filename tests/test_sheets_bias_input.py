@@ -14,7 +14,7 @@ from topoloss import LaplacianPyramid, LaplacianPyramidOnBias, LaplacianPyramidO
 from topoloss import TopoLoss as ReferenceTopoLoss
 from torch import nn
 
-from hf_topo import TopoConfig, TopoLoss, TopoTrainer, as_cortical_sheet, bias_map_loss
+from hf_topo import TopoConfig, TopoRegularizer, TopoTrainer, as_cortical_sheet, bias_map_loss
 from hf_topo.hub.card import toponet_card
 
 FACTORS = {"factor_h": 2.0, "factor_w": 3.0}  # unequal, so that a swap of the two would show
@@ -57,7 +57,7 @@ def test_linear_sheets_match_topoloss_in_value_and_gradient(settings, entry_clas
     reference.backward()
     expected = _grads(model)
     model.zero_grad()
-    ours = TopoLoss(TopoConfig(target_modules=["fc1", "fc2"], **FACTORS, **settings))(model)
+    ours = TopoRegularizer(TopoConfig(target_modules=["fc1", "fc2"], **FACTORS, **settings))(model)
     ours.backward()
     assert ours.item() == pytest.approx(reference.item(), abs=1e-6)
     got = _grads(model)
@@ -88,7 +88,7 @@ def test_conv1d_sheets_match_topoloss_on_the_equivalent_linear(make_gpt2, settin
     holder.fc = linear
     reference = _reference(holder, entry_classes, names=("fc",))
     reference.backward()
-    ours = TopoLoss(TopoConfig(target_modules=[r"h.0.mlp.c_fc"], **FACTORS, **settings))(gpt2)
+    ours = TopoRegularizer(TopoConfig(target_modules=[r"h.0.mlp.c_fc"], **FACTORS, **settings))(gpt2)
     ours.backward()
     assert ours.item() == pytest.approx(reference.item(), abs=1e-6)
     assert torch.allclose(conv.weight.grad, linear.weight.grad.T, atol=1e-7, rtol=1e-4)
@@ -98,7 +98,7 @@ def test_conv1d_sheets_match_topoloss_on_the_equivalent_linear(make_gpt2, settin
 
 def test_input_sheet_layout_and_bias_map_function(make_gpt2):
     gpt2 = make_gpt2()  # n_embd 32: c_fc Conv1D 32 → 128
-    topo = TopoLoss(TopoConfig(target_modules=["mlp.c_fc"], sheet="input", factor_h=2, factor_w=2))
+    topo = TopoRegularizer(TopoConfig(target_modules=["mlp.c_fc"], sheet="input", factor_h=2, factor_w=2))
     sheet = topo.layers(gpt2)[0].sheet
     assert (sheet.shape, sheet.units) == ((4, 8, 128), "input")
     conv = gpt2.transformer.h[0].mlp.c_fc
@@ -120,13 +120,13 @@ def test_bad_settings_fail_clearly(tiny_llama):
     with pytest.raises(
         ValueError, match=r"'model.layers.0.mlp.up_proj' .*include_bias=True, but the layer has no bias"
     ):
-        TopoLoss(TopoConfig(target_modules=["mlp.up_proj"], include_bias=True, factor_h=2, factor_w=2)).layers(
+        TopoRegularizer(TopoConfig(target_modules=["mlp.up_proj"], include_bias=True, factor_h=2, factor_w=2)).layers(
             tiny_llama
         )
     conv = nn.Module()
     conv.conv = nn.Conv2d(3, 16, 3)
     with pytest.raises(ValueError, match=r"an input sheet is defined for Linear and Conv1D layers only"):
-        TopoLoss(TopoConfig(target_modules=["conv"], sheet="input", factor_h=1, factor_w=1)).layers(conv)
+        TopoRegularizer(TopoConfig(target_modules=["conv"], sheet="input", factor_h=1, factor_w=1)).layers(conv)
 
 
 @pytest.mark.slow
@@ -140,8 +140,8 @@ def test_trainer_logs_saves_and_a_fresh_process_reads_the_setup(tmp_path, make_g
     assert len(logged) == 2 and {"topo_loss/h.0.mlp.c_fc", "topo_loss/h.1.mlp.c_fc"} <= set(logged[0])
     read = subprocess.run(
         [sys.executable, "-c", "import json, sys; from transformers import AutoModelForCausalLM; "
-         "from hf_topo import TopoConfig, TopoLoss; m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
-         "c = TopoConfig.from_pretrained(m); print(json.dumps([c.to_dict(), TopoLoss(c)(m).item()]))", str(tmp_path)],
+         "from hf_topo import TopoConfig, TopoRegularizer; m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
+         "c = TopoConfig.from_pretrained(m); print(json.dumps([c.to_dict(), TopoRegularizer(c)(m).item()]))", str(tmp_path)],
         env=offline_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     record, value = json.loads(read.stdout)

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import TopoConfig, TopoLoss, TopoTrainer
+from hf_topo import TopoConfig, TopoRegularizer, TopoTrainer
 from hf_topo.regularizers.similarity import DISTANCES, neighbour_distance_loss, neighbour_pair_count
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
@@ -91,7 +91,7 @@ def test_weight_similarity_is_the_same_on_linear_conv1d_and_conv2d_sheets():
     for module in (linear, conv1d, conv2d):
         model = nn.Sequential()
         model.add_module("layer", module)
-        topo = TopoLoss(TopoConfig(target_modules=["layer"], loss="weight_similarity", distance="correlation"))
+        topo = TopoRegularizer(TopoConfig(target_modules=["layer"], loss="weight_similarity", distance="correlation"))
         values.append(topo(model).item())
     expected = _pairwise_reference(linear.weight.detach().double().reshape(4, 6, 10).numpy(), "correlation", 1)
     assert values == pytest.approx([expected] * 3, rel=1e-5)
@@ -99,7 +99,7 @@ def test_weight_similarity_is_the_same_on_linear_conv1d_and_conv2d_sheets():
 
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_weight_similarity_decreases_when_optimized(tiny_gpt2, distance):
-    topo = TopoLoss(TopoConfig(loss="weight_similarity", distance=distance))
+    topo = TopoRegularizer(TopoConfig(loss="weight_similarity", distance=distance))
     params = [tiny_gpt2.get_submodule(name).weight for name in C_FC]
     optimizer = torch.optim.Adam(params, lr=1e-2)
     start = topo(tiny_gpt2).item()
@@ -122,7 +122,7 @@ def _activation_similarity(topo, model, batch):
 
 
 def test_activation_similarity_reads_the_pre_activations_and_excludes_padding(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     batch = _batch()
     batch["attention_mask"][:, 12:] = 0  # right padding
     value, per_layer = _activation_similarity(topo, tiny_gpt2, batch)
@@ -146,7 +146,7 @@ def test_activation_similarity_reads_the_pre_activations_and_excludes_padding(ti
 
 
 def test_activation_similarity_padding_positions_do_not_count(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     batch = _batch()
     batch["attention_mask"][:, 12:] = 0
     value = _activation_similarity(topo, tiny_gpt2, batch)[0].item()
@@ -158,7 +158,7 @@ def test_activation_similarity_padding_positions_do_not_count(tiny_gpt2):
 
 
 def test_activation_similarity_decreases_when_optimized(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     optimizer = torch.optim.Adam(tiny_gpt2.parameters(), lr=3e-3)
     batch = _batch()
     start = _activation_similarity(topo, tiny_gpt2, batch)[0].item()
@@ -170,7 +170,7 @@ def test_activation_similarity_decreases_when_optimized(tiny_gpt2):
 
 
 def test_evaluate_measures_activation_similarity_on_a_batch_in_eval_mode(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     batch = _batch()
     tiny_gpt2.train()
     value, per_layer = topo.evaluate(tiny_gpt2, batch)
@@ -180,7 +180,7 @@ def test_evaluate_measures_activation_similarity_on_a_batch_in_eval_mode(tiny_gp
     assert value.item() == pytest.approx(expected.item(), rel=1e-6) and set(per_layer) == set(C_FC)
     with pytest.raises(ValueError, match=r"measured on the activations of a batch: pass inputs="):
         topo.evaluate(tiny_gpt2)
-    weights = TopoLoss(TopoConfig(loss="weight_similarity"))
+    weights = TopoRegularizer(TopoConfig(loss="weight_similarity"))
     assert weights.evaluate(tiny_gpt2)[0].item() == pytest.approx(weights(tiny_gpt2).item(), rel=1e-6)
 
 
@@ -188,7 +188,7 @@ def test_activation_similarity_on_a_conv2d_sheet_counts_every_image_position():
     torch.manual_seed(4)
     model = nn.Sequential()
     model.add_module("conv", nn.Conv2d(3, 12, kernel_size=3, padding=1))
-    topo = TopoLoss(TopoConfig(target_modules=["conv"], loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(target_modules=["conv"], loss="activation_similarity"))
     images = torch.randn(2, 3, 5, 5)
     with topo.record_activations(model) as recorded:
         output = model(images)
@@ -201,7 +201,7 @@ def test_activation_similarity_on_a_conv2d_sheet_counts_every_image_position():
 
 
 def test_hooks_are_removed_after_recording(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     with topo.record_activations(tiny_gpt2) as recorded:
         tiny_gpt2(**_batch())
     assert set(recorded) == set(C_FC)
@@ -242,7 +242,7 @@ def test_activation_similarity_weighs_tau_per_optimizer_step(tmp_path, make_gpt2
         trainer.train()
         runs[name] = trainer
     start = make_gpt2()
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     one = torch.tensor([ids])
     _activation_similarity(topo, start, {"input_ids": one, "attention_mask": torch.ones_like(one)})[0].backward()
     w_as, w_base = _weights(runs["as"].model), _weights(runs["base"].model)
@@ -293,7 +293,7 @@ def test_bad_configuration_fails_clearly(tmp_path, tiny_gpt2):
         TopoConfig(neighbourhood=0)
     with pytest.raises(ValueError, match=r"topo_loss_type|loss='hebbian'"):
         _args(tmp_path, topo_loss_type="hebbian")
-    topo = TopoLoss(TopoConfig(loss="activation_similarity"))
+    topo = TopoRegularizer(TopoConfig(loss="activation_similarity"))
     with pytest.raises(ValueError, match=r"computed from the layers' activations .*record_activations"):
         topo(tiny_gpt2)
     with pytest.raises(ValueError, match=r"on layer 'transformer.h.0.mlp.c_fc': no activations of this layer"):

@@ -16,7 +16,7 @@ from _training import training_args
 from conftest import build_causal_lm
 from datasets import Dataset
 
-from hf_topo import TopoConfig, TopoLoss, TopoTrainer, spatial_correlation_loss, topolm_targets
+from hf_topo import TopoConfig, TopoRegularizer, TopoTrainer, spatial_correlation_loss, topolm_targets
 from hf_topo.regularizers.spatial_correlation import (
     neighbourhood_centres,
     neighbourhood_generator,
@@ -162,7 +162,7 @@ def test_bad_input_fails_clearly():
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neo", "gpt_neox", "llama"])
 def test_topolm_placement_reads_the_residual_stream_of_every_block(family, make_gpt2):
     model = make_gpt2(n_embd=36, n_layer=3) if family == "gpt2" else build_causal_lm(family, hidden_size=36)
-    topo = TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model)))
+    topo = TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model)))
     layers = topo.layers(model)
     n_layer = model.config.num_hidden_layers
     parallel = family == "gpt_neox" and model.config.use_parallel_residual
@@ -176,13 +176,13 @@ def test_topolm_placement_reads_the_residual_stream_of_every_block(family, make_
     assert len(after_blocks) == n_layer
     for i in range(n_layer - 1):
         assert torch.equal(after_blocks[i], hidden[i + 1])
-    outputs = TopoLoss(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model, "outputs")))
+    outputs = TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model, "outputs")))
     assert len(outputs.layers(model)) == 2 * n_layer
 
 
 def test_model_value_is_the_function_of_the_non_padding_hidden_states(make_gpt2):
     model = make_gpt2(n_embd=36)
-    topo = TopoLoss(
+    topo = TopoRegularizer(
         TopoConfig(loss="spatial_correlation", radius=2, neighbourhoods_per_batch=4, **topolm_targets(model))
     )
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -226,7 +226,7 @@ def test_tau_weighs_the_mean_over_micro_batches_of_one_optimizer_step(tmp_path, 
         moved[name] = {n: p.detach() for n, p in trainer.model.named_parameters()}
     # expected: lr·τ·mean_m ∇L(micro-batch m's neighbourhoods: keys (seed 0, step 0, m)) on the same sequences
     start = make_gpt2()
-    topo = TopoLoss(trainer.topo_config)
+    topo = TopoRegularizer(trainer.topo_config)
     batch = torch.tensor([ids] * (16 // accumulation))
     for micro_batch in range(accumulation):
         with topo.record_activations(start) as recorded:

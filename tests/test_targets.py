@@ -13,7 +13,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from hf_topo import TARGET_PRESETS, TopoConfig, TopoLoss, find_target_modules
+from hf_topo import TARGET_PRESETS, TopoConfig, TopoRegularizer, find_target_modules
 from hf_topo.targets import base_model_name, candidate_layer_names, matches_pattern
 
 
@@ -57,12 +57,12 @@ def test_regex_matching_is_a_fullmatch(tiny_gpt2):
 
 def test_no_match_lists_candidates(tiny_gpt2):
     with pytest.raises(ValueError) as info:
-        TopoLoss(target_modules=["mlp.fc_in"]).layers(tiny_gpt2)
+        TopoRegularizer(target_modules=["mlp.fc_in"]).layers(tiny_gpt2)
     message = str(info.value)
     assert "target_modules=['mlp.fc_in'] matches no Linear/Conv1D/Conv2d layer of GPT2LMHeadModel" in message
     assert "Candidates: 'attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'" in message
     with pytest.raises(ValueError, match=r"watch_modules=\['nothing'\] matches no .*'mlp.c_fc'"):
-        TopoLoss(TopoConfig(watch_modules=["nothing"])).layers(tiny_gpt2)
+        TopoRegularizer(TopoConfig(watch_modules=["nothing"])).layers(tiny_gpt2)
 
 
 def test_malformed_patterns(tiny_gpt2):
@@ -75,14 +75,14 @@ def test_malformed_patterns(tiny_gpt2):
 
 def test_unsupported_matches_are_type_errors(tiny_gpt2):
     with pytest.raises(TypeError, match=r"cannot carry a cortical sheet: transformer.wte \(Embedding\)"):
-        TopoLoss(target_modules=["wte"]).layers(tiny_gpt2)
+        TopoRegularizer(target_modules=["wte"]).layers(tiny_gpt2)
     # A suffix naming a container (the whole MLP block) is not a layer either.
     with pytest.raises(TypeError, match=r"transformer.h.0.mlp \(GPT2MLP\)"):
         find_target_modules(tiny_gpt2, ["mlp"])
 
 
 def test_gpt_neox(tiny_neox, rel_err):
-    topo = TopoLoss(target_modules=["mlp.dense_h_to_4h"])
+    topo = TopoRegularizer(target_modules=["mlp.dense_h_to_4h"])
     layers = topo.layers(tiny_neox)
     names = ["gpt_neox.layers.0.mlp.dense_h_to_4h", "gpt_neox.layers.1.mlp.dense_h_to_4h"]
     assert [layer.name for layer in layers] == names
@@ -96,7 +96,7 @@ def test_gpt_neox(tiny_neox, rel_err):
 
 @pytest.mark.parametrize("target", ["mlp.up_proj", "mlp.gate_proj"])
 def test_llama(tiny_llama, target):
-    topo = TopoLoss(target_modules=[target])
+    topo = TopoRegularizer(target_modules=[target])
     layers = topo.layers(tiny_llama)
     names = [f"model.layers.{i}.{target}" for i in range(2)]
     assert [layer.name for layer in layers] == names
@@ -105,7 +105,7 @@ def test_llama(tiny_llama, target):
     reference = ReferenceTopoLoss([LaplacianPyramid(n, factor_h=3, factor_w=3) for n in names]).compute(tiny_llama)
     assert 0.05 < value.item() < 1 and abs(value.item() - reference.item()) <= 1e-6
     # Both Llama MLP expansions at once, by regex.
-    both = TopoLoss(target_modules=r"model\.layers\.\d+\.mlp\.(up|gate)_proj").layers(tiny_llama)
+    both = TopoRegularizer(target_modules=r"model\.layers\.\d+\.mlp\.(up|gate)_proj").layers(tiny_llama)
     assert len(both) == 4
 
 
@@ -135,7 +135,7 @@ def _family_model(family):
 )
 def test_presets_find_one_expansion_layer_per_block(preset, model_fixture, sheet, request):
     model = request.getfixturevalue(model_fixture) if model_fixture else _family_model(preset)
-    layers = TopoLoss(target_modules=TARGET_PRESETS[preset]).layers(model)
+    layers = TopoRegularizer(target_modules=TARGET_PRESETS[preset]).layers(model)
     assert len(layers) == 2
     assert [(layer.sheet.layer_type, layer.sheet.shape) for layer in layers] == [sheet, sheet]
     assert [int(layer.name.split(".")[-3]) for layer in layers] == [0, 1]  # block index before "mlp.<name>"
@@ -168,12 +168,12 @@ def test_regex_resolves_the_same_layers_on_a_peft_wrapped_model(tiny_gpt2):
     peft_model = get_peft_model(
         copy.deepcopy(tiny_gpt2), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)
     )
-    plain = TopoLoss(target_modules=regex)
+    plain = TopoRegularizer(target_modules=regex)
     assert [layer.sheet.module_name for layer in plain.layers(tiny_gpt2)] == [
         "transformer.h.0.mlp.c_fc",
         "transformer.h.1.mlp.c_fc",
     ]
-    wrapped = TopoLoss(target_modules=regex)
+    wrapped = TopoRegularizer(target_modules=regex)
     assert [layer.sheet.module_name for layer in wrapped.layers(peft_model)] == [
         "transformer.h.0.mlp.c_fc",
         "transformer.h.1.mlp.c_fc",
@@ -181,7 +181,7 @@ def test_regex_resolves_the_same_layers_on_a_peft_wrapped_model(tiny_gpt2):
     assert wrapped(peft_model).item() == pytest.approx(plain(tiny_gpt2).item(), abs=1e-7)
     # A regex watch pattern too: the roles recorded in the metadata are those of the resolved layers.
     config = TopoConfig(target_modules=r"transformer\.h\.0\.mlp\.c_fc", watch_modules=r"transformer\.h\.1\.mlp\.c_fc")
-    topo = TopoLoss(config)
+    topo = TopoRegularizer(config)
     roles = {layer.sheet.module_name: layer.role for layer in topo.layers(peft_model)}
     assert roles == {"transformer.h.0.mlp.c_fc": "target", "transformer.h.1.mlp.c_fc": "watch"}
     recorded = {n: d["role"] for n, d in topo.config_for(peft_model).to_dict()["layers"].items()}

@@ -12,7 +12,7 @@ from topoloss.losses.laplacian_pyramid import laplacian_pyramid_loss as referenc
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.regularizers.model import resolve_sheets
 
 GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
@@ -38,7 +38,7 @@ def _reference(model, names, factor_h, factor_w, mode="bilinear", scales=None):
 
 
 def _ours(model, names, factor_h, factor_w, mode="bilinear", **config):
-    topo = TopoLoss(
+    topo = TopoRegularizer(
         TopoConfig(target_modules=names, factor_h=factor_h, factor_w=factor_w, interpolation=mode, **config)
     )
     value = topo(model)
@@ -104,7 +104,7 @@ def test_conv2d_parity(out_channels, in_channels, kernel, factor_h, factor_w, re
     model = nn.ModuleDict({"conv": nn.Conv2d(in_channels, out_channels, kernel)})
     ref_value, ref_grads = _reference(model, ["conv"], factor_h, factor_w)
     value, grads = _ours(model, ["conv"], factor_h, factor_w)
-    assert TopoLoss(target_modules=["conv"]).layers(model)[0].sheet.depth == in_channels * kernel * kernel
+    assert TopoRegularizer(target_modules=["conv"]).layers(model)[0].sheet.depth == in_channels * kernel * kernel
     assert abs(value - ref_value) <= 1e-6 and value > 0.05
     assert rel_err(grads["conv"], ref_grads["conv"]) < GRAD_TOL
 
@@ -127,7 +127,7 @@ def test_several_layers_mean_and_per_layer(rel_err):
     per_layer_ref = ReferenceTopoLoss([LaplacianPyramid(n, factor_h=2, factor_w=2) for n in names]).compute(
         model, reduce_mean=False
     )
-    topo = TopoLoss(TopoConfig(target_modules=names, factor_h=2, factor_w=2))
+    topo = TopoRegularizer(TopoConfig(target_modules=names, factor_h=2, factor_w=2))
     mean, per_layer = topo.compute(model)
     assert list(per_layer) == names
     for name in names:
@@ -159,7 +159,7 @@ def test_bf16_weights(layer_type):
     layer = nn.Linear(64, 768) if layer_type == "Linear" else Conv1D(768, 64)
     layer = layer.to(torch.bfloat16)
     model = nn.ModuleDict({"fc": layer})
-    topo = TopoLoss(target_modules=["fc"])
+    topo = TopoRegularizer(target_modules=["fc"])
     value = topo(model)
     assert value.dtype == torch.float32
     float_model = copy.deepcopy(model).float()  # the float32 copy of the bf16-rounded weights
@@ -176,7 +176,7 @@ def test_bf16_weights(layer_type):
 def test_topoloss_decreases_when_optimized():
     torch.manual_seed(6)
     model = nn.ModuleDict({"fc": nn.Linear(16, 256)})
-    topo = TopoLoss(target_modules=["fc"])
+    topo = TopoRegularizer(target_modules=["fc"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     start = topo(model).item()
     history = []
@@ -193,7 +193,7 @@ def test_topoloss_decreases_when_optimized():
 
 
 def test_peft_lora_on_other_layers_leaves_the_value_unchanged(tiny_gpt2):
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    topo = TopoRegularizer(target_modules=["mlp.c_fc"])
     plain_value = topo(tiny_gpt2).item()
     peft_model = get_peft_model(
         copy.deepcopy(tiny_gpt2), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)
@@ -208,7 +208,7 @@ def test_peft_lora_on_other_layers_leaves_the_value_unchanged(tiny_gpt2):
 
 
 def test_peft_lora_on_the_target_uses_the_effective_weight(tiny_gpt2, rel_err):
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    topo = TopoRegularizer(target_modules=["mlp.c_fc"])
     plain_value = topo(tiny_gpt2).item()
     peft_model = get_peft_model(
         copy.deepcopy(tiny_gpt2), LoraConfig(r=2, lora_alpha=4, target_modules=["c_fc"], fan_in_fan_out=True)
@@ -242,7 +242,7 @@ def test_peft_lora_on_the_target_uses_the_effective_weight(tiny_gpt2, rel_err):
 def test_peft_modules_to_save_uses_the_trainable_copy(tiny_gpt2):
     # modules_to_save=["mlp.c_fc"] trains a full copy of c_fc next to the frozen original: TopoLoss shapes the copy
     # the forward uses, names stay base-model names, and with adapters disabled it reads the original again.
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    topo = TopoRegularizer(target_modules=["mlp.c_fc"])
     plain_value = topo(tiny_gpt2).item()
     peft_model = get_peft_model(
         copy.deepcopy(tiny_gpt2),
@@ -267,7 +267,7 @@ def test_peft_modules_to_save_uses_the_trainable_copy(tiny_gpt2):
 def test_peft_dora_uses_the_weight_the_layer_applies(tiny_llama, rel_err):
     # DoRA (LoraConfig(use_dora=True)) applies m · (W + ΔW) / ||W + ΔW|| per output unit: TopoLoss must see that
     # weight (the merged model's), not W + ΔW alone.
-    topo = TopoLoss(target_modules=["mlp.up_proj"])
+    topo = TopoRegularizer(target_modules=["mlp.up_proj"])
     peft_model = get_peft_model(copy.deepcopy(tiny_llama), LoraConfig(r=2, target_modules=["up_proj"], use_dora=True))
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
@@ -302,7 +302,7 @@ def test_peft_dora_uses_the_weight_the_layer_applies(tiny_llama, rel_err):
 
 
 def test_watched_layers_are_logged_not_optimized(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc", "attn.c_proj"]))
+    topo = TopoRegularizer(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc", "attn.c_proj"]))
     mean, per_layer = topo.compute(tiny_gpt2)
     assert list(per_layer) == [
         "transformer.h.0.mlp.c_fc",
@@ -320,7 +320,7 @@ def test_watched_layers_are_logged_not_optimized(tiny_gpt2):
     # The same as the reference's watch-only layers (scale=None): left out of the optimized mean.
     linears = nn.ModuleDict({"a": nn.Linear(32, 128), "b": nn.Linear(32, 128)})
     ref_value, _ = _reference(linears, ["a", "b"], 3, 3, scales={"b": None})
-    ours = TopoLoss(TopoConfig(target_modules=["a"], watch_modules=["b"]))
+    ours = TopoRegularizer(TopoConfig(target_modules=["a"], watch_modules=["b"]))
     assert abs(ours(linears).item() - ref_value) <= 1e-6
     roles = {n: d["role"] for n, d in topo.config_for(tiny_gpt2).to_dict()["layers"].items()}
     assert roles == {
@@ -330,11 +330,11 @@ def test_watched_layers_are_logged_not_optimized(tiny_gpt2):
         "transformer.h.1.mlp.c_fc": "watch",
     }
     with pytest.raises(ValueError, match="matched by both target_modules and watch_modules"):
-        TopoLoss(TopoConfig(watch_modules=["mlp.c_fc"])).layers(tiny_gpt2)
+        TopoRegularizer(TopoConfig(watch_modules=["mlp.c_fc"])).layers(tiny_gpt2)
 
 
 def test_compute_without_grad(tiny_gpt2):
-    topo = TopoLoss(TopoConfig())
+    topo = TopoRegularizer(TopoConfig())
     with_grad, per_layer = topo.compute(tiny_gpt2)
     without, per_layer_no_grad = topo.compute(tiny_gpt2, with_grad=False)
     assert with_grad.requires_grad and not without.requires_grad
@@ -345,7 +345,7 @@ def test_compute_without_grad(tiny_gpt2):
 
 
 def test_layers_are_cached_per_model(make_gpt2):
-    topo = TopoLoss(TopoConfig())
+    topo = TopoRegularizer(TopoConfig())
     small, wide = make_gpt2(n_embd=32), make_gpt2(n_embd=48)
     first = topo.layers(small)
     assert topo.layers(small) is first
@@ -355,13 +355,13 @@ def test_layers_are_cached_per_model(make_gpt2):
 
 
 def test_config_and_keyword_arguments():
-    assert TopoLoss(tau=2.0, target_modules=["x"]).config == TopoConfig(tau=2.0, target_modules=["x"])
+    assert TopoRegularizer(tau=2.0, target_modules=["x"]).config == TopoConfig(tau=2.0, target_modules=["x"])
     with pytest.raises(ValueError, match="either a TopoConfig or its keyword arguments"):
-        TopoLoss(TopoConfig(), tau=2.0)
+        TopoRegularizer(TopoConfig(), tau=2.0)
 
 
 def test_config_for_records_every_sheet(tiny_gpt2):
-    topo = TopoLoss(TopoConfig(tau=3.0, factor_w=2.0))
+    topo = TopoRegularizer(TopoConfig(tau=3.0, factor_w=2.0))
     config = topo.config_for(tiny_gpt2)
     assert topo.config.layers is None  # the original config is left alone
     assert config.tau == 3.0 and config.factor_w == 2.0

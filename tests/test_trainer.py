@@ -24,7 +24,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoLoss, TopoTrainer, TopoTrainingArguments
+from hf_topo import TOPOGRAPHY_KEY, TopoConfig, TopoRegularizer, TopoTrainer, TopoTrainingArguments
 from hf_topo.config import TOPO_SETTINGS
 from hf_topo.trainer import topo_argument_name
 
@@ -143,7 +143,7 @@ def test_topo_term_weighs_tau_per_optimizer_step(tmp_path, token_dataset, make_g
     topo_run = _train(tmp_path / "topo", data, make_gpt2(), tau=tau, **common)
     base_run = _train(tmp_path / "base", data, make_gpt2(), tau=0.0, **common)
     start = make_gpt2()
-    TopoLoss(TopoConfig())(start).backward()
+    TopoRegularizer(TopoConfig())(start).backward()
     w_topo, w_base = _weights(topo_run.model), _weights(base_run.model)
     for name, param in start.named_parameters():
         if name in {f"{layer}.weight" for layer in C_FC}:
@@ -179,7 +179,7 @@ def test_tau_zero_trains_exactly_like_the_plain_trainer(tmp_path, token_dataset,
 
 
 def test_logs_carry_the_topo_values(tmp_path, token_dataset, make_gpt2):
-    start = TopoLoss(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc"])).per_layer(
+    start = TopoRegularizer(TopoConfig(target_modules=["h.0.mlp.c_fc"], watch_modules=["h.1.mlp.c_fc"])).per_layer(
         make_gpt2()
     )
     trainer = _train(
@@ -297,7 +297,7 @@ def test_resuming_on_the_same_trainer_keeps_the_topo_term(tmp_path, token_datase
 
 def test_peft_lora_model(tmp_path, token_dataset, make_gpt2):
     model = get_peft_model(make_gpt2(), LoraConfig(r=2, target_modules=["c_fc"], fan_in_fan_out=True))
-    start = TopoLoss(TopoConfig()).per_layer(model)
+    start = TopoRegularizer(TopoConfig()).per_layer(model)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainer = _train(tmp_path, token_dataset(64), model, max_steps=2, learning_rate=0.1)
     log = _step_logs(trainer)[1]
@@ -480,10 +480,10 @@ def test_evaluate_reports_the_topo_loss(tmp_path, token_dataset, make_gpt2):
         eval_dataset=token_dataset(16, seed=2),
     )
     before = trainer.evaluate()
-    assert before["eval_topo_loss"] == pytest.approx(TopoLoss(TopoConfig())(make_gpt2()).item(), rel=1e-6)
+    assert before["eval_topo_loss"] == pytest.approx(TopoRegularizer(TopoConfig())(make_gpt2()).item(), rel=1e-6)
     trainer.train()
     after = trainer.evaluate()
-    assert after["eval_topo_loss"] == pytest.approx(TopoLoss(TopoConfig())(model).item(), rel=1e-6)
+    assert after["eval_topo_loss"] == pytest.approx(TopoRegularizer(TopoConfig())(model).item(), rel=1e-6)
     assert after["eval_topo_loss"] < before["eval_topo_loss"]  # τ = 5 smoothed the sheets
     logged = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert logged[0]["step"] == 2 and logged[0]["eval_topo_loss"] == pytest.approx(after["eval_topo_loss"])
@@ -502,10 +502,10 @@ def test_evaluate_measures_activation_similarity_on_the_first_batch(tmp_path, to
     )
     metrics = trainer.evaluate()
     first_batch = {"input_ids": torch.tensor(eval_data["input_ids"][:4])}
-    expected, _ = TopoLoss(TopoConfig(loss="activation_similarity")).evaluate(model, first_batch)
+    expected, _ = TopoRegularizer(TopoConfig(loss="activation_similarity")).evaluate(model, first_batch)
     assert metrics["eval_topo_loss"] == pytest.approx(expected.item(), rel=1e-6)
     second_batch = {"input_ids": torch.tensor(eval_data["input_ids"][4:8])}
-    other, _ = TopoLoss(TopoConfig(loss="activation_similarity")).evaluate(model, second_batch)
+    other, _ = TopoRegularizer(TopoConfig(loss="activation_similarity")).evaluate(model, second_batch)
     assert abs(other.item() - expected.item()) > 1e-6  # the comparison above does depend on which batch
 
 
