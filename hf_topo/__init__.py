@@ -58,37 +58,6 @@ _LAZY_NAMES: dict[str, str] = {
     "resolve_checkpoint": "hf_topo.checkpoints",
 }
 
-#: subpackages and modules reachable as attributes (``hf_topo.analysis.analyze_model`` after ``import hf_topo``),
-#: imported the first time they are used.
-_SUBMODULES = frozenset(
-    {
-        "analysis",
-        "app",
-        "arrangement",
-        "blimp",
-        "checkpoints",
-        "claims",
-        "cli",
-        "config",
-        "convert",
-        "data",
-        "distributed",
-        "downsampling",
-        "finetuning",
-        "hub",
-        "lora",
-        "metadata",
-        "models",
-        "presets",
-        "pretraining",
-        "regularizers",
-        "schedule",
-        "sheet",
-        "targets",
-        "trainer",
-    }
-)
-
 __all__ = [
     "__version__",
     "CorticalSheet",
@@ -120,7 +89,7 @@ __all__ = [
     "topolm_targets",
 ]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, _SUBMODULES)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
 
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; never run

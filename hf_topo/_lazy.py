@@ -4,7 +4,7 @@ TRL's ``trl/__init__.py`` does the same with ``_LazyModule``; here it is two mod
 explicit ``{name: module}`` table, so that ``from hf_topo import TopoTrainer`` imports :mod:`hf_topo.trainer` (and
 transformers' Trainer, peft...) only when it runs, while ``import hf_topo`` stays light. A package uses it as::
 
-    __getattr__, __dir__ = lazy_attributes(__name__, {"TopoConfig": "hf_topo.config"}, submodules={"analysis"})
+    __getattr__, __dir__ = lazy_attributes(__name__, {"TopoConfig": "hf_topo.config"})
 
 and lists the same names under ``if TYPE_CHECKING:`` for IDEs and type checkers.
 """
@@ -12,35 +12,37 @@ and lists the same names under ``if TYPE_CHECKING:`` for IDEs and type checkers.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["lazy_attributes"]
 
 
-def lazy_attributes(
-    package: str, names: Mapping[str, str], submodules: Iterable[str] = ()
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_attributes(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of a package whose public names are imported on first use.
 
     Args:
         package: the package's ``__name__``.
         names: public name → the full name of the module that defines it (the name is read from that module).
-        submodules: the package's submodules reachable as attributes (``package.submodule``) before anyone
-            imported them; each is imported the first time it is used.
 
     Returns:
-        ``(__getattr__, __dir__)``, to assign at the package's top level. ``__getattr__`` caches what it imported in
-        the package's namespace, so it runs once per name, and raises ``AttributeError`` for any other name.
+        ``(__getattr__, __dir__)``, to assign at the package's top level. ``__getattr__`` imports a name of
+        ``names`` from its module, or a public submodule of the package (``hf_topo.analysis`` after a bare
+        ``import hf_topo``, as before the package was lazy); it caches what it imported in the package's namespace,
+        so it runs once per name, and raises ``AttributeError`` for any other name.
     """
     names = dict(names)
-    submodules = frozenset(submodules)
+
+    def submodules() -> set[str]:
+        # the package's folder, listed without importing anything
+        return {info.name for info in pkgutil.iter_modules(sys.modules[package].__path__) if info.name[0] != "_"}
 
     def __getattr__(name: str) -> Any:
         if name in names:
             value = getattr(importlib.import_module(names[name]), name)
-        elif name in submodules:
+        elif not name.startswith("_") and name in submodules():
             value = importlib.import_module(f"{package}.{name}")
         else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -48,6 +50,6 @@ def lazy_attributes(
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(vars(sys.modules[package])) | set(names) | submodules)
+        return sorted(set(vars(sys.modules[package])) | set(names) | submodules())
 
     return __getattr__, __dir__

@@ -120,7 +120,7 @@ __all__ = [
     "resolve_gains",
 ]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, ("api", "fitting", "layer", "models", "record", "run"))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
 
 if TYPE_CHECKING:
     from .api import downsample_model, parameter_count, resolve_gains

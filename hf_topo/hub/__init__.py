@@ -65,9 +65,7 @@ __all__ = [
     "write_training_card",
 ]
 
-__getattr__, __dir__ = lazy_attributes(
-    __name__, _LAZY_NAMES, ("card", "figures", "loading", "results", "trainer_card", "upload")
-)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
 
 if TYPE_CHECKING:
     from .card import CARD_TEMPLATE_NAME, CITATION, PAPER_URL, TOPONET_TAGS, card_template_path, toponet_card
