@@ -14,7 +14,15 @@ from .figures import render_sheet_maps
 from .loading import load_toponet
 from .results import REPORT_FILE, STATE_FILE, read_json, read_results, recipe_from_trainer_state
 
-__all__ = ["FIGURES_DIR", "OFFLINE_HELP", "build_upload_folder", "check_hub_online", "check_repo_id", "network_errors", "push_folder"]
+__all__ = [
+    "FIGURES_DIR",
+    "OFFLINE_HELP",
+    "build_upload_folder",
+    "check_hub_online",
+    "check_repo_id",
+    "network_errors",
+    "push_folder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,4 +231,3 @@ def push_folder(
         raise ValueError(
             f"Cannot reach the Hugging Face Hub to push {folder} to {repo_id} ({reason}). {OFFLINE_HELP}"
         ) from None
-
