@@ -15,12 +15,11 @@ from pathlib import Path
 
 from torch import nn
 
-from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
-from .sheet import sheet_layer_types, units_and_inputs
+from .presets import ATTENTION_TARGETS
+from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [
-    "ATTENTION_TARGETS",
     "CORPUS_PRESETS",
     "default_lora_targets",
     "wrap_with_lora",

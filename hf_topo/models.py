@@ -39,9 +39,9 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .presets import MODEL_PRESETS  # the preset names, importable from here too
+from .presets import MODEL_PRESETS
 
-__all__ = ["MODEL_PRESETS", "WEIGHT_FILES", "preset_config", "build_model", "check_model_source"]
+__all__ = ["WEIGHT_FILES", "preset_config", "build_model", "check_model_source"]
 
 #: The files ``save_pretrained`` keeps a model's weights in (safetensors, sharded or not; the older pickle format).
 WEIGHT_FILES = (

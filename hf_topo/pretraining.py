@@ -21,8 +21,8 @@ from .blimp import BlimpCallback, load_blimp
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
 from .data import check_data_file, load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
-from .models import MODEL_PRESETS, build_model, check_model_source
-from .presets import TARGET_PRESETS
+from .models import build_model, check_model_source
+from .presets import MODEL_PRESETS, TARGET_PRESETS
 from .trainer import TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)

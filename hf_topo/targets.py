@@ -26,23 +26,14 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .presets import TARGET_PRESETS  # the per-family table, importable from here too
-from .sheet import (
-    ACTIVATION_SHEET,
-    CorticalSheet,
-    activation_sheet,
-    get_layer_kind,
-    is_sheet_layer,
-    layer_kinds,
-    sheet_for_module,
-    unwrapped_layer,
-)
+from .regularizers.laplacian_pyramid import check_blur_arguments
+from .regularizers.spatial_correlation import neighbourhood_centres
+from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, activation_sheet, sheet_for_module, unwrapped_layer
 
 if TYPE_CHECKING:
     from .config import TopoConfig
 
 __all__ = [
-    "TARGET_PRESETS",
     "TopoLayer",
     "base_model_name",
     "candidate_layer_names",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the explorer's browser test (tests/test_app_browser.py) drives: Debian's chromium and chromium-driver.
+# Install what the explorer's browser test (tests/browser/test_app_browser.py) drives: Debian's chromium and chromium-driver.
 # Needs root (CI runs as root) and Debian's package archive; does nothing when both are already there.
 set -euo pipefail
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then

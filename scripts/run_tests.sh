@@ -6,8 +6,8 @@ export HF_TOPO_WITH_DEEPSPEED="${HF_TOPO_WITH_DEEPSPEED:-1}"  # for the ZeRO-3 t
 source "$ROOT/scripts/setup_env.sh"
 # Debian's chromium + chromium-driver for the explorer's browser test (needs root or sudo; without them that test
 # skips on a developer machine and fails under CI=true)
-bash "$ROOT/scripts/install_browser.sh" || echo "[browser] chromium not installed: tests/test_app_browser.py will skip"
+bash "$ROOT/scripts/install_browser.sh" || echo "[browser] chromium not installed: tests/browser/test_app_browser.py will skip"
 cd "$ROOT"
-ruff check hf_topo scripts tests benchmarks examples
+ruff check hf_topo hf_topo_cli scripts tests benchmarks examples
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec python -m pytest -q "$@"

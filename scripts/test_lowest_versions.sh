@@ -12,8 +12,9 @@ VENV="$ROOT/.venv-lowest"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 TESTS=(
-    tests/test_trainer.py tests/test_config.py tests/test_losses.py tests/test_topo_loss.py tests/test_lora.py
-    tests/test_targets.py tests/test_sheet.py tests/test_hub.py tests/test_data.py tests/test_temporal.py
+    tests/test_trainer.py tests/test_config.py tests/test_regularizers_laplacian_pyramid.py
+    tests/test_regularizers_model.py tests/test_lora.py tests/test_targets.py tests/test_sheet.py tests/test_hub.py
+    tests/test_data.py tests/test_analysis_temporal.py
 )
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "hf_topo needs Python >= 3.10, found " + sys.version.split()[0])'

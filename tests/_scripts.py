@@ -5,13 +5,15 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
 #: `accelerate launch` with one CPU process, as a user would type it.
 ACCELERATE_ONE_CPU = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--mixed_precision", "no"]
 
 
 def offline_env() -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # the checkout, and the tests' helper modules (_training, conftest) for the scripts that tests/*/ launch
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
     return env
 
 

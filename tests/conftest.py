@@ -154,3 +154,19 @@ def relative_max_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.fixture
 def rel_err():
     return relative_max_error
+
+
+#: Fixtures that train or run several models end to end (CPU seconds of their set-up, measured with a per-test
+#: CPU-time plugin on the 2-core development machine): every test that uses one is in the slow lane, which the
+#: fast lane `pytest -m "not slow"` leaves out.
+SLOW_FIXTURES = {
+    "comparison": "test_compare_regularizers.py: hf-topo compare-regularizers trains 7 models (62 CPU s)",
+    "full_run": "test_analyze_script.py: hf-topo analyze end to end, downsampling and BLiMP included (59 CPU s)",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselection reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -262,6 +262,7 @@ def test_analyze_local_dataset_directory_without_baseline(models, tmp_path):
     assert (out / "sheet_maps.png").exists() and (out / "pruning.png").exists()
 
 
+@pytest.mark.slow  # 15 CPU s: a temporal-window analysis of two models end to end
 def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
     out = tmp_path / "temporal"
     argv = ["--model", str(models["toponet"]), "--baseline", str(models["baseline"]), "--text_file"]

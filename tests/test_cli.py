@@ -49,6 +49,7 @@ def test_every_command_module_has_a_parser_with_its_example_and_config_help(name
     assert callable(module.main)
 
 
+@pytest.mark.slow  # two fresh processes that import a command's whole stack (97 s wall at load 10)
 def test_subcommand_help_runs_as_a_module_and_through_the_command():
     as_module = subprocess.run(
         [sys.executable, "-m", "hf_topo.cli.eval_blimp", "--help"], env=offline_env(), capture_output=True, text=True

@@ -55,6 +55,7 @@ def _finetune(toponet, corpus, out, *extra):
     return finetune_lora.main(argv)
 
 
+@pytest.mark.slow  # 17 CPU s: a LoRA run, saved, reloaded and merged
 def test_lora_trains_saves_reloads_and_merges(toponet, corpus, tmp_path):
     metrics = _finetune(toponet, corpus, tmp_path / "run", "--merge", "true")
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"] and metrics["delta_eval_loss"] < 0
@@ -137,6 +138,7 @@ def test_only_adapter_parameters_change(toponet, corpus, tmp_path):
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in peft_model.named_parameters() if "lora_B" in n)
 
 
+@pytest.mark.slow  # 11 CPU s: a LoRA run with τ
 def test_tau_through_the_adapter_on_c_fc(toponet, corpus, tmp_path):
     metrics = _finetune(
         toponet, corpus, tmp_path / "topo", "--lora_target_modules", "attn.c_attn", "mlp.c_fc", "--tau", "20"
@@ -152,6 +154,7 @@ def test_tau_through_the_adapter_on_c_fc(toponet, corpus, tmp_path):
     assert len(lora_grads) == 4 and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
 
 
+@pytest.mark.slow  # 19 CPU s: a full LoRA run before the refusals
 def test_bad_input(toponet, corpus, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(toponet)
     with pytest.raises(ValueError, match=r"lora_target_modules=\['q_proj'\] matches no .*Candidates: 'attn.c_attn'"):

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_topo import TopoConfig, TopoRegularizer
-from hf_topo.models import MODEL_PRESETS, apply_overrides, build_model, check_model_source, preset_config
-from hf_topo.presets import default_target_modules
+from hf_topo.models import apply_overrides, build_model, check_model_source, preset_config
+from hf_topo.presets import MODEL_PRESETS, default_target_modules
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,9 @@
-"""The per-family defaults (hf_topo.presets), and the old import paths of its tables."""
+"""The per-family defaults (hf_topo.presets)."""
 
 import pytest
 
-import hf_topo
-from hf_topo import lora, models, presets, targets
-from hf_topo.presets import ATTENTION_TARGETS, MODEL_PRESETS, TARGET_PRESETS, default_target_modules
-
-
-def test_tables_are_importable_from_their_old_modules():
-    assert targets.TARGET_PRESETS is hf_topo.TARGET_PRESETS is TARGET_PRESETS
-    assert lora.ATTENTION_TARGETS is ATTENTION_TARGETS
-    assert models.MODEL_PRESETS is MODEL_PRESETS
+from hf_topo import presets
+from hf_topo.presets import ATTENTION_TARGETS, TARGET_PRESETS, default_target_modules
 
 
 def test_every_family_with_lora_targets_has_a_topographic_layer():

@@ -1,80 +1,16 @@
-"""The ``hf-topo`` command: one console command, a subcommand per task.
+"""The ``hf-topo`` commands: a module per subcommand, each with a ``make_parser()`` and a ``main(argv)``.
 
     hf-topo pretrain --train_file corpus.txt --tau 5 --max_steps 300 --output_dir outputs/toponet
     hf-topo pretrain recipe.yaml                       # every flag from a YAML/JSON file (flags after it override)
     hf-topo analyze --model outputs/toponet --text_file heldout.txt --output_dir outputs/analysis
     accelerate launch -m hf_topo.cli.pretrain --config recipe.yaml    # the same command on several processes
 
-Every subcommand is a module of this package with a ``make_parser()`` and a ``main(argv)``, so it also runs as
-``python -m hf_topo.cli.<module>`` and under ``accelerate launch -m hf_topo.cli.<module>``; ``hf-topo COMMAND --help``
-lists its flags.
+Every subcommand runs as ``python -m hf_topo.cli.<module>`` and under ``accelerate launch -m hf_topo.cli.<module>``;
+``hf-topo COMMAND --help`` lists its flags. The dispatcher (the table of commands, ``hf-topo --help``) is
+:mod:`hf_topo_cli`, a top-level module, so that listing the commands does not import hf_topo (whose import registers
+model classes with transformers, and so imports torch); ``python -m hf_topo.cli`` runs the same dispatcher.
 """
 
-from __future__ import annotations
+from hf_topo_cli import COMMANDS, main
 
-import importlib
-import sys
-
-#: subcommand → (module under hf_topo.cli, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain", "Pretrain a TopoNet (TopoLoss on the MLP expansion layers) or its τ=0 baseline."),
-    "finetune-lora": ("finetune_lora", "LoRA fine-tuning of a TopoNet with PEFT; the adapter keeps its topography."),
-    "eval-blimp": ("eval_blimp", "BLiMP accuracy with lm-evaluation-harness's convention."),
-    "analyze": ("analyze", "Topography, dimensionality, robustness and maps of a model and its baseline."),
-    "downsample": ("downsample", "Downsample a TopoNet's sheets (φ×φ, per-unit gains) and save the smaller model."),
-    "push": ("push", "Push a TopoNet to the Hugging Face Hub with its model card and maps."),
-    "convert-nanogpt": ("convert_nanogpt", "Convert a nanoGPT TopoNet checkpoint (a file or a Hub repo) to GPT-2."),
-    "compare-lora": ("compare_lora", "One LoRA recipe on a baseline and TopoNets at several ranks: table and plot."),
-    "compare-regularizers": (
-        "compare_regularizers",
-        "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
-    ),
-    "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
-    "arrange": (
-        "arrange",
-        "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",
-    ),
-    "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
-    "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
-}
-
-
-def usage() -> str:
-    from hf_topo import __version__
-
-    width = max(len(name) for name in COMMANDS)
-    lines = [
-        f"hf-topo {__version__}: topographic language models in the Hugging Face stack.",
-        "",
-        "usage: hf-topo COMMAND [CONFIG.yaml|--config CONFIG.yaml] [--flags ...]",
-        "",
-        "commands:",
-        *(f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()),
-        "",
-        "`hf-topo COMMAND --help` lists the flags of a command. Under several processes:",
-        "  accelerate launch -m hf_topo.cli.pretrain ...",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hf-topo`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return 0
-    if argv[0] in ("-V", "--version"):
-        from hf_topo import __version__
-
-        print(f"hf-topo {__version__}")
-        return 0
-    name = argv[0]
-    if name not in COMMANDS:
-        close = [c for c in COMMANDS if c.startswith(name[:3])]
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        print(f"hf-topo: unknown command {name!r}.{hint}\n\n{usage()}", file=sys.stderr)
-        return 2
-    from hf_topo.cli.arguments import run_command
-
-    module = importlib.import_module(f"hf_topo.cli.{COMMANDS[name][0]}")
-    return run_command(module.main, argv[1:], prog=f"hf-topo {name}")
+__all__ = ["COMMANDS", "main"]

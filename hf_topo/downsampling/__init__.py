@@ -50,45 +50,51 @@ so ``model.save_pretrained(dir)`` writes ordinary safetensors and, after ``impor
 saved before gains existed (schema version 1) load as the paper's variant.
 """
 
-from .api import downsample_model, parameter_count, resolve_gains
-from .fitting import distill_downsampled_, fit_least_squares_gains_
-from .layer import TopoDownsampledLinear, as_factors, closed_form_gains
-from .models import (
-    DOWNSAMPLED_MODEL_CLASSES,
-    TopoDownsampledCausalLM,
-    TopoDownsampledGPT2Config,
-    TopoDownsampledGPT2LMHeadModel,
-    TopoDownsampledGPTNeoConfig,
-    TopoDownsampledGPTNeoForCausalLM,
-    TopoDownsampledGPTNeoXConfig,
-    TopoDownsampledGPTNeoXForCausalLM,
-    TopoDownsampledLlamaConfig,
-    TopoDownsampledLlamaForCausalLM,
-    TopoDownsampledMistralConfig,
-    TopoDownsampledMistralForCausalLM,
-    TopoDownsampledQwen2Config,
-    TopoDownsampledQwen2ForCausalLM,
-)
-from .record import (
-    DOWNSAMPLING_KEY,
-    DOWNSAMPLING_SCHEMA_VERSION,
-    GAIN_METHODS,
-    DownsampledLayer,
-    downsampling_variant,
-    read_record,
-)
+from __future__ import annotations
 
-# The former private names of the single-module version, for code that reached into it.
-_read_record = read_record
-_as_factors = as_factors
-_TopoDownsampledCausalLM = TopoDownsampledCausalLM
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+#: public name → the module that defines it; imported on first use, so `import hf_topo.downsampling.models` (what
+#: `import hf_topo` does to register the model classes) does not load the fitting and downsampling code.
+_LAZY_NAMES: dict[str, str] = {
+    "downsample_model": "hf_topo.downsampling.api",
+    "parameter_count": "hf_topo.downsampling.api",
+    "resolve_gains": "hf_topo.downsampling.api",
+    "distill_downsampled_": "hf_topo.downsampling.fitting",
+    "fit_least_squares_gains_": "hf_topo.downsampling.fitting",
+    "TopoDownsampledLinear": "hf_topo.downsampling.layer",
+    "as_factors": "hf_topo.downsampling.layer",
+    "closed_form_gains": "hf_topo.downsampling.layer",
+    "DOWNSAMPLED_MODEL_CLASSES": "hf_topo.downsampling.models",
+    "TopoDownsampledCausalLM": "hf_topo.downsampling.models",
+    "TopoDownsampledGPT2Config": "hf_topo.downsampling.models",
+    "TopoDownsampledGPT2LMHeadModel": "hf_topo.downsampling.models",
+    "TopoDownsampledGPTNeoConfig": "hf_topo.downsampling.models",
+    "TopoDownsampledGPTNeoForCausalLM": "hf_topo.downsampling.models",
+    "TopoDownsampledGPTNeoXConfig": "hf_topo.downsampling.models",
+    "TopoDownsampledGPTNeoXForCausalLM": "hf_topo.downsampling.models",
+    "TopoDownsampledLlamaConfig": "hf_topo.downsampling.models",
+    "TopoDownsampledLlamaForCausalLM": "hf_topo.downsampling.models",
+    "TopoDownsampledMistralConfig": "hf_topo.downsampling.models",
+    "TopoDownsampledMistralForCausalLM": "hf_topo.downsampling.models",
+    "TopoDownsampledQwen2Config": "hf_topo.downsampling.models",
+    "TopoDownsampledQwen2ForCausalLM": "hf_topo.downsampling.models",
+    "DOWNSAMPLING_KEY": "hf_topo.downsampling.record",
+    "DOWNSAMPLING_SCHEMA_VERSION": "hf_topo.downsampling.record",
+    "DownsampledLayer": "hf_topo.downsampling.record",
+    "GAIN_METHODS": "hf_topo.downsampling.record",
+    "downsampling_variant": "hf_topo.downsampling.record",
+    "read_record": "hf_topo.downsampling.record",
+}
 
 __all__ = [
+    "DOWNSAMPLED_MODEL_CLASSES",
     "DOWNSAMPLING_KEY",
     "DOWNSAMPLING_SCHEMA_VERSION",
-    "DOWNSAMPLED_MODEL_CLASSES",
-    "GAIN_METHODS",
     "DownsampledLayer",
+    "GAIN_METHODS",
     "TopoDownsampledCausalLM",
     "TopoDownsampledGPT2Config",
     "TopoDownsampledGPT2LMHeadModel",
@@ -113,3 +119,34 @@ __all__ = [
     "read_record",
     "resolve_gains",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
+
+if TYPE_CHECKING:
+    from .api import downsample_model, parameter_count, resolve_gains
+    from .fitting import distill_downsampled_, fit_least_squares_gains_
+    from .layer import TopoDownsampledLinear, as_factors, closed_form_gains
+    from .models import (
+        DOWNSAMPLED_MODEL_CLASSES,
+        TopoDownsampledCausalLM,
+        TopoDownsampledGPT2Config,
+        TopoDownsampledGPT2LMHeadModel,
+        TopoDownsampledGPTNeoConfig,
+        TopoDownsampledGPTNeoForCausalLM,
+        TopoDownsampledGPTNeoXConfig,
+        TopoDownsampledGPTNeoXForCausalLM,
+        TopoDownsampledLlamaConfig,
+        TopoDownsampledLlamaForCausalLM,
+        TopoDownsampledMistralConfig,
+        TopoDownsampledMistralForCausalLM,
+        TopoDownsampledQwen2Config,
+        TopoDownsampledQwen2ForCausalLM,
+    )
+    from .record import (
+        DOWNSAMPLING_KEY,
+        DOWNSAMPLING_SCHEMA_VERSION,
+        GAIN_METHODS,
+        DownsampledLayer,
+        downsampling_variant,
+        read_record,
+    )

@@ -19,28 +19,58 @@ Results come from the files hf_topo's commands leave next to a model: ``metrics.
 ``hf-topo analyze`` (``report.json``, whose typed ``analysis_summary`` goes into the card, and PNG figures).
 """
 
-from .card import CARD_TEMPLATE_NAME, CITATION, PAPER_URL, TOPONET_TAGS, card_template_path, toponet_card
-from .figures import render_sheet_maps
-from .loading import load_toponet
-from .results import read_results, recipe_from_trainer_state, results_from_log_history
-from .trainer_card import write_trainer_card, write_training_card
-from .upload import build_upload_folder, check_hub_online, push_folder
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+#: public name → the module that defines it, imported on first use (loading a model needs neither the card's
+#: Jinja template nor the figures' matplotlib).
+_LAZY_NAMES: dict[str, str] = {
+    "CARD_TEMPLATE_NAME": "hf_topo.hub.card",
+    "CITATION": "hf_topo.hub.card",
+    "PAPER_URL": "hf_topo.hub.card",
+    "TOPONET_TAGS": "hf_topo.hub.card",
+    "card_template_path": "hf_topo.hub.card",
+    "toponet_card": "hf_topo.hub.card",
+    "render_sheet_maps": "hf_topo.hub.figures",
+    "load_toponet": "hf_topo.hub.loading",
+    "read_results": "hf_topo.hub.results",
+    "recipe_from_trainer_state": "hf_topo.hub.results",
+    "results_from_log_history": "hf_topo.hub.results",
+    "write_trainer_card": "hf_topo.hub.trainer_card",
+    "write_training_card": "hf_topo.hub.trainer_card",
+    "build_upload_folder": "hf_topo.hub.upload",
+    "check_hub_online": "hf_topo.hub.upload",
+    "push_folder": "hf_topo.hub.upload",
+}
 
 __all__ = [
     "CARD_TEMPLATE_NAME",
-    "TOPONET_TAGS",
-    "PAPER_URL",
     "CITATION",
-    "card_template_path",
-    "load_toponet",
-    "read_results",
-    "results_from_log_history",
-    "recipe_from_trainer_state",
-    "toponet_card",
-    "render_sheet_maps",
+    "PAPER_URL",
+    "TOPONET_TAGS",
     "build_upload_folder",
-    "push_folder",
+    "card_template_path",
     "check_hub_online",
+    "load_toponet",
+    "push_folder",
+    "read_results",
+    "recipe_from_trainer_state",
+    "render_sheet_maps",
+    "results_from_log_history",
+    "toponet_card",
     "write_trainer_card",
     "write_training_card",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
+
+if TYPE_CHECKING:
+    from .card import CARD_TEMPLATE_NAME, CITATION, PAPER_URL, TOPONET_TAGS, card_template_path, toponet_card
+    from .figures import render_sheet_maps
+    from .loading import load_toponet
+    from .results import read_results, recipe_from_trainer_state, results_from_log_history
+    from .trainer_card import write_trainer_card, write_training_card
+    from .upload import build_upload_folder, check_hub_online, push_folder

@@ -14,19 +14,28 @@ from .figures import render_sheet_maps
 from .loading import load_toponet
 from .results import REPORT_FILE, STATE_FILE, read_json, read_results, recipe_from_trainer_state
 
-__all__ = ["FIGURES_DIR", "build_upload_folder", "push_folder", "check_hub_online"]
+__all__ = [
+    "FIGURES_DIR",
+    "OFFLINE_HELP",
+    "build_upload_folder",
+    "check_hub_online",
+    "check_repo_id",
+    "network_errors",
+    "push_folder",
+]
 
 logger = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
-_OFFLINE_HELP = (
+#: what to do when the Hub cannot be reached (the end of every such error message, here and in hf_topo.app.space).
+OFFLINE_HELP = (
     "Unset HF_HUB_OFFLINE (it is set to 1) and check the network connection to the Hub, or build the folder only "
     "(hf-topo push --dry_run) and push it later from a machine online."
 )
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
     """What a failed connection raises: ``ConnectionError`` (and so ``OfflineModeIsEnabled``) and the transport errors
     of whichever HTTP client this ``huggingface_hub`` uses."""
     errors: list[type[BaseException]] = [ConnectionError]
@@ -43,10 +52,11 @@ def check_hub_online(repo_id: str) -> None:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        raise ValueError(f"Cannot push to the Hugging Face Hub ({repo_id}): HF_HUB_OFFLINE is set. {_OFFLINE_HELP}")
+        raise ValueError(f"Cannot push to the Hugging Face Hub ({repo_id}): HF_HUB_OFFLINE is set. {OFFLINE_HELP}")
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
+    """Refuse (``ValueError``) a ``repo_id`` that is not ``"user_or_org/name"`` or that the Hub would not accept."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
@@ -112,7 +122,7 @@ def build_upload_folder(
         )
     check_model_source(model_dir)
     if repo_id is not None:
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)
     figure_sources: list[Path] = []
     if analysis_dir is not None:
         analysis_dir = Path(analysis_dir)
@@ -198,7 +208,7 @@ def push_folder(
     """
     from huggingface_hub import HfApi
 
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = Path(folder)
     if not (folder / "README.md").is_file() or not (folder / "config.json").is_file():
         raise ValueError(f"{folder} is not an upload folder (no README.md/config.json): build it first.")
@@ -216,12 +226,8 @@ def push_folder(
             commit_message=commit_message or "Upload TopoNet with hf_topo",
             revision=revision,
         )
-    except _network_errors() as err:
+    except network_errors() as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
-            f"Cannot reach the Hugging Face Hub to push {folder} to {repo_id} ({reason}). {_OFFLINE_HELP}"
+            f"Cannot reach the Hugging Face Hub to push {folder} to {repo_id} ({reason}). {OFFLINE_HELP}"
         ) from None
-
-
-# Public names of the checks above, for the other uploads (hf_topo.app.space pushes a Space the same way).
-check_repo_id, network_errors, OFFLINE_HELP = _check_repo_id, _network_errors, _OFFLINE_HELP

@@ -1,7 +1,8 @@
-"""A tiny, deterministic TopoTrainer run that tests/test_distributed.py launches, alone or under `accelerate launch`.
+"""A tiny, deterministic TopoTrainer run that tests/distributed/test_distributed.py launches, alone or under
+`accelerate launch`.
 
-    python tests/distributed_train.py OUT_DIR --per_device_batch 8 --accumulation 1
-    accelerate launch --multi_gpu --num_processes 2 tests/distributed_train.py OUT_DIR --per_device_batch 2 \
+    python tests/distributed/distributed_train.py OUT_DIR --per_device_batch 8 --accumulation 1
+    accelerate launch --multi_gpu --num_processes 2 tests/distributed/distributed_train.py OUT_DIR --per_device_batch 2 \
         --accumulation 2
 
 The run is the one of tests/_training.py (plain SGD, constant learning rate, no clipping, no dropout, τ = 5) on the

@@ -1,6 +1,6 @@
 """TopoTrainer under DDP, FSDP2 and DeepSpeed ZeRO-3 (2 CPU processes, gloo), and the in-forward evaluation.
 
-Each multi-process test launches tests/distributed_train.py with `accelerate launch` and one of the configs in
+Each multi-process test launches tests/distributed/distributed_train.py with `accelerate launch` and one of the configs in
 examples/accelerate/, 2 processes × gradient accumulation 2 × 2 sequences, and compares the final weights with one
 process on the same global batch of 8 (plain SGD, τ = 5: the TopoLoss gradient moves the weights a lot, so a wrong
 factor on it or a lost shard gradient shows). The run also reports how the Trainer saw it, so a test cannot pass on
@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.distributed import check_activation_checkpointing, uses_reentrant_checkpointing
 
-SCRIPT = str(ROOT / "tests" / "distributed_train.py")
+SCRIPT = str(ROOT / "tests" / "distributed" / "distributed_train.py")
 CONFIGS = ROOT / "examples" / "accelerate"
 # port 0: a free port of its own, so that two test runs on one machine never meet on the default port 29500
 TWO_PROCESSES = ["--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", "0"]

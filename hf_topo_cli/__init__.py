@@ -1,0 +1,102 @@
+"""The ``hf-topo`` command's dispatcher: lists the commands and runs one, without importing hf_topo until it must.
+
+``import hf_topo`` registers hf_topo's model classes with transformers' Auto classes, which imports torch and the
+model families (seconds). ``hf-topo --help``, ``hf-topo --version`` and a mistyped command need none of that, so the
+console script's entry point lives in this small top-level module instead of ``hf_topo.cli``: it knows the commands
+from a static table and reads the version from ``hf_topo/_version.py`` without running ``hf_topo/__init__.py``. Only
+``hf-topo COMMAND ...`` imports ``hf_topo.cli.<module>`` (and so hf_topo, torch and what the command needs).
+
+    hf-topo pretrain --train_file corpus.txt --tau 5 --max_steps 300 --output_dir outputs/toponet
+    hf-topo pretrain recipe.yaml                       # every flag from a YAML/JSON file (flags after it override)
+    accelerate launch -m hf_topo.cli.pretrain --config recipe.yaml    # the same command on several processes
+
+A new command is a module of :mod:`hf_topo.cli` with a ``make_parser()`` and a ``main(argv)``, plus one row of
+:data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+__all__ = ["COMMANDS", "main", "usage", "version"]
+
+#: subcommand → (module under hf_topo.cli, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("pretrain", "Pretrain a TopoNet (TopoLoss on the MLP expansion layers) or its τ=0 baseline."),
+    "finetune-lora": ("finetune_lora", "LoRA fine-tuning of a TopoNet with PEFT; the adapter keeps its topography."),
+    "eval-blimp": ("eval_blimp", "BLiMP accuracy with lm-evaluation-harness's convention."),
+    "analyze": ("analyze", "Topography, dimensionality, robustness and maps of a model and its baseline."),
+    "downsample": ("downsample", "Downsample a TopoNet's sheets (φ×φ, per-unit gains) and save the smaller model."),
+    "push": ("push", "Push a TopoNet to the Hugging Face Hub with its model card and maps."),
+    "convert-nanogpt": ("convert_nanogpt", "Convert a nanoGPT TopoNet checkpoint (a file or a Hub repo) to GPT-2."),
+    "compare-lora": ("compare_lora", "One LoRA recipe on a baseline and TopoNets at several ranks: table and plot."),
+    "compare-regularizers": (
+        "compare_regularizers",
+        "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
+    ),
+    "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
+    "arrange": (
+        "arrange",
+        "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",
+    ),
+    "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
+    "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
+}
+
+
+def version() -> str:
+    """hf_topo's version, read from ``hf_topo/_version.py`` without importing the package.
+
+    ``importlib.util.find_spec`` locates a top-level package without running its ``__init__.py``; the file is
+    parsed, not executed, so this costs milliseconds whatever the package imports.
+    """
+    spec = importlib.util.find_spec("hf_topo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("hf_topo is not installed: `pip install -e .` in the repository installs it.")
+    source = Path(next(iter(spec.submodule_search_locations)), "_version.py").read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise ImportError("hf_topo/_version.py defines no __version__ string.")
+
+
+def usage() -> str:
+    """The text of ``hf-topo --help``: the version and one line per command."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        f"hf-topo {version()}: topographic language models in the Hugging Face stack.",
+        "",
+        "usage: hf-topo COMMAND [CONFIG.yaml|--config CONFIG.yaml] [--flags ...]",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()),
+        "",
+        "`hf-topo COMMAND --help` lists the flags of a command. Under several processes:",
+        "  accelerate launch -m hf_topo.cli.pretrain ...",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hf-topo`` console script (and of ``python -m hf_topo.cli``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"hf-topo {version()}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        close = [c for c in COMMANDS if c.startswith(name[:3])]
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        print(f"hf-topo: unknown command {name!r}.{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    from hf_topo.cli.arguments import run_command
+
+    module = importlib.import_module(f"hf_topo.cli.{COMMANDS[name][0]}")
+    return run_command(module.main, argv[1:], prog=f"hf-topo {name}")
