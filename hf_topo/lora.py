@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from .presets import ATTENTION_TARGETS
-from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
+from .sheet import sheet_layer_types, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [

@@ -26,9 +26,16 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .regularizers.laplacian_pyramid import check_blur_arguments
-from .regularizers.spatial_correlation import neighbourhood_centres
-from .sheet import SUPPORTED_LAYER_TYPES, CorticalSheet, activation_sheet, sheet_for_module, unwrapped_layer
+from .sheet import (
+    ACTIVATION_SHEET,
+    CorticalSheet,
+    activation_sheet,
+    get_layer_kind,
+    is_sheet_layer,
+    layer_kinds,
+    sheet_for_module,
+    unwrapped_layer,
+)
 
 if TYPE_CHECKING:
     from .config import TopoConfig

@@ -13,7 +13,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hf_topo import TopoConfig, TopoRegularizer
-from hf_topo.regularizers.model import resolve_sheets
+from hf_topo.targets import resolve_sheets
 
 GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
