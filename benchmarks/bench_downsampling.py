@@ -186,7 +186,7 @@ def bench_quality(args: argparse.Namespace) -> list[dict]:
 
     from hf_topo.analysis.inputs import load_text_blocks
     from hf_topo.analysis.perturbation import evaluate_perplexity
-    from hf_topo.data import load_tokenizer
+    from hf_topo.loading import load_tokenizer
 
     rows = []
     for spec in args.models:

@@ -22,11 +22,10 @@ from transformers import AutoModelForCausalLM, Trainer, default_data_collator, s
 
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
-from .data import check_data_file, load_tokenizer
 from .hub.card import add_card_tags
+from .loading import check_data_file, check_model_source, load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
-from .models import check_model_source
 from .regularizers.model import TopoLoss, attach_inferred_topography
 from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
@@ -85,7 +84,7 @@ class LoraArguments:
         if self.train_file and self.code_dir:
             raise ValueError("Give one local source: --train_file or --code_dir, not both.")
         if self.train_file:
-            check_data_file(self.train_file, "--train_file")
+            check_data_file(self.train_file, "train_file")
         if self.code_dir and not os.path.isdir(self.code_dir):
             raise FileNotFoundError(f"--code_dir {self.code_dir!r} is not a directory.")
 

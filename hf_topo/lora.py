@@ -118,9 +118,9 @@ def corpus_text(
     if train_file and code_dir:
         raise ValueError("Give one local source: --train_file or --code_dir, not both.")
     if train_file:
-        from .data import check_data_file
+        from .loading import check_data_file
 
-        check_data_file(train_file, "--train_file")  # exists and holds text
+        check_data_file(train_file, "train_file")  # exists and holds text
         return Path(train_file).read_text(encoding="utf-8")[:max_chars]
     if code_dir:
         if not os.path.isdir(code_dir):

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_values, topographic_layers
 from hf_topo.cli import compare_regularizers
 from hf_topo.config import LOSSES
+from hf_topo.experiments.compare_regularizers import parse_strengths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,10 +191,10 @@ def test_figure_is_a_png(comparison):
 
 def test_bad_strengths_and_clashing_flags_are_refused():
     with pytest.raises(ValueError, match="FAMILY"):
-        compare_regularizers.parse_strengths(["lp=1"])
+        parse_strengths(["lp=1"])
     with pytest.raises(ValueError, match="must be > 0"):
-        compare_regularizers.parse_strengths(["ws=0"])
-    assert compare_regularizers.parse_strengths(["topo=1,5", "as=0.5"]) == [("topo", 1.0), ("topo", 5.0), ("as", 0.5)]
+        parse_strengths(["ws=0"])
+    assert parse_strengths(["topo=1,5", "as=0.5"]) == [("topo", 1.0), ("topo", 5.0), ("as", 0.5)]
     with pytest.raises(ValueError, match="--tau"):
         compare_regularizers.parse_args(["--train_file", "x.txt", "--output_dir", "o", "--tau", "3"])
 

@@ -84,9 +84,10 @@ def _text_stream(
     if (text_file is None) == (dataset_name is None):
         raise ValueError("Give exactly one text source: text_file (a local .txt/.jsonl file) or dataset_name.")
     if text_file is not None:
-        from ..data import check_data_file, dataset_builder_for
+        from ..data import dataset_builder_for
+        from ..loading import check_data_file
 
-        check_data_file(text_file, "Text file")
+        check_data_file(text_file, "text_file")
         builder = dataset_builder_for(text_file)
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         return load_dataset(builder, data_files={"train": text_file}, split="train", streaming=True, **kwargs)
@@ -118,7 +119,8 @@ def load_text_blocks(
     """
     from datasets import IterableDatasetDict
 
-    from ..data import check_tokenizer, pack_into_blocks
+    from ..data import pack_into_blocks
+    from ..loading import check_tokenizer
 
     check_tokenizer(tokenizer)
     if max_blocks is not None and max_blocks < 1:
@@ -203,7 +205,7 @@ def read_stimuli(path: str | os.PathLike) -> list[str]:
 
 def tokenize_stimuli(tokenizer, stimuli: list[str], max_length: int | None = None) -> TokenBatch:
     """Right-padded token ids and ``attention_mask`` of ``stimuli`` (no special tokens; truncated to ``max_length``)."""
-    from ..data import check_tokenizer
+    from ..loading import check_tokenizer
 
     if not stimuli:
         raise ValueError("No stimuli to tokenize.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models import check_model_source
+from ..loading import check_model_source
 from .arrange import ArrangementReport, arrange_units
 from .search import ARRANGE_INITS, ARRANGE_OBJECTIVES
 

@@ -122,8 +122,7 @@ def push(args: PushArguments) -> dict:
 def push_space_folder(args: PushArguments) -> dict:
     """`--space`: write the Space folder of `--repo_id`, and create and upload the Space unless `--dry_run`."""
     from hf_topo.app import push_space, write_space_folder
-    from hf_topo.data import is_hub_id
-    from hf_topo.models import check_model_source
+    from hf_topo.loading import check_model_source, is_hub_id
 
     if not is_hub_id(args.model) or os.path.isdir(args.model):
         check_model_source(args.model)  # a local folder of the model must be a saved model (a Hub id: --repo_id's)

@@ -108,8 +108,7 @@ def downsample_saved_model(args: DownsampleArguments) -> dict[str, Any]:
     """
     from ..analysis.inputs import load_text_blocks
     from ..analysis.perturbation import evaluate_perplexity
-    from ..data import load_tokenizer
-    from ..models import check_model_source
+    from ..loading import check_model_source, load_tokenizer
 
     check_model_source(args.model)
     tokenizer = load_tokenizer(args.model)

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..models import check_model_source
+from ..loading import check_model_source
 from .card import toponet_card
 from .figures import render_sheet_maps
 from .loading import load_toponet
