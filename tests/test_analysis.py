@@ -9,18 +9,15 @@ import torch.nn.functional as F
 
 from hf_topo import TopoConfig, TopoLoss
 from hf_topo.analysis import (
-    TokenBatch,
     add_weight_noise_,
     collect_activations,
     correlation_vs_distance,
     delete_tokens,
     downsampling_sweep,
     effective_dimensionality,
-    evaluate_perplexity,
     input_perturbation_sweep,
     l1_prune_,
     load_passages,
-    load_text_blocks,
     mean_morans_i,
     morans_i,
     morans_i_permutation_test,
@@ -40,6 +37,7 @@ from hf_topo.analysis import (
     weight_smoothness,
 )
 from hf_topo.data import train_bpe_tokenizer
+from hf_topo.evaluation import TokenBatch, evaluate_perplexity, load_text_blocks
 
 # ---- synthetic sheets --------------------------------------------------------------------------------------------
 

@@ -166,3 +166,14 @@ def test_old_module_paths_warn_and_give_the_same_objects():
         for name in new.__all__:
             assert getattr(shim, name) is getattr(new, name)
     assert model.TopoLoss is model.TopoRegularizer is hf_topo.TopoLoss
+
+
+def test_analysis_and_downsampling_do_not_import_each_other_back():
+    """The analyses downsample (a perturbation sweep, `--save_downsampled`); downsampling measures with the shared
+    token batches and perplexity of hf_topo.evaluation, never with the analysis package."""
+    graph = import_graph()
+    downsampling = {
+        target for module, targets in graph.items() if module.startswith("hf_topo.downsampling") for target in targets
+    }
+    assert not {target for target in downsampling if target.startswith("hf_topo.analysis")}
+    assert "hf_topo.downsampling" in graph["hf_topo.analysis.perturbation"]

@@ -242,7 +242,7 @@ def test_compare_lora_refuses_a_bad_model_or_rank_before_any_run(toponet, corpus
     common += ["--output_dir", str(out)]
     cases = [
         (["--models", str(toponet), str(tmp_path / "missing"), "--ranks", "2"], "missing' does not exist"),
-        (["--models", str(toponet), "--ranks", "2", "0"], r"--ranks \[2, 0\]: give LoRA ranks >= 1"),
+        (["--models", str(toponet), "--ranks", "2", "0"], r"ranks=\[2, 0\]: give LoRA ranks >= 1"),
         (["--models", str(toponet), str(toponet), "--ranks", "2"], "Several runs would be written to"),
         (["--models", str(toponet), "--train_file", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
     ]

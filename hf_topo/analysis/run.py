@@ -15,9 +15,10 @@ from transformers import AutoModelForCausalLM, set_seed
 from ..blimp import load_blimp
 from ..config import TopoConfig
 from ..downsampling import downsample_model, parameter_count
+from ..evaluation import load_text_blocks
 from ..loading import check_model_source, load_tokenizer
 from .activations import is_output_weight_sheet, topographic_layers
-from .inputs import load_passages, load_text_blocks, read_stimuli
+from .inputs import load_passages, read_stimuli
 from .report import AnalysisSettings, analyze_model, write_report
 
 logger = logging.getLogger(__name__)

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from ..analysis import as_sheet_map, collect_activations, selectivity_maps, topographic_layers, weight_pc1_map
-from ..analysis.inputs import TokenBatch
 from ..analysis.plots import plot_sheet_maps, pyplot, save_figure
 from ..config import TopoConfig
+from ..evaluation import TokenBatch
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, short_layer_name
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM
 
+from ..evaluation import evaluate_perplexity, load_text_blocks
+from ..loading import check_model_source, load_tokenizer
 from .api import downsample_model, parameter_count, resolve_gains
 from .record import DOWNSAMPLING_KEY
 
@@ -106,10 +108,6 @@ def downsample_saved_model(args: DownsampleArguments) -> dict[str, Any]:
     parameter counts) and, with ``eval_text_file``, ``perplexity_original``, ``perplexity`` and their difference
     ``delta_perplexity`` on the held-out blocks.
     """
-    from ..analysis.inputs import load_text_blocks
-    from ..analysis.perturbation import evaluate_perplexity
-    from ..loading import check_model_source, load_tokenizer
-
     check_model_source(args.model)
     tokenizer = load_tokenizer(args.model)
 

@@ -43,11 +43,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from ..analysis import AnalysisSettings, analyze_model, load_passages, load_text_blocks
+from ..analysis import AnalysisSettings, analyze_model, load_passages
 from ..analysis.report import json_safe
 from ..arrangement import arrange_units
 from ..config import TopoConfig
 from ..errors import InputError, parameter
+from ..evaluation import load_text_blocks
 from ..finetuning import LoraArguments, finetune_lora
 from ..loading import check_data_file
 from ..trainer import TopoTrainingArguments

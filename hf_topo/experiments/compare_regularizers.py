@@ -25,17 +25,11 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from .._version import __version__
-from ..analysis import (
-    AnalysisSettings,
-    AnalysisSummary,
-    analyze_model,
-    collect_activations,
-    load_text_blocks,
-    regularizer_values,
-)
+from ..analysis import AnalysisSettings, AnalysisSummary, analyze_model, collect_activations, regularizer_values
 from ..analysis.plots import pyplot, save_figure
 from ..config import LOSSES, TopoConfig
 from ..errors import InputError, parameter
+from ..evaluation import load_text_blocks
 from .families import FAMILIES, family_by_short_name, family_recipe, train_family
 from .recipes import hold_out_lines
 
