@@ -21,6 +21,7 @@ from .blimp import BlimpCallback, load_blimp
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
 from .data import load_text_datasets, pack_into_blocks, train_bpe_tokenizer
+from .errors import InputError, parameter
 from .loading import check_model_source, load_tokenizer
 from .models import build_model
 from .presets import MODEL_PRESETS, TARGET_PRESETS
@@ -105,7 +106,7 @@ def _use_family_targets(model, training_args: TopoTrainingArguments) -> None:
         return
     if family is None or family == default or any(name.endswith(".mlp.c_fc") for name, _ in model.named_modules()):
         return
-    logger.info("--topo_target_modules: %s, the MLP expansion layer of %s", family, model.config.model_type)
+    logger.info("topo_target_modules: %s, the MLP expansion layer of %s", family, model.config.model_type)
     training_args.topo_target_modules = list(family)
 
 
@@ -126,12 +127,16 @@ def _tokenizer(model_args: ModelArguments, raw, data_args: DataArguments):
 
 def _check_arguments(data_args: DataArguments, training_args: TopoTrainingArguments) -> None:
     if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError(
-            "A streamed dataset has no length, so the run is counted in optimizer steps: set --max_steps (the "
-            "learning-rate and τ schedules, evaluations and checkpoints all follow it; --num_train_epochs is ignored)."
+        raise InputError(
+            f"A streamed dataset has no length, so the run is counted in optimizer steps: set {parameter('max_steps')} "
+            f"(the learning-rate and τ schedules, evaluations and checkpoints all follow it; "
+            f"{parameter('num_train_epochs')} is ignored)."
         )
     if data_args.streaming_shuffle_buffer and not data_args.streaming:
-        raise ValueError("--streaming_shuffle_buffer applies to --streaming; on-disk data is shuffled by the Trainer.")
+        raise InputError(
+            f"{parameter('streaming_shuffle_buffer')} applies to {parameter('streaming')}; on-disk data is shuffled by "
+            "the Trainer."
+        )
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: TopoTrainingArguments) -> dict:

@@ -179,7 +179,7 @@ def test_bad_input(toponet, corpus, tmp_path):
     _tiny_gpt2(model.config.vocab_size).save_pretrained(plain)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (plain / f).write_text((toponet / f).read_text())
-    with pytest.raises(ValueError, match="has no topography metadata.*--infer_topography"):
+    with pytest.raises(ValueError, match="has no topography metadata.*infer_topography=True"):
         finetune_lora.main(
             [
                 "--model_name_or_path",
@@ -200,7 +200,7 @@ def test_bad_input(toponet, corpus, tmp_path):
     assert metrics["topo_loss_before"] is not None
     record = json.loads((tmp_path / "inferred" / "merged" / "config.json").read_text())["topography"]
     assert record["inferred"] is True and record["tau"]["value"] == 0.0
-    with pytest.raises(ValueError, match="is offline here: pass --train_file"):
+    with pytest.raises(ValueError, match="is offline here: pass train_file="):
         finetune_lora.main(
             ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
         )
