@@ -34,16 +34,19 @@ def make_parser(prog: str | None = None):
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
     (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
-    result = push_model(args)
-    folder, files = result["folder"], result["files"]
     if args.space:
-        space_id = result["space_id"]
+        from hf_topo.app.space import push_space_folder
+
+        result = push_space_folder(args)
+        folder, files, space_id = result["folder"], result["files"], result["space_id"]
         print(f"Space folder {folder} ({len(files)} files): {', '.join(files)}")
         if args.dry_run:
             print(f"Dry run: nothing uploaded. Push it with the same command without --dry_run ({space_id}).")
         else:
             print(f"Pushed the Space to https://huggingface.co/spaces/{space_id} ({result['commit_url']})")
         return result
+    result = push_model(args)
+    folder, files = result["folder"], result["files"]
     print(f"Upload folder {folder} ({len(files)} files):")
     for name in files:
         print(f"  {name}  ({os.path.getsize(os.path.join(folder, name)):,} bytes)")

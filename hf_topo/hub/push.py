@@ -1,5 +1,5 @@
 """What ``hf-topo push`` does: build the upload folder of a saved TopoNet (model, tokenizer, ``config.json`` with its
-topography, model card, figures) and push it to the Hub; or write and push a Gradio Space that shows it.
+topography, model card, figures) and push it to the Hub (its Space: :func:`hf_topo.app.space.push_space_folder`).
 
     from hf_topo.hub.push import PushArguments, push_model
 
@@ -12,10 +12,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..loading import check_model_source, is_hub_id
 from .upload import build_upload_folder, check_hub_online, push_folder
 
-__all__ = ["PushArguments", "push_model", "push_space_folder"]
+__all__ = ["PushArguments", "push_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +69,12 @@ class PushArguments:
 
 
 def push_model(args: PushArguments) -> dict:
-    """Build the upload folder of ``args.model`` and push it to ``args.repo_id`` unless ``args.dry_run``; with
-    ``args.space``, the Space folder instead (:func:`push_space_folder`).
+    """Build the upload folder of ``args.model`` and push it to ``args.repo_id`` unless ``args.dry_run`` (a Space
+    that shows it, ``args.space``: :func:`hf_topo.app.space.push_space_folder`).
 
     Returns:
-        ``{"folder", "files", "commit_url"}`` (``commit_url`` ``None`` on a dry run; ``space_id`` for a Space).
+        ``{"folder", "files", "commit_url"}`` (``commit_url`` ``None`` on a dry run).
     """
-    if args.space:
-        return push_space_folder(args)
     folder = args.output_dir or os.path.normpath(args.model) + "-hub"
     if not args.dry_run:
         check_hub_online(args.repo_id)  # offline: refuse before the folder is written
@@ -110,34 +107,4 @@ def push_model(args: PushArguments) -> dict:
     )
     result["commit_url"] = commit.commit_url
     logger.info("Pushed to https://huggingface.co/%s (%s)", args.repo_id, commit.commit_url)
-    return result
-
-
-def push_space_folder(args: PushArguments) -> dict:
-    """``args.space``: write the Space folder of ``args.repo_id``, and create and upload the Space unless
-    ``args.dry_run``; returns ``{"folder", "files", "commit_url", "space_id"}``."""
-    from ..app import push_space, write_space_folder
-
-    if not is_hub_id(args.model) or os.path.isdir(args.model):
-        check_model_source(args.model)  # a local folder of the model must be a saved model (a Hub id: --repo_id's)
-    space_id = args.space_id or f"{args.repo_id}-explorer"
-    folder = args.output_dir or os.path.normpath(args.model) + "-space"
-    if not args.dry_run:
-        check_hub_online(space_id)
-    files = write_space_folder(
-        folder,
-        args.repo_id,
-        baseline_id=args.space_baseline,
-        hf_topo_requirement=args.space_requirement,
-        overwrite=args.overwrite,
-    )
-    logger.info("Space folder %s: %s", os.path.abspath(folder), ", ".join(files))
-    result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None, "space_id": space_id}
-    if args.dry_run:
-        return result
-    commit = push_space(
-        folder, space_id, private=True if args.private else None, commit_message=args.commit_message, token=args.token
-    )
-    result["commit_url"] = commit.commit_url
-    logger.info("Pushed the Space to https://huggingface.co/spaces/%s (%s)", space_id, commit.commit_url)
     return result
