@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InputError, parameter
+
 if TYPE_CHECKING:
     from ..hub.push import PushArguments
 
@@ -104,7 +106,9 @@ def write_space_folder(
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
-            raise ValueError(f"The Space folder {folder} exists and is not empty; pass overwrite=True (--overwrite).")
+            raise InputError(
+                f"The Space folder {folder} exists and is not empty; pass {parameter('overwrite', True)}."
+            )
         if sorted(p.name for p in folder.iterdir()) != sorted(SPACE_FILES):
             raise ValueError(
                 f"Not overwriting {folder}: it holds other files than a Space written by hf_topo ({', '.join(SPACE_FILES)})."
