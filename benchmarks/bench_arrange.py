@@ -36,12 +36,14 @@ import torch
 from _common import RESULTS_DIR, device_info, device_line
 
 from hf_topo import TopoConfig, TopoRegularizer, arrange_units
-from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks
+from hf_topo.analysis import AnalysisSettings, analyze_model
 from hf_topo.arrangement import find_arrangement, sheet_objective
 from hf_topo.arrangement.mlp import unit_vectors
 from hf_topo.data import write_python_corpus
+from hf_topo.evaluation import load_text_blocks
+from hf_topo.experiments.recipes import hold_out_lines, small_cpu_recipe
 from hf_topo.models import build_model
-from hf_topo.pretraining import hold_out_lines, pretrain, small_cpu_recipe
+from hf_topo.pretraining import pretrain
 
 MODELS = ("baseline", "baseline_arranged", "toponet", "toponet_arranged")
 

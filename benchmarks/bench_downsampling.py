@@ -184,9 +184,8 @@ def blur_statistics(model: nn.Module, factor: float) -> dict[str, dict[str, floa
 def bench_quality(args: argparse.Namespace) -> list[dict]:
     from transformers import AutoModelForCausalLM
 
-    from hf_topo.analysis.inputs import load_text_blocks
-    from hf_topo.analysis.perturbation import evaluate_perplexity
-    from hf_topo.data import load_tokenizer
+    from hf_topo.evaluation import evaluate_perplexity, load_text_blocks
+    from hf_topo.loading import load_tokenizer
 
     rows = []
     for spec in args.models:

@@ -26,6 +26,8 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .errors import InputError, parameter
+
 __all__ = ["resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -81,17 +83,17 @@ def resolve_checkpoint(training_args: Any) -> str | None:
         )
     path = os.fspath(value)
     if not os.path.isdir(path):
-        raise ValueError(
-            f"resume_from_checkpoint={path!r} does not exist or is not a folder. Pass a checkpoint folder such as "
-            f"{os.path.join(output_dir, PREFIX_CHECKPOINT_DIR + '-500')!r}, or `--resume_from_checkpoint true` to "
-            f"resume from the last checkpoint in {output_dir!r}."
+        raise InputError(
+            f"{parameter('resume_from_checkpoint', repr(path))} does not exist or is not a folder. Pass a checkpoint "
+            f"folder such as {os.path.join(output_dir, PREFIX_CHECKPOINT_DIR + '-500')!r}, or "
+            f"`{parameter('resume_from_checkpoint', 'true')}` to resume from the last checkpoint in {output_dir!r}."
         )
     if not os.path.isfile(os.path.join(path, _TRAINER_STATE)):
-        raise ValueError(
-            f"resume_from_checkpoint={path!r} is not a checkpoint folder: it has no {_TRAINER_STATE}, which the "
-            f"Trainer writes into every {PREFIX_CHECKPOINT_DIR}-N folder it saves (last, so a folder without it was "
-            "interrupted while being saved). Pass one of the run's checkpoint-N folders, or `--resume_from_checkpoint "
-            "true` to take the last one in output_dir."
+        raise InputError(
+            f"{parameter('resume_from_checkpoint', repr(path))} is not a checkpoint folder: it has no "
+            f"{_TRAINER_STATE}, which the Trainer writes into every {PREFIX_CHECKPOINT_DIR}-N folder it saves (last, "
+            "so a folder without it was interrupted while being saved). Pass one of the run's checkpoint-N folders, "
+            f"or `{parameter('resume_from_checkpoint', 'true')}` to take the last one in output_dir."
         )
     logger.info("Resuming from %s", path)
     return path
@@ -100,16 +102,17 @@ def resolve_checkpoint(training_args: Any) -> str | None:
 def _last_checkpoint(output_dir: str) -> str:
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     if last is None:
-        raise ValueError(
-            f"--resume_from_checkpoint true: {output_dir!r} holds no {PREFIX_CHECKPOINT_DIR}-N folder to resume from "
-            "(checkpoints are saved every --save_steps with --save_strategy steps). Check --output_dir, or start a "
-            "fresh run with --resume_from_checkpoint false."
+        raise InputError(
+            f"{parameter('resume_from_checkpoint', 'true')}: {output_dir!r} holds no {PREFIX_CHECKPOINT_DIR}-N folder "
+            f"to resume from (checkpoints are saved every {parameter('save_steps')} with "
+            f"{parameter('save_strategy', 'steps')}). Check {parameter('output_dir')}, or start a fresh run with "
+            f"{parameter('resume_from_checkpoint', 'false')}."
         )
     if not os.path.isfile(os.path.join(last, _TRAINER_STATE)):
-        raise ValueError(
+        raise InputError(
             f"The last checkpoint in {output_dir!r}, {last!r}, is incomplete: it has no {_TRAINER_STATE}, which the "
             "Trainer writes last, so the run was interrupted while saving it. Delete that folder to resume from the "
-            "checkpoint before it, or pass an earlier checkpoint with --resume_from_checkpoint PATH."
+            f"checkpoint before it, or pass an earlier checkpoint with {parameter('resume_from_checkpoint', 'PATH')}."
         )
     logger.info("Resuming from the last checkpoint in %s: %s", output_dir, last)
     return last
@@ -123,8 +126,9 @@ def _refuse_previous_run(output_dir: str) -> None:
     found += [n for n in names if n in _RUN_FILES]
     if found:
         shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
-        raise ValueError(
+        raise InputError(
             f"The output folder {output_dir!r} already holds a training run ({shown}); a fresh run there would "
-            "overwrite it and mix the two runs' checkpoints. Continue that run with `--resume_from_checkpoint true`, "
-            "or start a new one with a new or empty --output_dir."
+            f"overwrite it and mix the two runs' checkpoints. Continue that run with "
+            f"`{parameter('resume_from_checkpoint', 'true')}`, or start a new one with a new or empty "
+            f"{parameter('output_dir')}."
         )

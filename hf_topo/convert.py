@@ -27,7 +27,7 @@ next to the model (:func:`attach_tokenizer`) is GPT-2's from the Hub by default,
 Example::
 
     from hf_topo.convert import attach_tokenizer, convert_nanogpt, resolve_nanogpt_checkpoint
-    from hf_topo.data import load_tokenizer
+    from hf_topo.loading import load_tokenizer
 
     tokenizer = load_tokenizer("openai-community/gpt2")  # first: a missing tokenizer stops before any download
     path, tau = resolve_nanogpt_checkpoint("murtylab/topo-nanogpt-fineweb10B", tau=50)
@@ -562,7 +562,7 @@ def attach_tokenizer(model, output_dir: str | os.PathLike, tokenizer=DEFAULT_TOK
         model: the converted model (its vocabulary must hold every token of the tokenizer).
         output_dir: the model's folder.
         tokenizer: a tokenizer object, or the Hub id or local folder of one (loaded with
-            :func:`hf_topo.data.load_tokenizer`; default GPT-2's, which nanoGPT's GPT-2-shaped models use).
+            :func:`hf_topo.loading.load_tokenizer`; default GPT-2's, which nanoGPT's GPT-2-shaped models use).
             Load it before converting (``load_tokenizer(name)``), so that a missing tokenizer stops the command
             before the checkpoint is read.
 
@@ -575,7 +575,7 @@ def attach_tokenizer(model, output_dir: str | os.PathLike, tokenizer=DEFAULT_TOK
     """
     if tokenizer is None:
         return None
-    from .data import check_tokenizer, load_tokenizer
+    from .loading import check_tokenizer, load_tokenizer
 
     if isinstance(tokenizer, (str, os.PathLike)):
         name, loaded = tokenizer, load_tokenizer(tokenizer)

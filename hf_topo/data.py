@@ -11,16 +11,17 @@ input                                      refused by
 an empty (or whitespace-only) data file    :func:`load_text_datasets`: "FILE is empty"
 a corpus too short to hold out validation  :func:`load_text_datasets`: the validation (or training) split is empty
 a split without one full block             :func:`pack_into_blocks`: its number of tokens, the block size, fixes
-a folder without tokenizer files           :func:`load_tokenizer` (transformers would build an empty tokenizer)
-a tokenizer that encodes text to nothing   :func:`check_tokenizer` (called by the packing, BLiMP, the analyses)
+a tokenizer that encodes text to nothing   :func:`~hf_topo.loading.check_tokenizer` (called by the packing)
 =========================================  =======================================================================
+
+Loading tokenizers and checking data files is :mod:`hf_topo.loading`'s. The errors name the parameter to change
+(:mod:`hf_topo.errors`): ``train_file=`` from Python, ``--train_file`` on the command line.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import sysconfig
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -28,37 +29,20 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
+from .errors import InputError, parameter
+from .loading import check_data_file, check_tokenizer
+
 __all__ = [
-    "TOKENIZER_FILES",
-    "check_data_file",
-    "check_tokenizer",
     "dataset_builder_for",
-    "is_hub_id",
     "load_text_datasets",
-    "load_tokenizer",
     "train_bpe_tokenizer",
     "pack_into_blocks",
-    "tokenizer_display_name",
     "write_python_corpus",
 ]
 
 logger = logging.getLogger(__name__)
 
 END_OF_TEXT = "<|endoftext|>"
-#: Files of a saved tokenizer (any one of them). From a folder with none, ``AutoTokenizer`` builds an *empty*
-#: tokenizer instead of failing: every text encodes to nothing.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tekken.json",
-)
-#: Text every usable tokenizer encodes to at least one token.
-_PROBE_TEXT = "The cat sat on the mat."
 
 
 def dataset_builder_for(path: str) -> str:
@@ -78,28 +62,6 @@ def dataset_builder_for(path: str) -> str:
     )
 
 
-def check_data_file(path: str, flag: str) -> None:
-    """Refuse a data file that does not exist or holds only whitespace, naming it by ``flag`` (e.g. ``"--train_file"``).
-
-    Checked before ``datasets`` sees the file: its own errors on an empty file are about missing ``features``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is empty or whitespace only.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{flag} {path!r} does not exist.")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while chunk := f.read(1 << 16):
-            if chunk.strip():
-                return
-    size = os.path.getsize(path)
-    raise ValueError(
-        f"{flag} {path!r} is empty ({'0 bytes' if size == 0 else f'{size} bytes of whitespace only'}): "
-        "give a file with text in it."
-    )
-
-
 def _split_off_validation(train, percentage: int, source: str, unit: str, from_start: bool) -> DatasetDict:
     """Hold out ``percentage`` % of ``train`` as the validation split, refusing a split that would be empty.
 
@@ -107,9 +69,7 @@ def _split_off_validation(train, percentage: int, source: str, unit: str, from_s
     last rows (``train_test_split``, rounding the held-out part up).
     """
     if not 0 < percentage < 100:
-        raise ValueError(
-            f"validation_split_percentage={percentage} must be between 1 and 99 (--validation_split_percentage)."
-        )
+        raise InputError(f"{parameter('validation_split_percentage', percentage)} must be between 1 and 99.")
     n = len(train)
 
     def held_out(pct: int) -> int:  # exactly as datasets rounds
@@ -117,12 +77,12 @@ def _split_off_validation(train, percentage: int, source: str, unit: str, from_s
 
     n_validation = held_out(percentage)
     if n_validation == 0 or n_validation == n:
-        fixes = ["give a held-out file with --validation_file"]
+        fixes = [f"give a held-out file with {parameter('validation_file')}"]
         working = [pct for pct in range(1, 100) if 0 < held_out(pct) < n]
         if working:
-            fixes.append(f"set --validation_split_percentage between {working[0]} and {working[-1]}")
+            fixes.append(f"set {parameter('validation_split_percentage')} between {working[0]} and {working[-1]}")
         fixes.append("use a longer text")
-        raise ValueError(
+        raise InputError(
             f"The {'validation' if n_validation == 0 else 'training'} split is empty: {source} has {n} "
             f"{unit}{'s' if n != 1 else ''}, and holding out {percentage} % of them leaves {n_validation} for "
             f"validation and {n - n_validation} for training. Fix: {'; or '.join(fixes)}."
@@ -158,12 +118,13 @@ def load_text_datasets(
             the validation or the training split empty (the message gives the number of lines and the fixes).
     """
     if (dataset_name is None) == (train_file is None):
-        raise ValueError(
-            "Give exactly one data source: --dataset_name (a Hub dataset) or --train_file (a local file)."
+        raise InputError(
+            f"Give exactly one data source: {parameter('dataset_name')} (a Hub dataset) or {parameter('train_file')} "
+            "(a local file)."
         )
-    for path, flag in ((train_file, "--train_file"), (validation_file, "--validation_file")):
+    for path, name in ((train_file, "train_file"), (validation_file, "validation_file")):
         if path is not None:
-            check_data_file(path, flag)
+            check_data_file(path, name)
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config, streaming=streaming, cache_dir=cache_dir)
         if validation_file is not None:  # a local held-out set next to a Hub corpus
@@ -177,9 +138,10 @@ def load_text_datasets(
         if "validation" not in raw:
             if streaming:
                 if not validation_documents:
-                    raise ValueError(
+                    raise InputError(
                         f"{dataset_name} has no 'validation' split and a stream cannot be split by percentage: pass "
-                        "--validation_documents N (hold out the first N documents of the stream) or --validation_file."
+                        f"{parameter('validation_documents', 'N')} (hold out the first N documents of the stream) or "
+                        f"{parameter('validation_file')}."
                     )
                 raw = _hold_out_stream(raw["train"], validation_documents)
             else:
@@ -189,7 +151,10 @@ def load_text_datasets(
     else:
         builder = dataset_builder_for(train_file)
         if validation_file is not None and dataset_builder_for(validation_file) != builder:
-            raise ValueError("--train_file and --validation_file must have the same format (both text or both jsonl).")
+            raise InputError(
+                f"{parameter('train_file')} and {parameter('validation_file')} must have the same format (both text "
+                "or both jsonl)."
+            )
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
         files = {"train": train_file}
         if validation_file is not None:
@@ -197,9 +162,10 @@ def load_text_datasets(
             raw = load_dataset(builder, data_files=files, streaming=streaming, cache_dir=cache_dir, **kwargs)
         elif streaming:
             if not validation_documents:
-                raise ValueError(
-                    "With --streaming, give --validation_file or --validation_documents N (the first N documents of "
-                    "the stream are held out): a stream cannot be split by percentage."
+                raise InputError(
+                    f"With {parameter('streaming')}, give {parameter('validation_file')} or "
+                    f"{parameter('validation_documents', 'N')} (the first N documents of the stream are held out): a "
+                    "stream cannot be split by percentage."
                 )
             raw = _hold_out_stream(
                 load_dataset(builder, data_files=files, streaming=True, cache_dir=cache_dir, **kwargs)["train"],
@@ -215,112 +181,16 @@ def load_text_datasets(
             )
     columns = raw["train"].column_names
     if columns is not None and text_column not in columns:
-        raise ValueError(f"The training data has no column {text_column!r} (columns: {columns}); set --text_column.")
+        raise InputError(
+            f"The training data has no column {text_column!r} (columns: {columns}); set {parameter('text_column')}."
+        )
     return raw
 
 
 def _hold_out_stream(stream, n_documents: int) -> IterableDatasetDict:
     if n_documents < 1:
-        raise ValueError(f"validation_documents={n_documents} must be at least 1.")
+        raise InputError(f"{parameter('validation_documents', n_documents)} must be at least 1.")
     return IterableDatasetDict(validation=stream.take(n_documents), train=stream.skip(n_documents))
-
-
-def tokenizer_display_name(tokenizer) -> str:
-    """How messages name ``tokenizer``: the folder or Hub id it was loaded from, else its class name."""
-    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-
-
-def check_tokenizer(tokenizer, source: str | os.PathLike | None = None) -> None:
-    """Refuse a tokenizer that cannot encode text (e.g. the empty one ``AutoTokenizer`` builds from a model folder
-    without tokenizer files), before it turns every text into nothing and every score into a tie.
-
-    Raises:
-        TypeError: ``tokenizer`` is not a tokenizer (not callable on a string).
-        ValueError: it encodes a plain English sentence to no token.
-    """
-    name = str(source) if source is not None else tokenizer_display_name(tokenizer)
-    if not callable(tokenizer):
-        raise TypeError(
-            f"Expected a transformers tokenizer (e.g. from AutoTokenizer.from_pretrained), got a "
-            f"{type(tokenizer).__name__}."
-        )
-    if not tokenizer(_PROBE_TEXT, add_special_tokens=False)["input_ids"]:
-        raise ValueError(
-            f"The tokenizer of {name!r} ({type(tokenizer).__name__}, {len(tokenizer)} tokens) encodes "
-            f"{_PROBE_TEXT!r} to no token: it has no vocabulary. transformers builds such an empty tokenizer from a "
-            f"model folder without tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...). Use the model's real "
-            "tokenizer: save it next to the model (tokenizer.save_pretrained(MODEL_DIR)) or pass --tokenizer_name "
-            "with its Hub id or folder."
-        )
-
-
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` reads as a Hub repo id (``owner/name`` or ``name``), not as a local path (``./x``, ``~/x``,
-    an absolute path, several slashes)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return not name.startswith((".", "~"))
-
-
-def load_tokenizer(name_or_path: str | os.PathLike, fallback=None, **from_pretrained_kwargs):
-    """``AutoTokenizer.from_pretrained(name_or_path)``, refusing what would silently encode text to nothing.
-
-    Args:
-        name_or_path: a Hub id (``openai-community/gpt2``) or a local folder that holds a saved tokenizer (any of
-            :data:`TOKENIZER_FILES`), e.g. a model folder saved with its tokenizer.
-        fallback: returned when ``name_or_path`` is a folder without tokenizer files (e.g. a baseline model saved
-            without one, analysed with the main model's tokenizer); without it, such a folder is an error.
-        **from_pretrained_kwargs: passed to ``AutoTokenizer.from_pretrained`` (``revision``, ``cache_dir``, ...).
-
-    Returns:
-        The tokenizer (a ``PreTrainedTokenizerBase``), checked with :func:`check_tokenizer`.
-
-    Raises:
-        FileNotFoundError: ``name_or_path`` is a local path (absolute, ``./``, ``~``) that does not exist.
-        ValueError: the folder has no tokenizer files, the tokenizer cannot be loaded (offline, no such Hub repo)
-            or it encodes text to nothing. Every message says to pass ``--tokenizer_name``.
-    """
-    from transformers import AutoTokenizer
-
-    source = os.fspath(name_or_path)
-    if os.path.isdir(source):
-        if not any(os.path.isfile(os.path.join(source, name)) for name in TOKENIZER_FILES):
-            if fallback is not None:
-                logger.info("%s has no tokenizer files: using %s", source, tokenizer_display_name(fallback))
-                return fallback
-            raise ValueError(
-                f"{source} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} is there (transformers would "
-                "build an empty tokenizer from it that encodes every text to nothing). Save the model's tokenizer "
-                f"into it (tokenizer.save_pretrained({source!r})), or pass --tokenizer_name with the Hub id or a "
-                "local folder of the tokenizer the model was trained with."
-            )
-    elif os.path.isfile(source):
-        raise ValueError(
-            f"{source} is a file; a tokenizer is loaded from the folder that holds its files (tokenizer.json, "
-            f"tokenizer_config.json, ...): pass --tokenizer_name {os.path.dirname(source) or '.'}."
-        )
-    elif not is_hub_id(source):
-        raise FileNotFoundError(
-            f"Tokenizer folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass "
-            "--tokenizer_name with an existing folder or a Hub id."
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **from_pretrained_kwargs)
-    except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"Cannot load a tokenizer from {source!r}: there is no local folder of that name, and the Hub did not "
-            f"provide it ({reason}). Offline or without Hub access, pass --tokenizer_name with a local folder that "
-            f"holds the tokenizer files (save it once where the Hub is reachable: "
-            f"AutoTokenizer.from_pretrained({source!r}).save_pretrained(DIR))."
-        ) from err
-    check_tokenizer(tokenizer, source)
-    return tokenizer
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2):
@@ -392,7 +262,7 @@ def pack_into_blocks(
             split is empty, or a split yields no block.
     """
     if block_size < 2:
-        raise ValueError(f"block_size={block_size} must be at least 2 tokens.")
+        raise InputError(f"{parameter('block_size', block_size)} must be at least 2 tokens.")
     check_tokenizer(tokenizer)
     try:
         first = next(iter(raw["train"]))
@@ -415,7 +285,7 @@ def pack_into_blocks(
                 continue
         elif next(iter(blocks[split]), None) is not None:
             continue
-        raise ValueError(_no_block_message(split, raw[split], block_size, pack_batch_size, fn_kwargs))
+        raise InputError(_no_block_message(split, raw[split], block_size, pack_batch_size, fn_kwargs))
     return blocks
 
 
@@ -433,11 +303,12 @@ def _no_block_message(split: str, texts, block_size: int, pack_batch_size: int, 
             f", but at most {largest} in one batch of {pack_batch_size} examples (the tail of each batch that does not "
             "fill a block is dropped)"
         )
-    fixes = [f"a --block_size of at most {largest}"] if largest >= 2 else []
+    fixes = [f"{parameter('block_size')} of at most {largest}"] if largest >= 2 else []
     if split == "validation":
         fixes.append(
-            "more held-out text (a longer --validation_file, a larger --validation_split_percentage, or with "
-            "--streaming a larger --validation_documents)"
+            f"more held-out text (a longer {parameter('validation_file')}, a larger "
+            f"{parameter('validation_split_percentage')}, or with {parameter('streaming')} a larger "
+            f"{parameter('validation_documents')})"
         )
     else:
         fixes.append("more text")

@@ -22,12 +22,12 @@ from transformers import AutoModelForCausalLM, Trainer, default_data_collator, s
 
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
-from .data import check_data_file, load_tokenizer
+from .errors import InputError, MissingFileError, parameter
 from .hub.card import add_card_tags
+from .loading import check_data_file, check_model_source, load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
-from .models import check_model_source
-from .regularizers.model import TopoRegularizer, attach_inferred_topography
+from .regularizers.model import TopoLoss, attach_inferred_topography
 from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -67,27 +67,31 @@ class LoraArguments:
 
     def __post_init__(self):
         if self.lora_r < 1:
-            raise ValueError(f"--lora_r {self.lora_r}: a LoRA rank is a whole number >= 1 (e.g. 4 or 8).")
+            raise InputError(f"{parameter('lora_r', self.lora_r)}: a LoRA rank is a whole number >= 1 (e.g. 4 or 8).")
         if not self.lora_alpha > 0:
-            raise ValueError(f"--lora_alpha {self.lora_alpha} must be > 0 (the update is scaled by alpha / r).")
+            raise InputError(
+                f"{parameter('lora_alpha', self.lora_alpha)} must be > 0 (the update is scaled by alpha / r)."
+            )
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"--lora_dropout {self.lora_dropout} must be in [0, 1).")
+            raise InputError(f"{parameter('lora_dropout', self.lora_dropout)} must be in [0, 1).")
         if self.block_size < 1:
-            raise ValueError(f"--block_size {self.block_size} must be a positive number of tokens.")
+            raise InputError(f"{parameter('block_size', self.block_size)} must be a positive number of tokens.")
         if self.max_train_tokens is not None and self.max_train_tokens < 1:
-            raise ValueError(f"--max_train_tokens {self.max_train_tokens} must be positive (or left out).")
+            raise InputError(f"{parameter('max_train_tokens', self.max_train_tokens)} must be positive (or left out).")
         if not 0 < self.validation_fraction < 0.5:
-            raise ValueError(f"--validation_fraction {self.validation_fraction} must be in (0, 0.5), e.g. 0.1.")
+            raise InputError(
+                f"{parameter('validation_fraction', self.validation_fraction)} must be in (0, 0.5), e.g. 0.1."
+            )
 
     def check_sources(self) -> None:
         """Refuse, before any model is loaded, a model or local corpus that is not there (or a file without text)."""
         check_model_source(self.model_name_or_path)
         if self.train_file and self.code_dir:
-            raise ValueError("Give one local source: --train_file or --code_dir, not both.")
+            raise InputError(f"Give one local source: {parameter('train_file')} or {parameter('code_dir')}, not both.")
         if self.train_file:
-            check_data_file(self.train_file, "--train_file")
+            check_data_file(self.train_file, "train_file")
         if self.code_dir and not os.path.isdir(self.code_dir):
-            raise FileNotFoundError(f"--code_dir {self.code_dir!r} is not a directory.")
+            raise MissingFileError(f"{parameter('code_dir', repr(self.code_dir))} is not a directory.")
 
     def corpus_source(self) -> str:
         """Where the text came from: the local file or folder, else the preset's Hub dataset."""
@@ -120,9 +124,10 @@ def load_lora_corpus(args: LoraArguments, tokenizer) -> tuple[Dataset, Dataset]:
     train_ids = ids[: len(ids) - n_validation][:budget]
     train, validation = _blocks(train_ids, args.block_size), _blocks(ids[len(ids) - n_validation :], args.block_size)
     if len(train) == 0 or len(validation) == 0:
-        raise ValueError(
+        raise InputError(
             f"The corpus ({len(ids)} tokens) is too small for training and validation blocks of {args.block_size} "
-            f"tokens (validation fraction {args.validation_fraction}): give more text or a smaller --block_size."
+            f"tokens (validation fraction {args.validation_fraction}): give more text or a smaller "
+            f"{parameter('block_size')}."
         )
     logger.info(
         "Corpus: %d train tokens, %d validation blocks of %d", len(train_ids), len(validation), args.block_size
@@ -147,9 +152,10 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
             attach_inferred_topography(model)
             has_topography = True
         elif training_args.tau > 0:
-            raise ValueError(
-                f"{args.model_name_or_path} has no topography metadata, so --tau {training_args.tau} has no layers "
-                "to act on. Pass --infer_topography to attach most-square sheets on the family's MLP layer, or --tau 0."
+            raise InputError(
+                f"{args.model_name_or_path} has no topography metadata, so {parameter('tau', training_args.tau)} has "
+                f"no layers to act on. Pass {parameter('infer_topography', True)} to attach most-square sheets on the "
+                f"family's MLP layer, or {parameter('tau', 0)}."
             )
         else:
             logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)

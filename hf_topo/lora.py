@@ -15,8 +15,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .presets import ATTENTION_TARGETS
-from .sheet import sheet_layer_types, units_and_inputs
+from .errors import InputError, MissingFileError, parameter
+from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
+from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [
@@ -52,8 +53,9 @@ def default_lora_targets(model: nn.Module) -> list[str]:
     """The attention projections of the model's family (``ATTENTION_TARGETS``)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ATTENTION_TARGETS:
-        raise ValueError(
-            f"No default LoRA targets for model_type={model_type!r}; pass --lora_target_modules (candidates: "
+        raise InputError(
+            f"No default LoRA targets for model_type={model_type!r}; pass {parameter('lora_target_modules')} "
+            "(candidates: "
             f"{', '.join(sorted({'.'.join(n.split('.')[-2:]) for n in candidate_layer_names(model)}))})."
         )
     return ATTENTION_TARGETS[model_type]
@@ -115,30 +117,31 @@ def corpus_text(
     message that names the local options).
     """
     if train_file and code_dir:
-        raise ValueError("Give one local source: --train_file or --code_dir, not both.")
+        raise InputError(f"Give one local source: {parameter('train_file')} or {parameter('code_dir')}, not both.")
     if train_file:
-        from .data import check_data_file
+        from .loading import check_data_file
 
-        check_data_file(train_file, "--train_file")  # exists and holds text
+        check_data_file(train_file, "train_file")  # exists and holds text
         return Path(train_file).read_text(encoding="utf-8")[:max_chars]
     if code_dir:
         if not os.path.isdir(code_dir):
-            raise FileNotFoundError(f"--code_dir {code_dir!r} is not a directory.")
+            raise MissingFileError(f"{parameter('code_dir', repr(code_dir))} is not a directory.")
         return _python_sources(code_dir, max_chars)
     if preset not in CORPUS_PRESETS:
-        raise ValueError(
-            f"--dataset {preset!r} is not a preset ({', '.join(CORPUS_PRESETS)}); or pass --train_file/--code_dir."
+        raise InputError(
+            f"{parameter('dataset', repr(preset))} is not a preset ({', '.join(CORPUS_PRESETS)}); or pass "
+            f"{parameter('train_file')} or {parameter('code_dir')}."
         )
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
     spec = CORPUS_PRESETS[preset]
     if HF_HUB_OFFLINE:
         local = (
-            "--train_file PATH/TO/tinyshakespeare.txt (a local copy of the corpus)"
+            f"{parameter('train_file', 'PATH/TO/tinyshakespeare.txt')} (a local copy of the corpus)"
             if preset == "shakespeare"
-            else "--code_dir <python stdlib>"
+            else f"{parameter('code_dir', '<python stdlib>')}"
         )
-        raise ValueError(
+        raise InputError(
             f"The {preset!r} preset reads {spec['hub']} from the Hub, which is offline here: pass {local}."
         )
     from datasets import load_dataset

@@ -20,17 +20,12 @@ trained and compared on one recipe on a CPU. ``--config_overrides`` uses the fam
 (``n_embd``/``n_layer`` for GPT-2; ``hidden_size``, ``num_layers`` / ``num_hidden_layers``, ``intermediate_size``
 for the others; for Llama change ``head_dim`` together with ``hidden_size``).
 
-:func:`check_model_source` refuses, before anything runs, a saved model that ``from_pretrained`` could not load (a
-folder that does not exist, has no ``config.json`` or no weights, a LoRA adapter folder, an unreachable Hub id): every
-command that reads a model calls it before its tokenizer, its data or any training or scoring.
+Loading a saved model or a Hub id is :mod:`hf_topo.loading`'s (:func:`~hf_topo.loading.check_model_source`).
 """
 
 from __future__ import annotations
 
-import os
-
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     GPT2Config,
     GPTNeoConfig,
@@ -39,74 +34,10 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .errors import InputError, parameter
 from .presets import MODEL_PRESETS
 
-__all__ = ["WEIGHT_FILES", "preset_config", "build_model", "check_model_source"]
-
-#: The files ``save_pretrained`` keeps a model's weights in (safetensors, sharded or not; the older pickle format).
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
-def check_model_source(name_or_path: str | os.PathLike, **hub_kwargs) -> None:
-    """Refuse a model source that ``AutoModelForCausalLM.from_pretrained`` could not load, with what to pass instead.
-
-    Args:
-        name_or_path: a local folder written by ``save_pretrained`` (``config.json`` and weights), or a Hub id; a Hub
-            id's ``config.json`` is fetched (or read from the cache) to check that the repo is there.
-        **hub_kwargs: ``revision``, ``token``, ... for the Hub.
-
-    Raises:
-        FileNotFoundError: a local path (absolute, ``./``, ``~``, several slashes) that does not exist.
-        ValueError: a file instead of a folder; a folder without ``config.json`` (a LoRA adapter folder is named as
-            such) or without any of :data:`WEIGHT_FILES`; a Hub id that cannot be reached or does not exist.
-    """
-    from .data import is_hub_id
-
-    source = os.fspath(name_or_path)
-    if os.path.isdir(source):
-        files = set(os.listdir(source))
-        if "config.json" not in files:
-            if "adapter_config.json" in files:
-                raise ValueError(
-                    f"{source} is a LoRA adapter folder (adapter_config.json), not a full model: pass the model it "
-                    f"was trained on, or the merged model that `hf-topo finetune-lora --merge` writes to "
-                    f"{os.path.join(source, 'merged')}."
-                )
-            raise ValueError(
-                f"{source} is not a saved model folder (no config.json there): pass the folder save_pretrained wrote "
-                "(the --output_dir of hf-topo pretrain, the --output of hf-topo convert-nanogpt) or a Hub id."
-            )
-        if not files & set(WEIGHT_FILES):
-            raise ValueError(
-                f"{source} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}): the save did not "
-                f"finish or only the config was copied. Save the model there again with "
-                f"model.save_pretrained({source!r}), or pass another folder."
-            )
-        return
-    if os.path.isfile(source):
-        raise ValueError(
-            f"{source} is a file; a model is loaded from the folder that holds its config.json and weights: pass "
-            f"{os.path.dirname(source) or '.'}."
-        )
-    if not is_hub_id(source):
-        raise FileNotFoundError(
-            f"Model folder {source!r} does not exist (and it is not a Hub id of the form 'owner/name'): pass an "
-            "existing model folder or a Hub id."
-        )
-    try:
-        AutoConfig.from_pretrained(source, **hub_kwargs)
-    except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"Cannot load a model from {source!r}: there is no local folder of that name, and the Hub did not provide "
-            f"it ({reason}). Pass an existing model folder, or a Hub id that is reachable from here (or already in "
-            "the Hugging Face cache)."
-        ) from None
+__all__ = ["apply_overrides", "build_model", "preset_config"]
 
 
 def preset_config(
@@ -145,7 +76,10 @@ def preset_config(
         return GPTNeoXConfig(num_hidden_layers=4, num_attention_heads=4, **tiny)
     if preset == "tiny-llama":
         return LlamaConfig(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, **tiny)
-    raise ValueError(f"Unknown model preset {preset!r}; choose one of {MODEL_PRESETS} or pass --model_name_or_path.")
+    raise InputError(
+        f"Unknown model preset {parameter('model_preset', repr(preset))}; choose one of {MODEL_PRESETS} or pass "
+        f"{parameter('model_name_or_path')}."
+    )
 
 
 def apply_overrides(config, overrides: str | None):
@@ -155,7 +89,7 @@ def apply_overrides(config, overrides: str | None):
             key, _, value = item.partition("=")
             key = key.strip()
             if not hasattr(config, key):
-                raise ValueError(f"config_overrides: {type(config).__name__} has no attribute {key!r}.")
+                raise InputError(f"{parameter('config_overrides')}: {type(config).__name__} has no attribute {key!r}.")
             current = getattr(config, key)
             setattr(
                 config, key, type(current)(value) if current is not None and not isinstance(current, bool) else value

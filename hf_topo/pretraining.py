@@ -1,9 +1,9 @@
-"""Pretraining a TopoNet: the model and data settings, the run itself, and the small CPU recipe of the demo.
+"""Pretraining a TopoNet: the model and data settings and the run itself.
 
 ``pretrain(model_args, data_args, training_args)`` is what ``hf-topo pretrain`` (and its script form ``scripts/pretrain.py``)
 runs: load and pack the text, build or load the model, train it with :class:`~hf_topo.TopoTrainer`, save the model
-with its ``topography`` record, its tokenizer, ``trainer_state.json`` and ``metrics.json``. The demo and the
-comparisons call it with the dataclasses of :func:`small_cpu_recipe`.
+with its ``topography`` record, its tokenizer, ``trainer_state.json`` and ``metrics.json``. The experiments (the demo,
+the comparisons, the claims) call it with the dataclasses of :func:`hf_topo.experiments.recipes.small_cpu_recipe`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from transformers import default_data_collator, set_seed
 from .blimp import BlimpCallback, load_blimp
 from .checkpoints import resolve_checkpoint
 from .config import TopoConfig
-from .data import check_data_file, load_text_datasets, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
-from .models import build_model, check_model_source
+from .data import load_text_datasets, pack_into_blocks, train_bpe_tokenizer
+from .errors import InputError, parameter
+from .loading import check_model_source, load_tokenizer
+from .models import build_model
 from .presets import MODEL_PRESETS, TARGET_PRESETS
 from .trainer import TopoTrainer, TopoTrainingArguments
 
@@ -104,7 +106,7 @@ def _use_family_targets(model, training_args: TopoTrainingArguments) -> None:
         return
     if family is None or family == default or any(name.endswith(".mlp.c_fc") for name, _ in model.named_modules()):
         return
-    logger.info("--topo_target_modules: %s, the MLP expansion layer of %s", family, model.config.model_type)
+    logger.info("topo_target_modules: %s, the MLP expansion layer of %s", family, model.config.model_type)
     training_args.topo_target_modules = list(family)
 
 
@@ -125,12 +127,16 @@ def _tokenizer(model_args: ModelArguments, raw, data_args: DataArguments):
 
 def _check_arguments(data_args: DataArguments, training_args: TopoTrainingArguments) -> None:
     if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError(
-            "A streamed dataset has no length, so the run is counted in optimizer steps: set --max_steps (the "
-            "learning-rate and τ schedules, evaluations and checkpoints all follow it; --num_train_epochs is ignored)."
+        raise InputError(
+            f"A streamed dataset has no length, so the run is counted in optimizer steps: set {parameter('max_steps')} "
+            f"(the learning-rate and τ schedules, evaluations and checkpoints all follow it; "
+            f"{parameter('num_train_epochs')} is ignored)."
         )
     if data_args.streaming_shuffle_buffer and not data_args.streaming:
-        raise ValueError("--streaming_shuffle_buffer applies to --streaming; on-disk data is shuffled by the Trainer.")
+        raise InputError(
+            f"{parameter('streaming_shuffle_buffer')} applies to {parameter('streaming')}; on-disk data is shuffled by "
+            "the Trainer."
+        )
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: TopoTrainingArguments) -> dict:
@@ -231,76 +237,3 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics
-
-
-def small_cpu_recipe(
-    train_file: str,
-    validation_file: str,
-    output_dir: str,
-    *,
-    tau: float,
-    max_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    block_size: int,
-    seed: int,
-    model_preset: str = "tiny-gpt2",
-    vocab_size: int = 4096,
-    max_eval_blocks: int = 200,
-    tokenizer: str | None = None,
-    **overrides,
-) -> tuple[ModelArguments, DataArguments, TopoTrainingArguments]:
-    """The settings of one small CPU run of :func:`pretrain`, as the demo and the comparisons train their models.
-
-    Cosine schedule with 5 % warm-up, weight decay 0.1, no checkpoints or evaluations during training, no
-    reporting integrations. ``tokenizer``: a model directory whose tokenizer to reuse (default: train one of
-    ``vocab_size`` on the data). ``overrides``: any other field of the three dataclasses by name (e.g.
-    ``topo_loss_type="weight_similarity"``, ``weight_decay=0.05``, ``use_cpu=True``); an unknown name is an error.
-    """
-    model_fields = dict(
-        model_preset=model_preset, block_size=block_size, tokenizer_name=tokenizer, tokenizer_vocab_size=vocab_size
-    )
-    data_fields = dict(train_file=train_file, validation_file=validation_file, max_eval_blocks=max_eval_blocks)
-    training_fields = dict(
-        output_dir=output_dir, tau=tau, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
-        weight_decay=0.1, logging_steps=max(1, max_steps // 50), save_strategy="no", eval_strategy="no",
-        report_to="none", seed=seed, dataloader_num_workers=0,
-    )  # fmt: skip
-    for name, value in overrides.items():
-        for kind, fields in ((ModelArguments, model_fields), (DataArguments, data_fields)):
-            if name in kind.__dataclass_fields__:
-                fields[name] = value
-                break
-        else:
-            if name not in TopoTrainingArguments.__dataclass_fields__:
-                raise TypeError(
-                    f"small_cpu_recipe got an unknown setting {name!r}: expected a field of ModelArguments, "
-                    "DataArguments or TopoTrainingArguments (the flags of `hf-topo pretrain --help`)."
-                )
-            training_fields[name] = value
-    return ModelArguments(**model_fields), DataArguments(**data_fields), TopoTrainingArguments(**training_fields)
-
-
-def hold_out_lines(text_file: str, fraction: float, output_dir: str) -> tuple[str, str]:
-    """Split a text file by lines into ``<output_dir>/train<ext>`` and ``<output_dir>/validation<ext>`` (its last
-    ``fraction`` of lines, at least one): held-out text that no model of the demo or the comparisons trains on."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"The held-out fraction {fraction} must be between 0 and 1 (e.g. 0.05 for the last 5 %).")
-    check_data_file(text_file, "--train_file")
-    with open(text_file, encoding="utf-8") as f:
-        lines = f.readlines()
-    cut = len(lines) - max(1, round(fraction * len(lines)))
-    if cut < 1:
-        raise ValueError(
-            f"{text_file} has {len(lines)} line(s): too few to train on some and hold out the last {fraction:.0%}; "
-            "give more text."
-        )
-    os.makedirs(output_dir, exist_ok=True)
-    suffix = os.path.splitext(text_file)[1] or ".txt"
-    paths = (os.path.join(output_dir, f"train{suffix}"), os.path.join(output_dir, f"validation{suffix}"))
-    for path, part in zip(paths, (lines[:cut], lines[cut:]), strict=True):
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(part)
-    return paths

@@ -3,7 +3,7 @@
     python scripts/compare_lora.py --models outputs/demo/baseline outputs/demo/toponet --ranks 2 4 8 \
         --train_file tinyshakespeare.txt --output_dir outputs/lora-compare
 
-The code and every flag are in `hf_topo.cli.compare_lora` (`hf-topo compare-lora --help`).
+The flags are in `hf_topo.cli.compare_lora`, the code in `hf_topo.experiments.compare_lora` (`hf-topo compare-lora --help`).
 """
 
 import sys

@@ -3,7 +3,7 @@
     python scripts/compare_regularizers.py --train_file tinyshakespeare.txt --strengths topo=1,5 ws=0.5,2 as=0.5,2 \
         --max_steps 300 --output_dir outputs/regularizers
 
-The code and every flag are in `hf_topo.cli.compare_regularizers` (`hf-topo compare-regularizers --help`).
+The flags are in `hf_topo.cli.compare_regularizers`, the code in `hf_topo.experiments.compare_regularizers` (`hf-topo compare-regularizers --help`).
 """
 
 import sys

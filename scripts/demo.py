@@ -2,7 +2,7 @@
 
     python scripts/demo.py --output_dir outputs/demo
 
-The code and every flag are in `hf_topo.cli.demo` (`hf-topo demo --help`).
+The flags are in `hf_topo.cli.demo`, the code in `hf_topo.experiments.demo` (`hf-topo demo --help`).
 """
 
 import sys

@@ -9,18 +9,15 @@ import torch.nn.functional as F
 
 from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.analysis import (
-    TokenBatch,
     add_weight_noise_,
     collect_activations,
     correlation_vs_distance,
     delete_tokens,
     downsampling_sweep,
     effective_dimensionality,
-    evaluate_perplexity,
     input_perturbation_sweep,
     l1_prune_,
     load_passages,
-    load_text_blocks,
     mean_morans_i,
     morans_i,
     morans_i_permutation_test,
@@ -40,6 +37,7 @@ from hf_topo.analysis import (
     weight_smoothness,
 )
 from hf_topo.data import train_bpe_tokenizer
+from hf_topo.evaluation import TokenBatch, evaluate_perplexity, load_text_blocks
 
 # ---- synthetic sheets --------------------------------------------------------------------------------------------
 
@@ -550,7 +548,7 @@ def test_bad_text_and_stimuli_fail_clearly(tmp_path):
     short.write_text("just a few words\n")
     n = len(tokenizer("just a few words\n", add_special_tokens=False)["input_ids"])
     with pytest.raises(
-        ValueError, match=rf"no block of 512 tokens: it has {n} tokens\. Fix: a --block_size of at most {n}"
+        ValueError, match=rf"no block of 512 tokens: it has {n} tokens\. Fix: block_size= of at most {n}"
     ):
         load_text_blocks(tokenizer, 512, text_file=str(short))
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -566,13 +564,13 @@ def test_bad_text_and_stimuli_fail_clearly(tmp_path):
 def test_a_model_folder_without_tokenizer_is_named_as_the_problem(tmp_path):
     from transformers import AutoTokenizer
 
-    from hf_topo.data import load_tokenizer
+    from hf_topo.loading import load_tokenizer
 
     model_dir = tmp_path / "model"
     _gpt2_for(_tokenizer()).save_pretrained(model_dir)  # weights and config only
     text_file = tmp_path / "corpus.txt"
     text_file.write_text(CORPUS)
-    with pytest.raises(ValueError, match=r"model has no tokenizer: none of tokenizer\.json.*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"model has no tokenizer: none of tokenizer\.json.*tokenizer_name="):
         load_tokenizer(model_dir)
     # The empty tokenizer transformers builds from that folder: the error is about the tokenizer, not the text.
     empty = AutoTokenizer.from_pretrained(model_dir)

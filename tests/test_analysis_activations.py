@@ -16,7 +16,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from hf_topo import TopoConfig, TopoRegularizer, topolm_targets
 from hf_topo.analysis import (
     AnalysisSettings,
-    TokenBatch,
     analyze_model,
     collect_activations,
     effective_dimensionality,
@@ -24,6 +23,7 @@ from hf_topo.analysis import (
     topographic_layers,
 )
 from hf_topo.data import train_bpe_tokenizer
+from hf_topo.evaluation import TokenBatch
 
 RESIDUAL_SITES = ["transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.h.1.ln_2", "transformer.ln_f"]
 

@@ -531,7 +531,8 @@ def test_report_carries_the_yoking_and_loads_in_a_fresh_process(bpe_tokenizer, t
     import subprocess
     import sys
 
-    from hf_topo.analysis import AnalysisSettings, TokenBatch, analyze_model, write_report
+    from hf_topo.analysis import AnalysisSettings, analyze_model, write_report
+    from hf_topo.evaluation import TokenBatch
 
     tiny_gpt2.resize_token_embeddings(len(bpe_tokenizer))
     rng = random.Random(6)

@@ -14,18 +14,12 @@ from _scripts import run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import hf_topo  # noqa: F401  (registers the downsampled model classes, as a user's `import hf_topo` does)
-from hf_topo import TopoConfig, TopoRegularizer
-from hf_topo.analysis import (
-    AnalysisSummary,
-    load_text_blocks,
-    mean_morans_i,
-    smoothness,
-    topographic_layers,
-    weight_smoothness,
-)
+from hf_topo import TopoConfig, TopoLoss
+from hf_topo.analysis import AnalysisSummary, mean_morans_i, smoothness, topographic_layers, weight_smoothness
 from hf_topo.cli import analyze
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.downsampling import downsample_model
+from hf_topo.evaluation import load_text_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 

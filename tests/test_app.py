@@ -328,7 +328,8 @@ def test_the_space_app_runs_in_a_fresh_process_and_answers_its_api(saved, tmp_pa
 def test_temporal_window_maps_from_an_analyze_report(saved, tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from hf_topo.analysis import AnalysisSettings, analyze_model, load_text_blocks, write_report
+    from hf_topo.analysis import AnalysisSettings, analyze_model, write_report
+    from hf_topo.evaluation import load_text_blocks
 
     text = tmp_path / "corpus.txt"
     text.write_text(CORPUS)

@@ -94,7 +94,7 @@ def test_true_without_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"'.*missing' holds no checkpoint-N folder to resume from"):
         resolve_checkpoint(_parsed(tmp_path / "missing", "--resume_from_checkpoint", "true"))
     (tmp_path / "model.safetensors").write_text("")
-    with pytest.raises(ValueError, match=r"holds no checkpoint-N folder.*Check --output_dir"):
+    with pytest.raises(ValueError, match=r"holds no checkpoint-N folder.*Check output_dir="):
         resolve_checkpoint(_parsed(tmp_path, "--resume_from_checkpoint", "true"))
 
 

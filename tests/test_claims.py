@@ -1,4 +1,4 @@
-"""hf_topo.claims: the verdict rule on planted numbers, the t distribution against printed tables, and the
+"""hf_topo.experiments.claims and .statistics: the verdict rule on planted numbers, the t distribution against printed tables, and the
 `hf-topo claims` command end to end on a 2-step recipe (offline, tiny models)."""
 
 import json
@@ -9,7 +9,8 @@ import sys
 import pytest
 from _scripts import run_script
 
-from hf_topo.claims import CLAIMS, VERDICTS, Claim, ClaimsArguments, evaluate_claim, portable_command, student_t_sf
+from hf_topo.experiments.claims import CLAIMS, Claim, ClaimsArguments, evaluate_claim, portable_command
+from hf_topo.experiments.statistics import VERDICTS, student_t_sf
 
 # ---- statistics --------------------------------------------------------------------------------------------------
 
@@ -74,9 +75,9 @@ def test_missing_measures_or_one_seed_are_not_measured():
 
 def test_every_claim_names_known_models_and_a_direction():
     assert len({c.id for c in CLAIMS}) == len(CLAIMS)
-    from hf_topo.claims import BASELINE_AT_TOPOLM_SITES, FAMILIES, POST_HOC
+    from hf_topo.experiments.claims import BASELINE_AT_TOPOLM_SITES, POST_HOC, TRAINED_FAMILIES
 
-    models = {*FAMILIES, *POST_HOC, BASELINE_AT_TOPOLM_SITES}
+    models = {*TRAINED_FAMILIES, *POST_HOC, BASELINE_AT_TOPOLM_SITES}
     for claim in CLAIMS:
         assert claim.a in models and claim.b in models and claim.sign in (1, -1)
         assert claim.a != claim.b or (claim.metric_b and claim.metric_b != claim.metric)  # never a model with itself
@@ -171,7 +172,7 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
 
 
 def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
-    from hf_topo.claims import _measure_recipe, run_claims
+    from hf_topo.experiments.claims import _measure_recipe, run_claims
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
@@ -191,7 +192,7 @@ def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
     assert json.loads((tmp_path / "out" / "paper_claims.json").read_text())["claims"] == result["claims"]
     assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
     other = ClaimsArguments(**{**vars(args), "max_steps": 7})  # another recipe: its saved measures do not count
-    from hf_topo.claims import _cached_measures
+    from hf_topo.experiments.claims import _cached_measures
 
     assert _cached_measures(other, 0) is None and _cached_measures(args, 0) is not None
     # A file of an earlier release (families listed, the TopoLM settings not yet in the recipe) still counts.

@@ -132,6 +132,20 @@ def test_the_command_runs_under_its_module_name_from_any_folder(tmp_path):
     assert result.returncode == 0 and "convert-nanogpt" in result.stdout
 
 
+def test_a_library_error_names_the_parameter_and_the_command_the_flag(tmp_path):
+    """The same refusal: `ranks=[0]` to a Python caller, `--ranks [0]` through `hf-topo` (hf_topo.errors)."""
+    from hf_topo.errors import InputError
+    from hf_topo.experiments.compare_lora import CompareLoraArguments
+
+    with pytest.raises(InputError, match=r"^ranks=\[0\]: give LoRA ranks >= 1, e\.g\. ranks=2 4 8\.$") as err:
+        CompareLoraArguments(models=["m"], ranks=[0])
+    assert err.value.parameters == ["ranks"]
+    result = _hf_topo("compare-lora", "--models", "m", "--ranks", "0", cwd=tmp_path)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 1
+    assert line == "hf-topo compare-lora: error: --ranks [0]: give LoRA ranks >= 1, e.g. --ranks 2 4 8."
+
+
 def test_a_refused_input_is_one_error_line_not_a_traceback(tmp_path):
     result = _hf_topo("push", "--model", "no_such_model", "--repo_id", "me/x", "--dry_run", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr

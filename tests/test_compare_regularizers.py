@@ -10,9 +10,11 @@ import torch
 from _scripts import run_script
 from transformers import AutoModelForCausalLM
 
-from hf_topo.analysis import collect_activations, load_text_blocks, regularizer_values, topographic_layers
+from hf_topo.analysis import collect_activations, regularizer_values, topographic_layers
 from hf_topo.cli import compare_regularizers
-from hf_topo.regularizers import registered_regularizers
+from hf_topo.config import LOSSES
+from hf_topo.evaluation import load_text_blocks
+from hf_topo.experiments.compare_regularizers import parse_strengths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,19 +194,19 @@ def test_figure_is_a_png(comparison):
 
 def test_bad_strengths_and_clashing_flags_are_refused():
     with pytest.raises(ValueError, match="FAMILY"):
-        compare_regularizers.parse_strengths(["lp=1"])
+        parse_strengths(["lp=1"])
     with pytest.raises(ValueError, match="must be > 0"):
-        compare_regularizers.parse_strengths(["ws=0"])
-    assert compare_regularizers.parse_strengths(["topo=1,5", "as=0.5"]) == [("topo", 1.0), ("topo", 5.0), ("as", 0.5)]
-    with pytest.raises(ValueError, match="--tau"):
+        parse_strengths(["ws=0"])
+    assert parse_strengths(["topo=1,5", "as=0.5"]) == [("topo", 1.0), ("topo", 5.0), ("as", 0.5)]
+    with pytest.raises(ValueError, match="tau="):
         compare_regularizers.parse_args(["--train_file", "x.txt", "--output_dir", "o", "--tau", "3"])
 
 
 @pytest.mark.parametrize(
     "text, error",
     [
-        (None, "--train_file '.*corpus.txt' does not exist"),
-        ("", r"--train_file '.*corpus.txt' is empty \(0 bytes\)"),
+        (None, "train_file='.*corpus.txt' does not exist"),
+        ("", r"train_file='.*corpus.txt' is empty \(0 bytes\)"),
         ("\n  \n", "is empty .*whitespace only"),
         ("The cat saw 3 boats near the river.\n", "has 1 line.*too few to train on some and hold out the last 10%"),
     ],

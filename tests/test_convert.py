@@ -421,18 +421,18 @@ def test_tokenizer_attached_or_clearly_missing(tmp_path, local_tokenizer):
     assert record["tokenizer_vocab_size"] == tok_size and model.config.vocab_size == 320  # vocab kept, size recorded
     assert (tmp_path / "out" / "tokenizer.json").is_file()
     # offline, the default GPT-2 tokenizer cannot be fetched: a clear error that names the way out
-    with pytest.raises(ValueError, match=r"Cannot load a tokenizer from 'openai-community/gpt2'.*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"Cannot load a tokenizer from 'openai-community/gpt2'.*tokenizer_name="):
         attach_tokenizer(model, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
     # a tokenizer object (loaded before the conversion, as the command does) is saved as it is
-    from hf_topo.data import load_tokenizer
+    from hf_topo.loading import load_tokenizer
 
     assert attach_tokenizer(model, tmp_path / "out4", load_tokenizer(tok_path)) is not None
     assert (tmp_path / "out4" / "tokenizer.json").is_file()
     with pytest.raises(ValueError, match="has no tokenizer"):  # a folder without tokenizer files
         attach_tokenizer(model, tmp_path / "out5", tmp_path / "out4" / "..")
     small = convert_nanogpt(save_checkpoint(*make_reference(bias=False, vocab_size=64), tmp_path / "tau_2.pt"))
-    with pytest.raises(ValueError, match="not the tokenizer.*--tokenizer_name"):
+    with pytest.raises(ValueError, match="not the tokenizer.*tokenizer_name"):
         attach_tokenizer(small, tmp_path / "out3", str(tok_path))
 
 
@@ -460,7 +460,7 @@ def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
     out = tmp_path / "no_tok"
-    with pytest.raises(ValueError, match="openai-community/gpt2.*--tokenizer_name"):  # the default, offline
+    with pytest.raises(ValueError, match="openai-community/gpt2.*tokenizer_name="):  # the default, offline
         convert_nanogpt.main([str(path), "--output", str(out)])
     assert not out.exists()  # refused before anything was written
     convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])

@@ -87,13 +87,13 @@ def _n_tokens(tokenizer, texts) -> int:
 def test_an_empty_file_is_refused_before_anything_else(tmp_path, corpus):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    with pytest.raises(ValueError, match=r"--train_file '.*empty\.txt' is empty \(0 bytes\)"):
+    with pytest.raises(ValueError, match=r"train_file='.*empty\.txt' is empty \(0 bytes\)"):
         load_text_datasets(train_file=str(empty))
     blank = tmp_path / "blank.jsonl"
     blank.write_text("\n  \n\n")
     with pytest.raises(ValueError, match=r"blank\.jsonl' is empty \(5 bytes of whitespace only\)"):
         load_text_datasets(train_file=str(blank))
-    with pytest.raises(ValueError, match=r"--validation_file '.*empty\.txt' is empty"):
+    with pytest.raises(ValueError, match=r"validation_file='.*empty\.txt' is empty"):
         load_text_datasets(train_file=corpus, validation_file=str(empty))
     unknown_format = tmp_path / "empty.parquet"  # emptiness is reported before the format is even looked at
     unknown_format.write_bytes(b"")
@@ -106,7 +106,7 @@ def test_a_corpus_too_short_to_hold_out_validation_says_so_and_how_to_fix_it(tmp
     one.write_text("a single line of text\n")
     with pytest.raises(ValueError, match=r"validation split is empty: .*one\.txt has 1 line, .*5 %") as err:
         load_text_datasets(train_file=str(one))
-    assert "--validation_file" in str(err.value) and "between" not in str(err.value)  # no percentage can work
+    assert "validation_file=" in str(err.value) and "between" not in str(err.value)  # no percentage can work
     with pytest.raises(ValueError, match="training split is empty"):
         load_text_datasets(train_file=str(one), validation_split_percentage=99)
     held_out = tmp_path / "held_out.txt"
@@ -116,7 +116,7 @@ def test_a_corpus_too_short_to_hold_out_validation_says_so_and_how_to_fix_it(tmp
 
     two = tmp_path / "two.txt"
     two.write_text("first line\nsecond line\n")
-    with pytest.raises(ValueError, match="--validation_split_percentage between 26 and 74"):
+    with pytest.raises(ValueError, match="validation_split_percentage= between 26 and 74"):
         load_text_datasets(train_file=str(two))
     raw = load_text_datasets(train_file=str(two), validation_split_percentage=26)
     assert raw["validation"]["text"] == ["first line\n"] and raw["train"]["text"] == ["second line\n"]
@@ -164,7 +164,7 @@ def test_block_size_larger_than_the_corpus_gives_tokens_block_size_and_fixes(tmp
     assert 20 < n < 200
     with pytest.raises(
         ValueError,
-        match=rf"The train split yields no block of 1024 tokens: it has {n} tokens\. Fix: a --block_size of at most {n}",
+        match=rf"The train split yields no block of 1024 tokens: it has {n} tokens\. Fix: block_size= of at most {n}",
     ):
         pack_into_blocks(raw, tokenizer, block_size=1024)
     blocks = pack_into_blocks(raw, tokenizer, block_size=n)  # the largest block size that fits: exactly one block
@@ -178,10 +178,10 @@ def test_a_validation_split_without_a_full_block_is_refused_right_after_packing(
     n = _n_tokens(tokenizer, raw["validation"]["text"])
     with pytest.raises(ValueError, match=rf"validation split yields no block of 64 tokens: it has {n} tokens") as err:
         pack_into_blocks(raw, tokenizer, block_size=64)
-    assert "--validation_file" in str(err.value) and "--validation_split_percentage" in str(err.value)
+    assert "validation_file=" in str(err.value) and "validation_split_percentage=" in str(err.value)
     # a stream is checked by reading up to its first block: a held-out part of 2 short documents has none
     stream = load_text_datasets(train_file=corpus, streaming=True, validation_documents=2)
-    with pytest.raises(ValueError, match="validation split yields no block of 64 tokens.*--validation_documents"):
+    with pytest.raises(ValueError, match="validation split yields no block of 64 tokens.*validation_documents="):
         pack_into_blocks(stream, tokenizer, block_size=64)
     packed = pack_into_blocks(
         load_text_datasets(train_file=corpus, streaming=True, validation_documents=200), tokenizer, 64
@@ -214,15 +214,15 @@ def model_without_tokenizer(tmp_path):
 def test_a_model_folder_without_tokenizer_files_is_refused(model_without_tokenizer, tokenizer):
     from transformers import AutoTokenizer
 
-    from hf_topo.data import check_tokenizer, load_tokenizer
+    from hf_topo.loading import check_tokenizer, load_tokenizer
 
-    with pytest.raises(ValueError, match=r"has no tokenizer: none of tokenizer\.json, .*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"has no tokenizer: none of tokenizer\.json, .*tokenizer_name="):
         load_tokenizer(model_without_tokenizer)
     assert load_tokenizer(model_without_tokenizer, fallback=tokenizer) is tokenizer
     # what transformers builds from such a folder: an "empty" tokenizer that encodes every text to nothing
     empty = AutoTokenizer.from_pretrained(model_without_tokenizer)
     assert empty("The cat sat.", add_special_tokens=False)["input_ids"] == []
-    with pytest.raises(ValueError, match=r"encodes 'The cat sat on the mat\.' to no token.*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"encodes 'The cat sat on the mat\.' to no token.*tokenizer_name="):
         check_tokenizer(empty)
     with pytest.raises(ValueError, match="to no token"):
         pack_into_blocks(_text_splits(["some text\n"] * 4), empty, block_size=2)
@@ -231,15 +231,15 @@ def test_a_model_folder_without_tokenizer_files_is_refused(model_without_tokeniz
 
 
 def test_load_tokenizer_from_a_folder_and_clear_errors_offline(tmp_path, tokenizer):
-    from hf_topo.data import load_tokenizer
+    from hf_topo.loading import load_tokenizer
 
     tokenizer.save_pretrained(tmp_path / "tok")
     loaded = load_tokenizer(tmp_path / "tok")
     text = "import os\nprint(os.getcwd())\n"
     assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
-    with pytest.raises(ValueError, match=r"Cannot load a tokenizer from 'openai-community/gpt2'.*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"Cannot load a tokenizer from 'openai-community/gpt2'.*tokenizer_name="):
         load_tokenizer("openai-community/gpt2")  # HF_HUB_OFFLINE=1 and not cached
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_tokenizer(tmp_path / "missing")
-    with pytest.raises(ValueError, match=r"is a file; .*--tokenizer_name"):
+    with pytest.raises(ValueError, match=r"is a file; .*tokenizer_name='"):
         load_tokenizer(tmp_path / "tok" / "tokenizer.json")

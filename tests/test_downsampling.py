@@ -640,9 +640,10 @@ def test_least_squares_needs_gains_to_fit(tiny_gpt2):
 
 
 def test_downsampling_sweep_in_both_variants_and_their_summaries(tiny_gpt2):
-    from hf_topo.analysis import downsampling_sweep, evaluate_perplexity
+    from hf_topo.analysis import downsampling_sweep
     from hf_topo.analysis.activations import topographic_layers
     from hf_topo.analysis.summary import AnalysisSummary, SweepSummary
+    from hf_topo.evaluation import evaluate_perplexity
     from hf_topo.hub.card import analysis_rows
 
     model = tiny_gpt2.eval()
@@ -721,7 +722,7 @@ def test_downsample_command_end_to_end(tmp_path):
         summary["parameters"] == parameter_count(loaded) == loaded.config.topographic_downsampling["parameter_count"]
     )
     assert loaded.config.topographic_downsampling["gains"] == "least_squares"
-    from hf_topo.analysis import evaluate_perplexity, load_text_blocks
+    from hf_topo.evaluation import evaluate_perplexity, load_text_blocks
 
     held_out = load_text_blocks(tokenizer, 16, text_file=str(tmp_path / "heldout.txt"), max_blocks=4)
     assert summary["perplexity"] == pytest.approx(evaluate_perplexity(loaded, held_out, progress=False), rel=1e-5)

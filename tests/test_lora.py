@@ -182,7 +182,7 @@ def test_bad_input(toponet, corpus, tmp_path):
     _tiny_gpt2(model.config.vocab_size).save_pretrained(plain)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (plain / f).write_text((toponet / f).read_text())
-    with pytest.raises(ValueError, match="has no topography metadata.*--infer_topography"):
+    with pytest.raises(ValueError, match="has no topography metadata.*infer_topography=True"):
         finetune_lora.main(
             [
                 "--model_name_or_path",
@@ -203,7 +203,7 @@ def test_bad_input(toponet, corpus, tmp_path):
     assert metrics["topo_loss_before"] is not None
     record = json.loads((tmp_path / "inferred" / "merged" / "config.json").read_text())["topography"]
     assert record["inferred"] is True and record["tau"]["value"] == 0.0
-    with pytest.raises(ValueError, match="is offline here: pass --train_file"):
+    with pytest.raises(ValueError, match="is offline here: pass train_file="):
         finetune_lora.main(
             ["--model_name_or_path", str(toponet), "--output_dir", str(tmp_path / "y"), "--use_cpu", "true"]
         )
@@ -245,7 +245,7 @@ def test_compare_lora_refuses_a_bad_model_or_rank_before_any_run(toponet, corpus
     common += ["--output_dir", str(out)]
     cases = [
         (["--models", str(toponet), str(tmp_path / "missing"), "--ranks", "2"], "missing' does not exist"),
-        (["--models", str(toponet), "--ranks", "2", "0"], r"--ranks \[2, 0\]: give LoRA ranks >= 1"),
+        (["--models", str(toponet), "--ranks", "2", "0"], r"ranks=\[2, 0\]: give LoRA ranks >= 1"),
         (["--models", str(toponet), str(toponet), "--ranks", "2"], "Several runs would be written to"),
         (["--models", str(toponet), "--train_file", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
     ]

@@ -181,7 +181,7 @@ def test_demo_trains_both_models_and_reports(tmp_path):
 
 
 def test_held_out_lines_are_copies_and_the_users_file_stays_as_it_is(tmp_path):
-    from hf_topo.pretraining import hold_out_lines
+    from hf_topo.experiments.recipes import hold_out_lines
 
     text = "".join(f"line {i}\n" for i in range(20))
     (tmp_path / "corpus.txt").write_text(text)
@@ -202,7 +202,7 @@ def test_demo_refuses_a_folder_with_a_previous_demo(tmp_path):
     (tmp_path / "demo" / "toponet").mkdir(parents=True)
     (tmp_path / "demo" / "toponet" / "config.json").write_text("{}")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    with pytest.raises(ValueError, match="toponet holds a previous demo run; pass another --output_dir"):
+    with pytest.raises(ValueError, match="toponet holds a previous demo run; pass another output_dir="):
         demo.main(["--output_dir", str(tmp_path / "demo"), "--max_steps", "1"])
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or replaced
 
@@ -300,7 +300,8 @@ def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_
 def test_pretrain_other_families_default_to_their_expansion_layer(tmp_path, corpus, preset, layer):
     """Without --topo_target_modules a NeoX or Llama preset trains TopoLoss on its family's MLP expansion layer
     (GPT-2's default `mlp.c_fc` matches nothing there); the saved model loads in a fresh process with that record."""
-    from hf_topo.pretraining import pretrain, small_cpu_recipe
+    from hf_topo.experiments.recipes import small_cpu_recipe
+    from hf_topo.pretraining import pretrain
 
     out = tmp_path / preset
     args = small_cpu_recipe(

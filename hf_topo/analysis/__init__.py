@@ -3,7 +3,8 @@
 ========================  =====================================================================================
 module                    what it measures
 ========================  =====================================================================================
-``inputs``                text → packed token blocks; stimulus files → padded batches
+``inputs``                running passages; stimulus files → padded batches (packed blocks of text and perplexity:
+                          :mod:`hf_topo.evaluation`)
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
@@ -23,7 +24,8 @@ module                    what it measures
 
 Example::
 
-    from hf_topo.analysis import load_text_blocks, topographic_layers, collect_activations, smoothness
+    from hf_topo.analysis import topographic_layers, collect_activations, smoothness
+    from hf_topo.evaluation import load_text_blocks
 
     blocks = load_text_blocks(tokenizer, block_size=128, text_file="valid.txt", max_blocks=64)
     layers = topographic_layers(model)
@@ -34,7 +36,7 @@ Example::
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
-from .inputs import TokenBatch, load_passages, load_text_blocks, read_stimuli, tokenize_stimuli
+from .inputs import load_passages, read_stimuli, tokenize_stimuli
 from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
 from .perturbation import (
     INPUT_PERTURBATIONS,
@@ -43,7 +45,6 @@ from .perturbation import (
     add_weight_noise_,
     delete_tokens,
     downsampling_sweep,
-    evaluate_perplexity,
     input_perturbation_sweep,
     l1_prune_,
     noise_sweep,
@@ -103,7 +104,6 @@ __all__ = [
     "SweepResult",
     "SweepPoint",
     "SweepSummary",
-    "TokenBatch",
     "add_weight_noise_",
     "analyze_model",
     "as_sheet_map",
@@ -112,10 +112,8 @@ __all__ = [
     "delete_tokens",
     "downsampling_sweep",
     "effective_dimensionality",
-    "evaluate_perplexity",
     "input_perturbation_sweep",
     "l1_prune_",
-    "load_text_blocks",
     "mean_activation_map",
     "mean_morans_i",
     "MoranTest",

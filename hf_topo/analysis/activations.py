@@ -22,11 +22,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
+from ..evaluation import TokenBatch, as_token_batch, model_device
 from ..regularizers.model import attach_inferred_topography
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, matches_pattern, resolve_sheets
 from .hooks import CapturedOutputs, capture_outputs
-from .inputs import TokenBatch, as_token_batch
 
 __all__ = [
     "topographic_layers",
@@ -34,15 +34,9 @@ __all__ = [
     "capture_units",
     "has_own_weight",
     "is_output_weight_sheet",
-    "model_device",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter."""
-    return next(model.parameters()).device
 
 
 def topographic_layers(

@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from ..downsampling import downsample_model, parameter_count
+from ..evaluation import TokenBatch, as_token_batch, evaluate_perplexity
 from ..targets import TopoLayer
-from .activations import model_device
-from .inputs import as_token_batch
 
 __all__ = [
     "SweepResult",
-    "evaluate_perplexity",
     "prunable_weights",
     "l1_prune_",
     "add_weight_noise_",
@@ -66,51 +63,6 @@ logger = logging.getLogger(__name__)
 PRUNING_SCOPES = ("topographic", "all_linear")
 #: Input perturbations of :func:`input_perturbation_sweep`.
 INPUT_PERTURBATIONS = ("substitution", "deletion")
-
-
-@torch.no_grad()
-def evaluate_perplexity(
-    model: nn.Module, tokens, batch_size: int = 8, progress: bool = True, targets: torch.Tensor | None = None
-) -> float:
-    """``exp`` of the mean next-token cross-entropy over every predicted real token of ``tokens``.
-
-    ``tokens``: a :class:`~hf_topo.analysis.inputs.TokenBatch` (or tensor / dict / dataset with ``input_ids``);
-    a token is predicted when it and its predecessor are real (``attention_mask`` 1). Logits are scored in float32.
-    ``targets``: the token ids to predict, of the shape of ``input_ids`` (default: ``input_ids`` themselves; a
-    corrupted input scored against its clean text passes the clean ids here).
-    """
-    batch = as_token_batch(tokens)
-    if batch.input_ids.shape[1] < 2:
-        raise ValueError("Perplexity needs sequences of at least 2 tokens.")
-    if targets is not None and tuple(targets.shape) != tuple(batch.input_ids.shape):
-        raise ValueError(
-            f"targets {tuple(targets.shape)} must have the shape of the input ids {tuple(batch.input_ids.shape)}."
-        )
-    all_targets = batch.input_ids if targets is None else targets.long()
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    total_nll, total_tokens = 0.0, 0
-    try:
-        for start, (input_ids, mask) in tqdm(
-            zip(range(0, len(batch), batch_size), batch.batches(batch_size), strict=True),
-            total=math.ceil(len(batch) / batch_size),
-            desc="Perplexity",
-            disable=not progress,
-        ):
-            input_ids = input_ids.to(device)
-            mask = None if mask is None else mask.to(device)
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, vocab)
-            targets = all_targets[start : start + len(input_ids), 1:].to(device)
-            if mask is not None:
-                targets = targets.masked_fill((mask[:, 1:] == 0) | (mask[:, :-1] == 0), -100)
-            total_nll += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum").item()
-            total_tokens += int((targets != -100).sum())
-    finally:
-        model.train(was_training)
-    if total_tokens == 0:
-        raise ValueError("No token to score: every sequence is padding.")
-    return math.exp(total_nll / total_tokens)
 
 
 def prunable_weights(
@@ -348,8 +300,6 @@ def downsampling_sweep(
     ``gains``: per-unit gains in closed form (variant ``"gains"``, the default) or the paper's layer (``False``,
     variant ``"paper"``).
     """
-    from ..downsampling import downsample_model, parameter_count
-
     if not layers:
         raise ValueError("downsampling_sweep needs the topographic layers (from topographic_layers(model)).")
     factors = feasible_downsampling_factors(factors, layers)
@@ -373,9 +323,7 @@ def downsampling_sweep(
 
 def substitute_tokens(tokens, rate: float, vocab_size: int, generator: torch.Generator):
     """``tokens`` with each real token replaced, with probability ``rate``, by one drawn uniformly from
-    ``[0, vocab_size)``; returns the perturbed :class:`~hf_topo.analysis.inputs.TokenBatch` (same shape and mask)."""
-    from .inputs import TokenBatch
-
+    ``[0, vocab_size)``; returns the perturbed :class:`~hf_topo.evaluation.TokenBatch` (same shape and mask)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"Substitution rate {rate} must lie in [0, 1].")
     if vocab_size < 2:
@@ -391,8 +339,6 @@ def substitute_tokens(tokens, rate: float, vocab_size: int, generator: torch.Gen
 def delete_tokens(tokens, rate: float, generator: torch.Generator, pad_token_id: int = 0):
     """``tokens`` with each real token removed with probability ``rate``, the survivors shifted left and right-padded
     with ``pad_token_id`` under ``attention_mask`` 0. A sequence left with fewer than two tokens keeps its first two."""
-    from .inputs import TokenBatch
-
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"Deletion rate {rate} must lie in [0, 1].")
     batch = as_token_batch(tokens)

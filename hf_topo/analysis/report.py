@@ -19,17 +19,16 @@ import torch
 from torch import nn
 
 from ..config import TopoConfig
+from ..evaluation import TokenBatch, evaluate_perplexity
 from ..targets import TopoLayer
 from .activations import collect_activations, has_own_weight, is_output_weight_sheet, topographic_layers
 from .dimensionality import effective_dimensionality
-from .inputs import TokenBatch
 from .maps import as_sheet_map, mean_activation_map, weight_pc1_map
 from .perturbation import (
     INPUT_PERTURBATIONS,
     PRUNING_SCOPES,
     SweepResult,
     downsampling_sweep,
-    evaluate_perplexity,
     input_perturbation_sweep,
     noise_sweep,
     pruning_sweep,
@@ -353,7 +352,7 @@ def analyze_model(
 
     Args:
         model, tokenizer: a causal LM and its tokenizer.
-        text: packed blocks of text (:func:`~hf_topo.analysis.inputs.load_text_blocks`): activations are taken from
+        text: packed blocks of text (:func:`~hf_topo.evaluation.load_text_blocks`): activations are taken from
             its first ``settings.max_tokens`` tokens, perplexities on its first ``settings.eval_blocks`` blocks.
         topography: whose layers and sheets to analyse (default: the model's own, see
             :func:`~hf_topo.analysis.activations.topographic_layers`); pass the TopoNet's for its baseline.

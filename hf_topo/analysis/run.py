@@ -14,11 +14,12 @@ from transformers import AutoModelForCausalLM, set_seed
 
 from ..blimp import load_blimp
 from ..config import TopoConfig
-from ..data import load_tokenizer
 from ..downsampling import downsample_model, parameter_count
-from ..models import check_model_source
+from ..errors import InputError, parameter
+from ..evaluation import load_text_blocks
+from ..loading import check_model_source, load_tokenizer
 from .activations import is_output_weight_sheet, topographic_layers
-from .inputs import load_passages, load_text_blocks, read_stimuli
+from .inputs import load_passages, read_stimuli
 from .report import AnalysisSettings, analyze_model, write_report
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,17 @@ class AnalyzeArguments:
 
 def _check(args: AnalyzeArguments) -> None:
     if (args.text_file is None) == (args.dataset is None):
-        raise ValueError("Give exactly one text source: --text_file FILE or --dataset NAME.")
+        raise InputError(
+            f"Give exactly one text source: {parameter('text_file', 'FILE')} or {parameter('dataset', 'NAME')}."
+        )
     if (args.stimuli_a is None) != (args.stimuli_b is None):
-        raise ValueError("Selectivity needs both --stimuli_a and --stimuli_b (one stimulus per line each).")
+        raise InputError(
+            f"Selectivity needs both {parameter('stimuli_a')} and {parameter('stimuli_b')} (one stimulus per line each)."
+        )
     if args.save_downsampled is not None and not (math.isfinite(args.save_downsampled) and args.save_downsampled >= 1):
-        raise ValueError(f"--save_downsampled {args.save_downsampled}: give a factor φ >= 1, e.g. 2 for 2×2.")
+        raise InputError(
+            f"{parameter('save_downsampled', args.save_downsampled)}: give a factor φ >= 1, e.g. 2 for 2×2."
+        )
 
 
 def _load(path: str, device: str):
@@ -123,9 +130,9 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     layers = topographic_layers(model, None, args.layers)  # the model's layers (inferred sheets attached if none)
     if args.save_downsampled is not None and not all(is_output_weight_sheet(layer) for layer in layers):
         raise ValueError(
-            f"--save_downsampled resamples the output units of Linear/Conv1D layers on their sheets, but {args.model} "
+            f"{parameter('save_downsampled')} resamples the output units of Linear/Conv1D layers on their sheets, but {args.model} "
             f"has {layers[0].sheet.layer_type} sheets of {layers[0].sheet.units} units (e.g. {layers[0].name}): "
-            "drop --save_downsampled for this model."
+            f"drop {parameter('save_downsampled')} for this model."
         )
     baseline = None
     if args.baseline is not None:  # kept on the CPU until its turn; its layers must take the model's sheets

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from ..analysis import as_sheet_map, collect_activations, selectivity_maps, topographic_layers, weight_pc1_map
-from ..analysis.inputs import TokenBatch
 from ..analysis.plots import plot_sheet_maps, pyplot, save_figure
 from ..config import TopoConfig
+from ..evaluation import TokenBatch
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, short_layer_name
 
@@ -125,7 +125,7 @@ class TopoNetExplorer:
         max_token_panels: int = 16,
         output_dir: str | os.PathLike | None = None,
     ):
-        from ..data import check_tokenizer
+        from ..loading import check_tokenizer
 
         if max_tokens < 1 or max_token_panels < 1:
             raise ValueError(f"max_tokens={max_tokens} and max_token_panels={max_token_panels} must be at least 1.")
@@ -164,8 +164,8 @@ class TopoNetExplorer:
     ) -> TopoNetExplorer:
         """Load ``model`` (a Hub id or folder, :func:`hf_topo.hub.load_toponet`; inferred sheets when it has no
         topography record), its tokenizer (from ``tokenizer`` or the model's folder) and the optional ``baseline``."""
-        from ..data import load_tokenizer
         from ..hub.loading import load_toponet
+        from ..loading import load_tokenizer
 
         loaded = load_toponet(model, infer_if_missing=True)
         loaded_tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)

@@ -19,8 +19,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["SPACE_MODEL_ENV", "SPACE_BASELINE_ENV", "SPACE_FILES", "write_space_folder", "push_space"]
+from ..errors import InputError, parameter
+
+if TYPE_CHECKING:
+    from ..hub.push import PushArguments
+
+__all__ = [
+    "SPACE_MODEL_ENV",
+    "SPACE_BASELINE_ENV",
+    "SPACE_FILES",
+    "push_space",
+    "push_space_folder",
+    "write_space_folder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +106,9 @@ def write_space_folder(
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
-            raise ValueError(f"The Space folder {folder} exists and is not empty; pass overwrite=True (--overwrite).")
+            raise InputError(
+                f"The Space folder {folder} exists and is not empty; pass {parameter('overwrite', True)}."
+            )
         if sorted(p.name for p in folder.iterdir()) != sorted(SPACE_FILES):
             raise ValueError(
                 f"Not overwriting {folder}: it holds other files than a Space written by hf_topo ({', '.join(SPACE_FILES)})."
@@ -178,3 +193,35 @@ def push_space(
         raise ValueError(
             f"Cannot reach the Hugging Face Hub to create the Space {space_id} ({reason}). {OFFLINE_HELP}"
         ) from None
+
+
+def push_space_folder(args: PushArguments) -> dict:
+    """``hf-topo push --space``: write the Space folder of ``args.repo_id`` (:func:`write_space_folder`), and create and
+    upload the Space (:func:`push_space`) unless ``args.dry_run``; returns ``{"folder", "files", "commit_url",
+    "space_id"}``."""
+    from ..hub.upload import check_hub_online
+    from ..loading import check_model_source, is_hub_id
+
+    if not is_hub_id(args.model) or os.path.isdir(args.model):
+        check_model_source(args.model)  # a local folder of the model must be a saved model (a Hub id: --repo_id's)
+    space_id = args.space_id or f"{args.repo_id}-explorer"
+    folder = args.output_dir or os.path.normpath(args.model) + "-space"
+    if not args.dry_run:
+        check_hub_online(space_id)
+    files = write_space_folder(
+        folder,
+        args.repo_id,
+        baseline_id=args.space_baseline,
+        hf_topo_requirement=args.space_requirement,
+        overwrite=args.overwrite,
+    )
+    logger.info("Space folder %s: %s", os.path.abspath(folder), ", ".join(files))
+    result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None, "space_id": space_id}
+    if args.dry_run:
+        return result
+    commit = push_space(
+        folder, space_id, private=True if args.private else None, commit_message=args.commit_message, token=args.token
+    )
+    result["commit_url"] = commit.commit_url
+    logger.info("Pushed the Space to https://huggingface.co/spaces/%s (%s)", space_id, commit.commit_url)
+    return result

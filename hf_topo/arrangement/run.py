@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models import check_model_source
+from ..errors import InputError, parameter
+from ..loading import check_model_source
 from .arrange import ArrangementReport, arrange_units
 from .search import ARRANGE_INITS, ARRANGE_OBJECTIVES
 
@@ -52,9 +53,12 @@ def arrange_saved_model(args: ArrangeArguments) -> tuple[ArrangementReport, str]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.objective not in ARRANGE_OBJECTIVES:
-        raise ValueError(f"--objective {args.objective}: choose one of {', '.join(ARRANGE_OBJECTIVES)}.")
+        raise InputError(f"{parameter('objective', args.objective)}: choose one of {', '.join(ARRANGE_OBJECTIVES)}.")
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
-        raise ValueError(f"{args.output_dir} is not empty: choose another --output_dir or pass --overwrite.")
+        raise InputError(
+            f"{args.output_dir} is not empty: choose another {parameter('output_dir')} or pass "
+            f"{parameter('overwrite', True)}."
+        )
     check_model_source(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     try:

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import TrainerCallback
 
-from ..data import check_tokenizer, load_tokenizer
-from ..models import check_model_source
+from ..loading import check_model_source, check_tokenizer, load_tokenizer
 from .data import BlimpParadigm, load_blimp
 from .results import BlimpResults
 from .scoring import SentenceScorer, encode_sentences
@@ -67,7 +66,7 @@ def evaluate_blimp(
     Args:
         model: a model object, or a local path / Hub id (loaded with ``AutoModelForCausalLM`` in ``dtype``,
             float32 by default, with its tokenizer).
-        tokenizer: the tokenizer, or its Hub id / folder (:func:`hf_topo.data.load_tokenizer`); required with a model
+        tokenizer: the tokenizer, or its Hub id / folder (:func:`hf_topo.loading.load_tokenizer`); required with a model
             object, by default the model folder's own with a path.
         data: pre-loaded paradigms (:func:`load_blimp`); else ``blimp_dir``/``dataset``/``paradigms``/``limit`` load them.
         batch_size, dtype, prefix_token_id, share_prefixes: see :class:`SentenceScorer`.
@@ -77,7 +76,7 @@ def evaluate_blimp(
 
     Raises:
         ValueError, FileNotFoundError: before any sentence is scored (and before a model path is loaded): a model
-            path that cannot be loaded (:func:`hf_topo.models.check_model_source`), no usable tokenizer (a model
+            path that cannot be loaded (:func:`hf_topo.loading.check_model_source`), no usable tokenizer (a model
             folder without tokenizer files, a tokenizer that encodes text to nothing), bad BLiMP data, or a sentence
             that encodes to no token.
     """

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import check_tokenizer, tokenizer_display_name
+from ..loading import check_tokenizer, tokenizer_display_name
 
 __all__ = ["SentenceScorer", "PrefixTrie", "encode_sentences", "split_lm_head"]
 

@@ -36,12 +36,18 @@ class AppArguments:
     title: str = field(default="TopoNet explorer", metadata={"help": "Title of the page."})
 
 
-def serve(args: AppArguments, prevent_thread_lock: bool = False):
+def make_parser(prog: str | None = None):
+    return make_argument_parser(AppArguments, prog, __doc__)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None):
     """Load the model(s) and serve the explorer; returns the launched ``gradio.Blocks``."""
     import importlib.util
 
     from hf_topo.app import TopoNetExplorer, launch_explorer
 
+    setup_logging()
+    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
     if importlib.util.find_spec("gradio") is None:  # before the model is loaded
         raise ImportError('hf-topo app needs gradio: pip install "hf_topo[app]" (or pip install gradio).')
     if not 0 < args.port < 65536:
@@ -50,19 +56,7 @@ def serve(args: AppArguments, prevent_thread_lock: bool = False):
         args.model, baseline=args.baseline, tokenizer=args.tokenizer, report=args.report, max_tokens=args.max_tokens
     )
     print(f"Serving the TopoNet explorer of {args.model} on http://{args.host}:{args.port} (Ctrl+C stops it)")
-    return launch_explorer(
-        explorer, host=args.host, port=args.port, title=args.title, prevent_thread_lock=prevent_thread_lock
-    )
-
-
-def make_parser(prog: str | None = None):
-    return make_argument_parser(AppArguments, prog, __doc__)
-
-
-def main(argv: list[str] | None = None, prog: str | None = None):
-    setup_logging()
-    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
-    return serve(args)
+    return launch_explorer(explorer, host=args.host, port=args.port, title=args.title)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any
 import transformers
 from transformers import HfArgumentParser
 
+from hf_topo.errors import command_line_message
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 CONFIG_HELP = (
     "Settings can also come from a YAML or JSON file, given first (`CONFIG.yaml`) or as `--config CONFIG.yaml`; "
@@ -136,12 +138,14 @@ def explicit_flags(dataclass_types, argv: list[str]) -> dict[str, Any]:
 
 def run_command(main: Callable, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run a command's ``main`` as a program: a refused input (``ValueError``, ``FileNotFoundError``) is printed as one
-    ``error:`` message on stderr with exit status 1, not as a traceback (``HF_TOPO_TRACEBACK=1`` shows it)."""
+    ``error:`` message on stderr with exit status 1, not as a traceback (``HF_TOPO_TRACEBACK=1`` shows it). The
+    parameters a library error names (:class:`hf_topo.errors.InputError`) are worded as the command's flags:
+    ``--tokenizer_name``, not ``tokenizer_name=``."""
     try:
         main(argv, prog=prog)
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get("HF_TOPO_TRACEBACK", "0") not in ("", "0"):
             raise
-        print(f"{prog or os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        print(f"{prog or os.path.basename(sys.argv[0])}: error: {command_line_message(err)}", file=sys.stderr)
         return 1
     return 0

@@ -9,8 +9,8 @@ docs/claims.md for a measured run):
 Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity, an Activation
 Similarity and a TopoLM model, arranges the baseline's and the TopoNet's units post hoc (`--families` picks a
 subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA on
-`--lora_train_file`, and judges every claim of `hf_topo.claims.CLAIMS` by a paired one-sided t-test over the seeds
-(the rule is in `hf_topo.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
+`--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a paired one-sided t-test
+over the seeds (the rule is in `hf_topo.experiments.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
 `--output_dir` (and the JSON to `--output`), and prints the table.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sys
 
-from hf_topo.claims import ClaimsArguments, claims_markdown, portable_command, run_claims
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+from hf_topo.experiments.claims import ClaimsArguments, claims_markdown, portable_command, run_claims
 
 
 def make_parser(prog: str | None = None):

@@ -28,7 +28,7 @@ from hf_topo.convert import (
     convert_nanogpt,
     resolve_nanogpt_checkpoint,
 )
-from hf_topo.data import load_tokenizer
+from hf_topo.loading import load_tokenizer
 
 
 @dataclass

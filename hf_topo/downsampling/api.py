@@ -145,7 +145,7 @@ def downsample_model(
     if (method == "least_squares" or distill_steps) and calibration_tokens is None:
         raise ValueError(
             f"gains={gains!r} with distill_steps={distill_steps} needs calibration_tokens: token ids (n, seq_len) of "
-            "some text, e.g. hf_topo.analysis.load_text_blocks(tokenizer, 128, text_file=..., max_blocks=32)."
+            "some text, e.g. hf_topo.evaluation.load_text_blocks(tokenizer, 128, text_file=..., max_blocks=32)."
         )
     factor_h, factor_w = as_factors(factors)
     if isinstance(model, TopoDownsampledCausalLM):

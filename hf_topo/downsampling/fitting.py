@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..evaluation import as_token_batch
 from .layer import TopoDownsampledLinear
 
 __all__ = ["distill_downsampled_", "fit_least_squares_gains_"]
@@ -66,14 +67,12 @@ def fit_least_squares_gains_(
         small: a model from :func:`~hf_topo.downsampling.downsample_model` with gains (``gains=True``).
         original: the model it was downsampled from (its layers give the inputs and the targets).
         tokens: the calibration text: an ``(n, seq_len)`` tensor of token ids, a
-            :class:`~hf_topo.analysis.inputs.TokenBatch`, or a dict / dataset with ``input_ids``.
+            :class:`~hf_topo.evaluation.TokenBatch`, or a dict / dataset with ``input_ids``.
         batch_size: sequences per forward of ``original``.
 
     Returns:
         Per layer, the relative output error ``‖g ⊙ ŷ − y‖ / ‖y‖`` on the calibration text after the fit.
     """
-    from ..analysis.inputs import as_token_batch
-
     _check_steps(batch_size, "batch_size")
     batch = as_token_batch(tokens)
     pairs = _paired_layers(small, original)
@@ -152,8 +151,6 @@ def distill_downsampled_(
     Returns:
         The KL divergence (nats per token) of each step, before its update.
     """
-    from ..analysis.inputs import as_token_batch
-
     _check_steps(steps, "steps")
     _check_steps(batch_size, "batch_size")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):

@@ -17,6 +17,9 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM
 
+from ..errors import InputError, parameter
+from ..evaluation import evaluate_perplexity, load_text_blocks
+from ..loading import check_model_source, load_tokenizer
 from .api import downsample_model, parameter_count, resolve_gains
 from .record import DOWNSAMPLING_KEY
 
@@ -74,25 +77,28 @@ class DownsampleArguments:
         for name in ("factor", "factor_w"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 1):
-                raise ValueError(f"--{name} {value}: give a factor φ >= 1 (2 halves each sheet side, 3 thirds it).")
+                raise InputError(
+                    f"{parameter(name, value)}: give a factor φ >= 1 (2 halves each sheet side, 3 thirds it)."
+                )
         resolve_gains(self.gains)
         if self.distill_steps < 0:
-            raise ValueError(f"--distill_steps {self.distill_steps} must be >= 0 (0: no distillation).")
+            raise InputError(f"{parameter('distill_steps', self.distill_steps)} must be >= 0 (0: no distillation).")
         needs_text = self.gains == "least_squares" or self.distill_steps > 0
         if needs_text and self.text_file is None:
-            raise ValueError(
-                "--gains least_squares and --distill_steps fit the downsampled model on some text: give --text_file "
-                "(a .txt or .jsonl file; keep it apart from --eval_text_file)."
+            raise InputError(
+                f"{parameter('gains', 'least_squares')} and {parameter('distill_steps')} fit the downsampled model on "
+                f"some text: give {parameter('text_file')} (a .txt or .jsonl file; keep it apart from "
+                f"{parameter('eval_text_file')})."
             )
         for name in ("calibration_blocks", "eval_blocks", "block_size", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)} must be a positive integer.")
+                raise InputError(f"{parameter(name, getattr(self, name))} must be a positive integer.")
         for name in ("text_file", "eval_text_file"):
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
-                raise ValueError(f"--{name} {path} does not exist; give a local .txt or .jsonl file.")
+                raise InputError(f"{parameter(name, path)} does not exist; give a local .txt or .jsonl file.")
         if self.text_file is not None and self.text_file == self.eval_text_file:
-            logger.warning("--text_file is also --eval_text_file: the perplexity is then not on held-out text.")
+            logger.warning("text_file is also eval_text_file: the perplexity is then not on held-out text.")
 
     @property
     def factors(self) -> tuple[float, float]:
@@ -106,11 +112,6 @@ def downsample_saved_model(args: DownsampleArguments) -> dict[str, Any]:
     parameter counts) and, with ``eval_text_file``, ``perplexity_original``, ``perplexity`` and their difference
     ``delta_perplexity`` on the held-out blocks.
     """
-    from ..analysis.inputs import load_text_blocks
-    from ..analysis.perturbation import evaluate_perplexity
-    from ..data import load_tokenizer
-    from ..models import check_model_source
-
     check_model_source(args.model)
     tokenizer = load_tokenizer(args.model)
 

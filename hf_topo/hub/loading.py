@@ -6,7 +6,7 @@ import logging
 import os
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
-from ..models import check_model_source
+from ..loading import check_model_source
 from ..regularizers.model import attach_inferred_topography
 
 __all__ = ["load_toponet"]

@@ -8,7 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..models import check_model_source
+from ..errors import InputError, parameter
+from ..loading import TOKENIZER_FILES, check_model_source
 from .card import toponet_card
 from .figures import render_sheet_maps
 from .loading import load_toponet
@@ -27,9 +28,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
-#: what to do when the Hub cannot be reached (the end of every such error message, here and in hf_topo.app.space).
-OFFLINE_HELP = (
+_OFFLINE_HELP = (
     "Unset HF_HUB_OFFLINE (it is set to 1) and check the network connection to the Hub, or build the folder only "
     "(hf-topo push --dry_run) and push it later from a machine online."
 )
@@ -73,7 +72,9 @@ def _prepare_empty_folder(folder: Path, model_dir: Path, overwrite: bool) -> Non
         raise ValueError(f"The upload folder {folder} must not be (or contain) the model directory {model_dir}.")
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
-            raise ValueError(f"The upload folder {folder} exists and is not empty; pass overwrite=True (--overwrite).")
+            raise InputError(
+                f"The upload folder {folder} exists and is not empty; pass {parameter('overwrite', True)}."
+            )
         if not ((folder / "README.md").is_file() and (folder / "config.json").is_file()):
             raise ValueError(
                 f"Not overwriting {folder}: it is not empty and does not look like an upload folder written by hf_topo "
@@ -141,20 +142,20 @@ def build_upload_folder(
     model = load_toponet(model_dir, infer_if_missing=infer_topography)
     tokenizer_source = tokenizer if tokenizer is not None else model_dir
     how_to_fix = (
-        "A Hub model needs its tokenizer: pass tokenizer=... (--tokenizer PATH_OR_HUB_ID), or save one into the model "
-        "directory (e.g. AutoTokenizer.from_pretrained('gpt2').save_pretrained(MODEL_DIR))."
+        f"A Hub model needs its tokenizer: pass {parameter('tokenizer', 'PATH_OR_HUB_ID')}, or save one into the "
+        "model directory (e.g. AutoTokenizer.from_pretrained('gpt2').save_pretrained(MODEL_DIR))."
     )
     # transformers builds an empty tokenizer from a directory without tokenizer files instead of failing
-    if Path(tokenizer_source).is_dir() and not any((Path(tokenizer_source) / f).is_file() for f in _TOKENIZER_FILES):
-        raise ValueError(f"No tokenizer in {tokenizer_source} (none of {', '.join(_TOKENIZER_FILES)}). {how_to_fix}")
+    if Path(tokenizer_source).is_dir() and not any((Path(tokenizer_source) / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"No tokenizer in {tokenizer_source} (none of {', '.join(TOKENIZER_FILES)}). {how_to_fix}")
     try:
         loaded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else repr(err)
-        raise ValueError(f"No tokenizer could be loaded from {tokenizer_source} ({reason}). {how_to_fix}") from None
+        raise InputError(f"No tokenizer could be loaded from {tokenizer_source} ({reason}). {how_to_fix}") from None
     vocab_size = getattr(model.config, "vocab_size", None)
     if vocab_size is not None and len(loaded_tokenizer) > vocab_size:
-        raise ValueError(
+        raise InputError(
             f"The tokenizer from {tokenizer_source} has {len(loaded_tokenizer)} tokens but the model only "
             f"{vocab_size} embeddings: it is not this model's tokenizer. {how_to_fix}"
         )

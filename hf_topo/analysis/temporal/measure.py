@@ -30,9 +30,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...config import TOPOGRAPHY_KEY
+from ...evaluation import model_device
 from ...sheet import CorticalSheet, most_square_shape
 from ...targets import candidate_layer_names, matches_pattern
-from ..activations import model_device, topographic_layers
+from ..activations import topographic_layers
 from ..hooks import capture_outputs
 from .words import NotEnoughTextError, WordPool, WordSequence, check_tokenizer, encode_words, natural_word_runs
 

@@ -3,8 +3,8 @@
 
 The papers: Deb, Deb & Murty, *TopoNets* (ICLR 2025) and Truong & Hasson's Weight / Activation Similarity
 (WS / AS). For every seed, :func:`run_claims` trains one model per family on one recipe
-(:func:`~hf_topo.pretraining.small_cpu_recipe`; only the regularizer and its strength differ, the seed sets the
-initialization and the data order of all of them), analyses each on held-out text
+(:func:`~hf_topo.experiments.families.train_family`: only the regularizer and its strength differ, the seed sets
+the initialization and the data order of all of them), analyses each on held-out text
 (:func:`~hf_topo.analysis.analyze_model`), fine-tunes the baseline and the TopoNet with LoRA
 (:func:`~hf_topo.finetuning.finetune_lora`) and evaluates every claim of :data:`CLAIMS`.
 
@@ -16,7 +16,7 @@ smoothness with the baseline's) in an expected direction. For each seed ``s`` th
 (``sign`` +1 when ``a`` should be larger, −1 when smaller; ``f`` the identity, or ``log`` for perplexities;
 ``margin`` 0 except for "no large cost" claims). The seeds pair the models (same initialization seed and data
 order), so the test is a **paired one-sided t-test** of the mean of ``x_s`` over ``n ≥ 2`` seeds at ``alpha``
-(default 0.05):
+(default 0.05; :func:`hf_topo.experiments.statistics.paired_verdict`):
 
 * **reproduced**: mean ``x`` > 0 with ``p < alpha`` (the expected direction, significant over the seeds);
 * **contradicted**: mean ``x`` < 0 with ``p < alpha`` in the other direction;
@@ -43,47 +43,42 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from .analysis import AnalysisSettings, analyze_model, load_passages, load_text_blocks
-from .analysis.report import json_safe
-from .arrangement import arrange_units
-from .config import TopoConfig
-from .finetuning import LoraArguments, finetune_lora
-from .models import apply_overrides, preset_config
-from .presets import topolm_targets
-from .pretraining import hold_out_lines, pretrain, small_cpu_recipe
-from .trainer import TopoTrainingArguments
+from ..analysis import AnalysisSettings, analyze_model, load_passages
+from ..analysis.report import json_safe
+from ..arrangement import arrange_units
+from ..config import TopoConfig
+from ..errors import InputError, parameter
+from ..evaluation import load_text_blocks
+from ..finetuning import LoraArguments, finetune_lora
+from ..loading import check_data_file
+from ..trainer import TopoTrainingArguments
+from .families import FAMILIES, train_family
+from .recipes import hold_out_lines
+from .statistics import VERDICTS, is_finite, paired_verdict, seed_statistics
 
 __all__ = [
     "portable_command",
     "CLAIMS",
-    "FAMILIES",
+    "TRAINED_FAMILIES",
     "VERDICTS",
     "Claim",
     "ClaimsArguments",
     "evaluate_claim",
     "measure_seed",
     "run_claims",
-    "student_t_sf",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Model name → the regularizer it trains with (``None``: the τ = 0 baseline). ``topolm``: TopoLM's spatial-correlation
-#: loss on its sites (the residual stream after every attention and MLP sublayer, :func:`hf_topo.topolm_targets`).
-FAMILIES = {
-    "baseline": None,
-    "toponet": "laplacian_pyramid",
-    "ws": "weight_similarity",
-    "as": "activation_similarity",
-    "topolm": "spatial_correlation",
-}
+#: The families of :data:`~hf_topo.experiments.families.FAMILIES` the claims train. ``topolm``: TopoLM's
+#: spatial-correlation loss on its sites (the residual stream after every attention and MLP sublayer).
+TRAINED_FAMILIES = ("baseline", "toponet", "ws", "as", "topolm")
 #: Models made post hoc, without training: the trained model's MLP units arranged on their sheets by
 #: :func:`hf_topo.arrange_units` (TopoLoss objective, seeded with the seed), the same function (the control of
 #: ``docs/arrange.md``).
 POST_HOC = {"arranged_baseline": "baseline", "arranged_toponet": "toponet"}
 #: With ``topolm`` among the families, the baseline is also analysed on TopoLM's sites under this name.
 BASELINE_AT_TOPOLM_SITES = "baseline_at_topolm_sites"
-VERDICTS = ("reproduced", "not at this scale", "contradicted", "not measured")
 
 
 @dataclass
@@ -96,7 +91,8 @@ class ClaimsArguments:
             `paper_claims.png` go.
         seeds (`list[int]`, defaults to `[0, 1, 2]`): one set of models per seed.
         families (`list[str]`, defaults to all of `baseline, toponet, ws, as, topolm, arranged_baseline,
-            arranged_toponet`): the models of :data:`FAMILIES` to train and those of :data:`POST_HOC` to make post hoc.
+            arranged_toponet`): the models of :data:`TRAINED_FAMILIES` to train and those of :data:`POST_HOC` to make
+            post hoc.
         model_preset (`str`, defaults to `"tiny-gpt2"`), config_overrides (`str`, defaults to
             `"n_layer=6,n_embd=256,n_head=8"`: 6 × 256, larger than the demo's 4 × 128).
         vocab_size, block_size, max_steps, train_batch_size, learning_rate: the pretraining recipe.
@@ -122,8 +118,8 @@ class ClaimsArguments:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (≥ 3 for a verdict)."})
     families: list[str] = field(
-        default_factory=lambda: [*FAMILIES, *POST_HOC],
-        metadata={"help": f"Models per seed, among {', '.join([*FAMILIES, *POST_HOC])}."},
+        default_factory=lambda: [*TRAINED_FAMILIES, *POST_HOC],
+        metadata={"help": f"Models per seed, among {', '.join([*TRAINED_FAMILIES, *POST_HOC])}."},
     )
     validation_fraction: float = field(default=0.1, metadata={"help": "Last fraction of lines held out."})
     model_preset: str = field(default="tiny-gpt2", metadata={"help": "Architecture preset."})
@@ -172,30 +168,34 @@ class ClaimsArguments:
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self):
-        known = [*FAMILIES, *POST_HOC]
+        known = [*TRAINED_FAMILIES, *POST_HOC]
         unknown = sorted(set(self.families) - set(known))
         if unknown or "baseline" not in self.families:
-            raise ValueError(
-                f"--families {self.families}: every family must be one of {known} and 'baseline' is "
+            raise InputError(
+                f"{parameter('families', self.families)}: every family must be one of {known} and 'baseline' is "
                 "required (every claim compares against it)."
             )
         for made, source in POST_HOC.items():
             if made in self.families and source not in self.families:
-                raise ValueError(f"--families: {made} arranges the {source} model; add {source}.")
+                raise InputError(f"{parameter('families')}: {made} arranges the {source} model; add {source}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"--seeds {self.seeds}: give distinct seeds, at least 3 for a verdict (e.g. 0 1 2).")
+            raise InputError(
+                f"{parameter('seeds', self.seeds)}: give distinct seeds, at least 3 for a verdict (e.g. 0 1 2)."
+            )
         for name in (
             "max_steps", "train_batch_size", "block_size", "max_tokens", "eval_blocks", "lora_steps", "topolm_radius",
             "topolm_neighbourhoods",
         ):  # fmt: skip
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)} must be at least 1.")
+                raise InputError(f"{parameter(name, getattr(self, name))} must be at least 1.")
         if not 0 < self.pruning_fraction < 1 or not 0 < self.input_rate < 1:
-            raise ValueError("--pruning_fraction and --input_rate must be between 0 and 1 (exclusive).")
+            raise InputError(
+                f"{parameter('pruning_fraction')} and {parameter('input_rate')} must be between 0 and 1 (exclusive)."
+            )
         if not self.noise_sigma > 0 or not self.downsampling_factor > 1:
-            raise ValueError("--noise_sigma must be > 0 and --downsampling_factor > 1.")
+            raise InputError(f"{parameter('noise_sigma')} must be > 0 and {parameter('downsampling_factor')} > 1.")
         if not 0 < self.alpha < 1:
-            raise ValueError(f"--alpha {self.alpha} must be between 0 and 1 (e.g. 0.05).")
+            raise InputError(f"{parameter('alpha', self.alpha)} must be between 0 and 1 (e.g. 0.05).")
 
     def recipe(self) -> dict[str, Any]:
         """The settings that define the measurement (no paths), for the results JSON."""
@@ -232,7 +232,8 @@ class Claim:
         claim: what the paper says, in a sentence.
         source, where, paper_value: the paper, its figure or section, and the value or direction it reports.
         metric: the per-model measure (a key of :func:`model_measures`' output).
-        a, b: the models compared (families of :data:`FAMILIES`).
+        a, b: the models compared (of :data:`TRAINED_FAMILIES`, :data:`POST_HOC` or
+            :data:`BASELINE_AT_TOPOLM_SITES`).
         sign: +1 when the claim is ``a > b``, −1 when ``a < b``.
         log: compare ``log`` of the measure (perplexities: a ratio).
         margin: allowance in the claim's favour (see the module docstring), 0 for a strict direction.
@@ -346,63 +347,6 @@ CLAIMS: tuple[Claim, ...] = (
 )  # fmt: skip
 
 
-# ---- statistics ------------------------------------------------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta ``I_x(a, b)``."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_sf(t: float, df: float) -> float:
-    """``P(T ≥ t)`` for Student's t with ``df`` degrees of freedom (upper tail; no SciPy needed)."""
-    if not df > 0:
-        raise ValueError(f"df={df} must be positive.")
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1.0 - tail
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    n = len(values)
-    mean = sum(values) / n if n else math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    return {"n_seeds": n, "mean": mean, "sd": sd, "values": list(values)}
-
-
 def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]], alpha: float = 0.05) -> dict:
     """A claim's entry in the table: the measure of both models and their difference over the seeds (mean ± sd),
     the paired one-sided t-test and the verdict (see the module docstring).
@@ -414,7 +358,7 @@ def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]]
     for seed_measures in per_seed:
         a = seed_measures.get(claim.a, {}).get(claim.metric)
         b = seed_measures.get(claim.b, {}).get(claim.metric_b or claim.metric)
-        if _finite(a) and _finite(b) and (not claim.log or (a > 0 and b > 0)):
+        if is_finite(a) and is_finite(b) and (not claim.log or (a > 0 and b > 0)):
             pairs.append((a, b))
     f = math.log if claim.log else (lambda v: v)
     differences = [f(a) - f(b) for a, b in pairs]
@@ -428,31 +372,15 @@ def evaluate_claim(claim: Claim, per_seed: Sequence[dict[str, dict[str, float]]]
         "expected": claim.expected(),
         "compared": {"a": claim.a, "b": claim.b_label},
         "ours": {
-            **_stats(differences),
+            **seed_statistics(differences),
             "difference": f"{'log ' if claim.log else ''}{claim.metric}({claim.a}) − "
             f"{claim.metric_b or claim.metric}({claim.b})",
-            claim.a: _stats([a for a, _ in pairs]),
-            claim.b_label: _stats([b for _, b in pairs]),
+            claim.a: seed_statistics([a for a, _ in pairs]),
+            claim.b_label: seed_statistics([b for _, b in pairs]),
         },
     }
-    n = len(differences)
-    if n < 2:
-        entry.update(t=None, p_value=None, verdict="not measured")
-        return entry
-    margins = [claim.sign * d + claim.margin for d in differences]
-    mean = sum(margins) / n
-    sd = math.sqrt(sum((m - mean) ** 2 for m in margins) / (n - 1))
-    t = math.copysign(math.inf, mean) if sd == 0 else mean / (sd / math.sqrt(n))
-    if sd == 0 and mean == 0:
-        t = 0.0
-    p_for, p_against = student_t_sf(t, n - 1), student_t_sf(-t, n - 1)
-    verdict = "reproduced" if p_for < alpha else "contradicted" if p_against < alpha else "not at this scale"
-    entry.update(t=t, p_value=p_for, p_value_against=p_against, verdict=verdict)
+    entry.update(paired_verdict([claim.sign * d + claim.margin for d in differences], alpha))
     return entry
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---- measuring one seed ----------------------------------------------------------------------------------------
@@ -502,39 +430,22 @@ def _analysis_settings(args: ClaimsArguments, seed: int, temporal: bool) -> Anal
 
 
 def _train(args: ClaimsArguments, family: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
-    output_dir = os.path.join(args.output_dir, f"seed{seed}", family)
-    if args.reuse_trained and all(
-        os.path.isfile(os.path.join(output_dir, n)) for n in ("config.json", "metrics.json")
-    ):
-        logger.info("Reusing %s", output_dir)
-        return output_dir
     tau = {
         "baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau, "topolm": args.topolm_tau
     }[family]  # fmt: skip
-    settings = dict(
+    recipe = dict(
+        train_file=files[0], validation_file=files[1], output_dir=os.path.join(args.output_dir, f"seed{seed}", family),
         tau=tau, max_steps=args.max_steps, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
         block_size=args.block_size, seed=seed, model_preset=args.model_preset, vocab_size=args.vocab_size,
         max_eval_blocks=args.eval_blocks, tokenizer=tokenizer, disable_tqdm=not args.progress,
-        topo_loss_type=FAMILIES[family] or "laplacian_pyramid",
     )  # fmt: skip
-    if family in ("ws", "as"):
-        settings["topo_distance"] = "correlation"  # Truong & Hasson's choice
     if args.config_overrides:
-        settings["config_overrides"] = args.config_overrides
-    if family == "topolm":  # TopoLM's sites in this architecture (the residual stream), not the MLP expansion layer
-        architecture = apply_overrides(
-            preset_config(args.model_preset, args.vocab_size, args.block_size), args.config_overrides
-        )
-        sites = topolm_targets(architecture, "residual")
-        targets = sites["target_modules"]
-        settings.update(
-            topo_target_modules=[f"re:{targets}"] if isinstance(targets, str) else targets, topo_sheet=sites["sheet"],
-            topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods,
-        )  # fmt: skip
+        recipe["config_overrides"] = args.config_overrides
+    if FAMILIES[family].topolm_sites:
+        recipe.update(topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods)
     if args.device == "cpu":
-        settings["use_cpu"] = True
-    pretrain(*small_cpu_recipe(files[0], files[1], output_dir, **settings))
-    return output_dir
+        recipe["use_cpu"] = True
+    return train_family(family, reuse=args.reuse_trained, **recipe)["output_dir"]
 
 
 def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
@@ -558,7 +469,7 @@ def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
 def _planned(args: ClaimsArguments) -> list[str]:
     """The measured models of one seed, in order: trained families, then post-hoc ones, then the baseline on TopoLM's
     sites (when ``topolm`` is among the families)."""
-    names = [f for f in FAMILIES if f in args.families] + [f for f in POST_HOC if f in args.families]
+    names = [f for f in TRAINED_FAMILIES if f in args.families] + [f for f in POST_HOC if f in args.families]
     return names + ([BASELINE_AT_TOPOLM_SITES] if "topolm" in args.families else [])
 
 
@@ -654,7 +565,7 @@ def _cached_measures(args: ClaimsArguments, seed: int) -> dict | None:
 
 
 def _fmt(value: Any) -> str:
-    if not _finite(value):
+    if not is_finite(value):
         return "–"
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
 
@@ -708,12 +619,11 @@ def plot_claims(result: dict, path: str | os.PathLike) -> str:
 def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     """Train, measure and judge every claim over ``args.seeds``; writes ``paper_claims.json``, ``paper_claims.md``
     and ``paper_claims.png`` to ``args.output_dir`` (and the JSON to ``args.output``); returns the results."""
-    from ._version import __version__
+    from .._version import __version__
 
-    if not os.path.isfile(args.train_file):
-        raise FileNotFoundError(f"--train_file {args.train_file!r} does not exist: give a text file to train on.")
-    if args.lora_train_file and not os.path.isfile(args.lora_train_file):
-        raise FileNotFoundError(f"--lora_train_file {args.lora_train_file!r} does not exist.")
+    check_data_file(args.train_file, "train_file")
+    if args.lora_train_file:
+        check_data_file(args.lora_train_file, "lora_train_file")
     os.makedirs(args.output_dir, exist_ok=True)
     files = hold_out_lines(args.train_file, args.validation_fraction, os.path.join(args.output_dir, "data"))
     start = time.perf_counter()
