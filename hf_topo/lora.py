@@ -16,8 +16,8 @@ from pathlib import Path
 from torch import nn
 
 from .errors import InputError, MissingFileError, parameter
-from .presets import ATTENTION_TARGETS  # the per-family table, importable from here too
-from .sheet import SUPPORTED_LAYER_TYPES, units_and_inputs
+from .presets import ATTENTION_TARGETS
+from .sheet import sheet_layer_types, units_and_inputs
 from .targets import candidate_layer_names, find_target_modules
 
 __all__ = [

@@ -14,7 +14,7 @@ from _scripts import run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import hf_topo  # noqa: F401  (registers the downsampled model classes, as a user's `import hf_topo` does)
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.analysis import AnalysisSummary, mean_morans_i, smoothness, topographic_layers, weight_smoothness
 from hf_topo.cli import analyze
 from hf_topo.data import train_bpe_tokenizer

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM
 
 from hf_topo.analysis import collect_activations, regularizer_values, topographic_layers
 from hf_topo.cli import compare_regularizers
-from hf_topo.config import LOSSES
 from hf_topo.evaluation import load_text_blocks
 from hf_topo.experiments.compare_regularizers import parse_strengths
+from hf_topo.regularizers import registered_regularizers
 
 ROOT = Path(__file__).resolve().parents[1]
 

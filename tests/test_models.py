@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.loading import check_model_source
 from hf_topo.models import apply_overrides, build_model, preset_config
 from hf_topo.presets import MODEL_PRESETS, default_target_modules

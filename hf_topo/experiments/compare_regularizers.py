@@ -27,9 +27,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from .._version import __version__
 from ..analysis import AnalysisSettings, AnalysisSummary, analyze_model, collect_activations, regularizer_values
 from ..analysis.plots import pyplot, save_figure
-from ..config import LOSSES, TopoConfig
+from ..config import TopoConfig
 from ..errors import InputError, parameter
 from ..evaluation import load_text_blocks
+from ..regularizers import registered_regularizers
 from .families import FAMILIES, family_by_short_name, family_recipe, train_family
 from .recipes import hold_out_lines
 
@@ -429,7 +430,7 @@ def compare_regularizers(
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
         },
-        "losses": list(LOSSES),
+        "losses": list(registered_regularizers()),
         "models": runs,
         "table": [{"name": run["name"]} | flat_metrics(run) for run in runs],
         "figure": os.path.abspath(figure),

@@ -28,7 +28,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
-_OFFLINE_HELP = (
+#: what to do when the Hub cannot be reached (the end of every such error message, here and in hf_topo.app.space).
+OFFLINE_HELP = (
     "Unset HF_HUB_OFFLINE (it is set to 1) and check the network connection to the Hub, or build the folder only "
     "(hf-topo push --dry_run) and push it later from a machine online."
 )
