@@ -186,9 +186,9 @@ def test_analyze_refuses_to_save_a_downsampled_topolm_model(make_gpt2, tmp_path)
     from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
 
     model = make_gpt2(n_embd=36)
-    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
-        model.config
-    )
+    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(
+        model
+    ).attach_to(model.config)
     tokenizer = train_bpe_tokenizer(["the cat saw the dog near the river. " * 20], vocab_size=300)
     model.save_pretrained(tmp_path / "topolm")
     tokenizer.save_pretrained(tmp_path / "topolm")

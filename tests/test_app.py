@@ -362,9 +362,9 @@ def test_a_topolm_model_shows_its_responses_and_says_why_it_has_no_weight_map(to
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=36, n_layer=2, n_head=2))
-    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(model).attach_to(
-        model.config
-    )
+    TopoRegularizer(TopoConfig(loss="spatial_correlation", radius=2, **topolm_targets(model))).config_for(
+        model
+    ).attach_to(model.config)
     topolm = TopoNetExplorer(model.eval(), tokenizer, output_dir=tmp_path)
     layer = topolm.layer_names[0]
     responses, _ = topolm.token_responses("the cat sat on the mat", layer)

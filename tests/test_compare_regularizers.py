@@ -152,7 +152,9 @@ def test_input_and_bias_sheet_models_lower_their_own_topoloss(comparison, name):
     for model_name in (name, "baseline"):
         model = AutoModelForCausalLM.from_pretrained(models[model_name]["output_dir"], dtype=torch.float32)
         values[model_name] = (
-            TopoRegularizer(TopoConfig.from_dict(own.to_dict() | {"layers": None})).compute(model, with_grad=False)[0].item()
+            TopoRegularizer(TopoConfig.from_dict(own.to_dict() | {"layers": None}))
+            .compute(model, with_grad=False)[0]
+            .item()
         )
     assert values[name] < 0.5 * values["baseline"]
 

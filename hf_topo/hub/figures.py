@@ -25,7 +25,9 @@ def render_sheet_maps(model: nn.Module, path: str | os.PathLike, max_layers: int
     from ..analysis.maps import weight_pc1_map
     from ..analysis.plots import plot_sheet_maps
 
-    layers = [layer for layer in TopoRegularizer(TopoConfig.from_pretrained(model)).layers(model) if layer.role == "target"]
+    layers = [
+        layer for layer in TopoRegularizer(TopoConfig.from_pretrained(model)).layers(model) if layer.role == "target"
+    ]
     chosen = _spread(layers, max_layers)
     maps = {label: {"weight PC1": {layer.name: weight_pc1_map(layer) for layer in chosen}}}
     return plot_sheet_maps(maps, path, title="Weight PC1 on the sheet")
