@@ -104,8 +104,8 @@ def test_bf16_sheets_match_float32():
 
 def test_bad_groups_are_refused():
     blur = grouped_blur(8, 16)
-    with pytest.raises(ValueError, match="one shape"):
-        grouped_sheet_cosine_losses([torch.randn(8, 16, 4), torch.randn(8, 16, 5)], True, blur)
+    with pytest.raises(ValueError, match="one height × width"):
+        grouped_sheet_cosine_losses([torch.randn(8, 16, 4), torch.randn(16, 8, 4)], True, blur)
     with pytest.raises(ValueError, match="units"):
         grouped_sheet_cosine_losses([torch.randn(8, 8, 4)], True, blur)
     with pytest.raises(ValueError, match="at least one"):
@@ -128,7 +128,7 @@ class _Mixed(nn.Module):
         self.d = Conv1D(96, 10)  # 8 × 12 × 10, Conv1D layout
         nn.init.normal_(self.d.bias)  # transformers initializes it to zeros: a flat bias map has no gradient
         self.e = nn.Conv2d(3, 36, 3)  # 6 × 6 × 27
-        self.f = nn.Conv2d(3, 36, 3)
+        self.f = nn.Conv2d(3, 36, 1)  # 6 × 6 × 3: same sheet, other depth (a ResNet's 1×1 downsampling)
         self.g = nn.Linear(10, 96)  # watched
 
 

@@ -157,7 +157,8 @@ def sheet_table(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
         table = sheet.reshape(sheet.shape[0] * sheet.shape[1], sheet.shape[2])
     else:
         table = sheet.reshape(sheet.shape[0], sheet.shape[1] * sheet.shape[2]).T
-    return table.to(torch.float32, memory_format=torch.contiguous_format)
+    # Not .to(float32, memory_format=contiguous_format): for a float32 tensor it returns the strided view itself.
+    return table.to(torch.float32).contiguous()
 
 
 class _GroupedSheetCosineLoss(torch.autograd.Function):
@@ -219,8 +220,8 @@ def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: boo
 
     Args:
         sheets: ``(height, width, depth)`` tensors if ``units_first`` else ``(depth, height, width)`` (a ``Conv1D``
-            weight's own layout, see :func:`hf_topo.sheet.sheet_view`), all of one shape; views of parameters are
-            read in place. Any floating dtype; the loss is computed in float32.
+            weight's own layout, see :func:`hf_topo.sheet.sheet_view`), all of one ``height × width`` (depths may
+            differ, e.g. a ResNet stage's 3×3 and 1×1 convolutions); views of parameters are read in place. Any floating dtype; the loss is computed in float32.
         units_first: the layout of every sheet.
         blur: the geometry's operators, from :func:`grouped_blur` (not ``None``).
 
@@ -229,17 +230,17 @@ def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: boo
         with respect to every sheet that requires a gradient.
 
     Raises:
-        ValueError: when the sheets are not 3D, differ in shape, or do not match ``blur``'s number of units.
+        ValueError: when the sheets are not 3D, differ in height × width, or do not match ``blur``'s units.
     """
     if not sheets:
         raise ValueError("grouped_sheet_cosine_losses needs at least one sheet.")
-    shape = sheets[0].shape
-    if len(shape) != 3 or any(sheet.shape != shape for sheet in sheets):
+    sheet_shapes = [tuple(sheet.shape[:2] if units_first else sheet.shape[1:]) for sheet in sheets]
+    if any(sheet.ndim != 3 for sheet in sheets) or len(set(sheet_shapes)) != 1:
         raise ValueError(
-            f"All sheets of a group must be 3D and of one shape; got {[tuple(s.shape) for s in sheets]}. "
-            "Group sheets by geometry first."
+            f"All sheets of a group must be 3D with one height × width; got {[tuple(s.shape) for s in sheets]}. "
+            "Group sheets by geometry first (their depths may differ)."
         )
-    units = shape[0] * shape[1] if units_first else shape[1] * shape[2]
+    units = sheet_shapes[0][0] * sheet_shapes[0][1]
     if units != blur.units:
         raise ValueError(f"The sheets have {units} units but the blur was built for {blur.units}; rebuild it.")
     with torch.autocast(device_type=sheets[0].device.type, enabled=False):

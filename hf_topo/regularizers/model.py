@@ -269,17 +269,17 @@ class TopoRegularizer:
             return None
         blur_kwargs = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
         grad_enabled = torch.is_grad_enabled()
-        # (sheet shape, layout, device) -> [(layer, sheet, optimize)]
+        # (sheet height × width, layout, device) -> [(layer, sheet, optimize)]; depths may differ within a group
         groups: dict[tuple, list[tuple[TopoLayer, torch.Tensor, bool]]] = {}
         for layer in layers:
             optimize = with_grad and grad_enabled and layer.role == "target"
             with torch.set_grad_enabled(optimize):
                 weight = effective_weight(layer.module)  # LoRA/DoRA: the applied weight, with its graph
             sheet, units_first = sheet_view(weight if optimize else weight.detach(), layer.sheet)
-            groups.setdefault((tuple(sheet.shape), units_first, sheet.device), []).append((layer, sheet, optimize))
+            height_width = tuple(sheet.shape[:2] if units_first else sheet.shape[1:])
+            groups.setdefault((height_width, units_first, sheet.device), []).append((layer, sheet, optimize))
         values: dict[str, torch.Tensor] = {}
-        for (shape, units_first, _device), members in groups.items():
-            height, width = shape[:2] if units_first else shape[1:]
+        for ((height, width), units_first, _device), members in groups.items():
             blur = grouped_blur(height, width, **blur_kwargs)
             sheets = [sheet for _, sheet, _ in members]
             if blur is None:  # wide blur rows: the dense per-layer kernel
