@@ -13,6 +13,9 @@ Two workloads, identical weights for every implementation (same seed):
 * ``resnet18``: ResNet-18's 19 residual-block convolutions (torchvision's shapes: per stage two blocks of two 3×3
   convolutions, and the 1×1 downsampling convolution of stages 2–4), as ``nn.Conv2d`` (no torchvision needed).
 
+Each workload also times hf_topo's per-layer kernel (``sheet_cosine_loss`` layer by layer, what ``TopoRegularizer``
+ran before it grouped layers by sheet geometry), for comparison.
+
 Parity first: the loss values must agree with the reference to ``--value_tol`` (1e-6) and every layer's gradient
 to ``--grad_rtol`` (1e-4) relative to the largest entry of the reference gradient; the script stops otherwise.
 
@@ -70,8 +73,14 @@ from hf_topo import TopoConfig, TopoLoss
 
 #: Per workload, (implementation, layer type) of each row, the reference first.
 WORKLOADS: dict[str, tuple[tuple[str, str], ...]] = {
-    "gpt2": (("reference", "Linear"), ("hf_topo", "Linear"), ("hf_topo", "Conv1D")),
-    "resnet18": (("reference", "Conv2d"), ("hf_topo", "Conv2d")),
+    "gpt2": (
+        ("reference", "Linear"),
+        ("hf_topo", "Linear"),
+        ("hf_topo", "Conv1D"),
+        ("per_layer", "Linear"),
+        ("per_layer", "Conv1D"),
+    ),
+    "resnet18": (("reference", "Conv2d"), ("hf_topo", "Conv2d"), ("per_layer", "Conv2d")),
 }
 SPEEDUP_GOAL = 10.0
 BOUND_GOAL = 3.0
@@ -98,6 +107,8 @@ RESNET18_CONVS: tuple[tuple[int, int, int], ...] = tuple(
 def label(impl: str, layer_type: str) -> str:
     if impl == "compiled":
         return f"experiment: gather blur + torch.compile ({layer_type})"
+    if impl == "per_layer":
+        return f"hf_topo per-layer kernel, before grouping ({layer_type})"
     return f"reference topoloss 0.0.2 ({layer_type})" if impl == "reference" else f"hf_topo ({layer_type})"
 
 
@@ -181,8 +192,16 @@ def make_loss(impl: str, stack: Stack, args: argparse.Namespace) -> Callable[[],
             [LaplacianPyramid(layer_name=name, factor_h=args.factor, factor_w=args.factor) for name in names]
         )
         return lambda: reference.compute(stack)
-    ours = TopoLoss(TopoConfig(target_modules=names, factor_h=args.factor, factor_w=args.factor))
+    config = TopoConfig(target_modules=names, factor_h=args.factor, factor_w=args.factor)
+    ours = PerLayerTopoLoss(config) if impl == "per_layer" else TopoLoss(config)
     return lambda: ours(stack)
+
+
+class PerLayerTopoLoss(TopoLoss):
+    """hf_topo's per-layer path (one ``sheet_cosine_loss`` per layer, the kernel before grouping), for comparison."""
+
+    def _laplacian_pyramid_by_geometry(self, model, with_grad):
+        return None
 
 
 def bound_pass(stack: Stack) -> Callable[[], None]:
@@ -377,7 +396,7 @@ def run_workload(workload: str, args: argparse.Namespace, profile_sections: list
     rows = []
     for case in cases:
         ms, cpu_ms = (statistics.median(t) * 1e3 for t in times[case])
-        measure = args.memory and workload == "gpt2" and case[0] != "compiled"
+        measure = args.memory and workload == "gpt2" and case[0] in ("reference", "hf_topo")
         memory = measure_memory(*case, args) if measure else None
         rows.append(
             {
@@ -397,7 +416,7 @@ def run_workload(workload: str, args: argparse.Namespace, profile_sections: list
                 "memory_method": None if memory is None else memory["method"],
             }
         )
-    ours = [row for row in rows if row["implementation"].startswith("hf_topo")]
+    ours = [row for row in rows if row["implementation"].startswith("hf_topo (")]  # the library, grouped
     return {
         "layers": len(RESNET18_CONVS) if workload == "resnet18" else args.layers,
         "weights_mib": weights_bytes / 2**20,
