@@ -222,7 +222,8 @@ def _chunk_view(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Te
 
 def _chunk(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
     """A float32, contiguous working copy of a depth slice."""
-    return _chunk_view(sheet, part, units_first).to(torch.float32, memory_format=torch.contiguous_format)
+    # .to(float32, memory_format=contiguous_format) would return a strided float32 view itself, uncopied.
+    return _chunk_view(sheet, part, units_first).to(torch.float32).contiguous()
 
 
 # The sparse kernel. For every mode the blur of a sheet is one sparse n × n matrix on its units, B = M_h ⊗ M_w with

@@ -21,10 +21,13 @@ import torch
 from torch import nn
 
 from ..config import TopoConfig
-from ..distributed import gathered_for_reading, is_zero3_partitioned
+from ..distributed import _is_dtensor, gathered_for_reading, is_zero3_partitioned
 from ..presets import default_target_modules
 from ..sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_view, unwrapped_layer
 from ..targets import TopoLayer, resolve_sheets
+from .bias_map import bias_map_loss
+from .grouped import grouped_blur, grouped_sheet_cosine_losses
+from .laplacian_pyramid import sheet_cosine_loss
 from .registry import ActivationSheet, RegularizerSpec, WeightSheet
 from .spatial_correlation import neighbourhood_generator
 
@@ -242,6 +245,51 @@ class TopoRegularizer:
         bias_map = None if bias is None else bias.reshape(layer.sheet.height, layer.sheet.width)
         return self.spec.layer_loss(WeightSheet(sheet, units_first, bias_map, layer.sheet), self.config)
 
+    def _laplacian_pyramid_by_geometry(self, model: nn.Module, with_grad: bool) -> dict[str, torch.Tensor] | None:
+        """TopoLoss of every layer, the layers of one sheet geometry computed together
+        (:func:`~hf_topo.regularizers.grouped.grouped_sheet_cosine_losses`: one autograd node per geometry, each
+        weight read in place); ``{name: loss}`` in :meth:`layers` order, watched layers detached.
+
+        ``None`` where the per-layer loop of :meth:`compute` must run instead: another loss than TopoLoss, weights
+        partitioned by ZeRO-3 (whole only inside their forward) or sharded by FSDP2 (all-gathered one layer at a time,
+        so that the whole weights of a geometry never coexist).
+        """
+        config = self.config
+        layers = self.layers(model)
+        if config.loss != "laplacian_pyramid" or not layers:
+            return None
+        params = [p for layer in layers for p in unwrapped_layer(layer.module).parameters(recurse=False)]
+        if any(is_zero3_partitioned(p) or _is_dtensor(p) for p in params):
+            return None
+        blur_kwargs = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
+        grad_enabled = torch.is_grad_enabled()
+        # (sheet height × width, layout, device) -> [(layer, sheet, optimize)]; depths may differ within a group
+        groups: dict[tuple, list[tuple[TopoLayer, torch.Tensor, bool]]] = {}
+        for layer in layers:
+            optimize = with_grad and grad_enabled and layer.role == "target"
+            with torch.set_grad_enabled(optimize):
+                weight = effective_weight(layer.module)  # LoRA/DoRA: the applied weight, with its graph
+            sheet, units_first = sheet_view(weight if optimize else weight.detach(), layer.sheet)
+            height_width = tuple(sheet.shape[:2] if units_first else sheet.shape[1:])
+            groups.setdefault((height_width, units_first, sheet.device), []).append((layer, sheet, optimize))
+        values: dict[str, torch.Tensor] = {}
+        for ((height, width), units_first, _device), members in groups.items():
+            blur = grouped_blur(height, width, **blur_kwargs)
+            sheets = [sheet for _, sheet, _ in members]
+            if blur is None:  # wide blur rows: the dense per-layer kernel
+                losses = [sheet_cosine_loss(sheet, units_first, **blur_kwargs) for sheet in sheets]
+            else:
+                losses = grouped_sheet_cosine_losses(sheets, units_first, blur).unbind(0)
+            for (layer, _, optimize), value in zip(members, losses, strict=True):
+                bias = unwrapped_layer(layer.module).bias if config.include_bias else None
+                if bias is not None:
+                    with torch.set_grad_enabled(optimize):
+                        # The mean of the reference's LaplacianPyramid and LaplacianPyramidOnBias values.
+                        bias_map = bias.reshape(layer.sheet.height, layer.sheet.width)
+                        value = (value + bias_map_loss(bias_map, **blur_kwargs)) / 2
+                values[layer.name] = value if optimize else value.detach()
+        return {layer.name: values[layer.name] for layer in layers}
+
     def layer_loss(
         self,
         layer: TopoLayer,
@@ -295,6 +343,11 @@ class TopoRegularizer:
             )
         per_layer: dict[str, torch.Tensor] = {}
         targets: list[torch.Tensor] = []
+        if evaluated is None:
+            grouped = self._laplacian_pyramid_by_geometry(model, with_grad)
+            if grouped is not None:
+                targets = [grouped[layer.name] for layer in self.layers(model) if layer.role == "target"]
+                return torch.stack(targets).mean(), grouped
         for index, layer in enumerate(self.layers(model)):
             optimize = with_grad and layer.role == "target"
             if evaluated is not None:

@@ -1,0 +1,254 @@
+"""TopoLoss of many layers of one sheet geometry in one pass: one autograd node, one gradient operator per geometry.
+
+A model's topographic layers usually share a few sheet geometries (GPT-2-124M's 12 ``c_fc`` layers are all
+``48 × 64 × 768``; a ResNet stage's convolutions share theirs). :func:`grouped_sheet_cosine_losses` computes the
+TopoLoss of every sheet of one geometry together and returns their per-layer values; its backward writes each
+weight's gradient straight from that weight (nothing is stacked).
+
+The math (see :mod:`hf_topo.regularizers.laplacian_pyramid`): with the blur a sparse ``n × n`` matrix ``B`` on the
+units, a sheet ``C`` (``(units, depth)``) has loss ``1 − mean_u cos(C_u, (BC)_u)`` and gradient
+
+    ``dL/dC = Bᵀ(a⊙C + b⊙BC) + c⊙BC + d⊙C = G C,  G = Bᵀ·diag(a) + Bᵀ·diag(b)·B + diag(c)·B + diag(d)``
+
+with per-unit coefficients ``a, b, c, d`` from the forward's three per-unit sums. ``G`` is one sparse matrix whose
+pattern depends only on the geometry (7.7 entries per row on average for the paper's bilinear φ = 3 blur on GPT-2's
+48 × 64 sheet): it is
+precomputed with a list of *triplets* that say which coefficient of which unit, times which constant, adds into which
+entry of ``G``. A backward is then, for all layers at once, a handful of operators on ``(layers, entries)`` to fill
+``G``'s values, and per layer **one** ``F.embedding_bag`` over the weight that writes its gradient. The forward is,
+per layer, one ``embedding_bag`` (``BC``) and three reductions. So an ``nn.Linear`` or ``Conv2d`` weight in float32
+is read in place (its rows are the units); a transformers ``Conv1D`` weight ``(in, out)`` is read once per pass into
+a float32 ``(units, depth)`` table (a transposed copy: PyTorch has no sparse product along the contiguous axis that
+is cheaper), and other dtypes are cast into such a table.
+
+Everything is plain PyTorch (``embedding_bag``, ``index_add_``, reductions), so the call traces under
+``torch.compile(fullgraph=True)`` without graph breaks (``tests/test_grouped_topoloss.py``). Memory: the node
+returns the gradients of all its sheets at once; where ``.grad`` already holds a tensor they coexist until autograd
+adds them in (about one weight per layer of the group), where ``.grad`` is ``None`` they become ``.grad``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .laplacian_pyramid import _COSINE_EPS, _blur_matrices_f64, _kron_csr, check_blur_arguments, is_cacheable
+
+__all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "sheet_table"]
+
+# Above this many entries in a row of the blur B, the sparse operators lose to the dense separable GEMMs; such
+# geometries are computed per layer by ``sheet_cosine_loss`` (its dense path). Same threshold as the per-layer kernel.
+_MAX_ROW_ENTRIES = 40
+
+
+def _csr_from_keys(rows: torch.Tensor, cols: torch.Tensor, units: int):
+    """``(offsets, column indices, inverse)`` of the pattern of the given ``(row, col)`` pairs, sorted row-major;
+    ``inverse[i]`` is the entry that pair ``i`` falls into."""
+    keys, inverse = torch.unique(rows * units + cols, sorted=True, return_inverse=True)
+    offsets = torch.zeros(units, dtype=torch.long)
+    offsets[1:] = torch.bincount(keys // units, minlength=units).cumsum(0)[:-1]
+    return offsets, keys % units, inverse
+
+
+class GroupedBlur:
+    """The sparse operators of one sheet geometry, on one device.
+
+    ``offsets, indices, values``: ``B`` in the bag layout of ``F.embedding_bag`` (row ``u`` of ``B C`` is the
+    weighted sum of the rows ``indices[offsets[u]:offsets[u+1]]`` of ``C``). ``g_offsets, g_indices``: the pattern
+    of the gradient operator ``G`` (module docstring); ``g_entry, g_source, g_coef``: its triplets — entry
+    ``g_entry[t]`` of ``G`` receives ``g_coef[t] · coefficients[g_source[t]]``, where ``coefficients`` is
+    ``cat([a, b, c, d])`` of a layer (``4 · units`` values).
+    """
+
+    def __init__(self, height: int, width: int, factor_h: float, factor_w: float, mode: str):
+        down_h, up_h, down_w, up_w = _blur_matrices_f64(height, width, factor_h, factor_w, mode)
+        # B = kron(blur_h, blur_w) in CSR, built from the two small factors (the n × n product is never formed).
+        self.offsets, self.indices, vals, _ = _kron_csr(up_h @ down_h, up_w @ down_w)
+        units = self.offsets.numel()
+        self.units = units
+        counts = torch.diff(self.offsets, append=self.offsets.new_tensor([self.indices.numel()]))
+        rows, cols = torch.repeat_interleave(torch.arange(units), counts), self.indices
+        self.values = vals
+        self.row_entries = int(counts.max())
+        # Triplets of G = Bᵀ·diag(a) + Bᵀ·diag(b)·B + diag(c)·B + diag(d), each (row, col, source, coefficient).
+        a, b, c, d = (k * units for k in range(4))
+        unit = torch.arange(units)
+        parts = [
+            (cols, rows, a + rows, vals),  # Bᵀ diag(a): entry (m, u) += B[u, m] · a[u]
+            (rows, cols, c + rows, vals),  # diag(c) B: entry (u, m) += c[u] · B[u, m]
+            (unit, unit, d + unit, torch.ones(units, dtype=torch.float64)),  # diag(d)
+        ]
+        # Bᵀ diag(b) B: entry (m1, m2) += B[u, m1] · b[u] · B[u, m2] for every pair of entries of a row u of B.
+        order = torch.argsort(rows, stable=True)
+        rows_s, cols_s, vals_s = rows[order], cols[order], vals[order]
+        counts = torch.bincount(rows_s, minlength=units)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(rows_s.numel()) - starts[rows_s]
+        ell_cols = torch.zeros(units, self.row_entries, dtype=torch.long)
+        ell_vals = torch.zeros(units, self.row_entries, dtype=torch.float64)
+        ell_cols[rows_s, slot], ell_vals[rows_s, slot] = cols_s, vals_s
+        pair_vals = (ell_vals[:, :, None] * ell_vals[:, None, :]).flatten(1)
+        keep = pair_vals != 0
+        pair_rows = ell_cols[:, :, None].expand(-1, -1, self.row_entries).flatten(1)[keep]
+        pair_cols = ell_cols[:, None, :].expand(-1, self.row_entries, -1).flatten(1)[keep]
+        pair_units = unit[:, None].expand_as(keep)[keep]
+        parts.append((pair_rows, pair_cols, b + pair_units, pair_vals[keep]))
+        t_rows, t_cols, t_source, t_coef = (torch.cat(column) for column in zip(*parts, strict=True))
+        self.g_offsets, self.g_indices, self.g_entry = _csr_from_keys(t_rows, t_cols, units)
+        self.g_source = t_source
+        self.g_coef = t_coef.to(torch.float32)
+        self.values = self.values.to(torch.float32)
+        self.on_device: dict[torch.device, GroupedBlur] = {}
+
+    @property
+    def g_entries(self) -> int:
+        """Number of stored entries of the gradient operator ``G``."""
+        return self.g_indices.numel()
+
+    def to(self, device: torch.device) -> GroupedBlur:
+        """This structure on ``device`` (copied there once and kept, see ``_SparseBlur.to``)."""
+        if device.type == "cpu":
+            return self
+        moved = self.on_device.get(device)
+        if moved is None:
+            moved = object.__new__(GroupedBlur)
+            for name, value in vars(self).items():
+                if name != "on_device":
+                    setattr(moved, name, value.to(device) if isinstance(value, torch.Tensor) else value)
+            moved.on_device = {}
+            if all(is_cacheable(t) for t in vars(moved).values() if isinstance(t, torch.Tensor)):
+                self.on_device[device] = moved
+        return moved
+
+
+_CACHE: dict[tuple[int, int, float, float, str], GroupedBlur] = {}
+_CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
+
+
+def grouped_blur(
+    height: int, width: int, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear"
+) -> GroupedBlur | None:
+    """The :class:`GroupedBlur` of a ``height × width`` sheet (cached on the CPU), or ``None`` where the blur's rows
+    are too wide for the sparse operators (e.g. ``area`` at large factors: use ``sheet_cosine_loss`` per layer).
+
+    Raises:
+        ValueError: for arguments :func:`~hf_topo.regularizers.laplacian_pyramid.check_blur_arguments` refuses.
+    """
+    check_blur_arguments(height, width, factor_h, factor_w, interpolation)
+    key = (int(height), int(width), float(factor_h), float(factor_w), interpolation)
+    with _CACHE_LOCK:
+        blur = _CACHE.get(key)
+    if blur is None:
+        with torch.inference_mode(False), torch.no_grad():
+            blur = GroupedBlur(*key)
+        if all(is_cacheable(t) for t in vars(blur).values() if isinstance(t, torch.Tensor)):
+            with _CACHE_LOCK:
+                if len(_CACHE) >= _CACHE_SIZE:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[key] = blur
+    return blur if blur.row_entries <= _MAX_ROW_ENTRIES else None
+
+
+def sheet_table(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
+    """The sheet as a float32 ``(units, depth)`` table: a view of a contiguous float32 units-first sheet (no copy),
+    otherwise a copy (cast, or transposed for a depth-first sheet such as a ``Conv1D`` weight)."""
+    if units_first:
+        table = sheet.reshape(sheet.shape[0] * sheet.shape[1], sheet.shape[2])
+    else:
+        table = sheet.reshape(sheet.shape[0], sheet.shape[1] * sheet.shape[2]).T
+    # Not .to(float32, memory_format=contiguous_format): for a float32 tensor it returns the strided view itself.
+    # The checks skip operators that would do nothing (each one is host time, and counted by bench_topoloss).
+    if table.dtype != torch.float32:
+        table = table.to(torch.float32)
+    return table if table.is_contiguous() else table.contiguous()
+
+
+class _GroupedSheetCosineLoss(torch.autograd.Function):
+    """Per-layer ``1 − mean_u cos(C_u, (BC)_u)`` of same-geometry sheets; backward: one ``G C`` per sheet."""
+
+    @staticmethod
+    def forward(ctx, blur: GroupedBlur, units_first: bool, *sheets: torch.Tensor) -> torch.Tensor:
+        dots, norms_c, norms_b = [], [], []
+        for sheet in sheets:
+            table = sheet_table(sheet, units_first)
+            blurred = F.embedding_bag(blur.indices, table, blur.offsets, mode="sum", per_sample_weights=blur.values)
+            dots.append(torch.linalg.vecdot(table, blurred))
+            norms_c.append(torch.linalg.vector_norm(table, dim=1))
+            norms_b.append(torch.linalg.vector_norm(blurred, dim=1))
+            del table, blurred
+        dot = torch.stack(dots)  # (layers, units)
+        norm_c = torch.stack(norms_c).clamp_min_(_COSINE_EPS)
+        norm_b = torch.stack(norms_b).clamp_min_(_COSINE_EPS)
+        ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
+        ctx.blur, ctx.units_first = blur, units_first
+        return 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        dot, norm_c, norm_b, *sheets = ctx.saved_tensors
+        blur, units_first = ctx.blur, ctx.units_first
+        # d cos_u / d C_u = B_u/(n m) − s C_u/(n³ m);  d cos_u / d B_u = C_u/(n m) − s B_u/(n m³)
+        scale = -grad_output.to(torch.float32)[:, None] / dot.shape[1]
+        inv_nm = scale / (norm_c * norm_b)
+        coef_c = -dot * inv_nm / norm_c.square()
+        coef_b = -dot * inv_nm / norm_b.square()
+        # dL/dC = Bᵀ(a⊙C + b⊙BC) + c⊙BC + d⊙C with a = c = inv_nm, b = coef_b, d = coef_c.
+        coefficients = torch.cat([inv_nm, coef_b, inv_nm, coef_c], dim=1)  # (layers, 4 · units)
+        contributions = coefficients[:, blur.g_source] * blur.g_coef
+        values = contributions.new_zeros((len(sheets), blur.g_entries)).index_add_(1, blur.g_entry, contributions)
+        del contributions
+        grads = []
+        for index, sheet in enumerate(sheets):
+            if not ctx.needs_input_grad[index + 2]:
+                grads.append(None)
+                continue
+            table = sheet_table(sheet, units_first)
+            grad_table = F.embedding_bag(
+                blur.g_indices, table, blur.g_offsets, mode="sum", per_sample_weights=values[index]
+            )
+            del table
+            if units_first:
+                grad = grad_table.view(sheet.shape)
+                grads.append(grad if grad.dtype == sheet.dtype else grad.to(sheet.dtype))
+            else:
+                grad = torch.empty(sheet.shape, dtype=sheet.dtype, device=sheet.device)
+                grad.view(sheet.shape[0], -1).copy_(grad_table.T)
+                grads.append(grad)
+            del grad_table
+        return None, None, *grads
+
+
+def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:
+    """TopoLoss of every sheet of one geometry, computed together.
+
+    Args:
+        sheets: ``(height, width, depth)`` tensors if ``units_first`` else ``(depth, height, width)`` (a ``Conv1D``
+            weight's own layout, see :func:`hf_topo.sheet.sheet_view`), all of one ``height × width`` (depths may
+            differ, e.g. a ResNet stage's 3×3 and 1×1 convolutions); views of parameters are read in place. Any floating dtype; the loss is computed in float32.
+        units_first: the layout of every sheet.
+        blur: the geometry's operators, from :func:`grouped_blur` (not ``None``).
+
+    Returns:
+        A float32 ``(len(sheets),)`` tensor of per-layer losses ``1 − mean_u cos(C_u, blur(C)_u)``, differentiable
+        with respect to every sheet that requires a gradient.
+
+    Raises:
+        ValueError: when the sheets are not 3D, differ in height × width, or do not match ``blur``'s units.
+    """
+    if not sheets:
+        raise ValueError("grouped_sheet_cosine_losses needs at least one sheet.")
+    sheet_shapes = [tuple(sheet.shape[:2] if units_first else sheet.shape[1:]) for sheet in sheets]
+    if any(sheet.ndim != 3 for sheet in sheets) or len(set(sheet_shapes)) != 1:
+        raise ValueError(
+            f"All sheets of a group must be 3D with one height × width; got {[tuple(s.shape) for s in sheets]}. "
+            "Group sheets by geometry first (their depths may differ)."
+        )
+    units = sheet_shapes[0][0] * sheet_shapes[0][1]
+    if units != blur.units:
+        raise ValueError(f"The sheets have {units} units but the blur was built for {blur.units}; rebuild it.")
+    with torch.autocast(device_type=sheets[0].device.type, enabled=False):
+        return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, *sheets)

@@ -1,0 +1,233 @@
+"""TopoLoss computed per sheet geometry (hf_topo.regularizers.grouped) against the per-layer kernel and the reference
+``topoloss`` 0.0.2: values and gradients for Linear, GPT-2 Conv1D and Conv2d sheets, mixed geometries, watched
+layers, the bias map, LoRA, and capture by ``torch.compile(fullgraph=True)``."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from topoloss import LaplacianPyramid
+from topoloss import TopoLoss as ReferenceTopoLoss
+from topoloss.losses.laplacian_pyramid import laplacian_pyramid_loss as reference_loss
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hf_topo import TopoConfig, TopoLoss
+from hf_topo.regularizers import grouped as grouped_module
+from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
+from hf_topo.regularizers.laplacian_pyramid import sheet_cosine_loss
+from hf_topo.regularizers.model import TopoRegularizer
+
+GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
+VALUE_TOL = 1e-6
+
+
+def _per_layer_path(monkeypatch):
+    """Make TopoRegularizer.compute take its per-layer loop (the path before grouping)."""
+    monkeypatch.setattr(TopoRegularizer, "_laplacian_pyramid_by_geometry", lambda self, model, with_grad: None)
+
+
+def _values_and_grads(topo, model, names):
+    model.zero_grad(set_to_none=True)
+    mean, per_layer = topo.compute(model)
+    mean.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return mean.item(), {n: v.item() for n, v in per_layer.items()}, grads
+
+
+@pytest.mark.parametrize(
+    "height, width, depth, factor_h, factor_w, mode",
+    [
+        (8, 16, 12, 3, 3, "bilinear"),  # the paper's blur: a selection then a 4-entry upsampling
+        (10, 12, 9, 2.5, 1.7, "bilinear"),  # non-integer factors: the downsampling mixes rows too
+        (12, 12, 7, 2, 2, "nearest"),
+        (9, 12, 5, 3, 3, "area"),
+        (12, 16, 6, 3, 3, "bicubic"),
+        (1, 13, 6, 1, 2, "bilinear"),  # a 1 × 13 sheet (prime unit count), blurred along its width only
+    ],
+)
+@pytest.mark.parametrize("units_first", [True, False])
+def test_grouped_equals_the_per_layer_kernel(height, width, depth, factor_h, factor_w, mode, units_first, rel_err):
+    torch.manual_seed(0)
+    shape = (height, width, depth) if units_first else (depth, height, width)
+    sheets = [torch.randn(shape, requires_grad=True) for _ in range(3)]
+    blur = grouped_blur(height, width, factor_h, factor_w, mode)
+    assert blur is not None
+    values = grouped_sheet_cosine_losses(sheets, units_first, blur)
+    (values * torch.tensor([1.0, -2.0, 0.5])).sum().backward()  # distinct upstream gradients per layer
+    for sheet, value, weight in zip(sheets, values, (1.0, -2.0, 0.5), strict=True):
+        copy_ = sheet.detach().clone().requires_grad_(True)
+        expected = sheet_cosine_loss(copy_, units_first, factor_h, factor_w, mode)
+        (weight * expected).backward()
+        assert value.item() == pytest.approx(expected.item(), abs=VALUE_TOL)
+        assert rel_err(sheet.grad, copy_.grad) < GRAD_TOL
+
+
+def test_grouped_equals_the_reference_on_each_sheet(rel_err):
+    """12 sheets of GPT-2-like geometry (shrunk depth), against ``topoloss``'s own function per sheet."""
+    torch.manual_seed(1)
+    sheets = [torch.randn(48, 64, 24, requires_grad=True) for _ in range(4)]
+    values = grouped_sheet_cosine_losses(sheets, True, grouped_blur(48, 64))
+    values.mean().backward()
+    copies = [s.detach().clone().requires_grad_(True) for s in sheets]
+    expected = torch.stack([reference_loss(c, factor_h=3, factor_w=3) for c in copies])
+    expected.mean().backward()
+    assert torch.allclose(values, expected, atol=VALUE_TOL, rtol=0)
+    for sheet, copy_ in zip(sheets, copies, strict=True):
+        assert rel_err(sheet.grad, copy_.grad) < GRAD_TOL
+
+
+def test_grad_only_for_sheets_that_need_it():
+    torch.manual_seed(2)
+    trained = torch.randn(8, 16, 4, requires_grad=True)
+    frozen = torch.randn(8, 16, 4)
+    values = grouped_sheet_cosine_losses([trained, frozen], True, grouped_blur(8, 16))
+    values.sum().backward()
+    assert trained.grad is not None and frozen.grad is None
+    assert values[1].item() == pytest.approx(sheet_cosine_loss(frozen, True).item(), abs=VALUE_TOL)
+
+
+def test_bf16_sheets_match_float32():
+    torch.manual_seed(3)
+    sheet = torch.randn(16, 8, 24).bfloat16().requires_grad_(True)  # Conv1D layout (depth, h, w)
+    value = grouped_sheet_cosine_losses([sheet], False, grouped_blur(8, 24))
+    value.sum().backward()
+    assert sheet.grad.dtype == torch.bfloat16
+    float_sheet = sheet.detach().float().requires_grad_(True)
+    expected = sheet_cosine_loss(float_sheet, False)
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.allclose(sheet.grad.float(), float_sheet.grad, rtol=1e-2, atol=1e-2 * float_sheet.grad.abs().max())
+
+
+def test_bad_groups_are_refused():
+    blur = grouped_blur(8, 16)
+    with pytest.raises(ValueError, match="one height × width"):
+        grouped_sheet_cosine_losses([torch.randn(8, 16, 4), torch.randn(16, 8, 4)], True, blur)
+    with pytest.raises(ValueError, match="units"):
+        grouped_sheet_cosine_losses([torch.randn(8, 8, 4)], True, blur)
+    with pytest.raises(ValueError, match="at least one"):
+        grouped_sheet_cosine_losses([], True, blur)
+
+
+def test_wide_blur_rows_have_no_grouped_operator():
+    assert grouped_blur(16, 24, 8.0, 8.0, "area") is None  # computed per layer by the dense kernel instead
+
+
+class _Mixed(nn.Module):
+    """Two geometries of Linear, a GPT-2 Conv1D of the first geometry, two Conv2d of one geometry."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a = nn.Linear(10, 96)  # 8 × 12 × 10
+        self.b = nn.Linear(10, 96)
+        self.c = nn.Linear(10, 60)  # 6 × 10 × 10
+        self.d = Conv1D(96, 10)  # 8 × 12 × 10, Conv1D layout
+        nn.init.normal_(self.d.bias)  # transformers initializes it to zeros: a flat bias map has no gradient
+        self.e = nn.Conv2d(3, 36, 3)  # 6 × 6 × 27
+        self.f = nn.Conv2d(3, 36, 1)  # 6 × 6 × 3: same sheet, other depth (a ResNet's 1×1 downsampling)
+        self.g = nn.Linear(10, 96)  # watched
+
+
+NAMES = ["a", "b", "c", "d", "e", "f"]
+
+
+@pytest.mark.parametrize("include_bias", [False, True])
+def test_mixed_model_grouped_equals_per_layer(monkeypatch, include_bias, rel_err):
+    model = _Mixed()
+    names = ["a", "b", "c", "d"] if include_bias else NAMES  # the bias map: Linear and Conv1D layers only
+    topo = TopoLoss(TopoConfig(target_modules=names, watch_modules=["g"], include_bias=include_bias))
+    grouped = _values_and_grads(topo, model, names)
+    _per_layer_path(monkeypatch)
+    per_layer = _values_and_grads(topo, model, names)
+    assert grouped[0] == pytest.approx(per_layer[0], abs=VALUE_TOL)
+    assert list(grouped[1]) == list(per_layer[1]) == names + ["g"]
+    for name in grouped[1]:
+        assert grouped[1][name] == pytest.approx(per_layer[1][name], abs=VALUE_TOL)
+    assert set(grouped[2]) == set(per_layer[2])
+    assert "g.weight" not in grouped[2] and "g.bias" not in grouped[2]  # watched: no gradient
+    assert ("a.bias" in grouped[2]) == include_bias
+    for name, grad in grouped[2].items():
+        assert rel_err(grad, per_layer[2][name]) < GRAD_TOL, name
+
+
+def test_mixed_model_equals_the_reference(rel_err):
+    """Linear and Conv2d layers of the mixed model against ``topoloss``'s TopoLoss (Conv1D: its transposed Linear)."""
+    model = _Mixed()
+    linear_d = nn.Linear(10, 96)
+    with torch.no_grad():
+        linear_d.weight.copy_(model.d.weight.T)
+    reference_model = copy.deepcopy(model)
+    reference_model.d = linear_d
+    reference = ReferenceTopoLoss([LaplacianPyramid(name, factor_h=3, factor_w=3) for name in NAMES])
+    value = reference.compute(reference_model)
+    value.backward()
+    ours, _, grads = _values_and_grads(TopoLoss(TopoConfig(target_modules=NAMES)), model, NAMES)
+    assert ours == pytest.approx(value.item(), abs=VALUE_TOL)
+    for name in NAMES:
+        reference_grad = reference_model.get_submodule(name).weight.grad
+        grad = grads[f"{name}.weight"]
+        assert rel_err(grad.T if name == "d" else grad, reference_grad) < GRAD_TOL, name
+
+
+def test_lora_layers_grouped_equal_per_layer(monkeypatch, tiny_gpt2, rel_err):
+    peft_model = get_peft_model(
+        copy.deepcopy(tiny_gpt2), LoraConfig(r=2, lora_alpha=4, target_modules=["c_fc"], fan_in_fan_out=True)
+    )
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(param, std=0.5)
+    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    grouped = _values_and_grads(topo, peft_model, None)
+    _per_layer_path(monkeypatch)
+    per_layer = _values_and_grads(topo, peft_model, None)
+    assert grouped[0] == pytest.approx(per_layer[0], abs=VALUE_TOL)
+    assert grouped[2] and set(grouped[2]) == set(per_layer[2])
+    assert all("lora_" in name for name in grouped[2])  # the frozen base weights get none
+    for name, grad in grouped[2].items():
+        assert rel_err(grad, per_layer[2][name]) < GRAD_TOL, name
+
+
+def test_compute_without_grad_is_detached(tiny_gpt2):
+    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    mean, per_layer = topo.compute(tiny_gpt2, with_grad=False)
+    assert not mean.requires_grad and not any(v.requires_grad for v in per_layer.values())
+    with torch.no_grad():
+        assert topo.compute(tiny_gpt2)[0].item() == pytest.approx(mean.item(), abs=0)
+
+
+def test_one_autograd_node_per_geometry():
+    model = _Mixed()
+    mean, _ = TopoLoss(TopoConfig(target_modules=NAMES)).compute(model)
+    nodes, stack = set(), [mean.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in nodes:
+            continue
+        nodes.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    kernels = [node for node in nodes if "GroupedSheetCosineLoss" in type(node).__name__]
+    assert len(kernels) == 4  # 8×12 Linear (a, b), 6×10 (c), 8×12 Conv1D (d: layouts group apart), 6×6 (e, f)
+    assert len(grouped_module._CACHE) >= 3
+
+
+def test_capturable_by_torch_compile_without_graph_breaks(rel_err):
+    torch.manual_seed(5)
+    blur = grouped_blur(8, 12)
+    weights = [torch.randn(96, 10, requires_grad=True) for _ in range(3)]
+
+    def loss(a, b, c):
+        return grouped_sheet_cosine_losses([w.view(8, 12, 10) for w in (a, b, c)], True, blur).mean()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break raises
+    value = compiled(*weights)
+    value.backward()
+    copies = [w.detach().clone().requires_grad_(True) for w in weights]
+    expected = loss(*copies)
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), abs=VALUE_TOL)
+    for weight, copy_ in zip(weights, copies, strict=True):
+        assert rel_err(weight.grad, copy_.grad) < GRAD_TOL
