@@ -13,7 +13,7 @@ from topoloss.losses.laplacian_pyramid import laplacian_pyramid_loss as referenc
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_topo import TopoConfig, TopoLoss
+from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.regularizers import grouped as grouped_module
 from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
 from hf_topo.regularizers.laplacian_pyramid import sheet_cosine_loss
@@ -139,7 +139,7 @@ NAMES = ["a", "b", "c", "d", "e", "f"]
 def test_mixed_model_grouped_equals_per_layer(monkeypatch, include_bias, rel_err):
     model = _Mixed()
     names = ["a", "b", "c", "d"] if include_bias else NAMES  # the bias map: Linear and Conv1D layers only
-    topo = TopoLoss(TopoConfig(target_modules=names, watch_modules=["g"], include_bias=include_bias))
+    topo = TopoRegularizer(TopoConfig(target_modules=names, watch_modules=["g"], include_bias=include_bias))
     grouped = _values_and_grads(topo, model, names)
     _per_layer_path(monkeypatch)
     per_layer = _values_and_grads(topo, model, names)
@@ -165,7 +165,7 @@ def test_mixed_model_equals_the_reference(rel_err):
     reference = ReferenceTopoLoss([LaplacianPyramid(name, factor_h=3, factor_w=3) for name in NAMES])
     value = reference.compute(reference_model)
     value.backward()
-    ours, _, grads = _values_and_grads(TopoLoss(TopoConfig(target_modules=NAMES)), model, NAMES)
+    ours, _, grads = _values_and_grads(TopoRegularizer(TopoConfig(target_modules=NAMES)), model, NAMES)
     assert ours == pytest.approx(value.item(), abs=VALUE_TOL)
     for name in NAMES:
         reference_grad = reference_model.get_submodule(name).weight.grad
@@ -180,7 +180,7 @@ def test_lora_layers_grouped_equal_per_layer(monkeypatch, tiny_gpt2, rel_err):
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             nn.init.normal_(param, std=0.5)
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    topo = TopoRegularizer(target_modules=["mlp.c_fc"])
     grouped = _values_and_grads(topo, peft_model, None)
     _per_layer_path(monkeypatch)
     per_layer = _values_and_grads(topo, peft_model, None)
@@ -192,7 +192,7 @@ def test_lora_layers_grouped_equal_per_layer(monkeypatch, tiny_gpt2, rel_err):
 
 
 def test_compute_without_grad_is_detached(tiny_gpt2):
-    topo = TopoLoss(target_modules=["mlp.c_fc"])
+    topo = TopoRegularizer(target_modules=["mlp.c_fc"])
     mean, per_layer = topo.compute(tiny_gpt2, with_grad=False)
     assert not mean.requires_grad and not any(v.requires_grad for v in per_layer.values())
     with torch.no_grad():
@@ -201,7 +201,7 @@ def test_compute_without_grad_is_detached(tiny_gpt2):
 
 def test_one_autograd_node_per_geometry():
     model = _Mixed()
-    mean, _ = TopoLoss(TopoConfig(target_modules=NAMES)).compute(model)
+    mean, _ = TopoRegularizer(TopoConfig(target_modules=NAMES)).compute(model)
     nodes, stack = set(), [mean.grad_fn]
     while stack:
         node = stack.pop()
