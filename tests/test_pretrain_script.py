@@ -1,4 +1,9 @@
-"""scripts/pretrain.py end to end: as a plain script and under `accelerate launch`, on a local corpus, offline."""
+"""scripts/pretrain.py end to end: as a plain script and under `accelerate launch`, on a local corpus, offline.
+
+A fresh Python process costs an import of torch and transformers (seconds when idle, much more on a busy machine), so
+only what needs one runs as a subprocess: the script itself, `accelerate launch`, the demo, the quick start and one
+refusal's stderr. The other runs call `hf_topo.cli.pretrain.main`, the function behind `hf-topo pretrain`, in this
+process."""
 
 import json
 import subprocess
@@ -109,23 +114,23 @@ def test_pretrain_under_accelerate_launch(tmp_path, corpus):
 
 
 def test_pretrain_rejects_bad_topo_settings_before_training(tmp_path, corpus):
-    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", corpus, "--output_dir", str(tmp_path)]
-    result = subprocess.run(
-        cmd + COMMON + ["--max_steps", "2", "--topo_target_modules", "mlp.w_in"],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "matches no Linear/Conv1D/Conv2d layer" in result.stderr and "c_fc" in result.stderr
-    assert not (tmp_path / "model.safetensors").exists()
-    result = subprocess.run(cmd + COMMON + ["--tau", "-1"], env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0 and "tau=-1.0 must be a finite number >= 0" in result.stderr
+    from hf_topo.cli import pretrain
+
+    argv = ["--train_file", corpus, "--output_dir", str(tmp_path), *COMMON]
+    with pytest.raises(ValueError, match=r"matches no Linear/Conv1D/Conv2d layer(.|\n)*c_fc"):
+        pretrain.main(argv + ["--max_steps", "2", "--topo_target_modules", "mlp.w_in"])
+    assert not (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("checkpoint-*"))
+    with pytest.raises(ValueError, match="tau=-1.0 must be a finite number >= 0"):
+        pretrain.main(argv + ["--tau", "-1"])
 
 
-def test_pretrain_help_documents_topo_flags():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/pretrain.py"), "--help"], env=_env(), capture_output=True, text=True
-    )
-    assert result.returncode == 0
+def test_pretrain_help_documents_topo_flags(capsys):
+    from hf_topo.cli import pretrain
+
+    with pytest.raises(SystemExit) as exit_code:
+        pretrain.main(["--help"])
+    assert exit_code.value.code == 0
+    help_text = capsys.readouterr().out
     for flag in (
         "--tau",
         "--tau_schedule",
@@ -134,7 +139,7 @@ def test_pretrain_help_documents_topo_flags():
         "--model_preset",
         "--train_file",
     ):
-        assert flag in result.stdout
+        assert flag in help_text
 
 
 @pytest.mark.slow
@@ -143,10 +148,11 @@ def test_pretrain_streaming_jsonl(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(lines[:360]))
     (tmp_path / "val.jsonl").write_text("\n".join(lines[360:]))
     out = tmp_path / "streamed"
-    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", str(tmp_path / "train.jsonl")]
-    cmd += ["--validation_file", str(tmp_path / "val.jsonl"), "--streaming", "true", "--output_dir", str(out)]
-    cmd += COMMON + ["--max_steps", "3", "--tau", "1", "--save_strategy", "no"]
-    _run(cmd, tmp_path)
+    from hf_topo.cli import pretrain
+
+    argv = ["--train_file", str(tmp_path / "train.jsonl")]
+    argv += ["--validation_file", str(tmp_path / "val.jsonl"), "--streaming", "true", "--output_dir", str(out)]
+    pretrain.main(argv + COMMON + ["--max_steps", "3", "--tau", "1", "--save_strategy", "no"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss"] > 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
@@ -207,9 +213,23 @@ def test_demo_refuses_a_folder_with_a_previous_demo(tmp_path):
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or replaced
 
 
+#: The quick start's sizes (about a minute of training when the machine is idle) → the test's (every line still runs).
+QUICKSTART_SIZES = {
+    "max_bytes=500_000": "max_bytes=40_000",
+    "vocab_size=2048": "vocab_size=300",
+    "block_size=128": "block_size=32",
+    "max_steps=100": "max_steps=2",
+}
+
+
 @pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path):
-    result = _run([sys.executable, str(ROOT / "examples/quickstart.py")], tmp_path)
+    code = (ROOT / "examples/quickstart.py").read_text()
+    for full, small in QUICKSTART_SIZES.items():
+        assert code.count(full) == 1, f"examples/quickstart.py no longer says {full!r}: update QUICKSTART_SIZES"
+        code = code.replace(full, small)
+    (tmp_path / "quickstart.py").write_text(code)
+    result = _run([sys.executable, str(tmp_path / "quickstart.py")], tmp_path)
     assert (
         "CorticalSheet(module_name='transformer.h.0.mlp.c_fc', layer_type='Conv1D', height=16, width=32"
         in result.stdout
@@ -230,12 +250,13 @@ def test_pretrain_streaming_resumes_exactly(tmp_path):
     # stream, so the resumed run must end on the uninterrupted run's weights.
     data = ["--train_file", str(_jsonl_corpus(tmp_path)), "--streaming", "true", "--validation_documents", "20"]
     data += ["--streaming_shuffle_buffer", "64", "--max_steps", "6", "--tau", "2", "--save_steps", "3"]
+    from hf_topo.cli import pretrain
+
     full = tmp_path / "full"
-    _run([sys.executable, str(ROOT / "scripts/pretrain.py"), *data, *COMMON, "--output_dir", str(full)], tmp_path)
+    pretrain.main([*data, *COMMON, "--output_dir", str(full)])
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), *data, *COMMON, "--output_dir", str(resumed)]
-    cmd += ["--tokenizer_name", str(full), "--resume_from_checkpoint", str(full / "checkpoint-3")]
-    _run(cmd, tmp_path)
+    argv = [*data, *COMMON, "--output_dir", str(resumed)]
+    pretrain.main(argv + ["--tokenizer_name", str(full), "--resume_from_checkpoint", str(full / "checkpoint-3")])
 
     history = json.loads((resumed / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4, 5, 6]  # 1-3 come from the checkpoint's state
@@ -253,12 +274,14 @@ def test_pretrain_streaming_resumes_exactly(tmp_path):
 
 
 def test_pretrain_streaming_needs_max_steps_and_a_validation_set(tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts/pretrain.py"), "--train_file", str(_jsonl_corpus(tmp_path, 40))]
-    cmd += ["--streaming", "true", "--output_dir", str(tmp_path / "out"), *COMMON]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0 and "set --max_steps" in result.stderr
-    result = subprocess.run(cmd + ["--max_steps", "2"], env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0 and "--validation_documents N" in result.stderr
+    from hf_topo.cli import pretrain
+
+    argv = ["--train_file", str(_jsonl_corpus(tmp_path, 40))]
+    argv += ["--streaming", "true", "--output_dir", str(tmp_path / "out"), *COMMON]
+    with pytest.raises(ValueError, match="set --max_steps"):
+        pretrain.main(argv)
+    with pytest.raises(ValueError, match="--validation_documents N"):
+        pretrain.main(argv + ["--max_steps", "2"])
 
 
 @pytest.mark.slow
@@ -266,17 +289,20 @@ def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_
     """A second run into the same folder never overwrites or mixes with the first; `--resume_from_checkpoint true`
     continues from the folder's last checkpoint (as transformers' run_clm.py finds it) and ends where an
     uninterrupted run ends."""
+    from hf_topo.cli import pretrain
+
     hf_topo_command = [sys.executable, "-m", "hf_topo.cli", "pretrain"]
-    base = [*hf_topo_command, "--train_file", corpus, *COMMON, "--tau", "2", "--save_steps", "2"]
-    base += ["--lr_scheduler_type", "constant"]  # the same schedule whether a run is planned for 2 or 4 steps
+    flags = ["--train_file", corpus, *COMMON, "--tau", "2", "--save_steps", "2"]
+    flags += ["--lr_scheduler_type", "constant"]  # the same schedule whether a run is planned for 2 or 4 steps
     out = tmp_path / "run"
-    _run([*base, "--max_steps", "2", "--output_dir", str(out)], tmp_path)
+    pretrain.main([*flags, "--max_steps", "2", "--output_dir", str(out)])
     first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert Path("checkpoint-2/model.safetensors") in first
 
     again = subprocess.run(
-        [*base, "--max_steps", "4", "--output_dir", str(out)], env=_env(), capture_output=True, text=True, timeout=600
-    )
+        [*hf_topo_command, *flags, "--max_steps", "4", "--output_dir", str(out)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert again.returncode != 0
     assert (
         "already holds a training run" in again.stderr
@@ -286,9 +312,9 @@ def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first  # untouched
 
     # "interrupted" after step 2 of 4: the same command with 4 steps resumes from checkpoint-2
-    _run([*base, "--max_steps", "4", "--output_dir", str(out), "--resume_from_checkpoint", "true"], tmp_path)
+    pretrain.main([*flags, "--max_steps", "4", "--output_dir", str(out), "--resume_from_checkpoint", "true"])
     full = tmp_path / "full"
-    _run([*base, "--max_steps", "4", "--output_dir", str(full)], tmp_path)
+    pretrain.main([*flags, "--max_steps", "4", "--output_dir", str(full)])
     a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name

@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from .._version import __version__
 from ..sheet import CorticalSheet
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "DOWNSAMPLING_SCHEMA_VERSION",
     "GAIN_METHODS",
     "DownsampledLayer",
+    "check_schema_version",
     "downsampling_variant",
     "read_record",
 ]
@@ -67,6 +69,37 @@ class DownsampledLayer:
             ) from None
 
 
+def check_schema_version(record: dict[str, Any], source: str | None = None) -> int:
+    """The ``schema_version`` of a downsampling record, refused unless this hf_topo reads it (1 to
+    :data:`DOWNSAMPLING_SCHEMA_VERSION`).
+
+    A newer record may hold keys this version would ignore (a new variant, a new layer type), so the model would load
+    and compute something other than what was saved: it is refused, never read as the newest known version.
+
+    Args:
+        record: the ``"topographic_downsampling"`` entry of a ``config.json``.
+        source: the model folder or Hub id, named in the error.
+
+    Raises:
+        ValueError: the version is missing, not an integer, below 1, or newer than this hf_topo reads.
+    """
+    version = record.get("schema_version")
+    where = f" of {source}" if source else ""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            f"The '{DOWNSAMPLING_KEY}' record{where} has schema_version={version!r}, which is not a schema version of "
+            f"hf_topo's downsampling record (an integer from 1 to {DOWNSAMPLING_SCHEMA_VERSION}). The config.json was "
+            "edited or written by other software: re-create the model with hf_topo.downsampling.downsample_model."
+        )
+    if version > DOWNSAMPLING_SCHEMA_VERSION:
+        raise ValueError(
+            f"The '{DOWNSAMPLING_KEY}' record{where} has schema_version={version}, newer than this hf_topo "
+            f"({__version__}) reads (1 to {DOWNSAMPLING_SCHEMA_VERSION}): the model was saved by a newer hf_topo and "
+            "may need what this one lacks. Upgrade hf_topo (`pip install -U hf_topo`) to load it."
+        )
+    return version
+
+
 def read_record(config: PreTrainedConfig) -> tuple[dict[str, Any], dict[str, DownsampledLayer]]:
     """The validated record of ``config`` and its layers by module name; a ``ValueError`` says what is wrong."""
     record = getattr(config, DOWNSAMPLING_KEY, None)
@@ -76,12 +109,7 @@ def read_record(config: PreTrainedConfig) -> tuple[dict[str, Any], dict[str, Dow
             "downsampled models with hf_topo.downsampling.downsample_model(model, factors) and load them with "
             "AutoModelForCausalLM.from_pretrained."
         )
-    version = record.get("schema_version")
-    if not isinstance(version, int) or version > DOWNSAMPLING_SCHEMA_VERSION:
-        raise ValueError(
-            f"The '{DOWNSAMPLING_KEY}' record has schema_version={version!r}; this hf_topo reads versions up to "
-            f"{DOWNSAMPLING_SCHEMA_VERSION}. Upgrade hf_topo (`pip install -U hf_topo`)."
-        )
+    check_schema_version(record, getattr(config, "_name_or_path", None) or None)
     missing = [key for key in ("factor_h", "factor_w", "layers") if key not in record]
     if missing:
         raise ValueError(
@@ -93,7 +121,13 @@ def read_record(config: PreTrainedConfig) -> tuple[dict[str, Any], dict[str, Dow
 
 
 def downsampling_variant(record: dict[str, Any]) -> str:
-    """``"gains"`` or ``"paper"`` for a downsampling record (a version-1 record, without gains, is ``"paper"``)."""
+    """``"gains"`` or ``"paper"`` for a downsampling record (a version-1 record, without gains, is ``"paper"``).
+
+    Raises:
+        ValueError: the record's ``schema_version`` is not one this hf_topo reads (:func:`check_schema_version`), or
+            its variant is unknown.
+    """
+    check_schema_version(record)
     variant = record.get("variant", "paper")
     if variant not in ("gains", "paper"):
         raise ValueError(f"The '{DOWNSAMPLING_KEY}' record has variant={variant!r}; expected 'gains' or 'paper'.")
