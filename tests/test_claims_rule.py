@@ -1,6 +1,6 @@
 """The claims table's verdict rule and every claim's direction, checked against references written here.
 
-* **Directions**: what each claim of :data:`hf_topo.claims.CLAIMS` asserts, re-read from its sentence in the paper
+* **Directions**: what each claim of :data:`hf_topo.experiments.claims.CLAIMS` asserts, re-read from its sentence in the paper
   (which model, which measure, larger or smaller), is tabulated below by hand; the table must equal the data, and
   planted numbers that go the claimed way must be judged "reproduced" for every claim.
 * **Smaller is better**: a strict −1 claim (no margin) on planted numbers, both ways.
@@ -18,7 +18,8 @@ import math
 
 import pytest
 
-from hf_topo.claims import BASELINE_AT_TOPOLM_SITES, CLAIMS, Claim, evaluate_claim, student_t_sf
+from hf_topo.experiments.claims import BASELINE_AT_TOPOLM_SITES, CLAIMS, Claim, evaluate_claim
+from hf_topo.experiments.statistics import student_t_sf
 
 # ---- Student's t: closed forms of the upper tail --------------------------------------------------------------
 

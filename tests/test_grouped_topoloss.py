@@ -17,7 +17,6 @@ from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.regularizers import grouped as grouped_module
 from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
 from hf_topo.regularizers.laplacian_pyramid import sheet_cosine_loss
-from hf_topo.regularizers.model import TopoRegularizer
 
 GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
 VALUE_TOL = 1e-6
