@@ -33,6 +33,7 @@ from .schedule import TauPhase, TauSchedule
 from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
 from .targets import TopoLayer, find_target_modules
 from .trainer import TopoTrainer, TopoTrainingArguments
+from .vision import blurpool_resnet as _blurpool_resnet  # noqa: F401  registers the blur-pool ResNet (Auto classes)
 
 __all__ = [
     "__version__",
