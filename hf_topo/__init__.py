@@ -12,6 +12,7 @@ Importing hf_topo registers the downsampled model classes with the Auto classes,
 with ``AutoModelForCausalLM.from_pretrained`` and no ``trust_remote_code``.
 """
 
+from . import _torchvision_guard  # noqa: F401  first: a torchvision that fails to import must not break transformers
 from ._version import __version__
 from .arrangement import arrange_units
 from .checkpoints import resolve_checkpoint
