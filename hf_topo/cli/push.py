@@ -32,7 +32,7 @@ from hf_topo.hub import build_upload_folder, check_hub_online, push_folder
 class PushArguments:
     """What to push, where, and what the card says."""
 
-    model: str = field(metadata={"help": "Saved model directory (hf-topo pretrain, convert-nanogpt, ...)."})
+    model: str = field(metadata={"help": "Saved model directory (hf-topo pretrain, convert-toponet, ...)."})
     repo_id: str = field(metadata={"help": "Target Hub repo, 'user_or_org/name'."})
     private: bool = field(default=False, metadata={"help": "Create the repo private (only when it does not exist)."})
     revision: str | None = field(default=None, metadata={"help": "Branch to commit to (created if missing)."})
