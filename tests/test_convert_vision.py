@@ -141,6 +141,18 @@ def test_resnet18_file_converts_to_the_same_logits_and_loads_in_a_fresh_process(
     stage_1 = topo.layers["resnet.encoder.stages.1.layers.0.layer.0.convolution"]
     assert (stage_1.height * stage_1.width, stage_1.depth) == (32, 16 * 9)  # 32 channels, 16 inputs × 3×3
 
+    # torchvision's ImageNet evaluation transform is saved with it: shorter side to 256, central 224 crop, ImageNet's
+    # mean and std (a uniform image checks the normalization, a 400×300 one the shape)
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(out)
+    pixels = processor(Image.new("RGB", (400, 300), (255, 128, 0)), return_tensors="pt").pixel_values
+    assert tuple(pixels.shape) == (1, 3, 224, 224)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected_pixels = (torch.tensor([255, 128, 0]) / 255 - mean) / std
+    assert torch.allclose(pixels[0, :, 100, 100], expected_pixels, atol=1e-3)
+
 
 def test_resnet50_and_plain_resnet_files_convert_to_the_same_logits(tmp_path):
     torch.manual_seed(1)

@@ -15,7 +15,9 @@ The family is read from the repo id or the file's keys. ResNets load with
 then); ViT-B/32 loads without it; nanoGPT loads with `AutoModelForCausalLM`, with the GPT-2 tokenizer saved next to it
 (`--tokenizer_name`, or `--no_tokenizer`). The vision models carry ImageNet's 1000 class names as `id2label`. Every
 model carries its topography (`hf_topo.TopoConfig.from_pretrained(DIR)`: sheets, τ) and `config.conversion` (source,
-file). The file is read with `torch.load(weights_only=True)`: a file that needs arbitrary unpickling is refused.
+file); a vision model is saved with torchvision's ImageNet evaluation transform as its image processor (shorter side
+to 256, central 224 crop, ImageNet's mean and std; PIL backend). The file is read with
+`torch.load(weights_only=True)`: a file that needs arbitrary unpickling is refused.
 """
 
 from __future__ import annotations
@@ -114,11 +116,16 @@ def convert(args: ConvertArguments) -> str:
     os.makedirs(output, exist_ok=True)
     if tokenizer is not None:
         tokenizer = attach_tokenizer(model, output, tokenizer)
+    if found != "nanogpt":  # torchvision's ImageNet evaluation transform, so pipeline("image-classification") works
+        from hf_topo.vision.imagenet import imagenet_eval_processor
+
+        imagenet_eval_processor(getattr(model.config, "image_size", 224)).save_pretrained(output)
     model.save_pretrained(output)
 
     topo = TopoConfig.from_pretrained(output)
     layers = topo.layers or {}
-    sheets = sorted({f"{s.height}×{s.width}×{s.depth}" for s in layers.values()}, key=lambda text: len(text))
+    shapes = sorted({(s.height, s.width, s.depth) for s in layers.values()}, key=lambda hwd: (hwd[0] * hwd[1], hwd[2]))
+    sheets = [f"{h}×{w}×{d}" for h, w, d in shapes]
     print(f"Converted {path} → {os.path.abspath(output)}")
     print(f"  {type(model).__name__}: {_describe_architecture(model)}")
     print(

@@ -16,7 +16,15 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["IMAGENET_NUM_CLASSES", "imagenet_synsets", "imagenet_class_names", "imagenet_id2label"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_NUM_CLASSES",
+    "IMAGENET_STD",
+    "imagenet_class_names",
+    "imagenet_eval_processor",
+    "imagenet_id2label",
+    "imagenet_synsets",
+]
 
 IMAGENET_NUM_CLASSES = 1000
 
@@ -45,3 +53,24 @@ def imagenet_class_names() -> list[str]:
 def imagenet_id2label() -> dict[int, str]:
     """``{class index: name}`` for a model config's ``id2label``."""
     return dict(enumerate(imagenet_class_names()))
+
+
+#: ImageNet's per-channel mean and standard deviation (torchvision's and FFCV's normalization).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_eval_processor(image_size: int = 224):
+    """torchvision's ImageNet evaluation transform as a ``transformers`` image processor (PIL backend, no
+    torchvision): the shorter side resized (bilinear) to ``image_size / 0.875`` (256 for 224), the central
+    ``image_size × image_size`` crop, ImageNet's mean and std. Saved with the converted vision TopoNets."""
+    from PIL import Image
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+
+    return ConvNextImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_pct=0.875,
+        resample=Image.Resampling.BILINEAR,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+    )
