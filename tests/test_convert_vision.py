@@ -209,6 +209,7 @@ def test_vit_file_with_a_namespace_converts_to_the_same_logits_and_loads_in_a_fr
     assert topo.tau == 10.0 and sorted(topo.layers) == ["vit.layers.0.mlp.fc2", "vit.layers.1.mlp.fc2"]
 
 
+@pytest.mark.slow
 def test_vit_b_32_shapes_and_older_mlp_names(tmp_path):
     """Full vit_b_32 keys (12 heads inferred from args.model) and torchvision's older ``mlp.linear_1/2`` names."""
     torch.manual_seed(3)
@@ -350,6 +351,7 @@ def test_imagenet_class_names_are_the_1000_sorted_synsets():
     assert names[207] == "golden retriever" and names.count("crane") == 2
 
 
+@pytest.mark.slow
 def test_a_broken_torchvision_does_not_break_conversion_or_loading(tmp_path):
     """torchvision's CUDA wheels fail to import beside a CPU torch; hf_topo neither needs nor breaks on one."""
     fake = tmp_path / "site"
