@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageClassification, PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from ..vision.blurpool_resnet import BLUR_KERNEL
 from ..vision.paper_models import resnet_config
@@ -173,6 +174,7 @@ def build_resnet(state_dict: dict[str, torch.Tensor], labels: list[str] | None =
     """The ``transformers`` ResNet (blur-pool when the file has blur filters) with a torchvision ResNet's weights,
     in float32 and eval mode."""
     config = resnet_config_from_state_dict(state_dict, labels)
-    model = AutoModelForImageClassification.from_config(config)
+    with no_init_weights():  # every parameter and buffer is loaded below (strict): a random init would be wasted
+        model = AutoModelForImageClassification.from_config(config)
     model.load_state_dict(resnet_state_dict_to_hf(state_dict, model), strict=True)
     return model.eval()

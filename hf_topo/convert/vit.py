@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, ViTForImageClassification
+from transformers.initialization import no_init_weights
 
 from ..vision.paper_models import vit_config
 
@@ -200,6 +201,8 @@ def build_vit(
     labels: list[str] | None = None,
 ) -> ViTForImageClassification:
     """The ``ViTForImageClassification`` with a torchvision ViT's weights, in float32 and eval mode."""
-    model = ViTForImageClassification(vit_config_from_state_dict(state_dict, n_head, model_name, labels))
+    config = vit_config_from_state_dict(state_dict, n_head, model_name, labels)
+    with no_init_weights():  # every parameter is loaded below (strict): a random init would be wasted
+        model = ViTForImageClassification(config)
     model.load_state_dict(vit_state_dict_to_hf(state_dict, model), strict=True)
     return model.eval()
