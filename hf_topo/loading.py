@@ -71,7 +71,7 @@ def check_model_source(name_or_path: str | os.PathLike, **hub_kwargs) -> None:
                 )
             raise InputError(
                 f"{source} is not a saved model folder (no config.json there): pass the folder save_pretrained wrote "
-                "(the --output_dir of hf-topo pretrain, the --output of hf-topo convert-nanogpt) or a Hub id."
+                "(the --output_dir of hf-topo pretrain, the --output_dir of hf-topo convert-toponet) or a Hub id."
             )
         if not files & set(WEIGHT_FILES):
             raise InputError(

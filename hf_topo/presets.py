@@ -36,8 +36,10 @@ __all__ = [
     "ATTENTION_TARGETS",
     "MODEL_PRESETS",
     "TOPOLM_TARGETS",
+    "VISION_TARGETS",
     "default_target_modules",
     "topolm_targets",
+    "vision_targets",
 ]
 
 #: The MLP expansion layer of common GPT-style families (pass these as ``target_modules``).
@@ -136,3 +138,66 @@ def topolm_targets(model: nn.Module | PretrainedConfig, placement: str = "residu
     if model_type == "gpt_neox" and placement == "residual" and getattr(config, "use_parallel_residual", True):
         targets = _NEOX_PARALLEL_RESIDUAL
     return {"target_modules": targets if isinstance(targets, str) else list(targets), "sheet": sheet}
+
+
+# ---- vision: the paper's placements (hf_topo.vision) ----------------------------------------------------------------
+# Every convolution inside a residual block, shortcut projections included (also matched inside a bare ResNetModel).
+_RESNET_BLOCK_CONVS = r"(?:resnet\.)?encoder\.stages\.\d+\.layers\.\d+\.(?:layer\.\d+|shortcut)\.convolution"
+# The last convolution of each residual block (basic: layer.1, bottleneck: layer.2), whose output is the block's.
+_RESNET_LAST_CONV = r"(?:resnet\.)?encoder\.stages\.\d+\.layers\.\d+\.layer\.{last}\.convolution"
+_RESNET_PLACEMENTS = {"paper": _RESNET_BLOCK_CONVS, "tdann": _RESNET_LAST_CONV}
+
+#: The vision placements per ``config.model_type``: ``{placement: target_modules}`` (a regex string or suffixes).
+#:
+#: ============================  ===========  ===================================================================
+#: model_type                    placement    layers
+#: ============================  ===========  ===================================================================
+#: ``resnet``,                   ``paper``    every convolution of the residual blocks, the stride-2 shortcut
+#: ``hf_topo_blurpool_resnet``                projections included (the paper's "every convolutional layer within
+#:                                            the ResNet sub-blocks (19 in total)" in ResNet-18: 16 + 3; 52 in
+#:                                            ResNet-50); the stem convolution is not in a block and is left out
+#: (same)                        ``tdann``    the last convolution of each residual block (8 in ResNet-18, 16 in
+#:                                            ResNet-50): the paper's A.3 comparison with TDANN, whose topography
+#:                                            sits on the outputs of the 8 sub-blocks; the layer that writes a
+#:                                            block's output is the weight sheet closest to that site
+#: ``vit``                       ``paper``    ``mlp.fc2`` of every encoder layer: torchvision's ``mlp.3``, the
+#:                                            MLP's second linear (the paper's ViT-B/32 layer)
+#: ``vit``                       ``mlp_input``  ``mlp.fc1``, the MLP's first linear (torchvision's ``mlp.0``)
+#: ============================  ===========  ===================================================================
+VISION_TARGETS: dict[str, dict[str, str | list[str]]] = {
+    "resnet": _RESNET_PLACEMENTS,
+    "hf_topo_blurpool_resnet": _RESNET_PLACEMENTS,
+    "vit": {"paper": ["mlp.fc2"], "mlp_input": ["mlp.fc1"]},
+}
+
+
+def vision_targets(model: nn.Module | PretrainedConfig, placement: str = "paper") -> str | list[str]:
+    """The paper's topographic layers of a vision model, as ``target_modules`` for :class:`~hf_topo.TopoConfig`.
+
+    Args:
+        model: a ``transformers`` ResNet (plain or blur-pool) or ViT, or its config (by ``model_type``).
+        placement: ``"paper"`` (the paper's TopoNets: every residual-block convolution of a ResNet, 19 layers in
+            ResNet-18; ``mlp.fc2`` in every ViT layer), ``"tdann"`` (ResNets: the last convolution of each block, the
+            8 sites of the paper's A.3 comparison in ResNet-18) or ``"mlp_input"`` (ViT: ``mlp.fc1``). See
+            :data:`VISION_TARGETS`.
+
+    Returns:
+        One regex (ResNets) or a list of name suffixes (ViT).
+
+    Raises:
+        ValueError: an unknown family or placement.
+    """
+    config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in VISION_TARGETS:
+        raise ValueError(
+            f"No vision placement is known for model_type={model_type!r} (known: {', '.join(sorted(VISION_TARGETS))}); "
+            "pass target_modules=... yourself."
+        )
+    placements = VISION_TARGETS[model_type]
+    if placement not in placements:
+        raise ValueError(f"placement={placement!r} is not one of {sorted(placements)} for model_type={model_type!r}.")
+    targets = placements[placement]
+    if isinstance(targets, str):
+        return targets.replace("{last}", "2" if getattr(config, "layer_type", "basic") == "bottleneck" else "1")
+    return list(targets)

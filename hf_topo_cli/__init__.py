@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Topography, dimensionality, robustness and maps of a model and its baseline."),
     "downsample": ("downsample", "Downsample a TopoNet's sheets (φ×φ, per-unit gains) and save the smaller model."),
     "push": ("push", "Push a TopoNet to the Hugging Face Hub with its model card and maps."),
-    "convert-nanogpt": ("convert_nanogpt", "Convert a nanoGPT TopoNet checkpoint (a file or a Hub repo) to GPT-2."),
+    "convert-toponet": (
+        "convert_toponet",
+        "Convert the authors' TopoNets (ResNet-18/50, ViT-B/32, nanoGPT; a file or a Hub repo) to transformers.",
+    ),
     "compare-lora": ("compare_lora", "One LoRA recipe on a baseline and TopoNets at several ranks: table and plot."),
     "compare-regularizers": (
         "compare_regularizers",

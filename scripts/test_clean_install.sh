@@ -95,7 +95,7 @@ state["lm_head.weight"] = state["transformer.wte.weight"]
 args = dict(n_layer=L, n_head=2, n_embd=C, block_size=T, bias=False, vocab_size=V, dropout=0.0)
 torch.save({"model": {"_orig_mod." + k: v for k, v in state.items()}, "model_args": args, "iter_num": 10}, "tau_3.0.pt")
 PY
-step "$HF_TOPO" convert-nanogpt tau_3.0.pt --output converted --tokenizer_name toponet
+step "$HF_TOPO" convert-toponet tau_3.0.pt --output_dir converted --tokenizer_name toponet
 
 # 4. Every artefact in a new process, as a user opens it.
 fresh() { echo "[clean-install] fresh process: $1"; "$VPY" -c "$2" > "$WORK/step.log" 2>&1 || { cat "$WORK/step.log"; exit 1; }; }

@@ -26,7 +26,7 @@ def _hf_topo(*args, cwd=None) -> subprocess.CompletedProcess:
 def test_console_script_lists_every_command_and_its_version(tmp_path):
     result = _hf_topo("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for name in ("pretrain", "finetune-lora", "eval-blimp", "analyze", "push", "convert-nanogpt", "compare-lora",
+    for name in ("pretrain", "finetune-lora", "eval-blimp", "analyze", "push", "convert-toponet", "compare-lora",
                  "compare-regularizers", "demo", "downsample", "arrange", "claims", "app"):  # fmt: skip
         assert f"\n  {name} " in result.stdout
     import hf_topo
@@ -129,7 +129,7 @@ def test_the_command_runs_under_its_module_name_from_any_folder(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "hf_topo.cli", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
-    assert result.returncode == 0 and "convert-nanogpt" in result.stdout
+    assert result.returncode == 0 and "convert-toponet" in result.stdout
 
 
 def test_a_library_error_names_the_parameter_and_the_command_the_flag(tmp_path):

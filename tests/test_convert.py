@@ -1,4 +1,4 @@
-"""nanoGPT → GPT2LMHeadModel conversion (hf_topo.convert, hf-topo convert-nanogpt).
+"""nanoGPT → GPT2LMHeadModel conversion (hf_topo.convert.nanogpt, hf-topo convert-toponet on a nanoGPT checkpoint).
 
 The reference is a minimal nanoGPT-layout GPT written here from the architecture (pre-LayerNorm blocks, fused
 c_attn, exact GELU MLP, tied wte/lm_head, LayerNorm with optional bias, explicit causal softmax attention), saved
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _scripts import ROOT, run_script
+from _scripts import run_script
 from torch import nn
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
@@ -23,10 +23,10 @@ from hf_topo import TopoConfig
 from hf_topo.convert import (
     CONVERSION_KEY,
     attach_tokenizer,
+    checkpoint_filename,
     convert_nanogpt,
-    load_nanogpt_checkpoint,
-    nanogpt_checkpoint_filename,
-    resolve_nanogpt_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint_file,
     tau_from_filename,
 )
 
@@ -238,7 +238,7 @@ def test_refuses_checkpoint_that_needs_arbitrary_unpickling(tmp_path):
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_1.pt", config=ArbitraryObject())
     with pytest.raises(ValueError, match=r"weights_only=True") as err:
-        load_nanogpt_checkpoint(path)
+        load_checkpoint(path)
     message = str(err.value)
     assert "arbitrary code" in message and "trust" in message and "torch.save" in message
     with pytest.raises(ValueError, match="weights_only"):
@@ -246,7 +246,7 @@ def test_refuses_checkpoint_that_needs_arbitrary_unpickling(tmp_path):
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No nanoGPT checkpoint"):
+    with pytest.raises(FileNotFoundError, match="No checkpoint file at"):
         convert_nanogpt(tmp_path / "missing.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a nanoGPT checkpoint dict"):
@@ -278,18 +278,18 @@ def test_truncated_or_non_checkpoint_files_are_named_as_such(tmp_path):
     legacy_cut = tmp_path / "legacy_cut.pt"  # ... and is refused cut short
     legacy_cut.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
     with pytest.raises(ValueError, match="legacy_cut.pt is truncated or not a PyTorch checkpoint"):
-        load_nanogpt_checkpoint(legacy_cut)
+        load_checkpoint(legacy_cut)
     page = tmp_path / "page.pt"  # e.g. an error page saved under the checkpoint's name
     page.write_text("<!DOCTYPE html><html><body>404</body></html>")
     with pytest.raises(ValueError, match=r"page\.pt is truncated or not a PyTorch checkpoint \(it starts with"):
-        load_nanogpt_checkpoint(page)
+        load_checkpoint(page)
     pointer = tmp_path / "lfs.pt"
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 497000000\n")
     with pytest.raises(ValueError, match="Git LFS pointer"):
-        load_nanogpt_checkpoint(pointer)
+        load_checkpoint(pointer)
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.pt is empty"):
-        load_nanogpt_checkpoint(tmp_path / "empty.pt")
+        load_checkpoint(tmp_path / "empty.pt")
 
 
 # ---- where a checkpoint comes from: a file, a folder, the Hub --------------------------------------------------------
@@ -299,13 +299,13 @@ AUTHORS_TAUS = (0.5, 1.0, 3.0, 50.0)
 
 
 def test_checkpoint_file_names_are_those_of_the_authors_repo():
-    assert [nanogpt_checkpoint_filename(t) for t in (0.5, 1, 3, 50)] == [
+    assert [checkpoint_filename(t, "nanogpt") for t in (0.5, 1, 3, 50)] == [
         "tau_0.5.pt",
         "tau_1.0.pt",
         "tau_3.0.pt",
         "tau_50.0.pt",
     ]
-    assert all(tau_from_filename(nanogpt_checkpoint_filename(t)) == t for t in AUTHORS_TAUS + (0.25, 12.5))
+    assert all(tau_from_filename(checkpoint_filename(t, "nanogpt")) == t for t in AUTHORS_TAUS + (0.25, 12.5))
 
 
 @pytest.fixture(scope="module")
@@ -315,41 +315,41 @@ def nanogpt_folder(tmp_path_factory):
     references = {}
     for seed, tau in enumerate(AUTHORS_TAUS):
         reference, model_args = make_reference(bias=False, vocab_size=96, seed=seed)
-        save_checkpoint(reference, model_args, folder / nanogpt_checkpoint_filename(tau))
+        save_checkpoint(reference, model_args, folder / checkpoint_filename(tau, "nanogpt"))
         references[tau] = reference
     return folder, references
 
 
 def test_resolve_a_local_file_or_folder(nanogpt_folder, tmp_path):
     folder, references = nanogpt_folder
-    path, tau = resolve_nanogpt_checkpoint(str(folder), tau=50)
+    path, tau = resolve_checkpoint_file(str(folder), tau=50)
     assert path == str(folder / "tau_50.0.pt") and tau == 50
-    assert resolve_nanogpt_checkpoint(folder / "tau_0.5.pt") == (str(folder / "tau_0.5.pt"), 0.5)  # τ from the name
-    assert resolve_nanogpt_checkpoint(folder, filename="tau_3.0.pt") == (str(folder / "tau_3.0.pt"), 3.0)
-    model = convert_nanogpt(*resolve_nanogpt_checkpoint(folder, tau=3))
+    assert resolve_checkpoint_file(folder / "tau_0.5.pt") == (str(folder / "tau_0.5.pt"), 0.5)  # τ from the name
+    assert resolve_checkpoint_file(folder, filename="tau_3.0.pt") == (str(folder / "tau_3.0.pt"), 3.0)
+    model = convert_nanogpt(*resolve_checkpoint_file(folder, tau=3))
     assert logits_max_diff(references[3.0], model, 96, 16) <= 1e-4 and TopoConfig.from_pretrained(model).tau == 3.0
 
     with pytest.raises(
         ValueError, match=r"4 checkpoints \(tau_0\.5\.pt, tau_1\.0\.pt, tau_3\.0\.pt, tau_50\.0\.pt\).*--tau"
     ):
-        resolve_nanogpt_checkpoint(folder)
+        resolve_checkpoint_file(folder)
     with pytest.raises(ValueError, match=r"no checkpoint\(s\) for tau=7.*tau_0\.5\.pt, tau_1\.0\.pt"):
-        resolve_nanogpt_checkpoint(folder, tau=7)
+        resolve_checkpoint_file(folder, tau=7)
     with pytest.raises(FileNotFoundError, match="has no file 'ckpt.pt'"):
-        resolve_nanogpt_checkpoint(folder, filename="ckpt.pt")
+        resolve_checkpoint_file(folder, filename="ckpt.pt")
     with pytest.raises(ValueError, match="finite τ >= 0"):
-        resolve_nanogpt_checkpoint(folder, tau=-1)
+        resolve_checkpoint_file(folder, tau=-1)
     single = tmp_path / "single"
     single.mkdir()
     os.symlink(folder / "tau_1.0.pt", single / "ckpt.pt")
-    assert resolve_nanogpt_checkpoint(single) == (str(single / "ckpt.pt"), None)  # its only checkpoint; τ unknown
-    assert resolve_nanogpt_checkpoint(single, tau=1)[1] == 1
+    assert resolve_checkpoint_file(single) == (str(single / "ckpt.pt"), None)  # its only checkpoint; τ unknown
+    assert resolve_checkpoint_file(single, tau=1)[1] == 1
     os.symlink(folder / "tau_3.0.pt", tmp_path / "tau_3.0.pt")
     with pytest.raises(ValueError, match="no checkpoint"):  # the only file, but its name says another τ
-        resolve_nanogpt_checkpoint(tmp_path, tau=50)
+        resolve_checkpoint_file(tmp_path, tau=50)
     for missing in (str(tmp_path / "nowhere.pt"), "./tau_1.0.pt", "tau_1.0.pt", "~/nowhere"):
         with pytest.raises(FileNotFoundError, match="not an existing file or folder, nor a Hub repo id"):
-            resolve_nanogpt_checkpoint(missing, tau=1)
+            resolve_checkpoint_file(missing, tau=1)
 
 
 def test_resolve_from_the_hub_offline_is_a_clear_error_not_a_hang(tmp_path):
@@ -358,9 +358,9 @@ def test_resolve_from_the_hub_offline_is_a_clear_error_not_a_hang(tmp_path):
         ValueError,
         match=r"Cannot fetch tau_50\.0\.pt of the Hub repo someone/no-such-toponets.*cannot be reached.*hf download",
     ):
-        resolve_nanogpt_checkpoint("someone/no-such-toponets", tau=50, cache_dir=tmp_path)
+        resolve_checkpoint_file("someone/no-such-toponets", tau=50, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="Which checkpoint of someone/no-such-toponets.*--tau"):
-        resolve_nanogpt_checkpoint("someone/no-such-toponets", cache_dir=tmp_path)
+        resolve_checkpoint_file("someone/no-such-toponets", cache_dir=tmp_path)
     assert time.monotonic() - start < 30
 
 
@@ -384,19 +384,19 @@ def _hub_cache_with(
 def test_resolve_from_the_hub_uses_hf_hub_download_and_its_cache(nanogpt_folder, tmp_path):
     folder, references = nanogpt_folder
     commit = _hub_cache_with(tmp_path, AUTHORS_REPO, {"tau_50.0.pt": folder / "tau_50.0.pt"})
-    path, tau = resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=50, cache_dir=tmp_path)  # offline: served by the cache
+    path, tau = resolve_checkpoint_file(AUTHORS_REPO, tau=50, cache_dir=tmp_path)  # offline: served by the cache
     assert Path(path) == tmp_path / f"models--murtylab--topo-nanogpt-fineweb10B/snapshots/{commit}/tau_50.0.pt"
     assert tau == 50
-    assert resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=50, revision=commit, cache_dir=tmp_path)[0] == path
+    assert resolve_checkpoint_file(AUTHORS_REPO, tau=50, revision=commit, cache_dir=tmp_path)[0] == path
     model = convert_nanogpt(path, tau=tau, source=AUTHORS_REPO)
     assert logits_max_diff(references[50.0], model, 96, 16) <= 1e-4
     assert getattr(model.config, CONVERSION_KEY)["source"] == AUTHORS_REPO
     assert getattr(model.config, CONVERSION_KEY)["checkpoint"] == "tau_50.0.pt"
-    assert resolve_nanogpt_checkpoint(AUTHORS_REPO, filename="tau_50.0.pt", cache_dir=tmp_path) == (path, 50.0)
+    assert resolve_checkpoint_file(AUTHORS_REPO, filename="tau_50.0.pt", cache_dir=tmp_path) == (path, 50.0)
     with pytest.raises(
         ValueError, match=r"Cannot fetch tau_3\.0\.pt of the Hub repo murtylab/topo-nanogpt-fineweb10B"
     ):
-        resolve_nanogpt_checkpoint(AUTHORS_REPO, tau=3, cache_dir=tmp_path)  # not in the cache, and offline
+        resolve_checkpoint_file(AUTHORS_REPO, tau=3, cache_dir=tmp_path)  # not in the cache, and offline
 
 
 # ---- tokenizer and the script ------------------------------------------------------------------------------------
@@ -441,11 +441,17 @@ def test_convert_script_end_to_end(tmp_path, local_tokenizer):
     reference, model_args = make_reference(bias=False, vocab_size=320)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_0.5.pt")
     out = tmp_path / "hf"
-    script = str(
-        ROOT / "scripts/convert_nanogpt.py"
-    )  # the script form; the module and command forms are the same code
-    result = run_script(
-        [sys.executable, script, str(path), "--output", str(out), "--tokenizer_name", str(local_tokenizer[0])]
+    result = run_script(  # the module form, in a fresh process; the command form is the same code
+        [
+            sys.executable,
+            "-m",
+            "hf_topo.cli.convert_toponet",
+            str(path),
+            "--output_dir",
+            str(out),
+            "--tokenizer_name",
+            str(local_tokenizer[0]),
+        ]
     )
     assert "τ=0.5" in result.stdout and "tokenizer:" in result.stdout
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -455,36 +461,36 @@ def test_convert_script_end_to_end(tmp_path, local_tokenizer):
 
 
 def test_convert_script_without_reachable_tokenizer(tmp_path, capsys):
-    from hf_topo.cli import convert_nanogpt
+    from hf_topo.cli import convert_toponet
 
     reference, model_args = make_reference(bias=True, vocab_size=64)
     path = save_checkpoint(reference, model_args, tmp_path / "tau_5.pt")
     out = tmp_path / "no_tok"
     with pytest.raises(ValueError, match="openai-community/gpt2.*tokenizer_name="):  # the default, offline
-        convert_nanogpt.main([str(path), "--output", str(out)])
+        convert_toponet.main([str(path), "--output_dir", str(out)])
     assert not out.exists()  # refused before anything was written
-    convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
+    convert_toponet.main([str(path), "--output_dir", str(out), "--no_tokenizer"])
     assert "none attached" in capsys.readouterr().out  # converted without one on request, and said so
     assert (out / "model.safetensors").is_file() and not (out / "tokenizer.json").exists()
     with pytest.raises(ValueError, match="not empty"):
-        convert_nanogpt.main([str(path), "--output", str(out), "--no_tokenizer"])
+        convert_toponet.main([str(path), "--output_dir", str(out), "--no_tokenizer"])
     with pytest.raises(ValueError, match="weights_only"):
         bad = save_checkpoint(reference, model_args, tmp_path / "bad.pt", config=ArbitraryObject())
-        convert_nanogpt.main([str(bad), "--output", str(tmp_path / "bad"), "--no_tokenizer"])
+        convert_toponet.main([str(bad), "--output_dir", str(tmp_path / "bad"), "--no_tokenizer"])
 
 
 def test_convert_command_says_which_checkpoints_a_folder_holds(nanogpt_folder, tmp_path):
-    """`hf-topo convert-nanogpt FOLDER` of several tau_<τ>.pt files without --tau, or with a τ that none has: an error
+    """`hf-topo convert-toponet FOLDER` of several tau_<τ>.pt files without --tau, or with a τ that none has: an error
     that lists the files and the flags to choose with, before anything is written."""
-    from hf_topo.cli import convert_nanogpt
+    from hf_topo.cli import convert_toponet
 
     folder, _ = nanogpt_folder
     out = tmp_path / "converted"
     listing = r"tau_0\.5\.pt, tau_1\.0\.pt, tau_3\.0\.pt, tau_50\.0\.pt"
     with pytest.raises(ValueError, match=rf"holds 4 checkpoints \({listing}\): say which with --tau"):
-        convert_nanogpt.main([str(folder), "--output", str(out), "--no_tokenizer"])
+        convert_toponet.main([str(folder), "--output_dir", str(out), "--no_tokenizer"])
     with pytest.raises(ValueError, match=rf"no checkpoint\(s\) for tau=2\b.*its checkpoints: {listing}"):
-        convert_nanogpt.main([str(folder), "--tau", "2", "--output", str(out), "--no_tokenizer"])
+        convert_toponet.main([str(folder), "--tau", "2", "--output_dir", str(out), "--no_tokenizer"])
     assert not out.exists()
-    convert_nanogpt.main([str(folder), "--tau", "50", "--output", str(out), "--no_tokenizer"])
+    convert_toponet.main([str(folder), "--tau", "50", "--output_dir", str(out), "--no_tokenizer"])
     assert TopoConfig.from_pretrained(out).tau == 50.0  # the flag that the error names picks the file

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 class PushArguments:
     """What to push, where, and what the card says."""
 
-    model: str = field(metadata={"help": "Saved model directory (hf-topo pretrain, convert-nanogpt, ...)."})
+    model: str = field(metadata={"help": "Saved model directory (hf-topo pretrain, convert-toponet, ...)."})
     repo_id: str = field(metadata={"help": "Target Hub repo, 'user_or_org/name'."})
     private: bool = field(default=False, metadata={"help": "Create the repo private (only when it does not exist)."})
     revision: str | None = field(default=None, metadata={"help": "Branch to commit to (created if missing)."})

@@ -120,7 +120,7 @@ def build_upload_folder(
     if not model_dir.is_dir():
         raise FileNotFoundError(
             f"Model folder {model_dir} does not exist: pass the folder save_pretrained wrote (the --output_dir of "
-            "hf-topo pretrain, the --output of hf-topo convert-nanogpt)."
+            "hf-topo pretrain, the --output_dir of hf-topo convert-toponet)."
         )
     check_model_source(model_dir)
     if repo_id is not None:
