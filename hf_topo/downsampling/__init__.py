@@ -18,9 +18,9 @@ so no full-size weight is ever materialized.
 ==============  ====================================================================================================
 module          what it holds
 ==============  ====================================================================================================
-``layer``       :class:`TopoDownsampledLinear` (the layer, its closed-form gains)
+``layer``       :class:`TopoDownsampledLinear`, :class:`TopoDownsampledConv2d` (the layers, closed-form gains)
 ``record``      the ``"topographic_downsampling"`` record in ``config.json`` (:class:`DownsampledLayer`)
-``models``      the registered ``TopoDownsampled*`` config and causal-LM classes of six families
+``models``      the registered ``TopoDownsampled*`` config and model classes of eight families
 ``api``         :func:`downsample_model`, :func:`parameter_count`
 ``fitting``     least-squares gains and a short distillation on a little text
 ==============  ====================================================================================================
@@ -32,7 +32,7 @@ downsampled layer is a drop-in replacement for either.
 
 :func:`downsample_model` returns a new model whose topographic layers are replaced. It is an instance of a
 registered class (``TopoDownsampledGPT2LMHeadModel``, model type ``"hf_topo_downsampled_gpt2"``, and likewise for
-GPT-Neo, GPT-NeoX, Llama, Qwen2 and Mistral) whose config records the downsampling under
+GPT-Neo, GPT-NeoX, Llama, Qwen2, Mistral, and the image classifiers ResNet and ViT) whose config records the downsampling under
 ``"topographic_downsampling"``::
 
     "topographic_downsampling": {
@@ -46,16 +46,15 @@ GPT-Neo, GPT-NeoX, Llama, Qwen2 and Mistral) whose config records the downsampli
     }
 
 so ``model.save_pretrained(dir)`` writes ordinary safetensors and, after ``import hf_topo``,
-``AutoModelForCausalLM.from_pretrained(dir)`` rebuilds the same structure without ``trust_remote_code``. Models
+``AutoModelForCausalLM.from_pretrained(dir)`` (``AutoModelForImageClassification`` for vision) rebuilds the same structure without ``trust_remote_code``. Models
 saved before gains existed (schema version 1) load as the paper's variant.
 """
 
 from .api import downsample_model, parameter_count, resolve_gains
 from .fitting import distill_downsampled_, fit_least_squares_gains_
-from .layer import TopoDownsampledLinear, as_factors, closed_form_gains
+from .layer import TopoDownsampledConv2d, TopoDownsampledLinear, as_factors, closed_form_gains
 from .models import (
     DOWNSAMPLED_MODEL_CLASSES,
-    TopoDownsampledCausalLM,
     TopoDownsampledGPT2Config,
     TopoDownsampledGPT2LMHeadModel,
     TopoDownsampledGPTNeoConfig,
@@ -66,8 +65,13 @@ from .models import (
     TopoDownsampledLlamaForCausalLM,
     TopoDownsampledMistralConfig,
     TopoDownsampledMistralForCausalLM,
+    TopoDownsampledModel,
     TopoDownsampledQwen2Config,
     TopoDownsampledQwen2ForCausalLM,
+    TopoDownsampledResNetConfig,
+    TopoDownsampledResNetForImageClassification,
+    TopoDownsampledViTConfig,
+    TopoDownsampledViTForImageClassification,
 )
 from .record import (
     DOWNSAMPLING_KEY,
@@ -81,7 +85,6 @@ from .record import (
 # The former private names of the single-module version, for code that reached into it.
 _read_record = read_record
 _as_factors = as_factors
-_TopoDownsampledCausalLM = TopoDownsampledCausalLM
 
 __all__ = [
     "DOWNSAMPLING_KEY",
@@ -89,7 +92,8 @@ __all__ = [
     "DOWNSAMPLED_MODEL_CLASSES",
     "GAIN_METHODS",
     "DownsampledLayer",
-    "TopoDownsampledCausalLM",
+    "TopoDownsampledModel",
+    "TopoDownsampledConv2d",
     "TopoDownsampledGPT2Config",
     "TopoDownsampledGPT2LMHeadModel",
     "TopoDownsampledGPTNeoConfig",
@@ -103,6 +107,10 @@ __all__ = [
     "TopoDownsampledMistralForCausalLM",
     "TopoDownsampledQwen2Config",
     "TopoDownsampledQwen2ForCausalLM",
+    "TopoDownsampledResNetConfig",
+    "TopoDownsampledResNetForImageClassification",
+    "TopoDownsampledViTConfig",
+    "TopoDownsampledViTForImageClassification",
     "as_factors",
     "closed_form_gains",
     "distill_downsampled_",
