@@ -351,7 +351,10 @@ def test_unknown_family_without_metadata():
 
 
 def test_wrong_model_class_already_downsampled_and_peft(tiny_gpt2):
-    with pytest.raises(ValueError, match=r"expects the GPT2LMHeadModel of a gpt2 checkpoint, got GPT2Model. Load it with AutoModelForCausalLM"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects the GPT2LMHeadModel of a gpt2 checkpoint, got GPT2Model. Load it with AutoModelForCausalLM",
+    ):
         downsample_model(GPT2Model(tiny_gpt2.config), 2)
     small = downsample_model(tiny_gpt2, 2)
     assert isinstance(small, TopoDownsampledGPT2LMHeadModel)
