@@ -10,8 +10,10 @@ Main entry points: :class:`TopoConfig`, :class:`TopoRegularizer`, :class:`TopoTr
 arrangement of any model's units on the sheet, the same function); the analyses in :mod:`hf_topo.analysis`.
 
 Importing hf_topo registers its model classes with the Auto classes (the downsampled models of
-:mod:`hf_topo.downsampling.models`), so a saved downsampled model loads with ``AutoModelForCausalLM.from_pretrained``
-and no ``trust_remote_code``. Nothing else is imported up front: every public name below is loaded from its module
+:mod:`hf_topo.downsampling`, the blur-pool ResNet of :mod:`hf_topo.vision`), so a saved downsampled or converted model
+loads with ``AutoModelForCausalLM`` / ``AutoModelForImageClassification.from_pretrained`` and no
+``trust_remote_code``; the registration happens when transformers' Auto classes load (:mod:`hf_topo._import_hooks`),
+so ``import hf_topo`` itself imports neither torch nor transformers. Nothing else is imported up front: every public name below is loaded from its module
 the first time it is used (PEP 562 ``__getattr__``, as TRL's ``_LazyModule`` does), so ``import hf_topo`` loads
 neither peft, datasets nor the analysis, arrangement, app, BLiMP or Hub code until a name that needs them is used.
 """
@@ -20,19 +22,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._import_hooks import register_with_auto_classes
 from ._lazy import lazy_attributes
 from ._version import __version__
 
-# The one eager import: it defines the downsampled model classes and registers them with AutoConfig and
-# AutoModelForCausalLM. A module whose classes must load after a bare `import hf_topo` is imported here.
-from .downsampling import models as _downsampled_models  # noqa: F401
+# hf_topo's model classes (downsampled models, the blur-pool ResNet) join transformers' Auto classes as soon as those
+# load (at once if they already have), and a broken torchvision is hidden before transformers looks for it; nothing
+# else is imported up front (hf_topo._import_hooks).
+register_with_auto_classes()
 
 #: public name → the module that defines it (the only place each name is imported from).
 _LAZY_NAMES: dict[str, str] = {
     "TOPOGRAPHY_KEY": "hf_topo.metadata",
     "TopoConfig": "hf_topo.config",
-    "TopoRegularizer": "hf_topo.regularizers.model",
-    "attach_inferred_topography": "hf_topo.regularizers.model",
+    "TopoRegularizer": "hf_topo.topo_regularizer",
+    "attach_inferred_topography": "hf_topo.topo_regularizer",
     "TopoLayer": "hf_topo.targets",
     "find_target_modules": "hf_topo.targets",
     "TopoDownsampledLinear": "hf_topo.downsampling.layer",
@@ -103,10 +107,10 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; never run
     from .presets import TARGET_PRESETS, topolm_targets
     from .regularizers.bias_map import bias_map_loss
     from .regularizers.laplacian_pyramid import blur_sheet, laplacian_pyramid_loss, sheet_cosine_loss
-    from .regularizers.model import TopoRegularizer, attach_inferred_topography
     from .regularizers.similarity import neighbour_distance_loss
     from .regularizers.spatial_correlation import spatial_correlation_loss
     from .schedule import TauPhase, TauSchedule
     from .sheet import CorticalSheet, as_cortical_sheet, most_square_shape
     from .targets import TopoLayer, find_target_modules
+    from .topo_regularizer import TopoRegularizer, attach_inferred_topography
     from .trainer import TopoTrainer, TopoTrainingArguments

@@ -47,6 +47,3 @@ def hide_broken_torchvision() -> str | None:
         )
         return reason
     return None
-
-
-hide_broken_torchvision()  # on import: hf_topo/__init__.py imports this module before anything imports transformers

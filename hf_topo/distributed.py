@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-def _is_dtensor(tensor: torch.Tensor) -> bool:
+def is_dtensor(tensor: torch.Tensor) -> bool:
     return callable(getattr(tensor, "full_tensor", None)) and hasattr(tensor, "placements")
 
 
@@ -62,7 +62,7 @@ def full_weight(weight: torch.Tensor) -> torch.Tensor:
     each rank evaluates the same regularizer). The returned gradient layout is replicated, so each rank's shard
     receives its own slice of the gradient without any reduction.
     """
-    return weight.full_tensor() if _is_dtensor(weight) else weight
+    return weight.full_tensor() if is_dtensor(weight) else weight
 
 
 def is_zero3_partitioned(param: torch.Tensor) -> bool:

@@ -27,7 +27,7 @@ from .hub.card import add_card_tags
 from .loading import check_data_file, check_model_source, load_tokenizer
 from .lora import CORPUS_PRESETS, corpus_text, wrap_with_lora
 from .metadata import TOPOGRAPHY_KEY, stored_topography, write_adapter_record
-from .regularizers.model import TopoRegularizer, attach_inferred_topography
+from .topo_regularizer import TopoRegularizer, attach_inferred_topography
 from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from transformers import Trainer, TrainingArguments
 from .config import TOPO_SETTINGS, TopoConfig
 from .distributed import check_activation_checkpointing
 from .metadata import stored_topography, write_adapter_record
-from .regularizers.model import TopoRegularizer
+from .topo_regularizer import TopoRegularizer
 
 __all__ = ["TopoTrainingArguments", "TopoTrainer", "MODEL_TAGS", "topo_argument_name"]
 

@@ -8,6 +8,6 @@ source "$ROOT/scripts/setup_env.sh"
 # skips on a developer machine and fails under CI=true)
 bash "$ROOT/scripts/install_browser.sh" || echo "[browser] chromium not installed: tests/browser/test_app_browser.py will skip"
 cd "$ROOT"
-ruff check hf_topo hf_topo_cli scripts tests benchmarks examples
+ruff check hf_topo scripts tests benchmarks examples
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec python -m pytest -q "$@"

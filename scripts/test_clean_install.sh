@@ -21,7 +21,7 @@ echo "[clean-install] built $(basename "$WHEEL")"
 "$PYTHON" - "$WHEEL" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-needed = ["hf_topo/hub/templates/toponet_card.md", "hf_topo/cli/__init__.py", "hf_topo/cli/pretrain.py", "hf_topo_cli/__init__.py"]
+needed = ["hf_topo/hub/templates/toponet_card.md", "hf_topo/cli/__init__.py", "hf_topo/cli/pretrain.py", "hf_topo/vision/imagenet_classes.tsv"]
 missing = [n for n in needed if n not in names]
 entry = [n for n in names if n.endswith("entry_points.txt")]
 assert not missing, f"the wheel lacks {missing}"

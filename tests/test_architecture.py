@@ -17,7 +17,7 @@ import pytest
 from _scripts import offline_env
 
 import hf_topo
-from hf_topo_cli import COMMANDS
+from hf_topo.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hf_topo"
@@ -172,17 +172,13 @@ def package_graph() -> dict[str, set[str]]:
 
 #: Package-level circles being removed on other branches of issue 28, each with who removes it. An entry that no
 #: longer occurs fails the test below: delete it then. Anything not listed here fails the test.
-KNOWN_PACKAGE_CYCLES = {
-    # analysis/run.py imports downsampling; downsampling/fitting.py and run.py import analysis inside functions.
-    ("hf_topo.analysis", "hf_topo.downsampling"): "arch-experiments (loading and text blocks out of analysis)",
-    # regularizers/model.py needs config and targets, which need the regularizers' constants and math.
-    ("hf_topo.config", "hf_topo.regularizers", "hf_topo.targets"): "arch-registry (the regularizer registry)",
-}
+KNOWN_PACKAGE_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def test_package_graph_sees_subpackages_and_modules():
     graph = package_graph()
-    assert "hf_topo.regularizers" in graph["hf_topo.trainer"] and "hf_topo.sheet" in graph["hf_topo.downsampling"]
+    assert "hf_topo.topo_regularizer" in graph["hf_topo.trainer"] and "hf_topo.sheet" in graph["hf_topo.downsampling"]
+    assert "hf_topo.regularizers" in graph["hf_topo.topo_regularizer"]
 
 
 def test_no_package_level_cycles():
@@ -195,8 +191,11 @@ def test_no_package_level_cycles():
     assert not gone, f"{gone} no longer import each other in a circle: delete them from KNOWN_PACKAGE_CYCLES."
 
 
-#: What `import hf_topo` must not load: optional or heavy dependencies and the packages that use them.
+#: What `import hf_topo` must not load: torch and transformers (its model classes join the Auto classes when those
+#: load), optional or heavy dependencies, and the packages that use them.
 NOT_LOADED_BY_IMPORT = (
+    "torch",
+    "transformers",
     "peft",
     "datasets",
     "hf_topo.analysis",
@@ -207,6 +206,35 @@ NOT_LOADED_BY_IMPORT = (
     "hf_topo.trainer",
 )
 
+#: model_type → (config class, model class, the Auto class that must resolve it) of every class hf_topo registers.
+REGISTERED = {
+    "hf_topo_downsampled_gpt2": (
+        "TopoDownsampledGPT2Config",
+        "TopoDownsampledGPT2LMHeadModel",
+        "AutoModelForCausalLM",
+    ),
+    "hf_topo_downsampled_llama": (
+        "TopoDownsampledLlamaConfig",
+        "TopoDownsampledLlamaForCausalLM",
+        "AutoModelForCausalLM",
+    ),
+    "hf_topo_downsampled_resnet": (
+        "TopoDownsampledResNetConfig",
+        "TopoDownsampledResNetForImageClassification",
+        "AutoModelForImageClassification",
+    ),
+    "hf_topo_downsampled_vit": (
+        "TopoDownsampledViTConfig",
+        "TopoDownsampledViTForImageClassification",
+        "AutoModelForImageClassification",
+    ),
+    "hf_topo_blurpool_resnet": (
+        "BlurPoolResNetConfig",
+        "BlurPoolResNetForImageClassification",
+        "AutoModelForImageClassification",
+    ),
+}
+
 
 def _fresh_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -214,21 +242,39 @@ def _fresh_python(code: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_import_hf_topo_registers_the_model_classes_and_loads_nothing_else():
+_RESOLVE = (
+    "import transformers\n"
+    "found = {}\n"
+    f"for model_type, (_, _, auto) in {REGISTERED!r}.items():\n"
+    "    config = transformers.AutoConfig.for_model(model_type)\n"
+    "    found[model_type] = [type(config).__name__, getattr(transformers, auto)._model_mapping[type(config)].__name__]\n"
+)
+
+
+@pytest.mark.parametrize("order", ["hf_topo first", "transformers first", "configs only first"])
+def test_import_hf_topo_registers_the_model_classes_and_loads_nothing_else(order):
+    """A bare `import hf_topo` loads neither torch nor transformers, and every class it registers resolves through
+    the Auto classes however the two are imported: hf_topo before transformers, after transformers' Auto model
+    classes, or after only its AutoConfig (its model classes then join when the Auto model classes load)."""
+    before = {
+        "hf_topo first": "",
+        "transformers first": "from transformers import AutoModelForCausalLM\n",
+        "configs only first": "from transformers import AutoConfig\n",
+    }[order]
     code = (
         "import sys, json\n"
-        "import hf_topo\n"
-        f"loaded = [name for name in {NOT_LOADED_BY_IMPORT!r} if name in sys.modules]\n"
-        "from transformers import AutoConfig, AutoModelForCausalLM\n"
-        "config = AutoConfig.for_model('hf_topo_downsampled_gpt2')\n"
-        "model_class = AutoModelForCausalLM._model_mapping[type(config)]\n"
-        "print(json.dumps([loaded, type(config).__name__, model_class.__name__]))\n"
+        + before
+        + "import hf_topo\n"
+        + f"loaded = [name for name in {NOT_LOADED_BY_IMPORT!r} if name in sys.modules]\n"
+        + _RESOLVE
+        + "print(json.dumps([loaded, found]))\n"
     )
     result = _fresh_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded, config_class, model_class = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded == [], f"`import hf_topo` loaded {loaded}"
-    assert (config_class, model_class) == ("TopoDownsampledGPT2Config", "TopoDownsampledGPT2LMHeadModel")
+    loaded, found = json.loads(result.stdout.strip().splitlines()[-1])
+    if order == "hf_topo first":
+        assert loaded == [], f"`import hf_topo` loaded {loaded}"
+    assert found == {model_type: [config, model] for model_type, (config, model, _) in REGISTERED.items()}
 
 
 @pytest.mark.parametrize("package", ["hf_topo", "hf_topo.downsampling", "hf_topo.hub"])
@@ -271,14 +317,14 @@ def _console_script() -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["pretrian"]])
-def test_the_command_lists_and_refuses_without_importing_torch_or_hf_topo(argv):
+def test_the_command_lists_and_refuses_without_importing_torch_or_transformers(argv):
     module, function = _console_script()
     code = (
         "import sys, json\n"
         f"sys.argv = ['hf-topo', *{argv!r}]\n"
         f"from {module} import {function} as main\n"
         "code = main()\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'hf_topo'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'})\n"
         "print(json.dumps([code, heavy]))\n"
     )
     result = _fresh_python(code)

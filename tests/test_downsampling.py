@@ -351,7 +351,10 @@ def test_unknown_family_without_metadata():
 
 
 def test_wrong_model_class_already_downsampled_and_peft(tiny_gpt2):
-    with pytest.raises(ValueError, match=r"expects the causal LM GPT2LMHeadModel.*got GPT2Model"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects the GPT2LMHeadModel of a gpt2 checkpoint, got GPT2Model. Load it with AutoModelForCausalLM",
+    ):
         downsample_model(GPT2Model(tiny_gpt2.config), 2)
     small = downsample_model(tiny_gpt2, 2)
     assert isinstance(small, TopoDownsampledGPT2LMHeadModel)
@@ -367,7 +370,7 @@ def test_wrong_model_class_already_downsampled_and_peft(tiny_gpt2):
 
 
 def test_layer_rejects_convolutions_and_bad_sheets():
-    with pytest.raises(TypeError, match=r"Cannot downsample a Conv2d"):
+    with pytest.raises(TypeError, match=r"cannot downsample a Conv2d: .*TopoDownsampledConv2d"):
         TopoDownsampledLinear.from_layer(nn.Conv2d(3, 16, 3), 2)
     with pytest.raises(ValueError, match=r"1x7 cortical sheet cannot be downsampled"):
         TopoDownsampledLinear.from_layer(nn.Linear(4, 7), 2)  # a prime number of units: a 1×7 sheet
@@ -439,17 +442,19 @@ def test_saved_model_loads_forwards_and_generates_in_a_fresh_process(family_mode
 
 def test_auto_classes_are_registered_by_import_hf_topo(tmp_path):
     # `import hf_topo` alone must register every downsampled family (registering lazily, on first use of a submodule,
-    # would leave AutoModelForCausalLM.from_pretrained unable to resolve a saved model's model_type).
+    # would leave AutoModelForCausalLM / AutoModelForImageClassification.from_pretrained unable to resolve a saved
+    # model's model_type).
     code = """
 import json
 import hf_topo
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 found = {}
 for model_type in json.loads(__import__("sys").argv[1]):
     config_class = CONFIG_MAPPING[model_type]
-    found[model_type] = [config_class.__name__, AutoModelForCausalLM._model_mapping[config_class].__name__]
+    auto = AutoModelForImageClassification if "resnet" in model_type or "vit" in model_type else AutoModelForCausalLM
+    found[model_type] = [config_class.__name__, auto._model_mapping[config_class].__name__]
 print(json.dumps(found))
 """
     from hf_topo.downsampling import DOWNSAMPLED_MODEL_CLASSES
@@ -458,7 +463,7 @@ print(json.dumps(found))
         config_class.model_type: [config_class.__name__, model_class.__name__]
         for _, config_class, model_class in DOWNSAMPLED_MODEL_CLASSES.values()
     }
-    assert len(expected) == 6
+    assert len(expected) == 8
     assert json.loads(_run_python(code, json.dumps(sorted(expected))).stdout) == expected
 
 

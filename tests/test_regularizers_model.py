@@ -1,4 +1,4 @@
-"""TopoLoss on modules (hf_topo.regularizers.model) against the reference `topoloss` 0.0.2, on Linear/Conv2d/GPT-2 Conv1D,
+"""TopoLoss on modules (hf_topo.topo_regularizer) against the reference `topoloss` 0.0.2, on Linear/Conv2d/GPT-2 Conv1D,
 bf16 weights, PEFT LoRA models and watched layers."""
 
 import copy

@@ -7,8 +7,8 @@ from transformers import AutoModelForImageClassification
 
 from hf_topo import TopoConfig
 from hf_topo.presets import vision_targets
-from hf_topo.regularizers.model import TopoRegularizer
 from hf_topo.targets import find_target_modules
+from hf_topo.topo_regularizer import TopoRegularizer
 from hf_topo.vision.paper_models import paper_vision_config
 
 # torchvision's published parameter counts (the `num_params` of resnet18 / resnet50 / vit_b_32's IMAGENET1K_V1 weights)

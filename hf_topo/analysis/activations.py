@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..evaluation import TokenBatch, as_token_batch, model_device
-from ..regularizers.model import attach_inferred_topography
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, matches_pattern, resolve_sheets
+from ..topo_regularizer import attach_inferred_topography
 from .hooks import CapturedOutputs, capture_outputs
 
 __all__ = [

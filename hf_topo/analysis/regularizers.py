@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..config import TopoConfig
-from ..regularizers.model import TopoRegularizer
 from ..regularizers.registry import get_regularizer, registered_regularizers
 from ..targets import TopoLayer
+from ..topo_regularizer import TopoRegularizer
 
 __all__ = ["RegularizerValue", "regularizer_values"]
 

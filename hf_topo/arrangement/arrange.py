@@ -34,8 +34,8 @@ from .._version import __version__
 from ..config import TopoConfig
 from ..metadata import ARRANGEMENT_KEY, TOPOGRAPHY_KEY, append_to_record, stored_topography
 from ..presets import default_target_modules
-from ..regularizers.model import TopoRegularizer, attach_inferred_topography
 from ..targets import resolve_sheets
+from ..topo_regularizer import TopoRegularizer, attach_inferred_topography
 from .mlp import check_not_peft, mlp_units, permute_units_, unit_vectors
 from .search import ARRANGE_INITS, ARRANGE_OBJECTIVES, find_arrangement
 

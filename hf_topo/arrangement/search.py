@@ -54,7 +54,7 @@ ARRANGE_OBJECTIVES = ("topoloss", "weight_similarity")
 ARRANGE_INITS = ("auto", "mds", "identity", "random")
 
 # Norms below this count as this value, as torch.nn.functional.cosine_similarity and hf_topo.regularizers do.
-_COSINE_EPS = 1e-8
+COSINE_EPS = 1e-8
 # A swap is applied only when it lowers the objective by more than this (float64 rounding of the local terms).
 _MIN_GAIN = 1e-13
 
@@ -88,7 +88,7 @@ def _prepared_vectors(units: torch.Tensor, objective: str, distance: str) -> tor
         return vectors
     if objective == "weight_similarity" and distance == "correlation":
         vectors = vectors - vectors.mean(dim=1, keepdim=True)
-    return F.normalize(vectors, dim=1, eps=_COSINE_EPS)
+    return F.normalize(vectors, dim=1, eps=COSINE_EPS)
 
 
 def mds_layout(vectors: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -127,7 +127,7 @@ class _BlurCosine:
         self.n, self.height, self.width = height * width, height, width
         self.units = units.double()  # (n, d), unit order
         self.gram = self.units @ self.units.T  # (n, n), unit order
-        self.norm_c = self.gram.diagonal().clamp_min(0).sqrt().clamp_min(_COSINE_EPS)  # per unit
+        self.norm_c = self.gram.diagonal().clamp_min(0).sqrt().clamp_min(COSINE_EPS)  # per unit
         down_h, up_h, down_w, up_w = blur_matrices(
             height, width, factor_h, factor_w, interpolation, dtype=torch.float64
         )
@@ -152,7 +152,7 @@ class _BlurCosine:
         down = (self.down_val[:, :, None] * self.units[taps]).sum(1)  # (m, d) = Down C
         blurred = (self.up_val[:, :, None] * down[self.up_idx]).sum(1)  # (n, d) = B
         self.norm_b = blurred.square().sum(1).sqrt()
-        self.cos = self._h(torch.arange(self.n), perm) / (self.norm_c[perm] * self.norm_b.clamp_min(_COSINE_EPS))
+        self.cos = self._h(torch.arange(self.n), perm) / (self.norm_c[perm] * self.norm_b.clamp_min(COSINE_EPS))
         return float(1.0 - self.cos.mean())
 
     def _h(self, r: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
@@ -184,7 +184,7 @@ class _BlurCosine:
         dot = self._h(r, u_s) + coef * (gram[u_s, u_q] - gram[u_s, u_p])
         delta2 = gram[u_p, u_p] + gram[u_q, u_q] - 2 * gram[u_p, u_q]
         norm_b2 = self.norm_b[r].square() + 2 * coef * (self._h(r, u_q) - self._h(r, u_p)) + coef.square() * delta2
-        cos = dot / (self.norm_c[u_s] * norm_b2.clamp_min(0).sqrt().clamp_min(_COSINE_EPS))
+        cos = dot / (self.norm_c[u_s] * norm_b2.clamp_min(0).sqrt().clamp_min(COSINE_EPS))
         gain = torch.zeros(p.shape[0], dtype=torch.float64).index_add_(0, k, cos - self.cos[r]) / n
         return gain, claims
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from hf_topo_cli import main
+from hf_topo.cli import main
 
 sys.exit(main())

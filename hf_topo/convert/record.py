@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from ..config import TopoConfig
-from ..regularizers.model import TopoRegularizer, attach_inferred_topography
+from ..topo_regularizer import TopoRegularizer, attach_inferred_topography
 from .checkpoint import tau_from_filename
 
 __all__ = ["CONVERSION_KEY", "attach_topography"]

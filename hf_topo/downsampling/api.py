@@ -1,8 +1,9 @@
 """``downsample_model`` and ``parameter_count``: a whole model downsampled on its sheets, as a registered class.
 
 :func:`downsample_model` replaces each topographic layer with a
-:class:`~hf_topo.downsampling.layer.TopoDownsampledLinear` (per-unit gains by default, ``gains=False`` for the
-paper's A.5 layer), copies every other tensor, and returns an instance of the family's registered
+:class:`~hf_topo.downsampling.layer.TopoDownsampledLinear` (Linear, Conv1D) or
+:class:`~hf_topo.downsampling.layer.TopoDownsampledConv2d` (Conv2d) (per-unit gains by default, ``gains=False`` for
+the paper's A.5 layer), copies every other tensor, and returns an instance of the family's registered
 ``TopoDownsampled*`` class whose ``config.json`` records what was done (:mod:`hf_topo.downsampling.record`).
 """
 
@@ -23,8 +24,8 @@ from ..presets import default_target_modules
 from ..sheet import CorticalSheet
 from ..targets import resolve_sheets
 from .fitting import distill_downsampled_, fit_least_squares_gains_
-from .layer import TopoDownsampledLinear, as_factors
-from .models import DOWNSAMPLED_MODEL_CLASSES, TopoDownsampledCausalLM
+from .layer import TopoDownsampledConv2d, TopoDownsampledLinear, as_factors
+from .models import DOWNSAMPLED_MODEL_CLASSES, TopoDownsampledModel, auto_class_for
 from .record import DOWNSAMPLING_KEY, DOWNSAMPLING_SCHEMA_VERSION, GAIN_METHODS, DownsampledLayer
 
 __all__ = ["downsample_model", "parameter_count", "resolve_gains"]
@@ -103,13 +104,16 @@ def downsample_model(
 
     Each topographic layer (``nn.Linear`` or ``Conv1D``) becomes a :class:`TopoDownsampledLinear` holding
     ``down(C)``, its sheet downsampled from ``(h, w)`` to ``(floor(h/φh), floor(w/φw))``, and by default one gain per
-    output unit; every other weight is copied. ``model`` is not modified. The result is a registered
-    ``TopoDownsampled*`` class whose config records the downsampling (``config.topographic_downsampling``, with its
-    ``"variant"``: ``"gains"`` or ``"paper"``), so it saves with ``save_pretrained`` and loads with
-    ``AutoModelForCausalLM.from_pretrained`` after ``import hf_topo``.
+    output unit; each ``nn.Conv2d`` likewise becomes a :class:`TopoDownsampledConv2d` with ``(h'·w', in, kh, kw)``
+    weights whose output channels are upsampled back on the sheet. Every other weight is copied. ``model`` is not
+    modified. The result is a registered ``TopoDownsampled*`` class whose config records the downsampling
+    (``config.topographic_downsampling``, with its ``"variant"``: ``"gains"`` or ``"paper"``), so it saves with
+    ``save_pretrained`` and loads with ``AutoModelForCausalLM.from_pretrained`` (language) or
+    ``AutoModelForImageClassification.from_pretrained`` (vision) after ``import hf_topo``.
 
     Args:
-        model: a causal LM of a supported family (GPT-2, GPT-Neo, GPT-NeoX, Llama, Qwen2, Mistral); not PEFT-wrapped.
+        model: a causal LM (GPT-2, GPT-Neo, GPT-NeoX, Llama, Qwen2, Mistral) or image classifier (ResNet, ViT) of a
+            supported family; not PEFT-wrapped.
         factors: ``φ`` for both sheet axes or ``(φh, φw)``, each ``>= 1`` (the paper reduces a layer ``n``-fold
             with ``φh = φw = √n``). ``(1, 1)`` with ``gains=False`` gives a model that computes exactly what
             ``model`` does.
@@ -119,11 +123,11 @@ def downsample_model(
         interpolation: ``F.interpolate`` mode; by default the one of the model's TopoLoss (``"bilinear"``).
         gains: per-unit gains (``h·w`` parameters per layer). ``True``/``"closed_form"`` (default):
             ``g_u = ‖W_u‖ / ‖blur(W)_u‖``, which restores each unit's weight norm that the blur changed;
-            ``"least_squares"``: fitted on ``calibration_tokens``
+            ``"least_squares"`` (language models): fitted on ``calibration_tokens``
             (:func:`~hf_topo.downsampling.fitting.fit_least_squares_gains_`); ``False``/``"none"``: the paper's layer.
         calibration_tokens: token ids ``(n, seq_len)`` (tensor, ``TokenBatch`` or dict/dataset with ``input_ids``)
             of a little text, for ``gains="least_squares"`` and ``distill_steps``.
-        distill_steps: after the gains, train the downsampled layers' reduced weights and gains for this many steps
+        distill_steps: (language models) after the gains, train the downsampled layers' reduced weights and gains for this many steps
             to match ``model``'s next-token distributions on ``calibration_tokens``
             (:func:`~hf_topo.downsampling.fitting.distill_downsampled_`); 0 (default) trains nothing.
         distill_learning_rate: AdamW learning rate of the distillation.
@@ -148,7 +152,7 @@ def downsample_model(
             "some text, e.g. hf_topo.evaluation.load_text_blocks(tokenizer, 128, text_file=..., max_blocks=32)."
         )
     factor_h, factor_w = as_factors(factors)
-    if isinstance(model, TopoDownsampledCausalLM):
+    if isinstance(model, TopoDownsampledModel):
         done = model.config.topographic_downsampling
         raise ValueError(
             f"{type(model).__name__} is already downsampled by ({done['factor_h']:g}, {done['factor_w']:g}). "
@@ -168,18 +172,25 @@ def downsample_model(
             "TopoDownsampledLinear.from_layer(layer, factors) (such a model does not reload with from_pretrained)."
         )
     base_class, config_class, model_class = DOWNSAMPLED_MODEL_CLASSES[model_type]
+    auto_class = auto_class_for(model_class).__name__
     if not isinstance(model, base_class):
         raise ValueError(
-            f"downsample_model expects the causal LM {base_class.__name__} of a {model_type} checkpoint, got "
-            f"{type(model).__name__}. Load it with AutoModelForCausalLM.from_pretrained."
+            f"downsample_model expects the {base_class.__name__} of a {model_type} checkpoint, got "
+            f"{type(model).__name__}. Load it with {auto_class}.from_pretrained."
+        )
+    if (method == "least_squares" or distill_steps) and auto_class != "AutoModelForCausalLM":
+        raise ValueError(
+            f"gains={gains!r} with distill_steps={distill_steps} fits the downsampled layers on text, so it applies to "
+            f"language models only; {type(model).__name__} is an image model: use gains='closed_form' (default) or "
+            "gains=False, with distill_steps=0."
         )
     sheets, mode = _topographic_sheets(model, target_modules, factor_h, factor_w, interpolation)
 
     modules = dict(model.named_modules())
     small_layers = {
-        sheet.module_name: TopoDownsampledLinear.from_layer(
-            modules[sheet.module_name], (factor_h, factor_w), sheet, mode, gain=method is not None
-        )
+        sheet.module_name: (
+            TopoDownsampledConv2d if isinstance(modules[sheet.module_name], nn.Conv2d) else TopoDownsampledLinear
+        ).from_layer(modules[sheet.module_name], (factor_h, factor_w), sheet, mode, gain=method is not None)
         for sheet in sheets
     }
     original_count = parameter_count(model)
@@ -217,7 +228,8 @@ def downsample_model(
     new_config = config_class.from_dict(config_data)
 
     new_model = _build_with_weights(model, model_class, new_config, small_layers)
-    new_model.generation_config = copy.deepcopy(model.generation_config)
+    if getattr(model, "generation_config", None) is not None:  # causal LMs only
+        new_model.generation_config = copy.deepcopy(model.generation_config)
     new_model.train(model.training)
     if method == "least_squares":
         fit_least_squares_gains_(new_model, model, calibration_tokens, batch_size, progress)
@@ -249,7 +261,7 @@ def _build_with_weights(
     model: PreTrainedModel,
     model_class: type[PreTrainedModel],
     config: PreTrainedConfig,
-    small_layers: dict[str, TopoDownsampledLinear],
+    small_layers: dict[str, TopoDownsampledLinear | TopoDownsampledConv2d],
 ) -> PreTrainedModel:
     """``model_class(config)`` holding copies of ``model``'s tensors (each in its own dtype and device) and the
     reduced weights of ``small_layers``."""

@@ -1,9 +1,11 @@
-"""The registered model classes of downsampled models: one ``TopoDownsampled*`` config and causal LM per family.
+"""The registered model classes of downsampled models: one ``TopoDownsampled*`` model per family.
 
-Each class is its family's causal LM with the layers that the config's downsampling record names swapped for
-:class:`~hf_topo.downsampling.layer.TopoDownsampledLinear` (with gains when the record says so) before the weights
-are initialized, so ``from_pretrained`` builds the reduced shapes and loads the saved tensors into them. Importing
-this module (which ``import hf_topo`` does) registers every class with ``AutoConfig``/``AutoModelForCausalLM``.
+Each class is its family's causal LM or image classifier with the layers that the config's downsampling record
+names swapped for :class:`~hf_topo.downsampling.layer.TopoDownsampledLinear` (Linear, Conv1D) or
+:class:`~hf_topo.downsampling.layer.TopoDownsampledConv2d` (Conv2d), with gains when the record says so, before the
+weights are initialized, so ``from_pretrained`` builds the reduced shapes and loads the saved tensors into them.
+Importing this module (which ``import hf_topo`` does) registers every class with ``AutoConfig`` and
+``AutoModelForCausalLM`` (language) or ``AutoModelForImageClassification`` (vision).
 """
 
 from __future__ import annotations
@@ -11,33 +13,39 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
-    GPT2Config,
+    AutoModelForImageClassification,
     GPT2LMHeadModel,
-    GPTNeoConfig,
     GPTNeoForCausalLM,
-    GPTNeoXConfig,
     GPTNeoXForCausalLM,
-    LlamaConfig,
     LlamaForCausalLM,
-    MistralConfig,
     MistralForCausalLM,
-    PreTrainedConfig,
     PreTrainedModel,
-    Qwen2Config,
     Qwen2ForCausalLM,
+    ResNetForImageClassification,
+    ViTForImageClassification,
 )
 from transformers import initialization as hf_init
 
 from ..sheet import units_and_inputs
-from .layer import TopoDownsampledLinear
+from .configs import (
+    TopoDownsampledGPT2Config,
+    TopoDownsampledGPTNeoConfig,
+    TopoDownsampledGPTNeoXConfig,
+    TopoDownsampledLlamaConfig,
+    TopoDownsampledMistralConfig,
+    TopoDownsampledQwen2Config,
+    TopoDownsampledResNetConfig,
+    TopoDownsampledViTConfig,
+)
+from .layer import TopoDownsampledConv2d, TopoDownsampledLinear
 from .record import DownsampledLayer, read_record
 
 __all__ = [
     "DOWNSAMPLED_MODEL_CLASSES",
-    "TopoDownsampledCausalLM",
+    "TopoDownsampledModel",
     "TopoDownsampledGPT2Config",
     "TopoDownsampledGPT2LMHeadModel",
     "TopoDownsampledGPTNeoConfig",
@@ -50,11 +58,15 @@ __all__ = [
     "TopoDownsampledQwen2ForCausalLM",
     "TopoDownsampledMistralConfig",
     "TopoDownsampledMistralForCausalLM",
+    "TopoDownsampledResNetConfig",
+    "TopoDownsampledResNetForImageClassification",
+    "TopoDownsampledViTConfig",
+    "TopoDownsampledViTForImageClassification",
 ]
 
 
-class TopoDownsampledCausalLM:
-    """Mixin of the registered classes: swap in :class:`TopoDownsampledLinear` layers as the config records them.
+class TopoDownsampledModel:
+    """Mixin of the registered classes: swap in the downsampled layers that the config records.
 
     The family's ``__init__`` builds the full architecture and ends with ``self.post_init()``; the swap happens
     there, before the weights are initialized and tied, so ``from_pretrained`` (which builds on the meta device)
@@ -81,25 +93,38 @@ class TopoDownsampledCausalLM:
             n_units, depth = units_and_inputs(original)
         except TypeError:  # not a Linear/Conv1D/Conv2d layer at all
             n_units = depth = None
-        if (n_units, depth) != (sheet.n_units, sheet.depth):
+        is_conv = isinstance(original, nn.Conv2d)
+        if (n_units, depth) != (sheet.n_units, sheet.depth) or is_conv != (sheet.layer_type == "Conv2d"):
             raise ValueError(
                 f"The downsampling record says {name!r} is a {sheet.height}x{sheet.width} sheet of depth {sheet.depth}, "
                 f"but {type(self).__name__} has a {type(original).__name__} there with {n_units} outputs and {depth} "
                 "inputs. The config.json does not match its architecture: re-create the downsampled model."
             )
-        small = TopoDownsampledLinear(
-            sheet.depth,
-            sheet.height,
-            sheet.width,
-            float(record["factor_h"]),
-            float(record["factor_w"]),
-            bias=layer.bias,
-            interpolation=record.get("interpolation", "bilinear"),
-            layer_type=sheet.layer_type,
-            gain=layer.gain,
-            device=original.weight.device,
-            dtype=original.weight.dtype,
-        )
+        common = {
+            "factor_h": float(record["factor_h"]),
+            "factor_w": float(record["factor_w"]),
+            "bias": layer.bias,
+            "interpolation": record.get("interpolation", "bilinear"),
+            "gain": layer.gain,
+            "device": original.weight.device,
+            "dtype": original.weight.dtype,
+        }
+        if is_conv:  # the geometry of the convolution itself comes from the architecture
+            small = TopoDownsampledConv2d(
+                original.in_channels,
+                sheet.height,
+                sheet.width,
+                original.kernel_size,
+                original.stride,
+                original.padding,
+                original.dilation,
+                groups=original.groups,
+                **common,
+            )
+        else:
+            small = TopoDownsampledLinear(
+                sheet.depth, sheet.height, sheet.width, layer_type=sheet.layer_type, **common
+            )
         if (small.reduced_height, small.reduced_width) != (layer.reduced_height, layer.reduced_width):
             raise ValueError(
                 f"{name!r}: the record's reduced sheet ({layer.reduced_height}, {layer.reduced_width}) is not what "
@@ -112,102 +137,90 @@ class TopoDownsampledCausalLM:
     def initialize_weights(self) -> None:
         super().initialize_weights()
         # transformers hands the modules inside a sub-model (e.g. GPT2Model) to that sub-model's own _init_weights,
-        # which does not know TopoDownsampledLinear: initialize those here, as the family does its linear layers. The
-        # hf_init functions skip tensors that from_pretrained has loaded.
+        # which does not know the downsampled layers: initialize those here, as the family does its linear layers and
+        # convolutions. The hf_init functions skip tensors that from_pretrained has loaded.
         std = getattr(self.config, "initializer_range", 0.02)
         for module in self.modules():
-            if isinstance(module, TopoDownsampledLinear):
-                hf_init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, (TopoDownsampledLinear, TopoDownsampledConv2d)):
+                if isinstance(module, TopoDownsampledConv2d):
+                    hf_init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    hf_init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
                     hf_init.zeros_(module.bias)
                 if module.gain is not None:
                     hf_init.ones_(module.gain)
 
 
-class TopoDownsampledGPT2Config(GPT2Config):
-    """``GPT2Config`` of a downsampled GPT-2 (model type ``hf_topo_downsampled_gpt2``)."""
-
-    model_type = "hf_topo_downsampled_gpt2"
-
-
-class TopoDownsampledGPT2LMHeadModel(TopoDownsampledCausalLM, GPT2LMHeadModel):
+class TopoDownsampledGPT2LMHeadModel(TopoDownsampledModel, GPT2LMHeadModel):
     """``GPT2LMHeadModel`` whose topographic layers (``mlp.c_fc``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledGPT2Config
 
 
-class TopoDownsampledGPTNeoConfig(GPTNeoConfig):
-    """``GPTNeoConfig`` of a downsampled GPT-Neo (model type ``hf_topo_downsampled_gpt_neo``)."""
-
-    model_type = "hf_topo_downsampled_gpt_neo"
-
-
-class TopoDownsampledGPTNeoForCausalLM(TopoDownsampledCausalLM, GPTNeoForCausalLM):
+class TopoDownsampledGPTNeoForCausalLM(TopoDownsampledModel, GPTNeoForCausalLM):
     """``GPTNeoForCausalLM`` whose topographic layers (``mlp.c_fc``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledGPTNeoConfig
 
 
-class TopoDownsampledGPTNeoXConfig(GPTNeoXConfig):
-    """``GPTNeoXConfig`` of a downsampled GPT-NeoX/Pythia (model type ``hf_topo_downsampled_gpt_neox``)."""
-
-    model_type = "hf_topo_downsampled_gpt_neox"
-
-
-class TopoDownsampledGPTNeoXForCausalLM(TopoDownsampledCausalLM, GPTNeoXForCausalLM):
+class TopoDownsampledGPTNeoXForCausalLM(TopoDownsampledModel, GPTNeoXForCausalLM):
     """``GPTNeoXForCausalLM`` whose topographic layers (``mlp.dense_h_to_4h``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledGPTNeoXConfig
 
 
-class TopoDownsampledLlamaConfig(LlamaConfig):
-    """``LlamaConfig`` of a downsampled Llama (model type ``hf_topo_downsampled_llama``)."""
-
-    model_type = "hf_topo_downsampled_llama"
-
-
-class TopoDownsampledLlamaForCausalLM(TopoDownsampledCausalLM, LlamaForCausalLM):
+class TopoDownsampledLlamaForCausalLM(TopoDownsampledModel, LlamaForCausalLM):
     """``LlamaForCausalLM`` whose topographic layers (``mlp.up_proj``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledLlamaConfig
 
 
-class TopoDownsampledQwen2Config(Qwen2Config):
-    """``Qwen2Config`` of a downsampled Qwen2 (model type ``hf_topo_downsampled_qwen2``)."""
-
-    model_type = "hf_topo_downsampled_qwen2"
-
-
-class TopoDownsampledQwen2ForCausalLM(TopoDownsampledCausalLM, Qwen2ForCausalLM):
+class TopoDownsampledQwen2ForCausalLM(TopoDownsampledModel, Qwen2ForCausalLM):
     """``Qwen2ForCausalLM`` whose topographic layers (``mlp.up_proj``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledQwen2Config
 
 
-class TopoDownsampledMistralConfig(MistralConfig):
-    """``MistralConfig`` of a downsampled Mistral (model type ``hf_topo_downsampled_mistral``)."""
-
-    model_type = "hf_topo_downsampled_mistral"
-
-
-class TopoDownsampledMistralForCausalLM(TopoDownsampledCausalLM, MistralForCausalLM):
+class TopoDownsampledMistralForCausalLM(TopoDownsampledModel, MistralForCausalLM):
     """``MistralForCausalLM`` whose topographic layers (``mlp.up_proj``) are :class:`TopoDownsampledLinear`."""
 
     config_class = TopoDownsampledMistralConfig
 
 
-#: ``{base model_type: (base causal-LM class, downsampled config class, downsampled model class)}``.
-DOWNSAMPLED_MODEL_CLASSES: dict[str, tuple[type[PreTrainedModel], type[PreTrainedConfig], type[PreTrainedModel]]] = {
+class TopoDownsampledResNetForImageClassification(TopoDownsampledModel, ResNetForImageClassification):
+    """``ResNetForImageClassification`` whose topographic convolutions are :class:`TopoDownsampledConv2d`."""
+
+    config_class = TopoDownsampledResNetConfig
+
+
+class TopoDownsampledViTForImageClassification(TopoDownsampledModel, ViTForImageClassification):
+    """``ViTForImageClassification`` whose topographic layers (the MLPs' linears) are :class:`TopoDownsampledLinear`."""
+
+    config_class = TopoDownsampledViTConfig
+
+
+#: ``{base model_type: (base model class, downsampled config class, downsampled model class)}``.
+DOWNSAMPLED_MODEL_CLASSES: dict[str, tuple[type[PreTrainedModel], type, type[PreTrainedModel]]] = {
     "gpt2": (GPT2LMHeadModel, TopoDownsampledGPT2Config, TopoDownsampledGPT2LMHeadModel),
     "gpt_neo": (GPTNeoForCausalLM, TopoDownsampledGPTNeoConfig, TopoDownsampledGPTNeoForCausalLM),
     "gpt_neox": (GPTNeoXForCausalLM, TopoDownsampledGPTNeoXConfig, TopoDownsampledGPTNeoXForCausalLM),
     "llama": (LlamaForCausalLM, TopoDownsampledLlamaConfig, TopoDownsampledLlamaForCausalLM),
     "qwen2": (Qwen2ForCausalLM, TopoDownsampledQwen2Config, TopoDownsampledQwen2ForCausalLM),
     "mistral": (MistralForCausalLM, TopoDownsampledMistralConfig, TopoDownsampledMistralForCausalLM),
+    "resnet": (ResNetForImageClassification, TopoDownsampledResNetConfig, TopoDownsampledResNetForImageClassification),
+    "vit": (ViTForImageClassification, TopoDownsampledViTConfig, TopoDownsampledViTForImageClassification),
 }
 
-# Registration makes AutoConfig/AutoModelForCausalLM resolve the "hf_topo_downsampled_*" model types once hf_topo is
-# imported, with no trust_remote_code (exist_ok: re-importing this module must not fail).
+
+def auto_class_for(model_class: type[PreTrainedModel]) -> type:
+    """The Auto class that loads ``model_class``: ``AutoModelForImageClassification`` for image classifiers,
+    ``AutoModelForCausalLM`` for causal LMs."""
+    return AutoModelForImageClassification if model_class.main_input_name == "pixel_values" else AutoModelForCausalLM
+
+
+# Registration makes the Auto model classes resolve the "hf_topo_downsampled_*" model types once hf_topo is imported
+# and transformers' Auto classes are loaded (hf_topo._import_hooks), with no trust_remote_code (exist_ok: re-importing
+# this module must not fail). The configs register themselves in hf_topo.downsampling.configs.
 for _base_class, _config_class, _model_class in DOWNSAMPLED_MODEL_CLASSES.values():
-    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
-    AutoModelForCausalLM.register(_config_class, _model_class, exist_ok=True)
+    auto_class_for(_model_class).register(_config_class, _model_class, exist_ok=True)

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
 
 from ..errors import InputError, parameter
 from ..evaluation import evaluate_perplexity, load_text_blocks
@@ -113,6 +113,8 @@ def downsample_saved_model(args: DownsampleArguments) -> dict[str, Any]:
     ``delta_perplexity`` on the held-out blocks.
     """
     check_model_source(args.model)
+    if _is_image_classifier(args.model):
+        return _downsample_image_classifier(args)
     tokenizer = load_tokenizer(args.model)
 
     def blocks(path: str | None, n: int):
@@ -150,6 +152,42 @@ def downsample_saved_model(args: DownsampleArguments) -> dict[str, Any]:
             "perplexity": perplexity,
             "delta_perplexity": perplexity - reference,
         }
+    with open(os.path.join(args.output_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    logger.info("Downsampled model saved to %s", args.output_dir)
+    return summary
+
+
+def _is_image_classifier(source: str) -> bool:
+    config = AutoConfig.from_pretrained(source)
+    return any(name.endswith("ForImageClassification") for name in (config.architectures or ()))
+
+
+def _downsample_image_classifier(args: DownsampleArguments) -> dict[str, Any]:
+    """The vision side of :func:`downsample_saved_model`: closed-form gains or the paper's layer (no text to fit
+    on), the image processor saved beside the model when the source has one."""
+    from transformers import AutoImageProcessor
+
+    if args.text_file is not None or args.eval_text_file is not None:
+        raise ValueError(
+            f"{args.model} is an image classifier: text_file / eval_text_file (calibration and perplexity on text) "
+            "apply to language models only. Leave them out."
+        )
+    model = AutoModelForImageClassification.from_pretrained(args.model).eval()
+    smaller = downsample_model(model, args.factors, gains=args.gains, distill_steps=args.distill_steps)
+    os.makedirs(args.output_dir, exist_ok=True)
+    smaller.save_pretrained(args.output_dir)
+    try:
+        AutoImageProcessor.from_pretrained(args.model).save_pretrained(args.output_dir)
+    except OSError:
+        logger.warning("%s has no image processor to save beside the downsampled model.", args.model)
+    summary: dict[str, Any] = {
+        "model": args.model,
+        "arguments": asdict(args),
+        "record": getattr(smaller.config, DOWNSAMPLING_KEY),
+        "parameters_original": parameter_count(model),
+        "parameters": parameter_count(smaller),
+    }
     with open(os.path.join(args.output_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     logger.info("Downsampled model saved to %s", args.output_dir)

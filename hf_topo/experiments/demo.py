@@ -26,7 +26,7 @@ from ..analysis.summary import AnalysisSummary
 from ..config import TopoConfig
 from ..data import write_python_corpus
 from ..errors import InputError, parameter
-from ..regularizers.model import TopoRegularizer
+from ..topo_regularizer import TopoRegularizer
 from .families import train_family
 from .recipes import hold_out_lines
 

@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from ..config import TopoConfig
-from ..regularizers.model import TopoRegularizer
+from ..topo_regularizer import TopoRegularizer
 
 __all__ = ["render_sheet_maps"]
 

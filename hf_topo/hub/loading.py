@@ -7,7 +7,7 @@ import os
 
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..loading import check_model_source
-from ..regularizers.model import attach_inferred_topography
+from ..topo_regularizer import attach_inferred_topography
 
 __all__ = ["load_toponet"]
 

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..config import TopoConfig
-from ..regularizers.model import TopoRegularizer
+from ..topo_regularizer import TopoRegularizer
 from .card import toponet_card
 from .figures import render_sheet_maps
 from .loading import load_toponet

@@ -1,4 +1,4 @@
-"""The topographic regularizers: one pure function of a cortical sheet per regularizer, and the model-level bookkeeping.
+"""The topographic regularizers: one pure function of a cortical sheet per regularizer, and their registry.
 
 ==================================  ==============================================================================
 module                              what it holds
@@ -10,8 +10,6 @@ module                              what it holds
 ``spatial_correlation``             TopoLM's spatial loss (Rathi et al.): activation correlations vs. inverse distance
 ``registry``                        :class:`~hf_topo.regularizers.registry.RegularizerSpec` of each regularizer,
                                     :func:`register_regularizer` / :func:`get_regularizer`
-``model``                           :class:`~hf_topo.regularizers.model.TopoRegularizer`: which layers of a model,
-                                    which sheets, the per-layer values and their mean
 ==================================  ==============================================================================
 
 Each regularizer registers itself in its module (name, display name, weights or activations, settings, the layer
@@ -19,8 +17,10 @@ function): the four built-ins are ``laplacian_pyramid`` (TopoLoss, in ``topoloss
 ``activation_similarity`` and ``spatial_correlation``, registered in that order by the imports below (which is why
 they are not sorted). Register another with :func:`register_regularizer`.
 
-The pure functions are re-exported here; the model-level class is imported from :mod:`hf_topo` or
-:mod:`hf_topo.regularizers.model` (it needs :mod:`hf_topo.config`, which needs the constants of the math modules).
+The pure functions are re-exported here. The bookkeeping over a model's layers (which layers, which sheets, the
+per-layer values and their mean) is :class:`~hf_topo.topo_regularizer.TopoRegularizer`, outside this package: it
+needs :mod:`hf_topo.config` and :mod:`hf_topo.targets`, which need the registry, so keeping it here would make the
+packages import each other.
 """
 
 # isort: off

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .laplacian_pyramid import _COSINE_EPS, _blur_matrices_f64, _kron_csr, check_blur_arguments, is_cacheable
+from .laplacian_pyramid import COSINE_EPS, blur_matrices_f64, check_blur_arguments, is_cacheable, kron_csr
 
 __all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "sheet_table"]
 
@@ -64,9 +64,9 @@ class GroupedBlur:
     """
 
     def __init__(self, height: int, width: int, factor_h: float, factor_w: float, mode: str):
-        down_h, up_h, down_w, up_w = _blur_matrices_f64(height, width, factor_h, factor_w, mode)
+        down_h, up_h, down_w, up_w = blur_matrices_f64(height, width, factor_h, factor_w, mode)
         # B = kron(blur_h, blur_w) in CSR, built from the two small factors (the n × n product is never formed).
-        self.offsets, self.indices, vals, _ = _kron_csr(up_h @ down_h, up_w @ down_w)
+        self.offsets, self.indices, vals, _ = kron_csr(up_h @ down_h, up_w @ down_w)
         units = self.offsets.numel()
         self.units = units
         counts = torch.diff(self.offsets, append=self.offsets.new_tensor([self.indices.numel()]))
@@ -181,8 +181,8 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             norms_b.append(torch.linalg.vector_norm(blurred, dim=1))
             del table, blurred
         dot = torch.stack(dots)  # (layers, units)
-        norm_c = torch.stack(norms_c).clamp_min_(_COSINE_EPS)
-        norm_b = torch.stack(norms_b).clamp_min_(_COSINE_EPS)
+        norm_c = torch.stack(norms_c).clamp_min_(COSINE_EPS)
+        norm_b = torch.stack(norms_b).clamp_min_(COSINE_EPS)
         ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
         ctx.blur, ctx.units_first = blur, units_first
         return 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)

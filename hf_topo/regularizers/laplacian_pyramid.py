@@ -41,7 +41,7 @@ __all__ = [
 INTERPOLATION_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 
 # cosine similarity clamps each norm at this value, as torch.nn.functional.cosine_similarity does.
-_COSINE_EPS = 1e-8
+COSINE_EPS = 1e-8
 # A depth chunk holds max(_CHUNK_ELEMENTS, numel / _MAX_CHUNKS) sheet elements: the temporaries of forward and
 # backward (about five chunks) stay well below one weight, and large layers are not cut into tiny GEMMs.
 _CHUNK_ELEMENTS = 1 << 18
@@ -106,7 +106,7 @@ _BLUR_CACHE_SIZE = 256
 _BLUR_CACHE_LOCK = threading.Lock()
 
 
-def _blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float, mode: str):
+def blur_matrices_f64(height: int, width: int, factor_h: float, factor_w: float, mode: str):
     """The cached float64 CPU matrices of one geometry (never to be modified in place: callers get copies)."""
     key = (height, width, factor_h, factor_w, mode)
     with _BLUR_CACHE_LOCK:
@@ -162,7 +162,7 @@ def blur_matrices(
     ``device`` (the CPU when ``None``, whatever default-device context is active) in ``dtype``.
     """
     check_blur_arguments(height, width, factor_h, factor_w, interpolation)
-    mats = _blur_matrices_f64(int(height), int(width), float(factor_h), float(factor_w), interpolation)
+    mats = blur_matrices_f64(int(height), int(width), float(factor_h), float(factor_w), interpolation)
     # Copies (also for float64 on the CPU): the cached matrices are never handed out to be modified in place.
     return tuple(m.to(device=device, dtype=dtype, copy=True) for m in mats)
 
@@ -241,7 +241,7 @@ def _chunk(sheet: torch.Tensor, part: slice, units_first: bool) -> torch.Tensor:
 _SPARSE_MAX_ROW_ENTRIES = 40
 
 
-def _kron_csr(
+def kron_csr(
     along_h: torch.Tensor, along_w: torch.Tensor, with_diagonal: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR ``(row offsets, column indices, values, diagonal mask)`` of ``kron(along_h, along_w)``, built from the
@@ -272,10 +272,10 @@ class _SparseBlur:
     def __init__(self, down_h, up_h, down_w, up_w):
         # The float64 CPU factors; B = kron(up_h · down_h, up_w · down_w).
         blur_h, blur_w = up_h @ down_h, up_w @ down_w
-        self.offsets, self.indices, values, _ = _kron_csr(blur_h, blur_w)
+        self.offsets, self.indices, values, _ = kron_csr(blur_h, blur_w)
         self.values = values.to(torch.float32)
         # Bᵀ with every diagonal entry present (zero where Bᵀ has none), so diag(d) folds into the same bags.
-        self.t_offsets, self.t_indices, t_values, diagonal = _kron_csr(blur_h.T, blur_w.T, with_diagonal=True)
+        self.t_offsets, self.t_indices, t_values, diagonal = kron_csr(blur_h.T, blur_w.T, with_diagonal=True)
         self.t_values = t_values.to(torch.float32)
         self.t_diagonal = diagonal.to(torch.float32)
         self.row_entries = int(torch.diff(self.offsets, append=self.offsets.new_tensor([self.indices.numel()])).max())
@@ -319,7 +319,7 @@ def _sparse_blur(height: int, width: int, factor_h: float, factor_w: float, mode
         sparse = _SPARSE_CACHE.get(key)
     if sparse is None:
         with torch.inference_mode(False), torch.no_grad():
-            sparse = _SparseBlur(*_blur_matrices_f64(height, width, factor_h, factor_w, mode))
+            sparse = _SparseBlur(*blur_matrices_f64(height, width, factor_h, factor_w, mode))
         if all(is_cacheable(t) for t in vars(sparse).values() if isinstance(t, torch.Tensor)):
             with _SPARSE_CACHE_LOCK:
                 if len(_SPARSE_CACHE) >= _BLUR_CACHE_SIZE:
@@ -370,8 +370,8 @@ class _SparseSheetCosineLoss(torch.autograd.Function):
             dot += torch.linalg.vecdot(x, blurred)
             norm_c += torch.linalg.vecdot(x, x)
             norm_b += torch.linalg.vecdot(blurred, blurred)
-        norm_c = norm_c.sqrt_().clamp_min_(_COSINE_EPS)
-        norm_b = norm_b.sqrt_().clamp_min_(_COSINE_EPS)
+        norm_c = norm_c.sqrt_().clamp_min_(COSINE_EPS)
+        norm_b = norm_b.sqrt_().clamp_min_(COSINE_EPS)
         cosine = dot / (norm_c * norm_b)
         ctx.save_for_backward(sheet, dot, norm_c, norm_b)
         ctx.units_first = units_first
@@ -417,8 +417,8 @@ class _SheetCosineLoss(torch.autograd.Function):
             dot += (x * blurred).sum(dim=depth_axis, keepdim=True)
             norm_c += (x * x).sum(dim=depth_axis, keepdim=True)
             norm_b += (blurred * blurred).sum(dim=depth_axis, keepdim=True)
-        norm_c = norm_c.sqrt_().clamp_min_(_COSINE_EPS)
-        norm_b = norm_b.sqrt_().clamp_min_(_COSINE_EPS)
+        norm_c = norm_c.sqrt_().clamp_min_(COSINE_EPS)
+        norm_b = norm_b.sqrt_().clamp_min_(COSINE_EPS)
         cosine = dot / (norm_c * norm_b)
         ctx.save_for_backward(sheet, down_h, up_h, down_w, up_w, dot, norm_c, norm_b)
         ctx.units_first = units_first

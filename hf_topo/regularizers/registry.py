@@ -3,7 +3,7 @@
 A spec says everything the rest of hf_topo needs to know about a regularizer: its ``name`` (the ``loss`` setting of
 :class:`~hf_topo.config.TopoConfig` and of saved records), how logs and cards name it, whether it reads the layers'
 weights or their activations of the current batch, which settings shape its value, its checks, and the function that
-computes one layer's value. :class:`~hf_topo.regularizers.model.TopoRegularizer` does the bookkeeping around it (which
+computes one layer's value. :class:`~hf_topo.topo_regularizer.TopoRegularizer` does the bookkeeping around it (which
 layers, PEFT and distributed weights, recording activations, the mean over layers, the trainer's τ). The four built-in
 regularizers register themselves in their modules (``laplacian_pyramid``, ``similarity``, ``spatial_correlation``);
 a new one is a function and a decorator (PEFT's ``register_peft_method`` and lm-evaluation-harness's registries work

@@ -34,19 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
-    ResNetConfig,
     ResNetForImageClassification,
     ResNetModel,
 )
 from transformers import initialization as hf_init
 
+from .blurpool_resnet_config import BlurPoolResNetConfig
+
 __all__ = [
     "BLUR_KERNEL",
     "BlurPoolConv2d",
-    "BlurPoolResNetConfig",
     "BlurPoolResNetModel",
     "BlurPoolResNetForImageClassification",
     "blurred_convolution_names",
@@ -97,19 +96,6 @@ def _wants_blur(conv: nn.Module, min_channels: int) -> bool:
     return type(conv) is nn.Conv2d and max(conv.stride) > 1 and conv.in_channels >= min_channels
 
 
-class BlurPoolResNetConfig(ResNetConfig):
-    """``ResNetConfig`` of a ResNet with blur-pool convolutions (model type ``hf_topo_blurpool_resnet``).
-
-    Args:
-        blurpool_min_channels (`int`, defaults to 16): a strided convolution with at least this many input channels
-            blurs its input first (FFCV's and the authors' rule).
-        **kwargs: :class:`transformers.ResNetConfig`'s arguments.
-    """
-
-    model_type = "hf_topo_blurpool_resnet"
-    blurpool_min_channels: int = 16
-
-
 class _BlurPoolMixin:
     """Swap every strided ``nn.Conv2d`` with ≥ ``config.blurpool_min_channels`` inputs for a :class:`BlurPoolConv2d`
     in ``post_init``, before the weights are initialized (so ``from_pretrained`` loads into the final modules)."""
@@ -153,6 +139,5 @@ def blurred_convolution_names(model: nn.Module) -> list[str]:
 
 # AutoConfig / AutoModel* resolve "hf_topo_blurpool_resnet" once this module is imported (exist_ok: a re-import must
 # not fail).
-AutoConfig.register(BlurPoolResNetConfig.model_type, BlurPoolResNetConfig, exist_ok=True)
 AutoModel.register(BlurPoolResNetConfig, BlurPoolResNetModel, exist_ok=True)
 AutoModelForImageClassification.register(BlurPoolResNetConfig, BlurPoolResNetForImageClassification, exist_ok=True)

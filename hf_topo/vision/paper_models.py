@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig, ResNetConfig, ViTConfig
 
-from .blurpool_resnet import BlurPoolResNetConfig
+from .blurpool_resnet_config import BlurPoolResNetConfig
 from .imagenet import imagenet_id2label
 
 __all__ = ["PAPER_VISION_PRESETS", "paper_vision_config", "resnet_config", "vit_config"]

@@ -20,16 +20,16 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..config import TopoConfig
-from ..distributed import _is_dtensor, gathered_for_reading, is_zero3_partitioned
-from ..presets import default_target_modules
-from ..sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_view, unwrapped_layer
-from ..targets import TopoLayer, resolve_sheets
-from .bias_map import bias_map_loss
-from .grouped import grouped_blur, grouped_sheet_cosine_losses
-from .laplacian_pyramid import sheet_cosine_loss
-from .registry import ActivationSheet, RegularizerSpec, WeightSheet
-from .spatial_correlation import neighbourhood_generator
+from .config import TopoConfig
+from .distributed import gathered_for_reading, is_dtensor, is_zero3_partitioned
+from .presets import default_target_modules
+from .regularizers.bias_map import bias_map_loss
+from .regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
+from .regularizers.laplacian_pyramid import sheet_cosine_loss
+from .regularizers.registry import ActivationSheet, RegularizerSpec, WeightSheet
+from .regularizers.spatial_correlation import neighbourhood_generator
+from .sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_view, unwrapped_layer
+from .targets import TopoLayer, resolve_sheets
 
 __all__ = ["TopoRegularizer", "attach_inferred_topography"]
 
@@ -259,7 +259,7 @@ class TopoRegularizer:
         if config.loss != "laplacian_pyramid" or not layers:
             return None
         params = [p for layer in layers for p in unwrapped_layer(layer.module).parameters(recurse=False)]
-        if any(is_zero3_partitioned(p) or _is_dtensor(p) for p in params):
+        if any(is_zero3_partitioned(p) or is_dtensor(p) for p in params):
             return None
         blur_kwargs = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
         grad_enabled = torch.is_grad_enabled()
