@@ -101,8 +101,8 @@ def stream_text(
     if (text_file is None) == (dataset_name is None):
         raise ValueError("Give exactly one text source: text_file (a local .txt/.jsonl file) or dataset_name.")
     if text_file is not None:
-        from ..data import dataset_builder_for
-        from ..loading import check_data_file
+        from .data import dataset_builder_for
+        from .loading import check_data_file
 
         check_data_file(text_file, "text_file")
         builder = dataset_builder_for(text_file)
@@ -136,8 +136,8 @@ def load_text_blocks(
     """
     from datasets import IterableDatasetDict
 
-    from ..data import pack_into_blocks
-    from ..loading import check_tokenizer
+    from .data import pack_into_blocks
+    from .loading import check_tokenizer
 
     check_tokenizer(tokenizer)
     if max_blocks is not None and max_blocks < 1:

@@ -281,13 +281,13 @@ def test_analyze_temporal_windows_of_model_and_baseline(models, tmp_path):
     "extra, error",
     [
         (["--stimuli_a", "missing_a.txt", "--stimuli_b", "missing_b.txt"], "Stimulus file"),
-        (["--stimuli_a", "missing_a.txt"], "both --stimuli_a and --stimuli_b"),
+        (["--stimuli_a", "missing_a.txt"], "both stimuli_a= and stimuli_b="),
         (
             ["--layers", "h.9.mlp.c_fc"],
             r"No topographic layer named 'h.9.mlp.c_fc'; the topographic layers are \['transformer.h.0.mlp.c_fc', "
             r"'transformer.h.1.mlp.c_fc'\]",
         ),
-        (["--text_file", "missing.txt"], "Text file 'missing.txt' does not exist"),
+        (["--text_file", "missing.txt"], "text_file='missing.txt' does not exist"),
         (["--model", "weightless"], "has a config.json but no weights"),
         (["--baseline", "missing_baseline"], "Model folder '.*missing_baseline' does not exist"),
         (["--baseline", "wider"], "The baseline .*wider cannot be analysed on the layers and sheets of"),

@@ -69,7 +69,7 @@ def test_fresh_run_into_a_previous_run_is_refused(tmp_path, leftover):
         resolve_checkpoint(_parsed(tmp_path))
     message = str(raised.value)
     assert f"{str(tmp_path)!r} already holds a training run ({leftover})" in message
-    assert "--resume_from_checkpoint true" in message and "new or empty --output_dir" in message
+    assert "resume_from_checkpoint=true" in message and "new or empty output_dir=" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing was touched
 
 

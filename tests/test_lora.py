@@ -223,12 +223,12 @@ def test_finetune_lora_refuses_bad_input_before_evaluating_or_writing(toponet, c
     cases = [
         (["--model_name_or_path", str(weightless), "--train_file", corpus], "has a config.json but no weights"),
         (["--model_name_or_path", str(tmp_path / "nowhere"), "--train_file", corpus], "nowhere' does not exist"),
-        (["--model_name_or_path", str(toponet), "--train_file", corpus, "--lora_r", "0"], "--lora_r 0: a LoRA rank"),
+        (["--model_name_or_path", str(toponet), "--train_file", corpus, "--lora_r", "0"], "lora_r=0: a LoRA rank"),
         (["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "missing.txt")], "does not exist"),
         (["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "empty.txt")], "is empty"),
         (
             ["--model_name_or_path", str(toponet), "--train_file", str(tmp_path / "short.txt")],
-            r"The corpus \(\d+ tokens\) is too small for .* blocks of 32 tokens.*smaller --block_size",
+            r"The corpus \(\d+ tokens\) is too small for .* blocks of 32 tokens.*smaller block_size=",
         ),
     ]
     for argv, message in cases:

@@ -129,14 +129,15 @@ def build_upload_folder(
     if analysis_dir is not None:
         analysis_dir = Path(analysis_dir)
         if not analysis_dir.is_dir():
-            raise ValueError(
-                f"analysis_dir {analysis_dir} is not a directory (expected hf-topo analyze's --output_dir)."
+            raise InputError(
+                f"{parameter('analysis_dir', analysis_dir)} is not a directory (expected hf-topo analyze's "
+                "--output_dir)."
             )
         if not (analysis_dir / REPORT_FILE).is_file():
-            raise ValueError(
-                f"analysis_dir {analysis_dir} has no {REPORT_FILE}, so it is not the --output_dir of hf-topo analyze "
-                "(whose summary and figures go in the card): pass that folder (e.g. outputs/demo/analysis), or leave "
-                "--analysis_dir out to draw the sheet maps."
+            raise InputError(
+                f"{parameter('analysis_dir', analysis_dir)} has no {REPORT_FILE}, so it is not the --output_dir of "
+                "hf-topo analyze (whose summary and figures go in the card): pass that folder (e.g. "
+                f"outputs/demo/analysis), or leave {parameter('analysis_dir')} out to draw the sheet maps."
             )
         figure_sources = sorted(analysis_dir.glob("*.png"))
 
