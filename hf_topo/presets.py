@@ -35,6 +35,7 @@ __all__ = [
     "TARGET_PRESETS",
     "ATTENTION_TARGETS",
     "MODEL_PRESETS",
+    "VISION_MODEL_PRESETS",
     "TOPOLM_TARGETS",
     "default_target_modules",
     "topolm_targets",
@@ -49,6 +50,10 @@ TARGET_PRESETS: dict[str, list[str]] = {
     "llama_gate": ["mlp.gate_proj"],
     "qwen2": ["mlp.up_proj"],
     "mistral": ["mlp.up_proj"],
+    # Vision (hf_topo.vision.models): every convolution of ResNet's residual blocks, shortcut projections included;
+    # ViT's MLP output linear (torchvision's `mlp.3`, the paper's layer).
+    "resnet": [r"re:resnet\.encoder\.stages\.\d+\.layers\.\d+\.(layer\.\d+|shortcut)\.convolution"],
+    "vit": ["mlp.fc2"],
 }
 
 #: The attention projections LoRA adapts by default (as in the paper), per ``config.model_type``.
@@ -63,8 +68,14 @@ ATTENTION_TARGETS: dict[str, list[str]] = {
 
 #: Architectures to pretrain from scratch (``tiny-gpt2``: GPT-2 4 × 128 for CPU demos; ``gpt2-124m``: GPT-2 small;
 #: ``gpt-neo-125m``: the shapes of the paper's language TopoNets; ``tiny-gpt-neo``, ``tiny-gpt-neox``,
-#: ``tiny-llama``: the other families at tiny-gpt2's size, 512 MLP units per layer).
-MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama")
+#: ``tiny-llama``: the other families at tiny-gpt2's size, 512 MLP units per layer; ``tiny-resnet``, ``tiny-vit``:
+#: image classifiers for CPU demos and tests, built by :func:`hf_topo.vision.models.vision_preset_config`).
+MODEL_PRESETS = (
+    "tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama",
+    "tiny-resnet", "tiny-vit",
+)  # fmt: skip
+#: The image-classification presets among :data:`MODEL_PRESETS`.
+VISION_MODEL_PRESETS = ("tiny-resnet", "tiny-vit")
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
