@@ -57,6 +57,12 @@ class DemoArguments:
     )
     blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     skip_analysis: bool = field(default=False, metadata={"help": "Train and report only; do not run the analysis."})
+    domain: str = field(
+        default="language",
+        metadata={
+            "help": "language (this demo) or vision: `hf-topo demo --domain vision --help` (hf_topo.vision.demo)."
+        },
+    )
 
 
 #: The demo's analysis table: a measure (a field of AnalysisSummary) or a sweep point (kind, strength) per row.
@@ -238,9 +244,26 @@ def make_parser(prog: str | None = None):
     return make_argument_parser(DemoArguments, prog, __doc__)
 
 
+def _domain(argv: list[str]) -> tuple[str, list[str]]:
+    """``--domain NAME`` (or ``--domain=NAME``) taken out of ``argv``: ``(NAME or "language", the other flags)``."""
+    for i, arg in enumerate(argv):
+        if arg == "--domain" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--domain="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return "language", argv
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
-    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    domain, argv = _domain(sys.argv[1:] if argv is None else argv)
+    if domain == "vision":  # a tiny-resnet TopoNet and its twin on handwritten digits (hf_topo/vision/demo.py)
+        from hf_topo.vision.demo import main as vision_main
+
+        return vision_main(argv, prog)
+    if domain != "language":
+        raise ValueError(f"--domain {domain!r}: choose language (the default) or vision.")
+    (args,) = parse_command_line(make_parser(prog), argv)
     return run_demo(args)
 
 
