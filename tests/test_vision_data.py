@@ -137,3 +137,8 @@ def test_mixed_modes_and_small_images_are_converted_and_scaled_up(tmp_path):
     for split in ("train", "validation"):
         rows = [transformed[split][i] for i in range(len(transformed[split]))]
         assert all(r["pixel_values"].shape == (3, 16, 16) for r in rows)
+
+
+def test_an_image_with_a_non_image_suffix_is_named(tmp_path, folder):
+    Image.new("RGB", (8, 8)).save(folder / "c0" / "odd.bin", format="PNG")
+    _refused(tmp_path, folder, r"odd.bin is a PNG image whose suffix datasets' imagefolder does not read")

@@ -16,6 +16,7 @@ one class only                              refused: a classifier needs two clas
 an empty class folder                       refused, naming the folder
 a folder inside a class folder              refused, naming it (``imagefolder`` would take it for a class)
 a file PIL cannot read, or a truncated one  refused, naming the file (every image is decoded once)
+an image with a non-image suffix (x.bin)    refused, naming the file (``imagefolder`` would skip it)
 hidden files (``.DS_Store``, ``.*``)        skipped
 validation classes differ from training's   refused, listing the classes missing on either side
 grayscale, palette, RGBA, CMYK, 16-bit      converted to RGB when loaded (alpha dropped; 16-bit rescaled to 0–255)
@@ -60,6 +61,7 @@ class ImageFolderSummary:
     counts: dict[str, int]
     modes: dict[str, int]
     smallest: tuple[int, int]
+    files: list[str]
 
     @property
     def n_images(self) -> int:
@@ -70,17 +72,24 @@ def _visible(names: list[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
-def _check_image_file(path: str) -> tuple[str, tuple[int, int]]:
-    """Decode ``path`` fully (a truncated file fails only when its pixels are read); its mode and size."""
+def _check_image_file(path: str) -> tuple[str, tuple[int, int], str]:
+    """Decode ``path`` fully (a truncated file fails only when its pixels are read); its mode, size and format."""
     try:
         with Image.open(path) as image:
             image.load()
-            return image.mode, image.size
+            return image.mode, image.size, image.format or "image"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ValueError(
             f"{path} is not a readable image ({type(err).__name__}: {err}). Remove it from the folder, or replace it "
             "with a complete image file (JPEG, PNG, BMP, GIF, TIFF, WebP, ...)."
         ) from None
+
+
+def _image_suffixes() -> set[str]:
+    """The file suffixes ``datasets``' ``imagefolder`` reads as images (lower case, with the dot)."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return {suffix.lower() for suffix in ImageFolder.EXTENSIONS}
 
 
 def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSummary:
@@ -130,6 +139,7 @@ def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSumma
     counts: dict[str, int] = {}
     modes: dict[str, int] = {}
     smallest = (1 << 30, 1 << 30)
+    paths: list[str] = []
     for name in classes:
         folder = os.path.join(path, name)
         files = _visible(os.listdir(folder))
@@ -144,13 +154,19 @@ def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSumma
                 f"The class folder {folder!r} holds no images: put that class's images in it, or remove the folder."
             )
         for file in files:
-            mode, size = _check_image_file(os.path.join(folder, file))
+            paths.append(os.path.join(folder, file))
+            mode, size, image_format = _check_image_file(paths[-1])
+            if os.path.splitext(file)[1].lower() not in _image_suffixes():
+                raise ValueError(
+                    f"{paths[-1]} is a {image_format} image whose suffix datasets' imagefolder does not read as an "
+                    f"image (it would be skipped): rename it with its format's suffix (.png, .jpg, ...)."
+                )
             modes[mode] = modes.get(mode, 0) + 1
             smallest = min(smallest, size, key=lambda s: s[0] * s[1])
         counts[name] = len(files)
     if len(modes) > 1 or "RGB" not in modes:
         logger.info("%s: image modes %s; every image is converted to RGB when loaded", flag, modes)
-    return ImageFolderSummary(path=path, classes=classes, counts=counts, modes=modes, smallest=smallest)
+    return ImageFolderSummary(path=path, classes=classes, counts=counts, modes=modes, smallest=smallest, files=paths)
 
 
 def load_image_datasets(
@@ -161,7 +177,7 @@ def load_image_datasets(
     cache_dir: str | None = None,
 ) -> tuple[DatasetDict, list[str]]:
     """``({"train", "validation"}, class names)``: the folders checked by :func:`check_image_folder`, then read with
-    ``load_dataset("imagefolder", data_dir=...)`` (columns ``image``, ``label``; labels index the sorted class names).
+    ``load_dataset("imagefolder", data_files=...)`` (the files found by the check) (columns ``image``, ``label``; labels index the sorted class names).
 
     Without ``validation_dir``, ``validation_split_percentage`` % of the training images (at least one per class,
     stratified by class, seeded by ``seed``) are held out.
@@ -196,11 +212,15 @@ def load_image_datasets(
                 "--validation_dir."
             )
 
-    train = load_dataset("imagefolder", data_dir=train_dir, split="train", cache_dir=cache_dir)
-    _check_labels(train, classes, train_dir)
+    # The checked files are passed as data_files: imagefolder then labels them by their folders without walking the
+    # tree again (and without picking up the hidden files skipped above).
+    train = load_dataset("imagefolder", data_files={"train": train_summary.files}, split="train", cache_dir=cache_dir)
+    _check_labels(train, classes, train_dir, len(train_summary.files))
     if validation_dir is not None:
-        validation = load_dataset("imagefolder", data_dir=validation_dir, split="train", cache_dir=cache_dir)
-        _check_labels(validation, classes, validation_dir)
+        validation = load_dataset(
+            "imagefolder", data_files={"train": validation_summary.files}, split="train", cache_dir=cache_dir
+        )
+        _check_labels(validation, classes, validation_dir, len(validation_summary.files))
         return DatasetDict(train=train, validation=validation), classes
     n_validation = max(len(classes), round(validation_split_percentage * len(train) / 100))
     if n_validation > len(train) - len(classes):
@@ -213,12 +233,12 @@ def load_image_datasets(
     return DatasetDict(train=split["train"], validation=split["test"]), classes
 
 
-def _check_labels(dataset, classes: list[str], folder: str) -> None:
+def _check_labels(dataset, classes: list[str], folder: str, n_files: int) -> None:
     names = dataset.features["label"].names if "label" in dataset.features else None
-    if names != classes or len(dataset) == 0:
+    if names != classes or len(dataset) != n_files:
         raise ValueError(
             f"datasets' imagefolder read {folder!r} as classes {names} ({len(dataset)} images), not as its "
-            f"subfolders {classes}: check that every class folder holds image files with an image suffix "
+            f"subfolders {classes} ({n_files} images): check that every image file has an image suffix "
             "(.jpg, .png, ...)."
         )
 
