@@ -9,6 +9,9 @@ gpt_neox      ``mlp.dense_h_to_4h``    ``attention.query_key_value``
 llama         ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
 qwen2         ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
 mistral       ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
+resnet        every convolution of     (none)
+              the residual blocks
+vit           ``mlp.fc2``              (none)
 ============  =======================  =============================================
 
 The topographic layer is the MLP expansion layer (the paper's choice); ``llama_gate`` names Llama's other expansion
