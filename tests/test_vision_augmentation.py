@@ -106,3 +106,19 @@ def test_every_mode_becomes_rgb_and_a_full_size_tensor(mode):
     if mode == "I;16":  # 16-bit rescaled to the full 8-bit range, not clipped at 255
         values = np.asarray(to_rgb(image))[..., 0]
         assert values.min() == 0 and values.max() == 255 and len(np.unique(values)) == 30
+
+
+def test_a_seeded_transform_replays_its_draws_from_a_saved_generator_state():
+    image = _random_image(30, 20)
+    transform = TrainTransform(8, [0, 0, 0], [1, 1, 1], seed=5)
+    torch.manual_seed(0)
+    [transform(image) for _ in range(3)]
+    state = transform.generator.get_state()  # what a checkpoint keeps
+    expected = [transform(image) for _ in range(4)]
+    other = TrainTransform(8, [0, 0, 0], [1, 1, 1], seed=123)
+    torch.manual_seed(99)  # the global generator does not matter
+    other.generator.set_state(state)
+    for a, b in zip(expected, [other(image) for _ in range(4)], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    fresh = TrainTransform(8, [0, 0, 0], [1, 1, 1], seed=5)
+    assert not all(torch.equal(a, fresh(image)) for a in expected)  # the draws do move on

@@ -45,7 +45,7 @@ def test_a_good_folder_is_read_with_sorted_classes_and_a_stratified_split(folder
     for row in datasets["train"]:
         pixels = np.asarray(row["image"], dtype=float)
         assert pixels[..., row["label"] % 3].mean() > pixels[..., (row["label"] + 1) % 3].mean() + 100
-    transformed = with_image_transforms(datasets, 12, [0.5] * 3, [0.5] * 3)
+    transformed, _ = with_image_transforms(datasets, 12, [0.5] * 3, [0.5] * 3, seed=0)
     batch = collate_images([transformed["train"][i] for i in range(3)])
     assert batch["pixel_values"].shape == (3, 3, 12, 12) and batch["labels"].dtype == torch.long
 
@@ -133,7 +133,7 @@ def test_mixed_modes_and_small_images_are_converted_and_scaled_up(tmp_path):
     summary = check_image_folder(str(root))
     assert set(summary.modes) == set(modes) and summary.smallest == (7, 5)
     datasets, _ = load_image_datasets(str(root), validation_split_percentage=20)
-    transformed = with_image_transforms(datasets, 16, [0.5] * 3, [0.5] * 3)
+    transformed, _ = with_image_transforms(datasets, 16, [0.5] * 3, [0.5] * 3)
     for split in ("train", "validation"):
         rows = [transformed[split][i] for i in range(len(transformed[split]))]
         assert all(r["pixel_values"].shape == (3, 16, 16) for r in rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from _images import write_image_folder
-from _scripts import offline_env, run_script
+from _scripts import ACCELERATE_ONE_CPU, offline_env, run_script
 from safetensors.torch import load_file
 
 from hf_topo.cli.pretrain import main as pretrain_main
@@ -143,3 +143,15 @@ def test_tiny_vit_trains_on_its_mlp_output_layers_and_reloads(tmp_path, folders)
     result = subprocess.run([sys.executable, "-c", code, str(out)], env=offline_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[:2] == ["ViTForImageClassification", "16"]
+
+
+@pytest.mark.slow
+def test_pretrain_image_folder_under_accelerate_launch(tmp_path, folders):
+    train, validation = folders
+    out = tmp_path / "accelerate"
+    cmd = [sys.executable, *ACCELERATE_ONE_CPU, "-m", "hf_topo.cli.pretrain", "--train_dir", str(train)]
+    cmd += ["--validation_dir", str(validation), "--output_dir", str(out), "--model_preset", "tiny-resnet"]
+    cmd += ["--tau", "1", "--max_steps", "2", "--save_strategy", "no", *COMMON]
+    run_script(cmd, tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["eval_accuracy"] <= 1 and metrics["n_eval_images"] == 15

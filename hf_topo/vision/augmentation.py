@@ -12,9 +12,10 @@ both               converted to RGB first (grayscale, palette, RGBA, CMYK: alpha
                    ``[0, 1]``, normalized with the image processor's ``image_mean`` / ``image_std``
 =================  ===========================================================================================
 
-The crop box and the flip follow torchvision's ``RandomResizedCrop`` and ``RandomHorizontalFlip`` (same draws in the
-same order, from torch's global random generator, so a run resumed from a checkpoint, whose random states the
-Trainer restores, draws what the uninterrupted run drew). Images smaller than ``size`` are scaled up.
+The crop box and the flip follow torchvision's ``RandomResizedCrop`` and ``RandomHorizontalFlip`` (the same draws
+in the same order). Training draws them from the transform's own seeded generator, whose state every checkpoint
+keeps, so a run resumed from a checkpoint draws what the uninterrupted run drew (the Trainer restores torch's global
+generator only after it has read the resumed run's first batch). Images smaller than ``size`` are scaled up.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def random_resized_crop_box(
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
+    generator: torch.Generator | None = None,
 ) -> tuple[int, int, int, int]:
     """A random crop box ``(top, left, box_height, box_width)`` of a ``width × height`` image, as torchvision's
-    ``RandomResizedCrop.get_params`` draws it (torch's global generator).
+    ``RandomResizedCrop.get_params`` draws it (from ``generator``; default torch's global generator).
 
     Each try draws an area fraction uniformly in ``scale`` and an aspect ratio (width / height) log-uniformly in
     ``ratio``; the first box that fits is placed uniformly at random. After ``attempts`` misses, the largest central
@@ -57,13 +59,13 @@ def random_resized_crop_box(
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(attempts):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1]).item())
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
         box_width = int(round(math.sqrt(target_area * aspect)))
         box_height = int(round(math.sqrt(target_area / aspect)))
         if 0 < box_width <= width and 0 < box_height <= height:
-            top = torch.randint(0, height - box_height + 1, size=(1,)).item()
-            left = torch.randint(0, width - box_width + 1, size=(1,)).item()
+            top = torch.randint(0, height - box_height + 1, size=(1,), generator=generator).item()
+            left = torch.randint(0, width - box_width + 1, size=(1,), generator=generator).item()
             return top, left, box_height, box_width
     in_ratio = width / height
     if in_ratio < min(ratio):
@@ -109,6 +111,12 @@ class TrainTransform:
         scale: range of the crop's area fraction; default torchvision's ``(0.08, 1.0)``.
         ratio: range of the crop's aspect ratio (width / height); default ``(3/4, 4/3)``.
         flip_probability: probability of a left-right flip; default 0.5.
+        seed: seeds the transform's own generator (:attr:`generator`); ``None``: torch's global generator.
+
+    With a seed, the draws depend only on the seed and the images transformed before, and :attr:`generator`'s
+    state (``get_state``/``set_state``) is what a checkpoint must keep for a resumed run to draw what the
+    uninterrupted one drew (:class:`hf_topo.vision.training.AugmentationStateCallback`). In a ``DataLoader`` worker
+    each worker draws from its own generator, seeded by the worker's seed (``torch.utils.data.get_worker_info``).
     """
 
     def __init__(
@@ -119,16 +127,30 @@ class TrainTransform:
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip_probability: float = 0.5,
+        seed: int | None = None,
     ):
         self.size, self.mean, self.std = size, list(mean), list(std)
         self.scale, self.ratio, self.flip_probability = scale, ratio, flip_probability
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._worker_generator: tuple[int, torch.Generator] | None = None
+
+    def _current_generator(self) -> torch.Generator | None:
+        worker = torch.utils.data.get_worker_info()
+        if worker is None or self.generator is None:
+            return self.generator
+        if self._worker_generator is None or self._worker_generator[0] != worker.seed:
+            self._worker_generator = (worker.seed, torch.Generator().manual_seed(worker.seed))
+        return self._worker_generator[1]
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The random resized crop and flip of an RGB image, before normalization."""
-        top, left, box_height, box_width = random_resized_crop_box(*image.size, self.scale, self.ratio)
+        generator = self._current_generator()
+        top, left, box_height, box_width = random_resized_crop_box(
+            *image.size, self.scale, self.ratio, generator=generator
+        )
         box = (left, top, left + box_width, top + box_height)
         image = image.resize((self.size, self.size), Image.BILINEAR, box=box)
-        if torch.rand(1).item() < self.flip_probability:
+        if torch.rand(1, generator=generator).item() < self.flip_probability:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return image
 

@@ -277,10 +277,16 @@ def image_processor_for(model, image_size: int, model_name_or_path: str | None =
     )
 
 
-def with_image_transforms(datasets: DatasetDict, image_size: int, mean, std) -> DatasetDict:
-    """The training split with :class:`TrainTransform`, the validation split with :class:`EvalTransform`, applied
-    when rows are read (``with_transform``): rows become ``{"pixel_values": (3, S, S) tensor, "labels": int}``."""
-    transforms = {"train": TrainTransform(image_size, mean, std), "validation": EvalTransform(image_size, mean, std)}
+def with_image_transforms(
+    datasets: DatasetDict, image_size: int, mean, std, seed: int | None = None
+) -> tuple[DatasetDict, TrainTransform]:
+    """The training split with :class:`TrainTransform` (its generator seeded by ``seed``), the validation split with
+    :class:`EvalTransform`, applied when rows are read (``with_transform``): rows become
+    ``{"pixel_values": (3, S, S) tensor, "labels": int}``. Returns the datasets and the training transform."""
+    transforms = {
+        "train": TrainTransform(image_size, mean, std, seed=seed),
+        "validation": EvalTransform(image_size, mean, std),
+    }
 
     def transformer(transform):
         def apply(batch: dict) -> dict:
@@ -288,7 +294,10 @@ def with_image_transforms(datasets: DatasetDict, image_size: int, mean, std) -> 
 
         return apply
 
-    return DatasetDict({split: datasets[split].with_transform(transformer(transforms[split])) for split in datasets})
+    transformed = DatasetDict(
+        {split: datasets[split].with_transform(transformer(transforms[split])) for split in datasets}
+    )
+    return transformed, transforms["train"]
 
 
 def collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -146,7 +146,8 @@ def plot_sheet_maps(measures: dict[str, dict], taus: dict[str, float], path: str
         for col, (layer, pc1) in enumerate(m["pc1_maps"].items()):
             ax = axes[row][col]
             image = ax.imshow(np.asarray(pc1), cmap="RdBu_r")
-            ax.set_title(f"{name} τ={taus[name]:g}\n{layer}: weight PC1", fontsize=8)
+            stage = layer.split(".layers.")[0].replace("stages.", "stage ")
+            ax.set_title(f"{name} τ={taus[name]:g}\n{stage}, last conv: weight PC1", fontsize=9)
             ax.axis("off")
             fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
