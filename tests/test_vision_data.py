@@ -47,6 +47,8 @@ def test_a_good_folder_is_read_with_sorted_classes_and_a_stratified_split(folder
         assert pixels[..., row["label"] % 3].mean() > pixels[..., (row["label"] + 1) % 3].mean() + 100
     transformed, _ = with_image_transforms(datasets, 12, [0.5] * 3, [0.5] * 3, seed=0)
     batch = collate_images([transformed["train"][i] for i in range(3)])
+    again = collate_images([transformed["train"][i] for i in (2, 1, 0)])  # keyed by row: any order, same crops
+    torch.testing.assert_close(again["pixel_values"], batch["pixel_values"].flip(0), rtol=0, atol=0)
     assert batch["pixel_values"].shape == (3, 3, 12, 12) and batch["labels"].dtype == torch.long
 
 

@@ -13,9 +13,10 @@ both               converted to RGB first (grayscale, palette, RGBA, CMYK: alpha
 =================  ===========================================================================================
 
 The crop box and the flip follow torchvision's ``RandomResizedCrop`` and ``RandomHorizontalFlip`` (the same draws
-in the same order). Training draws them from the transform's own seeded generator, whose state every checkpoint
-keeps, so a run resumed from a checkpoint draws what the uninterrupted run drew (the Trainer restores torch's global
-generator only after it has read the resumed run's first batch). Images smaller than ``size`` are scaled up.
+in the same order). In training each image's draws come from a generator keyed by ``(seed, epoch, image index)``,
+so a run resumed from a checkpoint crops and flips exactly as the uninterrupted run did (torch's global generator
+would not do: accelerate reads a batch ahead, and the Trainer restores that generator only after the resumed run's
+first batch is read). Images smaller than ``size`` are scaled up.
 """
 
 from __future__ import annotations
@@ -111,12 +112,13 @@ class TrainTransform:
         scale: range of the crop's area fraction; default torchvision's ``(0.08, 1.0)``.
         ratio: range of the crop's aspect ratio (width / height); default ``(3/4, 4/3)``.
         flip_probability: probability of a left-right flip; default 0.5.
-        seed: seeds the transform's own generator (:attr:`generator`); ``None``: torch's global generator.
+        seed: with ``index`` given to :meth:`__call__`, each image's draws come from a generator seeded by
+            ``(seed, epoch, index)``; ``None`` (or no index): torch's global generator.
 
-    With a seed, the draws depend only on the seed and the images transformed before, and :attr:`generator`'s
-    state (``get_state``/``set_state``) is what a checkpoint must keep for a resumed run to draw what the
-    uninterrupted one drew (:class:`hf_topo.vision.training.AugmentationStateCallback`). In a ``DataLoader`` worker
-    each worker draws from its own generator, seeded by the worker's seed (``torch.utils.data.get_worker_info``).
+    Keyed draws depend on nothing else (not on which images were transformed before, the order in which a
+    ``DataLoader`` or its workers fetch them, or how far ahead accelerate prefetches), so a run resumed from a
+    checkpoint crops and flips every image exactly as the uninterrupted run did. :attr:`epoch` is set at the start of
+    each epoch (:class:`hf_topo.vision.training.AugmentationEpochCallback`), so an image is cropped anew every epoch.
     """
 
     def __init__(
@@ -131,20 +133,18 @@ class TrainTransform:
     ):
         self.size, self.mean, self.std = size, list(mean), list(std)
         self.scale, self.ratio, self.flip_probability = scale, ratio, flip_probability
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._worker_generator: tuple[int, torch.Generator] | None = None
+        self.seed = seed
+        self.epoch = 0
 
-    def _current_generator(self) -> torch.Generator | None:
-        worker = torch.utils.data.get_worker_info()
-        if worker is None or self.generator is None:
-            return self.generator
-        if self._worker_generator is None or self._worker_generator[0] != worker.seed:
-            self._worker_generator = (worker.seed, torch.Generator().manual_seed(worker.seed))
-        return self._worker_generator[1]
+    def generator_for(self, index: int | None) -> torch.Generator | None:
+        """The generator of image ``index`` in the current epoch (``None``: torch's global generator)."""
+        if self.seed is None or index is None:
+            return None
+        key = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) % (1 << 63)
+        return torch.Generator().manual_seed(key)
 
-    def crop(self, image: Image.Image) -> Image.Image:
-        """The random resized crop and flip of an RGB image, before normalization."""
-        generator = self._current_generator()
+    def crop(self, image: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
+        """The random resized crop and flip of an RGB image, before normalization (draws from ``generator``)."""
         top, left, box_height, box_width = random_resized_crop_box(
             *image.size, self.scale, self.ratio, generator=generator
         )
@@ -154,8 +154,8 @@ class TrainTransform:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return image
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return to_normalized_tensor(self.crop(to_rgb(image)), self.mean, self.std)
+    def __call__(self, image: Image.Image, index: int | None = None) -> torch.Tensor:
+        return to_normalized_tensor(self.crop(to_rgb(image), self.generator_for(index)), self.mean, self.std)
 
 
 class EvalTransform:
@@ -176,5 +176,5 @@ class EvalTransform:
         top, left = center_crop_box(*new_size, self.size)
         return image.crop((left, top, left + self.size, top + self.size))
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, index: int | None = None) -> torch.Tensor:
         return to_normalized_tensor(self.crop(to_rgb(image)), self.mean, self.std)

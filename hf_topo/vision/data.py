@@ -290,13 +290,15 @@ def with_image_transforms(
 
     def transformer(transform):
         def apply(batch: dict) -> dict:
-            return {"pixel_values": [transform(image) for image in batch["image"]], "labels": batch["label"]}
+            pixels = [transform(image, index) for image, index in zip(batch["image"], batch["index"], strict=True)]
+            return {"pixel_values": pixels, "labels": batch["label"]}
 
         return apply
 
-    transformed = DatasetDict(
-        {split: datasets[split].with_transform(transformer(transforms[split])) for split in datasets}
-    )
+    transformed = DatasetDict()
+    for split in datasets:  # the row's index keys its random crop and flip (TrainTransform.generator_for)
+        indexed = datasets[split].add_column("index", list(range(len(datasets[split]))))
+        transformed[split] = indexed.with_transform(transformer(transforms[split]))
     return transformed, transforms["train"]
 
 

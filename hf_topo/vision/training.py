@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 
-import torch
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checkpoints import resolve_checkpoint
 from ..presets import VISION_MODEL_PRESETS
@@ -28,7 +27,7 @@ from .data import collate_images, image_processor_for, load_image_datasets, with
 from .metrics import ClassificationAccuracy
 from .models import build_vision_model
 
-__all__ = ["pretrain_image_classifier", "PREDICTIONS_FILE", "AugmentationStateCallback", "load_augmentation_state"]
+__all__ = ["pretrain_image_classifier", "PREDICTIONS_FILE", "AugmentationEpochCallback"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,37 +35,23 @@ logger = logging.getLogger(__name__)
 PREDICTIONS_FILE = "eval_predictions.json"
 
 
-def _augmentation_state_file(checkpoint: str, process_index: int) -> str:
-    return os.path.join(checkpoint, f"augmentation_rng_{process_index}.pt")
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells the training augmentation which epoch starts (its draws are keyed by seed, epoch and image index).
 
-
-class AugmentationStateCallback(TrainerCallback):
-    """Saves the training augmentation's generator state into every checkpoint (``augmentation_rng_<rank>.pt``),
-    which :func:`load_augmentation_state` restores before a resumed run reads its first batch."""
+    Called before the epoch's ``DataLoader`` iterator (and its workers) exist; a resumed run starts in the epoch of
+    its checkpoint (``state.epoch`` is restored)."""
 
     def __init__(self, transform: TrainTransform):
         self.transform = transform
 
-    def on_save(self, args, state, control, **kwargs):
-        if self.transform.generator is not None:
-            checkpoint = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(checkpoint):
-                torch.save(
-                    self.transform.generator.get_state(), _augmentation_state_file(checkpoint, args.process_index)
-                )
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.transform.epoch = math.floor(state.epoch + 1e-6)
+        if args.dataloader_persistent_workers and args.dataloader_num_workers > 0 and self.transform.epoch > 0:
+            logger.warning(
+                "--dataloader_persistent_workers: the workers keep the first epoch's augmentation keys, so every "
+                "epoch crops each image alike; leave it off for new crops per epoch."
+            )
         return control
-
-
-def load_augmentation_state(transform: TrainTransform, checkpoint: str, process_index: int = 0) -> None:
-    """Restore the augmentation generator saved in ``checkpoint`` by :class:`AugmentationStateCallback`; a checkpoint
-    without one (written before the callback existed) resumes with fresh draws, with a warning."""
-    path = _augmentation_state_file(checkpoint, process_index)
-    if not os.path.isfile(path):
-        logger.warning(
-            "%s has no augmentation state: the resumed run's crops and flips differ from the original's", checkpoint
-        )
-        return
-    transform.generator.set_state(torch.load(path, weights_only=True))
 
 
 def _check_arguments(model_args, data_args, training_args: TopoTrainingArguments) -> None:
@@ -136,12 +121,9 @@ def pretrain_image_classifier(model_args, data_args, training_args: TopoTraining
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
     _use_family_targets(model, training_args)
     processor = image_processor_for(model, data_args.image_size, model_args.model_name_or_path)
-    augmentation_seed = training_args.seed + training_args.process_index  # each process crops its images its own way
     transformed, augmentation = with_image_transforms(
-        datasets, data_args.image_size, processor.image_mean, processor.image_std, seed=augmentation_seed
+        datasets, data_args.image_size, processor.image_mean, processor.image_std, seed=training_args.seed
     )
-    if checkpoint is not None:
-        load_augmentation_state(augmentation, checkpoint, training_args.process_index)
     accuracy = ClassificationAccuracy(len(classes))
 
     trainer = TopoTrainer(
@@ -153,7 +135,7 @@ def pretrain_image_classifier(model_args, data_args, training_args: TopoTraining
         data_collator=collate_images,
         compute_metrics=accuracy,
         preprocess_logits_for_metrics=accuracy.preprocess_logits_for_metrics,
-        callbacks=[AugmentationStateCallback(augmentation)],
+        callbacks=[AugmentationEpochCallback(augmentation)],
     )
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
