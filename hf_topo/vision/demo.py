@@ -175,10 +175,10 @@ def run_vision_demo(args: VisionDemoArguments) -> dict:
             train_dir, validation_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "validation")
         else:
             train_dir, validation_dir = write_digits_folders(data_dir)
-    print(f"Data: {data_name} in {os.path.abspath(data_dir)}")
+    logger.info("Data: %s in %s", data_name, os.path.abspath(data_dir))
     results: dict[str, dict] = {}
     for name, tau in (("baseline", 0.0), ("toponet", args.tau)):
-        print(f"\n=== Training {name} (tiny-resnet, τ={tau:g}, {args.max_steps} steps) ===")
+        logger.info("=== Training %s (tiny-resnet, τ=%g, %d steps) ===", name, tau, args.max_steps)
         results[name] = _train_one(args, train_dir, validation_dir, name, tau)
     measures = {name: sheet_measures(m["output_dir"]) for name, m in results.items()}
     figure = plot_sheet_maps(
@@ -223,9 +223,7 @@ def run_vision_demo(args: VisionDemoArguments) -> dict:
         json.dump(summary, f, indent=2)
     with open(os.path.join(args.output_dir, "summary.md"), "w") as f:
         f.write("\n".join(rows) + "\n")
-    print("\n" + "\n".join(rows))
-    print(f"\nSummary: {os.path.abspath(os.path.join(args.output_dir, 'summary.json'))}")
-    print("Load a model with: AutoModelForImageClassification.from_pretrained(<output_dir>/toponet)")
+    summary["table"] = rows
     return summary
 
 
@@ -240,4 +238,8 @@ def main(argv: list[str], prog: str | None = None) -> dict:
     from ..cli.arguments import parse_command_line
 
     (args,) = parse_command_line(make_parser(prog), argv)
-    return run_vision_demo(args)
+    summary = run_vision_demo(args)
+    print("\n" + "\n".join(summary["table"]))
+    print(f"\nSummary: {os.path.abspath(os.path.join(args.output_dir, 'summary.json'))}")
+    print(f"Load a model with: AutoModelForImageClassification.from_pretrained({summary['toponet']['output_dir']!r})")
+    return summary

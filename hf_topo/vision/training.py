@@ -20,14 +20,15 @@ import os
 from transformers import TrainerCallback, set_seed
 
 from ..checkpoints import resolve_checkpoint
-from ..presets import VISION_MODEL_PRESETS
+from ..config import TopoConfig
+from ..presets import TARGET_PRESETS, VISION_MODEL_PRESETS
 from ..trainer import TopoTrainer, TopoTrainingArguments
 from .augmentation import TrainTransform
 from .data import collate_images, image_processor_for, load_image_datasets, with_image_transforms
 from .metrics import ClassificationAccuracy
 from .models import build_vision_model
 
-__all__ = ["pretrain_image_classifier", "PREDICTIONS_FILE", "AugmentationEpochCallback"]
+__all__ = ["pretrain_image_classifier", "PREDICTIONS_FILE", "AugmentationEpochCallback", "use_family_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,18 @@ class AugmentationEpochCallback(TrainerCallback):
                 "epoch crops each image alike; leave it off for new crops per epoch."
             )
         return control
+
+
+def use_family_targets(model, training_args: TopoTrainingArguments) -> None:
+    """Left at its default (GPT-2's ``mlp.c_fc``), ``--topo_target_modules`` becomes the vision family's layers
+    (:data:`hf_topo.presets.TARGET_PRESETS`: ResNet's block convolutions, ViT's ``mlp.fc2``)."""
+    default = TopoConfig.__dataclass_fields__["target_modules"].default_factory()
+    family = TARGET_PRESETS.get(getattr(model.config, "model_type", None))
+    if training_args.topo_target_modules != default or training_args.topo_loss_type == "spatial_correlation":
+        return
+    if family is not None:
+        logger.info("--topo_target_modules: %s, the topographic layers of %s", family, model.config.model_type)
+        training_args.topo_target_modules = list(family)
 
 
 def _check_arguments(model_args, data_args, training_args: TopoTrainingArguments) -> None:
@@ -90,7 +103,6 @@ def pretrain_image_classifier(model_args, data_args, training_args: TopoTraining
     evaluation), ``eval_results.json``, ``metrics.json`` and :data:`PREDICTIONS_FILE`.
     """
     from ..models import check_model_source
-    from ..pretraining import _use_family_targets
 
     _check_arguments(model_args, data_args, training_args)
     if model_args.model_name_or_path is not None:
@@ -119,7 +131,7 @@ def pretrain_image_classifier(model_args, data_args, training_args: TopoTraining
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
-    _use_family_targets(model, training_args)
+    use_family_targets(model, training_args)
     processor = image_processor_for(model, data_args.image_size, model_args.model_name_or_path)
     transformed, augmentation = with_image_transforms(
         datasets, data_args.image_size, processor.image_mean, processor.image_std, seed=training_args.seed
