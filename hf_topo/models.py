@@ -13,6 +13,9 @@ preset             architecture                                    topographic l
                    4 heads, rotary, parallel residual (CPU)        → 16×32
 ``tiny-llama``     Llama, 4 × 128, 4 heads, gated MLP of 512       ``mlp.up_proj``: 512 units → 16×32
                    units, RMSNorm, rotary, untied head (CPU)       (``gate_proj`` on request)
+``tiny-resnet``    ResNet image classifier, stages 64/128/256      every convolution of the residual
+                   (CPU; :mod:`hf_topo.vision.models`)             blocks: 9 Conv2d, 8×8 … 16×16
+``tiny-vit``       ViT image classifier, 4 × 64, MLP 256 (CPU)     ``mlp.fc2``: 64 units → 8×8
 =================  ==============================================  ================================
 
 The ``tiny-*`` presets have the same width, depth and number of MLP units, so a TopoNet of every family can be
@@ -35,7 +38,7 @@ from transformers import (
 )
 
 from .errors import InputError, parameter
-from .presets import MODEL_PRESETS
+from .presets import MODEL_PRESETS, VISION_MODEL_PRESETS
 
 __all__ = ["apply_overrides", "build_model", "preset_config"]
 
@@ -76,6 +79,12 @@ def preset_config(
         return GPTNeoXConfig(num_hidden_layers=4, num_attention_heads=4, **tiny)
     if preset == "tiny-llama":
         return LlamaConfig(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, **tiny)
+    if preset in VISION_MODEL_PRESETS:
+        raise InputError(
+            f"{parameter('model_preset', repr(preset))} is an image classifier (hf_topo.vision.models."
+            f"vision_preset_config): train it on a folder of images with {parameter('train_dir')}; language commands "
+            "take a language preset."
+        )
     raise InputError(
         f"Unknown model preset {parameter('model_preset', repr(preset))}; choose one of {MODEL_PRESETS} or pass "
         f"{parameter('model_name_or_path')}."

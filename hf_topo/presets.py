@@ -9,6 +9,9 @@ gpt_neox      ``mlp.dense_h_to_4h``    ``attention.query_key_value``
 llama         ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
 qwen2         ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
 mistral       ``mlp.up_proj``          ``self_attn.q_proj``, ``self_attn.v_proj``
+resnet        every convolution of     (none)
+              the residual blocks
+vit           ``mlp.fc2``              (none)
 ============  =======================  =============================================
 
 The topographic layer is the MLP expansion layer (the paper's choice); ``llama_gate`` names Llama's other expansion
@@ -35,6 +38,7 @@ __all__ = [
     "TARGET_PRESETS",
     "ATTENTION_TARGETS",
     "MODEL_PRESETS",
+    "VISION_MODEL_PRESETS",
     "TOPOLM_TARGETS",
     "VISION_TARGETS",
     "default_target_modules",
@@ -42,7 +46,10 @@ __all__ = [
     "vision_targets",
 ]
 
-#: The MLP expansion layer of common GPT-style families (pass these as ``target_modules``).
+# Every convolution inside a residual block, shortcut projections included (also matched inside a bare ResNetModel).
+_RESNET_BLOCK_CONVS = r"(?:resnet\.)?encoder\.stages\.\d+\.layers\.\d+\.(?:layer\.\d+|shortcut)\.convolution"
+
+#: The MLP expansion layer of GPT-style families, the paper's layers of vision families (pass as ``target_modules``).
 TARGET_PRESETS: dict[str, list[str]] = {
     "gpt2": ["mlp.c_fc"],
     "gpt_neo": ["mlp.c_fc"],
@@ -51,6 +58,11 @@ TARGET_PRESETS: dict[str, list[str]] = {
     "llama_gate": ["mlp.gate_proj"],
     "qwen2": ["mlp.up_proj"],
     "mistral": ["mlp.up_proj"],
+    # Vision: the paper's placements of VISION_TARGETS below (every convolution of a ResNet's residual blocks,
+    # shortcut projections included; a ViT's MLP output linear, torchvision's `mlp.3`), as `["re:REGEX"]` entries.
+    "resnet": [f"re:{_RESNET_BLOCK_CONVS}"],
+    "hf_topo_blurpool_resnet": [f"re:{_RESNET_BLOCK_CONVS}"],
+    "vit": ["mlp.fc2"],
 }
 
 #: The attention projections LoRA adapts by default (as in the paper), per ``config.model_type``.
@@ -65,8 +77,14 @@ ATTENTION_TARGETS: dict[str, list[str]] = {
 
 #: Architectures to pretrain from scratch (``tiny-gpt2``: GPT-2 4 × 128 for CPU demos; ``gpt2-124m``: GPT-2 small;
 #: ``gpt-neo-125m``: the shapes of the paper's language TopoNets; ``tiny-gpt-neo``, ``tiny-gpt-neox``,
-#: ``tiny-llama``: the other families at tiny-gpt2's size, 512 MLP units per layer).
-MODEL_PRESETS = ("tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama")
+#: ``tiny-llama``: the other families at tiny-gpt2's size, 512 MLP units per layer; ``tiny-resnet``, ``tiny-vit``:
+#: image classifiers for CPU demos and tests, built by :func:`hf_topo.vision.models.vision_preset_config`).
+MODEL_PRESETS = (
+    "tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama",
+    "tiny-resnet", "tiny-vit",
+)  # fmt: skip
+#: The image-classification presets among :data:`MODEL_PRESETS`.
+VISION_MODEL_PRESETS = ("tiny-resnet", "tiny-vit")
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
@@ -141,11 +159,10 @@ def topolm_targets(model: nn.Module | PretrainedConfig, placement: str = "residu
 
 
 # ---- vision: the paper's placements (hf_topo.vision) ----------------------------------------------------------------
-# Every convolution inside a residual block, shortcut projections included (also matched inside a bare ResNetModel).
-_RESNET_BLOCK_CONVS = r"(?:resnet\.)?encoder\.stages\.\d+\.layers\.\d+\.(?:layer\.\d+|shortcut)\.convolution"
 # The last convolution of each residual block (basic: layer.1, bottleneck: layer.2), whose output is the block's.
 _RESNET_LAST_CONV = r"(?:resnet\.)?encoder\.stages\.\d+\.layers\.\d+\.layer\.{last}\.convolution"
 _RESNET_PLACEMENTS = {"paper": _RESNET_BLOCK_CONVS, "tdann": _RESNET_LAST_CONV}
+
 
 #: The vision placements per ``config.model_type``: ``{placement: target_modules}`` (a regex string or suffixes).
 #:

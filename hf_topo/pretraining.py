@@ -94,6 +94,15 @@ class DataArguments:
     )
     blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    # Image classification (hf_topo.vision): a folder of class subfolders instead of text.
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": "Images: a folder with one subfolder of images per class (trains a classifier)."},
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "Images: held-out folder with the same class subfolders (else a split)."}
+    )
+    image_size: int = field(default=224, metadata={"help": "Images: side of the square model input, in pixels."})
 
 
 def _use_family_targets(model, training_args: TopoTrainingArguments) -> None:
@@ -148,6 +157,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     The model, its tokenizer, ``trainer_state.json`` (the log history) and ``metrics.json``
     (eval loss and perplexity, TopoLoss per layer, τ, BLiMP when asked) are saved to ``training_args.output_dir``.
     """
+    if data_args.train_dir is not None:  # image classification: the same trainer on an image folder
+        from .vision.training import pretrain_image_classifier
+
+        return pretrain_image_classifier(model_args, data_args, training_args)
     _check_arguments(data_args, training_args)
     if model_args.model_name_or_path is not None:
         check_model_source(model_args.model_name_or_path)

@@ -66,7 +66,11 @@ def test_overrides_and_unknown_preset():
         "tiny-gpt-neo",
         "tiny-gpt-neox",
         "tiny-llama",
+        "tiny-resnet",
+        "tiny-vit",
     }
+    with pytest.raises(ValueError, match="'tiny-resnet' is an image classifier.*hf-topo pretrain --train_dir"):
+        preset_config("tiny-resnet", 100, 16)
 
 
 def test_check_model_source_names_what_is_wrong_with_a_model_folder(tmp_path, tiny_gpt2):

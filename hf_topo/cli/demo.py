@@ -12,6 +12,10 @@ downsampling of the sheets, 50 % L1 pruning and weight noise; where each model i
 cortical sheet (`sheet_maps.png`): smooth patches for the TopoNet, salt and pepper for the baseline. The full
 analysis (report.json, maps, correlation-vs-distance curves, sweeps, temporal integration windows, and the TopoNet
 downsampled 2×2 as a loadable model) is in `<output_dir>/analysis/`. The experiment is `hf_topo.experiments.demo`.
+
+    hf-topo demo --domain vision                  # a tiny-resnet TopoNet and its twin on handwritten digits
+
+`--domain vision` runs the vision demo instead (`hf_topo.vision.demo`; `hf-topo demo --domain vision --help`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,26 @@ def make_parser(prog: str | None = None):
     return make_argument_parser(DemoArguments, prog, __doc__)
 
 
+def _domain(argv: list[str]) -> tuple[str, list[str]]:
+    """``--domain NAME`` (or ``--domain=NAME``) taken out of ``argv``: ``(NAME or "language", the other flags)``."""
+    for i, arg in enumerate(argv):
+        if arg == "--domain" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--domain="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return "language", argv
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    domain, argv = _domain(sys.argv[1:] if argv is None else argv)
+    if domain == "vision":  # a tiny-resnet TopoNet and its twin on handwritten digits (hf_topo/vision/demo.py)
+        from hf_topo.vision.demo import main as vision_main
+
+        return vision_main(argv, prog)
+    if domain != "language":
+        raise ValueError(f"--domain {domain!r}: choose language (the default) or vision.")
     setup_logging()
-    (args,) = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    (args,) = parse_command_line(make_parser(prog), argv)
     return run_demo(args)
 
 

@@ -14,6 +14,10 @@
         --tau 1 --bf16 --save_steps 1000 --output_dir outputs/toponet-124m
     # ... and after an interruption, the same command with --resume_from_checkpoint true (the last checkpoint)
 
+    # an image classifier on a folder of class subfolders (docs/vision_training.md)
+    hf-topo pretrain --train_dir images/train --model_preset tiny-resnet --image_size 32 --tau 1 \\
+        --max_steps 300 --per_device_train_batch_size 64 --output_dir outputs/resnet-topo
+
 All `TrainingArguments` and the TopoLoss settings (`--tau`, `--topo_target_modules`, `--topo_factor_h`, ...) are
 flags. The output directory holds an ordinary Hugging Face model whose `config.json` carries the `"topography"`
 record, its tokenizer, `trainer_state.json` and `metrics.json`.
@@ -38,6 +42,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         make_parser(prog), sys.argv[1:] if argv is None else argv
     )
     metrics = pretrain(model_args, data_args, training_args)
+    if "eval_accuracy" in metrics:  # an image classifier (--train_dir)
+        top5 = f"  top-5 {metrics['eval_top5_accuracy']:.4f}" if "eval_top5_accuracy" in metrics else ""
+        print(f"\nTopoNet saved to {metrics['output_dir']}\n  accuracy {metrics['eval_accuracy']:.4f}{top5}  "
+              f"topo loss {metrics['topo_loss']:.4f}  (tau {metrics['tau']:g})")  # fmt: skip
+        return metrics
     print(
         f"\nTopoNet saved to {metrics['output_dir']}\n"
         f"  eval loss {metrics['eval_loss']:.4f}  perplexity {metrics['eval_perplexity']:.2f}  "

@@ -54,6 +54,12 @@ class DemoArguments:
     )
     blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     skip_analysis: bool = field(default=False, metadata={"help": "Train and report only; do not run the analysis."})
+    domain: str = field(
+        default="language",
+        metadata={
+            "help": "language (this demo) or vision: `hf-topo demo --domain vision --help` (hf_topo.vision.demo)."
+        },
+    )
 
 
 #: The demo's analysis table: a measure (a field of AnalysisSummary) or a sweep point (kind, strength) per row.
