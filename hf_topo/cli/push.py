@@ -7,6 +7,10 @@
     hf-topo push --model outputs/toponet --repo_id you/toponet-tiny --private \\
         --analysis_dir outputs/analysis --datasets wikitext --eval_dataset wikitext --license apache-2.0
 
+    # a vision TopoNet (an image classifier from `hf-topo pretrain --train_dir`): its image processor instead of a
+    # tokenizer, image-classification metadata, top-1/top-5 accuracy in the model-index on the named data set
+    hf-topo push --model outputs/tiny-resnet --repo_id you/topo-tiny-resnet --datasets your/images --dry_run
+
     # a Space that shows the pushed TopoNet in the explorer (pip install "hf_topo[app]"): look first, then push
     hf-topo push --space --model outputs/toponet --repo_id you/toponet-tiny --dry_run --output_dir toponet-space
     hf-topo push --space --model outputs/toponet --repo_id you/toponet-tiny --space_id you/toponet-tiny-explorer
@@ -46,7 +50,11 @@ class PushArguments:
         default=None, metadata={"help": "hf-topo analyze output: its PNGs and report.json summary go in the card."}
     )
     tokenizer: str | None = field(
-        default=None, metadata={"help": "Tokenizer (Hub id or path) to push instead of the model directory's."}
+        default=None,
+        metadata={
+            "help": "Tokenizer (Hub id or path) to push instead of the model directory's (an image classifier's "
+            "image processor)."
+        },
     )
     infer_topography: bool = field(
         default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
@@ -60,7 +68,9 @@ class PushArguments:
     eval_dataset_config: str | None = field(default=None, metadata={"help": "Its config name."})
     base_model: str | None = field(default=None, metadata={"help": "Model this one was fine-tuned from."})
     license: str | None = field(default=None, metadata={"help": "License id (e.g. apache-2.0, mit)."})
-    language: str | None = field(default="en", metadata={"help": "Language of the training text."})
+    language: str | None = field(
+        default=None, metadata={"help": "Language of the training text (default: en; none for an image classifier)."}
+    )
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the saved login or HF_TOKEN)."})
     space: bool = field(
         default=False, metadata={"help": "Write (and push) a Gradio Space showing --repo_id in the explorer instead."}
@@ -97,7 +107,7 @@ def push(args: PushArguments) -> dict:
         eval_dataset_config=args.eval_dataset_config,
         base_model=args.base_model,
         license=args.license,
-        language=args.language,
+        language=args.language if args.language is not None else _default_language(args.model),
     )  # checks every input (model, repo id, analysis, tokenizer, upload folder) before it writes anything
     print(f"Upload folder {os.path.abspath(folder)} ({len(files)} files):")
     for name in files:
@@ -117,6 +127,22 @@ def push(args: PushArguments) -> dict:
     result["commit_url"] = commit.commit_url
     print(f"Pushed to https://huggingface.co/{args.repo_id} ({commit.commit_url})")
     return result
+
+
+def _default_language(model: str) -> str | None:
+    """``en`` for a language model; none for an image classifier (its config names ``*ForImageClassification``)."""
+    import json
+
+    config_path = os.path.join(model, "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as f:
+                architectures = json.load(f).get("architectures") or []
+        except (OSError, ValueError, AttributeError):
+            architectures = []  # build_upload_folder reports a broken config.json
+        if any(str(name).endswith("ForImageClassification") for name in architectures):
+            return None
+    return "en"
 
 
 def push_space_folder(args: PushArguments) -> dict:
