@@ -14,7 +14,7 @@ from .figures import render_sheet_maps
 from .loading import is_image_classifier_config, load_toponet
 from .results import REPORT_FILE, STATE_FILE, read_json, read_results, recipe_from_trainer_state
 
-__all__ = ["FIGURES_DIR", "build_upload_folder", "push_folder", "check_hub_online"]
+__all__ = ["FIGURES_DIR", "build_upload_folder", "push_folder", "check_hub_online", "load_image_processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def build_upload_folder(
     tokenizer_source = tokenizer if tokenizer is not None else model_dir
     vision = is_image_classifier_config(model.config)
     if vision:
-        loaded_tokenizer = _load_image_processor(tokenizer_source)
+        loaded_tokenizer = load_image_processor(tokenizer_source)
     else:
         loaded_tokenizer = _load_tokenizer(tokenizer_source, model)
 
@@ -168,7 +168,7 @@ def build_upload_folder(
     return files
 
 
-def _load_image_processor(source):
+def load_image_processor(source):
     """The image processor of an image classifier (its ``preprocessor_config.json``), or a ``ValueError`` saying how
     to give one."""
     from transformers import AutoImageProcessor
