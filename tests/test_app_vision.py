@@ -183,3 +183,15 @@ def test_the_vision_api_through_gradio_client(explorer, image):
         assert "Upload an image first" in client.predict(CONV, None, api_name="/image_responses")[2]
     finally:
         demo.close()
+
+
+def test_push_space_dry_run_of_a_vision_toponet_speaks_of_images(saved, tmp_path):
+    from hf_topo.cli.arguments import run_command
+    from hf_topo.cli.push import main
+
+    folder = tmp_path / "space"
+    argv = ["--space", "--model", str(saved / "toponet"), "--repo_id", "me/topo-tiny-resnet", "--dry_run"]
+    assert run_command(main, argv + ["--output_dir", str(folder)], prog="hf-topo push") == 0
+    readme = (folder / "README.md").read_text()
+    assert "response to an uploaded image" in readme and "response to a text" not in readme
+    assert "TopoNetExplorer.from_pretrained(MODEL" in (folder / "app.py").read_text()

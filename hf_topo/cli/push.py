@@ -129,20 +129,24 @@ def push(args: PushArguments) -> dict:
     return result
 
 
-def _default_language(model: str) -> str | None:
-    """``en`` for a language model; none for an image classifier (its config names ``*ForImageClassification``)."""
+def _is_image_classifier_folder(model: str) -> bool:
+    """Whether a local model folder's ``config.json`` names an ``*ForImageClassification`` architecture."""
     import json
 
     config_path = os.path.join(model, "config.json")
-    if os.path.isfile(config_path):
-        try:
-            with open(config_path) as f:
-                architectures = json.load(f).get("architectures") or []
-        except (OSError, ValueError, AttributeError):
-            architectures = []  # build_upload_folder reports a broken config.json
-        if any(str(name).endswith("ForImageClassification") for name in architectures):
-            return None
-    return "en"
+    if not os.path.isfile(config_path):
+        return False
+    try:
+        with open(config_path) as f:
+            architectures = json.load(f).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False  # build_upload_folder reports a broken config.json
+    return any(str(name).endswith("ForImageClassification") for name in architectures)
+
+
+def _default_language(model: str) -> str | None:
+    """``en`` for a language model; none for an image classifier."""
+    return None if _is_image_classifier_folder(model) else "en"
 
 
 def push_space_folder(args: PushArguments) -> dict:
@@ -163,6 +167,7 @@ def push_space_folder(args: PushArguments) -> dict:
         baseline_id=args.space_baseline,
         hf_topo_requirement=args.space_requirement,
         overwrite=args.overwrite,
+        vision=_is_image_classifier_folder(args.model),
     )
     print(f"Space folder {os.path.abspath(folder)} ({len(files)} files): {', '.join(files)}")
     result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None, "space_id": space_id}
