@@ -113,6 +113,8 @@ def test_vision_card_metadata_and_sheets(resnet_dir):
     assert "| `resnet.encoder.stages.0.layers.0.layer.0.convolution` | Conv2d | 4 × 4 | 16 | 16·3·3 = 144 |" in text
     assert "| `resnet.encoder.stages.1.layers.0.shortcut.convolution` | Conv2d | 4 × 8 | 32 | 16·1·1 = 16 |" in text
     assert "| top-1 accuracy (evaluation images) | 0.5833 |" in text and "| classes | 6 |" in text
+    # the regex's "|" is escaped, so the row keeps its two cells
+    assert r"(layer\.\d+\|shortcut)\.convolution` |" in text
     assert 'AutoModelForImageClassification.from_pretrained("me/topo-tiny-resnet")' in text
     assert "AutoModelForCausalLM" not in text and "AutoTokenizer" not in text and "import hf_topo  #" not in text
     assert "perplexity" not in text.lower()

@@ -94,7 +94,8 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     if topo.sheet != "output":
         rows.append(("units on the sheet", f"{topo.sheet} (input units / the hidden states a target receives)"))
     targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
-    rows.append(("target modules", _fmt(targets)))
+    # a regex's "|" would end the markdown table's cell
+    rows.append(("target modules", _fmt(targets).replace("|", "\\|")))
     if topo.watch_modules:
         rows.append(("watched modules (logged only)", _fmt(topo.watch_modules)))
     rows.append(
