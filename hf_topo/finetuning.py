@@ -5,6 +5,12 @@ repeats over models and ranks. The adapter is saved in PEFT format with ``topogr
 TopoNet's own record (its τ and sheets, unchanged) with this fine-tuning appended to its ``finetuning`` list, so
 ``TopoConfig.from_pretrained(adapter_dir)`` reads it. With ``merge`` the merged full model (same record in its
 ``config.json``) goes to ``<output_dir>/merged``.
+
+An image classifier (a vision TopoNet) is fine-tuned on a folder of class subfolders (``train_dir``, read with
+``datasets``' ``imagefolder``) instead of a corpus: images resized and normalised by the model's image processor,
+accuracy before and after instead of perplexity, the classifier head trained in full beside the adapter, and a new
+head when the folder's classes are not the model's labels (:func:`hf_topo.lora.load_lora_image_classifier` loads
+the base with it).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from .trainer import MODEL_TAGS, TopoTrainer, TopoTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoraArguments", "finetune_lora", "load_lora_corpus"]
+__all__ = ["LoraArguments", "finetune_lora", "load_lora_corpus", "load_lora_images"]
 
 
 @dataclass
@@ -49,6 +55,14 @@ class LoraArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "Local text for the corpus (wins over the Hub)."})
     code_dir: str | None = field(default=None, metadata={"help": "Directory of .py files for the corpus."})
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": "Images (an image classifier): a folder with one subfolder of images per class."},
+    )
+    validation_dir: str | None = field(
+        default=None,
+        metadata={"help": "Images: held-out folder with the same class subfolders (else validation_fraction)."},
+    )
     max_train_tokens: int | None = field(
         default=None, metadata={"help": "Token budget of the training split (default: the preset's, 300k / 1M)."}
     )
@@ -92,9 +106,24 @@ class LoraArguments:
             check_data_file(self.train_file, "train_file")
         if self.code_dir and not os.path.isdir(self.code_dir):
             raise MissingFileError(f"{parameter('code_dir', repr(self.code_dir))} is not a directory.")
+        if self.train_dir is not None and (self.train_file or self.code_dir):
+            raise InputError(
+                f"{parameter('train_dir')} (images) cannot be combined with {parameter('train_file')}/"
+                f"{parameter('code_dir')} (text)."
+            )
+        if self.validation_dir is not None and self.train_dir is None:
+            raise InputError(f"{parameter('validation_dir')} is for images: give {parameter('train_dir')} too.")
+        for name, folder in (("train_dir", self.train_dir), ("validation_dir", self.validation_dir)):
+            if folder is not None and not os.path.isdir(folder):
+                raise MissingFileError(
+                    f"{parameter(name, repr(folder))} is not a directory: pass a folder with one subfolder of images "
+                    "per class."
+                )
 
     def corpus_source(self) -> str:
-        """Where the text came from: the local file or folder, else the preset's Hub dataset."""
+        """Where the text came from: the local file or folder, else the preset's Hub dataset (images: the folder)."""
+        if self.train_dir:
+            return os.path.abspath(self.train_dir)
         if self.train_file or self.code_dir:
             return os.path.abspath(self.train_file or self.code_dir)
         return CORPUS_PRESETS.get(self.dataset, {}).get("hub", self.dataset)
@@ -140,8 +169,22 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     ``lora_metrics.json`` (validation loss and perplexity before and after, TopoLoss before and after).
 
     Everything that can fail on bad input (the model folder, the corpus, the output folder, the LoRA settings) is
-    checked before the model is evaluated or trained."""
+    checked before the model is evaluated or trained. With ``args.train_dir`` the model is an image classifier
+    fine-tuned on that image folder (:func:`load_lora_images`); its metrics hold accuracy instead of perplexity."""
     args.check_sources()
+    image_model = _is_image_classifier_source(args.model_name_or_path)
+    if args.train_dir is not None or image_model:
+        if not image_model:
+            raise ValueError(
+                f"--train_dir is for image classifiers, but {args.model_name_or_path} is not one (its config names no "
+                "*ForImageClassification architecture): fine-tune a causal LM on --train_file or --code_dir."
+            )
+        if args.train_dir is None:
+            raise ValueError(
+                f"{args.model_name_or_path} is an image classifier: pass --train_dir (a folder with one subfolder of "
+                "images per class), not a text corpus."
+            )
+        return _finetune_image_classifier(args, training_args)
     checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(args.model_name_or_path)
@@ -217,6 +260,224 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
         "output_dir": os.path.abspath(training_args.output_dir),
     }
+    if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "lora_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+# ---- image classifiers ----------------------------------------------------------------------------------------
+
+
+def _is_image_classifier_source(model_name_or_path: str) -> bool:
+    """Whether the saved model's ``config.json`` names an image-classification architecture."""
+    from transformers import AutoConfig
+
+    architectures = getattr(AutoConfig.from_pretrained(model_name_or_path), "architectures", None) or []
+    return any(name.endswith("ForImageClassification") for name in architectures)
+
+
+def _image_dataset_name(args: LoraArguments) -> str:
+    """The name of an image folder in the records: ``--dataset`` when set to something else than a text preset,
+    else the folder's name."""
+    if args.dataset not in CORPUS_PRESETS:
+        return args.dataset
+    return os.path.basename(os.path.normpath(args.train_dir))
+
+
+def load_lora_images(args: LoraArguments, image_processor, seed: int = 0) -> tuple[Dataset, Dataset, list[str]]:
+    """``(train, validation, class names)`` of ``args.train_dir`` (``datasets``' ``imagefolder``: one subfolder per
+    class), the validation split from ``args.validation_dir`` or the held-out ``validation_fraction`` (seeded).
+
+    The datasets yield ``pixel_values`` (the ``image_processor``'s resize and normalisation, no augmentation) and
+    ``labels`` on the fly.
+    """
+    from datasets import load_dataset
+
+    def read(folder: str, flag: str) -> Dataset:
+        try:
+            data = load_dataset("imagefolder", data_dir=folder, split="train")
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(
+                f"{flag} {folder!r} could not be read as an image folder ({str(err).splitlines()[0]}): expected one "
+                "subfolder of images (PNG, JPEG, ...) per class."
+            ) from None
+        if "label" not in data.features or not hasattr(data.features["label"], "names"):
+            raise ValueError(f"{flag} {folder!r} has no class subfolders: put each class's images in its own folder.")
+        return data
+
+    train = read(args.train_dir, "--train_dir")
+    classes = list(train.features["label"].names)
+    if len(classes) < 2:
+        raise ValueError(f"--train_dir {args.train_dir!r} has {len(classes)} class folder(s): a classifier needs two.")
+    if args.validation_dir is not None:
+        validation = read(args.validation_dir, "--validation_dir")
+        if list(validation.features["label"].names) != classes:
+            raise ValueError(
+                f"--validation_dir {args.validation_dir!r} has classes {validation.features['label'].names}, but "
+                f"--train_dir has {classes}: give both folders the same class subfolders."
+            )
+    else:
+        n_validation = int(len(train) * args.validation_fraction)
+        if n_validation < 1 or len(train) - n_validation < 1:
+            raise ValueError(
+                f"--train_dir {args.train_dir!r} has {len(train)} images: too few for a validation fraction of "
+                f"{args.validation_fraction}. Add images or pass --validation_dir."
+            )
+        split = train.train_test_split(test_size=n_validation, seed=seed)
+        train, validation = split["train"], split["test"]
+
+    def transform(batch):
+        images = [image.convert("RGB") for image in batch["image"]]
+        pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch["label"])}
+
+    logger.info("Images: %d train, %d validation, %d classes", len(train), len(validation), len(classes))
+    return train.with_transform(transform), validation.with_transform(transform), classes
+
+
+class _Accuracy:
+    """Top-1 accuracy (and top-5 with 5 classes or more) for ``Trainer``'s ``compute_metrics``."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+
+    def __call__(self, prediction) -> dict[str, float]:
+        logits, labels = torch.as_tensor(prediction.predictions), torch.as_tensor(prediction.label_ids)
+        metrics = {"accuracy": (logits.argmax(-1) == labels).double().mean().item()}
+        if self.n_classes >= 5:
+            top5 = logits.topk(5, dim=-1).indices
+            metrics["top5_accuracy"] = (top5 == labels[:, None]).any(-1).double().mean().item()
+        return metrics
+
+
+def _finetune_image_classifier(args: LoraArguments, training_args: TopoTrainingArguments) -> dict:
+    """:func:`finetune_lora` of an image classifier on ``args.train_dir`` (see the module docstring)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
+    set_seed(training_args.seed)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{args.model_name_or_path} has no image processor (preprocessor_config.json), so its images' size and "
+            f"normalisation are unknown ({str(err).splitlines()[0]}). Save the processor the model was trained with "
+            "into its folder (image_processor.save_pretrained(MODEL_DIR))."
+        ) from None
+    train, validation, classes = load_lora_images(args, image_processor, seed=training_args.seed)
+    base_labels = AutoConfig.from_pretrained(args.model_name_or_path).id2label or {}
+    new_head = [base_labels.get(i, base_labels.get(str(i))) for i in range(len(base_labels))] != classes
+    head_kwargs = (
+        {
+            "num_labels": len(classes),
+            "id2label": dict(enumerate(classes)),
+            "label2id": {name: i for i, name in enumerate(classes)},
+            "ignore_mismatched_sizes": True,
+        }
+        if new_head
+        else {}
+    )
+    if new_head:
+        logger.info(
+            "The folder's classes %s are not the model's labels: a new head of %d classes", classes, len(classes)
+        )
+    model = AutoModelForImageClassification.from_pretrained(
+        args.model_name_or_path, dtype=torch.float32, **head_kwargs
+    )
+    has_topography = isinstance(stored_topography(model), dict)
+    if not has_topography:
+        if args.infer_topography:
+            attach_inferred_topography(model)
+            has_topography = True
+        elif training_args.tau > 0:
+            raise ValueError(
+                f"{args.model_name_or_path} has no topography metadata, so --tau {training_args.tau} has no layers "
+                "to act on: fine-tune a vision TopoNet (hf-topo pretrain --train_dir) or pass --tau 0."
+            )
+        else:
+            logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)
+    original_topography = copy.deepcopy(stored_topography(model))
+    topo = None
+    if has_topography:
+        stored = TopoConfig.from_pretrained(model)  # checks the stored sheets against the weights
+        topo = TopoConfig.from_dict(stored.to_dict() | {"tau": {"value": training_args.tau, "schedule": []}})
+    # The adapter (and the head) must be all that changes: a ResNet's BatchNorm running statistics, which training
+    # would update in place and the adapter does not save, are frozen (momentum 0; batches are still normalised
+    # with their own statistics during training).
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in batch_norms:
+        norm.momentum = 0.0
+
+    training_args.remove_unused_columns = False  # the images become pixel_values in the datasets' transform
+    accuracy = _Accuracy(len(classes))
+    common = dict(
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=validation,
+        data_collator=default_data_collator,
+        compute_metrics=accuracy,
+    )
+    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
+    topo_before = TopoRegularizer(topo)(model).item() if topo else None
+
+    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    after = trainer.evaluate()
+    topo_after = TopoRegularizer(topo)(model).item() if topo else None
+
+    dataset_name = _image_dataset_name(args)
+    record = None
+    if original_topography is not None:  # the TopoNet's own record stays; the fine-tuning is added to it
+        targets = model.peft_config["default"].target_modules
+        run = {
+            "method": "lora", "tau": training_args.tau, "r": args.lora_r, "alpha": args.lora_alpha,
+            "target_modules": targets if isinstance(targets, str) else sorted(targets),
+            "modules_to_save": sorted(model.peft_config["default"].modules_to_save or []),
+            "dataset": dataset_name, "dataset_source": args.corpus_source(), "steps": trainer.state.global_step,
+            "new_head": new_head,
+        }  # fmt: skip
+        if batch_norms:
+            run["batch_norm"] = "running statistics frozen"
+        if new_head:
+            run["classes"] = classes
+        record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
+        setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(training_args.output_dir)
+        add_card_tags(os.path.join(training_args.output_dir, "README.md"), MODEL_TAGS)
+        image_processor.save_pretrained(training_args.output_dir)
+        if record is not None:  # an adapter folder has no config.json: the record goes beside it
+            write_adapter_record(training_args.output_dir, record)
+        if args.merge:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+            image_processor.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+
+    metrics = {
+        "model": args.model_name_or_path,
+        "dataset": dataset_name,
+        "dataset_source": args.corpus_source(),
+        "classes": classes,
+        "new_head": new_head,
+        "lora_r": args.lora_r,
+        "tau": training_args.tau,
+        "trainable_parameters": trainable,
+        "eval_loss_before": before["eval_loss"],
+        "eval_loss_after": after["eval_loss"],
+        "delta_eval_loss": after["eval_loss"] - before["eval_loss"],
+        "accuracy_before": before["eval_accuracy"],
+        "accuracy_after": after["eval_accuracy"],
+        "topo_loss_before": topo_before,
+        "topo_loss_after": topo_after,
+        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
+        "output_dir": os.path.abspath(training_args.output_dir),
+    }
+    if "eval_top5_accuracy" in after:
+        metrics["top5_accuracy_before"] = before["eval_top5_accuracy"]
+        metrics["top5_accuracy_after"] = after["eval_top5_accuracy"]
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "lora_metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)

@@ -73,6 +73,7 @@ ATTENTION_TARGETS: dict[str, list[str]] = {
     "llama": ["self_attn.q_proj", "self_attn.v_proj"],
     "qwen2": ["self_attn.q_proj", "self_attn.v_proj"],
     "mistral": ["self_attn.q_proj", "self_attn.v_proj"],
+    "vit": ["attention.q_proj", "attention.v_proj"],
 }
 
 #: Architectures to pretrain from scratch (``tiny-gpt2``: GPT-2 4 × 128 for CPU demos; ``gpt2-124m``: GPT-2 small;

@@ -17,6 +17,12 @@ temporal windows            the per-layer figures and fits of a ``report.json`` 
 
 The baseline is measured on the TopoNet's layers and sheets (its ``TopoConfig``), so the two are drawn side by
 side unit for unit. Every figure is a PNG file (a download in the app).
+
+A vision TopoNet (an image classifier) is explored with its image processor instead of a tokenizer: the weight map
+(a convolution's units are its output channels, each unit's weights its whole ``in × kh × kw`` kernel) and the
+responses to an image (:meth:`TopoNetExplorer.image_responses`): a unit's response is its output averaged over the
+image, i.e. a convolution channel's feature map averaged over space, a linear layer's (a ViT's MLP) output averaged
+over the tokens (patches and the class token).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,7 +49,7 @@ from ..evaluation import TokenBatch
 from ..sheet import ACTIVATION_SHEET
 from ..targets import TopoLayer, short_layer_name
 
-__all__ = ["TopoNetExplorer", "TokenResponses", "read_report", "parse_stimuli"]
+__all__ = ["TopoNetExplorer", "TokenResponses", "ImageResponses", "read_report", "parse_stimuli"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,20 @@ class TokenResponses:
     def mean_map(self) -> torch.Tensor:
         """The average over the tokens: ``(height, width)``."""
         return self.maps.mean(dim=0)
+
+
+@dataclass
+class ImageResponses:
+    """One image classifier's responses to an image on one layer.
+
+    Attributes:
+        map: ``(height, width)`` float32: each unit's output averaged over the image (a convolution channel's over
+            its spatial positions, a linear layer's over the tokens), laid out on the sheet.
+        top_classes: the model's most probable classes for the image, ``[(label, probability), ...]``.
+    """
+
+    map: torch.Tensor
+    top_classes: list[tuple[str, float]]
 
 
 def parse_stimuli(text: str, name: str) -> list[str]:
@@ -104,42 +125,57 @@ class TopoNetExplorer:
 
     Args:
         model: a causal LM; without ``topography`` metadata it gets inferred most-square sheets (and :attr:`note`
-            says so).
-        tokenizer: its tokenizer.
+            says so). Or an image classifier (a vision TopoNet) with its ``topography`` record.
+        tokenizer: its tokenizer (``None`` for an image classifier).
         baseline: a model with the same layers (e.g. the τ=0 twin), measured on ``model``'s sheets.
         report: a ``report.json`` (file or folder) of ``hf-topo analyze`` on this model, for the temporal windows.
         labels: the names of the model and the baseline in the figures.
         max_tokens: longest text measured, in tokens (longer texts are truncated, with a note).
         max_token_panels: most per-token maps drawn in one figure (all tokens still count in the average).
         output_dir: where the PNGs are written (default: a new temporary folder).
+        image_processor: an image classifier's image processor (resize and normalisation of an uploaded image).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        tokenizer,
+        tokenizer=None,
         baseline: nn.Module | None = None,
         report: str | os.PathLike | None = None,
         labels: tuple[str, str] = ("TopoNet", "baseline"),
         max_tokens: int = 64,
         max_token_panels: int = 16,
         output_dir: str | os.PathLike | None = None,
+        image_processor=None,
     ):
+        from ..hub.loading import is_image_classifier_config
         from ..loading import check_tokenizer
 
         if max_tokens < 1 or max_token_panels < 1:
             raise ValueError(f"max_tokens={max_tokens} and max_token_panels={max_token_panels} must be at least 1.")
-        check_tokenizer(tokenizer)
+        self.vision = is_image_classifier_config(model)
+        if self.vision:
+            if image_processor is None or not callable(image_processor):
+                raise ValueError(
+                    f"{type(model).__name__} is an image classifier: pass its image_processor (e.g. "
+                    "AutoImageProcessor.from_pretrained(MODEL_DIR)), which turns an uploaded image into its input."
+                )
+        else:
+            check_tokenizer(tokenizer)
+        self.image_processor = image_processor
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.layers: dict[str, TopoLayer] = {layer.name: layer for layer in topographic_layers(model)}
+        # hf_topo.analysis's activation analyses are for language models; a vision model's sheets (Conv2d included)
+        # are resolved here, for the views this explorer computes itself
+        layers_of = _vision_layers if self.vision else topographic_layers
+        self.layers: dict[str, TopoLayer] = {layer.name: layer for layer in layers_of(model)}
         self.config = TopoConfig.from_pretrained(model)
         self.inferred = bool(self.config.inferred)
         self.baseline = baseline.eval() if baseline is not None else None
         self.baseline_layers: dict[str, TopoLayer] = {}
         if baseline is not None:
             # the TopoNet's layers and sheets on the baseline (an error if its shapes differ)
-            self.baseline_layers = {layer.name: layer for layer in topographic_layers(baseline, self.config)}
+            self.baseline_layers = {layer.name: layer for layer in layers_of(baseline, self.config)}
         self.labels = labels
         n_positions = getattr(getattr(model, "config", None), "n_positions", None) or getattr(
             getattr(model, "config", None), "max_position_embeddings", None
@@ -163,13 +199,19 @@ class TopoNetExplorer:
         **kwargs,
     ) -> TopoNetExplorer:
         """Load ``model`` (a Hub id or folder, :func:`hf_topo.hub.load_toponet`; inferred sheets when it has no
-        topography record), its tokenizer (from ``tokenizer`` or the model's folder) and the optional ``baseline``."""
-        from ..hub.loading import load_toponet
+        topography record), its tokenizer (from ``tokenizer`` or the model's folder; an image classifier: its image
+        processor, from the same places) and the optional ``baseline``."""
+        from ..hub.loading import is_image_classifier_config, load_toponet
         from ..loading import load_tokenizer
 
         loaded = load_toponet(model, infer_if_missing=True)
-        loaded_tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)
         loaded_baseline = None if baseline is None else load_toponet(baseline, infer_if_missing=True)
+        if is_image_classifier_config(loaded):
+            from ..hub.upload import load_image_processor
+
+            processor = load_image_processor(tokenizer if tokenizer is not None else model)
+            return cls(loaded, baseline=loaded_baseline, report=report, image_processor=processor, **kwargs)
+        loaded_tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)
         return cls(loaded, loaded_tokenizer, baseline=loaded_baseline, report=report, **kwargs)
 
     # ---- what the page shows about the model ------------------------------------------------------------------
@@ -191,6 +233,12 @@ class TopoNetExplorer:
                 "was published without its metadata). Its units are laid out on most-square sheets of its MLP "
                 "expansion layers in their stored order, so any smoothness seen here is not evidence of training "
                 "with TopoLoss."
+            )
+        if self.vision:
+            lines.append(
+                "An image classifier: a unit's **response to an image** is its output averaged over the image (a "
+                "convolution channel's feature map averaged over space, a linear layer's output averaged over the "
+                "tokens); a convolution's **weight map** uses each output channel's whole kernel (in × k × k)."
             )
         if self.baseline is not None:
             lines.append(f"Baseline shown beside it, on the same sheets ({self.labels[1]}).")
@@ -219,6 +267,8 @@ class TopoNetExplorer:
 
     def tokenize(self, text: str) -> tuple[torch.Tensor, list[str], bool]:
         """``(input_ids (1, T), token strings, truncated)`` of ``text`` (no special tokens, at most ``max_tokens``)."""
+        if self.vision:
+            raise ValueError("This model is an image classifier: it reads images, not text (upload an image).")
         if not isinstance(text, str) or not text.strip():
             raise ValueError("Type some text first: the maps show each unit's response to its tokens.")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -243,6 +293,56 @@ class TopoNetExplorer:
             responses[label] = TokenResponses(tokens, as_sheet_map(acts, topo_layer.sheet))
         return responses, truncated
 
+    def pixel_values(self, image) -> torch.Tensor:
+        """``(1, 3, H, W)``: an image (PIL image, ``(H, W[, 3])`` uint8 array, or path) through the image processor."""
+        from PIL import Image
+
+        if not self.vision:
+            raise ValueError("This model reads text, not images: use the responses to a text.")
+        if image is None:
+            raise ValueError("Upload an image first: the maps show each unit's response to it.")
+        if isinstance(image, (str, os.PathLike)):
+            image = Image.open(image)
+        elif not isinstance(image, Image.Image):
+            array = np.asarray(image)
+            if array.ndim not in (2, 3) or array.size == 0:
+                raise ValueError(
+                    f"Expected an image (height × width [× channels]), got an array of shape {array.shape}."
+                )
+            image = Image.fromarray(array.astype(np.uint8))
+        return self.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def image_responses(self, image, layer: str, top_k: int = 3) -> dict[str, ImageResponses]:
+        """Each model's responses to ``image`` on ``layer``: ``{label: ImageResponses}``.
+
+        A unit's response is the layer's output for that unit averaged over the image: a Conv2d output ``(1, C, H,
+        W)`` over its ``H × W`` positions (channel ``c`` is unit ``c`` of the sheet), a Linear output ``(1, T, units)``
+        over its ``T`` tokens.
+        """
+        name = self.resolve_layer(layer)
+        pixel_values = self.pixel_values(image)
+        responses = {}
+        for label, model, topo_layer in self._models(name):
+            captured: list[torch.Tensor] = []
+            handle = topo_layer.module.register_forward_hook(
+                lambda m, i, o, out=captured: out.append(o.detach().float())
+            )
+            try:
+                logits = model(pixel_values=pixel_values).logits[0]
+            finally:
+                handle.remove()
+            output = captured[0]
+            per_unit = output.mean(dim=(2, 3)) if output.ndim == 4 else output.reshape(1, -1, output.shape[-1]).mean(1)
+            probabilities = logits.float().softmax(-1)
+            best = probabilities.topk(min(top_k, probabilities.numel()))
+            id2label = getattr(model.config, "id2label", None) or {}
+            top = [
+                (str(id2label.get(int(i), int(i))), float(p)) for p, i in zip(best.values, best.indices, strict=True)
+            ]
+            responses[label] = ImageResponses(as_sheet_map(per_unit[0], topo_layer.sheet), top)
+        return responses
+
     def weight_maps(self, layer: str, use_cache: bool = True) -> dict[str, torch.Tensor]:
         """``{label: (height, width)}``: the first principal component of each unit's weights (sign arbitrary).
 
@@ -264,6 +364,8 @@ class TopoNetExplorer:
     def selectivity(self, stimuli_a: Sequence[str], stimuli_b: Sequence[str], layer: str) -> dict[str, torch.Tensor]:
         """``{label: (height, width)}`` Welch t-maps of every unit for ``stimuli_a`` over ``stimuli_b`` (eq. 2)."""
         name = self.resolve_layer(layer)
+        if self.vision:
+            raise ValueError("This model is an image classifier: selectivity between lists of text does not apply.")
         for stimuli, which in ((stimuli_a, "a"), (stimuli_b, "b")):
             if len(stimuli) < 2:
                 raise ValueError(f"List {which} needs at least 2 stimuli (one per line), got {len(stimuli)}.")
@@ -373,6 +475,21 @@ class TopoNetExplorer:
             symmetric=symmetric,
         )
         return path
+
+
+def _vision_layers(model: nn.Module, config: TopoConfig | None = None) -> list[TopoLayer]:
+    """The target layers of an image classifier's record (or of ``config``: a baseline on the TopoNet's sheets)."""
+    from ..metadata import stored_topography
+    from ..targets import resolve_sheets
+
+    if config is None:
+        if not isinstance(stored_topography(model), dict):
+            raise ValueError(
+                f"This {type(model).__name__} has no topography record: the explorer shows a vision TopoNet's sheets "
+                "(train one with hf-topo pretrain --train_dir, or convert the authors' with hf-topo convert-toponet)."
+            )
+        config = TopoConfig.from_pretrained(model)
+    return [layer for layer in resolve_sheets(model, config) if layer.role == "target"]
 
 
 def _percent(value) -> str:

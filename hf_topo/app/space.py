@@ -82,6 +82,7 @@ def write_space_folder(
     hf_topo_requirement: str | None = None,
     sdk_version: str | None = None,
     overwrite: bool = False,
+    vision: bool = False,
 ) -> list[str]:
     """Write the Space of the TopoNet ``model_id`` into ``folder``; returns its files (sorted).
 
@@ -94,6 +95,7 @@ def write_space_folder(
             ``hf_topo[app]==<this version>``; e.g. a ``git+https://...`` URL where hf_topo is not on the package index).
         sdk_version: the gradio version of the Space (default: the installed gradio's).
         overwrite: replace a folder written before.
+        vision: the model is an image classifier (the Space's description speaks of images, not texts).
     """
     from huggingface_hub import SpaceCard, SpaceCardData
 
@@ -144,8 +146,13 @@ def write_space_folder(
     body = (
         f"# {title}\n\n"
         f"Explore the topographic layers of [{model_id}](https://huggingface.co/{model_id}) on their cortical sheets: "
-        "each unit's response to a text (per token and averaged), the first principal component of the weights and "
-        "the selectivity (Welch's t) between two lists of words or sentences"
+        + (
+            "each unit's response to an uploaded image (averaged over the image: a convolution channel's feature map "
+            "over space) and the first principal component of the weights"
+            if vision
+            else "each unit's response to a text (per token and averaged), the first principal component of the "
+            "weights and the selectivity (Welch's t) between two lists of words or sentences"
+        )
         + (f", beside its baseline [{baseline_id}](https://huggingface.co/{baseline_id})" if baseline_id else "")
         + ".\n\nWritten by `hf-topo push --space` ([hf_topo](https://arxiv.org/abs/2501.16396): TopoNets, Deb, Deb & "
         "Murty, ICLR 2025). Run it locally with `hf-topo app --model " + model_id + "`.\n"
@@ -199,6 +206,7 @@ def push_space_folder(args: PushArguments) -> dict:
     """``hf-topo push --space``: write the Space folder of ``args.repo_id`` (:func:`write_space_folder`), and create and
     upload the Space (:func:`push_space`) unless ``args.dry_run``; returns ``{"folder", "files", "commit_url",
     "space_id"}``."""
+    from ..hub.push import is_image_classifier_folder
     from ..hub.upload import check_hub_online
     from ..loading import check_model_source, is_hub_id
 
@@ -214,6 +222,7 @@ def push_space_folder(args: PushArguments) -> dict:
         baseline_id=args.space_baseline,
         hf_topo_requirement=args.space_requirement,
         overwrite=args.overwrite,
+        vision=is_image_classifier_folder(args.model),
     )
     logger.info("Space folder %s: %s", os.path.abspath(folder), ", ".join(files))
     result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None, "space_id": space_id}

@@ -14,6 +14,9 @@ API endpoint         inputs → outputs
 ``/temporal``        layer → the report's temporal-window figures (model, baseline), their files, a table of the
                      fits
 ===================  =======================================================================================
+
+For an image classifier (a vision TopoNet) the page has two views instead: ``/image_responses`` (layer, an uploaded
+image → each unit's response averaged over the image, on the sheet, and the model's top classes) and ``/weights``.
 """
 
 from __future__ import annotations
@@ -113,6 +116,9 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
         shown = (files + [None, None])[:2]  # the model's figure, then the baseline's
         return *shown, files or None, table or "The report has figures but no fits for this layer."
 
+    if explorer.vision:
+        return _build_vision_explorer(gr, explorer, title, weights)
+
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n\n{explorer.note}", elem_id="model-note")
         layer = gr.Dropdown(
@@ -159,6 +165,55 @@ def build_explorer(explorer: TopoNetExplorer, title: str = "TopoNet explorer"):
             [temporal_model, temporal_baseline, temporal_files, temporal_message],
             api_name="temporal",
         )
+    return demo
+
+
+def _build_vision_explorer(gr, explorer: TopoNetExplorer, title: str, weights):
+    """The page of an image classifier: responses to an uploaded image, and the weight map."""
+
+    def image_responses(layer: str, image):
+        try:
+            name = explorer.resolve_layer(layer)
+            responses = explorer.image_responses(image, name)
+            path = str(
+                explorer.plot_maps(
+                    {label: r.map for label, r in responses.items()},
+                    name,
+                    "image_responses",
+                    "response, averaged over the image",
+                    symmetric=True,
+                )
+            )
+        except _INPUT_ERRORS as err:
+            return _failure(err)
+        top = "; ".join(
+            f"{label}: " + ", ".join(f"{cls} {p:.0%}" for cls, p in r.top_classes) for label, r in responses.items()
+        )
+        how = (
+            "each channel's feature map averaged over space"
+            if explorer.layers[name].sheet.layer_type == "Conv2d"
+            else ("each unit's output averaged over the tokens")
+        )
+        return path, path, f"Responses on {name} ({how}). Top classes — {top}."
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\n\n{explorer.note}", elem_id="model-note")
+        layer = gr.Dropdown(
+            choices=explorer.layer_names,
+            value=explorer.layer_names[0],
+            label="Layer (its units laid out on the cortical sheet)",
+            allow_custom_value=True,
+            elem_id="layer",
+        )
+        with gr.Tab("Responses to an image"):
+            image = gr.Image(type="pil", label="Image", elem_id="image-input")
+            show = gr.Button("Show responses", variant="primary", elem_id="show-image-responses")
+            response_outputs = _figure_outputs(gr, "image-responses", "Responses on the sheet")
+        with gr.Tab("Weight map"):
+            show_weights = gr.Button("Show weight map", elem_id="show-weights")
+            weight_outputs = _figure_outputs(gr, "weights", "Weight PC1 on the sheet")
+        show.click(image_responses, [layer, image], response_outputs, api_name="image_responses")
+        show_weights.click(weights, [layer], weight_outputs, api_name="weights")
     return demo
 
 

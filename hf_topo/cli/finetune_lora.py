@@ -9,6 +9,11 @@
         'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" --lora_target_modules attn.c_attn mlp.c_fc \\
         --tau 1 --merge --output_dir outputs/lora-code
 
+    # a vision TopoNet (image classifier) on a folder of class subfolders: LoRA on a ViT's attention projections
+    # (a ResNet: its block convolutions), the classifier head trained in full, TopoLoss kept on its sheets
+    hf-topo finetune-lora --model_name_or_path outputs/tiny-vit --train_dir images/train --lora_r 4 --tau 1 \
+        --max_steps 200 --output_dir outputs/lora-vit
+
     accelerate launch -m hf_topo.cli.finetune_lora --model_name_or_path ... --output_dir ...
 
 Without `--train_file`/`--code_dir` the presets read their Hub datasets (`karpathy/tiny_shakespeare`,
@@ -37,6 +42,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
     args, training_args = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
     m = finetune_lora(args, training_args)
+    if "accuracy_after" in m:  # an image classifier
+        print(
+            f"\nLoRA r={m['lora_r']} on {m['dataset']} ({len(m['classes'])} classes): validation loss "
+            f"{m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f}, accuracy {m['accuracy_before']:.3f} -> "
+            f"{m['accuracy_after']:.3f}"
+            + (
+                f"  TopoLoss {m['topo_loss_before']:.4f} -> {m['topo_loss_after']:.4f}"
+                if m["topo_loss_before"] is not None
+                else ""
+            )
+            + f"\nAdapter saved to {m['output_dir']}"
+        )
+        return m
     topo_line = (
         f"  TopoLoss {m['topo_loss_before']:.4f} -> {m['topo_loss_after']:.4f}"
         if m["topo_loss_before"] is not None

@@ -3,8 +3,8 @@
 =====================  =====================================================================================
 module                 concept
 =====================  =====================================================================================
-``loading``            :func:`load_toponet`: any causal LM (Hub id or directory) with its ``topography`` metadata,
-                       inferred sheets (``inferred: true``) attached to a model that has none
+``loading``            :func:`load_toponet`: any causal LM or image classifier (Hub id or directory) with its
+                       ``topography`` metadata, inferred sheets (``inferred: true``) attached to a model that has none
 ``results``            what is known about a model, read from ``metrics.json``, ``blimp.json``,
                        ``trainer_state.json`` and an analysis ``report.json`` (its typed summary)
 ``card``               :func:`toponet_card`: data in, ``ModelCard`` out (``templates/toponet_card.md``, Jinja)

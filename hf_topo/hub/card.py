@@ -3,6 +3,11 @@
 :func:`toponet_card` renders ``templates/toponet_card.md`` (Jinja, through ``ModelCard.from_template``): YAML metadata
 with a model-index, τ and its schedule, the topographic layers and their sheets, the training recipe, results when
 known, the analysis (its typed :class:`~hf_topo.analysis.summary.AnalysisSummary`) and the figures.
+
+An image classifier (a vision TopoNet, ``config.architectures`` ``*ForImageClassification``) gets the
+``image-classification`` pipeline tag, top-1/top-5 accuracy in its model-index, its convolutions' depth spelled out
+as input channels × kernel height × kernel width, an ``AutoModelForImageClassification`` snippet, and the authors'
+checkpoint it was converted from (``config.conversion`` of ``hf-topo convert-toponet``) when there is one.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from torch import nn
 
 from ..analysis.summary import AnalysisSummary
 from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..regularizers import get_regularizer
-from .results import recipe_from_conversion
+from .loading import is_image_classifier_config
+from .results import recipe_from_conversion, recipe_from_vision_conversion
 
 __all__ = ["CARD_TEMPLATE_NAME", "TOPONET_TAGS", "PAPER_URL", "CITATION", "card_template_path", "toponet_card"]
 
@@ -95,7 +102,8 @@ def _topography_rows(topo: TopoConfig, record: dict[str, Any]) -> list[tuple[str
     if topo.sheet != "output":
         rows.append(("units on the sheet", f"{topo.sheet} (input units / the hidden states a target receives)"))
     targets = topo.target_modules if isinstance(topo.target_modules, list) else [f"re:{topo.target_modules}"]
-    rows.append(("target modules", _fmt(targets)))
+    # a regex's "|" would end the markdown table's cell
+    rows.append(("target modules", _fmt(targets).replace("|", "\\|")))
     if topo.watch_modules:
         rows.append(("watched modules (logged only)", _fmt(topo.watch_modules)))
     rows.append(
@@ -200,6 +208,61 @@ def _eval_results(
             )
         )
     return entries
+
+
+#: Image-classification metrics of ``metrics.json`` / the log history, as model-index entries (``metric_type``, name).
+VISION_METRICS = (
+    ("eval_accuracy", "accuracy", "Top-1 accuracy"),
+    ("eval_top5_accuracy", "top_5_accuracy", "Top-5 accuracy"),
+)
+
+
+def _vision_eval_results(results: dict[str, Any], dataset: str | None, dataset_config: str | None) -> list[EvalResult]:
+    """Model-index entries of an image classifier: top-1 (and top-5) accuracy on ``dataset`` (none when it is not
+    named: the Hub's model-index needs a dataset)."""
+    if not dataset:
+        return []
+    return [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_config=dataset_config,
+            metric_type=metric_type,
+            metric_value=round(results[key], 4),
+            metric_name=name,
+        )
+        for key, metric_type, name in VISION_METRICS
+        if key in results
+    ]
+
+
+def _vision_result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
+    """The headline results of an image classifier."""
+    labels = [
+        ("eval_accuracy", "top-1 accuracy (evaluation images)"),
+        ("eval_top5_accuracy", "top-5 accuracy (evaluation images)"),
+        ("eval_loss", "evaluation loss (cross-entropy)"),
+        ("topo_loss", f"{get_regularizer(loss).display_name} (mean over target layers)"),
+        ("n_classes", "classes"),
+        ("n_train_images", "training images"),
+        ("n_eval_images", "evaluation images"),
+        ("train_loss", "training loss (mean over the run)"),
+        ("train_runtime", "training time (s)"),
+        ("n_parameters", "parameters"),
+    ]
+    return [(label, _fmt(results[key])) for key, label in labels if key in results]
+
+
+def _depth_text(layer: dict[str, Any], modules: dict[str, nn.Module]) -> str:
+    """A layer's depth for the sheets table: a convolution's as ``in·kh·kw = depth`` when the module is at hand."""
+    module = modules.get(layer["name"])
+    weight = getattr(module, "weight", None)
+    if layer["layer_type"].startswith("Conv2d") and weight is not None and weight.ndim == 4:
+        _, channels, kh, kw = weight.shape
+        return f"{channels}·{kh}·{kw} = {layer['depth']}"
+    return str(layer["depth"])
 
 
 def _result_rows(results: dict[str, Any], loss: str) -> list[tuple[str, str]]:
@@ -307,8 +370,9 @@ def toponet_card(
     """Render the TopoNet model card.
 
     Args:
-        model_config: the model's ``PreTrainedConfig`` (or the model); it must carry ``topography`` metadata, and a
-            malformed record is ``TopoConfig``'s ``ValueError`` (it is never taken for a missing one).
+        model_config: the model's ``PreTrainedConfig`` (or the model: a convolution's depth is then spelled out as
+            ``in·kh·kw``); it must carry ``topography`` metadata, and a malformed record is ``TopoConfig``'s
+            ``ValueError`` (it is never taken for a missing one).
         repo_id: where the model lives on the Hub (used in the loading snippet and the model-index name).
         model_name: title of the card (default: the repo name, else "TopoNet").
         results: what :func:`~hf_topo.hub.read_results` returns (its ``"analysis"`` an
@@ -317,13 +381,16 @@ def toponet_card(
         figures: image paths relative to the card (e.g. ``["figures/sheet_maps.png"]``), embedded in order.
         datasets: Hub ids of the training data (``datasets`` metadata).
         eval_dataset, eval_dataset_config: the dataset the evaluation loss was measured on; perplexity enters the
-            model-index only when it is named (BLiMP always does).
+            model-index only when it is named (BLiMP always does). An image classifier's accuracy enters it on
+            ``eval_dataset``, else on the first of ``datasets``.
         base_model: the model this one was fine-tuned from (``base_model`` metadata), when relevant.
         license, language, tags: card metadata (``tags`` are added to :data:`TOPONET_TAGS`).
 
     Returns a ``huggingface_hub.ModelCard``; ``card.save(path)`` writes it, ``card.data`` is its ``ModelCardData``.
     """
     config = getattr(model_config, "config", model_config)
+    modules = dict(model_config.named_modules()) if isinstance(model_config, nn.Module) else {}
+    vision = is_image_classifier_config(model_config)
     record = getattr(config, TOPOGRAPHY_KEY, None)
     if record is None:
         raise ValueError(
@@ -337,14 +404,20 @@ def toponet_card(
     recipe = dict(recipe or {})
     if isinstance(conversion, dict) and conversion.get("from") == "nanogpt":
         recipe = recipe_from_conversion(conversion) | recipe
+    elif isinstance(conversion, dict) and str(conversion.get("from", "")).startswith("torchvision-"):
+        recipe = recipe_from_vision_conversion(conversion) | recipe
     analysis = results.get("analysis")
     if analysis is not None and not isinstance(analysis, AnalysisSummary):
         raise TypeError(f"results['analysis'] must be an AnalysisSummary (read_results gives one), not {analysis!r}.")
 
-    eval_results = _eval_results(results, eval_dataset, eval_dataset_config)
+    if vision:
+        accuracy_dataset = eval_dataset or (datasets[0] if datasets else None)
+        eval_results = _vision_eval_results(results, accuracy_dataset, eval_dataset_config if eval_dataset else None)
+    else:
+        eval_results = _eval_results(results, eval_dataset, eval_dataset_config)
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag="image-classification" if vision else "text-generation",
         tags=TOPONET_TAGS + [t for t in (tags or []) if t not in TOPONET_TAGS],
         base_model=base_model,
         datasets=list(datasets) if datasets else None,
@@ -364,6 +437,8 @@ def toponet_card(
         }
         for name, sheet in (topo.layers or {}).items()
     ]
+    for layer in layers:
+        layer["depth_text"] = _depth_text(layer, modules)
     architecture = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "")])[0]
     return ModelCard.from_template(
         card_data,
@@ -378,7 +453,9 @@ def toponet_card(
         layers=layers,
         finetuning=topo.finetuning or [],
         recipe_rows=[(k, _fmt(v)) for k, v in recipe.items()],
-        result_rows=_result_rows(results, topo.loss),
+        result_rows=_vision_result_rows(results, topo.loss) if vision else _result_rows(results, topo.loss),
+        vision=vision,
+        needs_hf_topo_import=str(getattr(config, "model_type", "")).startswith("hf_topo"),
         eval_dataset=eval_dataset,
         blimp_fields=[(k, _fmt(v)) for k, v in (results.get("blimp_fields") or {}).items()],
         topo_loss_per_layer=[(k, _fmt(v)) for k, v in (results.get("topo_loss_per_layer") or {}).items()],

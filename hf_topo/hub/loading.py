@@ -1,4 +1,4 @@
-"""Loading a causal LM with its ``topography`` metadata (:func:`load_toponet`)."""
+"""Loading a TopoNet (a causal LM or an image classifier) with its ``topography`` metadata (:func:`load_toponet`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,18 @@ from ..config import TOPOGRAPHY_KEY, TopoConfig
 from ..loading import check_model_source
 from ..topo_regularizer import attach_inferred_topography
 
-__all__ = ["load_toponet"]
+__all__ = ["load_toponet", "is_image_classifier_config"]
 
 logger = logging.getLogger(__name__)
+
+
+def is_image_classifier_config(config) -> bool:
+    """Whether a ``PreTrainedConfig`` names an image-classification architecture (``*ForImageClassification``), or a
+    model is one (a model not saved yet has no ``architectures`` in its config)."""
+    if type(config).__name__.endswith("ForImageClassification"):
+        return True
+    architectures = getattr(getattr(config, "config", config), "architectures", None) or []
+    return any(name.endswith("ForImageClassification") for name in architectures)
 
 
 def load_toponet(
@@ -20,7 +29,9 @@ def load_toponet(
     target_modules: list[str] | str | None = None,
     **from_pretrained_kwargs,
 ):
-    """A causal LM with its topographic metadata: ``AutoModelForCausalLM.from_pretrained`` plus a check of the sheets.
+    """A TopoNet with its topographic metadata: ``AutoModelForCausalLM.from_pretrained`` (an image classifier, whose
+    ``config.json`` names a ``*ForImageClassification`` architecture: ``AutoModelForImageClassification``) plus a
+    check of the sheets.
 
     Args:
         source: Hub repo id or local directory.
@@ -34,10 +45,13 @@ def load_toponet(
     Returns the model; ``hf_topo.TopoConfig.from_pretrained(model)`` gives its setup. Stored metadata that
     contradicts the weights, or a ``topography`` entry that is not a valid record, is an error, never re-derived.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
 
-    check_model_source(source, **{k: v for k, v in from_pretrained_kwargs.items() if k in ("revision", "token")})
-    model = AutoModelForCausalLM.from_pretrained(source, **from_pretrained_kwargs)
+    hub_kwargs = {k: v for k, v in from_pretrained_kwargs.items() if k in ("revision", "token")}
+    check_model_source(source, **hub_kwargs)
+    image_classifier = is_image_classifier_config(AutoConfig.from_pretrained(source, **hub_kwargs))
+    auto_class = AutoModelForImageClassification if image_classifier else AutoModelForCausalLM
+    model = auto_class.from_pretrained(source, **from_pretrained_kwargs)
     # Any stored entry is validated (a malformed one raises TopoConfig's error); only an absent one is inferred.
     if getattr(model.config, TOPOGRAPHY_KEY, None) is not None:
         TopoConfig.from_pretrained(model)  # raises if the record is malformed or its sheets do not fit the weights

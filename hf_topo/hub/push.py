@@ -37,7 +37,11 @@ class PushArguments:
         default=None, metadata={"help": "hf-topo analyze output: its PNGs and report.json summary go in the card."}
     )
     tokenizer: str | None = field(
-        default=None, metadata={"help": "Tokenizer (Hub id or path) to push instead of the model directory's."}
+        default=None,
+        metadata={
+            "help": "Tokenizer (Hub id or path) to push instead of the model directory's (an image classifier's "
+            "image processor)."
+        },
     )
     infer_topography: bool = field(
         default=False, metadata={"help": "Attach inferred sheets to a model without topography metadata."}
@@ -51,7 +55,9 @@ class PushArguments:
     eval_dataset_config: str | None = field(default=None, metadata={"help": "Its config name."})
     base_model: str | None = field(default=None, metadata={"help": "Model this one was fine-tuned from."})
     license: str | None = field(default=None, metadata={"help": "License id (e.g. apache-2.0, mit)."})
-    language: str | None = field(default="en", metadata={"help": "Language of the training text."})
+    language: str | None = field(
+        default=None, metadata={"help": "Language of the training text (default: en; none for an image classifier)."}
+    )
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the saved login or HF_TOKEN)."})
     space: bool = field(
         default=False, metadata={"help": "Write (and push) a Gradio Space showing --repo_id in the explorer instead."}
@@ -91,7 +97,7 @@ def push_model(args: PushArguments) -> dict:
         eval_dataset_config=args.eval_dataset_config,
         base_model=args.base_model,
         license=args.license,
-        language=args.language,
+        language=args.language if args.language is not None else _default_language(args.model),
     )  # checks every input (model, repo id, analysis, tokenizer, upload folder) before it writes anything
     logger.info("Upload folder %s: %d files", os.path.abspath(folder), len(files))
     result = {"folder": os.path.abspath(folder), "files": files, "commit_url": None}
@@ -108,3 +114,23 @@ def push_model(args: PushArguments) -> dict:
     result["commit_url"] = commit.commit_url
     logger.info("Pushed to https://huggingface.co/%s (%s)", args.repo_id, commit.commit_url)
     return result
+
+
+def is_image_classifier_folder(model: str | os.PathLike) -> bool:
+    """Whether a local model folder's ``config.json`` names an ``*ForImageClassification`` architecture."""
+    import json
+
+    config_path = os.path.join(model, "config.json")
+    if not os.path.isfile(config_path):
+        return False
+    try:
+        with open(config_path) as f:
+            architectures = json.load(f).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False  # build_upload_folder reports a broken config.json
+    return any(str(name).endswith("ForImageClassification") for name in architectures)
+
+
+def _default_language(model: str) -> str | None:
+    """``en`` for a language model; none for an image classifier."""
+    return None if is_image_classifier_folder(model) else "en"

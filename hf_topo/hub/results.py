@@ -20,6 +20,7 @@ __all__ = [
     "recipe_from_trainer_state",
     "recipe_from_training_args",
     "recipe_from_conversion",
+    "recipe_from_vision_conversion",
 ]
 
 # Files next to a model whose contents feed the card; never uploaded (metrics.json holds local paths).
@@ -43,7 +44,9 @@ def read_results(model_dir: str | os.PathLike, analysis_dir: str | os.PathLike |
     """The results recorded next to a model, as one flat-ish dict (empty when nothing was recorded).
 
     Reads ``metrics.json`` (``eval_loss``, ``eval_perplexity``, ``topo_loss``, ``topo_loss_per_layer``, ``tau``,
-    ``blimp_overall``, ``blimp_fields``, ``train_loss``, ``train_runtime``, ``n_parameters``), ``blimp.json`` (BLiMP
+    ``blimp_overall``, ``blimp_fields``, ``train_loss``, ``train_runtime``, ``n_parameters``; an image classifier's
+    ``eval_accuracy``, ``eval_top5_accuracy``, ``n_train_images``, ``n_eval_images`` and, from ``classes``,
+    ``n_classes``), ``blimp.json`` (BLiMP
     per field and the number of pairs) and, from ``analysis_dir``, ``report.json``'s summary of the analysed model
     under ``"analysis"`` (an :class:`~hf_topo.analysis.summary.AnalysisSummary`).
     """
@@ -61,9 +64,15 @@ def read_results(model_dir: str | os.PathLike, analysis_dir: str | os.PathLike |
             "train_loss",
             "train_runtime",
             "n_parameters",
+            "eval_accuracy",
+            "eval_top5_accuracy",
+            "n_train_images",
+            "n_eval_images",
         ):
             if finite_number(metrics.get(key)):
                 results[key] = metrics[key]
+        if isinstance(metrics.get("classes"), list) and metrics["classes"]:  # an image classifier's class names
+            results["n_classes"] = len(metrics["classes"])
         for key in ("topo_loss_per_layer", "blimp_fields"):
             if isinstance(metrics.get(key), dict):
                 results[key] = {k: v for k, v in metrics[key].items() if finite_number(v)}
@@ -94,6 +103,9 @@ def results_from_log_history(log_history: list[dict[str, Any]]) -> dict[str, Any
             results["eval_perplexity"] = math.exp(min(entry["eval_loss"], 50.0))
         if finite_number(entry.get("eval_blimp_overall")):
             results["blimp_overall"] = entry["eval_blimp_overall"]
+        for key in ("eval_accuracy", "eval_top5_accuracy"):  # an image classifier's
+            if finite_number(entry.get(key)):
+                results[key] = entry[key]
         if finite_number(entry.get("train_loss")):
             results["train_loss"] = entry["train_loss"]
     return results
@@ -164,4 +176,19 @@ def recipe_from_conversion(record: dict[str, Any]) -> dict[str, Any]:
     ):
         if key in settings:
             recipe[f"nanoGPT {key}"] = settings[key]
+    return recipe
+
+
+def recipe_from_vision_conversion(record: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a vision TopoNet converted from the authors' checkpoint (``hf-topo convert-toponet``'s
+    ``conversion`` record: ``from`` ``torchvision-resnet``/``torchvision-vit``, ``checkpoint``, ``source``, ...)."""
+    source = f" of `{record['source']}`" if record.get("source") else ""
+    recipe: dict[str, Any] = {"converted from": f"the authors' checkpoint `{record.get('checkpoint')}`{source}"}
+    if record.get("blurpool") is not None:
+        recipe["blur-pool convolutions (the authors' ResNets)"] = "yes" if record["blurpool"] else "no"
+    if isinstance(record.get("epoch"), int):
+        recipe["epochs (the checkpoint's)"] = record["epoch"]
+    for key, value in (record.get("training_config") or {}).items():
+        if isinstance(value, (str, int, float, bool)):
+            recipe[f"authors' {key}"] = value
     return recipe

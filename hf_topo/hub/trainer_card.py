@@ -12,7 +12,7 @@ from ..config import TopoConfig
 from ..topo_regularizer import TopoRegularizer
 from .card import toponet_card
 from .figures import render_sheet_maps
-from .loading import load_toponet
+from .loading import is_image_classifier_config, load_toponet
 from .results import read_results, recipe_from_trainer_state, recipe_from_training_args, results_from_log_history
 from .upload import FIGURES_DIR
 
@@ -60,7 +60,7 @@ def write_training_card(
     datasets = [dataset] if isinstance(dataset, str) else dataset
     repo_id = hub_model_id or getattr(args, "hub_model_id", None)
     card = toponet_card(
-        model.config,
+        model if is_image_classifier_config(model.config) else model.config,  # an image classifier: in·kh·kw depths
         repo_id=repo_id if repo_id and "/" in repo_id else None,
         model_name=model_name,
         results=results,

@@ -12,7 +12,7 @@ from ..errors import InputError, parameter
 from ..loading import TOKENIZER_FILES, check_model_source
 from .card import toponet_card
 from .figures import render_sheet_maps
-from .loading import load_toponet
+from .loading import is_image_classifier_config, load_toponet
 from .results import REPORT_FILE, STATE_FILE, read_json, read_results, recipe_from_trainer_state
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "check_hub_online",
     "check_repo_id",
     "network_errors",
+    "load_image_processor",
     "push_folder",
 ]
 
@@ -99,7 +100,8 @@ def build_upload_folder(
     """Write into ``folder`` exactly what a Hub repo of the model gets; returns its files (relative, sorted).
 
     The folder holds the model re-saved with ``save_pretrained`` (``model.safetensors``, ``config.json`` with
-    ``topography``, ``generation_config.json``), the tokenizer, ``README.md`` (:func:`toponet_card`) and
+    ``topography``, ``generation_config.json``), the tokenizer (an image classifier's: its image processor,
+    ``preprocessor_config.json``), ``README.md`` (:func:`toponet_card`) and
     ``figures/*.png``: the PNGs of ``analysis_dir`` when given (its ``report.json`` summary also goes into the card),
     else the sheet maps drawn by :func:`render_sheet_maps`. Nothing else (no ``training_args.bin`` pickle, no
     ``metrics.json`` with local paths).
@@ -109,13 +111,12 @@ def build_upload_folder(
         folder: where to write (must be empty unless ``overwrite``; never the model directory).
         repo_id: the target repo (``user/name``), shown in the card.
         analysis_dir: output directory of ``scripts/analyze.py`` for this model.
-        tokenizer: tokenizer to save instead of the one in ``model_dir`` (Hub id or path).
+        tokenizer: tokenizer to save instead of the one in ``model_dir`` (Hub id or path); for an image classifier,
+            the image processor to save instead of the one in ``model_dir``.
         infer_topography: a model without ``topography`` metadata gets inferred sheets instead of an error.
         overwrite: replace a non-empty ``folder``.
         **card_kwargs: passed to :func:`toponet_card` (``datasets``, ``eval_dataset``, ``base_model``, ``license``, ...).
     """
-    from transformers import AutoTokenizer
-
     model_dir, folder = Path(model_dir), Path(folder)
     if not model_dir.is_dir():
         raise FileNotFoundError(
@@ -143,24 +144,11 @@ def build_upload_folder(
 
     model = load_toponet(model_dir, infer_if_missing=infer_topography)
     tokenizer_source = tokenizer if tokenizer is not None else model_dir
-    how_to_fix = (
-        f"A Hub model needs its tokenizer: pass {parameter('tokenizer', 'PATH_OR_HUB_ID')}, or save one into the "
-        "model directory (e.g. AutoTokenizer.from_pretrained('gpt2').save_pretrained(MODEL_DIR))."
-    )
-    # transformers builds an empty tokenizer from a directory without tokenizer files instead of failing
-    if Path(tokenizer_source).is_dir() and not any((Path(tokenizer_source) / f).is_file() for f in TOKENIZER_FILES):
-        raise InputError(f"No tokenizer in {tokenizer_source} (none of {', '.join(TOKENIZER_FILES)}). {how_to_fix}")
-    try:
-        loaded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else repr(err)
-        raise InputError(f"No tokenizer could be loaded from {tokenizer_source} ({reason}). {how_to_fix}") from None
-    vocab_size = getattr(model.config, "vocab_size", None)
-    if vocab_size is not None and len(loaded_tokenizer) > vocab_size:
-        raise InputError(
-            f"The tokenizer from {tokenizer_source} has {len(loaded_tokenizer)} tokens but the model only "
-            f"{vocab_size} embeddings: it is not this model's tokenizer. {how_to_fix}"
-        )
+    vision = is_image_classifier_config(model.config)
+    if vision:
+        loaded_tokenizer = load_image_processor(tokenizer_source)
+    else:
+        loaded_tokenizer = _load_tokenizer(tokenizer_source, model)
 
     # Read (and so check) every file the card uses before anything is written.
     results = read_results(model_dir, analysis_dir)
@@ -181,7 +169,7 @@ def build_upload_folder(
     figures = sorted(f"{FIGURES_DIR}/{p.name}" for p in figures_dir.glob("*.png"))
 
     card = toponet_card(
-        model.config,
+        model if vision else model.config,  # a model: its convolutions' depth is spelled out as in·kh·kw
         repo_id=repo_id,
         results=results,
         recipe=recipe,
@@ -192,6 +180,50 @@ def build_upload_folder(
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     logger.info("Upload folder %s: %s", folder, ", ".join(files))
     return files
+
+
+def load_image_processor(source):
+    """The image processor of an image classifier (its ``preprocessor_config.json``), or a ``ValueError`` saying how
+    to give one."""
+    from transformers import AutoImageProcessor
+
+    how_to_fix = (
+        "An image classifier on the Hub needs its image processor (the resize and normalisation its images get): pass "
+        "tokenizer=... (--tokenizer PATH_OR_HUB_ID of an image processor), or save one into the model directory "
+        "(image_processor.save_pretrained(MODEL_DIR); hf-topo pretrain --train_dir does)."
+    )
+    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
+        raise ValueError(f"No image processor in {source} (no preprocessor_config.json). {how_to_fix}")
+    try:
+        return AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else repr(err)
+        raise ValueError(f"No image processor could be loaded from {source} ({reason}). {how_to_fix}") from None
+
+
+def _load_tokenizer(tokenizer_source, model):
+    """The tokenizer of a causal LM, checked against its vocabulary."""
+    from transformers import AutoTokenizer
+
+    how_to_fix = (
+        f"A Hub model needs its tokenizer: pass {parameter('tokenizer', 'PATH_OR_HUB_ID')}, or save one into the "
+        "model directory (e.g. AutoTokenizer.from_pretrained('gpt2').save_pretrained(MODEL_DIR))."
+    )
+    # transformers builds an empty tokenizer from a directory without tokenizer files instead of failing
+    if Path(tokenizer_source).is_dir() and not any((Path(tokenizer_source) / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"No tokenizer in {tokenizer_source} (none of {', '.join(TOKENIZER_FILES)}). {how_to_fix}")
+    try:
+        loaded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else repr(err)
+        raise InputError(f"No tokenizer could be loaded from {tokenizer_source} ({reason}). {how_to_fix}") from None
+    vocab_size = getattr(model.config, "vocab_size", None)
+    if vocab_size is not None and len(loaded_tokenizer) > vocab_size:
+        raise InputError(
+            f"The tokenizer from {tokenizer_source} has {len(loaded_tokenizer)} tokens but the model only "
+            f"{vocab_size} embeddings: it is not this model's tokenizer. {how_to_fix}"
+        )
+    return loaded_tokenizer
 
 
 def push_folder(
