@@ -379,7 +379,7 @@ def test_push_refuses_what_a_user_gets_wrong_before_writing_anything(trained, tm
         (["--analysis_dir", str(tmp_path / "nowhere")], ValueError, "is not a directory"),
         (["--analysis_dir", str(figures_only)], ValueError, "has no report.json.*hf-topo analyze"),
         (["--analysis_dir", str(broken)], ValueError, "report.json is not valid JSON"),
-        (["--output_dir", str(tmp_path / "busy")], ValueError, "not empty.*--overwrite"),
+        (["--output_dir", str(tmp_path / "busy")], ValueError, "not empty; pass overwrite=True"),
     ]
     for change, error, message in cases:
         argv = {"--model": str(out), "--repo_id": "me/tiny-toponet", "--output_dir": str(upload)}

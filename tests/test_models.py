@@ -69,7 +69,7 @@ def test_overrides_and_unknown_preset():
         "tiny-resnet",
         "tiny-vit",
     }
-    with pytest.raises(ValueError, match="'tiny-resnet' is an image classifier.*hf-topo pretrain --train_dir"):
+    with pytest.raises(ValueError, match="model_preset='tiny-resnet' is an image classifier.*train_dir="):
         preset_config("tiny-resnet", 100, 16)
 
 

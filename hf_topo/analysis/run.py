@@ -129,7 +129,7 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     model = _load(args.model, device)
     layers = topographic_layers(model, None, args.layers)  # the model's layers (inferred sheets attached if none)
     if args.save_downsampled is not None and not all(is_output_weight_sheet(layer) for layer in layers):
-        raise ValueError(
+        raise InputError(
             f"{parameter('save_downsampled')} resamples the output units of Linear/Conv1D layers on their sheets, but {args.model} "
             f"has {layers[0].sheet.layer_type} sheets of {layers[0].sheet.units} units (e.g. {layers[0].name}): "
             f"drop {parameter('save_downsampled')} for this model."

@@ -15,19 +15,39 @@ downsampled 2×2 as a loadable model) is in `<output_dir>/analysis/`. The experi
 
     hf-topo demo --domain vision                  # a tiny-resnet TopoNet and its twin on handwritten digits
 
-`--domain vision` runs the vision demo instead (`hf_topo.vision.demo`; `hf-topo demo --domain vision --help`).
+`--domain vision` runs the vision demo instead (`hf_topo.experiments.vision_demo`; `hf-topo demo --domain vision
+--help` lists its flags).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 from hf_topo.experiments.demo import DemoArguments, run_demo
+from hf_topo.experiments.vision_demo import VisionDemoArguments, run_vision_demo
 
 
 def make_parser(prog: str | None = None):
     return make_argument_parser(DemoArguments, prog, __doc__)
+
+
+def make_vision_parser(prog: str | None = None):
+    import hf_topo.experiments.vision_demo as vision_demo
+
+    return make_argument_parser(VisionDemoArguments, prog, vision_demo.__doc__)
+
+
+def vision_main(argv: list[str], prog: str | None = None) -> dict:
+    """``hf-topo demo --domain vision``: a tiny-resnet TopoNet and its twin on handwritten digits."""
+    setup_logging()
+    (args,) = parse_command_line(make_vision_parser(prog), argv)
+    summary = run_vision_demo(args)
+    print("\n" + "\n".join(summary["table"]))
+    print(f"\nSummary: {os.path.abspath(os.path.join(args.output_dir, 'summary.json'))}")
+    print(f"Load a model with: AutoModelForImageClassification.from_pretrained({summary['toponet']['output_dir']!r})")
+    return summary
 
 
 def _domain(argv: list[str]) -> tuple[str, list[str]]:
@@ -42,9 +62,7 @@ def _domain(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     domain, argv = _domain(sys.argv[1:] if argv is None else argv)
-    if domain == "vision":  # a tiny-resnet TopoNet and its twin on handwritten digits (hf_topo/vision/demo.py)
-        from hf_topo.vision.demo import main as vision_main
-
+    if domain == "vision":
         return vision_main(argv, prog)
     if domain != "language":
         raise ValueError(f"--domain {domain!r}: choose language (the default) or vision.")

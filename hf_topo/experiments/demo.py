@@ -57,7 +57,7 @@ class DemoArguments:
     domain: str = field(
         default="language",
         metadata={
-            "help": "language (this demo) or vision: `hf-topo demo --domain vision --help` (hf_topo.vision.demo)."
+            "help": "language (this demo) or vision: `hf-topo demo --domain vision --help` (hf_topo.experiments.vision_demo)."
         },
     )
 

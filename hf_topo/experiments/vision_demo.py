@@ -225,21 +225,3 @@ def run_vision_demo(args: VisionDemoArguments) -> dict:
         f.write("\n".join(rows) + "\n")
     summary["table"] = rows
     return summary
-
-
-def make_parser(prog: str | None = None):
-    from ..cli.arguments import make_argument_parser
-
-    return make_argument_parser(VisionDemoArguments, prog, __doc__)
-
-
-def main(argv: list[str], prog: str | None = None) -> dict:
-    """``hf-topo demo --domain vision`` (the other flags: :class:`VisionDemoArguments`)."""
-    from ..cli.arguments import parse_command_line
-
-    (args,) = parse_command_line(make_parser(prog), argv)
-    summary = run_vision_demo(args)
-    print("\n" + "\n".join(summary["table"]))
-    print(f"\nSummary: {os.path.abspath(os.path.join(args.output_dir, 'summary.json'))}")
-    print(f"Load a model with: AutoModelForImageClassification.from_pretrained({summary['toponet']['output_dir']!r})")
-    return summary

@@ -158,7 +158,7 @@ def pretrain_image_classifier(model_args, data_args, training_args: TopoTraining
     trainer.save_state()  # trainer_state.json: the log history, the final evaluation's accuracy included
     metrics.update(eval_metrics)
     eval_batch = None
-    if trainer.topo_loss.needs_activations:  # Activation Similarity is measured on the first evaluation batch
+    if trainer.topo_loss.config.reads_activations:  # Activation Similarity is measured on the first evaluation batch
         batch = next(iter(trainer.get_eval_dataloader()))
         eval_batch = {k: v.to(trainer.model.device) for k, v in batch.items()}
     topo, per_layer = trainer.topo_loss.evaluate(trainer.model, eval_batch)
