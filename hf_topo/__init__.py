@@ -1,4 +1,4 @@
-"""hf_topo: topographic language models (TopoNets) in the Hugging Face stack.
+"""hf_topo: topographic vision and language models (TopoNets) in the Hugging Face stack.
 
 TopoLoss (Deb, Deb & Murty, ICLR 2025) lays a layer's output units out on a 2D cortical sheet and rewards
 the sheet for being similar to a blurred copy of itself; trained into the MLP expansion layers of a GPT,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's virtualenv in .venv and install hf_topo with its test extras.
+# Create (or reuse) the project's virtualenv in .venv and install hf_topo with its test extras and scikit-learn (the
+# vision demo's digits).
 # Sourced by scripts/run_demo.sh and scripts/run_tests.sh; safe to run again (a stamp skips unchanged installs).
 #   TORCH_SPEC   torch requirement installed first (default torch==2.13.0: the CPU wheel on our machines;
 #                on a CUDA machine pip picks the CUDA build of the same release)
@@ -24,11 +25,11 @@ STAMP="$VENV/.hf_topo-installed"
 WANT="$(sha256sum < "$ROOT/pyproject.toml" | cut -d' ' -f1) $TORCH_SPEC"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
 if [ "$HAVE" != "$WANT" ] && [ "$HAVE" != "$WANT +deepspeed" ]; then
-    echo "[setup] installing $TORCH_SPEC and hf_topo[test] (first run takes a minute)"
+    echo "[setup] installing $TORCH_SPEC and hf_topo[test,vision-demo] (first run takes a minute)"
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
     "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,vision-demo]"
     HAVE="$WANT"
     echo "$HAVE" > "$STAMP"
 fi

@@ -60,7 +60,7 @@ def usage() -> str:
     """The text of ``hf-topo --help``: the version and one line per command."""
     width = max(len(name) for name in COMMANDS)
     lines = [
-        f"hf-topo {version()}: topographic language models in the Hugging Face stack.",
+        f"hf-topo {version()}: topographic vision and language models in the Hugging Face stack.",
         "",
         "usage: hf-topo COMMAND [CONFIG.yaml|--config CONFIG.yaml] [--flags ...]",
         "",
