@@ -101,7 +101,7 @@ def main() -> None:
         name, _, folder = entry.partition("=")
         model = AutoModelForImageClassification.from_pretrained(folder).eval()
         processor = AutoImageProcessor.from_pretrained(folder)
-        size = processor.crop_size["height"] if getattr(processor, "crop_size", None) else processor.size["height"]
+        size = getattr(processor.size, "height", None) or processor.size.shortest_edge  # ViT: height; ResNet: edge
         transform = EvalTransform(size, processor.image_mean, processor.image_std)
         pixel_values, labels = load_folder(args.eval_dir, transform, model.config.label2id)
         topo = TopoConfig.from_pretrained(model)
