@@ -97,6 +97,34 @@ torch.save({"model": {"_orig_mod." + k: v for k, v in state.items()}, "model_arg
 PY
 step "$HF_TOPO" convert-toponet tau_3.0.pt --output_dir converted --tokenizer_name toponet
 
+# Vision: two classes of small images (PIL only), a TopoNet and its twin trained on them, the TopoNet's convolutions
+# downsampled; the authors' ResNet-18 (bare state dict, blur-pool) and ViT (a dict with "model" and a pickled
+# Namespace) file formats, written with the architectures restated in tests/_torchvision_models.py, converted.
+"$VPY" - "$ROOT/tests" <<'PY'
+import argparse, os, random, sys
+import torch
+from PIL import Image
+sys.path.insert(0, sys.argv[1])
+from _torchvision_models import VisionTransformer, apply_blurpool, randomize_batchnorm, randomize_vit, resnet18
+random.seed(0)
+for name, color in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+    os.makedirs(f"images/{name}", exist_ok=True)
+    for i in range(12):
+        pixel = tuple(max(0, min(255, c + random.randint(-40, 40))) for c in color)
+        Image.new("RGB", (20, 16), pixel).save(f"images/{name}/{i}.png")
+torch.manual_seed(0)
+torch.save(randomize_batchnorm(apply_blurpool(resnet18(num_classes=1000, width=16))).state_dict(), "all_topo_tau_10.0.pt")
+vit = randomize_vit(VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64))
+torch.save({"model": vit.state_dict(), "epoch": 299, "args": argparse.Namespace(model="vit_b_32")}, "tau_10.0.pt")
+PY
+VISION_RUN=(--train_dir images --image_size 16 --model_preset tiny-resnet --max_steps 3 --per_device_train_batch_size 8
+    --report_to none --save_strategy no --use_cpu true)
+step "$HF_TOPO" pretrain "${VISION_RUN[@]}" --tau 5 --output_dir vision_toponet
+step "$HF_TOPO" pretrain "${VISION_RUN[@]}" --tau 0 --output_dir vision_twin
+step "$HF_TOPO" downsample --model vision_toponet --factor 2 --output_dir vision_small
+step "$HF_TOPO" convert-toponet all_topo_tau_10.0.pt --output_dir resnet18_tau10
+step "$HF_TOPO" convert-toponet tau_10.0.pt --n_head 4 --output_dir vit_tau10
+
 # 4. Every artefact in a new process, as a user opens it.
 fresh() { echo "[clean-install] fresh process: $1"; "$VPY" -c "$2" > "$WORK/step.log" 2>&1 || { cat "$WORK/step.log"; exit 1; }; }
 fresh "the TopoNet with plain transformers" '
@@ -152,5 +180,28 @@ subprocess.run([os.path.join(os.path.dirname(sys.executable), "hf-topo"), "push"
                 "--repo_id", "someone/toponet-tiny", "--dry_run", "--output_dir", "hub"], check=True, capture_output=True)
 card = open("hub/README.md").read()
 assert "topographic" in card and "someone/toponet-tiny" in card
+'
+fresh "the vision TopoNet and its twin with plain transformers" '
+import json, sys, torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+for folder, tau in (("vision_toponet", 5.0), ("vision_twin", 0.0)):
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    AutoImageProcessor.from_pretrained(folder)
+    assert model.config.topography["tau"]["value"] == tau and sorted(model.config.label2id) == ["blue", "red"]
+    assert torch.isfinite(model(pixel_values=torch.randn(2, 3, 16, 16)).logits).all()
+    assert 0 <= json.load(open(f"{folder}/metrics.json"))["eval_accuracy"] <= 1
+assert "hf_topo" not in sys.modules, "loading a vision TopoNet must not need hf_topo"
+'
+fresh "the downsampled vision TopoNet and the converted ResNet-18 after import hf_topo, the ViT without" '
+import hf_topo, torch
+from transformers import AutoModelForImageClassification
+small = AutoModelForImageClassification.from_pretrained("vision_small").eval()
+assert any(type(m).__name__ == "TopoDownsampledConv2d" for m in small.modules())
+assert torch.isfinite(small(pixel_values=torch.randn(2, 3, 16, 16)).logits).all()
+resnet = AutoModelForImageClassification.from_pretrained("resnet18_tau10").eval()
+assert type(resnet).__name__ == "BlurPoolResNetForImageClassification" and resnet.config.num_labels == 1000
+assert resnet.config.topography["tau"]["value"] == 10.0 and len(resnet.config.topography["layers"]) == 19
+vit = AutoModelForImageClassification.from_pretrained("vit_tau10").eval()
+assert torch.isfinite(vit(pixel_values=torch.randn(1, 3, 64, 64)).logits).all()
 '
 echo "[clean-install] passed: every command ran from $RUN and every artefact loaded in a new process ($((SECONDS - START)) s)"
