@@ -175,14 +175,15 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     image_model = _is_image_classifier_source(args.model_name_or_path)
     if args.train_dir is not None or image_model:
         if not image_model:
-            raise ValueError(
-                f"--train_dir is for image classifiers, but {args.model_name_or_path} is not one (its config names no "
-                "*ForImageClassification architecture): fine-tune a causal LM on --train_file or --code_dir."
+            raise InputError(
+                f"{parameter('train_dir')} is for image classifiers, but {args.model_name_or_path} is not one (its "
+                "config names no *ForImageClassification architecture): fine-tune a causal LM on "
+                f"{parameter('train_file')} or {parameter('code_dir')}."
             )
         if args.train_dir is None:
-            raise ValueError(
-                f"{args.model_name_or_path} is an image classifier: pass --train_dir (a folder with one subfolder of "
-                "images per class), not a text corpus."
+            raise InputError(
+                f"{args.model_name_or_path} is an image classifier: pass {parameter('train_dir')} (a folder with one "
+                "subfolder of images per class), not a text corpus."
             )
         return _finetune_image_classifier(args, training_args)
     checkpoint = resolve_checkpoint(training_args)  # never mix two runs in one folder
@@ -294,35 +295,42 @@ def load_lora_images(args: LoraArguments, image_processor, seed: int = 0) -> tup
     """
     from datasets import load_dataset
 
-    def read(folder: str, flag: str) -> Dataset:
+    def read(folder: str, name: str) -> Dataset:
         try:
             data = load_dataset("imagefolder", data_dir=folder, split="train")
         except (ValueError, FileNotFoundError) as err:
-            raise ValueError(
-                f"{flag} {folder!r} could not be read as an image folder ({str(err).splitlines()[0]}): expected one "
-                "subfolder of images (PNG, JPEG, ...) per class."
+            raise InputError(
+                f"{parameter(name, repr(folder))} could not be read as an image folder "
+                f"({str(err).splitlines()[0]}): expected one subfolder of images (PNG, JPEG, ...) per class."
             ) from None
         if "label" not in data.features or not hasattr(data.features["label"], "names"):
-            raise ValueError(f"{flag} {folder!r} has no class subfolders: put each class's images in its own folder.")
+            raise InputError(
+                f"{parameter(name, repr(folder))} has no class subfolders: put each class's images in its own folder."
+            )
         return data
 
-    train = read(args.train_dir, "--train_dir")
+    train = read(args.train_dir, "train_dir")
     classes = list(train.features["label"].names)
     if len(classes) < 2:
-        raise ValueError(f"--train_dir {args.train_dir!r} has {len(classes)} class folder(s): a classifier needs two.")
+        raise InputError(
+            f"{parameter('train_dir', repr(args.train_dir))} has {len(classes)} class folder(s): a classifier needs "
+            "two."
+        )
     if args.validation_dir is not None:
-        validation = read(args.validation_dir, "--validation_dir")
+        validation = read(args.validation_dir, "validation_dir")
         if list(validation.features["label"].names) != classes:
-            raise ValueError(
-                f"--validation_dir {args.validation_dir!r} has classes {validation.features['label'].names}, but "
-                f"--train_dir has {classes}: give both folders the same class subfolders."
+            raise InputError(
+                f"{parameter('validation_dir', repr(args.validation_dir))} has classes "
+                f"{validation.features['label'].names}, but {parameter('train_dir')} has {classes}: give both folders "
+                "the same class subfolders."
             )
     else:
         n_validation = int(len(train) * args.validation_fraction)
         if n_validation < 1 or len(train) - n_validation < 1:
-            raise ValueError(
-                f"--train_dir {args.train_dir!r} has {len(train)} images: too few for a validation fraction of "
-                f"{args.validation_fraction}. Add images or pass --validation_dir."
+            raise InputError(
+                f"{parameter('train_dir', repr(args.train_dir))} has {len(train)} images: too few for "
+                f"{parameter('validation_fraction', args.validation_fraction)}. Add images or pass "
+                f"{parameter('validation_dir')}."
             )
         split = train.train_test_split(test_size=n_validation, seed=seed)
         train, validation = split["train"], split["test"]
@@ -391,9 +399,10 @@ def _finetune_image_classifier(args: LoraArguments, training_args: TopoTrainingA
             attach_inferred_topography(model)
             has_topography = True
         elif training_args.tau > 0:
-            raise ValueError(
-                f"{args.model_name_or_path} has no topography metadata, so --tau {training_args.tau} has no layers "
-                "to act on: fine-tune a vision TopoNet (hf-topo pretrain --train_dir) or pass --tau 0."
+            raise InputError(
+                f"{args.model_name_or_path} has no topography metadata, so {parameter('tau', training_args.tau)} has "
+                "no layers to act on: fine-tune a vision TopoNet (hf-topo pretrain --train_dir) or pass "
+                f"{parameter('tau', 0)}."
             )
         else:
             logger.warning("%s has no topography metadata: TopoLoss is not reported.", args.model_name_or_path)

@@ -22,6 +22,7 @@ from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPi
 
 from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.cli import finetune_lora
+from hf_topo.cli.arguments import run_command
 from hf_topo.lora import CONVOLUTION_TARGETS, load_lora_image_classifier
 
 CLASSES = ["blue", "green", "red"]
@@ -194,13 +195,15 @@ def test_resnet_conv2d_lora_with_a_new_head(resnet, images, tmp_path):
     assert adapter_logits.shape == (4, 3) and torch.allclose(adapter_logits, merged_logits, atol=1e-4)
 
 
-def test_bad_input_is_refused_before_training(vit, images, tmp_path):
-    with pytest.raises(FileNotFoundError, match="--train_dir"):
+def test_bad_input_is_refused_before_training(vit, images, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="train_dir="):
         _finetune(vit, tmp_path / "missing", tmp_path / "a")
-    with pytest.raises(ValueError, match="is an image classifier: pass --train_dir"):
-        finetune_lora.main(
-            ["--model_name_or_path", str(vit), "--output_dir", str(tmp_path / "b"), "--use_cpu", "true"]
-        )
+    argv = ["--model_name_or_path", str(vit), "--output_dir", str(tmp_path / "b"), "--use_cpu", "true"]
+    with pytest.raises(ValueError, match="is an image classifier: pass train_dir= "):
+        finetune_lora.main(argv)
+    # hf-topo finetune-lora words the parameter as its flag
+    assert run_command(finetune_lora.main, argv, prog="hf-topo finetune-lora") == 1
+    assert "is an image classifier: pass --train_dir (a folder" in capsys.readouterr().err
     one_class = _write_image_folder(tmp_path / "one", classes=["only"], per_class=4)
     with pytest.raises(ValueError, match="has no class subfolders"):
         _finetune(vit, one_class, tmp_path / "c")

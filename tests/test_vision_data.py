@@ -1,6 +1,7 @@
 """hf_topo.vision.data: image folders checked before training; every bad input refused with the file and the fix."""
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 from _images import write_image_folder
 from PIL import Image
 
+from hf_topo.cli.arguments import run_command
 from hf_topo.cli.pretrain import main as pretrain_main
+from hf_topo.errors import MissingFileError
 from hf_topo.vision.data import check_image_folder, collate_images, load_image_datasets, with_image_transforms
 
 
@@ -52,8 +55,15 @@ def test_a_good_folder_is_read_with_sorted_classes_and_a_stratified_split(folder
     assert batch["pixel_values"].shape == (3, 3, 12, 12) and batch["labels"].dtype == torch.long
 
 
-def test_missing_folder_and_folder_without_class_subfolders(tmp_path):
-    _refused(tmp_path, tmp_path / "nowhere", r"--train_dir .*nowhere' does not exist")
+def test_missing_folder_and_folder_without_class_subfolders(tmp_path, capsys):
+    _refused(tmp_path, tmp_path / "nowhere", r"^train_dir='.*nowhere' does not exist")
+    with pytest.raises(MissingFileError) as err:
+        check_image_folder(str(tmp_path / "nowhere"), "validation_dir")
+    assert err.value.parameters == ["validation_dir"]
+    # hf-topo pretrain words the parameter as its flag
+    argv = ["--train_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "run")]
+    assert run_command(pretrain_main, argv, prog="hf-topo pretrain") == 1
+    assert re.match(r"hf-topo pretrain: error: --train_dir '.*nowhere' does not exist", capsys.readouterr().err)
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.new("RGB", (8, 8)).save(loose / "a.png")
@@ -116,10 +126,10 @@ def test_too_few_images_to_hold_out(tmp_path):
 def test_text_and_image_data_together_and_language_presets_are_refused(tmp_path, folder):
     text = tmp_path / "t.txt"
     text.write_text("hello\n" * 10)
-    _refused(tmp_path, folder, r"--train_dir \(images\) and --train_file \(text\) were both given",
+    _refused(tmp_path, folder, r"train_dir= \(images\) and train_file= \(text\) were both given",
              "--train_file", str(text))  # fmt: skip
     out = tmp_path / "lm"
-    with pytest.raises(ValueError, match=r"--model_preset tiny-llama is a language model"):
+    with pytest.raises(ValueError, match=r"model_preset=tiny-llama is a language model"):
         pretrain_main(["--train_dir", str(folder), "--output_dir", str(out), "--model_preset", "tiny-llama"])
 
 

@@ -53,4 +53,4 @@ def test_vision_demo_trains_both_models_and_reports(tmp_path):
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert fresh.stdout.split() == ["5", "5"]
     again = subprocess.run(cmd, env=offline_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode != 0 and "holds a previous vision demo run" in again.stderr
+    assert again.returncode != 0 and "holds a previous vision demo run; pass another --output_dir" in again.stderr

@@ -129,7 +129,7 @@ def test_pretrain_image_folder_resumes_exactly_and_refuses_a_second_run(tmp_path
     ]
     assert losses[0] == losses[1] and [step for step, _ in losses[1]] == [1, 2, 3, 4, 5, 6]  # 1-3 from the checkpoint
 
-    with pytest.raises(ValueError, match=r"already holds a training run .*--resume_from_checkpoint true"):
+    with pytest.raises(ValueError, match=r"already holds a training run .*resume_from_checkpoint=true"):
         pretrain_main([*base[2:], "--output_dir", str(full)])
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError, parameter
+
 __all__ = ["load_checkpoint", "tau_from_filename", "check_tau", "strip_wrapper_prefixes", "SAFE_EXTRA_GLOBALS"]
 
 #: The globals allowed beyond ``weights_only=True``'s own (see the module docstring).
@@ -131,4 +133,6 @@ def tau_from_filename(path: str | os.PathLike) -> float | None:
 def check_tau(tau: float | None) -> None:
     """Refuse a τ that is not a TopoLoss strength (negative, NaN, infinite)."""
     if tau is not None and not (math.isfinite(tau) and tau >= 0):
-        raise ValueError(f"tau={tau} is not a TopoLoss strength: give a finite τ >= 0 (--tau), e.g. 50.")
+        raise InputError(
+            f"{parameter('tau', tau)} is not a TopoLoss strength: give a finite τ >= 0, e.g. {parameter('tau', 50)}."
+        )

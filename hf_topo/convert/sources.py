@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError, MissingFileError, parameter
 from .checkpoint import check_tau, tau_from_filename
 
 __all__ = [
@@ -83,7 +84,7 @@ def _checkpoint_in_folder(folder: Path, tau: float | None, filename: str | None)
     if filename is not None:
         path = folder / filename
         if not path.is_file():
-            raise FileNotFoundError(f"{folder} has no file {filename!r} (--filename).")
+            raise MissingFileError(f"{parameter('filename', repr(filename))}: {folder} has no such file.")
         return path
     candidates = sorted(p for p in folder.iterdir() if p.suffix in _CHECKPOINT_SUFFIXES and p.is_file())
     listing = ", ".join(p.name for p in candidates) or "none"
@@ -93,13 +94,14 @@ def _checkpoint_in_folder(folder: Path, tau: float | None, filename: str | None)
         matches = [p for p in candidates if (t := tau_from_filename(p)) is not None and math.isclose(t, tau)]
         if len(matches) == 1:
             return matches[0]
-        raise ValueError(
-            f"{folder} has {'no' if not matches else len(matches)} checkpoint(s) for tau={tau:g} (a tau_<τ>.pt file "
-            f"name); its checkpoints: {listing}. Pass another --tau, or the file itself (or --filename NAME)."
+        raise InputError(
+            f"{folder} has {'no' if not matches else len(matches)} checkpoint(s) for {parameter('tau', f'{tau:g}')} "
+            f"(a tau_<τ>.pt file name); its checkpoints: {listing}. Pass another {parameter('tau')}, or the file "
+            f"itself (or {parameter('filename', 'NAME')})."
         )
-    raise ValueError(
-        f"{folder} holds {len(candidates)} checkpoints ({listing}): say which with --tau (a tau_<τ>.pt file name), "
-        "--filename NAME, or the path of the file itself."
+    raise InputError(
+        f"{folder} holds {len(candidates)} checkpoints ({listing}): say which with {parameter('tau')} (a tau_<τ>.pt "
+        f"file name), {parameter('filename', 'NAME')}, or the path of the file itself."
     )
 
 
@@ -110,9 +112,10 @@ def _hub_filename(repo_id: str, tau: float | None, filename: str | None, revisio
     if tau is not None:
         known = AUTHORS_CHECKPOINTS.get(repo_id)
         if known is not None and not any(math.isclose(tau, t) for t in known.taus):
-            raise ValueError(
-                f"{repo_id} has no TopoNet of tau={tau:g}: the authors published {known.architecture} TopoNets of τ "
-                f"{', '.join(f'{t:g}' for t in known.taus)} there. Pass one of these with --tau."
+            raise InputError(
+                f"{repo_id} has no TopoNet of {parameter('tau', f'{tau:g}')}: the authors published "
+                f"{known.architecture} TopoNets of τ {', '.join(f'{t:g}' for t in known.taus)} there. Pass one of "
+                f"these with {parameter('tau')}."
             )
         return checkpoint_filename(tau, family, repo_id)
     from huggingface_hub import list_repo_files
@@ -121,15 +124,15 @@ def _hub_filename(repo_id: str, tau: float | None, filename: str | None, revisio
     try:
         files = [f for f in list_repo_files(repo_id, revision=revision, token=token) if f.endswith(".pt")]
     except (OSError, ValueError) as err:  # offline, no such repo, no access (huggingface_hub's errors are OSErrors)
-        raise ValueError(
-            f"Which checkpoint of {repo_id}? Pass --tau (the file tau_<τ>.pt, e.g. {example}) or --filename NAME; "
-            f"its files could not be listed ({type(err).__name__})."
+        raise InputError(
+            f"Which checkpoint of {repo_id}? Pass {parameter('tau')} (the file tau_<τ>.pt, e.g. {example}) or "
+            f"{parameter('filename', 'NAME')}; its files could not be listed ({type(err).__name__})."
         ) from None
     if len(files) == 1:
         return files[0]
-    raise ValueError(
-        f"{repo_id} holds {len(files)} checkpoints ({', '.join(files) or 'none'}): say which with --tau (a "
-        "tau_<τ>.pt file name) or --filename NAME."
+    raise InputError(
+        f"{repo_id} holds {len(files)} checkpoints ({', '.join(files) or 'none'}): say which with "
+        f"{parameter('tau')} (a tau_<τ>.pt file name) or {parameter('filename', 'NAME')}."
     )
 
 
@@ -167,7 +170,9 @@ def resolve_checkpoint_file(
     source_path = Path(os.path.expanduser(os.fspath(source)))
     if source_path.is_file():
         if filename is not None:
-            raise ValueError(f"{source} is a file: --filename only selects a file in a folder or a Hub repo.")
+            raise InputError(
+                f"{source} is a file: {parameter('filename')} only selects a file in a folder or a Hub repo."
+            )
         path = source_path
     elif source_path.is_dir():
         path = _checkpoint_in_folder(source_path, tau, filename)
@@ -217,20 +222,20 @@ def _download_checkpoint(repo_id: str, tau, filename, revision, cache_dir, token
             "the local file or its folder instead."
         ) from None
     except GatedRepoError:
-        raise ValueError(
+        raise InputError(
             f"Cannot fetch {where}: the repo is gated. Accept its conditions on the Hub and log in (`hf auth login`, "
-            "or pass token=...)."
+            f"or pass {parameter('token', '...')})."
         ) from None
     except RepositoryNotFoundError:
-        raise ValueError(
+        raise InputError(
             f"Cannot fetch {where}: there is no such Hub model repo, or it is private (log in with `hf auth login` or "
-            f"pass token=...). The authors' TopoNets are in {', '.join(AUTHORS_CHECKPOINTS)}."
+            f"pass {parameter('token', '...')}). The authors' TopoNets are in {', '.join(AUTHORS_CHECKPOINTS)}."
         ) from None
     except RevisionNotFoundError:
         raise ValueError(f"Cannot fetch {where}: the repo has no revision {revision!r}.") from None
     except EntryNotFoundError:
-        raise ValueError(
+        raise InputError(
             f"Cannot fetch {where}: the repo has no such file. Its checkpoints are named after τ (e.g. "
-            f"{checkpoint_filename(10, family_from_repo_id(repo_id), repo_id)} for --tau 10); pass another --tau, or "
-            "--filename NAME."
+            f"{checkpoint_filename(10, family_from_repo_id(repo_id), repo_id)} for {parameter('tau', 10)}); pass "
+            f"another {parameter('tau')}, or {parameter('filename', 'NAME')}."
         ) from None

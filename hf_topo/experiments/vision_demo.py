@@ -25,6 +25,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ..errors import InputError, parameter
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["VisionDemoArguments", "run_vision_demo", "write_digits_folders"]
@@ -160,9 +162,9 @@ def run_vision_demo(args: VisionDemoArguments) -> dict:
     for name in ("baseline", "toponet"):  # refused before anything is trained, never overwritten
         previous = os.path.join(args.output_dir, name)
         if os.path.isdir(previous) and os.listdir(previous):
-            raise ValueError(
-                f"{os.path.abspath(previous)} holds a previous vision demo run; pass another --output_dir or remove "
-                "that folder to run the demo again."
+            raise InputError(
+                f"{os.path.abspath(previous)} holds a previous vision demo run; pass another "
+                f"{parameter('output_dir')} or remove that folder to run the demo again."
             )
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     if args.data_dir is not None:

@@ -183,22 +183,22 @@ def build_upload_folder(
 
 
 def load_image_processor(source):
-    """The image processor of an image classifier (its ``preprocessor_config.json``), or a ``ValueError`` saying how
-    to give one."""
+    """The image processor of an image classifier (its ``preprocessor_config.json``), or an :class:`InputError` (a
+    ``ValueError``) saying how to give one."""
     from transformers import AutoImageProcessor
 
     how_to_fix = (
         "An image classifier on the Hub needs its image processor (the resize and normalisation its images get): pass "
-        "tokenizer=... (--tokenizer PATH_OR_HUB_ID of an image processor), or save one into the model directory "
+        f"{parameter('tokenizer', 'PATH_OR_HUB_ID')} (an image processor), or save one into the model directory "
         "(image_processor.save_pretrained(MODEL_DIR); hf-topo pretrain --train_dir does)."
     )
     if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
-        raise ValueError(f"No image processor in {source} (no preprocessor_config.json). {how_to_fix}")
+        raise InputError(f"No image processor in {source} (no preprocessor_config.json). {how_to_fix}")
     try:
         return AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else repr(err)
-        raise ValueError(f"No image processor could be loaded from {source} ({reason}). {how_to_fix}") from None
+        raise InputError(f"No image processor could be loaded from {source} ({reason}). {how_to_fix}") from None
 
 
 def _load_tokenizer(tokenizer_source, model):

@@ -10,7 +10,7 @@ Bad folders fail before any training step, with the file or folder and the fix i
 ==========================================  ===================================================================
 input                                       what happens
 ==========================================  ===================================================================
-a folder that does not exist, or a file     refused: "--train_dir ... does not exist"
+a folder that does not exist, or a file     refused: "train_dir=... does not exist"
 no class subfolders (images at the top)     refused: put each class's images in a subfolder named after it
 one class only                              refused: a classifier needs two classes or more
 an empty class folder                       refused, naming the folder
@@ -34,6 +34,7 @@ import torch
 from datasets import DatasetDict, load_dataset
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InputError, MissingFileError, parameter
 from .augmentation import EvalTransform, TrainTransform
 
 __all__ = [
@@ -92,7 +93,7 @@ def _image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in ImageFolder.EXTENSIONS}
 
 
-def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSummary:
+def check_image_folder(path: str, name: str = "train_dir") -> ImageFolderSummary:
     """Check a folder of class subfolders before anything is trained (see the module docstring for every case).
 
     Every image is opened and decoded once, so a corrupt file is found now rather than mid-run (on ImageNet's
@@ -100,20 +101,23 @@ def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSumma
 
     Args:
         path: the folder.
-        flag: how messages name it (``"--train_dir"``, ``"--validation_dir"``).
+        name: the parameter that gave it, as messages name it (``"train_dir"``, ``"validation_dir"``; see
+            :func:`hf_topo.errors.parameter`).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: anything else of the module docstring's table that is refused.
+        MissingFileError: ``path`` does not exist (a ``FileNotFoundError``).
+        ValueError: anything else of the module docstring's table that is refused (an :class:`InputError` where
+            the message names ``name``).
     """
+    given = parameter(name, repr(path))
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{flag} {path!r} does not exist: pass a folder with one subfolder of images per class "
+        raise MissingFileError(
+            f"{given} does not exist: pass a folder with one subfolder of images per class "
             "(e.g. train/cat/*.jpg, train/dog/*.jpg)."
         )
     if not os.path.isdir(path):
-        raise ValueError(
-            f"{flag} {path!r} is a file: pass a folder with one subfolder of images per class "
+        raise InputError(
+            f"{given} is a file: pass a folder with one subfolder of images per class "
             "(e.g. train/cat/*.jpg, train/dog/*.jpg)."
         )
     entries = _visible(os.listdir(path))
@@ -121,27 +125,27 @@ def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSumma
     loose = [n for n in entries if n not in classes]
     if not classes:
         shown = f" (it holds {', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''})" if loose else " (it is empty)"
-        raise ValueError(
-            f"{flag} {path!r} has no class subfolders{shown}: put each class's images in a subfolder named after the "
-            "class (e.g. train/cat/*.jpg, train/dog/*.jpg)."
+        raise InputError(
+            f"{given} has no class subfolders{shown}: put each class's images in a subfolder named after the class "
+            "(e.g. train/cat/*.jpg, train/dog/*.jpg)."
         )
     if loose:
-        raise ValueError(
-            f"{flag} {path!r} holds files beside its class subfolders ({', '.join(loose[:3])}"
+        raise InputError(
+            f"{given} holds files beside its class subfolders ({', '.join(loose[:3])}"
             f"{', ...' if len(loose) > 3 else ''}): move each image into its class's subfolder, and other files out "
             "of the folder."
         )
     if len(classes) == 1:
-        raise ValueError(
-            f"{flag} {path!r} has one class only ({classes[0]!r}): a classifier needs two classes or more; add a "
+        raise InputError(
+            f"{given} has one class only ({classes[0]!r}): a classifier needs two classes or more; add a "
             "subfolder of images for each other class."
         )
     counts: dict[str, int] = {}
     modes: dict[str, int] = {}
     smallest = (1 << 30, 1 << 30)
     paths: list[str] = []
-    for name in classes:
-        folder = os.path.join(path, name)
+    for class_name in classes:
+        folder = os.path.join(path, class_name)
         files = _visible(os.listdir(folder))
         nested = [f for f in files if os.path.isdir(os.path.join(folder, f))]
         if nested:
@@ -163,9 +167,9 @@ def check_image_folder(path: str, flag: str = "--train_dir") -> ImageFolderSumma
                 )
             modes[mode] = modes.get(mode, 0) + 1
             smallest = min(smallest, size, key=lambda s: s[0] * s[1])
-        counts[name] = len(files)
+        counts[class_name] = len(files)
     if len(modes) > 1 or "RGB" not in modes:
-        logger.info("%s: image modes %s; every image is converted to RGB when loaded", flag, modes)
+        logger.info("%s=%r: image modes %s; every image is converted to RGB when loaded", name, path, modes)
     return ImageFolderSummary(path=path, classes=classes, counts=counts, modes=modes, smallest=smallest, files=paths)
 
 
@@ -186,30 +190,31 @@ def load_image_datasets(
         FileNotFoundError, ValueError: a folder refused by :func:`check_image_folder`; validation classes that differ
             from the training classes; a class with a single image when a validation split must be held out of it.
     """
-    train_summary = check_image_folder(train_dir, "--train_dir")
+    train_summary = check_image_folder(train_dir, "train_dir")
     classes = train_summary.classes
     if validation_dir is not None:
-        validation_summary = check_image_folder(validation_dir, "--validation_dir")
+        validation_summary = check_image_folder(validation_dir, "validation_dir")
         if validation_summary.classes != classes:
             missing = sorted(set(classes) - set(validation_summary.classes))
             extra = sorted(set(validation_summary.classes) - set(classes))
-            raise ValueError(
-                f"--validation_dir {validation_dir!r} and --train_dir {train_dir!r} have different classes "
+            raise InputError(
+                f"{parameter('validation_dir', repr(validation_dir))} and {parameter('train_dir', repr(train_dir))} "
+                "have different classes "
                 f"(missing from validation: {missing or 'none'}; not in training: {extra or 'none'}): give both "
                 "folders the same class subfolders."
             )
     elif not 0 < validation_split_percentage < 100:
-        raise ValueError(
-            f"validation_split_percentage={validation_split_percentage} must be between 1 and 99 "
-            "(--validation_split_percentage), or pass --validation_dir."
+        raise InputError(
+            f"{parameter('validation_split_percentage', validation_split_percentage)} must be between 1 and 99, or "
+            f"pass {parameter('validation_dir')}."
         )
     else:
         single = [name for name, n in train_summary.counts.items() if n < 2]
         if single:
-            raise ValueError(
+            raise InputError(
                 f"The class folder {os.path.join(train_dir, single[0])!r} holds one image: a held-out validation split "
                 "takes at least one image of every class and needs another to train on. Add images to it, or pass "
-                "--validation_dir."
+                f"{parameter('validation_dir')}."
             )
 
     # The checked files are passed as data_files: imagefolder then labels them by their folders without walking the
@@ -224,10 +229,10 @@ def load_image_datasets(
         return DatasetDict(train=train, validation=validation), classes
     n_validation = max(len(classes), round(validation_split_percentage * len(train) / 100))
     if n_validation > len(train) - len(classes):
-        raise ValueError(
-            f"--train_dir {train_dir!r} has {len(train)} images in {len(classes)} classes: too few to hold out "
-            f"{validation_split_percentage} % (at least one per class) and train on the rest. Add images, lower "
-            "--validation_split_percentage, or pass --validation_dir."
+        raise InputError(
+            f"{parameter('train_dir', repr(train_dir))} has {len(train)} images in {len(classes)} classes: too few to "
+            f"hold out {validation_split_percentage} % (at least one per class) and train on the rest. Add images, "
+            f"lower {parameter('validation_split_percentage')}, or pass {parameter('validation_dir')}."
         )
     split = train.train_test_split(test_size=n_validation, stratify_by_column="label", seed=seed)
     return DatasetDict(train=split["train"], validation=split["test"]), classes

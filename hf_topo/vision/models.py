@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from transformers import AutoModelForImageClassification, PreTrainedModel, ResNetConfig, ViTConfig
 
+from ..errors import InputError, parameter
 from ..presets import VISION_MODEL_PRESETS
 
 __all__ = ["VISION_MODEL_PRESETS", "vision_preset_config", "build_vision_model"]
@@ -51,9 +52,9 @@ def vision_preset_config(preset: str, labels: list[str], image_size: int = 32):
         )
     if preset == "tiny-vit":
         if image_size % 4:
-            raise ValueError(
-                f"tiny-vit cuts the image into 4×4 patches of image_size/4 pixels: --image_size {image_size} is not a "
-                f"multiple of 4; pass e.g. {max(4, image_size // 4 * 4)}."
+            raise InputError(
+                f"tiny-vit cuts the image into 4×4 patches of image_size/4 pixels: {parameter('image_size', image_size)} "
+                f"is not a multiple of 4; pass e.g. {max(4, image_size // 4 * 4)}."
             )
         return ViTConfig(
             image_size=image_size,

@@ -21,6 +21,7 @@ from transformers import TrainerCallback, set_seed
 
 from ..checkpoints import resolve_checkpoint
 from ..config import TopoConfig
+from ..errors import InputError, parameter
 from ..presets import TARGET_PRESETS, VISION_MODEL_PRESETS
 from ..trainer import TopoTrainer, TopoTrainingArguments
 from .augmentation import TrainTransform
@@ -70,21 +71,25 @@ def use_family_targets(model, training_args: TopoTrainingArguments) -> None:
 def _check_arguments(model_args, data_args, training_args: TopoTrainingArguments) -> None:
     text = [flag for flag in ("train_file", "validation_file", "dataset_name") if getattr(data_args, flag)]
     if text:
-        raise ValueError(
-            f"--train_dir (images) and --{text[0]} (text) were both given: a run trains on one kind of data; drop one."
+        raise InputError(
+            f"{parameter('train_dir')} (images) and {parameter(text[0])} (text) were both given: a run trains on one "
+            "kind of data; drop one."
         )
     if data_args.streaming or data_args.blimp_dir or data_args.blimp_dataset:
-        raise ValueError(
-            "--streaming and BLiMP apply to text; an image folder is read from disk and scored by accuracy."
+        raise InputError(
+            f"{parameter('streaming')} and BLiMP ({parameter('blimp_dir')}, {parameter('blimp_dataset')}) apply to "
+            "text; an image folder is read from disk and scored by accuracy."
         )
     if data_args.image_size < 8:
-        raise ValueError(f"--image_size {data_args.image_size} is too small: pass 8 pixels or more (e.g. 32, 224).")
+        raise InputError(
+            f"{parameter('image_size', data_args.image_size)} is too small: pass 8 pixels or more (e.g. 32, 224)."
+        )
     if model_args.model_name_or_path is None and model_args.model_preset not in VISION_MODEL_PRESETS:
         default = type(model_args).__dataclass_fields__["model_preset"].default
         if model_args.model_preset != default:
-            raise ValueError(
-                f"--model_preset {model_args.model_preset} is a language model; an image folder needs one of "
-                f"{', '.join(VISION_MODEL_PRESETS)}, or --model_name_or_path of an image classifier."
+            raise InputError(
+                f"{parameter('model_preset', model_args.model_preset)} is a language model; an image folder needs one "
+                f"of {', '.join(VISION_MODEL_PRESETS)}, or {parameter('model_name_or_path')} of an image classifier."
             )
         logger.info("--train_dir: training the image-classification preset tiny-resnet (--model_preset)")
         model_args.model_preset = "tiny-resnet"
