@@ -197,6 +197,8 @@ def test_analyze_refuses_to_save_a_downsampled_topolm_model(make_gpt2, tmp_path)
         model=str(tmp_path / "topolm"), output_dir=str(tmp_path / "out"), text_file=str(tmp_path / "text.txt"),
         save_downsampled=2.0, progress=False,
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"save_downsampled= resamples .* transformer.h.0.ln_2\): drop save_downsampled="):
+    with pytest.raises(
+        ValueError, match=r"save_downsampled= resamples .* transformer.h.0.ln_2\): drop save_downsampled="
+    ):
         analyze_saved_models(args, AnalysisSettings(max_tokens=32, eval_blocks=1))
     assert not (tmp_path / "out").exists()
