@@ -82,10 +82,11 @@ ATTENTION_TARGETS: dict[str, list[str]] = {
 #: image classifiers for CPU demos and tests, built by :func:`hf_topo.vision.models.vision_preset_config`).
 MODEL_PRESETS = (
     "tiny-gpt2", "gpt2-124m", "gpt-neo-125m", "tiny-gpt-neo", "tiny-gpt-neox", "tiny-llama",
-    "tiny-resnet", "tiny-vit",
+    "tiny-resnet", "tiny-vit", "resnet-18", "resnet-50", "vit-b-32",
 )  # fmt: skip
-#: The image-classification presets among :data:`MODEL_PRESETS`.
-VISION_MODEL_PRESETS = ("tiny-resnet", "tiny-vit")
+#: The image-classification presets among :data:`MODEL_PRESETS` (the last three: the paper's shapes,
+#: :mod:`hf_topo.vision.paper_models`).
+VISION_MODEL_PRESETS = ("tiny-resnet", "tiny-vit", "resnet-18", "resnet-50", "vit-b-32")
 
 
 def default_target_modules(model: nn.Module) -> list[str]:

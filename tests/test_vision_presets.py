@@ -90,3 +90,23 @@ def test_toponet_config_on_the_paper_layers_gives_a_loss_and_a_record(paper_mode
         from transformers import GPT2Config
 
         vision_targets(GPT2Config())
+
+
+@pytest.mark.parametrize("preset,layers", [("resnet-18", 19), ("resnet-50", 52), ("vit-b-32", 12)])
+def test_pretrain_presets_are_the_papers_shapes_for_the_folders_classes(preset, layers):
+    """`hf-topo pretrain --model_preset resnet-18 --train_dir DIR` builds the paper's architecture with the folder's
+    classes, and its default targets (the family's TARGET_PRESETS) are the paper's layers."""
+    from hf_topo.presets import VISION_MODEL_PRESETS, default_target_modules
+    from hf_topo.vision.models import vision_preset_config
+
+    assert preset in VISION_MODEL_PRESETS
+    config = vision_preset_config(preset, ["cat", "dog", "owl"], image_size=224)
+    reference = paper_vision_config(preset)
+    assert config.num_labels == 3 and config.id2label == {0: "cat", 1: "dog", 2: "owl"}
+    assert type(config) is type(reference)
+    assert {k: v for k, v in config.to_dict().items() if "label" not in k} == {
+        k: v for k, v in reference.to_dict().items() if "label" not in k
+    }
+    model = AutoModelForImageClassification.from_config(config)
+    topo = TopoConfig(target_modules=default_target_modules(model))
+    assert len(TopoRegularizer(topo).layers(model)) == layers

@@ -8,6 +8,9 @@ preset           architecture                                     topographic la
                                                                   8×8 (64 channels) … 16×16 (256 channels)
 ``tiny-vit``     ``ViTForImageClassification``: 4 layers × 64,    ``mlp.fc2`` (the MLP's second linear, the
                  4 heads, MLP 256, patches of ``image_size/4``    paper's ViT layer): 64 units → 8×8
+``resnet-18``,   the paper's shapes (torchvision's ResNet-18/50   as above: 19 / 52 residual-block convolutions;
+``resnet-50``,   v1.5 and ``vit_b_32``,                           ViT-B/32's 12 ``mlp.fc2``
+``vit-b-32``     :func:`~hf_topo.vision.paper_models.paper_vision_config`; ViT's ``image_size`` a multiple of 32)
 ===============  ===============================================  ===============================================
 
 Both load back with ``AutoModelForImageClassification.from_pretrained``; the label names (``id2label``) are the
@@ -20,6 +23,7 @@ from transformers import AutoModelForImageClassification, PreTrainedModel, ResNe
 
 from ..errors import InputError, parameter
 from ..presets import VISION_MODEL_PRESETS
+from .paper_models import PAPER_VISION_PRESETS, paper_vision_config
 
 __all__ = ["VISION_MODEL_PRESETS", "vision_preset_config", "build_vision_model"]
 
@@ -66,7 +70,12 @@ def vision_preset_config(preset: str, labels: list[str], image_size: int = 32):
             intermediate_size=256,
             **names,
         )
-    raise ValueError(f"Unknown image-classification preset {preset!r}; choose one of {VISION_MODEL_PRESETS}.")
+    if preset in PAPER_VISION_PRESETS:
+        return paper_vision_config(preset, labels=labels, image_size=image_size)
+    raise InputError(
+        f"Unknown image-classification preset {parameter('model_preset', repr(preset))}; choose one of "
+        f"{VISION_MODEL_PRESETS}."
+    )
 
 
 def build_vision_model(
