@@ -231,18 +231,9 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
             "target_modules": sorted(model.peft_config["default"].target_modules), "corpus": args.dataset,
             "corpus_source": args.corpus_source(), "steps": trainer.state.global_step,
         }  # fmt: skip
-        record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
-        setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+        record = _record_with_run(model, original_topography, run)
     if trainer.is_world_process_zero():
-        model.save_pretrained(training_args.output_dir)
-        add_card_tags(os.path.join(training_args.output_dir, "README.md"), MODEL_TAGS)
-        tokenizer.save_pretrained(training_args.output_dir)
-        if record is not None:  # an adapter folder has no config.json: the record goes beside it
-            write_adapter_record(training_args.output_dir, record)
-        if args.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
-            tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+        _save_adapter(model, tokenizer, record, training_args.output_dir, args.merge)
 
     metrics = {
         "model": args.model_name_or_path,
@@ -452,18 +443,9 @@ def _finetune_image_classifier(args: LoraArguments, training_args: TopoTrainingA
             run["batch_norm"] = "running statistics frozen"
         if new_head:
             run["classes"] = classes
-        record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
-        setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+        record = _record_with_run(model, original_topography, run)
     if trainer.is_world_process_zero():
-        model.save_pretrained(training_args.output_dir)
-        add_card_tags(os.path.join(training_args.output_dir, "README.md"), MODEL_TAGS)
-        image_processor.save_pretrained(training_args.output_dir)
-        if record is not None:  # an adapter folder has no config.json: the record goes beside it
-            write_adapter_record(training_args.output_dir, record)
-        if args.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
-            image_processor.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+        _save_adapter(model, image_processor, record, training_args.output_dir, args.merge)
 
     metrics = {
         "model": args.model_name_or_path,
@@ -491,3 +473,24 @@ def _finetune_image_classifier(args: LoraArguments, training_args: TopoTrainingA
         with open(os.path.join(training_args.output_dir, "lora_metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics
+
+
+def _record_with_run(model, original_topography: dict, run: dict) -> dict:
+    """The TopoNet's own record with this fine-tuning run appended, set on the base model's config."""
+    record = original_topography | {"finetuning": (original_topography.get("finetuning") or []) + [run]}
+    setattr(model.get_base_model().config, TOPOGRAPHY_KEY, record)
+    return record
+
+
+def _save_adapter(model, processor, record: dict | None, output_dir: str, merge: bool) -> None:
+    """The adapter (with its card tags, the tokenizer or image processor, and the topography record beside it, since
+    an adapter folder has no config.json) and, with ``merge``, the merged model in ``<output_dir>/merged``."""
+    model.save_pretrained(output_dir)
+    add_card_tags(os.path.join(output_dir, "README.md"), MODEL_TAGS)
+    processor.save_pretrained(output_dir)
+    if record is not None:
+        write_adapter_record(output_dir, record)
+    if merge:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(os.path.join(output_dir, "merged"))
+        processor.save_pretrained(os.path.join(output_dir, "merged"))

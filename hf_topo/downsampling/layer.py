@@ -79,6 +79,24 @@ class _SheetUpsampling(nn.Module):
             self._upsampling_cache[key] = (up_h, up_w)
         return up_h, up_w  # (h, h'), (w, w')
 
+    @torch.no_grad()
+    def fill_from_(self, layer: nn.Module, sheet: CorticalSheet) -> None:
+        """Set this layer's parameters from the full ``layer`` on ``sheet``: the reduced weight ``down(C)`` (float64,
+        stored in this layer's dtype), the bias copied, and with gains ``g_u = ‖C_u‖ / ‖B_u‖``, ``B`` the rows this
+        layer applies without gains (computed from the stored reduced weight)."""
+        down_h, _, down_w, _ = blur_matrices(
+            self.height, self.width, self.factor_h, self.factor_w, self.interpolation,
+            device=self.weight.device, dtype=torch.float64,
+        )  # fmt: skip
+        full_sheet = as_cortical_sheet(layer, (sheet.height, sheet.width)).detach().to(torch.float64)  # (h, w, d)
+        reduced = torch.einsum("ah,hwd,bw->abd", down_h, full_sheet, down_w)  # (h', w', d)
+        self.weight.copy_(reduced.reshape(self.weight.shape))
+        if layer.bias is not None:
+            self.bias.copy_(layer.bias)
+        if self.gain is not None:
+            blurred = self.applied_weight(gains=False, dtype=torch.float64).flatten(1)  # (h·w, d)
+            self.gain.copy_(closed_form_gains(full_sheet.reshape(sheet.n_units, sheet.depth), blurred))
+
 
 class TopoDownsampledLinear(_SheetUpsampling):
     """A topographic linear layer downsampled on its cortical sheet (TopoNets appendix A.5), with optional gains.
@@ -195,18 +213,7 @@ class TopoDownsampledLinear(_SheetUpsampling):
             device=weight.device,
             dtype=weight.dtype,
         )
-        with torch.no_grad():
-            down_h, _, down_w, _ = blur_matrices(
-                sheet.height, sheet.width, factor_h, factor_w, interpolation, device=weight.device, dtype=torch.float64
-            )
-            full_sheet = as_cortical_sheet(layer, (sheet.height, sheet.width)).detach().to(torch.float64)  # (h, w, d)
-            reduced = torch.einsum("ah,hwd,bw->abd", down_h, full_sheet, down_w)  # (h', w', d)
-            small.weight.copy_(reduced.reshape(small.reduced_units, sheet.depth))
-            if layer.bias is not None:
-                small.bias.copy_(layer.bias)
-            if gain:
-                blurred = small.applied_weight(gains=False, dtype=torch.float64)  # (h·w, d), from the stored weight
-                small.gain.copy_(closed_form_gains(full_sheet.reshape(sheet.n_units, sheet.depth), blurred))
+        small.fill_from_(layer, sheet)
         return small
 
     def upsample(self, reduced_output: torch.Tensor) -> torch.Tensor:
@@ -387,18 +394,7 @@ class TopoDownsampledConv2d(_SheetUpsampling):
             device=weight.device,
             dtype=weight.dtype,
         )
-        with torch.no_grad():
-            down_h, _, down_w, _ = blur_matrices(
-                sheet.height, sheet.width, factor_h, factor_w, interpolation, device=weight.device, dtype=torch.float64
-            )
-            full_sheet = as_cortical_sheet(layer, (sheet.height, sheet.width)).detach().to(torch.float64)  # (h, w, d)
-            reduced = torch.einsum("ah,hwd,bw->abd", down_h, full_sheet, down_w)  # (h', w', d)
-            small.weight.copy_(reduced.reshape(small.weight.shape))
-            if layer.bias is not None:
-                small.bias.copy_(layer.bias)
-            if gain:
-                blurred = small.applied_weight(gains=False, dtype=torch.float64).flatten(1)  # (h·w, d)
-                small.gain.copy_(closed_form_gains(full_sheet.reshape(sheet.n_units, sheet.depth), blurred))
+        small.fill_from_(layer, sheet)
         return small
 
     def upsample_channels(self, reduced: torch.Tensor) -> torch.Tensor:
