@@ -252,6 +252,7 @@ _RESOLVE = (
 
 
 @pytest.mark.parametrize("order", ["hf_topo first", "transformers first", "configs only first"])
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_import_hf_topo_registers_the_model_classes_and_loads_nothing_else(order):
     """A bare `import hf_topo` loads neither torch nor transformers, and every class it registers resolves through
     the Auto classes however the two are imported: hf_topo before transformers, after transformers' Auto model

@@ -195,6 +195,7 @@ def test_training_an_arranged_model_on_keeps_its_arrangement_in_the_record(tmp_p
     assert record["arrangement"] == arranged and arranged[0]["seed"] == 5
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_an_arranged_model_saves_and_loads_in_a_fresh_process(tmp_path):
     model = build_gpt2()
     report = arrange_units(model, max_rounds=5, seed=3, progress=False)

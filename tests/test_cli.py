@@ -132,6 +132,7 @@ def test_the_command_runs_under_its_module_name_from_any_folder(tmp_path):
     assert result.returncode == 0 and "convert-toponet" in result.stdout
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_a_library_error_names_the_parameter_and_the_command_the_flag(tmp_path):
     """The same refusal: `ranks=[0]` to a Python caller, `--ranks [0]` through `hf-topo` (hf_topo.errors)."""
     from hf_topo.errors import InputError
@@ -146,6 +147,7 @@ def test_a_library_error_names_the_parameter_and_the_command_the_flag(tmp_path):
     assert line == "hf-topo compare-lora: error: --ranks [0]: give LoRA ranks >= 1, e.g. --ranks 2 4 8."
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_a_refused_input_is_one_error_line_not_a_traceback(tmp_path):
     result = _hf_topo("push", "--model", "no_such_model", "--repo_id", "me/x", "--dry_run", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -114,6 +114,7 @@ def test_blurpool_conv_is_a_depthwise_binomial_blur_then_the_convolution():
 # ---- parity: the real command on the authors' file formats ----------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_resnet18_file_converts_to_the_same_logits_and_loads_in_a_fresh_process(tmp_path, capsys):
     reference = _authors_resnet18()
     path = tmp_path / "all_topo_tau_10.0.pt"
@@ -176,6 +177,7 @@ def test_resnet50_and_plain_resnet_files_convert_to_the_same_logits(tmp_path):
     assert getattr(converted.config, CONVERSION_KEY)["epoch"] == 88
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_vit_file_with_a_namespace_converts_to_the_same_logits_and_loads_in_a_fresh_process(tmp_path):
     torch.manual_seed(2)
     reference = randomize_vit(

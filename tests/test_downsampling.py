@@ -423,6 +423,7 @@ def _run_python(code: str, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("family_model", ["gpt2", "llama"], indirect=True)
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_saved_model_loads_forwards_and_generates_in_a_fresh_process(family_model, tmp_path):
     # Regression: transformers builds the model under a meta-device context, and the blur matrices memoized there were
     # meta placeholders, so the first forward of a freshly loaded model raised "Cannot copy out of meta tensor".
@@ -440,6 +441,7 @@ def test_saved_model_loads_forwards_and_generates_in_a_fresh_process(family_mode
     assert result["generated"] == generated.tolist()
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_auto_classes_are_registered_by_import_hf_topo(tmp_path):
     # `import hf_topo` alone must register every downsampled family (registering lazily, on first use of a submodule,
     # would leave AutoModelForCausalLM / AutoModelForImageClassification.from_pretrained unable to resolve a saved
@@ -594,6 +596,7 @@ def test_distillation_trains_only_the_downsampled_layers_and_lowers_the_kl(tiny_
     assert _kl(model, distilled, ids) < 0.5 * _kl(model, closed, ids)
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_variant_is_recorded_and_a_version_1_record_loads_as_the_paper_variant(tiny_gpt2, tmp_path):
     model = tiny_gpt2.eval()
     record = downsample_model(model, 2).config.topographic_downsampling

@@ -111,6 +111,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_downsampled_resnet_saves_and_loads_in_a_fresh_process(tmp_path):
     model = _tiny_resnet()
     small = downsample_model(model, 2).eval()
@@ -141,6 +142,7 @@ def test_downsampled_resnet_saves_and_loads_in_a_fresh_process(tmp_path):
     assert result.stdout.strip().endswith("ok")
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_downsampled_vit_mlp_saves_and_loads_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
     config = ViTConfig(

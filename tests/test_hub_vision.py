@@ -133,6 +133,7 @@ def test_vision_card_of_a_converted_checkpoint_without_results(converted_vit):
     assert "hf-topo pretrain --train_dir` writes `metrics.json` (top-1" in text
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_push_dry_run_writes_a_folder_that_loads_in_a_fresh_process(resnet_dir, tmp_path):
     folder = tmp_path / "upload"
     argv = ["--model", str(resnet_dir), "--repo_id", "me/topo-tiny-resnet", "--dry_run", "--output_dir", str(folder)]

@@ -115,6 +115,7 @@ def _fresh_load(run, base, seed):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_vit_lora_on_attention_trains_saves_and_reloads(vit, images, tmp_path):
     run = tmp_path / "run"
     metrics = _finetune(vit, images, run, "--merge", "true")
@@ -163,6 +164,7 @@ def test_vit_tau_through_the_adapter_on_fc2(vit, images, tmp_path):
     assert reference == pytest.approx(topo["topo_loss_after"], abs=1e-6)
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_resnet_conv2d_lora_with_a_new_head(resnet, images, tmp_path):
     run = tmp_path / "resnet"
     metrics = _finetune(resnet, images, run, "--tau", "20", "--merge", "true")

@@ -68,6 +68,9 @@ def test_overrides_and_unknown_preset():
         "tiny-llama",
         "tiny-resnet",
         "tiny-vit",
+        "resnet-18",
+        "resnet-50",
+        "vit-b-32",
     }
     with pytest.raises(ValueError, match="model_preset='tiny-resnet' is an image classifier.*train_dir="):
         preset_config("tiny-resnet", 100, 16)

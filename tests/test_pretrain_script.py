@@ -323,6 +323,7 @@ def test_same_command_twice_is_refused_and_true_resumes_the_last_checkpoint(tmp_
 
 
 @pytest.mark.parametrize(("preset", "layer"), [("tiny-gpt-neox", "mlp.dense_h_to_4h"), ("tiny-llama", "mlp.up_proj")])
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_pretrain_other_families_default_to_their_expansion_layer(tmp_path, corpus, preset, layer):
     """Without --topo_target_modules a NeoX or Llama preset trains TopoLoss on its family's MLP expansion layer
     (GPT-2's default `mlp.c_fc` matches nothing there); the saved model loads in a fresh process with that record."""

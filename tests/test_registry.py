@@ -68,6 +68,7 @@ def test_builtins_are_registered_with_their_specs():
     assert TopoRegularizer(TopoConfig(loss="weight_similarity")).spec is specs["weight_similarity"]
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_toy_regularizer_trains_through_topo_trainer(tmp_path, toy_regularizer, make_gpt2, token_dataset):
     model = make_gpt2()
     initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if "mlp.c_fc.weight" in k}

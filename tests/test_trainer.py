@@ -436,6 +436,7 @@ class _TrialLogs(TrainerCallback):
             self.logs.append((dict(state.trial_params or {}), state.global_step, dict(logs)))
 
 
+@pytest.mark.slow  # a fresh process or a training run: the fast lane leaves it to CI
 def test_hyperparameter_search_trains_each_trial_with_its_own_tau(tmp_path, token_dataset, make_gpt2):
     import optuna  # in the `test` extra: a missing optuna fails here, never skips
 

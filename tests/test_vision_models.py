@@ -41,7 +41,7 @@ def test_tiny_presets_topographic_layers_forward_and_reload(preset, sheets, tmp_
 
 
 def test_unknown_preset_and_a_vit_size_it_cannot_patch():
-    with pytest.raises(ValueError, match="Unknown image-classification preset 'resnet-1000'"):
+    with pytest.raises(ValueError, match="Unknown image-classification preset model_preset='resnet-1000'"):
         vision_preset_config("resnet-1000", LABELS)
     with pytest.raises(ValueError, match="image_size=18 is not a multiple of 4; pass e.g. 16"):
         vision_preset_config("tiny-vit", LABELS, image_size=18)
