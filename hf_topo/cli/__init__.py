@@ -24,11 +24,17 @@ __all__ = ["COMMANDS", "main", "usage", "version"]
 
 #: subcommand → (module under hf_topo.cli, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain", "Pretrain a TopoNet (TopoLoss on the MLP expansion layers) or its τ=0 baseline."),
+    "pretrain": (
+        "pretrain",
+        "Pretrain a TopoNet or its τ=0 baseline: a language model, or an image classifier (--train_dir).",
+    ),
     "finetune-lora": ("finetune_lora", "LoRA fine-tuning of a TopoNet with PEFT; the adapter keeps its topography."),
     "eval-blimp": ("eval_blimp", "BLiMP accuracy with lm-evaluation-harness's convention."),
     "analyze": ("analyze", "Topography, dimensionality, robustness and maps of a model and its baseline."),
-    "downsample": ("downsample", "Downsample a TopoNet's sheets (φ×φ, per-unit gains) and save the smaller model."),
+    "downsample": (
+        "downsample",
+        "Downsample a TopoNet's sheets (φ×φ, per-unit gains; Linear and Conv2d) and save the smaller model.",
+    ),
     "push": ("push", "Push a TopoNet to the Hugging Face Hub with its model card and maps."),
     "convert-toponet": (
         "convert_toponet",
@@ -44,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "arrange",
         "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",
     ),
-    "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline, analyse and report both."),
+    "demo": ("demo", "Pretrain a small TopoNet and its τ=0 twin offline and report both (--domain vision: digits)."),
     "app": ("app", "Explore a TopoNet's sheets in the browser with Gradio (the app extra of hf_topo)."),
 }
 
