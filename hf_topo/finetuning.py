@@ -214,15 +214,9 @@ def finetune_lora(args: LoraArguments, training_args: TopoTrainingArguments) -> 
     common = dict(
         args=training_args, train_dataset=train, eval_dataset=validation, data_collator=default_data_collator
     )
-    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
-    topo_before = TopoRegularizer(topo)(model).item() if topo else None
-
-    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    after = trainer.evaluate()
-    topo_after = TopoRegularizer(topo)(model).item() if topo else None
+    model, trainer, trainable, (before, after), (topo_before, topo_after) = _train_adapter(
+        model, topo, common, args, training_args, checkpoint
+    )
 
     record = None
     if original_topography is not None:  # the TopoNet's own record stays; the fine-tuning is added to it
@@ -418,15 +412,9 @@ def _finetune_image_classifier(args: LoraArguments, training_args: TopoTrainingA
         data_collator=default_data_collator,
         compute_metrics=accuracy,
     )
-    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
-    topo_before = TopoRegularizer(topo)(model).item() if topo else None
-
-    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    after = trainer.evaluate()
-    topo_after = TopoRegularizer(topo)(model).item() if topo else None
+    model, trainer, trainable, (before, after), (topo_before, topo_after) = _train_adapter(
+        model, topo, common, args, training_args, checkpoint
+    )
 
     dataset_name = _image_dataset_name(args)
     record = None
@@ -494,3 +482,17 @@ def _save_adapter(model, processor, record: dict | None, output_dir: str, merge:
         merged = model.merge_and_unload()
         merged.save_pretrained(os.path.join(output_dir, "merged"))
         processor.save_pretrained(os.path.join(output_dir, "merged"))
+
+
+def _train_adapter(model, topo, common: dict, args, training_args, checkpoint):
+    """Evaluate ``model``, wrap it with LoRA, train the adapter (with ``TopoTrainer`` when ``topo`` is set) and evaluate
+    again; returns ``(model, trainer, trainable parameters, (metrics before, after), (TopoLoss before, after))``."""
+    before = Trainer(model=model, **{**common, "args": copy.copy(training_args)}).evaluate()
+    topo_before = TopoRegularizer(topo)(model).item() if topo else None
+    model = wrap_with_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainer = TopoTrainer(model=model, topo_config=topo, **common) if topo else Trainer(model=model, **common)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    after = trainer.evaluate()
+    topo_after = TopoRegularizer(topo)(model).item() if topo else None
+    return model, trainer, trainable, (before, after), (topo_before, topo_after)
