@@ -6,6 +6,8 @@ module                    what it measures
 ``inputs``                running passages; stimulus files → padded batches (packed blocks of text and perplexity:
                           :mod:`hf_topo.evaluation`)
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
+``image_activations``     an image model's units: one response per image (a channel's spatial mean, a ViT
+                          feature's token mean)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
                           pairs per bin, and a robust near − far variant
@@ -36,6 +38,7 @@ Example::
 from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
+from .image_activations import collect_image_activations
 from .inputs import load_passages, read_stimuli, tokenize_stimuli
 from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
 from .perturbation import (
@@ -108,6 +111,7 @@ __all__ = [
     "analyze_model",
     "as_sheet_map",
     "collect_activations",
+    "collect_image_activations",
     "correlation_vs_distance",
     "delete_tokens",
     "downsampling_sweep",

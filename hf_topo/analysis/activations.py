@@ -48,7 +48,7 @@ def topographic_layers(
     """The topographic layers of ``model`` with their cortical sheets.
 
     Args:
-        model: a causal LM.
+        model: a causal LM or an image model (a Conv2d sheet's units are its output channels).
         config: the topographic setup to resolve; by default the model's own ``topography`` metadata, or for a model
             without any (a Hub GPT-2) the family's MLP expansion layer, attached with
             :func:`hf_topo.attach_inferred_topography` (``inferred: true``, ``tau: 0``). Pass another model's
@@ -80,12 +80,6 @@ def topographic_layers(
         raise ValueError(
             "The model has no topographic layer to analyse (only watched ones?); set include_watched=True."
         )
-    for layer in layers:
-        if layer.sheet.layer_type == "Conv2d":
-            raise TypeError(
-                f"{layer.name} is a Conv2d: the activation analyses of hf_topo.analysis are for language models "
-                "(Linear/Conv1D layers whose output's last dimension holds the units)."
-            )
     return layers
 
 
@@ -154,6 +148,12 @@ def collect_activations(
     Units are in sheet order: unit ``u`` sits at row ``u // width``, column ``u % width`` of its sheet. A sheet of
     ``units="input"`` holds the features entering the module (see :func:`capture_units`).
     """
+    for layer in layers:
+        if layer.sheet.layer_type == "Conv2d":
+            raise TypeError(
+                f"{layer.name} is a Conv2d: collect_activations reads tokens of a language model; for an image model "
+                "use hf_topo.analysis.image_activations.collect_image_activations (one response per image and unit)."
+            )
     batch: TokenBatch = as_token_batch(tokens)
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples={max_samples} must be a positive number of samples (or None for all).")
