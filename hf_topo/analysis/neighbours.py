@@ -4,18 +4,19 @@ Truong & Hasson report that Weight Similarity (WS) gives smooth maps with correl
 Activation Similarity (AS) gives a *bimodal* correlation structure without spatial smoothness. This module measures
 the distribution those statements are about:
 
-=================================  =================================================================================
-:func:`neighbour_pairs`            the unordered neighbour pairs ``(u, v)`` of a ``height × width`` sheet: units at
-                                   Chebyshev distance ``≤ radius`` (``radius=1``: the 3×3 queen neighbourhood, the
-                                   neighbourhood of :mod:`hf_topo.regularizers.similarity`); unit ``u`` sits at row
-                                   ``u // width``, column ``u % width``
-:func:`neighbour_correlations`     Pearson ``r`` of each neighbour pair's responses over the samples
-                                   (``(n_samples, n_units)`` → one ``r`` per pair)
-:func:`bimodality_coefficient`     Sarle's bimodality coefficient of a sample (below)
-:func:`gaussian_mixture_delta_bic` BIC of one Gaussian minus BIC of a two-component Gaussian mixture (1-D EM in
-                                   torch, no scikit-learn): ``> 0`` favours two components
-:func:`neighbour_correlation_summary`  the above for one layer's responses, as a plain dict
-=================================  =================================================================================
+==========================================  ==========================================================================
+:func:`neighbour_pairs`                     the unordered neighbour pairs ``(u, v)`` of a ``height × width`` sheet:
+                                            units at Chebyshev distance ``≤ radius`` (``radius=1``: the 3×3 queen
+                                            neighbourhood of :mod:`hf_topo.regularizers.similarity`); unit ``u`` sits
+                                            at row ``u // width``, column ``u % width``
+:func:`neighbour_correlations`              Pearson ``r`` of each neighbour pair's responses over the samples
+                                            (``(n_samples, n_units)`` → one ``r`` per pair)
+:func:`bimodality_coefficient`              Sarle's bimodality coefficient of a sample (below)
+:func:`gaussian_mixture_delta_bic`          BIC of one Gaussian minus BIC of a two-component Gaussian mixture (1-D EM
+                                            in torch, no scikit-learn): ``> 0`` favours two components
+:func:`correlation_distribution_summary`    mean, median, sd and both statistics of any set of correlations
+:func:`neighbour_correlation_summary`       the same for one layer's neighbour correlations, as a plain dict
+==========================================  ==========================================================================
 
 **Sarle's bimodality coefficient** of ``n`` values with sample skewness ``g`` and sample excess kurtosis ``κ``::
 
@@ -41,6 +42,7 @@ from ..sheet import CorticalSheet
 __all__ = [
     "BIMODALITY_THRESHOLD",
     "bimodality_coefficient",
+    "correlation_distribution_summary",
     "gaussian_mixture_delta_bic",
     "neighbour_correlation_summary",
     "neighbour_correlations",
@@ -148,7 +150,7 @@ def _normal_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) 
 
 
 def gaussian_mixture_delta_bic(
-    values: torch.Tensor | Sequence[float], n_init: int = 5, max_iter: int = 2000, tol: float = 1e-8, seed: int = 0
+    values: torch.Tensor | Sequence[float], n_init: int = 3, max_iter: int = 500, tol: float = 1e-6, seed: int = 0
 ) -> float:
     """``BIC(one Gaussian) − BIC(two-component Gaussian mixture)`` of 1-D ``values``: ``> 0`` favours two components
     (by convention ``> 10`` is strong evidence).
@@ -199,27 +201,43 @@ def gaussian_mixture_delta_bic(
     return bic_one - bic_two
 
 
-def neighbour_correlation_summary(
-    responses: torch.Tensor, sheet: CorticalSheet | tuple[int, int], radius: int = 1, keep_values: bool = True
-) -> dict:
-    """One layer's neighbour correlations and their bimodality, as a plain (JSON-ready) dict.
-
-    Keys: ``n_pairs`` (pairs with a defined ``r``; pairs with a constant unit are left out), ``mean``, ``median``,
-    ``sd`` (of ``r``), ``bimodality_coefficient`` (Sarle's), ``bimodal`` (``BC > 5/9``),
-    ``gmm_delta_bic`` (:func:`gaussian_mixture_delta_bic`), and ``values`` (every ``r``, in the order of
-    :func:`neighbour_pairs`, ``None`` for an undefined one) when ``keep_values``.
-    """
-    r = neighbour_correlations(responses, sheet, radius)
+def correlation_distribution_summary(values: torch.Tensor | Sequence[float], mixture: bool = True) -> dict:
+    """How a set of correlations is distributed, as a plain (JSON-ready) dict: ``n`` (finite values used; ``nan`` are
+    left out), ``mean``, ``median``, ``sd``, ``bimodality_coefficient`` (Sarle's), ``bimodal`` (``BC > 5/9``) and,
+    when ``mixture``, ``gmm_delta_bic`` (:func:`gaussian_mixture_delta_bic`; EM costs seconds on thousands of values,
+    so it can be left out)."""
+    r = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     defined = r[~r.isnan()]
     summary = {
-        "n_pairs": int(defined.numel()),
+        "n": int(defined.numel()),
         "mean": float(defined.mean()),
         "median": float(defined.median()),
         "sd": float(defined.std()),
         "bimodality_coefficient": bimodality_coefficient(defined),
-        "gmm_delta_bic": gaussian_mixture_delta_bic(defined),
     }
     summary["bimodal"] = summary["bimodality_coefficient"] > BIMODALITY_THRESHOLD
+    if mixture:
+        summary["gmm_delta_bic"] = gaussian_mixture_delta_bic(defined)
+    return summary
+
+
+def neighbour_correlation_summary(
+    responses: torch.Tensor,
+    sheet: CorticalSheet | tuple[int, int],
+    radius: int = 1,
+    keep_values: bool = True,
+    mixture: bool = True,
+) -> dict:
+    """One layer's neighbour correlations and their bimodality, as a plain (JSON-ready) dict.
+
+    Keys: those of :func:`correlation_distribution_summary` (``gmm_delta_bic`` when ``mixture``) of the
+    :func:`neighbour_correlations` (pairs with a constant unit are left out), ``n_pairs`` (the pairs used, the same
+    as ``n``), and ``values`` (every ``r``, in the order of :func:`neighbour_pairs`, ``None`` for an undefined one)
+    when ``keep_values``.
+    """
+    r = neighbour_correlations(responses, sheet, radius)
+    summary = correlation_distribution_summary(r, mixture)
+    summary["n_pairs"] = summary["n"]
     if keep_values:
         summary["values"] = [None if math.isnan(v) else v for v in r.tolist()]
     return summary
