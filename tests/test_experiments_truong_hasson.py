@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _scripts import offline_env
@@ -107,3 +108,14 @@ def test_a_tiny_run_end_to_end_through_the_command(tmp_path):
 
     model = AutoModelForImageClassification.from_pretrained(out / "models" / "as_lambda1_seed0")
     assert model.config.topography["loss"] == "activation_similarity" and model.config.topography["tau"]["value"] == 1
+
+
+def test_the_vision_demo_folders_hold_the_same_split(tmp_path):
+    from hf_topo.experiments.vision_demo import write_digits_folders
+
+    _, labels, held_out = digits_split()
+    train_dir, validation_dir = write_digits_folders(str(tmp_path))
+    for folder, mask in ((validation_dir, held_out), (train_dir, ~held_out)):
+        files = sorted(Path(folder).glob("*/*.png"))
+        assert sorted(int(f.stem) for f in files) == np.flatnonzero(mask).tolist()
+        assert all(int(f.parent.name) == labels[int(f.stem)] for f in files)
