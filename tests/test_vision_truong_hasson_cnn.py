@@ -75,7 +75,7 @@ def test_weight_similarity_on_fc1_is_the_mean_neighbour_correlation_distance_of_
     model = _model()
     topo = TopoRegularizer(TopoConfig(target_modules=["fc1"], loss="weight_similarity", distance="correlation"))
     expected = _neighbour_mean_correlation_distance(model.fc1.weight.detach().double().numpy())
-    assert float(topo(model)) == pytest.approx(expected, rel=1e-5)
+    assert float(topo(model).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_activation_similarity_reads_fc1s_batch_by_units_output():
@@ -89,7 +89,7 @@ def test_activation_similarity_reads_fc1s_batch_by_units_output():
     with torch.no_grad():
         responses = model.fc1(F.adaptive_avg_pool2d(model.features(pixels), 4).flatten(1))  # (16, 121), before ReLU
     expected = _neighbour_mean_correlation_distance(responses.double().T.numpy())
-    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.slow  # a fresh process
