@@ -32,7 +32,7 @@ from hf_topo.analysis import (
 )
 from hf_topo.config import TopoConfig
 from hf_topo.downsampling import downsample_model, parameter_count
-from hf_topo.hub.card import analysis_rows
+from hf_topo.hub.card import analysis_rows, toponet_card
 from hf_topo.presets import TARGET_PRESETS
 from hf_topo.vision.models import build_vision_model
 
@@ -217,6 +217,13 @@ def test_report_summary_and_card_of_an_image_classifier(tmp_path):
     pruning_row = next(label for label in rows if "L1 pruning" in label)
     assert pruning_row.startswith("Δ top-1 accuracy") and "50 %" in rows[pruning_row]
     assert not any("perplexity" in label for label in rows)
+    card = toponet_card(
+        model, results={"analysis": summary}, figures=[f"figures/{f}" for f in report["figures"].values()]
+    )
+    assert (
+        "Top-1 accuracy under L1 pruning of the weights" in card.text and "Δ top-1 accuracy, L1 pruning" in card.text
+    )
+    assert "perplexity" not in card.text.lower()
 
 
 def test_a_summary_written_before_the_metric_was_named_reads_as_perplexity():
