@@ -240,7 +240,9 @@ def run_category_selectivity(
         for layer in shown:
             maps = {label: result.t_maps[layer] for label, result in results.items()}
             figures[layer] = plot_selectivity_rows(
-                maps, os.path.join(output_dir, _figure_name(layer)), f"Category selectivity (t): {short_layer_name(layer)}"
+                maps,
+                os.path.join(output_dir, _figure_name(layer)),
+                f"Category selectivity (t): {short_layer_name(layer)}",
             )
     section = {
         "stimuli_dir": os.path.abspath(stimuli_dir),
