@@ -318,7 +318,8 @@ class SelectivityArguments:
 
 
 def selectivity_only(args, selectivity: SelectivityArguments) -> bool:
-    """Whether ``hf-topo analyze`` measures category selectivity alone (``--stimuli_dir`` without text).
+    """Whether ``hf-topo analyze`` measures category selectivity alone (``--stimuli_dir`` without a text or image
+    data set to analyse the model on).
 
     Raises:
         InputError: ``--stimuli_dir`` with a text source (``--text_file``/``--dataset``): the stimuli are images,
@@ -326,8 +327,8 @@ def selectivity_only(args, selectivity: SelectivityArguments) -> bool:
     """
     from ..errors import InputError, parameter
 
-    if selectivity.stimuli_dir is None:
-        return False
+    if selectivity.stimuli_dir is None or getattr(args, "image_dir", None) is not None:
+        return False  # no stimuli, or an image classifier's whole analysis that the selectivity section joins
     if args.text_file is not None or args.dataset is not None:
         raise InputError(
             f"{parameter('stimuli_dir')} holds images for an image model's category-selectivity maps; drop "
