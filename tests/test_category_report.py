@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from hf_topo.analysis import topographic_layers
 from hf_topo.analysis.image_activations import collect_image_activations
@@ -166,13 +167,18 @@ def test_analyze_stimuli_dir_end_to_end(tmp_path):
     faces = torch.tensor([g.startswith("faces") for g in found.groups])
     expected = selectivity_t(responses[faces], responses[~faces]).view(8, 8)
     ours = section["models"]["TopoNet"]["layers"][layers[0].name]
-    np.testing.assert_allclose(np.array(ours["t_maps"]["faces"]), expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert "t_maps" not in ours  # kept out of report.json: they are in the safetensors file
+    saved = load_file(out / section["t_maps_file"])
+    assert len(saved) == 3 * 2 * 4  # models × layers × maps
+    np.testing.assert_allclose(
+        saved[f"TopoNet/{layers[0].name}/faces"].numpy(), expected.numpy(), rtol=1e-4, atol=1e-6
+    )
     assert ours["sheet"] == [8, 8]
     assert set(ours["patches"]["faces"]) >= {"count", "sizes", "threshold"}
     assert len(ours["relations"]) == 6
     # the three models differ (the untrained twin is a fresh initialization, not the TopoNet)
-    untrained = section["models"]["untrained"]["layers"][layers[0].name]["t_maps"]["faces"]
-    assert not np.allclose(np.array(untrained), expected.numpy())
+    untrained = saved[f"untrained/{layers[0].name}/faces"]
+    assert not np.allclose(untrained.numpy(), expected.numpy())
 
 
 def test_analyze_refuses_stimuli_with_text(tmp_path):

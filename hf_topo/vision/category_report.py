@@ -31,6 +31,7 @@ from ..targets import short_layer_name
 
 __all__ = [
     "SELECTIVITY_FIGURE_PREFIX",
+    "T_MAPS_FILE",
     "SelectivityArguments",
     "SelectivityRun",
     "add_selectivity_to_report",
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Figures are ``<output_dir>/selectivity_<layer>.png``.
 SELECTIVITY_FIGURE_PREFIX = "selectivity_"
+#: Every model's t-maps (float64), keys ``"<model label>/<layer>/<map>"``.
+T_MAPS_FILE = "selectivity_t_maps.safetensors"
 
 
 def plot_selectivity_rows(
@@ -145,7 +148,7 @@ def run_category_selectivity(
     batch_size: int = 64,
     device: str | None = None,
     progress: bool = True,
-    include_maps: bool = True,
+    include_maps: bool = False,
 ) -> SelectivityRun:
     """Selectivity maps of a saved image TopoNet (and its baseline and an untrained twin) on a stimulus folder.
 
@@ -162,7 +165,8 @@ def run_category_selectivity(
         image_size: the evaluation crop (default: the TopoNet's image processor's).
         figure_layers: draw only these layers (names or suffixes; default every analysed layer).
         labels: the names of the untrained, baseline and TopoNet rows.
-        include_maps: put the t-maps' values into the report section.
+        include_maps: also put the t-maps' values into the report section (they are always saved to
+            ``<output_dir>/selectivity_t_maps.safetensors``, keys ``"<model label>/<layer>/<map>"``).
 
     Returns:
         :class:`SelectivityRun`; ``section`` is ``{"stimuli_dir", "n_images", "categories", "contrasts", "maps",
@@ -237,6 +241,16 @@ def run_category_selectivity(
             raise InputError(f"{parameter('figure_layers', list(figure_layers))} matches none of the layers {names}.")
     figures: dict[str, str] = {}
     if output_dir is not None:
+        from safetensors.torch import save_file
+
+        os.makedirs(output_dir, exist_ok=True)
+        tensors = {
+            f"{label}/{layer}/{name}": t_map.contiguous()
+            for label, result in results.items()
+            for layer, maps in result.t_maps.items()
+            for name, t_map in maps.items()
+        }
+        save_file(tensors, os.path.join(output_dir, T_MAPS_FILE))
         for layer in shown:
             maps = {label: result.t_maps[layer] for label, result in results.items()}
             figures[layer] = plot_selectivity_rows(
@@ -261,6 +275,7 @@ def run_category_selectivity(
         "layers_shown": shown,
         "models": {label: result.to_json(include_maps) for label, result in results.items()},
         "figures": {layer: os.path.abspath(path) for layer, path in figures.items()},
+        "t_maps_file": T_MAPS_FILE if output_dir is not None else None,
     }
     return SelectivityRun(results=results, section=section, figures=figures)
 
