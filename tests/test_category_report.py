@@ -186,3 +186,25 @@ def test_analyze_refuses_stimuli_with_text(tmp_path):
 
     with pytest.raises(InputError, match="stimuli_dir"):
         main(["--model", "m", "--stimuli_dir", str(tmp_path), "--text_file", "x.txt", "--output_dir", str(tmp_path)])
+
+
+def test_eval_transform_follows_the_saved_image_processor(tmp_path):
+    from hf_topo.vision.data import IMAGENET_MEAN, IMAGENET_STD
+    from hf_topo.vision.imagenet import imagenet_eval_processor
+    from hf_topo.vision.stimuli import eval_transform_for
+
+    _save_tiny_resnet(tmp_path / "m", seed=0)
+    model = build_vision_model("tiny-resnet", ["a", "b"], image_size=32)
+    without = eval_transform_for(model, str(tmp_path / "m"))
+    assert without.size == 224 and without.mean == list(IMAGENET_MEAN)  # no processor, no config.image_size
+    imagenet_eval_processor(48).save_pretrained(tmp_path / "m")
+    saved = eval_transform_for(model, str(tmp_path / "m"))
+    assert saved.size == 48 and saved.mean == list(IMAGENET_MEAN) and saved.std == list(IMAGENET_STD)
+    assert eval_transform_for(model, str(tmp_path / "m"), image_size=40).size == 40
+
+
+def test_untrained_choices_are_exclusive(tmp_path):
+    from hf_topo.vision.category_report import run_category_selectivity
+
+    with pytest.raises(InputError, match="not both"):
+        run_category_selectivity("m", str(tmp_path), untrained=True, untrained_model="u")
