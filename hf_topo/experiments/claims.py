@@ -45,6 +45,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from ..analysis import AnalysisSettings, analyze_model, load_passages
+from ..analysis.activations import collect_activations, topographic_layers
+from ..analysis.neighbours import BIMODALITY_THRESHOLD, bimodality_coefficient, neighbour_correlations
 from ..analysis.report import json_safe
 from ..arrangement import arrange_units
 from ..config import TopoConfig
@@ -236,9 +238,6 @@ def portable_command(argv: Sequence[str]) -> str:
 #: ratio perturbed / clean, i.e. the rise of the mean per-token loss in nats: a damage factor, defined also for the
 #: small negative Δ of a perturbation that helps).
 SCALES = {"raw": "", "log": "log ", "log1p": "log(1 + ·) "}
-#: Sarle's bimodality coefficient of a uniform distribution: a larger one suggests two modes
-#: (:data:`hf_topo.analysis.neighbours.BIMODALITY_THRESHOLD`).
-BIMODALITY_THRESHOLD = 5.0 / 9.0
 #: The models whose neighbour-correlation structure :func:`measure_seed` measures (:func:`neighbour_measures`).
 NEIGHBOUR_MODELS = ("baseline", "toponet", "ws", "as")
 #: The name of the family of tests of one claims table (every measured claim of it).
@@ -676,9 +675,6 @@ def neighbour_measures(model, text, args: ClaimsArguments, topography: TopoConfi
     Pearson ``r`` of every 3 × 3 neighbour pair's activations (``neighbour_correlation_mean``) and Sarle's
     bimodality coefficient of those ``r`` (``neighbour_bimodality``), each averaged over the layers
     (:mod:`hf_topo.analysis.neighbours`); the first ``args.max_tokens`` tokens, as the other activation measures."""
-    from ..analysis.activations import collect_activations, topographic_layers
-    from ..analysis.neighbours import bimodality_coefficient, neighbour_correlations
-
     layers = topographic_layers(model, topography)
     activations = collect_activations(model, text, layers, max_samples=args.max_tokens, progress=False)
     means, coefficients = [], []

@@ -29,6 +29,7 @@ library needs no SciPy; the tests check them against SciPy.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -118,6 +119,7 @@ def _invert_decreasing(sf, q: float, low: float, high: float) -> float:
     return 0.5 * (low + high)
 
 
+@functools.lru_cache(maxsize=1024)
 def student_t_quantile(probability: float, df: float) -> float:
     """The ``probability`` quantile of Student's t with ``df`` degrees of freedom: ``t`` with ``P(T ≤ t) =
     probability`` (e.g. ``student_t_quantile(0.975, 2) = 4.303``, the half-width factor of a 95 % interval)."""
@@ -193,6 +195,7 @@ def paired_test(
     if n < 2:
         stats = ("mean_difference", "sd_difference", "ci_low", "ci_high", "cohens_dz", "t", "p_value", "p_one_sided")
         return result | dict.fromkeys(stats) | {"direction": 0}
+    differences = [float(d) for d in differences]
     mean = sum(differences) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
     shift = mean - null
