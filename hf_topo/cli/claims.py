@@ -12,13 +12,25 @@ subset), analyses them on the held-out end of `--train_file`, fine-tunes the bas
 `--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a paired one-sided t-test
 over the seeds (the rule is in `hf_topo.experiments.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
 `--output_dir` (and the JSON to `--output`), and prints the table.
+
+    hf-topo claims --domain vision --seeds 0 1 2 --output benchmarks/results/paper_claims_vision.json
+
+`--domain vision` runs the vision rows instead (`hf_topo.experiments.vision_claims`; `hf-topo claims --domain vision
+--help` lists its flags): a tiny-resnet TopoNet, its τ = 0 twin, an untrained model and Weight / Activation Similarity
+models per seed on scikit-learn's digits, judged on the TopoNets paper's vision claims and Truong & Hasson's.
 """
 
 from __future__ import annotations
 
 import sys
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+from hf_topo.cli.arguments import (
+    make_argument_parser,
+    parse_command_line,
+    run_command,
+    setup_logging,
+    split_domain,
+)
 from hf_topo.experiments.claims import ClaimsArguments, claims_markdown, portable_command, run_claims
 
 
@@ -26,9 +38,30 @@ def make_parser(prog: str | None = None):
     return make_argument_parser((ClaimsArguments,), prog, __doc__)
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+def make_vision_parser(prog: str | None = None):
+    import hf_topo.experiments.vision_claims as vision_claims
+
+    return make_argument_parser((vision_claims.VisionClaimsArguments,), prog, vision_claims.__doc__)
+
+
+def vision_main(argv: list[str], prog: str | None = None) -> dict:
+    """``hf-topo claims --domain vision``: the vision rows of the claims table."""
+    from hf_topo.experiments.vision_claims import run_vision_claims, vision_claims_markdown
+
     setup_logging()
-    argv = sys.argv[1:] if argv is None else argv
+    (args,) = parse_command_line(make_vision_parser(prog), argv)
+    result = run_vision_claims(args, command=portable_command(["hf-topo", "claims", "--domain", "vision", *argv]))
+    print("\n" + vision_claims_markdown(result))
+    return result
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    domain, argv = split_domain(sys.argv[1:] if argv is None else argv)
+    if domain == "vision":
+        return vision_main(argv, prog)
+    if domain != "language":
+        raise ValueError(f"--domain {domain!r}: choose language (the default) or vision.")
+    setup_logging()
     (args,) = parse_command_line(make_parser(prog), argv)
     result = run_claims(args, command=portable_command(["hf-topo", "claims", *argv]))
     print("\n" + claims_markdown(result))
