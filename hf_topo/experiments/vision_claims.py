@@ -84,6 +84,9 @@ _FAMILY_SETTINGS = {
     "ws": {"topo_loss_type": "weight_similarity", "topo_distance": "correlation"},
     "as": {"topo_loss_type": "activation_similarity", "topo_distance": "correlation"},
 }
+#: Raised when :func:`measure_vision_model` changes: saved measures of another version are taken again (the saved
+#: models are still reused).
+MEASURES_VERSION = 1
 #: The files of a finished training run (a model folder with all of them is reused).
 _SAVED_RUN_FILES = ("config.json", "metrics.json", "model.safetensors")
 
@@ -115,7 +118,7 @@ class VisionClaimsArguments:
     )
     model_preset: str = field(default="tiny-resnet", metadata={"help": "Vision architecture preset."})
     image_size: int = field(default=16, metadata={"help": "Model input side (the 8×8 digits are upscaled)."})
-    max_steps: int = field(default=300, metadata={"help": "Optimizer steps per trained model."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps per trained model (~4.5 epochs)."})
     batch_size: int = field(default=64, metadata={"help": "Images per optimizer step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW, cosine)."})
     topo_tau: float = field(default=5.0, metadata={"help": "TopoLoss strength of the TopoNet."})
@@ -135,7 +138,7 @@ class VisionClaimsArguments:
     weight_noise_sigmas: list[float] = field(
         default_factory=lambda: [0.25, 0.5], metadata={"help": "Weight noise σ (× each tensor's std)."}
     )
-    weight_noise_repeats: int = field(default=3, metadata={"help": "Noise draws per weight-noise σ."})
+    weight_noise_repeats: int = field(default=2, metadata={"help": "Noise draws per weight-noise σ."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the verdicts."})
     note: str | None = field(default=None, metadata={"help": "A note stored with the results."})
     reuse_trained: bool = field(
@@ -179,7 +182,8 @@ class VisionClaimsArguments:
 
     def measure_recipe(self) -> dict[str, Any]:
         """What one seed's measures depend on (not the seeds, the families, alpha)."""
-        return {k: v for k, v in self.recipe().items() if k not in ("seeds", "families", "alpha")}
+        kept = {k: v for k, v in self.recipe().items() if k not in ("seeds", "families", "alpha")}
+        return kept | {"measures_version": MEASURES_VERSION}
 
 
 # ---- the claims ------------------------------------------------------------------------------------------------
