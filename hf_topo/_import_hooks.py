@@ -39,9 +39,17 @@ import threading
 __all__ = ["CONFIG_MODULES", "MODEL_MODULES", "register_with_auto_classes"]
 
 #: Modules that define hf_topo's config classes and register them with ``AutoConfig`` when imported.
-CONFIG_MODULES: tuple[str, ...] = ("hf_topo.downsampling.configs", "hf_topo.vision.blurpool_resnet_config")
+CONFIG_MODULES: tuple[str, ...] = (
+    "hf_topo.downsampling.configs",
+    "hf_topo.vision.blurpool_resnet_config",
+    "hf_topo.vision.truong_hasson_cnn_config",
+)
 #: Modules that define hf_topo's model classes and register them with the Auto model classes when imported.
-MODEL_MODULES: tuple[str, ...] = ("hf_topo.downsampling.models", "hf_topo.vision.blurpool_resnet")
+MODEL_MODULES: tuple[str, ...] = (
+    "hf_topo.downsampling.models",
+    "hf_topo.vision.blurpool_resnet",
+    "hf_topo.vision.truong_hasson_cnn",
+)
 
 #: trigger module → what it makes hf_topo import, in this order (configs before models).
 _TRIGGERS: dict[str, tuple[str, ...]] = {

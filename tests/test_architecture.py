@@ -233,6 +233,11 @@ REGISTERED = {
         "BlurPoolResNetForImageClassification",
         "AutoModelForImageClassification",
     ),
+    "hf_topo_truong_hasson_cnn": (
+        "TruongHassonCNNConfig",
+        "TruongHassonCNNForImageClassification",
+        "AutoModelForImageClassification",
+    ),
 }
 
 

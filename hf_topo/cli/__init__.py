@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Baseline, TopoLoss, Weight and Activation Similarity on one recipe: table and figure.",
     ),
     "claims": ("claims", "Every CPU-testable claim of the papers over several seeds: TopoNet vs baseline, verdicts."),
+    "truong-hasson": (
+        "truong_hasson",
+        "Truong & Hasson's CNN (11x11 fc1): WS/AS over λ, noise and weight robustness, neighbour-r bimodality.",
+    ),
     "arrange": (
         "arrange",
         "Arrange a model's MLP units on their sheets post hoc; the model computes the same function.",

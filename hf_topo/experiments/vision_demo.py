@@ -29,7 +29,7 @@ from ..errors import InputError, parameter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VisionDemoArguments", "run_vision_demo", "train_vision_model", "write_digits_folders"]
+__all__ = ["VisionDemoArguments", "digits_split", "run_vision_demo", "train_vision_model", "write_digits_folders"]
 
 
 @dataclass
@@ -49,11 +49,42 @@ class VisionDemoArguments:
     )
 
 
+def digits_split(validation_every: int = 5):
+    """scikit-learn's handwritten digits and the demo's fixed split: ``(images, labels, is_validation)``.
+
+    ``images`` ``(1797, 8, 8)`` float64 with the data set's pixel values 0–16, ``labels`` ``(1797,)`` int, and
+    ``is_validation`` ``(1797,)`` bool: image ``i`` of each class (in the data set's order) is held out when
+    ``i % validation_every == 0`` (360 of 1,797 for 5). The split has no randomness: every run holds out the same
+    images.
+
+    Raises:
+        ImportError: scikit-learn is not installed (the message says how to install it).
+    """
+    import numpy as np
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError(
+            "The handwritten digits ship inside scikit-learn: install it with `pip install 'hf_topo[vision-demo]'` "
+            "(or `pip install scikit-learn`)."
+        ) from err
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    seen: dict[int, int] = {}
+    is_validation = np.zeros(len(labels), dtype=bool)
+    for index, label in enumerate(labels.tolist()):
+        is_validation[index] = seen.get(label, 0) % validation_every == 0
+        seen[label] = seen.get(label, 0) + 1
+    return digits.images, labels, is_validation
+
+
 def write_digits_folders(data_dir: str, validation_every: int = 5) -> tuple[str, str]:
     """scikit-learn's digits as PNG class folders: ``(train_dir, validation_dir)`` under ``data_dir``.
 
-    Image ``i`` of each class goes to validation when ``i % validation_every == 0`` (360 of 1,797), else to training.
-    Pixel values 0–16 are scaled to 0–255 (8-bit grayscale, converted to RGB when loaded).
+    The split of :func:`digits_split` (image ``i`` of each class goes to validation when ``i % validation_every ==
+    0``: 360 of 1,797), the rest to training. Pixel values 0–16 are scaled to 0–255 (8-bit grayscale, converted to
+    RGB when loaded).
 
     Raises:
         ImportError: scikit-learn is not installed (the message says how to install it).
@@ -61,22 +92,11 @@ def write_digits_folders(data_dir: str, validation_every: int = 5) -> tuple[str,
     import numpy as np
     from PIL import Image
 
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise ImportError(
-            "The vision demo trains on scikit-learn's handwritten digits, which ship inside scikit-learn: install it "
-            "with `pip install 'hf_topo[vision-demo]'` (or `pip install scikit-learn`)."
-        ) from err
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
-    seen: dict[int, int] = {}
+    raw, labels, is_validation = digits_split(validation_every)
+    images = np.round(raw * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
     dirs = {split: os.path.join(data_dir, split) for split in ("train", "validation")}
-    for index, (image, label) in enumerate(zip(images, digits.target, strict=True)):
-        label = int(label)
-        split = "validation" if seen.get(label, 0) % validation_every == 0 else "train"
-        seen[label] = seen.get(label, 0) + 1
-        folder = os.path.join(dirs[split], str(label))
+    for index, (image, label, held_out) in enumerate(zip(images, labels, is_validation, strict=True)):
+        folder = os.path.join(dirs["validation" if held_out else "train"], str(int(label)))
         os.makedirs(folder, exist_ok=True)
         Image.fromarray(image, mode="L").save(os.path.join(folder, f"{index:04d}.png"))
     return dirs["train"], dirs["validation"]
