@@ -8,6 +8,8 @@ module                    what it measures
 ``activations``           which layers are topographic; their units' activations (forward hooks, padding left out)
 ``image_activations``     an image model's units: one response per image (a channel's spatial mean, a ViT
                           feature's token mean)
+``image_inputs``          labelled images for an image classifier's analysis (``ImageBatch``) and top-1 accuracy
+                          on them (a folder of images: :mod:`hf_topo.vision.analyze`)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
                           pairs per bin, and a robust near − far variant
@@ -15,7 +17,7 @@ module                    what it measures
 ``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
-``perturbation``          perplexity under L1 pruning, weight noise, topographic downsampling and input
+``perturbation``          perplexity (language) or top-1 accuracy (vision) under L1 pruning, weight noise, topographic downsampling and input
                           perturbations (token substitution / deletion) — the sweeps
 ``regularizers``          TopoLoss, Weight / Activation Similarity of any model, post hoc, with shared settings
 ``temporal``              temporal integration windows by word swaps, fitted per unit (power law / exponential),
@@ -39,6 +41,7 @@ from .activations import collect_activations, topographic_layers
 from .dimensionality import effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
 from .image_activations import collect_image_activations
+from .image_inputs import ImageBatch, evaluate_accuracy
 from .inputs import load_passages, read_stimuli, tokenize_stimuli
 from .maps import as_sheet_map, mean_activation_map, unit_weights, weight_pc1_map
 from .perturbation import (
@@ -98,6 +101,7 @@ __all__ = [
     "AnalysisSettings",
     "AnalysisSummary",
     "FIGURES",
+    "ImageBatch",
     "INPUT_PERTURBATIONS",
     "ModelAnalysis",
     "PRUNING_SCOPES",
@@ -116,6 +120,7 @@ __all__ = [
     "delete_tokens",
     "downsampling_sweep",
     "effective_dimensionality",
+    "evaluate_accuracy",
     "input_perturbation_sweep",
     "l1_prune_",
     "mean_activation_map",

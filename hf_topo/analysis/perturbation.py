@@ -1,7 +1,12 @@
-"""Efficiency and robustness: perplexity under L1 pruning, weight noise and topographic downsampling (§3.3, A.5).
+"""Efficiency and robustness: a model's score under L1 pruning, weight noise and topographic downsampling (§3.3, A.5,
+Fig. 4A).
 
-Every sweep evaluates the model as it is, then perturbed at increasing strength, and reports the perplexity and
-its change ``Δ = perplexity(perturbed) − perplexity(original)`` (and BLiMP for pruning when data are given). The
+Every sweep evaluates the model as it is, then perturbed at increasing strength, and reports its score and the
+change ``Δ = score(perturbed) − score(original)`` (and BLiMP for pruning when data are given). The score is named by
+:attr:`SweepResult.metric`: **perplexity** for a causal LM evaluated on text (a
+:class:`~hf_topo.evaluation.TokenBatch`; lower is better, so a harmful perturbation has Δ > 0) and **top-1
+accuracy** for an image classifier evaluated on labelled images (an
+:class:`~hf_topo.analysis.image_inputs.ImageBatch`; higher is better, so a harmful perturbation has Δ < 0). The
 perturbations happen in place inside a context that restores the original weights bit for bit afterwards, also
 when an evaluation fails, so a sweep never leaves the model corrupted. Downsampling builds a new, smaller model
 (:func:`hf_topo.downsampling.downsample_model`) and leaves the original untouched; its sweep runs in one of two
@@ -40,6 +45,8 @@ from transformers.pytorch_utils import Conv1D
 from ..downsampling import downsample_model, parameter_count
 from ..evaluation import TokenBatch, as_token_batch, evaluate_perplexity
 from ..targets import TopoLayer
+from .image_inputs import ImageBatch, evaluate_accuracy
+from .summary import SWEEP_METRICS
 
 __all__ = [
     "SweepResult",
@@ -55,6 +62,8 @@ __all__ = [
     "input_perturbation_sweep",
     "INPUT_PERTURBATIONS",
     "PRUNING_SCOPES",
+    "sweep_metric",
+    "evaluate_score",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,18 @@ logger = logging.getLogger(__name__)
 PRUNING_SCOPES = ("topographic", "all_linear")
 #: Input perturbations of :func:`input_perturbation_sweep`.
 INPUT_PERTURBATIONS = ("substitution", "deletion")
+
+
+def sweep_metric(data) -> str:
+    """``"accuracy"`` for an :class:`~hf_topo.analysis.image_inputs.ImageBatch`, ``"perplexity"`` for text."""
+    return "accuracy" if isinstance(data, ImageBatch) else "perplexity"
+
+
+def evaluate_score(model: nn.Module, data, batch_size: int = 8) -> float:
+    """The score of a sweep on ``data``: top-1 accuracy on an ``ImageBatch``, else perplexity on the token blocks."""
+    if isinstance(data, ImageBatch):
+        return evaluate_accuracy(model, data, batch_size)
+    return evaluate_perplexity(model, data, batch_size, progress=False)
 
 
 def prunable_weights(
@@ -145,24 +166,32 @@ def add_weight_noise_(weights: dict[str, torch.Tensor], sigma: float, generator:
 
 @dataclass
 class SweepResult:
-    """Perplexity of a model at each strength ``x`` of a perturbation.
+    """A model's score at each strength ``x`` of a perturbation.
 
     Attributes:
-        kind: ``"pruning"``, ``"noise"`` or ``"downsampling"``; ``x_label`` says what ``x`` is.
-        reference_perplexity: the unperturbed model's perplexity.
-        delta_perplexity: ``perplexity − reference_perplexity`` per ``x``.
+        kind: ``"pruning"``, ``"noise"``, ``"downsampling"``, ``"substitution"`` or ``"deletion"``; ``x_label`` says
+            what ``x`` is.
+        metric: what ``score`` is: ``"perplexity"`` (a causal LM on text) or ``"accuracy"`` (top-1, an image
+            classifier on labelled images); see :data:`SWEEP_METRICS`.
+        score: the score at each ``x``; ``reference``: the unperturbed model's; ``delta``: ``score − reference``.
         reference_blimp, blimp, delta_blimp: BLiMP overall accuracy of the original model, at each ``x`` and its
-            change, when BLiMP data were given.
+            change, when BLiMP data were given (language models).
         parameters_kept: for downsampling, the fraction of the model's parameters the downsampled model has.
         variant: for downsampling, ``"gains"`` (per-unit gains) or ``"paper"`` (the paper's layer); else ``None``.
+
+    ``perplexity`` / ``delta_perplexity`` / ``reference_perplexity`` (and ``accuracy`` / ``delta_accuracy`` /
+    ``reference_accuracy``) read ``score`` / ``delta`` / ``reference`` under the metric's name, and :meth:`to_dict`
+    writes them under those names (``"perplexity"``, ``"delta_perplexity"``, ...: the keys of reports written before
+    the metric was named, which their readers keep using).
     """
 
     kind: str
     x_label: str
     x: list[float]
-    perplexity: list[float]
-    delta_perplexity: list[float]
-    reference_perplexity: float
+    score: list[float]
+    delta: list[float]
+    reference: float
+    metric: str = "perplexity"
     reference_blimp: float | None = None
     blimp: list[float] | None = None
     delta_blimp: list[float] | None = None
@@ -170,8 +199,30 @@ class SweepResult:
     settings: dict = field(default_factory=dict)
     variant: str | None = None
 
+    def __post_init__(self):
+        if self.metric not in SWEEP_METRICS:
+            raise ValueError(f"Unknown sweep metric {self.metric!r}; expected one of {', '.join(SWEEP_METRICS)}.")
+
+    def _named(self, metric: str, value):
+        if self.metric != metric:
+            raise AttributeError(f"This {self.kind} sweep scores {self.metric}, not {metric}: read .score / .delta.")
+        return value
+
+    perplexity = property(lambda self: self._named("perplexity", self.score))
+    delta_perplexity = property(lambda self: self._named("perplexity", self.delta))
+    reference_perplexity = property(lambda self: self._named("perplexity", self.reference))
+    accuracy = property(lambda self: self._named("accuracy", self.score))
+    delta_accuracy = property(lambda self: self._named("accuracy", self.delta))
+    reference_accuracy = property(lambda self: self._named("accuracy", self.reference))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """``{kind, x_label, x, metric, <metric>, delta_<metric>, reference_<metric>, ...}`` (the score under its
+        metric's name), JSON-ready."""
+        data = asdict(self)
+        score, delta, reference = data.pop("score"), data.pop("delta"), data.pop("reference")
+        head = {key: data.pop(key) for key in ("kind", "x_label", "x", "metric")}
+        named = {self.metric: score, f"delta_{self.metric}": delta, f"reference_{self.metric}": reference}
+        return head | named | data
 
 
 def _blimp_overall(model, tokenizer, blimp_data, batch_size) -> float:
@@ -180,18 +231,19 @@ def _blimp_overall(model, tokenizer, blimp_data, batch_size) -> float:
     return evaluate_blimp(model, tokenizer, data=blimp_data, batch_size=batch_size, progress=False).overall
 
 
-def _reference(model, tokens, batch_size, known: float | None) -> float:
-    return known if known is not None else evaluate_perplexity(model, tokens, batch_size, progress=False)
+def _reference(model, data, batch_size, known: float | None) -> float:
+    return known if known is not None else evaluate_score(model, data, batch_size)
 
 
-def _finish(kind, x_label, xs, perplexities, reference, blimps=None, reference_blimp=None, **extra) -> SweepResult:
+def _finish(kind, x_label, xs, scores, reference, metric, blimps=None, reference_blimp=None, **extra) -> SweepResult:
     return SweepResult(
         kind=kind,
         x_label=x_label,
         x=[float(x) for x in xs],
-        perplexity=perplexities,
-        delta_perplexity=[p - reference for p in perplexities],
-        reference_perplexity=reference,
+        score=scores,
+        delta=[p - reference for p in scores],
+        reference=reference,
+        metric=metric,
         reference_blimp=reference_blimp,
         blimp=blimps,
         delta_blimp=None if blimps is None else [b - reference_blimp for b in blimps],
@@ -201,7 +253,7 @@ def _finish(kind, x_label, xs, perplexities, reference, blimps=None, reference_b
 
 def pruning_sweep(
     model: nn.Module,
-    tokens,
+    data,
     fractions: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     layers: Sequence[TopoLayer] | None = None,
     scope: str = "topographic",
@@ -210,35 +262,39 @@ def pruning_sweep(
     tokenizer=None,
     batch_size: int = 8,
     progress: bool = True,
-    reference_perplexity: float | None = None,
+    reference_score: float | None = None,
 ) -> SweepResult:
-    """Perplexity (and BLiMP when ``blimp_data`` and ``tokenizer`` are given) after L1 unstructured pruning of
-    ``fractions`` of the weights of ``scope`` (:func:`prunable_weights`); the model is restored afterwards."""
+    """The score on ``data`` (perplexity on token blocks, top-1 accuracy on an
+    :class:`~hf_topo.analysis.image_inputs.ImageBatch`; BLiMP too when ``blimp_data`` and ``tokenizer`` are given)
+    after L1 unstructured pruning of ``fractions`` of the weights of ``scope`` (:func:`prunable_weights`; a Conv2d
+    layer's whole ``(out, in, kh, kw)`` kernel tensor); the model is restored afterwards. ``reference_score``: the
+    unperturbed score when already known (else measured)."""
     if blimp_data is not None and tokenizer is None:
         raise ValueError("BLiMP in the pruning sweep needs the tokenizer: pruning_sweep(..., tokenizer=tokenizer).")
     weights = prunable_weights(model, scope, layers)
     for fraction in fractions:  # checked before any evaluation
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"Pruning fraction {fraction} must lie in [0, 1].")
-    reference = _reference(model, tokens, batch_size, reference_perplexity)
+    reference = _reference(model, data, batch_size, reference_score)
     reference_blimp = None if blimp_data is None else _blimp_overall(model, tokenizer, blimp_data, batch_size)
-    perplexities, blimps = [], [] if blimp_data is not None else None
+    scores, blimps = [], [] if blimp_data is not None else None
     for fraction in tqdm(fractions, desc=f"L1 pruning ({scope})", disable=not progress):
         with restored_weights(weights):
             l1_prune_(weights, fraction, granularity)
-            perplexities.append(evaluate_perplexity(model, tokens, batch_size, progress=False))
+            scores.append(evaluate_score(model, data, batch_size))
             if blimps is not None:
                 blimps.append(_blimp_overall(model, tokenizer, blimp_data, batch_size))
     n_weights = sum(w.numel() for w in weights.values())
     return _finish(
-        "pruning", "fraction of weights pruned", fractions, perplexities, reference, blimps, reference_blimp,
+        "pruning", "fraction of weights pruned", fractions, scores, reference, sweep_metric(data), blimps,
+        reference_blimp,
         settings={"scope": scope, "granularity": granularity, "n_weights": n_weights, "tensors": list(weights)},
     )  # fmt: skip
 
 
 def noise_sweep(
     model: nn.Module,
-    tokens,
+    data,
     sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
     layers: Sequence[TopoLayer] | None = None,
     scope: str = "topographic",
@@ -246,27 +302,28 @@ def noise_sweep(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = True,
-    reference_perplexity: float | None = None,
+    reference_score: float | None = None,
 ) -> SweepResult:
-    """Perplexity after Gaussian weight noise of relative strength ``sigmas`` (:func:`add_weight_noise_`) on the
-    weights of ``scope``, averaged over ``repeats`` seeded draws; the model is restored afterwards."""
+    """The score on ``data`` (perplexity or top-1 accuracy, as :func:`pruning_sweep`) after Gaussian weight noise of
+    relative strength ``sigmas`` (:func:`add_weight_noise_`) on the weights of ``scope``, averaged over ``repeats``
+    seeded draws; the model is restored afterwards."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be at least 1.")
     if any(sigma < 0 for sigma in sigmas):
         raise ValueError(f"Noise levels {list(sigmas)} must be >= 0.")
     weights = prunable_weights(model, scope, layers)
-    reference = _reference(model, tokens, batch_size, reference_perplexity)
+    reference = _reference(model, data, batch_size, reference_score)
     generator = torch.Generator().manual_seed(seed)
-    perplexities = []
+    scores = []
     for sigma in tqdm(sigmas, desc="Weight noise", disable=not progress):
         values = []
         for _ in range(repeats):
             with restored_weights(weights):
                 add_weight_noise_(weights, sigma, generator)
-                values.append(evaluate_perplexity(model, tokens, batch_size, progress=False))
-        perplexities.append(sum(values) / repeats)
+                values.append(evaluate_score(model, data, batch_size))
+        scores.append(sum(values) / repeats)
     return _finish(
-        "noise", "noise σ (× each weight tensor's std)", sigmas, perplexities, reference,
+        "noise", "noise σ (× each weight tensor's std)", sigmas, scores, reference, sweep_metric(data),
         settings={"scope": scope, "repeats": repeats, "seed": seed, "tensors": list(weights)},
     )  # fmt: skip
 
@@ -286,16 +343,18 @@ def feasible_downsampling_factors(factors: Sequence[float], layers: Sequence[Top
 
 def downsampling_sweep(
     model: nn.Module,
-    tokens,
+    data,
     factors: Sequence[float] = (1, 2, 3, 4),
     layers: Sequence[TopoLayer] | None = None,
     batch_size: int = 8,
     progress: bool = True,
-    reference_perplexity: float | None = None,
+    reference_score: float | None = None,
     gains: bool = True,
 ) -> SweepResult:
-    """Perplexity of the model with its topographic layers downsampled by ``φ × φ`` on the sheet (A.5), for each
-    ``φ`` in ``factors`` that the sheets allow, against the fraction of the model's parameters kept.
+    """The score on ``data`` (perplexity or top-1 accuracy, as :func:`pruning_sweep`) of the model with its
+    topographic layers downsampled by ``φ × φ`` on the sheet (A.5; a Conv2d's output channels, a Linear's output
+    features), for each ``φ`` in ``factors`` that the sheets allow, against the fraction of the model's parameters
+    kept.
 
     ``gains``: per-unit gains in closed form (variant ``"gains"``, the default) or the paper's layer (``False``,
     variant ``"paper"``).
@@ -305,18 +364,18 @@ def downsampling_sweep(
     factors = feasible_downsampling_factors(factors, layers)
     if not factors:
         raise ValueError("No downsampling factor fits the sheets; use factors between 1 and the smallest sheet side.")
-    reference = _reference(model, tokens, batch_size, reference_perplexity)
+    reference = _reference(model, data, batch_size, reference_score)
     total = parameter_count(model)
     targets = [layer.name for layer in layers]
-    perplexities, kept = [], []
+    scores, kept = [], []
     variant = "gains" if gains else "paper"
     for factor in tqdm(factors, desc=f"Downsampling ({variant})", disable=not progress):
         smaller = downsample_model(model, factors=(factor, factor), target_modules=targets, gains=gains)
-        perplexities.append(evaluate_perplexity(smaller, tokens, batch_size, progress=False))
+        scores.append(evaluate_score(smaller, data, batch_size))
         kept.append(parameter_count(smaller) / total)
         del smaller
     return _finish(
-        "downsampling", "downsampling factor φ (φ × φ on the sheet)", factors, perplexities, reference,
+        "downsampling", "downsampling factor φ (φ × φ on the sheet)", factors, scores, reference, sweep_metric(data),
         parameters_kept=kept, settings={"parameters": total, "layers": targets}, variant=variant,
     )  # fmt: skip
 
@@ -364,13 +423,15 @@ def input_perturbation_sweep(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = True,
-    reference_perplexity: float | None = None,
+    reference_score: float | None = None,
 ) -> SweepResult:
-    """Perplexity under token ``"substitution"`` (scored on the clean next tokens) or ``"deletion"`` (scored on the
+    """Perplexity (a causal LM's; token perturbations have no image counterpart here) under token ``"substitution"`` (scored on the clean next tokens) or ``"deletion"`` (scored on the
     shortened text) at each rate, averaged over ``repeats`` seeded draws. ``vocab_size`` (substitution): the range of
     the random tokens, by default the model's input-embedding size."""
     if kind not in INPUT_PERTURBATIONS:
         raise ValueError(f"Unknown input perturbation {kind!r}; choose one of {INPUT_PERTURBATIONS}.")
+    if isinstance(tokens, ImageBatch):
+        raise TypeError(f"The {kind} sweep perturbs tokens of text; it does not apply to images.")
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be at least 1.")
     if any(not 0.0 <= rate <= 1.0 for rate in rates):
@@ -378,7 +439,7 @@ def input_perturbation_sweep(
     batch = as_token_batch(tokens)
     if vocab_size is None:
         vocab_size = model.get_input_embeddings().num_embeddings
-    reference = _reference(model, batch, batch_size, reference_perplexity)
+    reference = _reference(model, batch, batch_size, reference_score)
     generator = torch.Generator().manual_seed(seed)
     perplexities = []
     for rate in tqdm(rates, desc=f"Input {kind}", disable=not progress):
@@ -392,6 +453,6 @@ def input_perturbation_sweep(
         perplexities.append(sum(values) / repeats)
     x_label = "fraction of tokens replaced by random ones" if kind == "substitution" else "fraction of tokens deleted"
     return _finish(
-        kind, x_label, rates, perplexities, reference,
+        kind, x_label, rates, perplexities, reference, "perplexity",
         settings={"repeats": repeats, "seed": seed, "vocab_size": vocab_size if kind == "substitution" else None},
     )  # fmt: skip

@@ -132,26 +132,31 @@ def plot_smoothness_curves(curves: dict[str, dict[str, dict[str, SmoothnessResul
 
 
 def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: str | None = None) -> str:
-    """Δ perplexity (and Δ BLiMP when measured) against the sweep's strength, the models overlaid.
+    """Δ score (the sweeps' metric: perplexity, or top-1 accuracy in percentage points; Δ BLiMP too when measured)
+    against the sweep's strength, the models overlaid.
 
     For downsampling the x-axis is the percentage of the model's parameters kept, each point labelled with its φ.
     """
     plt = pyplot()
     first = next(iter(sweeps.values()))
+    accuracy = first.metric == "accuracy"
     with_blimp = any(s.blimp is not None for s in sweeps.values())
     fig, axes = plt.subplots(1, 2 if with_blimp else 1, figsize=(11 if with_blimp else 5.8, 4), squeeze=False)
     for color, (label, sweep) in zip(_COLORS, sweeps.items(), strict=False):
         downsampling = sweep.parameters_kept is not None
         xs = [100 * k for k in sweep.parameters_kept] if downsampling else sweep.x
         style = dict(color=color, marker="o", markerfacecolor=color if color != "black" else "white")
-        axes[0][0].plot(xs, sweep.delta_perplexity, label=f"{label} (ppl {sweep.reference_perplexity:.2f})", **style)
+        ys = [100 * d for d in sweep.delta] if accuracy else sweep.delta
+        reference = f"top-1 {100 * sweep.reference:.1f} %" if accuracy else f"ppl {sweep.reference:.2f}"
+        axes[0][0].plot(xs, ys, label=f"{label} ({reference})", **style)
         if downsampling:
-            for x, y, phi in zip(xs, sweep.delta_perplexity, sweep.x, strict=True):
+            for x, y, phi in zip(xs, ys, sweep.x, strict=True):
                 axes[0][0].annotate(f"φ={phi:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if with_blimp and sweep.delta_blimp is not None:
             axes[0][1].plot(xs, [100 * d for d in sweep.delta_blimp], label=label, **style)
     x_label = "% of parameters kept" if first.parameters_kept is not None else first.x_label
-    axes[0][0].set(xlabel=x_label, ylabel="Δ perplexity (perturbed − original)", title=title or first.kind)
+    y_label = "Δ top-1 accuracy (points, perturbed − original)" if accuracy else "Δ perplexity (perturbed − original)"
+    axes[0][0].set(xlabel=x_label, ylabel=y_label, title=title or first.kind)
     if first.parameters_kept is not None:
         axes[0][0].invert_xaxis()
     if with_blimp:
@@ -161,7 +166,7 @@ def plot_sweeps(sweeps: dict[str, SweepResult], path: str | os.PathLike, title: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     # Δ perplexity explodes at high pruning fractions: a symmetric log scale keeps the small differences readable
-    if max((abs(v) for s in sweeps.values() for v in s.delta_perplexity if math.isfinite(v)), default=0) > 20:
+    if not accuracy and max((abs(v) for s in sweeps.values() for v in s.delta if math.isfinite(v)), default=0) > 20:
         axes[0][0].set_yscale("symlog", linthresh=1.0)
     fig.tight_layout()
     return save_figure(fig, path)

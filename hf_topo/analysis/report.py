@@ -3,6 +3,12 @@
 :func:`analyze_model` measures one model on its topographic layers; :func:`write_report` puts a model and
 (optionally) its baseline side by side in ``report.json`` and PNG figures. ``hf-topo analyze``
 (:func:`hf_topo.analysis.run.analyze_saved_models`) runs them on saved models.
+
+A causal LM is analysed on text (``analyze_model(model, tokenizer, text)``), an image classifier on labelled images
+(``analyze_model(model, images=ImageBatch(pixel_values, labels))``): the same measures on the unit responses (a
+token's activation; an image's response of a convolution's output channel, averaged over space, see
+:mod:`~hf_topo.analysis.image_activations`), the same sweeps scored by perplexity or by top-1 accuracy, the same
+:class:`ModelAnalysis`, report and :class:`~hf_topo.analysis.summary.AnalysisSummary`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from ..evaluation import TokenBatch, evaluate_perplexity
 from ..targets import TopoLayer
 from .activations import collect_activations, has_own_weight, is_output_weight_sheet, topographic_layers
 from .dimensionality import effective_dimensionality
+from .image_activations import collect_image_activations
+from .image_inputs import ImageBatch, as_image_batch, evaluate_accuracy
 from .maps import as_sheet_map, mean_activation_map, weight_pc1_map
 from .perturbation import (
     INPUT_PERTURBATIONS,
@@ -76,8 +84,9 @@ class AnalysisSettings:
 
     Activations:
         max_tokens (`int`, defaults to `8192`): activation samples (tokens) per layer for smoothness, effective
-            dimensionality and Moran's I (the paper uses 8192 samples for dimensionality).
-        batch_size (`int`, defaults to `8`): sequences per forward pass.
+            dimensionality and Moran's I (the paper uses 8192 samples for dimensionality). An image classifier's
+            samples are the images it is given, all of them (one response per image and unit).
+        batch_size (`int`, defaults to `8`): sequences (or images) per forward pass.
     Smoothness:
         n_bins (`int`, defaults to `20`), max_pairs (`int`, defaults to `200000`), min_pairs_per_bin (`int`,
             defaults to `20`), near_distance (`float`, defaults to `2.0`; the robust score's near group): see
@@ -90,7 +99,8 @@ class AnalysisSettings:
     Sweeps:
         sweeps (`list[str]`, defaults to all of `pruning, noise, downsampling, substitution, deletion`): which
             sweeps run (an empty grid also skips a sweep).
-        eval_blocks (`int`, defaults to `32`): blocks of text on which every perplexity is measured.
+        eval_blocks (`int`, defaults to `32`): blocks of text on which every perplexity is measured (an image
+            classifier's accuracy is measured on all its images).
         pruning_fractions (`list[float]`, defaults to `0, 0.1, …, 0.9`), pruning_scope (`str`, defaults to
             `"topographic"`; or `"all_linear"`), pruning_granularity (`str`, defaults to `"layer"`; or `"global"`).
         noise_sigmas (`list[float]`, defaults to `0, 0.1, 0.2, 0.3, 0.5, 0.75, 1`), noise_repeats (`int`, defaults
@@ -99,7 +109,7 @@ class AnalysisSettings:
             (factors larger than a sheet side are skipped).
         input_rates (`list[float]`, defaults to `0, 0.05, 0.1, 0.2, 0.3`), input_repeats (`int`, defaults to `1`):
             rates of the input perturbations (random token substitution scored on the clean text, token deletion),
-            see :func:`~hf_topo.analysis.perturbation.input_perturbation_sweep`.
+            see :func:`~hf_topo.analysis.perturbation.input_perturbation_sweep` (language models only).
     Temporal integration windows (:mod:`hf_topo.analysis.temporal`, off by default: it costs
     ``1 + (temporal_sequence_words − 2)`` forward passes per sequence, and the structure yoking
     ``1 + 5 · temporal_sentence_words`` per sequence):
@@ -208,7 +218,9 @@ class AnalysisSettings:
 @dataclass
 class ModelAnalysis:
     """Everything measured on one model. ``maps`` and ``selectivity`` hold ``(height, width)`` tensors per layer
-    (for the figures); the scalars, curves and sweeps go to ``report.json`` through :meth:`to_dict`.
+    (for the figures); the scalars, curves and sweeps go to ``report.json`` through :meth:`to_dict`. A language
+    model has ``perplexity`` (and ``accuracy`` ``None``), an image classifier top-1 ``accuracy`` on its analysis
+    images (and ``perplexity`` ``None``); ``n_activation_samples`` counts tokens or images.
 
     Measures that do not apply to a layer's sheet are left out and said why in ``skipped``
     (``{measure or "measure:layer": reason}``): the weight measures on activation sheets (no weight of their own), the
@@ -217,7 +229,7 @@ class ModelAnalysis:
 
     label: str
     layers: list[TopoLayer]
-    perplexity: float
+    perplexity: float | None
     n_activation_samples: int
     smoothness: dict[str, SmoothnessResult]
     weight_smoothness: dict[str, SmoothnessResult]
@@ -234,6 +246,7 @@ class ModelAnalysis:
     temporal_skipped: str | None = None
     morans_tests: dict[str, MoranTest] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    accuracy: float | None = None
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
@@ -247,6 +260,7 @@ class ModelAnalysis:
             weight_robust_smoothness=mean([r.robust_score for r in self.weight_smoothness.values()]),
             morans_i_p_value=max(t.p_value for t in self.morans_tests.values()) if self.morans_tests else None,
             perplexity=self.perplexity,
+            accuracy=self.accuracy,
             n_topographic_layers=len(self.layers),
             n_activation_samples=self.n_activation_samples,
             blimp=self.blimp,
@@ -333,12 +347,21 @@ NOT_OUTPUT_WEIGHT_SHEET = (
     "the sweep prunes, perturbs or resamples the output units of a Linear/Conv1D layer's weight; the analysed sheets "
     "are activation or input sheets"
 )
+TEXT_ONLY = "a language-model measure (it perturbs or reads text); the model was analysed on images"
+
+
+def _image_responses(model, images: ImageBatch, layers, settings: AnalysisSettings, progress: bool):
+    """An image classifier's side of :func:`analyze_model`: one response per image and unit (a convolution's output
+    channel averaged over space, a ViT feature over tokens) and the top-1 accuracy on ``images``."""
+    activations = collect_image_activations(model, images.pixel_values, layers, settings.batch_size, progress)
+    accuracy = evaluate_accuracy(model, images, settings.batch_size, progress=progress)
+    return activations, accuracy
 
 
 def analyze_model(
     model: nn.Module,
-    tokenizer,
-    text: TokenBatch,
+    tokenizer=None,
+    text: TokenBatch | None = None,
     settings: AnalysisSettings | None = None,
     label: str = "model",
     topography: TopoConfig | None = None,
@@ -347,13 +370,25 @@ def analyze_model(
     blimp_data=None,
     passages: Sequence[str] | None = None,
     progress: bool = True,
+    images: ImageBatch | tuple | dict | None = None,
 ) -> ModelAnalysis:
-    """Measure a model on its topographic layers.
+    """Measure a model on its topographic layers: a causal LM on ``text``, or an image classifier on ``images``.
 
     Args:
-        model, tokenizer: a causal LM and its tokenizer.
+        model, tokenizer: a causal LM and its tokenizer, or an image classifier (called as
+            ``model(pixel_values=...)``; no tokenizer).
         text: packed blocks of text (:func:`~hf_topo.evaluation.load_text_blocks`): activations are taken from
             its first ``settings.max_tokens`` tokens, perplexities on its first ``settings.eval_blocks`` blocks.
+        images: for an image classifier instead of ``text``: an
+            :class:`~hf_topo.analysis.image_inputs.ImageBatch` (``pixel_values`` ``(n, 3, H, W)`` normalised as the
+            model expects, ``labels`` ``(n,)`` its class indices), a ``(pixel_values, labels)`` pair, a dict of both
+            or a processed dataset of such rows (:func:`~hf_topo.analysis.image_inputs.as_image_batch`;
+            :func:`hf_topo.vision.analyze.load_analysis_images` reads a class-subfolder folder). Every
+            image gives one response per unit (a Conv2d output channel's spatial mean, a ViT feature's token
+            mean) for smoothness, effective dimensionality and Moran's I (one sheet map per image), and the
+            pruning, noise and downsampling sweeps are scored by top-1 accuracy on all of them (``perplexity`` is
+            ``None``, ``accuracy`` set). The token perturbations, BLiMP, text stimuli and temporal windows are
+            language-only (an image analysis records them in ``skipped`` when asked for).
         topography: whose layers and sheets to analyse (default: the model's own, see
             :func:`~hf_topo.analysis.activations.topographic_layers`); pass the TopoNet's for its baseline.
         layer_names: a subset of the topographic layers.
@@ -370,15 +405,31 @@ def analyze_model(
     so a measure applies to all of its layers or to none).
     """
     settings = settings or AnalysisSettings()
-    if settings.temporal_windows and not passages:
+    if (text is None) == (images is None):
+        raise ValueError(
+            "Give exactly one input: text= (token blocks, for a causal LM) or images= (pixel_values and labels, for "
+            "an image classifier)."
+        )
+    if images is not None:
+        images = as_image_batch(images)
+        for name, given in (("tokenizer", tokenizer), ("stimuli", stimuli), ("blimp_data", blimp_data)):
+            if given is not None:
+                raise ValueError(f"{name} applies to language models; an image classifier is analysed on images only.")
+    if settings.temporal_windows and images is None and not passages:
         raise ValueError(
             "temporal_windows needs passages of running text: analyze_model(..., passages=load_passages(...))."
         )
     layers = topographic_layers(model, topography, layer_names)
     logger.info("Analysing %s: %d topographic layer(s)", label, len(layers))
-    activations = collect_activations(model, text, layers, settings.batch_size, settings.max_tokens, progress=progress)
+    score = None
+    if images is not None:
+        activations, score = _image_responses(model, images, layers, settings, progress)
+    else:
+        activations = collect_activations(
+            model, text, layers, settings.batch_size, settings.max_tokens, progress=progress
+        )
     n_samples = next(iter(activations.values())).shape[0]
-    if n_samples < settings.max_tokens:
+    if images is None and n_samples < settings.max_tokens:
         logger.warning("Only %d activation samples (max_tokens=%d): give more text", n_samples, settings.max_tokens)
     curve_kwargs = dict(
         n_bins=settings.n_bins,
@@ -420,9 +471,12 @@ def analyze_model(
             model, tokenizer, stimuli[0], stimuli[1], layers, settings.batch_size, progress=progress
         )
 
-    eval_text = TokenBatch(text.input_ids[: settings.eval_blocks], None)
-    perplexity = evaluate_perplexity(model, eval_text, settings.batch_size, progress=progress)
-    common = dict(batch_size=settings.batch_size, progress=progress, reference_perplexity=perplexity)
+    if images is None:
+        eval_data = TokenBatch(text.input_ids[: settings.eval_blocks], None)
+        score = evaluate_perplexity(model, eval_data, settings.batch_size, progress=progress)
+    else:
+        eval_data = images  # the weight sweeps score top-1 accuracy on the images
+    common = dict(batch_size=settings.batch_size, progress=progress, reference_score=score)
     sweeps: dict[str, SweepResult] = {}
     for kind, wanted in (
         ("pruning", settings.pruning_fractions and settings.pruning_scope == "topographic"),
@@ -435,33 +489,37 @@ def analyze_model(
     pruning_ok = settings.pruning_scope != "topographic" or weight_layers
     if settings.pruning_fractions and "pruning" in settings.sweeps and pruning_ok:
         sweeps["pruning"] = pruning_sweep(
-            model, eval_text, settings.pruning_fractions, weight_layers, settings.pruning_scope,
+            model, eval_data, settings.pruning_fractions, weight_layers, settings.pruning_scope,
             settings.pruning_granularity, blimp_data, tokenizer, **common,
         )  # fmt: skip
     if settings.noise_sigmas and "noise" in settings.sweeps and weight_layers:
         sweeps["noise"] = noise_sweep(
-            model, eval_text, settings.noise_sigmas, weight_layers, "topographic", settings.noise_repeats, settings.seed,
+            model, eval_data, settings.noise_sigmas, weight_layers, "topographic", settings.noise_repeats, settings.seed,
             **common,
         )  # fmt: skip
     if settings.downsampling_factors and "downsampling" in settings.sweeps and weight_layers:
         sweeps["downsampling"] = downsampling_sweep(
-            model, eval_text, settings.downsampling_factors, weight_layers, **common
+            model, eval_data, settings.downsampling_factors, weight_layers, **common
         )
         if settings.downsampling_paper:
             sweeps["downsampling_paper"] = downsampling_sweep(
-                model, eval_text, settings.downsampling_factors, weight_layers, **common, gains=False
+                model, eval_data, settings.downsampling_factors, weight_layers, **common, gains=False
             )
     for kind in INPUT_PERTURBATIONS:
-        if settings.input_rates and kind in settings.sweeps:
+        if images is not None and settings.input_rates and kind in settings.sweeps:
+            skipped[kind] = TEXT_ONLY
+        elif settings.input_rates and kind in settings.sweeps:
             sweeps[kind] = input_perturbation_sweep(
-                model, eval_text, kind, settings.input_rates, len(tokenizer) if tokenizer is not None else None,
+                model, eval_data, kind, settings.input_rates, len(tokenizer) if tokenizer is not None else None,
                 settings.input_repeats, settings.seed, **common,
             )  # fmt: skip
     blimp = sweeps["pruning"].reference_blimp if "pruning" in sweeps else None
     windows = fits = yoking = None
     temporal_skipped = yoking_skipped = None
     names = [layer.name for layer in layers]
-    if settings.temporal_windows and any(layer.sheet.units == "input" for layer in layers):
+    if settings.temporal_windows and images is not None:
+        temporal_skipped = skipped["temporal_windows"] = TEXT_ONLY
+    elif settings.temporal_windows and any(layer.sheet.units == "input" for layer in layers):
         # the windows are measured on module outputs; an input sheet's units are the tensor entering the module
         temporal_skipped = "the temporal windows read module outputs; input sheets hold the tensor entering a module"
         skipped["temporal_windows"] = temporal_skipped
@@ -491,7 +549,8 @@ def analyze_model(
     return ModelAnalysis(
         label=label,
         layers=layers,
-        perplexity=perplexity,
+        perplexity=score if images is None else None,
+        accuracy=score if images is not None else None,
         n_activation_samples=n_samples,
         smoothness=smooth,
         weight_smoothness=weight_smooth,

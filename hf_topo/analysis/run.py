@@ -1,5 +1,6 @@
-"""The ``hf-topo analyze`` run on saved models: load the model (and its baseline) and the text, analyse both with
-:func:`~hf_topo.analysis.report.analyze_model` on the model's sheets, write ``report.json`` and the figures.
+"""The ``hf-topo analyze`` run on saved models: load the model (and its baseline) and the text (a causal LM) or the
+images (an image classifier, ``image_dir``), analyse both with :func:`~hf_topo.analysis.report.analyze_model` on the
+model's sheets, write ``report.json`` and the figures.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
 from ..blimp import load_blimp
 from ..config import TopoConfig
@@ -41,6 +42,17 @@ class AnalyzeArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config (e.g. wikitext-2-raw-v1)."})
     split: str = field(default="train", metadata={"help": "Dataset split (use held-out text: e.g. validation)."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    image_dir: str | None = field(
+        default=None,
+        metadata={"help": "Image classifiers: a folder of class subfolders (named after the model's labels)."},
+    )
+    max_images: int | None = field(
+        default=1024,
+        metadata={"help": "Image classifiers: at most this many images of --image_dir, classes balanced."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Image classifiers without a saved image processor: the input side in pixels."}
+    )
     block_size: int = field(default=128, metadata={"help": "Tokens per packed block of text."})
     layers: list[str] | None = field(
         default=None, metadata={"help": "Analyse only these topographic layers (names or suffixes)."}
@@ -63,10 +75,14 @@ class AnalyzeArguments:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
-def _check(args: AnalyzeArguments) -> None:
-    if (args.text_file is None) == (args.dataset is None):
+def check_analyze_arguments(args: AnalyzeArguments) -> None:
+    """Refuse what no model can take: no input or two (text file, dataset, image folder), one stimulus set without
+    the other, a downsampling factor below 1."""
+    sources = [args.text_file, args.dataset, args.image_dir]
+    if sum(source is not None for source in sources) != 1:
         raise InputError(
-            f"Give exactly one text source: {parameter('text_file', 'FILE')} or {parameter('dataset', 'NAME')}."
+            f"Give exactly one input: {parameter('text_file', 'FILE')} or {parameter('dataset', 'NAME')} for a "
+            f"language model, {parameter('image_dir', 'FOLDER')} for an image classifier."
         )
     if (args.stimuli_a is None) != (args.stimuli_b is None):
         raise InputError(
@@ -83,6 +99,31 @@ def _load(path: str, device: str):
     return model.to(device)
 
 
+def is_image_classifier(source: str) -> bool:
+    """Whether the ``config.json`` of ``source`` (a folder or Hub id) names a ``*ForImageClassification``
+    architecture: an image classifier, analysed on images (:mod:`hf_topo.vision.analyze`)."""
+    architectures = AutoConfig.from_pretrained(source).architectures or ()
+    return any(name.endswith("ForImageClassification") for name in architectures)
+
+
+def save_downsampled(model, analysis, args: AnalyzeArguments, tokenizer=None) -> dict:
+    """Save ``model`` downsampled ``args.save_downsampled`` × itself on the sheets of ``analysis``'s layers to
+    ``<output_dir>/downsampled`` (with ``tokenizer`` when given); returns the report's record of it."""
+    factor = args.save_downsampled
+    smaller = downsample_model(model, (factor, factor), [layer.name for layer in analysis.layers])
+    directory = os.path.join(args.output_dir, "downsampled")
+    smaller.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    logger.info("Downsampled model (%g×%g) saved to %s", factor, factor, directory)
+    return {
+        "path": os.path.abspath(directory),
+        "factor": factor,
+        "parameters": parameter_count(smaller),
+        "parameters_kept": parameter_count(smaller) / parameter_count(model),
+    }
+
+
 def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> dict:
     """Analyse the saved model ``args.model`` (and ``args.baseline`` on the same layers and sheets) and write
     ``report.json`` and the figures to ``args.output_dir``; returns the report.
@@ -90,10 +131,22 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
     Everything that can fail on bad input (arguments, stimuli, BLiMP files, both model folders, text, tokenizers) is
     read before any model runs. With ``args.save_downsampled`` the model is also saved downsampled φ×φ on its sheets to
     ``<output_dir>/downsampled`` (loadable with ``AutoModelForCausalLM`` after ``import hf_topo``).
+
+    An image classifier is analysed on images instead (``args.image_dir``):
+    :func:`hf_topo.vision.analyze.analyze_saved_image_models`, which ``hf-topo analyze --image_dir`` runs.
     """
-    _check(args)
+    check_analyze_arguments(args)
     set_seed(settings.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_model_source(args.model)
+    if args.image_dir is not None or is_image_classifier(args.model):
+        raise InputError(
+            f"{args.model} is an image classifier: analyse it on images with {parameter('image_dir', 'FOLDER')} "
+            "(hf_topo.vision.analyze.analyze_saved_image_models)."
+            if args.image_dir is None
+            else f"{parameter('image_dir')} is for image classifiers (hf_topo.vision.analyze.analyze_saved_image_models)"
+            f"; analyse a language model on {parameter('text_file')} or {parameter('dataset')}."
+        )
     # Everything that can fail on bad input is read before any model runs.
     stimuli = (read_stimuli(args.stimuli_a), read_stimuli(args.stimuli_b)) if args.stimuli_a else None
     blimp = load_blimp(args.blimp_dir, None, args.blimp_paradigms, args.blimp_limit) if args.blimp_dir else None
@@ -114,7 +167,6 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
             **source, min_words=settings.temporal_sequence_words, max_passages=4 * settings.temporal_max_sequences
         )
 
-    check_model_source(args.model)
     if args.baseline is not None:
         check_model_source(args.baseline)
     tokenizer = load_tokenizer(args.model)
@@ -173,16 +225,5 @@ def analyze_saved_models(args: AnalyzeArguments, settings: AnalysisSettings) -> 
         "device": device,
     }
     if args.save_downsampled is not None:
-        factor = args.save_downsampled
-        smaller = downsample_model(model, (factor, factor), [layer.name for layer in analysis.layers])
-        directory = os.path.join(args.output_dir, "downsampled")
-        smaller.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        metadata["downsampled"] = {
-            "path": os.path.abspath(directory),
-            "factor": factor,
-            "parameters": parameter_count(smaller),
-            "parameters_kept": parameter_count(smaller) / parameter_count(model),
-        }
-        logger.info("Downsampled model (%g×%g) saved to %s", factor, factor, directory)
+        metadata["downsampled"] = save_downsampled(model, analysis, args, tokenizer=tokenizer)
     return write_report(analysis, args.output_dir, baseline_analysis, metadata)

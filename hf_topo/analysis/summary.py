@@ -17,6 +17,12 @@ sweep kind         strength ``x``              flat key stem                   u
 ``deletion``       share of tokens deleted     ``deletion_{100x}pct``          0
 =================  ==========================  ==============================  =================
 
+A sweep's points are scored by its :attr:`SweepSummary.metric`: ``"perplexity"`` (a causal LM on text) or
+``"accuracy"`` (top-1, an image classifier on labelled images); a point holds the ``score`` and its change ``delta``
+from the unperturbed model, and the flat keys name the metric (``pruned_50pct_delta_perplexity``,
+``pruned_50pct_delta_accuracy``). Reports written before the metric was named hold perplexity points
+(``"perplexity"``, ``"delta_perplexity"``), read as such.
+
 A downsampling sweep carries its variant (:attr:`SweepSummary.variant`): ``"gains"`` (per-unit gains, the default
 of :func:`~hf_topo.downsampling.downsample_model`, under the report key ``"downsampling"``) or ``"paper"`` (the
 paper's layer, key ``"downsampling_paper"``). Reports written before gains existed hold one downsampling sweep
@@ -29,23 +35,35 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["SweepPoint", "SweepSummary", "AnalysisSummary", "SWEEP_KINDS", "DOWNSAMPLING_VARIANTS"]
+__all__ = ["SweepPoint", "SweepSummary", "AnalysisSummary", "SWEEP_KINDS", "SWEEP_METRICS", "DOWNSAMPLING_VARIANTS"]
 
 #: Sweep kinds in the order tables show them, with the strength at which the model is unperturbed (Δ = 0 there).
 SWEEP_KINDS = {"pruning": 0.0, "noise": 0.0, "downsampling": 1.0, "substitution": 0.0, "deletion": 0.0}
 #: Variants of a downsampling sweep: per-unit gains, or the paper's layer.
 DOWNSAMPLING_VARIANTS = ("gains", "paper")
+#: What a sweep's points score: perplexity (a causal LM on text), top-1 accuracy (an image classifier on images).
+SWEEP_METRICS = ("perplexity", "accuracy")
 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One strength ``x`` of a sweep: the perplexity there and its change from the unperturbed model."""
+    """One strength ``x`` of a sweep: the score there (its sweep's metric: perplexity or accuracy) and its change
+    ``delta`` from the unperturbed model."""
 
     x: float
-    perplexity: float
-    delta_perplexity: float
+    score: float
+    delta: float
     delta_blimp: float | None = None
     parameters_kept: float | None = None  # downsampling: fraction of the model's parameters left
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
+        """From :meth:`to_dict`, or a point written before the metric was named (``perplexity``,
+        ``delta_perplexity``)."""
+        data = dict(data)
+        if "score" not in data and "perplexity" in data:
+            data["score"], data["delta"] = data.pop("perplexity"), data.pop("delta_perplexity")
+        return cls(**data)
 
 
 @dataclass
@@ -53,17 +71,21 @@ class SweepSummary:
     """The points of one perturbation sweep (``kind``, one of :data:`SWEEP_KINDS`; ``x_label`` says what ``x`` is).
 
     ``variant``: for downsampling, ``"gains"`` or ``"paper"`` (``None`` in reports written before the variants
-    existed, whose downsampling was the paper's layer); always ``None`` for every other kind.
+    existed, whose downsampling was the paper's layer); always ``None`` for every other kind. ``metric``: what the
+    points' ``score`` is, one of :data:`SWEEP_METRICS`.
     """
 
     kind: str
     x_label: str
     points: list[SweepPoint]
     variant: str | None = None
+    metric: str = "perplexity"
 
     def __post_init__(self):
         if self.kind not in SWEEP_KINDS:
             raise ValueError(f"Unknown sweep kind {self.kind!r}; expected one of {', '.join(SWEEP_KINDS)}.")
+        if self.metric not in SWEEP_METRICS:
+            raise ValueError(f"Unknown sweep metric {self.metric!r}; expected one of {', '.join(SWEEP_METRICS)}.")
         if self.kind == "downsampling":
             if self.variant is not None and self.variant not in DOWNSAMPLING_VARIANTS:
                 raise ValueError(
@@ -104,31 +126,44 @@ class SweepSummary:
 
     @classmethod
     def from_sweep(cls, sweep: Any) -> SweepSummary:
-        """From a :class:`~hf_topo.analysis.perturbation.SweepResult` or its ``to_dict()``."""
-        get = sweep.get if isinstance(sweep, dict) else lambda name: getattr(sweep, name)
+        """From a :class:`~hf_topo.analysis.perturbation.SweepResult` or its ``to_dict()`` (whose scores are under
+        the metric's name; a record without ``metric`` is a perplexity sweep)."""
+        if isinstance(sweep, dict):
+            metric = sweep.get("metric") or "perplexity"
+            get = sweep.get
+            scores, deltas = get(metric), get(f"delta_{metric}")
+        else:
+            metric, get = sweep.metric, lambda name: getattr(sweep, name)
+            scores, deltas = sweep.score, sweep.delta
         xs = get("x")
         column = lambda name: get(name) if get(name) is not None else [None] * len(xs)  # noqa: E731
         points = [
-            SweepPoint(x=float(x), perplexity=p, delta_perplexity=d, delta_blimp=b, parameters_kept=k)
+            SweepPoint(x=float(x), score=p, delta=d, delta_blimp=b, parameters_kept=k)
             for x, p, d, b, k in zip(
-                xs, get("perplexity"), get("delta_perplexity"), column("delta_blimp"), column("parameters_kept"),
-                strict=True,
+                xs, scores, deltas, column("delta_blimp"), column("parameters_kept"), strict=True,
             )
         ]  # fmt: skip
         variant = sweep.get("variant") if isinstance(sweep, dict) else getattr(sweep, "variant", None)
-        return cls(kind=get("kind"), x_label=get("x_label"), points=points, variant=variant)
+        return cls(kind=get("kind"), x_label=get("x_label"), points=points, variant=variant, metric=metric)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSummary:
-        points = [SweepPoint(**p) for p in data["points"]]
-        return cls(kind=data["kind"], x_label=data["x_label"], points=points, variant=data.get("variant"))
+        points = [SweepPoint.from_dict(p) for p in data["points"]]
+        return cls(
+            kind=data["kind"], x_label=data["x_label"], points=points, variant=data.get("variant"),
+            metric=data.get("metric") or "perplexity",
+        )  # fmt: skip
 
 
 @dataclass
 class AnalysisSummary:
     """What an analysis found, as typed data: the layer means of each measure (``None`` when not measured) and the
     perturbation sweeps by name (their kind, or ``"downsampling_paper"`` for the paper's downsampling variant), in
-    :data:`SWEEP_KINDS` order."""
+    :data:`SWEEP_KINDS` order.
+
+    A language model's analysis has ``perplexity`` (on the analysis text) and sweeps scored by perplexity; an image
+    classifier's has ``accuracy`` (top-1 on the analysis images) and sweeps scored by accuracy, and
+    ``n_activation_samples`` counts images (one response per image and unit) rather than tokens."""
 
     perplexity: float | None = None
     smoothness: float | None = None
@@ -148,6 +183,7 @@ class AnalysisSummary:
     temporal_c_morans_i: float | None = None
     temporal_yoking_index: float | None = None  # the layers' median structure-yoking index, averaged
     temporal_yoking_morans_i: float | None = None
+    accuracy: float | None = None  # image classifiers: top-1 accuracy on the analysis images
     sweeps: dict[str, SweepSummary] = field(default_factory=dict)
 
     # The order of the derived flat summary (that of report.json since it was written).
@@ -155,6 +191,7 @@ class AnalysisSummary:
         "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "perplexity",
         "n_topographic_layers", "n_activation_samples", "blimp", "selectivity_morans_i",
         "selectivity_fraction_abs_t_above_2", "robust_smoothness", "weight_robust_smoothness", "morans_i_p_value",
+        "accuracy",
     )  # fmt: skip
 
     def measure(self, name: str) -> float | None:
@@ -163,12 +200,25 @@ class AnalysisSummary:
             raise ValueError(f"Unknown measure {name!r}; expected one of {', '.join(self.measure_names())}.")
         return getattr(self, name)
 
-    def delta_perplexity(self, kind: str, x: float) -> float | None:
-        """Δ perplexity of the sweep named ``kind`` (``"downsampling_paper"`` for the paper's downsampling variant) at
-        strength ``x``; ``None`` when that point was not measured."""
+    def delta(self, kind: str, x: float) -> float | None:
+        """Δ score (perplexity or accuracy: the sweep's ``metric``) of the sweep named ``kind``
+        (``"downsampling_paper"`` for the paper's downsampling variant) at strength ``x``; ``None`` when that point
+        was not measured."""
         sweep = self.sweeps.get(kind)
         point = sweep.at(x) if sweep is not None else None
-        return None if point is None else point.delta_perplexity
+        return None if point is None else point.delta
+
+    def delta_perplexity(self, kind: str, x: float) -> float | None:
+        """Δ perplexity of the sweep named ``kind`` at strength ``x`` (:meth:`delta`); ``None`` when that point was
+        not measured or the sweep scores accuracy (an image classifier's)."""
+        sweep = self.sweeps.get(kind)
+        return self.delta(kind, x) if sweep is not None and sweep.metric == "perplexity" else None
+
+    def delta_accuracy(self, kind: str, x: float) -> float | None:
+        """Δ top-1 accuracy of the sweep named ``kind`` at strength ``x`` (:meth:`delta`); ``None`` when that point
+        was not measured or the sweep scores perplexity (a language model's)."""
+        sweep = self.sweeps.get(kind)
+        return self.delta(kind, x) if sweep is not None and sweep.metric == "accuracy" else None
 
     @classmethod
     def measure_names(cls) -> tuple[str, ...]:
@@ -191,8 +241,8 @@ class AnalysisSummary:
                 key = sweep.flat_key(point.x)
                 if point.parameters_kept is not None:
                     flat[f"{key}_parameters_kept"] = point.parameters_kept
-                flat[f"{key}_perplexity"] = point.perplexity
-                flat[f"{key}_delta_perplexity"] = point.delta_perplexity
+                flat[f"{key}_{sweep.metric}"] = point.score
+                flat[f"{key}_delta_{sweep.metric}"] = point.delta
                 if point.delta_blimp is not None:
                     flat[f"{key}_delta_blimp"] = point.delta_blimp
         return flat

@@ -29,7 +29,15 @@ from hf_topo.analysis.summary import AnalysisSummary
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
 
 #: The measures of the printed summary (fields of AnalysisSummary), in this order, when the report has them.
-SUMMARY_MEASURES = ("perplexity", "smoothness", "weight_smoothness", "effective_dimensionality", "morans_i", "blimp")
+SUMMARY_MEASURES = (
+    "perplexity",
+    "accuracy",
+    "smoothness",
+    "weight_smoothness",
+    "effective_dimensionality",
+    "morans_i",
+    "blimp",
+)
 
 
 def make_parser(prog: str | None = None):
@@ -37,8 +45,8 @@ def make_parser(prog: str | None = None):
 
 
 def summary_rows(report: dict) -> list[tuple[str, list[float | None]]]:
-    """``(label, [model value, baseline value])``: the headline measures, then Δ perplexity at every perturbed point
-    of every sweep the model has."""
+    """``(label, [model value, baseline value])``: the headline measures, then Δ score (perplexity, or top-1 accuracy
+    for an image classifier) at every perturbed point of every sweep the model has."""
     model = AnalysisSummary.from_report(report, "model")
     summaries = [model] + ([baseline] if (baseline := AnalysisSummary.from_report(report, "baseline")) else [])
     rows = [
@@ -46,8 +54,8 @@ def summary_rows(report: dict) -> list[tuple[str, list[float | None]]]:
     ]
     for kind, sweep in model.sweeps.items():
         for point in sweep.perturbed_points():
-            label = f"Δ perplexity, {kind} {sweep.strength(point.x)}"
-            rows.append((label, [s.delta_perplexity(kind, point.x) for s in summaries]))
+            label = f"Δ {sweep.metric}, {kind} {sweep.strength(point.x)}"
+            rows.append((label, [s.delta(kind, point.x) for s in summaries]))
     return rows
 
 
@@ -62,7 +70,12 @@ def print_summary(report: dict) -> None:
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
     args, settings = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
-    report = analyze_saved_models(args, settings)
+    if args.image_dir is not None:  # an image classifier, on a folder of class subfolders
+        from hf_topo.vision.analyze import analyze_saved_image_models
+
+        report = analyze_saved_image_models(args, settings)
+    else:
+        report = analyze_saved_models(args, settings)
     print_summary(report)
     print(f"\nReport: {os.path.abspath(os.path.join(args.output_dir, 'report.json'))}")
     print("Figures: " + ", ".join(report["figures"].values()))

@@ -51,6 +51,12 @@ _FIGURE_CAPTIONS = {
     "input_substitution": "Perplexity when input tokens are replaced by random ones",
     "input_deletion": "Perplexity when input tokens are deleted",
 }
+# An image classifier's sweeps are scored by top-1 accuracy.
+_VISION_FIGURE_CAPTIONS = {
+    "pruning": "Top-1 accuracy under L1 pruning of the weights",
+    "noise": "Top-1 accuracy under weight noise",
+    "downsampling": "Top-1 accuracy after downsampling the topographic layers' weights on the sheet",
+}
 # Figures in the card's order: maps first, then curves, then the sweeps; others after them by name.
 _FIGURE_ORDER = ("sheet_maps", "selectivity", "smoothness_curve", "pruning", "downsampling", "noise")
 
@@ -295,6 +301,7 @@ ANALYSIS_MEASURE_LABELS = (
     ("morans_i_p_value", "Moran's I permutation p-value (largest over layers)"),
     ("effective_dimensionality", "effective dimensionality of activations"),
     ("perplexity", "perplexity on the analysis text"),
+    ("accuracy", "top-1 accuracy on the analysis images"),
     ("blimp", "BLiMP accuracy"),
     ("selectivity_morans_i", "Moran's I of selectivity maps"),
     ("temporal_reach_morans_i", "Moran's I of the units' temporal reach"),
@@ -304,14 +311,15 @@ TEMPORAL_FRACTION_LABELS = (
     ("power_law", "share of power-law temporal windows"),
     ("exponential", "share of exponential temporal windows"),
 )
-# One row per sweep kind (SweepSummary.kind), in this order.
+# One row per sweep kind (SweepSummary.kind), in this order; each row says Δ of the sweep's metric (perplexity for a
+# language model, top-1 accuracy for an image classifier).
 SWEEP_LABELS = {
-    "pruning": "Δ perplexity, L1 pruning (fraction of weights)",
-    "noise": "Δ perplexity, weight noise (σ × weight std)",
-    "downsampling": "Δ perplexity, sheets downsampled φ × φ",
-    "downsampling_paper": "Δ perplexity, sheets downsampled φ × φ",
-    "substitution": "Δ perplexity, random token substitution",
-    "deletion": "Δ perplexity, token deletion",
+    "pruning": "L1 pruning (fraction of weights)",
+    "noise": "weight noise (σ × weight std)",
+    "downsampling": "sheets downsampled φ × φ",
+    "downsampling_paper": "sheets downsampled φ × φ",
+    "substitution": "random token substitution",
+    "deletion": "token deletion",
 }
 
 
@@ -320,7 +328,8 @@ def _finite(value: Any) -> bool:
 
 
 def analysis_rows(summary: AnalysisSummary) -> list[tuple[str, str]]:
-    """The analysis as card rows: the headline measures, then one row per sweep (strength: Δ perplexity)."""
+    """The analysis as card rows: the headline measures, then one row per sweep (strength: Δ of its metric,
+    perplexity or top-1 accuracy)."""
     rows = [
         (label, _fmt(summary.measure(name)))
         for name, label in ANALYSIS_MEASURE_LABELS
@@ -332,21 +341,23 @@ def analysis_rows(summary: AnalysisSummary) -> list[tuple[str, str]]:
     ]
     for kind, label in SWEEP_LABELS.items():
         sweep = summary.sweeps.get(kind)
-        points = [p for p in sweep.perturbed_points() if _finite(p.delta_perplexity)] if sweep else []
+        points = [p for p in sweep.perturbed_points() if _finite(p.delta)] if sweep else []
         if points:
+            label = f"Δ {'top-1 accuracy' if sweep.metric == 'accuracy' else sweep.metric}, {label}"
             if sweep.variant is not None:
                 label += " with per-unit gains" if sweep.variant == "gains" else " (the paper's layer, no gains)"
-            rows.append((label, ", ".join(f"{sweep.strength(p.x)}: {p.delta_perplexity:+.3g}" for p in points)))
+            rows.append((label, ", ".join(f"{sweep.strength(p.x)}: {p.delta:+.3g}" for p in points)))
     return rows
 
 
-def _figure_entries(figures: list[str]) -> list[dict[str, str]]:
+def _figure_entries(figures: list[str], vision: bool = False) -> list[dict[str, str]]:
     def rank(path: str) -> tuple[int, str]:
         stem = Path(path).stem
         return (_FIGURE_ORDER.index(stem) if stem in _FIGURE_ORDER else len(_FIGURE_ORDER), stem)
 
+    captions = _FIGURE_CAPTIONS | (_VISION_FIGURE_CAPTIONS if vision else {})
     return [
-        {"path": path, "caption": _FIGURE_CAPTIONS.get(Path(path).stem, Path(path).stem.replace("_", " "))}
+        {"path": path, "caption": captions.get(Path(path).stem, Path(path).stem.replace("_", " "))}
         for path in sorted(figures, key=rank)
     ]
 
@@ -460,7 +471,7 @@ def toponet_card(
         blimp_fields=[(k, _fmt(v)) for k, v in (results.get("blimp_fields") or {}).items()],
         topo_loss_per_layer=[(k, _fmt(v)) for k, v in (results.get("topo_loss_per_layer") or {}).items()],
         analysis_rows=analysis_rows(analysis) if analysis is not None else [],
-        figures=_figure_entries(figures or []),
+        figures=_figure_entries(figures or [], vision),
         conversion=conversion if isinstance(conversion, dict) else None,
         downsampling=downsampling_sentence(config),
         paper_url=PAPER_URL,
