@@ -16,6 +16,8 @@ module                    what it measures
 ``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
 ``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
+``category_maps``         an image model's category-selectivity t-maps (Fig. 5A): Moran's I, patches, SSIM / r
+                          between maps, contrasts (saved models, U/B/T figures: :mod:`hf_topo.vision.category_report`)
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
 ``perturbation``          perplexity (language) or top-1 accuracy (vision) under L1 pruning, weight noise, topographic downsampling and input
                           perturbations (token substitution / deletion) — the sweeps
@@ -38,6 +40,7 @@ Example::
 """
 
 from .activations import collect_activations, topographic_layers
+from .category_maps import CategorySelectivity, category_selectivity
 from .dimensionality import effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
 from .image_activations import collect_image_activations
@@ -99,6 +102,8 @@ __all__ = [
     "plot_window_summary",
     "window_morans_i",
     "AnalysisSettings",
+    "CategorySelectivity",
+    "category_selectivity",
     "AnalysisSummary",
     "FIGURES",
     "ImageBatch",

@@ -27,6 +27,12 @@ from hf_topo.analysis.report import AnalysisSettings
 from hf_topo.analysis.run import AnalyzeArguments, analyze_saved_models
 from hf_topo.analysis.summary import AnalysisSummary
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+from hf_topo.vision.category_report import (
+    SelectivityArguments,
+    add_selectivity_to_report,
+    selectivity_only,
+    selectivity_table,
+)
 
 #: The measures of the printed summary (fields of AnalysisSummary), in this order, when the report has them.
 SUMMARY_MEASURES = (
@@ -41,7 +47,7 @@ SUMMARY_MEASURES = (
 
 
 def make_parser(prog: str | None = None):
-    return make_argument_parser((AnalyzeArguments, AnalysisSettings), prog, __doc__)
+    return make_argument_parser((AnalyzeArguments, AnalysisSettings, SelectivityArguments), prog, __doc__)
 
 
 def summary_rows(report: dict) -> list[tuple[str, list[float | None]]]:
@@ -69,14 +75,21 @@ def print_summary(report: dict) -> None:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
-    args, settings = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
-    if args.image_dir is not None:  # an image classifier, on a folder of class subfolders
+    args, settings, selectivity = parse_command_line(make_parser(prog), sys.argv[1:] if argv is None else argv)
+    if selectivity_only(args, selectivity):
+        report = {"metadata": {"model": args.model, "baseline": args.baseline}}
+    elif args.image_dir is not None:  # an image classifier, on a folder of class subfolders
         from hf_topo.vision.analyze import analyze_saved_image_models
 
         report = analyze_saved_image_models(args, settings)
     else:
         report = analyze_saved_models(args, settings)
-    print_summary(report)
+    if selectivity.stimuli_dir is not None:  # category-selectivity maps of an image model (Fig. 5A)
+        report = add_selectivity_to_report(report, args, selectivity)
+    if AnalysisSummary.from_report(report, "model") is not None:
+        print_summary(report)
+    if "selectivity" in report:
+        print("\n" + selectivity_table(report["selectivity"]))
     print(f"\nReport: {os.path.abspath(os.path.join(args.output_dir, 'report.json'))}")
     print("Figures: " + ", ".join(report["figures"].values()))
     return report
