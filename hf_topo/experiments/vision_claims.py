@@ -28,8 +28,8 @@ measure is the mean over the nine topographic layers):
   :func:`~hf_topo.analysis.smoothness.smoothness`, every pair); ``weight_smoothness`` the same on the weights;
 * ``effective_dimensionality`` of the responses (§2.3, :func:`~hf_topo.analysis.dimensionality.effective_dimensionality`);
 * ``morans_i``: Moran's I of each image's activation map on the sheet, averaged (Truong & Hasson's measure);
-* ``selectivity_morans_i``: for every digit class, the t-map of eq. 2 (that class against the other nine,
-  :func:`~hf_topo.analysis.selectivity.selectivity_t`) and its Moran's I, averaged over classes and layers;
+* ``selectivity_morans_i``: for every digit class, the t-map of eq. 2 (that class against the other nine) and its
+  Moran's I (:func:`~hf_topo.analysis.category_maps.selectivity_from_responses`), averaged over classes and layers;
 * ``pruning_delta_accuracy_<f>``: accuracy after L1 unstructured pruning of a fraction ``f`` of every topographic
   weight tensor minus clean accuracy (Fig. 4A); the claim reads ``f = 0.75`` (``pruning_delta_accuracy_claim``),
   the share of these layers' weights that a φ = 2 downsampling removes (matched parameter counts, as Fig. 4A);
@@ -322,33 +322,33 @@ def measure_vision_model(
         layers: its topographic layers (:func:`~hf_topo.analysis.topographic_layers`).
         pixels, labels: held-out images in [0, 1] and their classes; mean, std: the model's normalization.
     """
+    from ..analysis.category_maps import selectivity_from_responses
     from ..analysis.dimensionality import effective_dimensionality
     from ..analysis.image_activations import collect_image_activations
-    from ..analysis.maps import as_sheet_map
     from ..analysis.perturbation import l1_prune_, prunable_weights, restored_weights
-    from ..analysis.selectivity import selectivity_t
     from ..analysis.smoothness import smoothness, weight_smoothness
-    from ..analysis.spatial import mean_morans_i, morans_i
+    from ..analysis.spatial import mean_morans_i
 
     model.eval()
     normalized = (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     clean = _accuracy(model, pixels, labels, mean, std)
     measures: dict[str, Any] = {"accuracy": clean}
     responses = collect_image_activations(model, normalized, layers, batch_size=512, progress=False)
+    # eq. 2's t-map of every digit class against the other nine, and its Moran's I (the category maps' measure)
+    selectivity = selectivity_from_responses(
+        responses, {layer.name: layer.sheet for layer in layers}, [str(label) for label in labels.tolist()]
+    )
     per_layer: dict[str, dict[str, float]] = {}
-    classes = sorted(set(labels.tolist()))
     for layer in layers:
         samples = responses[layer.name]
         curve = smoothness(samples, layer.sheet, max_pairs=None)
-        t_maps = torch.stack([selectivity_t(samples[labels == c], samples[labels != c]) for c in classes])
-        selectivity = morans_i(as_sheet_map(t_maps.float(), layer.sheet))
         per_layer[layer.name] = {
             "smoothness": curve.score,
             "robust_smoothness": curve.robust_score,
             "weight_smoothness": weight_smoothness(layer).score,
             "effective_dimensionality": effective_dimensionality(samples),
             "morans_i": mean_morans_i(samples, layer.sheet),
-            "selectivity_morans_i": _mean(selectivity.tolist()),
+            "selectivity_morans_i": _mean(list(selectivity.layers[layer.name].morans_i.values())),
         }
     for name in next(iter(per_layer.values())):
         measures[name] = _mean([values[name] for values in per_layer.values()])
