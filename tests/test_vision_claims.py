@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _scripts import offline_env
 from scipy import stats
 
@@ -162,3 +163,31 @@ def test_vision_claims_end_to_end_resume_and_fresh_process(tmp_path):
         "wall_time_s": again["per_seed"]["1"]["th_as"]["wall_time_s"]
     }
     assert [e["verdict"] for e in again["claims"]] == [e["verdict"] for e in result["claims"]]
+
+
+def test_activation_similarity_is_evaluated_on_an_image_batch():
+    """The runner's AS models: ``TopoRegularizer.evaluate`` takes ``pixel_values`` (an image classifier's batch) and
+    gives the mean correlation distance of neighbouring units' pre-activation responses, computed independently."""
+    from hf_topo.config import TopoConfig
+    from hf_topo.regularizers.similarity import neighbour_distance_loss
+    from hf_topo.topo_regularizer import TopoRegularizer
+    from hf_topo.vision.truong_hasson_cnn import TruongHassonCNNForImageClassification
+    from hf_topo.vision.truong_hasson_cnn_config import TruongHassonCNNConfig
+
+    torch.manual_seed(0)
+    model = TruongHassonCNNForImageClassification(TruongHassonCNNConfig(num_labels=10)).eval()
+    pixels = torch.rand(32, 1, 8, 8)
+    regularizer = TopoRegularizer(
+        TopoConfig(target_modules=["fc1"], loss="activation_similarity", distance="correlation", tau=1.0)
+    )
+    value, per_layer = regularizer.evaluate(model, {"pixel_values": pixels})
+    captured = {}
+    handle = model.fc1.register_forward_hook(lambda module, inputs, output: captured.update(fc1=output.detach()))
+    with torch.no_grad():
+        model(pixel_values=pixels)
+    handle.remove()
+    reference = neighbour_distance_loss(captured["fc1"].T.reshape(11, 11, -1))
+    assert float(value) == pytest.approx(float(reference), rel=1e-5)
+    assert list(per_layer) == ["fc1"]
+    with pytest.raises(ValueError, match="pixel_values"):
+        regularizer.evaluate(model, {"labels": torch.zeros(2)})
