@@ -1,10 +1,10 @@
 """What ``import hf_topo`` arranges with transformers: its model classes in the Auto classes, and no broken torchvision.
 
 After ``import hf_topo``, ``AutoConfig`` / ``AutoModelForCausalLM`` / ``AutoModelForImageClassification``
-``.from_pretrained`` load hf_topo's own model types (the downsampled models, the blur-pool ResNet) with no
-``trust_remote_code``. Defining those classes imports torch and the model families (seconds), which ``hf-topo
---help`` or a script that only reads a record should not pay for, so the registration is tied to the two modules of
-transformers that resolve a ``model_type``:
+``.from_pretrained`` load hf_topo's own model types (the downsampled models, the blur-pool ResNet, Truong &
+Hasson's CNN) with no ``trust_remote_code``. Defining those classes imports torch and the model families (seconds),
+which ``hf-topo --help`` or a script that only reads a record should not pay for, so the registration is tied to the
+two modules of transformers that resolve a ``model_type``:
 
 ==============================================  ===========================================================
 once this transformers module has loaded        hf_topo imports (each module registers its classes)

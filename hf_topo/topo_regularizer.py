@@ -390,26 +390,28 @@ class TopoRegularizer:
         """The regularizer's value without gradients: ``(mean over target layers, {name: value})``.
 
         A weight-based loss needs only the model. The activation-based losses need a batch: ``inputs``
-        (``input_ids`` and optionally ``attention_mask``, or an image model's ``pixel_values``, on the model's device) is run through the model in eval
-        mode to record the layers' activations (TopoLM's neighbourhoods: drawn with the keys ``(0,)``).
+        (``input_ids`` and optionally ``attention_mask``, or an image model's ``pixel_values``, on the model's device)
+        is run through the model in eval mode to record the layers' activations (TopoLM's neighbourhoods: drawn with
+        the keys ``(0,)``).
         """
         if not self.config.reads_activations:
             return self.compute(model, with_grad=False)
-        if not inputs or ("input_ids" not in inputs and "pixel_values" not in inputs):
+        if not inputs or not ("input_ids" in inputs or "pixel_values" in inputs):
             raise ValueError(
                 f"loss={self.config.loss!r} is measured on the activations of a batch: pass inputs={{'input_ids': ..., "
-                "'attention_mask': ...}} or, for an image model, {'pixel_values': ...} (e.g. one evaluation batch)."
+                "'attention_mask': ...}} or {'pixel_values': ...} (e.g. one evaluation batch)."
             )
+        if "input_ids" in inputs:
+            forward = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+        else:
+            forward = {"pixel_values": inputs["pixel_values"]}
         was_training = model.training
         model.eval()
         try:
             with self.record_activations(model) as recorded:
-                if "input_ids" in inputs:
-                    model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
-                else:  # an image classifier: every output position of the batch is a sample
-                    model(pixel_values=inputs["pixel_values"])
+                model(**forward)
             return self.compute(
-                model, with_grad=False, activations=recorded, attention_mask=inputs.get("attention_mask")
+                model, with_grad=False, activations=recorded, attention_mask=forward.get("attention_mask")
             )
         finally:
             model.train(was_training)

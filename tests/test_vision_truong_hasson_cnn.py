@@ -75,7 +75,7 @@ def test_weight_similarity_on_fc1_is_the_mean_neighbour_correlation_distance_of_
     model = _model()
     topo = TopoRegularizer(TopoConfig(target_modules=["fc1"], loss="weight_similarity", distance="correlation"))
     expected = _neighbour_mean_correlation_distance(model.fc1.weight.detach().double().numpy())
-    assert float(topo(model)) == pytest.approx(expected, rel=1e-5)
+    assert float(topo(model).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_activation_similarity_reads_fc1s_batch_by_units_output():
@@ -89,7 +89,7 @@ def test_activation_similarity_reads_fc1s_batch_by_units_output():
     with torch.no_grad():
         responses = model.fc1(F.adaptive_avg_pool2d(model.features(pixels), 4).flatten(1))  # (16, 121), before ReLU
     expected = _neighbour_mean_correlation_distance(responses.double().T.numpy())
-    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.slow  # a fresh process
@@ -113,3 +113,32 @@ def test_saved_model_loads_with_the_auto_class_in_a_fresh_process(tmp_path):
     name, channels, units, logits = json.loads(result.stdout.strip().splitlines()[-1])
     assert (name, channels, units) == ("TruongHassonCNNForImageClassification", [8, 12], 30)
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow  # through the Trainer
+def test_trainer_evaluate_reports_activation_similarity_on_the_first_image_batch(tmp_path):
+    from torch.utils.data import Dataset
+
+    from hf_topo import TopoTrainer
+    from hf_topo.trainer import TopoTrainingArguments
+
+    pixels = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    labels = torch.arange(40) % 10
+
+    class Images(Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return {"pixel_values": pixels[i], "labels": labels[i]}
+
+    model = _model(seed=4)
+    args = TopoTrainingArguments(
+        output_dir=str(tmp_path), tau=1.0, topo_loss_type="activation_similarity", topo_target_modules=["fc1"],
+        per_device_eval_batch_size=16, report_to="none", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    metrics = TopoTrainer(model=model, args=args, eval_dataset=Images()).evaluate()
+    with torch.no_grad():
+        responses = model.fc1(F.adaptive_avg_pool2d(model.features(pixels[:16]), 4).flatten(1))
+    expected = _neighbour_mean_correlation_distance(responses.double().T.numpy())
+    assert metrics["eval_topo_loss"] == pytest.approx(expected, rel=1e-5)

@@ -13,9 +13,9 @@ initialization and the data order; only the regularizer and λ differ.
 
 **Data.** scikit-learn's ``load_digits`` (1,797 grayscale 8 × 8 digits, shipped in its wheel) with the vision
 demo's fixed split (:func:`hf_topo.experiments.vision_demo.digits_split`: every fifth image of each class held out,
-360 test images); pixels scaled from 0–16 to ``[0, 1]``.
+364 test images); pixels scaled from 0–16 to ``[0, 1]``.
 
-**Measures** (on the 360 test images; each model's record in ``runs`` of the result):
+**Measures** (on the 364 test images; each model's record in ``runs`` of the result):
 
 ==================================  ===============================================================================
 key                                 what it is
@@ -139,7 +139,7 @@ class TruongHassonArguments:
 
 def digits_tensors() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{"train": (pixel_values, labels), "test": (...)}``: the digits on the vision demo's fixed split, pixel values
-    in ``[0, 1]`` as ``(n, 1, 8, 8)`` float32, labels int64 (1,437 training and 360 test images)."""
+    in ``[0, 1]`` as ``(n, 1, 8, 8)`` float32, labels int64 (1,433 training and 364 test images)."""
     from .vision_demo import digits_split
 
     images, labels, is_validation = digits_split()
@@ -509,17 +509,19 @@ def _check_arguments(args: TruongHassonArguments) -> None:
     unknown = [f for f in args.families if f not in FAMILY_REGULARIZERS]
     if unknown or not args.families:
         raise InputError(
-            f"{parameter('families')}={args.families!r}: choose from {list(FAMILY_REGULARIZERS)} (at least one)."
+            f"{parameter('families', repr(args.families))}: choose one or more of {list(FAMILY_REGULARIZERS)}."
         )
     if not args.seeds:
         raise InputError(f"{parameter('seeds')} is empty: give at least one training seed (3 or more for claims).")
-    if any(not (isinstance(v, (int, float)) and v > 0) for v in args.lambdas):
-        raise InputError(f"{parameter('lambdas')}={args.lambdas!r}: every λ must be a number > 0.")
-    if any(not 0 <= v <= 1 for v in args.noise_levels):
-        raise InputError(f"{parameter('noise_levels')}={args.noise_levels!r}: every level must lie in [0, 1].")
+    if any(isinstance(v, bool) or not (isinstance(v, (int, float)) and v > 0) for v in args.lambdas):
+        raise InputError(f"{parameter('lambdas', repr(args.lambdas))}: every λ must be a number > 0.")
+    if not args.noise_levels or any(not 0 <= v <= 1 for v in args.noise_levels):
+        raise InputError(f"{parameter('noise_levels', repr(args.noise_levels))}: give levels in [0, 1].")
+    if not args.weight_noise_sigmas or any(v < 0 for v in args.weight_noise_sigmas):
+        raise InputError(f"{parameter('weight_noise_sigmas', repr(args.weight_noise_sigmas))}: give sigmas >= 0.")
     for name in ("max_steps", "batch_size", "noise_repeats", "weight_noise_repeats", "num_threads"):
         if getattr(args, name) < 1:
-            raise InputError(f"{parameter(name)}={getattr(args, name)!r} must be at least 1.")
+            raise InputError(f"{parameter(name, getattr(args, name))} must be at least 1.")
 
 
 def _conditions(args: TruongHassonArguments) -> list[tuple[str, float]]:

@@ -54,7 +54,7 @@ def digits_split(validation_every: int = 5):
 
     ``images`` ``(1797, 8, 8)`` float64 with the data set's pixel values 0–16, ``labels`` ``(1797,)`` int, and
     ``is_validation`` ``(1797,)`` bool: image ``i`` of each class (in the data set's order) is held out when
-    ``i % validation_every == 0`` (360 of 1,797 for 5). The split has no randomness: every run holds out the same
+    ``i % validation_every == 0`` (364 of 1,797 for 5). The split has no randomness: every run holds out the same
     images.
 
     Raises:
@@ -83,7 +83,7 @@ def write_digits_folders(data_dir: str, validation_every: int = 5) -> tuple[str,
     """scikit-learn's digits as PNG class folders: ``(train_dir, validation_dir)`` under ``data_dir``.
 
     The split of :func:`digits_split` (image ``i`` of each class goes to validation when ``i % validation_every ==
-    0``: 360 of 1,797), the rest to training. Pixel values 0–16 are scaled to 0–255 (8-bit grayscale, converted to
+    0``: 364 of 1,797), the rest to training. Pixel values 0–16 are scaled to 0–255 (8-bit grayscale, converted to
     RGB when loaded).
 
     Raises:
