@@ -32,7 +32,7 @@ from hf_topo.analysis import (
 )
 from hf_topo.config import TopoConfig
 from hf_topo.downsampling import downsample_model, parameter_count
-from hf_topo.hub.card import analysis_rows
+from hf_topo.hub.card import analysis_rows, toponet_card
 from hf_topo.presets import TARGET_PRESETS
 from hf_topo.vision.models import build_vision_model
 
@@ -217,6 +217,13 @@ def test_report_summary_and_card_of_an_image_classifier(tmp_path):
     pruning_row = next(label for label in rows if "L1 pruning" in label)
     assert pruning_row.startswith("Δ top-1 accuracy") and "50 %" in rows[pruning_row]
     assert not any("perplexity" in label for label in rows)
+    card = toponet_card(
+        model, results={"analysis": summary}, figures=[f"figures/{f}" for f in report["figures"].values()]
+    )
+    assert (
+        "Top-1 accuracy under L1 pruning of the weights" in card.text and "Δ top-1 accuracy, L1 pruning" in card.text
+    )
+    assert "perplexity" not in card.text.lower()
 
 
 def test_a_summary_written_before_the_metric_was_named_reads_as_perplexity():
@@ -262,14 +269,22 @@ def saved_models(tmp_path_factory):
 
 
 READ_REPORT = """
-import json, sys
+import json, os, sys
 report = json.load(open(sys.argv[1]))
+import hf_topo
+from transformers import AutoModelForImageClassification
 from hf_topo.analysis import AnalysisSummary
 model, baseline = (AnalysisSummary.from_report(report, which) for which in ("model", "baseline"))
+smaller_dir = report["metadata"]["downsampled"]["path"]
+smaller = AutoModelForImageClassification.from_pretrained(smaller_dir)
 print(json.dumps({"accuracy": model.accuracy, "baseline_accuracy": baseline.accuracy, "metric":
     model.sweeps["pruning"].metric, "delta": model.delta("pruning", 0.5), "n": model.n_activation_samples,
     "layers": sorted(report["model"]["layers"]), "figures": report["figures"], "images": report["metadata"]["images"],
-    "smoothness": {k: v["smoothness"] for k, v in report["model"]["layers"].items()}}))
+    "smoothness": {k: v["smoothness"] for k, v in report["model"]["layers"].items()},
+    "downsampled": {"parameters": sum(p.numel() for p in smaller.parameters()), "recorded":
+    report["metadata"]["downsampled"]["parameters"], "kept": report["metadata"]["downsampled"]["parameters_kept"],
+    "sweep_kept": model.sweeps["downsampling"].at(2.0).parameters_kept,
+    "processor": os.path.exists(os.path.join(smaller_dir, "preprocessor_config.json"))}}))
 """
 
 
@@ -287,6 +302,7 @@ def test_hf_topo_analyze_on_an_image_folder_end_to_end(saved_models, tmp_path):
         "--batch_size", "4", "--max_pairs", "2000", "--min_pairs_per_bin", "1", "--n_bins", "8",
         "--morans_permutations", "9", "--pruning_fractions", "0", "0.5", "--noise_sigmas", "0", "0.5",
         "--downsampling_factors", "1", "2", "--sweeps", "pruning", "noise", "downsampling", "--progress", "false",
+        "--save_downsampled", "2",
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -309,6 +325,9 @@ def test_hf_topo_analyze_on_an_image_folder_end_to_end(saved_models, tmp_path):
     assert found["images"]["n_images"] == 9 and found["images"]["classes"] == CLASSES
     assert set(found["figures"]) == {"sheet_maps", "smoothness_curve", "pruning", "noise", "downsampling"}
     assert all((out / name).exists() for name in found["figures"].values())
+    downsampled = found["downsampled"]  # saved with its processor, loaded in a fresh process, the size recorded
+    assert downsampled["processor"] and downsampled["parameters"] == downsampled["recorded"] < parameter_count(model)
+    assert downsampled["kept"] == pytest.approx(downsampled["sweep_kept"])  # the sweep's φ = 2 model (gains)
     layers = topographic_layers(model)
     responses = _responses_by_hand(model, ImageBatch(pixels, labels), layers)
     for layer in layers:
@@ -334,3 +353,42 @@ def test_cli_refuses_what_an_image_classifier_cannot_take(saved_models, tmp_path
     (unknown / "c1").rename(unknown / "zebra")
     with pytest.raises(InputError, match="classes the model does not know"):
         analyze_saved_image_models(arguments(image_dir=str(unknown)), _settings())
+
+
+@pytest.mark.parametrize("preset", ["tiny-resnet", "tiny-vit"])
+def test_load_analysis_images_reads_the_folder_with_the_saved_processor(preset, tmp_path):
+    from PIL import Image
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    from hf_topo.vision.analyze import load_analysis_images
+    from hf_topo.vision.augmentation import EvalTransform
+
+    model = _model(preset)
+    if preset == "tiny-vit":
+        processor = ViTImageProcessorPil(
+            size={"height": 32, "width": 32}, image_mean=[0.1, 0.2, 0.3], image_std=[0.3] * 3
+        )
+    else:
+        processor = ConvNextImageProcessorPil(size={"shortest_edge": 32}, image_mean=[0.4] * 3, image_std=[0.2] * 3)
+    processor.save_pretrained(tmp_path / "model")
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=3, size=(50, 40))
+    images = load_analysis_images(str(folder), model, str(tmp_path / "model"), max_images=5)
+    transform = EvalTransform(32, processor.image_mean, processor.image_std)  # by hand: classes in turn, sorted files
+    files = [("c0", 0), ("c1", 0), ("c2", 0), ("c0", 1), ("c1", 1)]
+    expected = torch.stack([transform(Image.open(folder / c / f"{i}.png")) for c, i in files])
+    torch.testing.assert_close(images.pixel_values, expected)
+    assert images.labels.tolist() == [CLASSES.index(c) for c, _ in files]
+
+
+def test_imagenet_synset_folders_map_to_their_class_index(tmp_path):
+    from hf_topo.vision.analyze import load_analysis_images
+    from hf_topo.vision.imagenet import imagenet_class_names, imagenet_synsets
+
+    torch.manual_seed(0)
+    model = build_vision_model("tiny-resnet", imagenet_class_names(), image_size=32)
+    folder = write_image_folder(tmp_path / "images", classes=2, per_class=1)
+    (folder / "c0").rename(folder / imagenet_synsets()[7])
+    (folder / "c1").rename(folder / "goldfish, Carassius auratus")  # a label name, index 1
+    images = load_analysis_images(str(folder), model, image_size=32)
+    assert sorted(images.labels.tolist()) == [1, 7]

@@ -9,13 +9,20 @@
     hf-topo analyze --model openai-community/gpt2 --dataset wikitext --dataset_config wikitext-2-raw-v1 \\
         --split validation --output_dir outputs/analysis-gpt2
 
+    # an image classifier (a vision TopoNet and its twin) on a folder of class subfolders: accuracy-scored sweeps
+    hf-topo analyze --model outputs/demo_vision/toponet --baseline outputs/demo_vision/baseline \\
+        --image_dir outputs/demo_vision/data/validation --max_images 1024 --output_dir outputs/analysis-vision
+
 Writes `<output_dir>/report.json` (`summary`: flat scalar metrics of `--model`; `baseline_summary`; per-layer
 results, correlation-vs-distance curves and sweeps under `model` / `baseline`) and the figures `sheet_maps.png`,
 `smoothness_curve.png`, `pruning.png`, `noise.png`, `downsampling.png` (and `selectivity.png` with stimuli).
 `--temporal_windows` adds every unit's temporal integration window and structure-yoking index (word swaps, as
 Skrill & Norman-Haignere measure them; docs/analysis.md). `--save_downsampled φ` also saves `--model` with its
 topographic layers downsampled φ×φ to `<output_dir>/downsampled/`, loadable with
-`AutoModelForCausalLM.from_pretrained` after `import hf_topo`. Every analysis setting is a flag.
+`AutoModelForCausalLM.from_pretrained` after `import hf_topo`. With `--image_dir` (image classifiers) a unit is a
+convolution's output channel, its response to an image the channel's feature map averaged over space, and the
+pruning, noise and downsampling sweeps are scored by top-1 accuracy (docs/analysis.md, "Analysing a vision
+TopoNet"). Every analysis setting is a flag.
 """
 
 from __future__ import annotations
