@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _images import write_image_folder
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -102,6 +103,7 @@ def test_bad_files_in_stimulus_folders_are_refused(tmp_path):
         check_stimulus_folder(str(root))
 
 
+@pytest.mark.slow
 def test_figure_rows_share_one_scale_per_map(tmp_path):
     maps = {
         label: {"faces": torch.randn(4, 6) * scale, "big-vs-small": torch.randn(4, 6)}
@@ -116,15 +118,16 @@ def test_figure_rows_share_one_scale_per_map(tmp_path):
 
 def _save_tiny_resnet(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
-    model = build_vision_model("tiny-resnet", ["a", "b"], image_size=32)
+    model = build_vision_model("tiny-resnet", ["c0", "c1"], image_size=32)
     TopoConfig(target_modules=TARGET_PRESETS["resnet"], tau=1.0).attach_to(model.config)
     model.save_pretrained(path)
 
 
 @pytest.mark.slow
 def test_analyze_stimuli_dir_end_to_end(tmp_path):
-    """`hf-topo analyze --stimuli_dir` on saved tiny ResNets (TopoNet, baseline, untrained twin); report.json read in
-    a fresh process agrees with eq. 2 computed here from the saved model's units."""
+    """`hf-topo analyze --image_dir --stimuli_dir` on saved tiny ResNets (TopoNet, baseline, untrained twin): the image
+    classifier's analysis and the selectivity section in one report.json, read in a fresh process; its t-maps agree
+    with eq. 2 computed here from the saved model's units."""
     stimuli = write_stimuli(tmp_path / "stimuli")
     _save_tiny_resnet(tmp_path / "topo", seed=3)
     _save_tiny_resnet(tmp_path / "base", seed=4)
@@ -134,7 +137,9 @@ def test_analyze_stimuli_dir_end_to_end(tmp_path):
         sys.executable, "-m", "hf_topo.cli.analyze", "--model", str(tmp_path / "topo"), "--baseline",
         str(tmp_path / "base"), "--untrained", "--untrained_seed", "7", "--stimuli_dir", str(stimuli),
         "--contrasts", "big:small", "--layers", layer, "stages.2.layers.0.layer.1.convolution",
-        "--stimuli_image_size", "32", "--output_dir", str(out), "--progress", "false", "--device", "cpu",
+        "--image_size", "32", "--output_dir", str(out), "--progress", "false", "--device", "cpu",
+        "--image_dir", str(write_image_folder(tmp_path / "images", classes=2, per_class=4, size=(32, 32))),
+        "--sweeps", "pruning", "--pruning_fractions", "0", "0.5",
     ]  # fmt: skip
     finished = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env=os.environ | {"PYTHONPATH": "."}
@@ -146,6 +151,8 @@ def test_analyze_stimuli_dir_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     report = json.loads(read.stdout)
+    assert report["analysis_summary"]["accuracy"] is not None  # the image classifier's analysis
+    assert "sheet_maps" in report["figures"] and (out / report["figures"]["sheet_maps"]).is_file()
     section = report["selectivity"]
     assert list(section["models"]) == ["untrained", "baseline", "TopoNet"]
     assert section["maps"] == ["bodies", "faces", "places", "big-vs-small"]
@@ -181,8 +188,39 @@ def test_analyze_stimuli_dir_end_to_end(tmp_path):
     assert not np.allclose(untrained.numpy(), expected.numpy())
 
 
-def test_analyze_refuses_stimuli_with_text(tmp_path):
+def test_analyze_refuses_bad_selectivity_input_before_any_model_runs(tmp_path):
     from hf_topo.cli.analyze import main
 
+    stimuli = write_stimuli(tmp_path / "stimuli", per_folder=1)
+    base = ["--model", "not-a-model-dir/x", "--output_dir", str(tmp_path / "out")]
     with pytest.raises(InputError, match="stimuli_dir"):
-        main(["--model", "m", "--stimuli_dir", str(tmp_path), "--text_file", "x.txt", "--output_dir", str(tmp_path)])
+        main(base + ["--stimuli_dir", str(stimuli), "--text_file", "x.txt"])
+    with pytest.raises(InputError, match="not both"):
+        main(base + ["--stimuli_dir", str(stimuli), "--untrained", "--untrained_model", "u"])
+    with pytest.raises(ValueError, match="Contrast"):
+        main(base + ["--stimuli_dir", str(stimuli), "--contrasts", "big"])
+    (stimuli / "faces" / "big" / "broken.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="broken.png"):  # refused even when --image_dir's analysis would run first
+        main(base + ["--stimuli_dir", str(stimuli), "--image_dir", str(tmp_path / "images")])
+
+
+def test_eval_transform_follows_the_saved_image_processor(tmp_path):
+    from hf_topo.vision.data import IMAGENET_MEAN, IMAGENET_STD
+    from hf_topo.vision.imagenet import imagenet_eval_processor
+    from hf_topo.vision.stimuli import eval_transform_for
+
+    _save_tiny_resnet(tmp_path / "m", seed=0)
+    model = build_vision_model("tiny-resnet", ["a", "b"], image_size=32)
+    without = eval_transform_for(model, str(tmp_path / "m"))
+    assert without.size == 224 and without.mean == list(IMAGENET_MEAN)  # no processor, no config.image_size
+    imagenet_eval_processor(48).save_pretrained(tmp_path / "m")
+    saved = eval_transform_for(model, str(tmp_path / "m"))
+    assert saved.size == 48 and saved.mean == list(IMAGENET_MEAN) and saved.std == list(IMAGENET_STD)
+    assert eval_transform_for(model, str(tmp_path / "m"), image_size=40).size == 40
+
+
+def test_untrained_choices_are_exclusive(tmp_path):
+    from hf_topo.vision.category_report import run_category_selectivity
+
+    with pytest.raises(InputError, match="not both"):
+        run_category_selectivity("m", str(tmp_path), untrained=True, untrained_model="u")

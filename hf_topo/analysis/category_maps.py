@@ -418,7 +418,7 @@ def _map_masks(
             f"One category ({categories[0]!r}) cannot be compared with the others: give two categories or more."
         )
     in_category = {c: torch.tensor([f == c for f in first]) for c in categories}
-    pool = torch.stack(list(in_category.values())).any(dim=0) if categories else torch.zeros(len(groups), dtype=bool)
+    pool = torch.stack(list(in_category.values())).any(dim=0)  # the images of the listed categories
     masks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {c: (m, pool & ~m) for c, m in in_category.items()}
     counts = {c: int(m.sum()) for c, m in in_category.items()}
     for a, b in contrasts:

@@ -322,7 +322,10 @@ class SelectivityArguments:
     min_patch_units: int = field(default=2, metadata={"help": "Smallest patch, in units (8-connected)."})
     ssim_window: int = field(default=SSIM_WINDOW, metadata={"help": "SSIM window side (odd; shrunk to fit a sheet)."})
     stimuli_image_size: int | None = field(
-        default=None, metadata={"help": "Evaluation crop of the stimuli (default: the model's image processor's)."}
+        default=None,
+        metadata={
+            "help": "Evaluation crop of the stimuli (default: --image_size, else the model's image processor's)."
+        },
     )
     selectivity_figure_layers: list[str] | None = field(
         default=None, metadata={"help": "Draw selectivity_<layer>.png for these layers only (default: all analysed)."}
@@ -334,23 +337,36 @@ class SelectivityArguments:
 
 def selectivity_only(args, selectivity: SelectivityArguments) -> bool:
     """Whether ``hf-topo analyze`` measures category selectivity alone (``--stimuli_dir`` without a text or image
-    data set to analyse the model on).
+    data set to analyse the model on). Called first: with ``--stimuli_dir`` it also checks the stimulus folder, the
+    contrasts and the untrained-model choice, so that they fail before any model runs.
 
     Raises:
         InputError: ``--stimuli_dir`` with a text source (``--text_file``/``--dataset``): the stimuli are images,
-            for an image model; a language model's selectivity takes ``--stimuli_a``/``--stimuli_b``.
+            for an image model; a language model's selectivity takes ``--stimuli_a``/``--stimuli_b``. Both
+            ``--untrained`` and ``--untrained_model``.
+        ValueError, FileNotFoundError: a stimulus folder refused by
+            :func:`~hf_topo.vision.stimuli.check_stimulus_folder`; a malformed ``--contrasts``.
     """
     from ..errors import InputError, parameter
+    from .stimuli import check_stimulus_folder
 
-    if selectivity.stimuli_dir is None or getattr(args, "image_dir", None) is not None:
-        return False  # no stimuli, or an image classifier's whole analysis that the selectivity section joins
+    if selectivity.stimuli_dir is None:
+        return False
     if args.text_file is not None or args.dataset is not None:
         raise InputError(
             f"{parameter('stimuli_dir')} holds images for an image model's category-selectivity maps; drop "
             f"{parameter('text_file')}/{parameter('dataset')} with it (a language model's selectivity takes "
             f"{parameter('stimuli_a')} and {parameter('stimuli_b')}, text files)."
         )
-    return True
+    if selectivity.untrained and selectivity.untrained_model is not None:
+        raise InputError(
+            f"Give {parameter('untrained')} (a fresh initialization of the model's architecture) or "
+            f"{parameter('untrained_model')} (a saved one), not both."
+        )
+    parse_contrasts(selectivity.contrasts)
+    check_stimulus_folder(selectivity.stimuli_dir, "stimuli_dir")
+    # an image classifier's whole analysis on --image_dir runs first; the selectivity section joins its report
+    return getattr(args, "image_dir", None) is None
 
 
 def add_selectivity_to_report(report: dict, args, selectivity: SelectivityArguments) -> dict:
@@ -379,7 +395,7 @@ def add_selectivity_to_report(report: dict, args, selectivity: SelectivityArgume
         min_patch_units=selectivity.min_patch_units,
         patch_top_fraction=selectivity.patch_top_fraction,
         ssim_window=selectivity.ssim_window,
-        image_size=selectivity.stimuli_image_size,
+        image_size=selectivity.stimuli_image_size or getattr(args, "image_size", None),
         figure_layers=selectivity.selectivity_figure_layers,
         labels=("untrained", args.baseline_label, args.model_label),
         device=args.device,
