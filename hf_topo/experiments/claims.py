@@ -312,9 +312,12 @@ class Claim:
 
     def difference(self) -> str:
         """The paired difference ``d`` in words."""
-        f = SCALES[self.scale]
-        b = f"{self.threshold:.4g}" if self.b is None else f"{f}{self.metric_b or self.metric}({self.b})"
-        return f"{f}{self.metric}({self.a}) − {b}"
+
+        def scaled(measure: str) -> str:
+            return {"log": f"log {measure}", "log1p": f"log(1 + {measure})"}.get(self.scale, measure)
+
+        b = f"{self.threshold:.4g}" if self.b is None else scaled(f"{self.metric_b or self.metric}({self.b})")
+        return f"{scaled(f'{self.metric}({self.a})')} − {b}"
 
     def expected(self) -> str:
         relation = ">" if self.sign > 0 else "<"
@@ -469,7 +472,7 @@ def _differences(claim: Claim, pairs: list[tuple[float, float]], one_sample: boo
 def _test_description(claim: Claim, n: int) -> str:
     kind = "one-sample" if claim.b is None else "paired"
     null = "0" if not claim.margin else f"the margin ({'+' if claim.sign < 0 else '−'}{claim.margin:.4g})"
-    what = "non-inferiority: " if claim.margin else ""
+    what = "margin claim (non-inferiority): " if claim.margin else ""
     return (
         f"{what}two-sided {kind} t-test of mean d = {null} over {n} seeds (df {max(n - 1, 0)}); "
         f"d = {claim.difference()}"

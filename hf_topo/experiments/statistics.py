@@ -44,7 +44,6 @@ __all__ = [
     "normal_quantile",
     "normal_sf",
     "paired_test",
-    "paired_verdict",
     "seed_statistics",
     "student_t_quantile",
     "student_t_sf",
@@ -247,18 +246,6 @@ def verdict(p_adjusted: float | None, direction: int, alpha: float = 0.05) -> st
     if p_adjusted < alpha and direction < 0:
         return "contradicted"
     return "not at this scale"
-
-
-def paired_verdict(margins: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
-    """One test alone (no family): the two-sided t-test of the mean of the signed ``margins`` (one per seed,
-    ``sign · d + margin``) against 0, and its uncorrected verdict. Tables of several claims use :func:`paired_test`
-    and :func:`holm_adjust` (as :func:`hf_topo.experiments.claims.evaluate_claims` does).
-
-    Returns:
-        ``{"t", "p_value" (two-sided), "verdict"}``; ``"not measured"`` with fewer than 2 margins.
-    """
-    test = paired_test(margins, +1)
-    return {"t": test["t"], "p_value": test["p_value"], "verdict": verdict(test["p_value"], test["direction"], alpha)}
 
 
 # ---- correlations across models (TopoNets Fig. 3B) -------------------------------------------------------------
