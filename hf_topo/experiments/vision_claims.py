@@ -2,7 +2,7 @@
 Similarity claims in their own convolutional setting, measured over several seeds on CPU (``hf-topo claims --domain
 vision``).
 
-    hf-topo claims --domain vision --seeds 0 1 2 --output benchmarks/results/paper_claims_vision.json
+    hf-topo claims --domain vision --seeds 0 1 2 3 4 --output benchmarks/results/paper_claims_vision.json
 
 **Data.** scikit-learn's handwritten digits (1,797 8 × 8 images, 10 classes; the vision demo's split: every fifth
 image of each class held out, 364 test images), shipped inside scikit-learn's wheel.
