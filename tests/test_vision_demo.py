@@ -10,15 +10,15 @@ import pytest
 from _images import write_image_folder
 from _scripts import offline_env, run_script
 
-from hf_topo.cli.demo import _domain
+from hf_topo.cli.arguments import split_domain
 
 HF_TOPO = str(Path(sys.executable).with_name("hf-topo"))
 
 
 def test_domain_flag_is_taken_out_of_the_arguments():
-    assert _domain(["--tau", "2"]) == ("language", ["--tau", "2"])
-    assert _domain(["--domain", "vision", "--tau", "2"]) == ("vision", ["--tau", "2"])
-    assert _domain(["--tau", "2", "--domain=vision"]) == ("vision", ["--tau", "2"])
+    assert split_domain(["--tau", "2"]) == ("language", ["--tau", "2"])
+    assert split_domain(["--domain", "vision", "--tau", "2"]) == ("vision", ["--tau", "2"])
+    assert split_domain(["--tau", "2", "--domain=vision"]) == ("vision", ["--tau", "2"])
 
 
 @pytest.mark.slow

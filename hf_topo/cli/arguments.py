@@ -55,6 +55,16 @@ def split_config_file(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, argv
 
 
+def split_domain(argv: list[str]) -> tuple[str, list[str]]:
+    """``--domain NAME`` (or ``--domain=NAME``) taken out of ``argv``: ``(NAME or "language", the other flags)``."""
+    for i, arg in enumerate(argv):
+        if arg == "--domain" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--domain="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return "language", argv
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """The settings of a YAML or JSON config file, as a flat mapping of flag name → value."""
     if not os.path.isfile(path):

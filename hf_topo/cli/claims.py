@@ -15,13 +15,26 @@ over the seeds, Holm-corrected across the table (the rule is in `hf_topo.experim
 
 Judging again without training: `hf-topo claims --from_results paper_claims.json [--output_dir DIR] [--output JSON]
 [--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule.
+
+    hf-topo claims --domain vision --seeds 0 1 2 3 4 --output benchmarks/results/paper_claims_vision.json
+
+`--domain vision` runs the vision rows instead (`hf_topo.experiments.vision_claims`; `hf-topo claims --domain vision
+--help` lists its flags): per seed, a tiny-resnet TopoNet, its τ = 0 twin and an untrained model, and Truong &
+Hasson's CNN without a regularizer, with Weight and with Activation Similarity, on scikit-learn's digits, judged on
+the TopoNets paper's vision claims and Truong & Hasson's (about 10 minutes per seed on a loaded 2-core machine).
 """
 
 from __future__ import annotations
 
 import sys
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+from hf_topo.cli.arguments import (
+    make_argument_parser,
+    parse_command_line,
+    run_command,
+    setup_logging,
+    split_domain,
+)
 from hf_topo.errors import InputError
 from hf_topo.experiments.claims import (
     ClaimsArguments,
@@ -35,6 +48,23 @@ from hf_topo.experiments.claims import (
 
 def make_parser(prog: str | None = None):
     return make_argument_parser((ClaimsArguments,), prog, __doc__)
+
+
+def make_vision_parser(prog: str | None = None):
+    import hf_topo.experiments.vision_claims as vision_claims
+
+    return make_argument_parser((vision_claims.VisionClaimsArguments,), prog, vision_claims.__doc__)
+
+
+def vision_main(argv: list[str], prog: str | None = None) -> dict:
+    """``hf-topo claims --domain vision``: the vision rows of the claims table."""
+    from hf_topo.experiments.vision_claims import run_vision_claims, vision_claims_markdown
+
+    setup_logging()
+    (args,) = parse_command_line(make_vision_parser(prog), argv)
+    result = run_vision_claims(args, command=portable_command(["hf-topo", "claims", "--domain", "vision", *argv]))
+    print("\n" + vision_claims_markdown(result))
+    return result
 
 
 def _from_results(argv: list[str], prog: str | None) -> dict:
@@ -61,8 +91,12 @@ def _from_results(argv: list[str], prog: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    domain, argv = split_domain(sys.argv[1:] if argv is None else argv)
+    if domain == "vision":
+        return vision_main(argv, prog)
+    if domain != "language":
+        raise ValueError(f"--domain {domain!r}: choose language (the default) or vision.")
     setup_logging()
-    argv = sys.argv[1:] if argv is None else argv
     if any(arg == "--from_results" or arg.startswith("--from_results=") for arg in argv):
         result = _from_results(argv, prog)
         print("\n" + claims_markdown(result))

@@ -24,7 +24,13 @@ from __future__ import annotations
 import os
 import sys
 
-from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
+from hf_topo.cli.arguments import (
+    make_argument_parser,
+    parse_command_line,
+    run_command,
+    setup_logging,
+    split_domain,
+)
 from hf_topo.experiments.demo import DemoArguments, run_demo
 from hf_topo.experiments.vision_demo import VisionDemoArguments, run_vision_demo
 
@@ -50,18 +56,8 @@ def vision_main(argv: list[str], prog: str | None = None) -> dict:
     return summary
 
 
-def _domain(argv: list[str]) -> tuple[str, list[str]]:
-    """``--domain NAME`` (or ``--domain=NAME``) taken out of ``argv``: ``(NAME or "language", the other flags)``."""
-    for i, arg in enumerate(argv):
-        if arg == "--domain" and i + 1 < len(argv):
-            return argv[i + 1], argv[:i] + argv[i + 2 :]
-        if arg.startswith("--domain="):
-            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
-    return "language", argv
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    domain, argv = _domain(sys.argv[1:] if argv is None else argv)
+    domain, argv = split_domain(sys.argv[1:] if argv is None else argv)
     if domain == "vision":
         return vision_main(argv, prog)
     if domain != "language":

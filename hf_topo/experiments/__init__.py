@@ -9,6 +9,8 @@ module                                 what
 :mod:`~.statistics`                    the verdict rule: two-sided paired t-tests over seeds, Holm across a table,
                                        effect sizes, correlations (Student's t without SciPy)
 :mod:`~.claims`                        ``hf-topo claims``: every CPU-testable claim of the papers over several seeds
+:mod:`~.vision_claims`                 ``hf-topo claims --domain vision``: the vision claims (TopoNets' and Truong &
+                                       Hasson's) over several seeds on the digits
 :mod:`~.compare_regularizers`          ``hf-topo compare-regularizers``: the regularizers on one recipe
 :mod:`~.compare_lora`                  ``hf-topo compare-lora``: one LoRA recipe on a baseline and TopoNets
 :mod:`~.demo`                          ``hf-topo demo``: a small TopoNet and its τ=0 twin, trained and analysed

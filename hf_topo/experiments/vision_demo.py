@@ -29,7 +29,7 @@ from ..errors import InputError, parameter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VisionDemoArguments", "digits_split", "run_vision_demo", "write_digits_folders"]
+__all__ = ["VisionDemoArguments", "digits_split", "run_vision_demo", "train_vision_model", "write_digits_folders"]
 
 
 @dataclass
@@ -107,23 +107,58 @@ def _cpu_seconds() -> float:
     return sum(os.times()[:2])
 
 
-def _train_one(args: VisionDemoArguments, train_dir: str, validation_dir: str, name: str, tau: float) -> dict:
+def train_vision_model(
+    output_dir: str,
+    train_dir: str,
+    validation_dir: str,
+    *,
+    tau: float,
+    max_steps: int = 300,
+    batch_size: int = 64,
+    image_size: int = 32,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    model_preset: str = "tiny-resnet",
+    **training_overrides,
+) -> dict:
+    """Train one image classifier of the vision demo's recipe (AdamW, cosine, 5 % warm-up, weight decay 0.05, no
+    checkpoints or evaluation during training, one CPU) on class folders through
+    :func:`hf_topo.pretraining.pretrain`; returns its ``metrics.json`` with ``wall_time_s``.
+
+    Args:
+        output_dir: where the model is saved.
+        train_dir, validation_dir: class folders (e.g. from :func:`write_digits_folders`).
+        tau: TopoLoss (or ``topo_loss_type``'s) strength; 0 for the baseline twin.
+        max_steps, batch_size, image_size, learning_rate, seed: the recipe; the seed sets the initialization, the
+            data order and the augmentation, so two models of one seed differ only in their regularizer.
+        model_preset: a vision preset (:data:`hf_topo.presets.VISION_MODEL_PRESETS`).
+        **training_overrides: further fields of :class:`~hf_topo.trainer.TopoTrainingArguments` (e.g.
+            ``topo_loss_type="weight_similarity"``, ``topo_distance="correlation"``).
+    """
     from ..pretraining import DataArguments, ModelArguments, pretrain
     from ..trainer import TopoTrainingArguments
 
-    model_args = ModelArguments(model_preset="tiny-resnet")
-    data_args = DataArguments(train_dir=train_dir, validation_dir=validation_dir, image_size=args.image_size)
-    training_args = TopoTrainingArguments(
-        output_dir=os.path.join(args.output_dir, name), tau=tau, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, args.max_steps // 20),
-        weight_decay=0.05, logging_steps=max(1, args.max_steps // 30), save_strategy="no", eval_strategy="no",
-        report_to="none", seed=args.seed, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True,
+    model_args = ModelArguments(model_preset=model_preset)
+    data_args = DataArguments(train_dir=train_dir, validation_dir=validation_dir, image_size=image_size)
+    settings = dict(
+        output_dir=output_dir, tau=tau, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=max(1, max_steps // 20), weight_decay=0.05, logging_steps=max(1, max_steps // 30),
+        save_strategy="no", eval_strategy="no", report_to="none", seed=seed, dataloader_num_workers=0, use_cpu=True,
+        disable_tqdm=True,
     )  # fmt: skip
+    training_args = TopoTrainingArguments(**(settings | training_overrides))
     start = time.perf_counter()
     metrics = pretrain(model_args, data_args, training_args)
     metrics["wall_time_s"] = time.perf_counter() - start
     return metrics
+
+
+def _train_one(args: VisionDemoArguments, train_dir: str, validation_dir: str, name: str, tau: float) -> dict:
+    return train_vision_model(
+        os.path.join(args.output_dir, name), train_dir, validation_dir, tau=tau, max_steps=args.max_steps,
+        batch_size=args.batch_size, image_size=args.image_size, learning_rate=args.learning_rate, seed=args.seed,
+    )  # fmt: skip
 
 
 def sheet_measures(model_dir: str) -> dict:
