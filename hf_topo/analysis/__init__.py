@@ -10,8 +10,9 @@ module                    what it measures
                           feature's token mean)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
-                          pairs per bin, and a robust near − far variant
-``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
+                          pairs per bin, a robust near − far variant, bootstrap intervals and a shuffle control
+``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance, of the z-scored
+                          units, and without the first positions of each block
 ``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
 ``maps``                  values on the sheet: mean activation, first principal component of the weights
@@ -35,8 +36,8 @@ Example::
     smoothness(acts[layers[0].name], layers[0].sheet).score
 """
 
-from .activations import collect_activations, topographic_layers
-from .dimensionality import effective_dimensionality
+from .activations import collect_activations, token_positions, topographic_layers
+from .dimensionality import EffectiveDimensionality, effective_dimensionalities, effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
 from .image_activations import collect_image_activations
 from .inputs import load_passages, read_stimuli, tokenize_stimuli
@@ -116,6 +117,9 @@ __all__ = [
     "delete_tokens",
     "downsampling_sweep",
     "effective_dimensionality",
+    "effective_dimensionalities",
+    "EffectiveDimensionality",
+    "token_positions",
     "input_perturbation_sweep",
     "l1_prune_",
     "mean_activation_map",
