@@ -97,7 +97,10 @@ def test_subsampled_pairs_are_seeded_and_close_to_all_pairs():
     full = smoothness(samples, (16, 24), max_pairs=None)
     sub_a = smoothness(samples, (16, 24), max_pairs=5000, seed=7)
     sub_b = smoothness(samples, (16, 24), max_pairs=5000, seed=7)
-    assert sub_a.n_pairs == 5000 and full.n_pairs == 384 * 383 // 2
+    assert full.n_pairs == 384 * 383 // 2 and full.sampling == "all" and sub_a.sampling == "stratified"
+    # stratified: every bin keeps min(500, its pairs) pairs or more, so the sample exceeds max_pairs
+    assert all(n >= min(500, m) for n, m in zip(sub_a.pair_counts, full.pair_counts, strict=True))
+    assert 5000 <= sub_a.n_pairs == sum(sub_a.pair_counts) < full.n_pairs
     assert sub_a.to_dict() == sub_b.to_dict()
     assert sub_a.score == pytest.approx(full.score, abs=0.1)
 

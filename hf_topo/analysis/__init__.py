@@ -12,8 +12,9 @@ module                    what it measures
                           on them (a folder of images: :mod:`hf_topo.vision.analyze`)
 ``hooks``                 the one forward-output capture (eval mode, no gradients, hooks removed on exit)
 ``smoothness``            correlation vs distance on the sheet; smoothness = highest − lowest binned correlation,
-                          pairs per bin, and a robust near − far variant
-``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance
+                          pairs per bin, a robust near − far variant, bootstrap intervals and a shuffle control
+``dimensionality``        effective dimensionality ``(Σλ)² / Σλ²`` of the activations' covariance, of the z-scored
+                          units, and without the first positions of each block
 ``spatial``               Moran's I of activation maps (queen neighbours), averaged over inputs; permutation test
 ``selectivity``           Welch's t of every unit between two stimulus sets (eq. 2), as sheet maps
 ``category_maps``         an image model's category-selectivity t-maps (Fig. 5A): Moran's I, patches, SSIM / r
@@ -39,9 +40,9 @@ Example::
     smoothness(acts[layers[0].name], layers[0].sheet).score
 """
 
-from .activations import collect_activations, topographic_layers
+from .activations import collect_activations, token_positions, topographic_layers
 from .category_maps import CategorySelectivity, category_selectivity
-from .dimensionality import effective_dimensionality
+from .dimensionality import EffectiveDimensionality, effective_dimensionalities, effective_dimensionality
 from .hooks import CapturedOutputs, capture_outputs
 from .image_activations import collect_image_activations
 from .image_inputs import ImageBatch, evaluate_accuracy
@@ -126,6 +127,9 @@ __all__ = [
     "downsampling_sweep",
     "effective_dimensionality",
     "evaluate_accuracy",
+    "effective_dimensionalities",
+    "EffectiveDimensionality",
+    "token_positions",
     "input_perturbation_sweep",
     "l1_prune_",
     "mean_activation_map",

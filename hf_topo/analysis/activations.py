@@ -34,6 +34,7 @@ __all__ = [
     "capture_units",
     "has_own_weight",
     "is_output_weight_sheet",
+    "token_positions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,3 +186,17 @@ def collect_activations(
     finally:
         bar.close()
     return {name: torch.cat(parts)[:max_samples] for name, parts in collected.items()}
+
+
+def token_positions(tokens, n_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each sample of :func:`collect_activations` (one per real token, ``per_sequence=False``) comes from:
+    ``(positions, blocks)``, the token's position in its sequence and the sequence's index, ``(n_samples,)`` each, in
+    the order the samples are collected (the first ``n_samples``; all by default)."""
+    batch: TokenBatch = as_token_batch(tokens)
+    n_sequences, length = batch.input_ids.shape
+    positions = torch.arange(length).expand(n_sequences, length)
+    blocks = torch.arange(n_sequences)[:, None].expand(n_sequences, length)
+    if batch.attention_mask is not None:
+        real = batch.attention_mask.bool()
+        positions, blocks = positions[real], blocks[real]
+    return positions.reshape(-1)[:n_samples], blocks.reshape(-1)[:n_samples]

@@ -27,8 +27,14 @@ from torch import nn
 from ..config import TopoConfig
 from ..evaluation import TokenBatch, evaluate_perplexity
 from ..targets import TopoLayer
-from .activations import collect_activations, has_own_weight, is_output_weight_sheet, topographic_layers
-from .dimensionality import effective_dimensionality
+from .activations import (
+    collect_activations,
+    has_own_weight,
+    is_output_weight_sheet,
+    token_positions,
+    topographic_layers,
+)
+from .dimensionality import EXCLUDED_POSITIONS, EffectiveDimensionality, effective_dimensionalities
 from .image_activations import collect_image_activations
 from .image_inputs import ImageBatch, as_image_batch, evaluate_accuracy
 from .maps import as_sheet_map, mean_activation_map, weight_pc1_map
@@ -88,9 +94,16 @@ class AnalysisSettings:
             samples are the images it is given, all of them (one response per image and unit).
         batch_size (`int`, defaults to `8`): sequences (or images) per forward pass.
     Smoothness:
-        n_bins (`int`, defaults to `20`), max_pairs (`int`, defaults to `200000`), min_pairs_per_bin (`int`,
-            defaults to `20`), near_distance (`float`, defaults to `2.0`; the robust score's near group): see
+        n_bins (`int`, defaults to `20`), max_pairs (`int`, optional, defaults to every pair; else a stratified
+            sample with ≥ 500 pairs per bin), min_pairs_per_bin (`int`, defaults to `20`), near_distance (`float`,
+            defaults to `2.0`; the robust score's near group): see
             :func:`~hf_topo.analysis.smoothness.correlation_vs_distance`.
+        smoothness_bootstrap (`int`, defaults to `200`): bootstrap replicates of both activation smoothness scores,
+            resampling whole blocks of text (`0`: no interval).
+        smoothness_shuffles (`int`, defaults to `10`): the shuffle control: units permuted over the sheet (`0`: none).
+    Effective dimensionality:
+        exclude_positions (`int`, defaults to `4`): the `late_positions` variant leaves out the first this many
+            tokens of every block (see :mod:`hf_topo.analysis.dimensionality`).
     Moran's I:
         morans_permutations (`int`, defaults to `199`): permutations of the seeded permutation test of each layer's
             mean Moran's I (:func:`~hf_topo.analysis.spatial.morans_i_permutation_test`); `0` skips the test.
@@ -133,10 +146,20 @@ class AnalysisSettings:
     max_tokens: int = field(default=8192, metadata={"help": "Activation samples (tokens) per layer."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
     n_bins: int = field(default=20, metadata={"help": "Distance bins of the correlation-vs-distance curve."})
-    max_pairs: int = field(default=200_000, metadata={"help": "Unit pairs per layer for smoothness (random subset)."})
+    max_pairs: int | None = field(
+        default=None, metadata={"help": "Unit pairs per layer for smoothness (stratified sample; default: all pairs)."}
+    )
     min_pairs_per_bin: int = field(default=20, metadata={"help": "Bins with fewer pairs do not count in the score."})
     near_distance: float = field(
         default=2.0, metadata={"help": "Robust smoothness: the near group is the pairs at most this far apart."}
+    )
+    smoothness_bootstrap: int = field(default=200, metadata={"help": "Bootstrap replicates of smoothness (0: none)."})
+    smoothness_shuffles: int = field(default=10, metadata={"help": "Shuffle-control layouts of smoothness (0: none)."})
+    exclude_positions: int = field(
+        default=EXCLUDED_POSITIONS,
+        metadata={
+            "help": "Effective dimensionality's late_positions variant leaves out these first tokens per block."
+        },
     )
     morans_permutations: int = field(
         default=199, metadata={"help": "Permutations of the Moran's I permutation test (0 skips it)."}
@@ -196,12 +219,17 @@ class AnalysisSettings:
 
     def __post_init__(self):
         for name in (
-            "max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats", "max_pairs",
+            "max_tokens", "batch_size", "eval_blocks", "noise_repeats", "input_repeats",
             "temporal_max_delta", "temporal_max_sequences", "temporal_sequence_words", "temporal_sentence_words",
             "temporal_yoking_sequences", "morans_test_maps",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs={self.max_pairs} must be at least 1, or None for every pair.")
+        for name in ("smoothness_bootstrap", "smoothness_shuffles", "exclude_positions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more.")
         if self.morans_permutations < 0:
             raise ValueError(f"morans_permutations={self.morans_permutations} must be 0 (no test) or more.")
         if self.near_distance < 1:
@@ -247,6 +275,7 @@ class ModelAnalysis:
     morans_tests: dict[str, MoranTest] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     accuracy: float | None = None
+    dimensionality_variants: dict[str, EffectiveDimensionality] = field(default_factory=dict)
 
     def analysis_summary(self) -> AnalysisSummary:
         """The typed summary: the layer means of every measure, the perplexity and the points of each sweep."""
@@ -266,6 +295,15 @@ class ModelAnalysis:
             blimp=self.blimp,
             sweeps={kind: SweepSummary.from_sweep(sweep) for kind, sweep in self.sweeps.items()},
         )
+        shuffles = [r for r in self.smoothness.values() if r.shuffle_score is not None]
+        if shuffles:
+            summary.smoothness_shuffle = mean([r.shuffle_score for r in shuffles])
+            summary.robust_smoothness_shuffle = mean([r.shuffle_robust_score for r in shuffles])
+        if self.dimensionality_variants:
+            variants = self.dimensionality_variants.values()
+            summary.effective_dimensionality_zscored = mean([v.correlation for v in variants])
+            late = [v.late_positions for v in variants if v.late_positions is not None]
+            summary.effective_dimensionality_late_positions = mean(late) if late else None
         if self.selectivity is not None:
             t_maps = torch.stack(list(self.selectivity.values()))
             finite = t_maps[t_maps.isfinite()]
@@ -301,6 +339,7 @@ class ModelAnalysis:
                 "robust_smoothness": self.smoothness[layer.name].robust_score,
                 "weight_robust_smoothness": _score(self.weight_smoothness.get(layer.name), robust=True),
                 "morans_i_test": self.morans_tests[layer.name].to_dict() if layer.name in self.morans_tests else None,
+                **_floors(self.smoothness[layer.name], self.dimensionality_variants.get(layer.name)),
             }
             for layer in self.layers
         }
@@ -330,6 +369,17 @@ class ModelAnalysis:
             "fits": self.temporal.to_dict(),
             "structure_yoking": yoking,
         }
+
+
+def _floors(result: SmoothnessResult, dimensionality: EffectiveDimensionality | None) -> dict:
+    """A layer's smoothness intervals and shuffle controls, and its effective dimensionality variants."""
+    return {
+        "smoothness_interval": result.score_interval,
+        "robust_smoothness_interval": result.robust_score_interval,
+        "smoothness_shuffle": result.shuffle_score,
+        "robust_smoothness_shuffle": result.shuffle_robust_score,
+        "effective_dimensionality_variants": dimensionality.to_dict() if dimensionality is not None else None,
+    }
 
 
 def _score(result: SmoothnessResult | None, robust: bool = False) -> float | None:
@@ -437,20 +487,26 @@ def analyze_model(
         min_pairs_per_bin=settings.min_pairs_per_bin,
         seed=settings.seed,
         near_distance=settings.near_distance,
+        n_bootstrap=settings.smoothness_bootstrap,
+        n_shuffles=settings.smoothness_shuffles,
     )
-    smooth, weight_smooth, dims, moran, moran_tests = {}, {}, {}, {}, {}
+    # the bootstrap resamples blocks of text (tokens of a block are not independent); ED's variant drops first tokens.
+    # Images are independent samples: the bootstrap resamples them, and there are no positions to drop.
+    positions, blocks = (None, None) if images is not None else token_positions(text, n_samples)
+    smooth, weight_smooth, dims, dim_variants, moran, moran_tests = {}, {}, {}, {}, {}, {}
     skipped: dict[str, str] = {}
     maps: dict[str, dict[str, torch.Tensor]] = {"mean activation": {}, "weight PC1": {}}
     for layer in layers:
         acts = activations[layer.name]
-        smooth[layer.name] = smoothness(acts, layer.sheet, **curve_kwargs)
+        smooth[layer.name] = smoothness(acts, layer.sheet, groups=blocks, **curve_kwargs)
         if has_own_weight(layer):
             weight_smooth[layer.name] = weight_smoothness(layer, **curve_kwargs)
             maps["weight PC1"][layer.name] = weight_pc1_map(layer)
         else:
             skipped[f"weight_smoothness:{layer.name}"] = NO_OWN_WEIGHT
             skipped[f"weight_pc1_map:{layer.name}"] = NO_OWN_WEIGHT
-        dims[layer.name] = effective_dimensionality(acts)
+        dim_variants[layer.name] = effective_dimensionalities(acts, positions, settings.exclude_positions)
+        dims[layer.name] = dim_variants[layer.name].covariance
         moran[layer.name] = mean_morans_i(acts, layer.sheet)
         if settings.morans_permutations:
             moran_tests[layer.name] = morans_i_permutation_test(
@@ -567,6 +623,7 @@ def analyze_model(
         temporal_skipped=temporal_skipped,
         morans_tests=moran_tests,
         skipped=skipped,
+        dimensionality_variants=dim_variants,
     )
 
 

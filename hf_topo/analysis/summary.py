@@ -171,6 +171,10 @@ class AnalysisSummary:
     effective_dimensionality: float | None = None
     morans_i: float | None = None
     robust_smoothness: float | None = None  # near minus far (hf_topo.analysis.smoothness), layer mean
+    smoothness_shuffle: float | None = None  # the shuffle control's smoothness (units permuted on the sheet)
+    robust_smoothness_shuffle: float | None = None
+    effective_dimensionality_zscored: float | None = None  # of the z-scored units (hf_topo.analysis.dimensionality)
+    effective_dimensionality_late_positions: float | None = None  # first positions of each block left out
     weight_robust_smoothness: float | None = None
     morans_i_p_value: float | None = None  # the largest permutation p-value over the layers
     n_topographic_layers: int | None = None
