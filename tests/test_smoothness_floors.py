@@ -134,6 +134,7 @@ def _exact_bootstrap(samples, sheet, n_replicates, blocks=None, seed=0, **kwargs
     return np.array(scores), np.array(robust)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_pairs", [None, 400])  # all pairs (FFT sums) and a stratified sample (gathered pairs)
 def test_bootstrap_interval_matches_recomputing_correlations_on_resampled_rows(max_pairs):
     samples = smooth_maps(150, 6, 8, sigma=1.5, noise=1.0, seed=6)
@@ -159,6 +160,7 @@ def test_bootstrap_is_seeded_and_contains_the_full_data_value():
     assert a.robust_score_interval[1] - a.robust_score_interval[0] < 0.2  # 300 maps pin it down
 
 
+@pytest.mark.slow
 def test_resampling_blocks_widens_the_interval_of_dependent_rows_as_an_exact_block_bootstrap_does():
     # 20 blocks of 10 near-copies of one map: 200 rows but 20 independent stimuli
     maps = smooth_maps(20, 6, 6, sigma=1.5, noise=1.0, seed=8)
