@@ -32,6 +32,7 @@ from ..analysis.plots import pyplot, save_figure
 from ..analysis.report import json_safe
 from ..checkpoints import resolve_checkpoint
 from ..errors import InputError, MissingFileError, parameter
+from ..evaluation import evaluate_perplexity
 from ..finetuning import LORA_TRAINING_DEFAULTS, LoraArguments, finetune_lora, load_lora_corpus
 from ..loading import check_data_file, load_tokenizer
 from ..trainer import TopoTrainingArguments
@@ -289,12 +290,12 @@ def write_code_corpus(
     return record
 
 
-def _domain_blocks(model_dir: str, text_file: str, budget: int, block_size: int, max_blocks: int) -> torch.Tensor:
-    """The first ``max_blocks`` validation blocks of a domain, as the fine-tuning run splits it."""
+def _domain_blocks(model_dir: str, text_file: str, budget: int, block_size: int) -> torch.Tensor:
+    """The validation blocks of a domain, as the fine-tuning run splits it."""
     args = LoraArguments(model_name_or_path=model_dir, train_file=text_file, max_train_tokens=budget,
                          block_size=block_size)  # fmt: skip
     _, validation = load_lora_corpus(args, load_tokenizer(model_dir))
-    return torch.tensor(validation["input_ids"][:max_blocks])
+    return torch.tensor(validation["input_ids"])
 
 
 def topography_smoothness(model, blocks: torch.Tensor, max_samples: int = 4096, seed: int = 0) -> dict:
@@ -353,8 +354,11 @@ def lora_rank_sweep(
     its result cached there in ``sweep_run.json`` with the recipe: a stopped sweep resumes at the first run without
     one (a half-written run folder is removed and run again).
 
-    Per (domain, rank) the result holds, for each model, the validation perplexity before and after and the LoRA
-    gain ``log(ppl_before / ppl_after)``; the comparison ``gain_difference = gain_toponet − gain_baseline`` (> 0:
+    Per (domain, rank) the result holds, for each model, the validation perplexity before and after (the held-out
+    end of the domain's text, every block, scored by :func:`hf_topo.evaluation.evaluate_perplexity`: the mean over
+    every predicted token — the Trainer's own ``eval_loss``, kept beside it as ``trainer_eval_loss_*``, divides each
+    block's summed loss by all its tokens, one more than it predicts) and the LoRA gain ``log(ppl_before /
+    ppl_after)``; the comparison ``gain_difference = gain_toponet − gain_baseline`` (> 0:
     the TopoNet gains more, the paper's Fig. 12), ``after_log_ratio = log(ppl_after_toponet / ppl_after_baseline)``,
     and ``non_inferior = gain_difference > −margin`` (see :data:`LORA_NONINFERIORITY_MARGIN`); and whether the
     TopoNet's topography survives: the mean activation smoothness of its topographic layers on the domain's held-out
@@ -394,17 +398,21 @@ def lora_rank_sweep(
     runs = []
     for domain, text_file in domains.items():
         for label, model_dir in models.items():
-            blocks = _domain_blocks(model_dir, text_file, max_train_tokens, block_size, smoothness_blocks)
-            before_file = os.path.join(output_dir, domain, f"{label}-smoothness-before.json")
+            blocks = _domain_blocks(model_dir, text_file, max_train_tokens, block_size)
+            before_file = os.path.join(output_dir, domain, f"{label}-before.json")
             cached = _read_json(before_file)
             if cached is None or cached.get("recipe") != recipe:
                 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-                cached = {"recipe": recipe, "smoothness": topography_smoothness(model, blocks, seed=seed)}
+                cached = {
+                    "recipe": recipe,
+                    "perplexity": evaluate_perplexity(model, blocks, batch_size=batch_size, progress=False),
+                    "smoothness": topography_smoothness(model, blocks[:smoothness_blocks], seed=seed),
+                }
                 os.makedirs(os.path.dirname(before_file), exist_ok=True)
                 with open(before_file, "w") as f:
                     json.dump(cached, f, indent=2)
                 del model
-            smoothness_before = cached["smoothness"]
+            perplexity_before, smoothness_before = cached["perplexity"], cached["smoothness"]
             for rank in recipe["ranks"]:
                 run_dir = os.path.join(output_dir, domain, f"{label}-r{rank}")
                 saved = _read_json(os.path.join(run_dir, "sweep_run.json"))
@@ -428,13 +436,15 @@ def lora_rank_sweep(
                 )  # fmt: skip
                 metrics = finetune_lora(lora_args, training_args)
                 merged = _merged_model(model_dir, run_dir)
-                smoothness_after = topography_smoothness(merged, blocks, seed=seed)
+                perplexity_after = evaluate_perplexity(merged, blocks, batch_size=batch_size, progress=False)
+                smoothness_after = topography_smoothness(merged, blocks[:smoothness_blocks], seed=seed)
                 del merged
                 run = {
                     "domain": domain, "model": label, "rank": rank, "seed": seed,
-                    "perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"],
-                    "eval_loss_before": metrics["eval_loss_before"], "eval_loss_after": metrics["eval_loss_after"],
-                    "gain": metrics["eval_loss_before"] - metrics["eval_loss_after"],
+                    "perplexity_before": perplexity_before, "perplexity_after": perplexity_after,
+                    "gain": math.log(perplexity_before / perplexity_after),
+                    "trainer_eval_loss_before": metrics["eval_loss_before"],
+                    "trainer_eval_loss_after": metrics["eval_loss_after"],
                     "trainable_parameters": metrics["trainable_parameters"], "steps": max_steps,
                     "smoothness_before": smoothness_before, "smoothness_after": smoothness_after,
                     "wall_time_s": time.perf_counter() - tic,
