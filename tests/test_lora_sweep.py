@@ -23,6 +23,7 @@ from hf_topo.experiments.compare_lora import (
     LORA_NONINFERIORITY_MARGIN,
     code_corpus_files,
     lora_rank_sweep,
+    lora_sweep_measures,
     write_code_corpus,
 )
 
@@ -166,6 +167,13 @@ def test_lora_rank_sweep_end_to_end_resumes_and_its_figure_reopens(sweep_inputs,
         assert survival["before"] == pair["toponet"]["smoothness_before"]["score"]
         assert survival["log_ratio"] == pytest.approx(math.log(survival["after"] / survival["before"]))
     assert json.loads((out / "lora_sweep.json").read_text()) == json.loads(json.dumps(result))
+    measures = lora_sweep_measures(result)
+    for model in ("baseline", "toponet"):
+        gains = [r["gain"] for r in result["runs"] if r["model"] == model]
+        assert measures[model]["lora_gain_mean"] == pytest.approx(sum(gains) / 4)
+        assert measures[model]["lora_gain_code_r4"] == next(
+            r["gain"] for r in result["runs"] if (r["model"], r["domain"], r["rank"]) == (model, "code", 4)
+        )
 
     # Resume: every run is read back; a run without its result is removed and run again, alone.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/sweep_run.json")}

@@ -33,7 +33,7 @@ from hf_topo.analysis.temporal import (
 )
 from hf_topo.data import train_bpe_tokenizer
 from hf_topo.errors import InputError
-from hf_topo.experiments.window_kinds import WINDOW_MODELS, window_kinds_for_seed
+from hf_topo.experiments.window_kinds import WINDOW_MODELS, window_kind_measures, window_kinds_for_seed
 
 DELTAS = torch.arange(21, dtype=torch.float64)  # the reference's 21 lags
 
@@ -294,6 +294,16 @@ def test_window_kinds_for_seed_end_to_end_cached_and_its_figure_reopens(seed_mod
     assert base["cost"]["n_sequences"] == 6 and base["cost"]["windows_s"] > 0
     assert result["arranged_topoloss"]["after"] <= result["arranged_topoloss"]["before"]
     assert set(base["trend"]) >= {"exponential_first", "power_law_middle", "holds"}
+
+    measures = window_kind_measures(result)
+    assert set(measures) == set(WINDOW_MODELS)
+    assert measures["arranged_baseline"]["temporal_neither_share"] == measures["baseline"]["temporal_neither_share"]
+    assert (
+        measures["toponet"]["temporal_exponential_change"]
+        == result["models"]["toponet"]["trend"]["exponential_change"]
+    )
+    c_values = [layer["coefficient_morans_i"]["c"] for layer in result["models"]["toponet"]["layers"].values()]
+    assert measures["toponet"]["temporal_c_morans_i"] == pytest.approx(sum(c_values) / len(c_values))
 
     saved = json.loads((out / "window_kinds.json").read_text())
     assert saved == json.loads(json.dumps(result))

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -44,6 +45,7 @@ __all__ = [
     "code_corpus_files",
     "compare_lora",
     "lora_rank_sweep",
+    "lora_sweep_measures",
     "plan_runs",
     "plot_lora_rank_sweep",
     "topography_smoothness",
@@ -519,3 +521,29 @@ def plot_lora_rank_sweep(result: dict, path: str) -> str:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def lora_sweep_measures(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """The claims' per-model measures from one seed's :func:`lora_rank_sweep` result: ``{"baseline": {...},
+    "toponet": {...}}``, merged into a seed's measures by the claims run.
+
+    * ``lora_gain_<domain>_r<rank>``: ``log(ppl_before / ppl_after)`` of each run;
+    * ``lora_gain_mean``: its mean over domains and ranks (the non-inferiority claim: TopoNet − baseline
+      > −:data:`LORA_NONINFERIORITY_MARGIN`);
+    * ``lora_smoothness_log_ratio_mean``: ``log(smoothness after / before)`` of the robust (near − far) score,
+      mean over domains and ranks (``None`` where a smoothness is not positive, as for a baseline's ≈ 0).
+    """
+    measures: dict[str, dict[str, float | None]] = {}
+    for model in ("baseline", "toponet"):
+        runs = [run for run in result["runs"] if run["model"] == model]
+        entry: dict[str, float | None] = {f"lora_gain_{run['domain']}_r{run['rank']}": run["gain"] for run in runs}
+        entry["lora_gain_mean"] = sum(run["gain"] for run in runs) / len(runs) if runs else None
+        ratios = []
+        for run in runs:
+            before, after = run["smoothness_before"]["robust_score"], run["smoothness_after"]["robust_score"]
+            ratios.append(math.log(after / before) if before > 0 and after > 0 else None)
+        entry["lora_smoothness_log_ratio_mean"] = (
+            sum(ratios) / len(ratios) if ratios and all(r is not None for r in ratios) else None
+        )
+        measures[model] = entry
+    return measures

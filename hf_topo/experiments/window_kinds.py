@@ -49,7 +49,7 @@ from ..analysis.temporal.kinds import (
 from ..arrangement import arrange_units
 from ..errors import InputError, parameter
 
-__all__ = ["WINDOW_MODELS", "WINDOW_SETTINGS", "plot_window_kinds", "window_kinds_for_seed"]
+__all__ = ["WINDOW_MODELS", "WINDOW_SETTINGS", "plot_window_kinds", "window_kind_measures", "window_kinds_for_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -277,3 +277,41 @@ def _short(layer: str) -> str:
 
 def _fmt(value) -> str:
     return "–" if value is None or value != value else f"{value:.2f}"
+
+
+def _mean(values) -> float | None:
+    finite = [v for v in values if v is not None and v == v]
+    return sum(finite) / len(finite) if finite else None
+
+
+def window_kind_measures(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """The claims' per-model measures from one seed's :func:`window_kinds_for_seed` result:
+    ``{model: {measure: value}}`` for the models of :data:`WINDOW_MODELS`, merged into a seed's measures by the
+    claims run.
+
+    * ``temporal_exponential_change``, ``temporal_power_law_change``: the paper-kind share of the middle layers minus
+      that of the first layer (Fig. 5B: < 0 and > 0);
+    * ``temporal_neither_share``: the "third cluster"'s share, mean over layers;
+    * ``temporal_kind_morans_i``: Moran's I of the kinds' indicator maps, mean over layers and kinds present;
+    * ``temporal_kind_patch_ratio``: same-kind patch size over that of the shuffled map, mean over layers and kinds;
+    * ``temporal_c_morans_i``, ``temporal_reach_morans_i``, ``temporal_yoking_morans_i``: Moran's I of the ``c``,
+      reach and sentence-yoked maps, mean over layers.
+    """
+    measures = {}
+    for name, summary in result["models"].items():
+        layers = list(summary["layers"].values())
+        measures[name] = {
+            "temporal_exponential_change": summary["trend"]["exponential_change"],
+            "temporal_power_law_change": summary["trend"]["power_law_change"],
+            "temporal_neither_share": _mean(layer["shares"]["paper"]["neither"] for layer in layers),
+            "temporal_kind_morans_i": _mean(
+                value for layer in layers for value in layer["clustering"]["morans_i"].values()
+            ),
+            "temporal_kind_patch_ratio": _mean(
+                patch["patch_size_ratio"] for layer in layers for patch in layer["clustering"]["patches"].values()
+            ),
+            "temporal_c_morans_i": _mean(layer["coefficient_morans_i"].get("c") for layer in layers),
+            "temporal_reach_morans_i": _mean(layer["coefficient_morans_i"].get("reach") for layer in layers),
+            "temporal_yoking_morans_i": _mean((layer.get("yoking") or {}).get("morans_i") for layer in layers),
+        }
+    return measures
