@@ -312,6 +312,15 @@ def test_window_kinds_for_seed_end_to_end_cached_and_its_figure_reopens(seed_mod
                                   allow_below_reference=True)  # fmt: skip
     assert again == saved and (out / "window_kinds.json").stat().st_mtime_ns == stamp  # read, not measured again
 
+    # A given arrangement (here the identity) is used instead of arranging again.
+    layers = list(base["layers"])
+    identity = {name: list(range(base["layers"][name]["n_units"])) for name in layers}
+    given = window_kinds_for_seed(baseline, toponet, text, seed=0, settings=TINY, allow_below_reference=True,
+                                  arrangement=identity)  # fmt: skip
+    assert given["arranged_topoloss"] == {"given": True}
+    for name in layers:
+        assert given["models"]["arranged_baseline"]["layers"][name] == given["models"]["baseline"]["layers"][name]
+
     probe = (
         "import sys; from PIL import Image; im = Image.open(sys.argv[1]); im.load(); "
         "print(im.size[0], im.size[1], len(set(im.convert('RGB').getdata())))"

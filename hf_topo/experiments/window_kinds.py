@@ -25,6 +25,7 @@ with the same settings reads it), with the figure ``window_kinds.png`` beside it
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ WINDOW_SETTINGS: dict[str, Any] = {
     "sentence_words": 8,
     "sentences_per_sequence": 5,
     "single_token_words": False,
-    "batch_size": 32,
+    "batch_size": 64,
     "r2_threshold": 0.9,
     "c_split": 0.5,
     "patch_shuffles": 20,
@@ -128,6 +129,7 @@ def window_kinds_for_seed(
     device: str | None = None,
     progress: bool = False,
     allow_below_reference: bool = False,
+    arrangement: Mapping[str, Any] | None = None,
 ) -> dict:
     """Fig. 5B / Fig. 8's measures of one seed for the baseline, the TopoNet and the arranged baseline.
 
@@ -140,6 +142,9 @@ def window_kinds_for_seed(
         device: e.g. ``"cpu"`` or ``"cuda"`` (default: where the model loads).
         progress: tqdm bars.
         allow_below_reference: allow fewer than 21 lags or 100 sequences (for tests on tiny texts only).
+        arrangement: ``{layer: permutation}`` of an arrangement of this baseline already made (e.g. the claims run's
+            ``arranged_baseline``: ``ArrangementReport.permutations()``), which saves arranging again (about 300 CPU
+            s on the claims model); default: :func:`hf_topo.arrange_units` here (TopoLoss objective, seeded).
 
     Returns:
         ``{"settings", "models": {name: window_kind_summary(...) | {"cost": ...}}, "arranged_topoloss": {before,
@@ -153,7 +158,10 @@ def window_kinds_for_seed(
     if not allow_below_reference:
         _check_settings(settings)
     recipe = {"baseline": os.path.abspath(baseline_dir), "toponet": os.path.abspath(toponet_dir),
-              "text_file": os.path.abspath(text_file), "seed": seed, "settings": settings}  # fmt: skip
+              "text_file": os.path.abspath(text_file), "seed": seed, "settings": settings,
+              "arrangement": None if arrangement is None else hashlib.sha256(
+                  json.dumps({k: [int(i) for i in v] for k, v in sorted(arrangement.items())}).encode()
+              ).hexdigest()}  # fmt: skip
     cache = os.path.join(output_dir, "window_kinds.json") if output_dir else None
     if cache and os.path.isfile(cache):
         with open(cache) as f:
@@ -164,19 +172,24 @@ def window_kinds_for_seed(
         logger.warning("%s was measured with other settings: measuring again", cache)
     start = time.perf_counter()
     passages = load_passages(text_file, min_words=settings["sequence_words"], max_passages=None)
-    measured, results = {}, {}
+    measured, results, arranged_source = {}, {}, None
     for name, path in (("baseline", baseline_dir), ("toponet", toponet_dir)):
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         if device:
             model.to(device)
-        if name == "baseline":
+        if name == "baseline" and arrangement is None:
             arranged_source = copy.deepcopy(model).cpu()
         measured[name] = _measure(model, tokenizer, passages, settings, seed, progress)
         del model
-    report = arrange_units(arranged_source, objective="topoloss", seed=seed, progress=progress)
+    if arrangement is None:
+        report = arrange_units(arranged_source, objective="topoloss", seed=seed, progress=progress)
+        permutations = {name: layer.permutation for name, layer in report.layers.items()}
+        topoloss = {"before": report.mean_before, "after": report.mean_after}
+    else:
+        permutations = {name: torch.as_tensor(perm, dtype=torch.long) for name, perm in arrangement.items()}
+        topoloss = {"given": True}
     del arranged_source
-    permutations = {name: layer.permutation for name, layer in report.layers.items()}
     missing = sorted(set(measured["baseline"][0].layers) - set(permutations))
     if missing:
         raise ValueError(f"The arrangement moved no units of {missing}: the measured layers and the sheets differ.")
@@ -191,7 +204,7 @@ def window_kinds_for_seed(
         "recipe": recipe,
         "settings": settings,
         "models": results,
-        "arranged_topoloss": {"before": report.mean_before, "after": report.mean_after},
+        "arranged_topoloss": topoloss,
         "wall_time_s": time.perf_counter() - start,
         "figure": None,
     }
