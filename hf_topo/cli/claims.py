@@ -9,9 +9,12 @@ docs/claims.md for a measured run):
 Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity, an Activation
 Similarity and a TopoLM model, arranges the baseline's and the TopoNet's units post hoc (`--families` picks a
 subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA on
-`--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a paired one-sided t-test
-over the seeds (the rule is in `hf_topo.experiments.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
+`--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a two-sided paired t-test
+over the seeds, Holm-corrected across the table (the rule is in `hf_topo.experiments.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
 `--output_dir` (and the JSON to `--output`), and prints the table.
+
+Judging again without training: `hf-topo claims --from_results paper_claims.json [--output_dir DIR] [--output JSON]
+[--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule.
 """
 
 from __future__ import annotations
@@ -19,16 +22,51 @@ from __future__ import annotations
 import sys
 
 from hf_topo.cli.arguments import make_argument_parser, parse_command_line, run_command, setup_logging
-from hf_topo.experiments.claims import ClaimsArguments, claims_markdown, portable_command, run_claims
+from hf_topo.errors import InputError
+from hf_topo.experiments.claims import (
+    ClaimsArguments,
+    claims_markdown,
+    portable_command,
+    reevaluate,
+    run_claims,
+    write_results,
+)
 
 
 def make_parser(prog: str | None = None):
     return make_argument_parser((ClaimsArguments,), prog, __doc__)
 
 
+def _from_results(argv: list[str], prog: str | None) -> dict:
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(prog=prog, description="Judge the claims again from a results JSON.")
+    parser.add_argument("--from_results", required=True, help="A paper_claims.json with per-seed measures.")
+    parser.add_argument("--output_dir", default="outputs/claims", help="Where paper_claims.json/.md/.png go.")
+    parser.add_argument("--output", default=None, help="Also write the JSON here.")
+    parser.add_argument("--alpha", type=float, default=None, help="Significance level (default: the results').")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.from_results):
+        raise InputError(f"--from_results {args.from_results}: no such file; give a paper_claims.json.")
+    with open(args.from_results) as f:
+        result = reevaluate(json.load(f), args.alpha)
+    result["reevaluated"] = {
+        "command": portable_command(["hf-topo", "claims", *argv]),
+        "from": os.path.basename(args.from_results),
+    }
+    write_results(result, args.output_dir, args.output)
+    return result
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--from_results" or arg.startswith("--from_results=") for arg in argv):
+        result = _from_results(argv, prog)
+        print("\n" + claims_markdown(result))
+        return result
     (args,) = parse_command_line(make_parser(prog), argv)
     result = run_claims(args, command=portable_command(["hf-topo", "claims", *argv]))
     print("\n" + claims_markdown(result))

@@ -6,7 +6,8 @@ module                                 what
 :mod:`~.recipes`                       the small CPU recipe of one pretraining run; the held-out split of a text file
 :mod:`~.families`                      the model families (baseline, TopoNet, WS, AS, TopoLM, ...) and
                                        :func:`~.families.train_family`: one model of a family, or the one saved
-:mod:`~.statistics`                    the verdict rule: a paired one-sided t-test over seeds (Student's t, no SciPy)
+:mod:`~.statistics`                    the verdict rule: two-sided paired t-tests over seeds, Holm across a table,
+                                       effect sizes, correlations (Student's t without SciPy)
 :mod:`~.claims`                        ``hf-topo claims``: every CPU-testable claim of the papers over several seeds
 :mod:`~.compare_regularizers`          ``hf-topo compare-regularizers``: the regularizers on one recipe
 :mod:`~.compare_lora`                  ``hf-topo compare-lora``: one LoRA recipe on a baseline and TopoNets
