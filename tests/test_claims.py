@@ -118,6 +118,7 @@ TINY = [
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
     "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--device", "cpu", "--progress", "false",
+    "--taus", "0", "5",  # the τ sweep of the baseline and the TopoNet (τ = 5): no model more
 ]  # fmt: skip
 
 

@@ -5,23 +5,18 @@ recipe (τ = 0 is the baseline: the same seed, so the same initialization and da
 (:func:`hf_topo.experiments.claims.measure_model`). The designs below are functions of those per-(τ, seed) measures,
 as the paper analyses its models — across τ, not at one τ:
 
-=======================  ==================================================================================
-design                   what it computes (per-model measures → JSON block and figure)
-=======================  ==================================================================================
-:func:`pareto_design`    Fig. 2B: task performance (held-out perplexity; BLiMP accuracy when measured) against
-                         smoothness, one point per τ (mean ± sd over seeds), the τ on the Pareto front, and
-                         each τ's perplexity cost over the baseline (paired log ratio with its 95 % interval)
-:func:`dimensionality_   Fig. 3B: Pearson correlations across all models (τ × seeds) of effective
-design`                  dimensionality with smoothness and with performance (log perplexity; BLiMP), compared
-                         by Fisher's z (the paper's test) and by Steiger's test (the exact one: both
-                         correlations share the dimensionality of the same models); A.9: the rise of
-                         dimensionality from the baseline to τ = 1 and its fall to the largest τ
-:func:`pruning_design`   Fig. 4A: L1 unstructured pruning of the topographic layers, at the fractions whose
-                         remaining weights match a φ × φ downsampling (:func:`matched_pruning_fraction`) and
-                         over a 10–90 % sweep, each τ against the baseline
-:func:`downsampling_     Fig. 4B / A.10: the paper's downsampled layer at φ = 2, 3, 4 for every τ: the
-design`                  dose-response of the damage over τ and the most resilient τ
-=======================  ==================================================================================
+* :func:`pareto_design` — Fig. 2B: task performance (held-out perplexity; BLiMP accuracy when measured) against
+  smoothness, one point per τ (mean ± sd over seeds), the τ on the Pareto front, and each τ's perplexity cost over the
+  baseline (paired log ratio with its 95 % interval).
+* :func:`dimensionality_design` — Fig. 3B: Pearson correlations across all models (τ × seeds) of effective
+  dimensionality with smoothness and with performance (log perplexity; BLiMP), compared by Fisher's z (the paper's
+  test) and by Steiger's test (the exact one: both correlations share the dimensionality of the same models); A.9:
+  the rise of dimensionality from the baseline to τ = 1 and its fall to the largest τ.
+* :func:`pruning_design` — Fig. 4A: L1 unstructured pruning of the topographic layers at the fractions whose remaining
+  weights match a φ × φ downsampling (:func:`matched_pruning_fraction`) and over a 10–90 % sweep, each τ against the
+  baseline.
+* :func:`downsampling_design` — Fig. 4B / A.10: the paper's downsampled layer at φ = 2, 3, 4 for every τ: the
+  dose-response of the damage over τ and the most resilient τ.
 
 **Ratio measures on the log scale.** The damage of a perturbation is the ratio of perplexities,
 ``log(perplexity(perturbed) / perplexity(model))``; a TopoNet is compared with the baseline of its seed by the paired
@@ -599,6 +594,10 @@ def _plot_dimensionality(block: dict, path: str) -> None:
             ax.set_title(f"r = {stats['r']:.2f} (p = {stats['p_value']:.2g}, n = {stats['n']})", fontsize=9)
         ax.set_xlabel(label)
         ax.set_ylabel("effective dimensionality")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=color, label=f"τ = {tau:g}") for tau, color in colors.items()]
+    axes[1].legend(handles=handles, fontsize=8)
     per_tau = [p for p in block["per_tau"] if is_finite(p["mean"])]
     xs = [math.log1p(p["tau"]) for p in per_tau]
     axes[2].errorbar(xs, [p["mean"] for p in per_tau], yerr=[_sd(p) for p in per_tau], fmt="o-", color="tab:red",
