@@ -75,11 +75,12 @@ def test_missing_measures_or_one_seed_are_not_measured():
 
 def test_every_claim_names_known_models_and_a_direction():
     assert len({c.id for c in CLAIMS}) == len(CLAIMS)
-    from hf_topo.experiments.claims import BASELINE_AT_TOPOLM_SITES, POST_HOC, TRAINED_FAMILIES
+    from hf_topo.experiments.claims import BASELINE_AT_TOPOLM_SITES, MATCHED_BASELINES, POST_HOC, TRAINED_FAMILIES
 
-    models = {*TRAINED_FAMILIES, *POST_HOC, BASELINE_AT_TOPOLM_SITES}
+    models = {*TRAINED_FAMILIES, *POST_HOC, BASELINE_AT_TOPOLM_SITES, *MATCHED_BASELINES}
     for claim in CLAIMS:
-        assert claim.a in models and claim.b in models and claim.sign in (1, -1)
+        assert claim.a in models and claim.sign in (1, -1)
+        assert claim.b in models or (claim.b is None and claim.threshold is not None)
         assert claim.a != claim.b or (claim.metric_b and claim.metric_b != claim.metric)  # never a model with itself
 
 
@@ -113,7 +114,7 @@ CORPUS = "".join(
 )
 CODE = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
 TINY = [
-    "--seeds", "0", "1", "--families", "baseline", "toponet", "topolm", "arranged_baseline", "--topolm_radius", "2",
+    "--seeds", "0", "1", "--families", "baseline", "toponet", "as", "topolm", "arranged_baseline", "--topolm_radius", "2",
     "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
@@ -152,11 +153,21 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
         assert ours["n_seeds"] == 2 and math.isfinite(ours["mean"]) and math.isfinite(ours["sd"]), claim_id
         assert by_id[claim_id]["verdict"] != "not measured"
     assert by_id["ws_weight_noise"]["verdict"] == "not measured"  # no WS model trained
+    assert by_id["as_bimodal_neighbours"]["verdict"] != "not measured"
     gains = by_id["gains_downsampling"]["ours"]  # two measures of one model, kept apart
     assert set(gains) >= {"toponet", "toponet:downsampling_relative_delta"}
     for seed in ("0", "1"):
         measures = loaded["per_seed"][seed]
-        assert set(measures) == {"baseline", "toponet", "topolm", "arranged_baseline", "baseline_at_topolm_sites"}
+        planned = {"baseline", "toponet", "as", "topolm", "arranged_baseline", "baseline_at_topolm_sites"}
+        assert planned <= set(measures) <= planned | {"baseline_matched_as"}
+        for name in ("baseline", "toponet", "as"):  # Truong & Hasson's neighbour-correlation structure
+            assert -1 <= measures[name]["neighbour_correlation_mean"] <= 1
+            assert measures[name]["neighbour_bimodality"] > 0
+        assert "neighbour_bimodality" not in measures["topolm"]
+        if "baseline_matched_as" in measures:  # 2 steps: the final baseline is within 5 % of the AS model
+            matched = measures["baseline_matched_as"]
+            assert matched["matched_checkpoint"] == "final" and abs(matched["matched_log_perplexity_ratio"]) < 0.05
+            assert matched["noise_relative_delta"] == measures["baseline"]["noise_relative_delta"]
         assert 0 < measures["baseline"]["morans_i_p_value"] <= 1
         assert measures["toponet"]["lora_delta_eval_loss"] is not None
         assert "lora_delta_eval_loss" not in measures["topolm"]
@@ -169,7 +180,9 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
         assert at_sites["perplexity"] == pytest.approx(measures["baseline"]["perplexity"], rel=1e-6)
         assert at_sites["smoothness"] != measures["baseline"]["smoothness"]
     assert (tmp_path / "out" / "paper_claims.png").stat().st_size > 0
-    assert (tmp_path / "out" / "paper_claims.md").read_text().count("\n") == len(CLAIMS) + 2
+    table = (tmp_path / "out" / "paper_claims.md").read_text()
+    assert table.count("\n") == len(CLAIMS) + 4  # header, rule, one row per claim, a blank line, the family
+    assert "Holm, alpha = 0.05" in table.splitlines()[-1]
 
 
 def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):

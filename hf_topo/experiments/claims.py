@@ -44,8 +44,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from ..analysis import AnalysisSettings, analyze_model, load_passages, topographic_layers
-from ..analysis.activations import is_output_weight_sheet
+from ..analysis import AnalysisSettings, analyze_model, load_passages
+from ..analysis.activations import collect_activations, is_output_weight_sheet, topographic_layers
+from ..analysis.neighbours import BIMODALITY_THRESHOLD, bimodality_coefficient, neighbour_correlations
 from ..analysis.report import json_safe
 from ..arrangement import arrange_units
 from ..config import TopoConfig
@@ -278,9 +279,6 @@ def portable_command(argv: Sequence[str]) -> str:
 #: ratio perturbed / clean, i.e. the rise of the mean per-token loss in nats: a damage factor, defined also for the
 #: small negative Δ of a perturbation that helps).
 SCALES = {"raw": "", "log": "log ", "log1p": "log(1 + ·) "}
-#: Sarle's bimodality coefficient of a uniform distribution: a larger one suggests two modes
-#: (:data:`hf_topo.analysis.neighbours.BIMODALITY_THRESHOLD`).
-BIMODALITY_THRESHOLD = 5.0 / 9.0
 #: The models whose neighbour-correlation structure :func:`measure_seed` measures (:func:`neighbour_measures`).
 NEIGHBOUR_MODELS = ("baseline", "toponet", "ws", "as")
 #: The name of the family of tests of one claims table (every measured claim of it).
@@ -355,9 +353,12 @@ class Claim:
 
     def difference(self) -> str:
         """The paired difference ``d`` in words."""
-        f = SCALES[self.scale]
-        b = f"{self.threshold:.4g}" if self.b is None else f"{f}{self.metric_b or self.metric}({self.b})"
-        return f"{f}{self.metric}({self.a}) − {b}"
+
+        def scaled(measure: str) -> str:
+            return {"log": f"log {measure}", "log1p": f"log(1 + {measure})"}.get(self.scale, measure)
+
+        b = f"{self.threshold:.4g}" if self.b is None else scaled(f"{self.metric_b or self.metric}({self.b})")
+        return f"{scaled(f'{self.metric}({self.a})')} − {b}"
 
     def expected(self) -> str:
         relation = ">" if self.sign > 0 else "<"
@@ -512,7 +513,7 @@ def _differences(claim: Claim, pairs: list[tuple[float, float]], one_sample: boo
 def _test_description(claim: Claim, n: int) -> str:
     kind = "one-sample" if claim.b is None else "paired"
     null = "0" if not claim.margin else f"the margin ({'+' if claim.sign < 0 else '−'}{claim.margin:.4g})"
-    what = "non-inferiority: " if claim.margin else ""
+    what = "margin claim (non-inferiority): " if claim.margin else ""
     return (
         f"{what}two-sided {kind} t-test of mean d = {null} over {n} seeds (df {max(n - 1, 0)}); "
         f"d = {claim.difference()}"
@@ -750,9 +751,6 @@ def neighbour_measures(model, text, args: ClaimsArguments, topography: TopoConfi
     Pearson ``r`` of every 3 × 3 neighbour pair's activations (``neighbour_correlation_mean``) and Sarle's
     bimodality coefficient of those ``r`` (``neighbour_bimodality``), each averaged over the layers
     (:mod:`hf_topo.analysis.neighbours`); the first ``args.max_tokens`` tokens, as the other activation measures."""
-    from ..analysis.activations import collect_activations, topographic_layers
-    from ..analysis.neighbours import bimodality_coefficient, neighbour_correlations
-
     layers = topographic_layers(model, topography)
     activations = collect_activations(model, text, layers, max_samples=args.max_tokens, progress=False)
     means, coefficients = [], []

@@ -29,6 +29,7 @@ library needs no SciPy; the tests check them against SciPy.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +44,6 @@ __all__ = [
     "normal_quantile",
     "normal_sf",
     "paired_test",
-    "paired_verdict",
     "seed_statistics",
     "student_t_quantile",
     "student_t_sf",
@@ -118,6 +118,7 @@ def _invert_decreasing(sf, q: float, low: float, high: float) -> float:
     return 0.5 * (low + high)
 
 
+@functools.lru_cache(maxsize=1024)
 def student_t_quantile(probability: float, df: float) -> float:
     """The ``probability`` quantile of Student's t with ``df`` degrees of freedom: ``t`` with ``P(T ≤ t) =
     probability`` (e.g. ``student_t_quantile(0.975, 2) = 4.303``, the half-width factor of a 95 % interval)."""
@@ -193,6 +194,7 @@ def paired_test(
     if n < 2:
         stats = ("mean_difference", "sd_difference", "ci_low", "ci_high", "cohens_dz", "t", "p_value", "p_one_sided")
         return result | dict.fromkeys(stats) | {"direction": 0}
+    differences = [float(d) for d in differences]
     mean = sum(differences) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
     shift = mean - null
@@ -244,18 +246,6 @@ def verdict(p_adjusted: float | None, direction: int, alpha: float = 0.05) -> st
     if p_adjusted < alpha and direction < 0:
         return "contradicted"
     return "not at this scale"
-
-
-def paired_verdict(margins: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
-    """One test alone (no family): the two-sided t-test of the mean of the signed ``margins`` (one per seed,
-    ``sign · d + margin``) against 0, and its uncorrected verdict. Tables of several claims use :func:`paired_test`
-    and :func:`holm_adjust` (as :func:`hf_topo.experiments.claims.evaluate_claims` does).
-
-    Returns:
-        ``{"t", "p_value" (two-sided), "verdict"}``; ``"not measured"`` with fewer than 2 margins.
-    """
-    test = paired_test(margins, +1)
-    return {"t": test["t"], "p_value": test["p_value"], "verdict": verdict(test["p_value"], test["direction"], alpha)}
 
 
 # ---- correlations across models (TopoNets Fig. 3B) -------------------------------------------------------------
