@@ -119,6 +119,7 @@ TINY = [
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
     "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--device", "cpu", "--progress", "false",
+    "--taus", "0", "5",  # the τ sweep of the baseline and the TopoNet (τ = 5): no model more
 ]  # fmt: skip
 
 
@@ -191,7 +192,7 @@ def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
     corpus.write_text(CORPUS)
     args = ClaimsArguments(
         train_file=str(corpus), output_dir=str(tmp_path / "out"), families=["baseline", "toponet"], reuse_trained=True,
-        progress=False,
+        progress=False, taus=[0, 5],  # the sweep of these two models only: nothing to train
     )  # fmt: skip
     for seed, (topo, base) in enumerate([(0.9, 0.10), (0.8, 0.12), (0.85, 0.08)]):
         (tmp_path / "out" / f"seed{seed}").mkdir(parents=True)

@@ -1,12 +1,14 @@
 """The claims table: every CPU-testable claim of the TopoNets, Weight / Activation Similarity and TopoLM papers, and
-hf_topo's own controls, measured over several seeds against a baseline on one recipe. Not run in CI (the default
-6 × 256 recipe takes about 8 min per trained model on a 2-core machine, training, analysis and LoRA; see
-docs/claims.md for a measured run):
+hf_topo's own controls, measured over several seeds against a baseline on one recipe, and the TopoNets paper's designs
+across a τ sweep. Not run in CI (the default 4 × 128 recipe trains 9 models per seed; docs/claims.md states the CPU
+budget; run one seed per invocation and resume with `--reuse_trained true`):
 
-    hf-topo claims --train_file wikitext-2/test.txt --lora_train_file tinyshakespeare.txt --seeds 0 1 2 \\
-        --output_dir outputs/claims --output benchmarks/results/paper_claims.json
+    hf-topo claims --train_file wikitext-2/test.txt --lora_train_file tinyshakespeare.txt --blimp_dir blimp/ \\
+        --seeds 0 1 2 --taus 0 0.5 1 5 10 50 --reuse_trained true --output_dir outputs/claims \\
+        --output benchmarks/results/paper_claims.json
 
-Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`), a Weight Similarity, an Activation
+Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`) and one more per τ of `--taus`
+(`hf_topo.experiments.tau_sweep`: Fig. 2B, 3B / A.9, 4A, 4B / A.10), a Weight Similarity, an Activation
 Similarity and a TopoLM model, arranges the baseline's and the TopoNet's units post hoc (`--families` picks a
 subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA on
 `--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a two-sided paired t-test

@@ -11,6 +11,8 @@ module                                 what
 :mod:`~.claims`                        ``hf-topo claims``: every CPU-testable claim of the papers over several seeds
 :mod:`~.vision_claims`                 ``hf-topo claims --domain vision``: the vision claims (TopoNets' and Truong &
                                        Hasson's) over several seeds on the digits
+:mod:`~.tau_sweep`                     the τ sweep of ``hf-topo claims`` and the TopoNets paper's designs on it
+                                       (Fig. 2B, 3B / A.9, 4A, 4B / A.10) with their figures
 :mod:`~.compare_regularizers`          ``hf-topo compare-regularizers``: the regularizers on one recipe
 :mod:`~.compare_lora`                  ``hf-topo compare-lora``: one LoRA recipe on a baseline and TopoNets
 :mod:`~.demo`                          ``hf-topo demo``: a small TopoNet and its τ=0 twin, trained and analysed

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from ..analysis import AnalysisSettings, analyze_model, load_passages
-from ..analysis.activations import collect_activations, topographic_layers
+from ..analysis.activations import collect_activations, is_output_weight_sheet, topographic_layers
 from ..analysis.neighbours import BIMODALITY_THRESHOLD, bimodality_coefficient, neighbour_correlations
 from ..analysis.report import json_safe
 from ..arrangement import arrange_units
@@ -58,6 +58,7 @@ from ..trainer import TopoTrainingArguments
 from .families import FAMILIES, train_family
 from .recipes import hold_out_lines
 from .statistics import VERDICTS, holm_adjust, is_finite, paired_test, seed_statistics, verdict
+from .tau_sweep import DEFAULT_TAUS, matched_pruning_fraction, plot_tau_sweep, tau_model_name, tau_sweep_designs
 
 __all__ = [
     "portable_command",
@@ -71,7 +72,9 @@ __all__ = [
     "evaluate_claims",
     "judge_family",
     "matched_baseline_measures",
+    "measure_model",
     "measure_seed",
+    "model_measures",
     "neighbour_measures",
     "reevaluate",
     "run_claims",
@@ -105,13 +108,22 @@ class ClaimsArguments:
             arranged_toponet`): the models of :data:`TRAINED_FAMILIES` to train and those of :data:`POST_HOC` to make
             post hoc.
         model_preset (`str`, defaults to `"tiny-gpt2"`), config_overrides (`str`, defaults to
-            `"n_layer=6,n_embd=256,n_head=8"`: 6 × 256, larger than the demo's 4 × 128).
+            `"n_layer=4,n_embd=128,n_head=4"`: the demo's 4 × 128, small enough for the τ sweep's 27 trained models
+            to fit the CPU budget of docs/claims.md; the release before the sweep used 6 × 256).
         vocab_size, block_size, max_steps, train_batch_size, learning_rate: the pretraining recipe.
         topo_tau, ws_tau, as_tau, topolm_tau: strengths of TopoLoss, Weight / Activation Similarity and TopoLM's loss.
         topolm_radius, topolm_neighbourhoods: TopoLM's neighbourhoods (radius 5 and 5 per batch, as TopoLM).
     Analysis (on the held-out text):
         max_tokens, eval_blocks: activation samples and perplexity blocks.
         pruning_fraction, noise_sigma, downsampling_factor, input_rate: the one perturbation strength of each claim.
+        pruning_sweep_fractions (defaults to 0.1, …, 0.9), downsampling_factors (defaults to 2, 3, 4): Fig. 4A / 4B's
+            sweeps on every model; the pruning fractions matched to each φ
+            (:func:`~hf_topo.experiments.tau_sweep.matched_pruning_fraction`) are measured too.
+        blimp_dir, blimp_paradigms, blimp_limit: BLiMP data (optional): every model's BLiMP accuracy.
+    The τ sweep (:mod:`hf_topo.experiments.tau_sweep`):
+        taus (`list[float]`, defaults to `0 0.5 1 5 10 50`): one TopoNet per τ and seed next to the other families
+            (τ = 0 is the baseline, τ = `topo_tau` the TopoNet: each trained once), saved under
+            `seed<s>/toponet_tau<τ>/`; the paper's designs (Fig. 2B, 3B / A.9, 4A, 4B / A.10) run on them.
         morans_permutations: of the Moran's I permutation test.
         temporal_windows, temporal_max_delta, temporal_max_sequences: temporal integration windows of the
             baseline and the TopoNet (the clusters claim).
@@ -135,7 +147,7 @@ class ClaimsArguments:
     validation_fraction: float = field(default=0.1, metadata={"help": "Last fraction of lines held out."})
     model_preset: str = field(default="tiny-gpt2", metadata={"help": "Architecture preset."})
     config_overrides: str | None = field(
-        default="n_layer=6,n_embd=256,n_head=8", metadata={"help": "Preset overrides (6 × 256 by default)."}
+        default="n_layer=4,n_embd=128,n_head=4", metadata={"help": "Preset overrides (4 × 128 by default)."}
     )
     vocab_size: int = field(default=4096, metadata={"help": "Tokenizer vocabulary (trained once per seed)."})
     block_size: int = field(default=128, metadata={"help": "Tokens per sequence."})
@@ -156,6 +168,23 @@ class ClaimsArguments:
     max_tokens: int = field(default=4096, metadata={"help": "Activation samples per layer."})
     eval_blocks: int = field(default=32, metadata={"help": "Blocks on which each perplexity is measured."})
     pruning_fraction: float = field(default=0.5, metadata={"help": "L1 pruning: fraction of weights zeroed."})
+    taus: list[float] = field(
+        default_factory=lambda: list(DEFAULT_TAUS),
+        metadata={"help": "TopoLoss strengths of the τ sweep (0: the baseline; an empty list: no sweep)."},
+    )
+    pruning_sweep_fractions: list[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        metadata={"help": "Fig. 4A: fractions of L1 pruning measured on every model (with the matched ones)."},
+    )
+    downsampling_factors: list[float] = field(
+        default_factory=lambda: [2.0, 3.0, 4.0],
+        metadata={"help": "Fig. 4A/4B: φ of the φ × φ downsamplings (and of the matched pruning fractions)."},
+    )
+    blimp_dir: str | None = field(
+        default=None, metadata={"help": "BLiMP jsonl directory: every model's BLiMP accuracy (Fig. 2B, 3B)."}
+    )
+    blimp_paradigms: str | None = field(default=None, metadata={"help": "Comma-separated BLiMP paradigms."})
+    blimp_limit: int | None = field(default=None, metadata={"help": "At most this many BLiMP pairs per paradigm."})
     noise_sigma: float = field(default=0.5, metadata={"help": "Weight noise σ (× each weight tensor's std)."})
     downsampling_factor: float = field(default=2.0, metadata={"help": "φ of the φ × φ downsampling."})
     input_rate: float = field(default=0.1, metadata={"help": "Share of input tokens substituted."})
@@ -205,15 +234,27 @@ class ClaimsArguments:
             )
         if not self.noise_sigma > 0 or not self.downsampling_factor > 1:
             raise InputError(f"{parameter('noise_sigma')} must be > 0 and {parameter('downsampling_factor')} > 1.")
+        if any(not (is_finite(tau) and tau >= 0) for tau in self.taus) or len(set(self.taus)) != len(self.taus):
+            raise InputError(
+                f"{parameter('taus', self.taus)}: give distinct TopoLoss strengths >= 0 (e.g. 0 0.5 1 5)."
+            )
+        if any(not 0 < f < 1 for f in self.pruning_sweep_fractions):
+            raise InputError(f"{parameter('pruning_sweep_fractions')} must lie between 0 and 1 (exclusive).")
+        if any(not (is_finite(f) and f > 1) for f in self.downsampling_factors):
+            raise InputError(f"{parameter('downsampling_factors')} must be factors φ > 1 (e.g. 2 3 4).")
         if not 0 < self.alpha < 1:
             raise InputError(f"{parameter('alpha', self.alpha)} must be between 0 and 1 (e.g. 0.05).")
 
     def recipe(self) -> dict[str, Any]:
         """The settings that define the measurement (no paths), for the results JSON."""
-        skip = {"train_file", "output_dir", "output", "lora_train_file", "device", "reuse_trained", "progress", "note"}
+        skip = {
+            "train_file", "output_dir", "output", "lora_train_file", "device", "reuse_trained", "progress", "note",
+            "blimp_dir",
+        }  # fmt: skip
         recipe = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in skip}
         recipe["train_file"] = os.path.basename(self.train_file)
         recipe["lora_train_file"] = os.path.basename(self.lora_train_file) if self.lora_train_file else None
+        recipe["blimp_dir"] = os.path.basename(self.blimp_dir.rstrip("/")) if self.blimp_dir else None
         return recipe
 
 
@@ -627,7 +668,7 @@ def verdict_counts(entries: Sequence[dict]) -> dict[str, int]:
     return {name: sum(entry["verdict"] == name for entry in entries) for name in VERDICTS}
 
 
-# ---- measuring one seed ----------------------------------------------------------------------------------------
+# ---- measuring one model, one seed -----------------------------------------------------------------------------
 
 
 def _relative_delta(summary, kind: str, x: float) -> float | None:
@@ -635,9 +676,24 @@ def _relative_delta(summary, kind: str, x: float) -> float | None:
     return None if delta is None or not summary.perplexity else delta / summary.perplexity
 
 
-def model_measures(summary, args: ClaimsArguments) -> dict[str, float | None]:
-    """The per-model measures the claims read, from an :class:`~hf_topo.analysis.AnalysisSummary`."""
-    measures = {
+def _curve(summary, kind: str) -> dict[str, list] | None:
+    """A sweep's perturbed points as ``{"x", "perplexity_ratio" (perturbed / unperturbed), "parameters_kept"}``."""
+    sweep = summary.sweeps.get(kind)
+    if sweep is None:
+        return None
+    points = [p for p in sweep.perturbed_points() if p.perplexity - p.delta_perplexity > 0]
+    return {
+        "x": [p.x for p in points],
+        "perplexity_ratio": [p.perplexity / (p.perplexity - p.delta_perplexity) for p in points],
+        "parameters_kept": [p.parameters_kept for p in points],
+    }
+
+
+def model_measures(summary, args: ClaimsArguments) -> dict[str, Any]:
+    """The per-model measures the claims and the τ-sweep designs read, from an
+    :class:`~hf_topo.analysis.AnalysisSummary`: scalars by name, and the pruning and (paper) downsampling sweeps as
+    curves (``"pruning_curve"``, ``"downsampling_curve"``: ``{"x", "perplexity_ratio", "parameters_kept"}``)."""
+    measures: dict[str, Any] = {
         name: summary.measure(name)
         for name in (
             "perplexity", "smoothness", "robust_smoothness", "weight_smoothness", "morans_i", "morans_i_p_value",
@@ -652,16 +708,33 @@ def model_measures(summary, args: ClaimsArguments) -> dict[str, float | None]:
     measures["substitution_relative_delta"] = _relative_delta(summary, "substitution", args.input_rate)
     for name in ("temporal_c_morans_i", "temporal_reach_morans_i"):  # whatever the temporal analysis provides
         measures[name] = getattr(summary, name, None)
+    measures["pruning_curve"] = _curve(summary, "pruning")
+    measures["downsampling_curve"] = _curve(summary, "downsampling_paper")
     return measures
 
 
-def _analysis_settings(args: ClaimsArguments, seed: int, temporal: bool) -> AnalysisSettings:
+def _matched_fractions(args: ClaimsArguments, layers) -> dict[float, float]:
+    """``{φ: pruning fraction}`` that keeps as many weights of ``layers`` as φ × φ downsampling (Fig. 4A), for the φ
+    every sheet allows; none when the layers are not Linear/Conv1D output sheets (nothing to prune or downsample)."""
+    if not layers or not all(is_output_weight_sheet(layer) for layer in layers):
+        return {}
+    sheets = [(layer.sheet.height, layer.sheet.width, layer.sheet.depth) for layer in layers]
+    side = min(min(h, w) for h, w, _ in sheets)
+    return {phi: matched_pruning_fraction(sheets, phi) for phi in args.downsampling_factors if phi <= side}
+
+
+def _analysis_settings(
+    args: ClaimsArguments, seed: int, temporal: bool, matched: dict[float, float] | None = None
+) -> AnalysisSettings:
+    """The analysis of every model: the claims' perturbation strengths, Fig. 4A's pruning sweep with the fractions
+    ``matched`` to each φ (:func:`_matched_fractions`) and Fig. 4B's downsampling factors."""
+    matched = matched or {}
     return AnalysisSettings(
         max_tokens=args.max_tokens,
         eval_blocks=args.eval_blocks,
-        pruning_fractions=[0.0, args.pruning_fraction],
+        pruning_fractions=sorted({0.0, args.pruning_fraction, *args.pruning_sweep_fractions, *matched.values()}),
         noise_sigmas=[0.0, args.noise_sigma],
-        downsampling_factors=[1.0, args.downsampling_factor],
+        downsampling_factors=sorted({1.0, args.downsampling_factor, *args.downsampling_factors}),
         input_rates=[0.0, args.input_rate],
         sweeps=["pruning", "noise", "downsampling", "substitution"],
         downsampling_paper=True,
@@ -764,12 +837,24 @@ def matched_baseline_measures(
 _ROBUSTNESS = ("noise_relative_delta", "substitution_relative_delta")
 
 
-def _train(args: ClaimsArguments, family: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
-    tau = {
-        "baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau, "topolm": args.topolm_tau
-    }[family]  # fmt: skip
+def _trained_models(args: ClaimsArguments) -> dict[str, tuple[str, float]]:
+    """The trained models of one seed, in order, as ``{name: (family, τ)}``: the families of :data:`TRAINED_FAMILIES`
+    asked for, then the τ sweep's TopoNets that are not among them (:func:`tau_model_name`)."""
+    strengths = {
+        "baseline": 0.0, "toponet": args.topo_tau, "ws": args.ws_tau, "as": args.as_tau, "topolm": args.topolm_tau,
+    }  # fmt: skip
+    models = {family: (family, strengths[family]) for family in TRAINED_FAMILIES if family in args.families}
+    for tau in sorted(args.taus):
+        models.setdefault(tau_model_name(tau, args.topo_tau), ("baseline" if tau == 0 else "toponet", float(tau)))
+    return models
+
+
+def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
+    """Train the model ``name`` of :func:`_trained_models` for ``seed`` into ``seed<s>/<name>/`` (or, with
+    ``reuse_trained``, reuse the finished run there); its folder."""
+    family, tau = _trained_models(args)[name]
     recipe = dict(
-        train_file=files[0], validation_file=files[1], output_dir=os.path.join(args.output_dir, f"seed{seed}", family),
+        train_file=files[0], validation_file=files[1], output_dir=os.path.join(args.output_dir, f"seed{seed}", name),
         tau=tau, max_steps=args.max_steps, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
         block_size=args.block_size, seed=seed, model_preset=args.model_preset, vocab_size=args.vocab_size,
         max_eval_blocks=args.eval_blocks, tokenizer=tokenizer, disable_tqdm=not args.progress,
@@ -802,66 +887,109 @@ def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
 
 
 def _planned(args: ClaimsArguments) -> list[str]:
-    """The measured models of one seed, in order: trained families, then post-hoc ones, then the baseline on TopoLM's
-    sites (when ``topolm`` is among the families)."""
-    names = [f for f in TRAINED_FAMILIES if f in args.families] + [f for f in POST_HOC if f in args.families]
+    """The measured models of one seed, in order: trained families and the τ sweep's TopoNets, then post-hoc ones,
+    then the baseline on TopoLM's sites (when ``topolm`` is among the families)."""
+    names = [*_trained_models(args)] + [f for f in POST_HOC if f in args.families]
     return names + ([BASELINE_AT_TOPOLM_SITES] if "topolm" in args.families else [])
 
 
+def measure_model(
+    args: ClaimsArguments,
+    name: str,
+    seed: int,
+    model_dir: str,
+    text_file: str,
+    topography: TopoConfig | None = None,
+    passages: Sequence[str] | None = None,
+    blimp=None,
+) -> dict[str, Any]:
+    """Measure one model of one seed: the analysis on the held-out text (:func:`~hf_topo.analysis.analyze_model`,
+    with Fig. 4A's pruning sweep at the matched fractions and Fig. 4B's downsampling sweep), BLiMP when ``blimp``
+    (:func:`hf_topo.blimp.load_blimp`) is given, and for the baseline and the TopoNet the temporal windows (with
+    ``passages``) and the LoRA gain (with ``args.lora_train_file``).
+
+    Args:
+        name: the model's name among the seed's (:func:`_planned`); a :data:`POST_HOC` name arranges the trained
+            model of ``model_dir`` first.
+        model_dir: the saved trained model (for a post-hoc model, the one it is made from).
+        topography: the layers and sheets to analyse (default: the model's own).
+
+    Returns:
+        ``{measure: value}`` (:func:`model_measures`, plus ``blimp``, ``matched_pruning``, ``measure_wall_time_s``,
+        ...).
+    """
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if args.device:
+        model.to(args.device)
+    note: dict[str, Any] = {}
+    if name in POST_HOC:
+        report = arrange_units(model, objective="topoloss", seed=seed, progress=args.progress)
+        note = {"arranged_topoloss_before": report.mean_before, "arranged_topoloss_after": report.mean_after}
+    matched = _matched_fractions(args, topographic_layers(model, topography))
+    set_seed(seed)
+    temporal = args.temporal_windows and name in ("baseline", "toponet") and bool(passages)
+    text = load_text_blocks(tokenizer, args.block_size, text_file=text_file)
+    analysis = analyze_model(
+        model, tokenizer, text, _analysis_settings(args, seed, temporal, matched), label=f"{name} (seed {seed})",
+        topography=topography, passages=passages if temporal else None, progress=args.progress,
+    )  # fmt: skip
+    measures = model_measures(analysis.analysis_summary(), args) | note
+    measures["matched_pruning"] = {"factor": list(matched), "fraction": list(matched.values())} if matched else None
+    if name in NEIGHBOUR_MODELS:  # Truong & Hasson's neighbour-correlation structure
+        measures |= neighbour_measures(model, text, args)
+    if blimp is not None:
+        from ..blimp import evaluate_blimp
+
+        measures["blimp"] = evaluate_blimp(model, tokenizer, data=blimp, progress=False).overall
+    del model
+    if args.lora_train_file and name in ("baseline", "toponet"):
+        measures["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
+    measures["measure_wall_time_s"] = time.perf_counter() - start
+    return measures
+
+
 def measure_seed(
-    args: ClaimsArguments, seed: int, files: tuple[str, str], done: dict | None = None
-) -> dict[str, dict[str, float | None]]:
-    """Train every family for ``seed``, make the post-hoc ones, analyse each on the held-out text (and fine-tune the
-    baseline and the TopoNet with LoRA); ``{model: {measure: value}}``. ``done``: measures already taken for this
-    seed and recipe (kept; those models are not measured again)."""
-    measures: dict[str, dict[str, float | None]] = dict(done or {})
+    args: ClaimsArguments, seed: int, files: tuple[str, str], done: dict | None = None, blimp=None
+) -> dict[str, dict[str, Any]]:
+    """Train every model of ``seed`` (the families and the τ sweep), make the post-hoc ones and measure each
+    (:func:`measure_model`); ``{model: {measure: value}}``. ``done``: measures already taken for this seed and recipe
+    (kept; those models are not measured again). The seed's ``measures.json`` is written after every model, so a
+    stopped run resumes with the next one (``reuse_trained``)."""
+    measures: dict[str, dict[str, Any]] = dict(done or {})
     passages = None
-    if args.temporal_windows:
+    if args.temporal_windows and not all(name in measures for name in ("baseline", "toponet")):
         passages = load_passages(files[1], max_passages=args.temporal_max_sequences)
     model_dirs: dict[str, str] = {}
 
-    def trained(family: str) -> str:
-        if family not in model_dirs:
+    def trained(name: str) -> str:
+        if name not in model_dirs:
             # every model of a seed shares the baseline's tokenizer
-            tokenizer = None if family == "baseline" else trained("baseline")
-            model_dirs[family] = _train(args, family, seed, files, tokenizer)
-        return model_dirs[family]
+            tokenizer = None if name == "baseline" else trained("baseline")
+            model_dirs[name] = _train(args, name, seed, files, tokenizer)
+        return model_dirs[name]
 
     for name in _planned(args):
         if name in measures:
             continue
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         source = POST_HOC.get(name, "baseline" if name == BASELINE_AT_TOPOLM_SITES else name)
-        model_dir = trained(source)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        if args.device:
-            model.to(args.device)
-        topography, note = None, {}
-        if name in POST_HOC:
-            report = arrange_units(model, objective="topoloss", seed=seed, progress=args.progress)
-            note = {"arranged_topoloss_before": report.mean_before, "arranged_topoloss_after": report.mean_after}
-        elif name == BASELINE_AT_TOPOLM_SITES:
-            topography = TopoConfig.from_pretrained(trained("topolm"))
-        set_seed(seed)
-        temporal = args.temporal_windows and name in ("baseline", "toponet")
-        text = load_text_blocks(tokenizer, args.block_size, text_file=files[1])
-        analysis = analyze_model(
-            model, tokenizer, text, _analysis_settings(args, seed, temporal), label=f"{name} (seed {seed})",
-            topography=topography, passages=passages if temporal else None, progress=args.progress,
-        )  # fmt: skip
-        measures[name] = model_measures(analysis.analysis_summary(), args) | note
-        if name in NEIGHBOUR_MODELS:  # Truong & Hasson's neighbour-correlation structure
-            measures[name] |= neighbour_measures(model, text, args)
-        del model
-        if args.lora_train_file and name in ("baseline", "toponet"):
-            measures[name]["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
-        measures[name]["wall_time_s"] = time.perf_counter() - start
-        logger.info("seed %d, %s: %s", seed, name, measures[name])
+        topography = TopoConfig.from_pretrained(trained("topolm")) if name == BASELINE_AT_TOPOLM_SITES else None
+        measures[name] = measure_model(
+            args, name, seed, trained(source), files[1], topography=topography, passages=passages, blimp=blimp
+        )
+        # training (unless reused) and measuring: the wall time and the CPU time of all threads of this process
+        measures[name] |= {"wall_time_s": time.perf_counter() - start, "cpu_time_s": time.process_time() - cpu}
+        logger.info(
+            "seed %d, %s: %s", seed, name, {k: v for k, v in measures[name].items() if not isinstance(v, dict)}
+        )
+        _save_measures(args, seed, measures)
     if "baseline" in measures and any(m not in measures for m, f in MATCHED_BASELINES.items() if f in measures):
         baseline_dir = trained("baseline")
         text = load_text_blocks(AutoTokenizer.from_pretrained(baseline_dir), args.block_size, text_file=files[1])
         measures |= matched_baseline_measures(args, seed, baseline_dir, text, measures)
+        _save_measures(args, seed, measures)
     return measures
 
 
@@ -870,15 +998,17 @@ def _measures_file(args: ClaimsArguments, seed: int) -> str:
 
 
 def _measure_recipe(args: ClaimsArguments) -> dict:
-    """What a seed's measures depend on (not the seeds, the families measured, the verdicts' alpha or the note)."""
-    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "families", "alpha", "note")}
+    """What a seed's measures depend on (not the seeds, the families or τ measured, the verdicts' alpha or the note:
+    a run with more families or τ reuses the models measured before)."""
+    return {k: v for k, v in args.recipe().items() if k not in ("seeds", "families", "taus", "alpha", "note")}
 
 
 def _save_measures(args: ClaimsArguments, seed: int, measures: dict) -> dict:
     path = _measures_file(args, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # written whole, then renamed: a run stopped here leaves the last file intact
         json.dump({"recipe": _measure_recipe(args), "seed": seed, "measures": json_safe(measures)}, f, indent=2)
+    os.replace(path + ".tmp", path)
     return measures
 
 
@@ -991,13 +1121,24 @@ def write_results(result: dict, output_dir: str | os.PathLike, output: str | Non
 
 
 def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
-    """Train, measure and judge every claim over ``args.seeds``; writes ``paper_claims.json``, ``paper_claims.md``
-    and ``paper_claims.png`` to ``args.output_dir`` (and the JSON to ``args.output``); returns the results."""
+    """Train, measure and judge every claim over ``args.seeds``, and run the τ sweep's designs
+    (:func:`~hf_topo.experiments.tau_sweep.tau_sweep_designs`, with ``args.taus``); writes ``paper_claims.json``,
+    ``paper_claims.md``, ``paper_claims.png`` and the sweep's figures (``tau_sweep_*.png``) to ``args.output_dir``
+    (and the JSON to ``args.output``, the figures beside it); returns the results.
+
+    Every model is trained and measured once: with ``args.reuse_trained`` a run resumes from the models and the
+    per-seed ``measures.json`` already in ``args.output_dir`` (written after every model), so a stopped run, or one
+    with more seeds, families or τ, only trains and measures what is missing."""
     from .._version import __version__
 
     check_data_file(args.train_file, "train_file")
     if args.lora_train_file:
         check_data_file(args.lora_train_file, "lora_train_file")
+    blimp = None
+    if args.blimp_dir:  # read before any model trains: a bad directory fails now
+        from ..blimp import load_blimp
+
+        blimp = load_blimp(args.blimp_dir, paradigms=args.blimp_paradigms, limit=args.blimp_limit)
     os.makedirs(args.output_dir, exist_ok=True)
     files = hold_out_lines(args.train_file, args.validation_fraction, os.path.join(args.output_dir, "data"))
     start = time.perf_counter()
@@ -1006,7 +1147,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
         cached = _cached_measures(args, seed) or {}
         measures = cached
         if any(name not in cached for name in _planned(args)):
-            measures = _save_measures(args, seed, measure_seed(args, seed, files, done=cached))
+            measures = _save_measures(args, seed, measure_seed(args, seed, files, done=cached, blimp=blimp))
         per_seed.append({name: measures[name] for name in [*_planned(args), *MATCHED_BASELINES] if name in measures})
     import transformers
 
@@ -1018,11 +1159,19 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
         "verdict_rule": verdict_rule(args.alpha),
         "claims": evaluate_claims(CLAIMS, per_seed, args.alpha),
         "per_seed": {str(seed): measures for seed, measures in zip(args.seeds, per_seed, strict=True)},
+        "tau_sweep": (
+            tau_sweep_designs(dict(zip(args.seeds, per_seed, strict=True)), args.taus, args.topo_tau, args.alpha)
+            if args.taus
+            else None
+        ),
         "versions": {"hf_topo": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": time.perf_counter() - start,
     }
     result["verdict_counts"] = verdict_counts(result["claims"])
     result = json_safe(result)
-    write_results(result, args.output_dir, args.output)
+    targets = write_results(result, args.output_dir, args.output)
+    if result["tau_sweep"]:
+        for directory in {os.path.abspath(os.path.dirname(target)) for target in targets}:
+            plot_tau_sweep(result["tau_sweep"], directory)
     return result
