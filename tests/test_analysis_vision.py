@@ -94,6 +94,7 @@ def _morans_i_numpy(sheet_map: np.ndarray) -> float:
     return (height * width / total_weight) * numerator / (z**2).sum()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny-resnet", "tiny-vit"])
 def test_activation_measures_equal_the_functions_on_responses_read_by_hand(preset):
     model = _model(preset)
@@ -170,6 +171,7 @@ def test_a_resnet_with_every_topographic_kernel_pruned_predicts_one_class_for_al
     assert sweep.score[0] == pytest.approx(1 / 3)  # labels cycle over the 3 classes: a constant guess is chance
 
 
+@pytest.mark.slow
 def test_downsampling_sweep_points_are_the_downsampled_models_accuracy_and_size():
     model = _model("tiny-resnet")
     images = _images(24, seed=7)
