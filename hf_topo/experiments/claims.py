@@ -71,6 +71,7 @@ __all__ = [
     "evaluate_claim",
     "evaluate_claims",
     "judge_family",
+    "baseline_save_steps",
     "matched_baseline_measures",
     "measure_model",
     "measure_seed",
@@ -681,10 +682,10 @@ def _curve(summary, kind: str) -> dict[str, list] | None:
     sweep = summary.sweeps.get(kind)
     if sweep is None:
         return None
-    points = [p for p in sweep.perturbed_points() if p.perplexity - p.delta_perplexity > 0]
+    points = [p for p in sweep.perturbed_points() if p.score - p.delta > 0]
     return {
         "x": [p.x for p in points],
-        "perplexity_ratio": [p.perplexity / (p.perplexity - p.delta_perplexity) for p in points],
+        "perplexity_ratio": [p.score / (p.score - p.delta) for p in points],
         "parameters_kept": [p.parameters_kept for p in points],
     }
 
@@ -777,8 +778,9 @@ def matched_baseline_measures(
     A regularizer that makes a model worse (AS: 25–44 % higher perplexity at this scale) can make it look robust:
     a worse model has less to lose. The control chosen here is **a baseline of matched clean perplexity**: among the
     final baseline and its training checkpoints (``<baseline>/checkpoint-*``, saved when the baseline trains with
-    ``save_strategy="steps"``), the one whose clean perplexity on the held-out blocks is closest to the regularized
-    model's, if within 5 % (:data:`MATCH_TOLERANCE`); it is measured with the same weight-noise and substitution
+    ``save_strategy="steps"``, as :func:`run_claims` trains it every :func:`baseline_save_steps` steps), the one
+    whose clean perplexity on the held-out blocks is closest to the regularized model's, if within 5 %
+    (:data:`MATCH_TOLERANCE`); it is measured with the same weight-noise and substitution
     settings and seed. This keeps the architecture, the data and the seed, and compares damage at equal clean
     performance (comparing at a matched perplexity needs no model of the regularizer's family to be retrained; a
     regression of damage on perplexity across families would extrapolate from 3 seeds). Without a match the claim is
@@ -849,9 +851,16 @@ def _trained_models(args: ClaimsArguments) -> dict[str, tuple[str, float]]:
     return models
 
 
+def baseline_save_steps(max_steps: int) -> int:
+    """How often the baseline saves a checkpoint while it trains: 16 checkpoints over the run (every step of a run
+    shorter than 16), the candidates of :func:`matched_baseline_measures`."""
+    return max(1, max_steps // 16)
+
+
 def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
     """Train the model ``name`` of :func:`_trained_models` for ``seed`` into ``seed<s>/<name>/`` (or, with
-    ``reuse_trained``, reuse the finished run there); its folder."""
+    ``reuse_trained``, reuse the finished run there); its folder. The baseline saves its weights every
+    :func:`baseline_save_steps` steps (``checkpoint-<step>/``, model only) for the perplexity-matched baselines."""
     family, tau = _trained_models(args)[name]
     recipe = dict(
         train_file=files[0], validation_file=files[1], output_dir=os.path.join(args.output_dir, f"seed{seed}", name),
@@ -861,6 +870,8 @@ def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], 
     )  # fmt: skip
     if args.config_overrides:
         recipe["config_overrides"] = args.config_overrides
+    if name == "baseline":  # its checkpoints are the perplexity-matched baselines (matched_baseline_measures)
+        recipe.update(save_strategy="steps", save_steps=baseline_save_steps(args.max_steps), save_only_model=True)
     if FAMILIES[family].topolm_sites:
         recipe.update(topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods)
     if args.device == "cpu":
