@@ -119,7 +119,9 @@ TINY = [
     "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
-    "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--device", "cpu", "--progress", "false",
+    "--temporal_window_settings", "sequence_words=8,sentence_words=4,sentences_per_sequence=3,patch_shuffles=3",
+    "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--lora_code", "true", "--lora_ranks", "2",
+    "--device", "cpu", "--progress", "false",
     "--taus", "0", "5",  # the τ sweep of the baseline and the TopoNet (τ = 5): no model more
 ]  # fmt: skip
 
@@ -148,7 +150,7 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
     for entry in loaded["claims"]:
         assert entry["verdict"] in VERDICTS and {"claim", "where", "paper_value", "ours"} <= set(entry)
     for claim_id in ("smoothness", "robust_smoothness", "morans_i", "pruning", "downsampling", "lora_gain",
-                     "effective_dimensionality", "perplexity_cost", "topolm_morans_i", "topolm_perplexity_cost",
+                     "lora_noninferiority", "effective_dimensionality", "perplexity_cost", "topolm_morans_i", "topolm_perplexity_cost",
                      "arranged_smoothness", "arranged_vs_toponet_downsampling", "gains_downsampling"):  # fmt: skip
         ours = by_id[claim_id]["ours"]
         assert ours["n_seeds"] == 2 and math.isfinite(ours["mean"]) and math.isfinite(ours["sd"]), claim_id
@@ -175,8 +177,20 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
         if matched["matched_checkpoint"] == "final":
             assert matched["noise_relative_delta"] == measures["baseline"]["noise_relative_delta"]
         assert 0 < measures["baseline"]["morans_i_p_value"] <= 1
-        assert measures["toponet"]["lora_delta_eval_loss"] is not None
-        assert "lora_delta_eval_loss" not in measures["topolm"]
+        # A.11's sweep (rank 2 on the text and the code domain) and Fig. 5B's window kinds, merged per model
+        for name in ("baseline", "toponet"):
+            assert {"lora_gain_text_r2", "lora_gain_code_r2"} <= set(measures[name])
+            gains = [measures[name]["lora_gain_text_r2"], measures[name]["lora_gain_code_r2"]]
+            assert measures[name]["lora_gain_mean"] == pytest.approx(sum(gains) / 2)
+        assert "lora_gain_mean" not in measures["topolm"]
+        sweep = json.loads((tmp_path / "out" / f"seed{seed}" / "lora_sweep" / "lora_sweep.json").read_text())
+        assert {(c["domain"], c["rank"]) for c in sweep["comparisons"]} == {("text", 2), ("code", 2)}
+        kinds = json.loads((tmp_path / "out" / f"seed{seed}" / "window_kinds" / "window_kinds.json").read_text())
+        assert kinds["settings"]["max_delta"] == 3 and kinds["arranged_topoloss"] == {"given": True}
+        for name in ("baseline", "toponet", "arranged_baseline"):
+            assert {"temporal_exponential_change", "temporal_kind_morans_i", "temporal_c_morans_i"} <= set(
+                measures[name]
+            )
         # the arrangement lowered TopoLoss and is the baseline's function: same perplexity
         arranged = measures["arranged_baseline"]
         assert arranged["arranged_topoloss_after"] < arranged["arranged_topoloss_before"]
@@ -199,6 +213,7 @@ def test_saved_measures_of_the_same_recipe_are_reused_and_judged(tmp_path):
     args = ClaimsArguments(
         train_file=str(corpus), output_dir=str(tmp_path / "out"), families=["baseline", "toponet"], reuse_trained=True,
         progress=False, taus=[0, 5],  # the sweep of these two models only: nothing to train
+        temporal_windows=False,  # (the window kinds would load the two models)
     )  # fmt: skip
     for seed, (topo, base) in enumerate([(0.9, 0.10), (0.8, 0.12), (0.85, 0.08)]):
         (tmp_path / "out" / f"seed{seed}").mkdir(parents=True)
