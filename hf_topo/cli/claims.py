@@ -16,7 +16,8 @@ over the seeds, Holm-corrected across the table (the rule is in `hf_topo.experim
 `--output_dir` (and the JSON to `--output`), and prints the table.
 
 Judging again without training: `hf-topo claims --from_results paper_claims.json [--output_dir DIR] [--output JSON]
-[--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule.
+[--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule,
+and computes the τ sweep's designs again from them (their figures are drawn again).
 
     hf-topo claims --domain vision --seeds 0 1 2 3 4 --output benchmarks/results/paper_claims_vision.json
 
@@ -88,7 +89,12 @@ def _from_results(argv: list[str], prog: str | None) -> dict:
         "command": portable_command(["hf-topo", "claims", *argv]),
         "from": os.path.basename(args.from_results),
     }
-    write_results(result, args.output_dir, args.output)
+    targets = write_results(result, args.output_dir, args.output)
+    if result.get("tau_sweep"):  # the sweep's figures, drawn again from the recomputed designs
+        from hf_topo.experiments.tau_sweep import plot_tau_sweep
+
+        for directory in {os.path.abspath(os.path.dirname(target)) for target in targets}:
+            plot_tau_sweep(result["tau_sweep"], directory)
     return result
 
 

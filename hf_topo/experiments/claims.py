@@ -748,7 +748,9 @@ def verdict_rule(alpha: float) -> dict[str, Any]:
 def reevaluate(results: dict, alpha: float | None = None, claims: Sequence[Claim] = CLAIMS) -> dict:
     """Judge the claims again from a results JSON's per-seed measures (``hf-topo claims --from_results``), without
     training or measuring: the same ``per_seed``, the current :data:`CLAIMS` and rule. ``alpha`` defaults to the
-    results' own. Claims whose measures the results lack are "not measured"."""
+    results' own. Claims whose measures the results lack are "not measured". The ``"tau_sweep"`` block is computed
+    again from the same measures (:func:`~hf_topo.experiments.tau_sweep.tau_sweep_designs`, with the recipe's
+    ``taus`` and ``topo_tau``), so every design follows the current rule too."""
     if "per_seed" not in results or "seeds" not in results:
         raise InputError(
             "The results have no per-seed measures ('per_seed' and 'seeds'): give a paper_claims.json written by "
@@ -760,6 +762,10 @@ def reevaluate(results: dict, alpha: float | None = None, claims: Sequence[Claim
     updated["verdict_rule"] = verdict_rule(alpha)
     updated["claims"] = evaluate_claims(claims, per_seed, alpha)
     updated["verdict_counts"] = verdict_counts(updated["claims"])
+    recipe = results.get("recipe", {})
+    if recipe.get("taus") and recipe.get("topo_tau") is not None:
+        by_seed = {seed: results["per_seed"][str(seed)] for seed in results["seeds"]}
+        updated["tau_sweep"] = tau_sweep_designs(by_seed, recipe["taus"], recipe["topo_tau"], alpha)
     return json_safe(updated)
 
 
