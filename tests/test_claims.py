@@ -110,7 +110,8 @@ ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]
 PLACES = ["river", "hill", "market", "forest", "harbour"]
 CORPUS = "".join(
     f"The {ANIMALS[i % 6]} saw {i % 13} {['apples', 'stones', 'boats', 'lamps'][i % 4]} near the {PLACES[i % 5]}, "
-    f"and {['then', 'so', 'later'][i % 3]} it went {['home', 'away', 'north'][i % 7 % 3]}.\n"
+    f"and {['then', 'so', 'later'][i % 3]} it went {['home', 'away', 'north'][i % 7 % 3]}. "
+    f"{['It', 'Rain', 'Night'][i % 3]} was {['calm', 'cold', 'near', 'late'][i % 4]}.\n"  # the yoking's sentences
     for i in range(400)
 )
 CODE = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
@@ -119,7 +120,7 @@ TINY = [
     "--config_overrides", "n_embd=32,n_layer=2,n_head=2",
     "--vocab_size", "300", "--block_size", "32", "--max_steps", "2", "--train_batch_size", "4", "--max_tokens", "256",
     "--eval_blocks", "4", "--morans_permutations", "9", "--temporal_max_delta", "3", "--temporal_max_sequences", "4",
-    "--temporal_window_settings", "sequence_words=8,sentence_words=4,sentences_per_sequence=3,patch_shuffles=3",
+    "--temporal_window_settings", "sequence_words=8,sentence_words=3,sentences_per_sequence=3,patch_shuffles=3",
     "--lora_steps", "2", "--lora_max_train_tokens", "2000", "--lora_code", "true", "--lora_ranks", "2",
     "--device", "cpu", "--progress", "false",
     "--taus", "0", "5",  # the τ sweep of the baseline and the TopoNet (τ = 5): no model more
