@@ -97,6 +97,15 @@ def test_bad_arguments_are_refused():
         ClaimsArguments(train_file="x.txt", seeds=[0, 0])
     with pytest.raises(ValueError, match="pruning_fraction"):
         ClaimsArguments(train_file="x.txt", pruning_fraction=1.5)
+    with pytest.raises(ValueError, match="lora_ranks"):
+        ClaimsArguments(train_file="x.txt", lora_ranks=[0, 2])
+    with pytest.raises(ValueError, match="'lags=21' is not key=value with a key of"):
+        ClaimsArguments(train_file="x.txt", temporal_window_settings="lags=21")
+    with pytest.raises(ValueError, match="batch_size must be of type int, got 'many'"):
+        ClaimsArguments(train_file="x.txt", temporal_window_settings="sequence_words=8,batch_size=many")
+    settings = ClaimsArguments(train_file="x.txt", temporal_window_settings="sequence_words=8, r2_threshold=0.8")
+    assert settings.window_settings() == {"max_delta": 20, "max_sequences": 100, "yoking_sequences": 100,
+                                          "sequence_words": 8, "r2_threshold": 0.8}  # fmt: skip
 
 
 def test_portable_command_drops_machine_paths(tmp_path):
@@ -151,7 +160,10 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
     for entry in loaded["claims"]:
         assert entry["verdict"] in VERDICTS and {"claim", "where", "paper_value", "ours"} <= set(entry)
     for claim_id in ("smoothness", "robust_smoothness", "morans_i", "pruning", "downsampling", "lora_gain",
-                     "lora_noninferiority", "effective_dimensionality", "perplexity_cost", "topolm_morans_i", "topolm_perplexity_cost",
+                     "lora_noninferiority", "temporal_clusters", "temporal_exponential_early",
+                     "temporal_power_law_middle", "temporal_kind_clusters", "temporal_kind_clusters_vs_arranged",
+                     "as_weight_noise", "as_input_robustness", "effective_dimensionality", "perplexity_cost",
+                     "topolm_morans_i", "topolm_perplexity_cost",
                      "arranged_smoothness", "arranged_vs_toponet_downsampling", "gains_downsampling"):  # fmt: skip
         ours = by_id[claim_id]["ours"]
         assert ours["n_seeds"] == 2 and math.isfinite(ours["mean"]) and math.isfinite(ours["sd"]), claim_id

@@ -304,7 +304,8 @@ class ClaimsArguments:
                 )
             except ValueError as error:
                 raise InputError(
-                    f"{parameter('temporal_window_settings')}: {key}={value.strip()!r} is not a {type(default).__name__}."
+                    f"{parameter('temporal_window_settings', self.temporal_window_settings)}: {key} must be of type "
+                    f"{type(default).__name__}, got {value.strip()!r}."
                 ) from error
         return settings
 
