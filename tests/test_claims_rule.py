@@ -396,7 +396,9 @@ TOPOLM_BASE = BASELINE_AT_TOPOLM_SITES
 #: negative Δ eval loss (after − before fine-tuning, already a log-perplexity difference); "no large cost" a
 #: perplexity below 1.05 × the baseline's (a log margin); "bimodal" Sarle's coefficient above 5/9; "lacks spatial
 #: smoothness" a Moran's I at most 0.1 above the baseline's; WS / AS robustness against the perplexity-matched
-#: baseline.
+#: baseline; "gains more from LoRA" a larger mean log(ppl before / after), "as well" one at most log 1.05 smaller;
+#: "exponential windows early" a share falling from the first to the middle layers (< 0), "power law in the middle"
+#: one rising (> 0); "kinds cluster" a larger Moran's I of the kind maps.
 DIRECTIONS = {
     "smoothness": ("smoothness", "toponet", "baseline", +1, "raw", 0.0, None, None),
     "robust_smoothness": ("robust_smoothness", "toponet", "baseline", +1, "raw", 0.0, None, None),
@@ -405,8 +407,15 @@ DIRECTIONS = {
     "effective_dimensionality": ("effective_dimensionality", "toponet", "baseline", -1, "raw", 0.0, None, None),
     "pruning": ("pruning_relative_delta", "toponet", "baseline", -1, "log1p", 0.0, None, None),
     "downsampling": ("downsampling_relative_delta", "toponet", "baseline", -1, "log1p", 0.0, None, None),
-    "lora_gain": ("lora_delta_eval_loss", "toponet", "baseline", -1, "raw", 0.0, None, None),
+    "lora_gain": ("lora_gain_mean", "toponet", "baseline", +1, "raw", 0.0, None, None),
+    "lora_noninferiority": ("lora_gain_mean", "toponet", "baseline", +1, "raw", LOG_5_PERCENT, None, None),
     "temporal_clusters": ("temporal_c_morans_i", "toponet", "baseline", +1, "raw", 0.0, None, None),
+    "temporal_exponential_early": ("temporal_exponential_change", "toponet", None, -1, "raw", 0.0, None, 0.0),
+    "temporal_power_law_middle": ("temporal_power_law_change", "toponet", None, +1, "raw", 0.0, None, 0.0),
+    "temporal_kind_clusters": ("temporal_kind_morans_i", "toponet", "baseline", +1, "raw", 0.0, None, None),
+    "temporal_kind_clusters_vs_arranged": (
+        "temporal_kind_morans_i", "toponet", "arranged_baseline", +1, "raw", 0.0, None, None,
+    ),
     "ws_weight_noise": ("noise_relative_delta", "ws", "baseline_matched_ws", -1, "log1p", 0.0, None, None),
     "as_weight_noise": ("noise_relative_delta", "as", "baseline_matched_as", -1, "log1p", 0.0, None, None),
     "ws_input_robustness": ("substitution_relative_delta", "ws", "baseline_matched_ws", -1, "log1p", 0.0, None, None),
@@ -442,7 +451,9 @@ def test_every_claim_has_the_direction_its_sentence_states():
             metric, a, b, sign, scale, metric_b,
         ), claim.id  # fmt: skip
         assert claim.margin == pytest.approx(margin, abs=1e-15), claim.id
-        assert claim.threshold == pytest.approx(threshold) if threshold else claim.threshold is None, claim.id
+        assert claim.threshold == pytest.approx(threshold) if threshold is not None else claim.threshold is None, (
+            claim.id
+        )
         assert ("<" if sign < 0 else ">") in claim.expected(), claim.id
         assert not claim.margin or claim.margin_reason, claim.id
 
@@ -457,7 +468,7 @@ def _planted(claim_id, better: bool):
     """Per-seed measures on the claim's scale that go the claimed way (``better``) or clearly the other."""
     metric, a, b, sign, scale, margin, metric_b, threshold = DIRECTIONS[claim_id]
     if threshold is not None:
-        values = [threshold + (0.15 if better else -0.15) + e for e in (0.0, 0.05, -0.05)]
+        values = [threshold + sign * (0.15 if better else -0.15) + e for e in (0.0, 0.05, -0.05)]
         return _seeds(values, [None] * 3, metric, a_name=a, b_name=None)
     b_values = [2.0, 2.5, 3.0]
     if margin and scale == "log":  # a 1 % cost is within the 5 % allowance, a 20 % one is not

@@ -237,6 +237,26 @@ def test_the_designs_read_the_claims_per_seed_measures_and_draw_from_json_in_a_f
         assert (tmp_path / "fig" / name).stat().st_size > 10_000 and name in done.stdout
 
 
+def test_judging_again_recomputes_the_designs_from_the_per_seed_measures():
+    from hf_topo.analysis.report import json_safe
+    from hf_topo.experiments.claims import reevaluate
+
+    table = _damage_table(resilience=0.5)
+    for tau, seeds in table.items():
+        for s, m in seeds.items():
+            m.update(smoothness=0.1 + tau / 60 + 0.01 * s, effective_dimensionality=6 + math.sin(tau + s))
+    names = {tau: tau_model_name(tau, 5.0) for tau in TAUS}
+    per_seed = {str(s): {names[tau]: table[tau][s] for tau in TAUS} for s in SEEDS}
+    results = {"seeds": list(SEEDS), "per_seed": per_seed, "tau_sweep": {"stale": "an older rule's designs"},
+               "recipe": {"alpha": 0.05, "taus": list(TAUS), "topo_tau": 5.0}}  # fmt: skip
+    expected = json_safe(tau_sweep_designs(per_seed, TAUS, 5.0, 0.05))  # NaN as None, as in the JSON
+    assert reevaluate(results)["tau_sweep"] == expected
+    stricter = reevaluate(results, alpha=0.001)["tau_sweep"]
+    assert stricter["alpha"] == 0.001 and stricter["pruning"] == json.loads(json.dumps(pruning_design(table, 0.001)))
+    # results of a run without a sweep keep their (absent) block
+    assert reevaluate({**results, "recipe": {"alpha": 0.05, "taus": []}, "tau_sweep": None})["tau_sweep"] is None
+
+
 # ---- a tiny sweep, end to end: stopped, resumed, extended -----------------------------------------------------
 
 ANIMALS = ["cat", "dog", "bird", "horse", "fox", "owl"]

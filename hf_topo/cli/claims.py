@@ -3,20 +3,23 @@ hf_topo's own controls, measured over several seeds against a baseline on one re
 across a τ sweep. Not run in CI (the default 4 × 128 recipe trains 9 models per seed; docs/claims.md states the CPU
 budget; run one seed per invocation and resume with `--reuse_trained true`):
 
-    hf-topo claims --train_file wikitext-2/test.txt --lora_train_file tinyshakespeare.txt --blimp_dir blimp/ \\
-        --seeds 0 1 2 --taus 0 0.5 1 5 10 50 --reuse_trained true --output_dir outputs/claims \\
+    hf-topo claims --train_file wikitext-2/test.txt --lora_train_file tinyshakespeare.txt --lora_code true \\
+        --blimp_dir blimp/ --seeds 0 1 2 --taus 0 0.5 1 5 10 50 --reuse_trained true --output_dir outputs/claims \\
         --output benchmarks/results/paper_claims.json
 
 Each seed trains a baseline (τ = 0), a TopoNet (TopoLoss, `--topo_tau`) and one more per τ of `--taus`
 (`hf_topo.experiments.tau_sweep`: Fig. 2B, 3B / A.9, 4A, 4B / A.10), a Weight Similarity, an Activation
 Similarity and a TopoLM model, arranges the baseline's and the TopoNet's units post hoc (`--families` picks a
-subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA on
-`--lora_train_file`, and judges every claim of `hf_topo.experiments.claims.CLAIMS` by a two-sided paired t-test
+subset), analyses them on the held-out end of `--train_file`, fine-tunes the baseline and the TopoNet with LoRA at
+`--lora_ranks` (2 4 8) on `--lora_train_file` and, with `--lora_code true`, on Python code (A.11), measures the
+window kinds per layer of the baseline, the TopoNet and the arranged baseline (Fig. 5B; 21 lags, 100 sequences), and
+judges every claim of `hf_topo.experiments.claims.CLAIMS` by a two-sided paired t-test
 over the seeds, Holm-corrected across the table (the rule is in `hf_topo.experiments.claims`). Writes `paper_claims.json`, `paper_claims.md` and `paper_claims.png` to
 `--output_dir` (and the JSON to `--output`), and prints the table.
 
 Judging again without training: `hf-topo claims --from_results paper_claims.json [--output_dir DIR] [--output JSON]
-[--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule.
+[--alpha 0.05]` reads the per-seed measures of an earlier run and applies the current claims and verdict rule,
+and computes the τ sweep's designs again from them (their figures are drawn again).
 
     hf-topo claims --domain vision --seeds 0 1 2 3 4 --output benchmarks/results/paper_claims_vision.json
 
@@ -88,7 +91,12 @@ def _from_results(argv: list[str], prog: str | None) -> dict:
         "command": portable_command(["hf-topo", "claims", *argv]),
         "from": os.path.basename(args.from_results),
     }
-    write_results(result, args.output_dir, args.output)
+    targets = write_results(result, args.output_dir, args.output)
+    if result.get("tau_sweep"):  # the sweep's figures, drawn again from the recomputed designs
+        from hf_topo.experiments.tau_sweep import plot_tau_sweep
+
+        for directory in {os.path.abspath(os.path.dirname(target)) for target in targets}:
+            plot_tau_sweep(result["tau_sweep"], directory)
     return result
 
 

@@ -5,8 +5,10 @@ The papers: Deb, Deb & Murty, *TopoNets* (ICLR 2025) and Truong & Hasson's Weigh
 (WS / AS). For every seed, :func:`run_claims` trains one model per family on one recipe
 (:func:`~hf_topo.experiments.families.train_family`: only the regularizer and its strength differ, the seed sets
 the initialization and the data order of all of them), analyses each on held-out text
-(:func:`~hf_topo.analysis.analyze_model`), fine-tunes the baseline and the TopoNet with LoRA
-(:func:`~hf_topo.finetuning.finetune_lora`) and evaluates every claim of :data:`CLAIMS`.
+(:func:`~hf_topo.analysis.analyze_model`), fine-tunes the baseline and the TopoNet with LoRA at ranks 2, 4, 8 on
+two domains (A.11: :func:`~hf_topo.experiments.compare_lora.lora_rank_sweep`), measures their and the arranged
+baseline's window kinds per layer (Fig. 5B: :func:`~hf_topo.experiments.window_kinds.window_kinds_for_seed`) and
+evaluates every claim of :data:`CLAIMS`.
 
 **Verdict rule** (:mod:`hf_topo.experiments.statistics`). A claim compares a measure of model ``a`` with that of
 model ``b`` of the same seed (or with a fixed value) in an expected direction. Per seed, the paired difference on
@@ -44,7 +46,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from ..analysis import AnalysisSettings, analyze_model, load_passages
+from ..analysis import AnalysisSettings, analyze_model
 from ..analysis.activations import collect_activations, is_output_weight_sheet, topographic_layers
 from ..analysis.neighbours import BIMODALITY_THRESHOLD, bimodality_coefficient, neighbour_correlations
 from ..analysis.report import json_safe
@@ -52,9 +54,8 @@ from ..arrangement import arrange_units
 from ..config import TopoConfig
 from ..errors import InputError, parameter
 from ..evaluation import load_text_blocks
-from ..finetuning import LoraArguments, finetune_lora
 from ..loading import check_data_file
-from ..trainer import TopoTrainingArguments
+from .compare_lora import LORA_NONINFERIORITY_MARGIN
 from .families import FAMILIES, train_family
 from .recipes import hold_out_lines
 from .statistics import VERDICTS, holm_adjust, is_finite, paired_test, seed_statistics, verdict
@@ -71,6 +72,7 @@ __all__ = [
     "evaluate_claim",
     "evaluate_claims",
     "judge_family",
+    "baseline_save_steps",
     "matched_baseline_measures",
     "measure_model",
     "measure_seed",
@@ -125,12 +127,18 @@ class ClaimsArguments:
             (τ = 0 is the baseline, τ = `topo_tau` the TopoNet: each trained once), saved under
             `seed<s>/toponet_tau<τ>/`; the paper's designs (Fig. 2B, 3B / A.9, 4A, 4B / A.10) run on them.
         morans_permutations: of the Moran's I permutation test.
-        temporal_windows, temporal_max_delta, temporal_max_sequences: temporal integration windows of the
-            baseline and the TopoNet (the clusters claim).
-    LoRA (the baseline and the TopoNet):
-        lora_train_file (`str`, optional): the fine-tuning text (another domain than `train_file`); without it the
-            LoRA claim is not measured.
-        lora_rank, lora_steps, lora_max_train_tokens, lora_learning_rate.
+        temporal_windows (`bool`, defaults to `True`), temporal_max_delta (defaults to 20: the reference's 21
+            lags), temporal_max_sequences (defaults to 100, the floor of Fig. 5B's shares), temporal_window_settings
+            (other :data:`~hf_topo.experiments.window_kinds.WINDOW_SETTINGS` as `key=value,...`): Fig. 5B's window
+            kinds per layer of the baseline, the TopoNet and the arranged baseline
+            (:func:`~hf_topo.experiments.window_kinds.window_kinds_for_seed`, cached in `seed<s>/window_kinds/`).
+    LoRA, A.11's rank × domain sweep of the baseline and the TopoNet
+    (:func:`~hf_topo.experiments.compare_lora.lora_rank_sweep`, cached in `seed<s>/lora_sweep/`):
+        lora_train_file (`str`, optional): the first domain's text (A.11: Shakespeare).
+        lora_code (`bool`, defaults to `False`): the second domain, Python code
+            (:func:`~hf_topo.experiments.compare_lora.write_code_corpus` into `<output_dir>/data/code.txt`); without
+            either domain the LoRA claims are not measured.
+        lora_ranks (defaults to 2, 4, 8), lora_steps, lora_max_train_tokens, lora_learning_rate.
     """
 
     train_file: str = field(metadata={"help": "Training text (.txt/.jsonl); its last lines are held out."})
@@ -189,13 +197,32 @@ class ClaimsArguments:
     downsampling_factor: float = field(default=2.0, metadata={"help": "φ of the φ × φ downsampling."})
     input_rate: float = field(default=0.1, metadata={"help": "Share of input tokens substituted."})
     morans_permutations: int = field(default=199, metadata={"help": "Permutations of the Moran's I test."})
-    temporal_windows: bool = field(default=True, metadata={"help": "Measure temporal windows (clusters claim)."})
-    temporal_max_delta: int = field(default=10, metadata={"help": "Longest word distance of the windows."})
-    temporal_max_sequences: int = field(default=50, metadata={"help": "Passages for the windows."})
-    lora_train_file: str | None = field(default=None, metadata={"help": "LoRA fine-tuning text (other domain)."})
-    lora_rank: int = field(default=4, metadata={"help": "LoRA rank (alpha = 2 × rank)."})
-    lora_steps: int = field(default=100, metadata={"help": "LoRA optimizer steps."})
-    lora_max_train_tokens: int = field(default=100_000, metadata={"help": "LoRA training tokens."})
+    temporal_windows: bool = field(
+        default=True,
+        metadata={"help": "Fig. 5B: window kinds per layer of the baseline, TopoNet and arranged baseline."},
+    )
+    temporal_max_delta: int = field(
+        default=20, metadata={"help": "Longest word distance of the windows (20: the reference's 21 lags)."}
+    )
+    temporal_max_sequences: int = field(
+        default=100, metadata={"help": "Sequences for the windows and for the yoking (the floor: 100)."}
+    )
+    temporal_window_settings: str | None = field(
+        default=None,
+        metadata={"help": "Other window settings as key=value,... (e.g. sequence_words=40; see WINDOW_SETTINGS)."},
+    )
+    lora_train_file: str | None = field(
+        default=None, metadata={"help": "A.11's first LoRA domain (Shakespeare): fine-tuning text of another domain."}
+    )
+    lora_code: bool = field(
+        default=False,
+        metadata={"help": "A.11's second LoRA domain: Python code from the standard library (<output_dir>/data)."},
+    )
+    lora_ranks: list[int] = field(
+        default_factory=lambda: [2, 4, 8], metadata={"help": "LoRA ranks of A.11's sweep (alpha = 2 × rank)."}
+    )
+    lora_steps: int = field(default=50, metadata={"help": "LoRA optimizer steps per run."})
+    lora_max_train_tokens: int = field(default=100_000, metadata={"help": "LoRA training tokens per domain."})
     lora_learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the verdicts."})
     note: str | None = field(
@@ -224,7 +251,7 @@ class ClaimsArguments:
             )
         for name in (
             "max_steps", "train_batch_size", "block_size", "max_tokens", "eval_blocks", "lora_steps", "topolm_radius",
-            "topolm_neighbourhoods",
+            "topolm_neighbourhoods", "temporal_max_delta", "temporal_max_sequences",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InputError(f"{parameter(name, getattr(self, name))} must be at least 1.")
@@ -244,6 +271,43 @@ class ClaimsArguments:
             raise InputError(f"{parameter('downsampling_factors')} must be factors φ > 1 (e.g. 2 3 4).")
         if not 0 < self.alpha < 1:
             raise InputError(f"{parameter('alpha', self.alpha)} must be between 0 and 1 (e.g. 0.05).")
+        if not self.lora_ranks or any(rank < 1 for rank in self.lora_ranks):
+            raise InputError(f"{parameter('lora_ranks', self.lora_ranks)}: give LoRA ranks >= 1 (e.g. 2 4 8).")
+        self.window_settings()  # a malformed temporal_window_settings fails now, not after training
+
+    def window_settings(self) -> dict[str, Any]:
+        """The settings of :func:`~hf_topo.experiments.window_kinds.window_kinds_for_seed`: `temporal_max_delta`,
+        `temporal_max_sequences` (for the windows and the yoking) and `temporal_window_settings`."""
+        from .window_kinds import WINDOW_SETTINGS
+
+        settings: dict[str, Any] = {
+            "max_delta": self.temporal_max_delta,
+            "max_sequences": self.temporal_max_sequences,
+            "yoking_sequences": self.temporal_max_sequences,
+        }
+        for item in (self.temporal_window_settings or "").split(","):
+            if not item.strip():
+                continue
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in WINDOW_SETTINGS or not value.strip():
+                raise InputError(
+                    f"{parameter('temporal_window_settings', self.temporal_window_settings)}: {item.strip()!r} is not "
+                    f"key=value with a key of {sorted(WINDOW_SETTINGS)}."
+                )
+            default = WINDOW_SETTINGS[key]
+            try:
+                settings[key] = (
+                    value.strip().lower() in ("1", "true", "yes")
+                    if isinstance(default, bool)
+                    else (type(default)(value.strip()))
+                )
+            except ValueError as error:
+                raise InputError(
+                    f"{parameter('temporal_window_settings', self.temporal_window_settings)}: {key} must be of type "
+                    f"{type(default).__name__}, got {value.strip()!r}."
+                ) from error
+        return settings
 
     def recipe(self) -> dict[str, Any]:
         """The settings that define the measurement (no paths), for the results JSON."""
@@ -397,6 +461,26 @@ _MATCHED = (
     "log(perturbed / clean perplexity) of each model"
 )
 
+_LORA = (
+    "paired over seeds; per seed, LoRA on the baseline and the TopoNet at every rank (--lora_ranks, A.11: 2, 4, 8) "
+    "on every domain (--lora_train_file, Shakespeare in A.11, and --lora_code, Python code), one recipe; the measure "
+    "is the gain log(validation ppl before / after) averaged over ranks and domains"
+)
+_LORA_MARGIN = (
+    "5 % perplexity (log 1.05) on the gain: A.11 states no number; its Fig. 12 shows the TopoNets' gains larger "
+    "than the baseline's at every rank and domain, and 5 % is the allowance of the table's other no-large-cost "
+    "claims (hf_topo.experiments.compare_lora.LORA_NONINFERIORITY_MARGIN)"
+)
+_WINDOWS = (
+    "paired over seeds; integration windows by word swaps at the reference's 21 lags and ≥ 100 sequences, every "
+    "unit fitted (hf_topo.experiments.window_kinds); Moran's I of the maps, mean over the topographic layers (and the "
+    "kinds present); the arranged baseline is the baseline's fits permuted by its arrangement"
+)
+_WINDOW_TREND = (
+    "one sample over seeds against 0: the share of the paper's kind in the middle layers minus its share in the first "
+    "layer (hf_topo.experiments.window_kinds, 21 lags, ≥ 100 sequences)"
+)
+
 #: Every claim the table measures, one family of tests (Holm-corrected together). Relative Δ perplexity = Δ
 #: perplexity / unperturbed perplexity of the same model, compared as ``log(1 + Δ/ppl)`` (:data:`SCALES`).
 CLAIMS: tuple[Claim, ...] = (
@@ -426,11 +510,28 @@ CLAIMS: tuple[Claim, ...] = (
           "performance kept from 125.6M to 102.3M parameters (GPT-Neo-125M; our count of it is 125.2M)",
           "downsampling_relative_delta", "toponet", "baseline", -1, "log1p"),  # the paper's layer, without gains
     Claim("lora_gain", "TopoNets gain more from LoRA fine-tuning than the baseline.", _TOPONETS,
-          "A.11, Fig. 11–12 (NanoGPT, ranks 2/4/8)", "consistently larger Δ validation loss for TopoNets",
-          "lora_delta_eval_loss", "toponet", "baseline", -1),  # Δ loss is already a log perplexity ratio
+          "A.11, Fig. 11–12 (NanoGPT, ranks 2/4/8 on Shakespeare and Python code)",
+          "consistently larger Δ validation loss for TopoNets", "lora_gain_mean", "toponet", "baseline", +1,
+          design=_LORA),  # the gain log(ppl before / ppl after) is already a log perplexity ratio
+    Claim("lora_noninferiority", "TopoNets adapt to a new domain with LoRA as well as the baseline (no smaller "
+          "gain).", _TOPONETS, "A.11, Fig. 11–12 (ranks 2/4/8 on Shakespeare and Python code)",
+          "TopoNets' gain at least the baseline's at every rank and domain", "lora_gain_mean", "toponet", "baseline",
+          +1, margin=LORA_NONINFERIORITY_MARGIN, margin_reason=_LORA_MARGIN, design=_LORA),
     Claim("temporal_clusters", "Temporal integration window parameters cluster on the TopoNet's sheet.", _TOPONETS,
           "§3.4, Fig. 5B, A.7", "clustered power-law / exponential / sentence-yoked maps",
-          "temporal_c_morans_i", "toponet", "baseline", +1),
+          "temporal_c_morans_i", "toponet", "baseline", +1, design=_WINDOWS),
+    Claim("temporal_exponential_early", "The TopoNet's exponential windows are most common in its first layers.",
+          _TOPONETS, "§3.4, Fig. 5B", "exponential windows early, fewer in the middle layers",
+          "temporal_exponential_change", "toponet", None, -1, threshold=0.0, design=_WINDOW_TREND),
+    Claim("temporal_power_law_middle", "The TopoNet's power-law windows are most common in its middle layers.",
+          _TOPONETS, "§3.4, Fig. 5B", "power-law windows in the middle layers, fewer in the first",
+          "temporal_power_law_change", "toponet", None, +1, threshold=0.0, design=_WINDOW_TREND),
+    Claim("temporal_kind_clusters", "The kinds of temporal windows form clusters on the TopoNet's sheet.", _TOPONETS,
+          "§3.4, Fig. 5B, Fig. 8", "clustered exponential / power-law maps", "temporal_kind_morans_i", "toponet",
+          "baseline", +1, design=_WINDOWS),
+    Claim("temporal_kind_clusters_vs_arranged", "The TopoNet's kind maps are more clustered than a post-hoc "
+          "arrangement of the baseline's units gives.", _OURS, "the arrangement control of Fig. 5B", "–",
+          "temporal_kind_morans_i", "toponet", "arranged_baseline", +1, design=_WINDOWS),
     Claim("ws_weight_noise", "Weight Similarity improves robustness to weight perturbation.", _TH,
           "weight robustness", "smaller drop than without the regularizer", "noise_relative_delta", "ws",
           "baseline_matched_ws", -1, "log1p", design=_MATCHED, uncontrolled_b="baseline"),
@@ -648,7 +749,9 @@ def verdict_rule(alpha: float) -> dict[str, Any]:
 def reevaluate(results: dict, alpha: float | None = None, claims: Sequence[Claim] = CLAIMS) -> dict:
     """Judge the claims again from a results JSON's per-seed measures (``hf-topo claims --from_results``), without
     training or measuring: the same ``per_seed``, the current :data:`CLAIMS` and rule. ``alpha`` defaults to the
-    results' own. Claims whose measures the results lack are "not measured"."""
+    results' own. Claims whose measures the results lack are "not measured". The ``"tau_sweep"`` block is computed
+    again from the same measures (:func:`~hf_topo.experiments.tau_sweep.tau_sweep_designs`, with the recipe's
+    ``taus`` and ``topo_tau``), so every design follows the current rule too."""
     if "per_seed" not in results or "seeds" not in results:
         raise InputError(
             "The results have no per-seed measures ('per_seed' and 'seeds'): give a paper_claims.json written by "
@@ -660,6 +763,10 @@ def reevaluate(results: dict, alpha: float | None = None, claims: Sequence[Claim
     updated["verdict_rule"] = verdict_rule(alpha)
     updated["claims"] = evaluate_claims(claims, per_seed, alpha)
     updated["verdict_counts"] = verdict_counts(updated["claims"])
+    recipe = results.get("recipe", {})
+    if recipe.get("taus") and recipe.get("topo_tau") is not None:
+        by_seed = {seed: results["per_seed"][str(seed)] for seed in results["seeds"]}
+        updated["tau_sweep"] = tau_sweep_designs(by_seed, recipe["taus"], recipe["topo_tau"], alpha)
     return json_safe(updated)
 
 
@@ -681,10 +788,10 @@ def _curve(summary, kind: str) -> dict[str, list] | None:
     sweep = summary.sweeps.get(kind)
     if sweep is None:
         return None
-    points = [p for p in sweep.perturbed_points() if p.perplexity - p.delta_perplexity > 0]
+    points = [p for p in sweep.perturbed_points() if p.score - p.delta > 0]
     return {
         "x": [p.x for p in points],
-        "perplexity_ratio": [p.perplexity / (p.perplexity - p.delta_perplexity) for p in points],
+        "perplexity_ratio": [p.score / (p.score - p.delta) for p in points],
         "parameters_kept": [p.parameters_kept for p in points],
     }
 
@@ -777,8 +884,9 @@ def matched_baseline_measures(
     A regularizer that makes a model worse (AS: 25–44 % higher perplexity at this scale) can make it look robust:
     a worse model has less to lose. The control chosen here is **a baseline of matched clean perplexity**: among the
     final baseline and its training checkpoints (``<baseline>/checkpoint-*``, saved when the baseline trains with
-    ``save_strategy="steps"``), the one whose clean perplexity on the held-out blocks is closest to the regularized
-    model's, if within 5 % (:data:`MATCH_TOLERANCE`); it is measured with the same weight-noise and substitution
+    ``save_strategy="steps"``, as :func:`run_claims` trains it every :func:`baseline_save_steps` steps), the one
+    whose clean perplexity on the held-out blocks is closest to the regularized model's, if within 5 %
+    (:data:`MATCH_TOLERANCE`); it is measured with the same weight-noise and substitution
     settings and seed. This keeps the architecture, the data and the seed, and compares damage at equal clean
     performance (comparing at a matched perplexity needs no model of the regularizer's family to be retrained; a
     regression of damage on perplexity across families would extrapolate from 3 seeds). Without a match the claim is
@@ -849,9 +957,16 @@ def _trained_models(args: ClaimsArguments) -> dict[str, tuple[str, float]]:
     return models
 
 
+def baseline_save_steps(max_steps: int) -> int:
+    """How often the baseline saves a checkpoint while it trains: 16 checkpoints over the run (every step of a run
+    shorter than 16), the candidates of :func:`matched_baseline_measures`."""
+    return max(1, max_steps // 16)
+
+
 def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], tokenizer: str | None) -> str:
     """Train the model ``name`` of :func:`_trained_models` for ``seed`` into ``seed<s>/<name>/`` (or, with
-    ``reuse_trained``, reuse the finished run there); its folder."""
+    ``reuse_trained``, reuse the finished run there); its folder. The baseline saves its weights every
+    :func:`baseline_save_steps` steps (``checkpoint-<step>/``, model only) for the perplexity-matched baselines."""
     family, tau = _trained_models(args)[name]
     recipe = dict(
         train_file=files[0], validation_file=files[1], output_dir=os.path.join(args.output_dir, f"seed{seed}", name),
@@ -861,29 +976,13 @@ def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], 
     )  # fmt: skip
     if args.config_overrides:
         recipe["config_overrides"] = args.config_overrides
+    if name == "baseline":  # its checkpoints are the perplexity-matched baselines (matched_baseline_measures)
+        recipe.update(save_strategy="steps", save_steps=baseline_save_steps(args.max_steps), save_only_model=True)
     if FAMILIES[family].topolm_sites:
         recipe.update(topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods)
     if args.device == "cpu":
         recipe["use_cpu"] = True
     return train_family(family, reuse=args.reuse_trained, **recipe)["output_dir"]
-
-
-def _lora_gain(args: ClaimsArguments, model_dir: str, seed: int) -> float:
-    output_dir = os.path.join(model_dir + "-lora")
-    metrics_file = os.path.join(output_dir, "lora_metrics.json")
-    if args.reuse_trained and os.path.isfile(metrics_file):
-        with open(metrics_file) as f:
-            return json.load(f)["delta_eval_loss"]
-    lora = LoraArguments(
-        model_name_or_path=model_dir, train_file=args.lora_train_file, max_train_tokens=args.lora_max_train_tokens,
-        block_size=args.block_size, lora_r=args.lora_rank, lora_alpha=2.0 * args.lora_rank,
-    )  # fmt: skip
-    training = TopoTrainingArguments(
-        output_dir=output_dir, tau=0.0, max_steps=args.lora_steps, learning_rate=args.lora_learning_rate,
-        per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=args.train_batch_size,
-        save_strategy="no", report_to="none", seed=seed, use_cpu=args.device == "cpu", disable_tqdm=not args.progress,
-    )  # fmt: skip
-    return finetune_lora(lora, training)["delta_eval_loss"]
 
 
 def _planned(args: ClaimsArguments) -> list[str]:
@@ -905,8 +1004,9 @@ def measure_model(
 ) -> dict[str, Any]:
     """Measure one model of one seed: the analysis on the held-out text (:func:`~hf_topo.analysis.analyze_model`,
     with Fig. 4A's pruning sweep at the matched fractions and Fig. 4B's downsampling sweep), BLiMP when ``blimp``
-    (:func:`hf_topo.blimp.load_blimp`) is given, and for the baseline and the TopoNet the temporal windows (with
-    ``passages``) and the LoRA gain (with ``args.lora_train_file``).
+    (:func:`hf_topo.blimp.load_blimp`) is given, and the analysis' temporal windows with ``passages`` (the claims
+    run measures Fig. 5B's window kinds per seed instead, :func:`measure_seed`). A post-hoc model's arrangement is
+    saved to ``seed<s>/<name>_permutations.json``.
 
     Args:
         name: the model's name among the seed's (:func:`_planned`); a :data:`POST_HOC` name arranges the trained
@@ -927,6 +1027,10 @@ def measure_model(
     if name in POST_HOC:
         report = arrange_units(model, objective="topoloss", seed=seed, progress=args.progress)
         note = {"arranged_topoloss_before": report.mean_before, "arranged_topoloss_after": report.mean_after}
+        path = _arrangement_file(args, seed, name)  # the window kinds permute the baseline's fits by it
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(report.permutations(), f)
     matched = _matched_fractions(args, topographic_layers(model, topography))
     set_seed(seed)
     temporal = args.temporal_windows and name in ("baseline", "toponet") and bool(passages)
@@ -944,8 +1048,6 @@ def measure_model(
 
         measures["blimp"] = evaluate_blimp(model, tokenizer, data=blimp, progress=False).overall
     del model
-    if args.lora_train_file and name in ("baseline", "toponet"):
-        measures["lora_delta_eval_loss"] = _lora_gain(args, model_dir, seed)
     measures["measure_wall_time_s"] = time.perf_counter() - start
     return measures
 
@@ -958,9 +1060,6 @@ def measure_seed(
     (kept; those models are not measured again). The seed's ``measures.json`` is written after every model, so a
     stopped run resumes with the next one (``reuse_trained``)."""
     measures: dict[str, dict[str, Any]] = dict(done or {})
-    passages = None
-    if args.temporal_windows and not all(name in measures for name in ("baseline", "toponet")):
-        passages = load_passages(files[1], max_passages=args.temporal_max_sequences)
     model_dirs: dict[str, str] = {}
 
     def trained(name: str) -> str:
@@ -976,9 +1075,7 @@ def measure_seed(
         start, cpu = time.perf_counter(), time.process_time()
         source = POST_HOC.get(name, "baseline" if name == BASELINE_AT_TOPOLM_SITES else name)
         topography = TopoConfig.from_pretrained(trained("topolm")) if name == BASELINE_AT_TOPOLM_SITES else None
-        measures[name] = measure_model(
-            args, name, seed, trained(source), files[1], topography=topography, passages=passages, blimp=blimp
-        )
+        measures[name] = measure_model(args, name, seed, trained(source), files[1], topography=topography, blimp=blimp)
         # training (unless reused) and measuring: the wall time and the CPU time of all threads of this process
         measures[name] |= {"wall_time_s": time.perf_counter() - start, "cpu_time_s": time.process_time() - cpu}
         logger.info(
@@ -990,7 +1087,68 @@ def measure_seed(
         text = load_text_blocks(AutoTokenizer.from_pretrained(baseline_dir), args.block_size, text_file=files[1])
         measures |= matched_baseline_measures(args, seed, baseline_dir, text, measures)
         _save_measures(args, seed, measures)
+    if "lora" in _missing_steps(args, measures):
+        from .compare_lora import lora_rank_sweep, lora_sweep_measures
+
+        result = lora_rank_sweep(
+            trained("baseline"), trained("toponet"), lora_domains(args), ranks=args.lora_ranks,
+            output_dir=os.path.join(args.output_dir, f"seed{seed}", "lora_sweep"), seed=seed,
+            max_steps=args.lora_steps, max_train_tokens=args.lora_max_train_tokens, block_size=args.block_size,
+            batch_size=args.train_batch_size, learning_rate=args.lora_learning_rate, device=args.device,
+            progress=args.progress,
+        )  # fmt: skip
+        for name, values in lora_sweep_measures(result).items():
+            measures[name] = measures[name] | values
+        _save_measures(args, seed, measures)
+    if "window_kinds" in _missing_steps(args, measures):
+        from .window_kinds import MIN_MAX_DELTA, MIN_SEQUENCES, window_kind_measures, window_kinds_for_seed
+
+        settings = args.window_settings()
+        if settings["max_delta"] < MIN_MAX_DELTA or min(settings["max_sequences"], settings["yoking_sequences"]) < (
+            MIN_SEQUENCES
+        ):
+            logger.warning("Window kinds below the reference's %d lags / %d sequences: %s", MIN_MAX_DELTA + 1,
+                           MIN_SEQUENCES, settings)  # fmt: skip
+        arrangement = None
+        if os.path.isfile(_arrangement_file(args, seed, "arranged_baseline")):
+            with open(_arrangement_file(args, seed, "arranged_baseline")) as f:
+                arrangement = json.load(f)
+        result = window_kinds_for_seed(
+            trained("baseline"), trained("toponet"), files[1], seed=seed,
+            output_dir=os.path.join(args.output_dir, f"seed{seed}", "window_kinds"), settings=settings,
+            device=args.device, progress=args.progress, allow_below_reference=True, arrangement=arrangement,
+        )  # fmt: skip
+        for name, values in window_kind_measures(result).items():
+            if name in measures:
+                measures[name] = measures[name] | values
+        _save_measures(args, seed, measures)
     return measures
+
+
+def lora_domains(args: ClaimsArguments) -> dict[str, str]:
+    """A.11's LoRA domains of the run: ``{"text": args.lora_train_file, "code": <output_dir>/data/code.txt}`` (each
+    when asked for; the code corpus is written by :func:`run_claims`)."""
+    domains = {"text": args.lora_train_file} if args.lora_train_file else {}
+    if args.lora_code:
+        domains["code"] = os.path.join(args.output_dir, "data", "code.txt")
+    return domains
+
+
+def _missing_steps(args: ClaimsArguments, measures: dict) -> list[str]:
+    """The per-seed steps after the models' measures that ``measures`` still lacks: ``"lora"`` (A.11's sweep) and
+    ``"window_kinds"`` (Fig. 5B), each only when asked for and with a baseline and a TopoNet measured."""
+    if not {"baseline", "toponet"} <= set(measures):
+        return []
+    steps = []
+    if lora_domains(args) and "lora_gain_mean" not in measures["toponet"]:
+        steps.append("lora")
+    if args.temporal_windows and "temporal_kind_morans_i" not in measures["toponet"]:
+        steps.append("window_kinds")
+    return steps
+
+
+def _arrangement_file(args: ClaimsArguments, seed: int, name: str) -> str:
+    return os.path.join(args.output_dir, f"seed{seed}", f"{name}_permutations.json")
 
 
 def _measures_file(args: ClaimsArguments, seed: int) -> str:
@@ -1141,12 +1299,16 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
         blimp = load_blimp(args.blimp_dir, paradigms=args.blimp_paradigms, limit=args.blimp_limit)
     os.makedirs(args.output_dir, exist_ok=True)
     files = hold_out_lines(args.train_file, args.validation_fraction, os.path.join(args.output_dir, "data"))
+    if args.lora_code:  # A.11's second domain, the same bytes on every run of one Python version
+        from .compare_lora import write_code_corpus
+
+        write_code_corpus(lora_domains(args)["code"])
     start = time.perf_counter()
     per_seed = []
     for seed in tqdm(args.seeds, desc="seeds", disable=not args.progress):
         cached = _cached_measures(args, seed) or {}
         measures = cached
-        if any(name not in cached for name in _planned(args)):
+        if any(name not in cached for name in _planned(args)) or _missing_steps(args, cached):
             measures = _save_measures(args, seed, measure_seed(args, seed, files, done=cached, blimp=blimp))
         per_seed.append({name: measures[name] for name in [*_planned(args), *MATCHED_BASELINES] if name in measures})
     import transformers
