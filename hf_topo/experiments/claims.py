@@ -1228,37 +1228,39 @@ def claims_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_claims(result: dict, path: str | os.PathLike) -> str:
-    """One panel per claim: the measure of both models per seed (dots) and their mean (bar); a one-sample claim's
-    threshold as a dashed line."""
-    import matplotlib
+def plot_claims(
+    result: dict,
+    path: str | os.PathLike,
+    columns: int = 4,
+    references: Sequence[str] = ("baseline",),
+    panel_size: tuple[float, float] = (4.2, 3.2),
+) -> str:
+    """One panel per claim: the measure of both models per seed (dots; ``references`` in black, the others in red)
+    and their mean (bar); a one-sample claim's threshold as a dashed line; the verdict and Holm's p in the title.
+    The language and the vision tables (:mod:`~hf_topo.experiments.vision_claims`) are drawn by it."""
+    from ..analysis.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     entries = result["claims"]
-    columns = 4
     rows = math.ceil(len(entries) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows), squeeze=False)
     for ax, entry in zip(axes.flat, entries, strict=False):
         names = [name for name in (entry["compared"]["a"], entry["compared"]["b"]) if name in entry["ours"]]
         for i, name in enumerate(names):
             values = entry["ours"][name]["values"]
             ax.bar(i, entry["ours"][name]["mean"] if values else 0, color="lightgray", width=0.6)
-            ax.scatter([i] * len(values), values, color="tab:red" if name != "baseline" else "black", zorder=3)
+            ax.scatter([i] * len(values), values, color="black" if name in references else "tab:red", zorder=3)
         if entry.get("threshold") is not None:
             ax.axhline(entry["threshold"], color="tab:blue", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(names)), names)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
         p_holm = entry.get("p_holm")
         holm = f", Holm p {p_holm:.2g}" if is_finite(p_holm) else ""
-        ax.set_title(f"{entry['id']}\n{entry['metric']}: {entry['verdict']}{holm}", fontsize=9)
+        ax.set_title(f"{entry['id']}\n{entry['metric']}: {entry['verdict']}{holm}", fontsize=8)
         ax.axhline(0, color="gray", linewidth=0.5)
     for ax in list(axes.flat)[len(entries) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def write_results(result: dict, output_dir: str | os.PathLike, output: str | None = None) -> list[str]:

@@ -60,7 +60,7 @@ import torch
 
 from ..analysis.neighbours import BIMODALITY_THRESHOLD
 from ..errors import InputError, parameter
-from .claims import Claim, evaluate_claims, verdict_counts, verdict_rule
+from .claims import Claim, evaluate_claims, plot_claims, verdict_counts, verdict_rule
 from .statistics import is_finite
 
 __all__ = [
@@ -555,31 +555,11 @@ def vision_claims_markdown(result: dict) -> str:
 
 
 def plot_vision_claims(result: dict, path: str | os.PathLike) -> str:
-    """One panel per claim: both models' measure per seed (dots) and its mean (bar), or the threshold line of a
-    one-sample claim; the verdict in the title."""
-    from ..analysis.plots import pyplot, save_figure
-
-    plt = pyplot()
-    entries = result["claims"]
-    columns = 5
-    rows = math.ceil(len(entries) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
-    for ax, entry in zip(axes.flat, entries, strict=False):
-        names = [n for n in (entry["compared"]["a"], entry["compared"]["b"]) if n in entry["ours"]]
-        for i, name in enumerate(names):
-            values = entry["ours"][name]["values"]
-            ax.bar(i, entry["ours"][name]["mean"] if values else 0, color="lightgray", width=0.6)
-            baseline = name in ("baseline", "th_baseline", "untrained")
-            ax.scatter([i] * len(values), values, color="black" if baseline else "tab:red", zorder=3)
-        if entry.get("threshold") is not None:
-            ax.axhline(entry["threshold"], color="tab:blue", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(names)), names, fontsize=8)
-        ax.set_title(f"{entry['id']}\n{entry['metric']}: {entry['verdict']}", fontsize=8)
-        ax.axhline(0, color="gray", linewidth=0.5)
-    for ax in list(axes.flat)[len(entries) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
+    """One panel per claim (:func:`~hf_topo.experiments.claims.plot_claims`): both models' measure per seed (dots)
+    and its mean (bar), or the threshold line of a one-sample claim; the verdict in the title."""
+    return plot_claims(
+        result, path, columns=5, references=("baseline", "th_baseline", "untrained"), panel_size=(3.6, 3.0)
+    )
 
 
 def run_vision_claims(args: VisionClaimsArguments, command: str | None = None) -> dict:
