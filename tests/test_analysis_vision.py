@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _images import write_image_folder
+from _references import morans_i_numpy
 from torch.nn.utils import prune
 
 from hf_topo.analysis import (
@@ -78,22 +79,6 @@ def _responses_by_hand(model, images: ImageBatch, layers) -> dict[str, torch.Ten
     return responses | {"logits": logits}
 
 
-def _morans_i_numpy(sheet_map: np.ndarray) -> float:
-    """Moran's I with queen neighbours written out: I = (n / W) Σ_ij w_ij z_i z_j / Σ_i z_i²."""
-    height, width = sheet_map.shape
-    z = sheet_map - sheet_map.mean()
-    numerator, total_weight = 0.0, 0
-    for r in range(height):
-        for c in range(width):
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    rr, cc = r + dr, c + dc
-                    if (dr, dc) != (0, 0) and 0 <= rr < height and 0 <= cc < width:
-                        numerator += z[r, c] * z[rr, cc]
-                        total_weight += 1
-    return (height * width / total_weight) * numerator / (z**2).sum()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny-resnet", "tiny-vit"])
 def test_activation_measures_equal_the_functions_on_responses_read_by_hand(preset):
@@ -115,7 +100,7 @@ def test_activation_measures_equal_the_functions_on_responses_read_by_hand(prese
             effective_dimensionality(responses), rel=1e-4
         )
         maps = responses.reshape(len(images), layer.sheet.height, layer.sheet.width).double().numpy()
-        assert analysis.morans_i[layer.name] == pytest.approx(np.mean([_morans_i_numpy(m) for m in maps]), abs=1e-5)
+        assert analysis.morans_i[layer.name] == pytest.approx(np.mean([morans_i_numpy(m) for m in maps]), abs=1e-5)
         assert 0.0 <= analysis.morans_tests[layer.name].p_value <= 1.0
         assert layer.name in analysis.weight_smoothness  # the units' weights: kernels (Conv2d) or rows (Linear)
     assert analysis.skipped == {}

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _references import morans_i_numpy
 from scipy import ndimage, stats
 
 from hf_topo.analysis import topographic_layers
@@ -35,22 +36,6 @@ def welch_t_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         var_y = sum((v - y.mean()) ** 2 for v in y) / (len(y) - 1)
         out[unit] = (x.mean() - y.mean()) / math.sqrt(var_x / len(x) + var_y / len(y))
     return out
-
-
-def morans_i_numpy(grid: np.ndarray) -> float:
-    """Moran's I with queen neighbours (weight 1, clipped at the border), from the double sum."""
-    height, width = grid.shape
-    centred = grid - grid.mean()
-    numerator, total_weight = 0.0, 0
-    for r in range(height):
-        for c in range(width):
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    rr, cc = r + dr, c + dc
-                    if (dr or dc) and 0 <= rr < height and 0 <= cc < width:
-                        numerator += centred[r, c] * centred[rr, cc]
-                        total_weight += 1
-    return grid.size / total_weight * numerator / (centred**2).sum()
 
 
 def ssim_numpy(x: np.ndarray, y: np.ndarray, window: int = 7) -> float:
