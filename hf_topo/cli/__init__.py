@@ -18,7 +18,14 @@ into the library, nothing else), so it also runs as ``python -m hf_topo.cli.<mod
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+
+# transformers >= 5.25 probes the `kernels` package for a flash-attention fallback while its model modules import;
+# offline (HF_HUB_OFFLINE=1) `kernels` then logs "Skipping publisher trust check ..." through Python's last-resort
+# handler, before any command has set up logging. Those lines are not about the command: a refused input must stay
+# one error line on stderr. Only warnings are silenced; the package's errors still reach the user.
+logging.getLogger("kernels").setLevel(logging.ERROR)
 
 __all__ = ["COMMANDS", "main", "usage", "version"]
 
