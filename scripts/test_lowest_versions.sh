@@ -35,11 +35,13 @@ echo "[lowest] resolved versions:"
 "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as m
 names = ["transformers", "accelerate", "peft", "datasets", "huggingface_hub", "torch", "safetensors", "tokenizers",
-         "jinja2", "matplotlib", "tqdm", "numpy", "pytest", "optuna"]
+         "jinja2", "matplotlib", "tqdm", "numpy", "pytest", "pytest_xdist", "optuna"]
 print("  " + "  ".join(f"{name}=={m.version(name)}" for name in names))
 EOF
 
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 # PATH: tests that start scripts (accelerate launch, python) must find this virtualenv's commands.
-PATH="$VENV/bin:$PATH" exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" "$@"
+# Two pytest-xdist workers as in scripts/run_tests.sh (this also tests the pytest-xdist floor).
+PATH="$VENV/bin:$PATH" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+    -n "${HF_TOPO_TEST_WORKERS:-2}" --dist loadfile "${TESTS[@]}" "$@"

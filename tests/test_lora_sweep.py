@@ -68,6 +68,10 @@ def test_code_corpus_is_sorted_capped_and_deterministic(tiny_stdlib, tmp_path):
         write_code_corpus(tmp_path / "none.txt", modules, max_bytes=10, root=str(tiny_stdlib))
     with pytest.raises(InputError, match="positive"):
         write_code_corpus(tmp_path / "none.txt", modules, max_bytes=0, root=str(tiny_stdlib))
+    # Written whole, then renamed: no partial file is left behind, and a refused corpus leaves nothing.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "again.txt", "again.txt.json", "all.txt", "all.txt.json", "capped.txt", "capped.txt.json"
+    ]  # fmt: skip
 
 
 def test_the_default_corpus_reads_this_pythons_standard_library(tmp_path):

@@ -196,6 +196,9 @@ def test_held_out_lines_are_copies_and_the_users_file_stays_as_it_is(tmp_path):
     assert (
         Path(held_out).read_text() == "line 18\nline 19\n" and Path(train).read_text() + "line 18\nline 19\n" == text
     )
+    # Again over the same folder (a second invocation sharing it): whole files, replaced, no partial file left.
+    assert hold_out_lines(str(tmp_path / "corpus.txt"), 0.1, str(tmp_path / "data")) == (train, held_out)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.txt", "validation.txt"]
     (tmp_path / "one.txt").write_text("a single line\n")
     with pytest.raises(ValueError, match="one.txt has 1 line.*too few to train on some and hold out the last 10%"):
         hold_out_lines(str(tmp_path / "one.txt"), 0.1, str(tmp_path / "out"))

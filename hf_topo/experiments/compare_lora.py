@@ -263,7 +263,8 @@ def write_code_corpus(
     files = code_corpus_files(modules, root)
     digest, written, used = hashlib.sha256(), 0, []
     Path(output_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(output_file, "wb") as out:
+    partial = f"{os.fspath(output_file)}.{os.getpid()}.tmp"  # whole, then renamed (see hold_out_lines)
+    with open(partial, "wb") as out:
         for path in files:
             try:
                 text = path.read_text(encoding="utf-8")
@@ -277,6 +278,7 @@ def write_code_corpus(
             written += len(chunk)
             used.append(path.relative_to(base).as_posix())
     if not used:
+        os.remove(partial)
         raise InputError(
             f"No file of {list(modules)[:5]}... under {str(base)!r} fits {parameter('max_bytes', max_bytes)}: raise "
             "max_bytes or name other modules."
@@ -286,8 +288,10 @@ def write_code_corpus(
         "files": used, "modules": list(modules), "max_bytes": max_bytes, "root": str(base),
         "python": platform.python_version(),
     }  # fmt: skip
-    with open(f"{output_file}.json", "w") as f:
+    os.replace(partial, output_file)
+    with open(f"{output_file}.json.{os.getpid()}.tmp", "w") as f:
         json.dump(record, f, indent=2)
+    os.replace(f"{output_file}.json.{os.getpid()}.tmp", f"{output_file}.json")
     logger.info("Code corpus: %d files, %d bytes → %s", len(used), written, output_file)
     return record
 

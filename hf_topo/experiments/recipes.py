@@ -88,6 +88,10 @@ def hold_out_lines(text_file: str, fraction: float, output_dir: str) -> tuple[st
     suffix = os.path.splitext(text_file)[1] or ".txt"
     paths = (os.path.join(output_dir, f"train{suffix}"), os.path.join(output_dir, f"validation{suffix}"))
     for path, part in zip(paths, (lines[:cut], lines[cut:]), strict=True):
-        with open(path, "w", encoding="utf-8") as f:
+        # Whole, then renamed: invocations that share an output folder (one seed each, run side by side) never read
+        # a half-written file (they all write the same text).
+        partial = f"{path}.{os.getpid()}.tmp"
+        with open(partial, "w", encoding="utf-8") as f:
             f.writelines(part)
+        os.replace(partial, path)
     return paths
