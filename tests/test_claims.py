@@ -10,7 +10,8 @@ import sys
 import pytest
 from _scripts import run_script
 
-from hf_topo.experiments.claims import CLAIMS, Claim, ClaimsArguments, evaluate_claim, portable_command
+from hf_topo.errors import InputError
+from hf_topo.experiments.claims import CLAIMS, Claim, ClaimsArguments, evaluate_claim, portable_command, topolm_radius
 from hf_topo.experiments.statistics import VERDICTS, student_t_sf
 
 # ---- statistics --------------------------------------------------------------------------------------------------
@@ -28,6 +29,23 @@ def test_student_t_tail_matches_printed_tables(t, df, p):
 def test_student_t_tail_of_one_degree_of_freedom_is_the_cauchy_tail():
     for t in (0.3, 1.0, 4.0):
         assert student_t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-10)
+
+
+# ---- the recipe ----------------------------------------------------------------------------------------------------
+
+
+def test_topolm_radius_is_clipped_to_the_recipes_hidden_size_sheet_before_any_training(caplog):
+    """TopoLM's radius 5 needs a 9 × 9 window: the default 4 × 128 recipe's 8 × 16 sheet takes 4 (7 × 7), a 256-wide
+    model's 16 × 16 sheet takes 5; a sheet under 3 × 3 is refused (an error before the run, not after four models)."""
+    args = ClaimsArguments(train_file="t.txt")
+    with caplog.at_level("WARNING", logger="hf_topo.experiments.claims"):
+        assert topolm_radius(args) == 4
+    assert "radius 5 needs a 9 x 9 window but the recipe's hidden-size sheet is 8 x 16; using radius 4" in caplog.text
+    wide = ClaimsArguments(train_file="t.txt", config_overrides="n_layer=6,n_embd=256,n_head=8")
+    assert topolm_radius(wide) == 5
+    assert topolm_radius(ClaimsArguments(train_file="t.txt", topolm_radius=3)) == 3
+    with pytest.raises(InputError, match="hidden size 4 makes a 2 x 2 sheet, too small for TopoLM"):
+        topolm_radius(ClaimsArguments(train_file="t.txt", config_overrides="n_embd=4,n_head=1"))
 
 
 # ---- the verdict rule --------------------------------------------------------------------------------------------
@@ -155,6 +173,7 @@ def test_claims_command_end_to_end_writes_a_table_that_loads_in_a_fresh_process(
     )  # fmt: skip
     assert str(tmp_path) not in output.read_text()  # no machine-specific paths
     assert loaded["seeds"] == [0, 1] and loaded["recipe"]["max_steps"] == 2 and "hf-topo claims" in loaded["command"]
+    assert loaded["topolm_radius_used"] == 2
     by_id = {entry["id"]: entry for entry in loaded["claims"]}
     assert set(by_id) == {claim.id for claim in CLAIMS}
     for entry in loaded["claims"]:

@@ -114,7 +114,8 @@ class ClaimsArguments:
             to fit the CPU budget of docs/claims.md; the release before the sweep used 6 × 256).
         vocab_size, block_size, max_steps, train_batch_size, learning_rate: the pretraining recipe.
         topo_tau, ws_tau, as_tau, topolm_tau: strengths of TopoLoss, Weight / Activation Similarity and TopoLM's loss.
-        topolm_radius, topolm_neighbourhoods: TopoLM's neighbourhoods (radius 5 and 5 per batch, as TopoLM).
+        topolm_radius, topolm_neighbourhoods: TopoLM's neighbourhoods (radius 5 and 5 per batch, as TopoLM; the radius
+            is clipped to the largest that fits the hidden-size sheet: :func:`topolm_radius`).
     Analysis (on the held-out text):
         max_tokens, eval_blocks: activation samples and perplexity blocks.
         pruning_fraction, noise_sigma, downsampling_factor, input_rate: the one perturbation strength of each claim.
@@ -171,7 +172,13 @@ class ClaimsArguments:
     topolm_tau: float = field(
         default=20.0, metadata={"help": "TopoLM spatial-correlation strength (τ × the mean over its sites)."}
     )
-    topolm_radius: int = field(default=5, metadata={"help": "TopoLM's neighbourhood radius (TopoLM: 5)."})
+    topolm_radius: int = field(
+        default=5,
+        metadata={
+            "help": "TopoLM's neighbourhood radius (TopoLM: 5), clipped to the largest that fits the hidden-size "
+            "sheet (4 on the default 4 × 128 recipe's 8 × 16 sheet)."
+        },
+    )
     topolm_neighbourhoods: int = field(default=5, metadata={"help": "TopoLM's neighbourhoods per micro-batch."})
     max_tokens: int = field(default=4096, metadata={"help": "Activation samples per layer."})
     eval_blocks: int = field(default=32, metadata={"help": "Blocks on which each perplexity is measured."})
@@ -979,10 +986,40 @@ def _train(args: ClaimsArguments, name: str, seed: int, files: tuple[str, str], 
     if name == "baseline":  # its checkpoints are the perplexity-matched baselines (matched_baseline_measures)
         recipe.update(save_strategy="steps", save_steps=baseline_save_steps(args.max_steps), save_only_model=True)
     if FAMILIES[family].topolm_sites:
-        recipe.update(topo_radius=args.topolm_radius, topo_neighbourhoods_per_batch=args.topolm_neighbourhoods)
+        recipe.update(topo_radius=topolm_radius(args), topo_neighbourhoods_per_batch=args.topolm_neighbourhoods)
     if args.device == "cpu":
         recipe["use_cpu"] = True
     return train_family(family, reuse=args.reuse_trained, **recipe)["output_dir"]
+
+
+def topolm_radius(args: ClaimsArguments) -> int:
+    """TopoLM's neighbourhood radius for the recipe: ``args.topolm_radius`` (TopoLM's 5), clipped to the largest that
+    fits the recipe's sheet of the hidden size (TopoLM's sites are the residual stream, one unit per hidden
+    dimension): 4 for the default 4 × 128 recipe's 8 × 16 sheet, 5 for a 256-wide model's 16 × 16 sheet. A clipped
+    radius is logged; the run's JSON records it as ``topolm_radius_used``.
+
+    Raises:
+        InputError: when the hidden size is too small for any TopoLM neighbourhood (a sheet under 3 × 3).
+    """
+    from ..models import apply_overrides, preset_config
+    from ..sheet import most_square_shape
+
+    config = apply_overrides(preset_config(args.model_preset, args.vocab_size, args.block_size), args.config_overrides)
+    height, width = most_square_shape(config.hidden_size)
+    largest = (min(height, width) + 1) // 2
+    if largest < 2:
+        raise InputError(
+            f"The recipe's hidden size {config.hidden_size} makes a {height} x {width} sheet, too small for TopoLM's "
+            f"neighbourhoods (3 x 3 at least): widen the model ({parameter('config_overrides')}) or leave 'topolm' "
+            f"out of {parameter('families')}."
+        )
+    if args.topolm_radius > largest:
+        logger.warning(
+            "TopoLM: radius %d needs a %d x %d window but the recipe's hidden-size sheet is %d x %d; using radius %d.",
+            args.topolm_radius, 2 * args.topolm_radius - 1, 2 * args.topolm_radius - 1, height, width, largest,
+        )  # fmt: skip
+        return largest
+    return args.topolm_radius
 
 
 def _planned(args: ClaimsArguments) -> list[str]:
@@ -1294,6 +1331,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
     check_data_file(args.train_file, "train_file")
     if args.lora_train_file:
         check_data_file(args.lora_train_file, "lora_train_file")
+    radius = topolm_radius(args) if "topolm" in args.families else None  # a sheet too small fails before training
     blimp = None
     if args.blimp_dir:  # read before any model trains: a bad directory fails now
         from ..blimp import load_blimp
@@ -1319,6 +1357,7 @@ def run_claims(args: ClaimsArguments, command: str | None = None) -> dict:
         "command": command,
         "note": args.note,
         "recipe": args.recipe(),
+        "topolm_radius_used": radius,
         "seeds": list(args.seeds),
         "verdict_rule": verdict_rule(args.alpha),
         "claims": evaluate_claims(CLAIMS, per_seed, args.alpha),
