@@ -542,6 +542,12 @@ def _tau_colors(taus: Sequence[float]):
     return {t: ("black" if t == 0 else cmap(0.85 * positive.index(t) / scale)) for t in taus}
 
 
+def _legend(ax) -> None:
+    """A legend when the axes have labelled artists (a design without data draws none: no empty legend, no warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def _plot_pareto(block: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -565,7 +571,7 @@ def _plot_pareto(block: dict, path: str) -> None:
             ax.plot([p["smoothness"]["mean"] for p in front], [p[key]["mean"] for p in front], "k--", lw=0.8)
         ax.set_xlabel("smoothness (max − min correlation over sheet distance)")
         ax.set_ylabel(label)
-    axes[0][0].legend(fontsize=8)
+    _legend(axes[0][0])
     fig.suptitle("Fig. 2B: performance against topography (mean ± sd over seeds; dashed: Pareto front)", fontsize=10)
     _save(fig, path)
 
@@ -634,7 +640,7 @@ def _plot_pruning(block: dict, path: str) -> None:
     ax.set_yscale("symlog", linthresh=0.01)
     ax.set_xlabel("fraction of topographic weights pruned (L1 unstructured)")
     ax.set_ylabel("log(perplexity pruned / perplexity)")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax.set_title("Fig. 4A: L1 pruning (dotted: fractions matched to φ × φ downsampling)", fontsize=10)
     _save(fig, path)
 
@@ -651,7 +657,7 @@ def _plot_downsampling(block: dict, path: str) -> None:
         ax.set_xticks(xs, [f"{p['tau']:g}" for p in per_tau])
     ax.set_xlabel("τ (log(1 + τ) axis; 0 = baseline)")
     ax.set_ylabel("log(perplexity downsampled / perplexity)")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax.set_title("Fig. 4B / A.10: downsampling damage over φ × τ (the paper's layer)", fontsize=10)
     _save(fig, path)
 
