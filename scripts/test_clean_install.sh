@@ -21,7 +21,8 @@ echo "[clean-install] built $(basename "$WHEEL")"
 "$PYTHON" - "$WHEEL" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-needed = ["hf_topo/hub/templates/toponet_card.md", "hf_topo/cli/__init__.py", "hf_topo/cli/pretrain.py", "hf_topo/vision/imagenet_classes.tsv"]
+needed = ["hf_topo/hub/templates/toponet_card.md", "hf_topo/cli/__init__.py", "hf_topo/cli/pretrain.py", "hf_topo/vision/imagenet_classes.tsv",
+          "hf_topo/regularizers/csrc/sheet_cosine_cpu.cpp"]
 missing = [n for n in needed if n not in names]
 entry = [n for n in names if n.endswith("entry_points.txt")]
 assert not missing, f"the wheel lacks {missing}"
@@ -72,6 +73,9 @@ open("recipe.yaml", "w").write(
 PY
 step() { echo "[clean-install] $*"; "$@" > "$WORK/step.log" 2>&1 || { tail -40 "$WORK/step.log"; exit 1; }; }
 step "$HF_TOPO" --help
+# The CPU TopoLoss kernels build from the wheel's own source (a fresh extensions folder, not the developer's cache).
+export TORCH_EXTENSIONS_DIR="$WORK/torch-extensions"
+step "$VPY" -c "from hf_topo.regularizers.native import native_kernels_status as s; r = s(); assert r == 'loaded', r"
 step "$HF_TOPO" pretrain recipe.yaml --learning_rate 5e-3
 step "$HF_TOPO" analyze --model toponet --text_file corpus.txt --output_dir analysis --block_size 32 \
     --max_tokens 512 --eval_blocks 4 --batch_size 8 --sweeps downsampling --downsampling_factors 1 2 \

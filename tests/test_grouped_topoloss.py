@@ -1,6 +1,8 @@
 """TopoLoss computed per sheet geometry (hf_topo.regularizers.grouped) against the per-layer kernel and the reference
 ``topoloss`` 0.0.2: values and gradients for Linear, GPT-2 Conv1D and Conv2d sheets, mixed geometries, watched
-layers, the bias map, LoRA, and capture by ``torch.compile(fullgraph=True)``."""
+layers, the bias map, LoRA, and capture by ``torch.compile(fullgraph=True)``. Every test runs twice: on hf_topo's CPU
+kernels (``hf_topo.regularizers.native``, built here on first use) and on PyTorch operators alone
+(``HF_TOPO_NATIVE_KERNELS=0``)."""
 
 import copy
 
@@ -17,9 +19,23 @@ from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.regularizers import grouped as grouped_module
 from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
 from hf_topo.regularizers.laplacian_pyramid import sheet_cosine_loss
+from hf_topo.regularizers.native import NATIVE_KERNELS_ENV, native_kernels_available, native_kernels_status
 
 GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of two computation orders
 VALUE_TOL = 1e-6
+
+
+@pytest.fixture(autouse=True, params=["native", "pytorch"])
+def kernel_path(request, monkeypatch):
+    """The grouped loss on hf_topo's CPU kernels, then on PyTorch operators only."""
+    if request.param == "native":
+        monkeypatch.delenv(NATIVE_KERNELS_ENV, raising=False)
+        # No skip: a machine that runs the tests builds the kernels (a C++ compiler and ninja, see the README).
+        assert native_kernels_available(), native_kernels_status()
+    else:
+        monkeypatch.setenv(NATIVE_KERNELS_ENV, "0")
+        assert not native_kernels_available()
+    return request.param
 
 
 def _per_layer_path(monkeypatch):
@@ -213,17 +229,27 @@ def test_one_autograd_node_per_geometry():
     assert len(grouped_module._CACHE) >= 3
 
 
-def test_capturable_by_torch_compile_without_graph_breaks(rel_err):
+@pytest.mark.parametrize("units_first", [True, False])
+def test_capturable_by_torch_compile_without_graph_breaks(units_first, kernel_path, rel_err):
     torch.manual_seed(5)
     blur = grouped_blur(8, 12)
-    weights = [torch.randn(96, 10, requires_grad=True) for _ in range(3)]
+    weights = [torch.randn((96, 10) if units_first else (10, 96), requires_grad=True) for _ in range(3)]
+    shape = (8, 12, 10) if units_first else (10, 8, 12)
 
     def loss(a, b, c):
-        return grouped_sheet_cosine_losses([w.view(8, 12, 10) for w in (a, b, c)], True, blur).mean()
+        return grouped_sheet_cosine_losses([w.view(shape) for w in (a, b, c)], units_first, blur).mean()
 
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break raises
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module.print_readable(print_output=False))
+        return graph_module.forward
+
+    compiled = torch.compile(loss, fullgraph=True, backend=recording_backend)  # fullgraph: a graph break raises
     value = compiled(*weights)
     value.backward()
+    # The traced graph runs the native operators exactly when the eager call does.
+    assert len(graphs) == 1 and ("hf_topo.sheet_cosine_sums" in graphs[0]) == (kernel_path == "native")
     copies = [w.detach().clone().requires_grad_(True) for w in weights]
     expected = loss(*copies)
     expected.backward()

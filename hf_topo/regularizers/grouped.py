@@ -15,15 +15,18 @@ pattern depends only on the geometry (7.7 entries per row on average for the pap
 48 × 64 sheet): it is
 precomputed with a list of *triplets* that say which coefficient of which unit, times which constant, adds into which
 entry of ``G``. A backward is then, for all layers at once, a handful of operators on ``(layers, entries)`` to fill
-``G``'s values, and per layer **one** ``F.embedding_bag`` over the weight that writes its gradient. The forward is,
-per layer, one ``embedding_bag`` (``BC``) and three reductions. So an ``nn.Linear`` or ``Conv2d`` weight in float32
-is read in place (its rows are the units); a transformers ``Conv1D`` weight ``(in, out)`` is read once per pass into
-a float32 ``(units, depth)`` table (a transposed copy: PyTorch has no sparse product along the contiguous axis that
-is cheaper), and other dtypes are cast into such a table.
+``G``'s values, and per layer **one** operator that writes its gradient ``G C``. The forward is, per layer, one
+operator for the three per-unit sums ``⟨C_u, (BC)_u⟩``, ``|C_u|²``, ``|(BC)_u|²``.
 
-Everything is plain PyTorch (``embedding_bag``, ``index_add_``, reductions), so the call traces under
-``torch.compile(fullgraph=True)`` without graph breaks (``tests/test_grouped_topoloss.py``). Memory: the node
-returns the gradients of all its sheets at once; where ``.grad`` already holds a tensor they coexist until autograd
+On the CPU those per-layer operators are hf_topo's kernels (:mod:`hf_topo.regularizers.native`), which read every
+weight in its own layout (an ``nn.Linear`` or ``Conv2d`` weight's rows are its units, a transformers ``Conv1D``
+weight ``(in, out)`` has them as columns) and any floating dtype, once per pass. Elsewhere (a GPU, or where the
+kernels cannot be built) they are ``F.embedding_bag`` calls and reductions on a float32 ``(units, depth)`` table:
+the weight itself for a contiguous float32 units-first sheet, otherwise a copy (cast, or transposed for ``Conv1D``:
+PyTorch has no sparse product along the contiguous axis that is cheaper).
+
+Both paths trace under ``torch.compile(fullgraph=True)`` without graph breaks: the kernels are registered operators
+with shape functions (``tests/test_grouped_topoloss.py``). Memory: the node returns the gradients of all its sheets at once; where ``.grad`` already holds a tensor they coexist until autograd
 adds them in (about one weight per layer of the group), where ``.grad`` is ``None`` they become ``.grad``.
 """
 
@@ -36,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .laplacian_pyramid import COSINE_EPS, blur_matrices_f64, check_blur_arguments, is_cacheable, kron_csr
+from .native import native_kernels_available
 
 __all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "sheet_table"]
 
@@ -167,11 +171,43 @@ def sheet_table(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
     return table if table.is_contiguous() else table.contiguous()
 
 
+def _weight_matrix(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
+    """The sheet as the 2-D contiguous matrix the native kernels read: ``(units, depth)`` or ``(depth, units)``."""
+    matrix = sheet.reshape(-1, sheet.shape[2]) if units_first else sheet.reshape(sheet.shape[0], -1)
+    return matrix if matrix.is_contiguous() else matrix.contiguous()
+
+
+def use_native_kernels(sheets: Sequence[torch.Tensor]) -> bool:
+    """Whether the grouped loss of these sheets runs on hf_topo's CPU kernels (:mod:`hf_topo.regularizers.native`):
+    CPU sheets of a floating dtype, with the kernels available."""
+    return (
+        sheets[0].device.type == "cpu"
+        and sheets[0].dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+        and native_kernels_available()
+    )
+
+
 class _GroupedSheetCosineLoss(torch.autograd.Function):
     """Per-layer ``1 − mean_u cos(C_u, (BC)_u)`` of same-geometry sheets; backward: one ``G C`` per sheet."""
 
     @staticmethod
-    def forward(ctx, blur: GroupedBlur, units_first: bool, *sheets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, blur: GroupedBlur, units_first: bool, native: bool, *sheets: torch.Tensor) -> torch.Tensor:
+        ctx.blur, ctx.units_first, ctx.native = blur, units_first, native
+        if native:
+            # One operator per sheet reads the weight in its own layout (csrc/sheet_cosine_cpu.cpp).
+            sums = torch.stack(
+                [
+                    torch.ops.hf_topo.sheet_cosine_sums(
+                        _weight_matrix(sheet, units_first), units_first, blur.offsets, blur.indices, blur.values
+                    )
+                    for sheet in sheets
+                ]
+            )  # (layers, 3, units)
+            dot, norm_c, norm_b = sums.unbind(1)
+            norm_c = norm_c.sqrt().clamp_min_(COSINE_EPS)
+            norm_b = norm_b.sqrt().clamp_min_(COSINE_EPS)
+            ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
+            return 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)
         dots, norms_c, norms_b = [], [], []
         for sheet in sheets:
             table = sheet_table(sheet, units_first)
@@ -184,7 +220,6 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
         norm_c = torch.stack(norms_c).clamp_min_(COSINE_EPS)
         norm_b = torch.stack(norms_b).clamp_min_(COSINE_EPS)
         ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
-        ctx.blur, ctx.units_first = blur, units_first
         return 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)
 
     @staticmethod
@@ -203,8 +238,14 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
         del contributions
         grads = []
         for index, sheet in enumerate(sheets):
-            if not ctx.needs_input_grad[index + 2]:
+            if not ctx.needs_input_grad[index + 3]:
                 grads.append(None)
+                continue
+            if ctx.native:
+                grad = torch.ops.hf_topo.sheet_sparse_apply(
+                    _weight_matrix(sheet, units_first), units_first, blur.g_offsets, blur.g_indices, values[index]
+                )
+                grads.append(grad.view(sheet.shape))
                 continue
             table = sheet_table(sheet, units_first)
             grad_table = F.embedding_bag(
@@ -219,7 +260,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
                 grad.view(sheet.shape[0], -1).copy_(grad_table.T)
                 grads.append(grad)
             del grad_table
-        return None, None, *grads
+        return None, None, None, *grads
 
 
 def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:
@@ -251,4 +292,5 @@ def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: boo
     if units != blur.units:
         raise ValueError(f"The sheets have {units} units but the blur was built for {blur.units}; rebuild it.")
     with torch.autocast(device_type=sheets[0].device.type, enabled=False):
-        return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, *sheets)
+        native = use_native_kernels(sheets)
+        return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, native, *sheets)

@@ -1,0 +1,133 @@
+"""hf_topo's CPU TopoLoss kernels (``hf_topo/regularizers/csrc``) against dense float64 products, in both weight
+layouts, several dtypes and the shapes that exercise their tails (units not a multiple of 8, depths not a multiple of
+the 32-column tile or below 8); their errors; and their loading in fresh processes: from the build cache, switched
+off by ``HF_TOPO_NATIVE_KERNELS=0``, and the fallback when the build fails."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hf_topo.regularizers.grouped import grouped_blur
+from hf_topo.regularizers.native import NATIVE_KERNELS_ENV, native_kernels_available, native_kernels_status
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels():
+    os.environ.pop(NATIVE_KERNELS_ENV, None)
+    # No skip: a machine that runs the tests builds the kernels (a C++ compiler and ninja, see the README).
+    assert native_kernels_available(), native_kernels_status()
+
+
+def _dense(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, units: int) -> torch.Tensor:
+    """The float64 ``units × units`` matrix of a bag-layout operator."""
+    counts = torch.diff(offsets, append=offsets.new_tensor([indices.numel()]))
+    rows = torch.repeat_interleave(torch.arange(units), counts)
+    dense = torch.zeros(units, units, dtype=torch.float64)
+    dense.index_put_((rows, indices), values.double(), accumulate=True)
+    return dense
+
+
+SHAPES = [
+    (8, 12, 10),  # 96 units, one partial depth tile
+    (7, 9, 70),  # 63 units (not a multiple of 8), depth tiles 32 + 32 + 6
+    (16, 16, 64),  # full tiles only
+    (1, 13, 5),  # a prime unit count, depth below 8
+    (4, 8, 40),  # depth 40: one full tile and an 8-column tail
+]
+
+
+@pytest.mark.parametrize("height, width, depth", SHAPES)
+@pytest.mark.parametrize("units_first", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_sums_and_apply_match_dense_float64(height, width, depth, units_first, dtype):
+    torch.manual_seed(height * 100 + depth)
+    units = height * width
+    blur = grouped_blur(height, width, 3.0 if height > 1 else 1.0, 3.0)
+    sheet = torch.randn(units, depth).to(dtype)  # (units, depth), rounded to the dtype
+    weight = sheet if units_first else sheet.T.contiguous()
+    table = sheet.double()
+
+    sums = torch.ops.hf_topo.sheet_cosine_sums(weight, units_first, blur.offsets, blur.indices, blur.values)
+    blurred = _dense(blur.offsets, blur.indices, blur.values, units) @ table
+    expected = torch.stack([(table * blurred).sum(1), (table * table).sum(1), (blurred * blurred).sum(1)])
+    assert sums.dtype == torch.float32 and sums.shape == (3, units)
+    assert ((sums.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+
+    values = torch.randn(blur.g_entries)
+    applied = torch.ops.hf_topo.sheet_sparse_apply(weight, units_first, blur.g_offsets, blur.g_indices, values)
+    expected_apply = _dense(blur.g_offsets, blur.g_indices, values, units) @ table
+    assert applied.dtype == dtype and applied.shape == weight.shape and applied.is_contiguous()
+    got = applied.double() if units_first else applied.double().T
+    # float32 accumulation, then one rounding to the weight's dtype
+    tol = {torch.float32: 1e-5, torch.float64: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    assert ((got - expected_apply).abs().max() / expected_apply.abs().max()).item() < tol
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(0)
+    blur = grouped_blur(16, 24)
+    weight = torch.randn(100, 384)  # depth first: 4 depth tiles, split across threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.hf_topo.sheet_cosine_sums(weight, False, blur.offsets, blur.indices, blur.values)
+        torch.set_num_threads(2)
+        two = torch.ops.hf_topo.sheet_cosine_sums(weight, False, blur.offsets, blur.indices, blur.values)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    blur = grouped_blur(8, 12)
+    weight = torch.randn(10, 96)
+    with pytest.raises(RuntimeError, match="contiguous 2-D weight"):
+        torch.ops.hf_topo.sheet_cosine_sums(weight.T, True, blur.offsets, blur.indices, blur.values)
+    with pytest.raises(RuntimeError, match="expected 10 offsets"):
+        torch.ops.hf_topo.sheet_cosine_sums(weight, True, blur.offsets, blur.indices, blur.values)
+    with pytest.raises(RuntimeError, match="int64 offsets"):
+        torch.ops.hf_topo.sheet_sparse_apply(weight, False, blur.offsets.int(), blur.indices, blur.values)
+
+
+_CHILD = """
+import logging, sys, torch
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses, use_native_kernels
+from hf_topo.regularizers.native import native_kernels_status
+torch.manual_seed(0)
+weight = torch.randn(64, 96, requires_grad=True)  # a Conv1D-layout (depth, units) weight
+sheets = [weight.view(64, 8, 12)]
+print("native", use_native_kernels(sheets), native_kernels_status())
+loss = grouped_sheet_cosine_losses(sheets, False, grouped_blur(8, 12))
+loss.sum().backward()
+print("value %.7f grad %.7f" % (loss.item(), weight.grad.abs().sum().item()))
+"""
+
+
+def _child(**env) -> str:
+    environment = {key: value for key, value in os.environ.items() if key != NATIVE_KERNELS_ENV}
+    environment.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD], capture_output=True, text=True, env=environment, timeout=600, check=True
+    )
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_fresh_processes_load_disable_and_fall_back():
+    cached = _child()  # the build this session made, loaded from the cache
+    assert "native True loaded" in cached
+    disabled = _child(**{NATIVE_KERNELS_ENV: "0"})
+    assert "native False disabled by HF_TOPO_NATIVE_KERNELS=0" in disabled
+    # A build that cannot happen (an extensions directory that cannot be created): a warning, then PyTorch operators.
+    failed = _child(TORCH_EXTENSIONS_DIR="/proc/hf_topo_cannot_create")
+    assert "native False the build failed" in failed
+    assert "WARNING hf_topo's CPU TopoLoss kernels are not used" in failed
+    values = {line for line in (cached, disabled, failed) for line in line.splitlines() if line.startswith("value")}
+    # Same loss to 7 decimals on both paths (the gradient sums agree to float32 rounding).
+    assert len({line.split(" grad ")[0] for line in values}) == 1
+    grads = [float(line.split(" grad ")[1]) for line in values]
+    assert max(grads) - min(grads) <= 1e-5 * max(grads)
