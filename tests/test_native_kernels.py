@@ -66,19 +66,24 @@ def test_sums_and_apply_match_dense_float64(height, width, depth, units_first, d
     assert ((got - expected_apply).abs().max() / expected_apply.abs().max()).item() < tol
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("units_first", [True, False])
+def test_results_do_not_depend_on_the_thread_count(units_first):
     torch.manual_seed(0)
     blur = grouped_blur(16, 24)
-    weight = torch.randn(100, 384)  # depth first: 4 depth tiles, split across threads
+    weight = torch.randn(384, 100) if units_first else torch.randn(100, 384)  # split across threads
     threads = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = torch.ops.hf_topo.sheet_cosine_sums(weight, False, blur.offsets, blur.indices, blur.values)
-        torch.set_num_threads(2)
-        two = torch.ops.hf_topo.sheet_cosine_sums(weight, False, blur.offsets, blur.indices, blur.values)
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            sums = torch.ops.hf_topo.sheet_cosine_sums(weight, units_first, blur.offsets, blur.indices, blur.values)
+            applied = torch.ops.hf_topo.sheet_sparse_apply(
+                weight, units_first, blur.offsets, blur.indices, blur.values
+            )
+            results.append((sums, applied))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, two)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 def test_bad_inputs_are_refused_with_the_reason():
@@ -131,3 +136,44 @@ def test_fresh_processes_load_disable_and_fall_back():
     assert len({line.split(" grad ")[0] for line in values}) == 1
     grads = [float(line.split(" grad ")[1]) for line in values]
     assert max(grads) - min(grads) <= 1e-5 * max(grads)
+
+
+_GENERIC_CHILD = """
+import sys, torch
+from torch.utils import cpp_extension
+from hf_topo.regularizers import native
+from hf_topo.regularizers.grouped import grouped_blur
+# The portable build (no AVX2 flags: what ARM and older x86 machines compile), under its own name.
+cpp_extension.load(name="hf_topo_sheet_cosine_generic_test", sources=[str(native._SOURCE)], extra_cflags=["-O2"],
+                   is_python_module=False)
+worst = 0.0
+for height, width, depth in [(7, 9, 70), (8, 12, 64), (1, 13, 5)]:
+    for units_first in (True, False):
+        torch.manual_seed(depth)
+        units = height * width
+        blur = grouped_blur(height, width, 3.0 if height > 1 else 1.0, 3.0)
+        sheet = torch.randn(units, depth)
+        weight = sheet if units_first else sheet.T.contiguous()
+        dense_b = torch.zeros(units, units, dtype=torch.float64)
+        counts = torch.diff(blur.offsets, append=blur.offsets.new_tensor([blur.indices.numel()]))
+        dense_b.index_put_((torch.repeat_interleave(torch.arange(units), counts), blur.indices), blur.values.double(),
+                           accumulate=True)
+        table = sheet.double()
+        blurred = dense_b @ table
+        expected = torch.stack([(table * blurred).sum(1), (table * table).sum(1), (blurred * blurred).sum(1)])
+        sums = torch.ops.hf_topo.sheet_cosine_sums(weight, units_first, blur.offsets, blur.indices, blur.values)
+        worst = max(worst, ((sums.double() - expected).abs().max() / expected.abs().max()).item())
+        applied = torch.ops.hf_topo.sheet_sparse_apply(weight, units_first, blur.offsets, blur.indices, blur.values)
+        got = applied.double() if units_first else applied.double().T
+        worst = max(worst, ((got - blurred).abs().max() / blurred.abs().max()).item())
+print("worst", worst)
+"""
+
+
+@pytest.mark.slow
+def test_the_portable_build_matches_dense_float64():
+    result = subprocess.run(
+        [sys.executable, "-c", _GENERIC_CHILD], capture_output=True, text=True, timeout=600, check=True
+    )
+    worst = float(result.stdout.split("worst")[1])
+    assert worst < 1e-5

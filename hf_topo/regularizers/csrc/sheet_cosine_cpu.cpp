@@ -1,17 +1,20 @@
 // TopoLoss's per-unit sums and its gradient on the CPU, reading a weight in its own layout.
 //
 // A sheet is a 2-D weight whose units are its rows ("units first": nn.Linear, Conv2d flattened to (out, in*k*k)) or
-// its columns ("depth first": transformers' Conv1D, (in, out)). Both kernels walk the weight in depth tiles of
-// kTile columns (units first) or rows (depth first): a tile is loaded once into a (units, kTile) float32 buffer that
-// stays in the core's cache (transposing it on the way in for a depth-first weight), the sparse operator is applied
-// to the buffer's rows, and the result leaves the cache once. So each kernel reads the weight once and the backward
-// writes the gradient once, in the weight's own layout and dtype: no transposed copy of the weight ever exists.
+// its columns ("depth first": transformers' Conv1D, (in, out)). A depth-first weight is walked in depth tiles of kTile
+// rows: a tile is loaded once into a (units, kTile) float32 buffer that stays in the core's cache (transposed on the
+// way in, 8 x 8 blocks in registers), the sparse operator is applied to the buffer's rows, and the gradient leaves
+// through an 8-unit staging block, transposed back on the way out. A units-first float32 weight is streamed row by
+// row (a unit's neighbours are rows a few sheet rows away, still in cache); other dtypes go through the tiles. So
+// each kernel reads the weight once and the backward writes the gradient once, in the weight's own layout and dtype:
+// no transposed or cast copy of the weight ever exists. With AVX2/FMA (HF_TOPO_AVX2) the inner loops use intrinsics;
+// the portable code is plain C++ that compilers vectorize.
 //
 // sheet_cosine_sums(weight, units_first, offsets, indices, values) -> (3, units) float32:
 //     row 0: <C_u, (B C)_u>, row 1: |C_u|^2, row 2: |(B C)_u|^2, where row u of B has the entries
 //     indices[offsets[u]:offsets[u+1]] with weights values[...] (the bag layout of F.embedding_bag, offsets without
-//     the final end). Per-tile partial sums are added in tile order, so the result does not depend on the number of
-//     threads.
+//     the final end). A unit's sums come from one thread (rows) or per-tile partial sums added in tile order, so
+//     the result does not depend on the number of threads.
 // sheet_sparse_apply(weight, units_first, offsets, indices, values) -> weight-shaped tensor of weight's dtype:
 //     the sheet (S C) for a sparse unit operator S in the same bag layout, in the weight's layout.
 #include <ATen/ATen.h>
@@ -22,7 +25,6 @@
 #include <algorithm>
 #include <type_traits>
 #include <memory>
-#include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -55,24 +57,40 @@ inline void transpose8(__m256 (&r)[8]) {
 
 // Full float32 tiles of a depth-first weight: 8 x 8 blocks transposed in registers. Returns the first unit not done.
 inline int64_t load_tile_avx2(const float* weight, int64_t units, int64_t d0, float* tile) {
-  int64_t u0 = 0;
-  for (; u0 + 8 <= units; u0 += 8) {
-    for (int64_t k0 = 0; k0 < kTile; k0 += 8) {
+  const int64_t full = units - units % 8;
+  // Eight weight rows at a time (eight read streams), all units along them.
+  for (int64_t k0 = 0; k0 < kTile; k0 += 8) {
+    for (int64_t u0 = 0; u0 < full; u0 += 8) {
       __m256 r[8];
       for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(weight + (d0 + k0 + j) * units + u0);
       transpose8(r);
       for (int b = 0; b < 8; ++b) _mm256_storeu_ps(tile + (u0 + b) * kTile + k0, r[b]);
     }
   }
-  return u0;
+  return full;
 }
 
-inline int64_t store_tile_avx2(const float* tile, int64_t units, int64_t d0, float* out) {
+// Depth first, full float32 tile: G C for 8 units at a time, each unit's row accumulated in 4 registers into an 8-row
+// staging block that stays in L1, which is then transposed in 8 x 8 blocks straight into 8 rows of the output (no
+// (units, kTile) result buffer). Returns the first unit not done (the units after the last multiple of 8).
+inline int64_t apply_store_avx2(const float* tile, const int64_t* off, const int64_t* idx, const float* val,
+                                int64_t nnz, int64_t units, int64_t d0, float* out) {
+  alignas(64) float staged[8 * kTile];
   int64_t u0 = 0;
   for (; u0 + 8 <= units; u0 += 8) {
+    for (int b = 0; b < 8; ++b) {
+      const int64_t u = u0 + b, end = u + 1 < units ? off[u + 1] : nnz;
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t e = off[u]; e < end; ++e) {
+        const __m256 v = _mm256_set1_ps(val[e]);
+        const float* src = tile + idx[e] * kTile;
+        for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(src + 8 * q), acc[q]);
+      }
+      for (int q = 0; q < 4; ++q) _mm256_store_ps(staged + b * kTile + 8 * q, acc[q]);
+    }
     for (int64_t k0 = 0; k0 < kTile; k0 += 8) {
       __m256 r[8];
-      for (int b = 0; b < 8; ++b) r[b] = _mm256_loadu_ps(tile + (u0 + b) * kTile + k0);
+      for (int b = 0; b < 8; ++b) r[b] = _mm256_load_ps(staged + b * kTile + k0);
       transpose8(r);
       for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + (d0 + k0 + j) * units + u0, r[j]);
     }
@@ -178,21 +196,16 @@ void load_tile(const scalar_t* weight, bool units_first, int64_t units, int64_t 
 
 template <typename scalar_t>
 void store_tile(const float* tile, bool units_first, int64_t units, int64_t depth, int64_t d0, int64_t width,
-                scalar_t* out) {
+                int64_t u_begin, scalar_t* out) {
   if (units_first) {
-    for (int64_t u = 0; u < units; ++u) {
+    for (int64_t u = u_begin; u < units; ++u) {
       const float* src = tile + u * kTile;
       scalar_t* dst = out + u * depth + d0;
       for (int64_t k = 0; k < width; ++k) dst[k] = static_cast<scalar_t>(src[k]);
     }
   } else {
     constexpr int64_t kBlock = 8;
-    int64_t u0 = 0;
-#ifdef HF_TOPO_AVX2
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (width == kTile) u0 = store_tile_avx2(tile, units, d0, out);
-    }
-#endif
+    int64_t u0 = u_begin;
     for (; u0 + kBlock <= units; u0 += kBlock) {
       for (int64_t k = 0; k < width; ++k) {
         scalar_t* dst = out + (d0 + k) * units + u0;
@@ -219,7 +232,8 @@ inline void bag_row(const float* __restrict__ tile, const int64_t* __restrict__ 
 }
 
 // <c, row>, |c|^2 and |row|^2 of one unit's tile row and its blur.
-inline void unit_sums(const float* __restrict__ c, const float* __restrict__ row, float* dot_out, float* cc_out, float* bb_out) {
+inline void unit_sums(const float* __restrict__ c, const float* __restrict__ row, float* dot_out, float* cc_out,
+                      float* bb_out) {
   float dot = 0.f, cc = 0.f, bb = 0.f;
 #pragma omp simd reduction(+ : dot, cc, bb)
   for (int64_t k = 0; k < kTile; ++k) {
@@ -312,28 +326,30 @@ at::Tensor sheet_cosine_sums(const at::Tensor& weight, bool units_first, const a
       if (units_first) {
         float* dots = out;
         at::parallel_for(0, units, 64, [&](int64_t u_begin, int64_t u_end) {
-          rows_sums_avx2(reinterpret_cast<const float*>(w), depth, off, idx, val, nnz, u_begin, u_end, units, dots, dots + units, dots + 2 * units);
+          rows_sums_avx2(reinterpret_cast<const float*>(w), depth, off, idx, val, nnz, u_begin, u_end, units, dots,
+                         dots + units, dots + 2 * units);
         });
         return;
       }
     }
 #endif
     at::parallel_for(0, tiles, 1, [&](int64_t t_begin, int64_t t_end) {
-      std::vector<float> tile(units * kTile);
+      std::unique_ptr<float[]> tile_buffer(new float[units * kTile]);  // uninitialized: every tile is loaded whole
+      float* tile = tile_buffer.get();
       alignas(64) float row[kTile];
       for (int64_t t = t_begin; t < t_end; ++t) {
         const int64_t d0 = t * kTile, width = std::min(kTile, depth - d0);
-        load_tile(w, units_first, units, depth, d0, width, tile.data());
+        load_tile(w, units_first, units, depth, d0, width, tile);
         float* dots = out + t * 3 * units;
         float* norms_c = dots + units;
         float* norms_b = norms_c + units;
         for (int64_t u = 0; u < units; ++u) {
           const int64_t end = u + 1 < units ? off[u + 1] : nnz;
 #ifdef HF_TOPO_AVX2
-          unit_sums_avx2(tile.data(), idx, val, off[u], end, u, dots + u, norms_c + u, norms_b + u);
+          unit_sums_avx2(tile, idx, val, off[u], end, u, dots + u, norms_c + u, norms_b + u);
 #else
-          bag_row(tile.data(), idx, val, off[u], end, row);
-          unit_sums(tile.data() + u * kTile, row, dots + u, norms_c + u, norms_b + u);
+          bag_row(tile, idx, val, off[u], end, row);
+          unit_sums(tile + u * kTile, row, dots + u, norms_c + u, norms_b + u);
 #endif
         }
       }
@@ -358,26 +374,38 @@ at::Tensor sheet_sparse_apply(const at::Tensor& weight, bool units_first, const 
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (units_first) {
         at::parallel_for(0, units, 64, [&](int64_t u_begin, int64_t u_end) {
-          rows_apply_avx2(reinterpret_cast<const float*>(w), depth, off, idx, val, nnz, u_begin, u_end, units, reinterpret_cast<float*>(out));
+          rows_apply_avx2(reinterpret_cast<const float*>(w), depth, off, idx, val, nnz, u_begin, u_end, units,
+                          reinterpret_cast<float*>(out));
         });
         return;
       }
     }
 #endif
     at::parallel_for(0, tiles, 1, [&](int64_t t_begin, int64_t t_end) {
-      std::vector<float> tile(units * kTile), applied(units * kTile);
+      std::unique_ptr<float[]> tile_buffer(new float[units * kTile]), applied_buffer;
+      float* tile = tile_buffer.get();
       for (int64_t t = t_begin; t < t_end; ++t) {
         const int64_t d0 = t * kTile, width = std::min(kTile, depth - d0);
-        load_tile(w, units_first, units, depth, d0, width, tile.data());
-        for (int64_t u = 0; u < units; ++u) {
+        load_tile(w, units_first, units, depth, d0, width, tile);
+        int64_t u_begin = 0;
+#ifdef HF_TOPO_AVX2
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (!units_first && width == kTile)
+            u_begin = apply_store_avx2(tile, off, idx, val, nnz, units, d0, reinterpret_cast<float*>(out));
+        }
+#endif
+        if (u_begin == units) continue;
+        if (!applied_buffer) applied_buffer.reset(new float[units * kTile]);
+        float* applied = applied_buffer.get();
+        for (int64_t u = u_begin; u < units; ++u) {
           const int64_t end = u + 1 < units ? off[u + 1] : nnz;
 #ifdef HF_TOPO_AVX2
-          bag_row_avx2(tile.data(), idx, val, off[u], end, applied.data() + u * kTile);
+          bag_row_avx2(tile, idx, val, off[u], end, applied + u * kTile);
 #else
-          bag_row(tile.data(), idx, val, off[u], end, applied.data() + u * kTile);
+          bag_row(tile, idx, val, off[u], end, applied + u * kTile);
 #endif
         }
-        store_tile(applied.data(), units_first, units, depth, d0, width, out);
+        store_tile(applied, units_first, units, depth, d0, width, u_begin, out);
       }
     });
   });
