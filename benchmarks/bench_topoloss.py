@@ -13,8 +13,9 @@ Two workloads, identical weights for every implementation (same seed):
 * ``resnet18``: ResNet-18's 19 residual-block convolutions (torchvision's shapes: per stage two blocks of two 3×3
   convolutions, and the 1×1 downsampling convolution of stages 2–4), as ``nn.Conv2d`` (no torchvision needed).
 
-Each workload also times hf_topo's per-layer kernel (``sheet_cosine_loss`` layer by layer, what ``TopoRegularizer``
-ran before it grouped layers by sheet geometry), for comparison.
+Each workload also times hf_topo's grouped loss on PyTorch operators only (``HF_TOPO_NATIVE_KERNELS=0``: what runs
+where its CPU kernels cannot be built, and on GPUs) and hf_topo's per-layer kernel (``sheet_cosine_loss`` layer by
+layer, what ``TopoRegularizer`` ran before it grouped layers by sheet geometry), for comparison.
 
 Parity first: the loss values must agree with the reference to ``--value_tol`` (1e-6) and every layer's gradient
 to ``--grad_rtol`` (1e-4) relative to the largest entry of the reference gradient; the script stops otherwise.
@@ -70,6 +71,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hf_topo import TopoConfig, TopoRegularizer
+from hf_topo.regularizers.native import NATIVE_KERNELS_ENV, native_kernels_status
 
 #: Per workload, (implementation, layer type) of each row, the reference first.
 WORKLOADS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -77,10 +79,12 @@ WORKLOADS: dict[str, tuple[tuple[str, str], ...]] = {
         ("reference", "Linear"),
         ("hf_topo", "Linear"),
         ("hf_topo", "Conv1D"),
+        ("pytorch_ops", "Linear"),
+        ("pytorch_ops", "Conv1D"),
         ("per_layer", "Linear"),
         ("per_layer", "Conv1D"),
     ),
-    "resnet18": (("reference", "Conv2d"), ("hf_topo", "Conv2d"), ("per_layer", "Conv2d")),
+    "resnet18": (("reference", "Conv2d"), ("hf_topo", "Conv2d"), ("pytorch_ops", "Conv2d"), ("per_layer", "Conv2d")),
 }
 SPEEDUP_GOAL = 10.0
 BOUND_GOAL = 3.0
@@ -109,6 +113,8 @@ def label(impl: str, layer_type: str) -> str:
         return f"experiment: gather blur + torch.compile ({layer_type})"
     if impl == "per_layer":
         return f"hf_topo per-layer kernel, before grouping ({layer_type})"
+    if impl == "pytorch_ops":
+        return f"hf_topo on PyTorch operators only, {NATIVE_KERNELS_ENV}=0 ({layer_type})"
     return f"reference topoloss 0.0.2 ({layer_type})" if impl == "reference" else f"hf_topo ({layer_type})"
 
 
@@ -194,7 +200,22 @@ def make_loss(impl: str, stack: Stack, args: argparse.Namespace) -> Callable[[],
         return lambda: reference.compute(stack)
     config = TopoConfig(target_modules=names, factor_h=args.factor, factor_w=args.factor)
     ours = PerLayerTopoLoss(config) if impl == "per_layer" else TopoRegularizer(config)
+    if impl == "pytorch_ops":
+        return lambda: without_native_kernels(lambda: ours(stack))
     return lambda: ours(stack)
+
+
+def without_native_kernels(compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()`` with hf_topo's CPU kernels switched off (the loss's backward follows its forward's choice)."""
+    previous = os.environ.get(NATIVE_KERNELS_ENV)
+    os.environ[NATIVE_KERNELS_ENV] = "0"
+    try:
+        return compute()
+    finally:
+        if previous is None:
+            del os.environ[NATIVE_KERNELS_ENV]
+        else:
+            os.environ[NATIVE_KERNELS_ENV] = previous
 
 
 class PerLayerTopoLoss(TopoRegularizer):
@@ -396,7 +417,7 @@ def run_workload(workload: str, args: argparse.Namespace, profile_sections: list
     rows = []
     for case in cases:
         ms, cpu_ms = (statistics.median(t) * 1e3 for t in times[case])
-        measure = args.memory and workload == "gpt2" and case[0] in ("reference", "hf_topo")
+        measure = args.memory and workload == "gpt2" and case[0] in ("reference", "hf_topo", "pytorch_ops")
         memory = measure_memory(*case, args) if measure else None
         rows.append(
             {
@@ -530,6 +551,8 @@ def main() -> None:
     results = {
         "benchmark": "TopoLoss forward+backward, hf_topo vs topoloss 0.0.2, GPT-2-124M c_fc and ResNet-18 convs",
         "device_info": device_info(args.device),
+        # "loaded", or why the "hf_topo" rows ran on PyTorch operators (hf_topo.regularizers.native)
+        "native_kernels": native_kernels_status() if args.device == "cpu" else "not used on " + args.device,
         "config": {k: v for k, v in vars(args).items() if k not in ("memory_child", "output")},
         "goals": {
             "speedup_min": SPEEDUP_GOAL,

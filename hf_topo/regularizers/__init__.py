@@ -10,6 +10,8 @@ module                              what it holds
 ``spatial_correlation``             TopoLM's spatial loss (Rathi et al.): activation correlations vs. inverse distance
 ``registry``                        :class:`~hf_topo.regularizers.registry.RegularizerSpec` of each regularizer,
                                     :func:`register_regularizer` / :func:`get_regularizer`
+``grouped``                         TopoLoss of all sheets of one geometry in one autograd node
+``native``                          the CPU kernels of ``grouped`` (``csrc/``), built on first use, optional
 ==================================  ==============================================================================
 
 Each regularizer registers itself in its module (name, display name, weights or activations, settings, the layer
