@@ -1,7 +1,8 @@
 """hf_topo's CPU TopoLoss kernels (``hf_topo/regularizers/csrc``) against dense float64 products, in both weight
 layouts, several dtypes and the shapes that exercise their tails (units not a multiple of 8, depths not a multiple of
-the 32-column tile or below 8); their errors; and their loading in fresh processes: from the build cache, switched
-off by ``HF_TOPO_NATIVE_KERNELS=0``, and the fallback when the build fails."""
+the 32-column tile or below 8), operators with every row length the kernels special-case, and the depth-chunked walk;
+the group operators against float64 autograd; their errors; and their loading in fresh processes: from the build
+cache, switched off by ``HF_TOPO_NATIVE_KERNELS=0``, and the fallback when the build fails."""
 
 import os
 import subprocess
@@ -166,6 +167,11 @@ for height, width, depth in [(7, 9, 70), (8, 12, 64), (1, 13, 5)]:
         applied = torch.ops.hf_topo.sheet_sparse_apply(weight, units_first, blur.offsets, blur.indices, blur.values)
         got = applied.double() if units_first else applied.double().T
         worst = max(worst, ((got - blurred).abs().max() / blurred.abs().max()).item())
+        # The group operator's loss from the same sums.
+        losses, _ = torch.ops.hf_topo.sheet_cosine_forward([weight], units_first, blur.offsets, blur.indices,
+                                                           blur.values, 1e-8)
+        cosines = expected[0] / (expected[1].sqrt().clamp_min(1e-8) * expected[2].sqrt().clamp_min(1e-8))
+        worst = max(worst, abs(losses[0].item() - (1 - cosines.mean().item())))
 print("worst", worst)
 """
 
@@ -177,3 +183,112 @@ def test_the_portable_build_matches_dense_float64():
     )
     worst = float(result.stdout.split("worst")[1])
     assert worst < 1e-5
+
+
+def _random_operator(units: int, counts: list[int], seed: int):
+    """A bag-layout operator whose rows have the given entry counts (cycled), sorted distinct columns per row."""
+    generator = torch.Generator().manual_seed(seed)
+    offsets, indices = [], []
+    for unit in range(units):
+        offsets.append(len(indices))
+        count = min(counts[unit % len(counts)], units)
+        indices.extend(sorted(torch.randperm(units, generator=generator)[:count].tolist()))
+    values = torch.randn(len(indices), generator=generator)
+    return torch.tensor(offsets), torch.tensor(indices, dtype=torch.long), values
+
+
+# Row lengths that reach every code path: empty rows, each fixed length 1..8, the general loop, and rows longer than
+# the kernels' 64-entry batch (added in several passes).
+ENTRY_COUNTS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 37, 64, 65, 70]
+
+
+@pytest.mark.parametrize("units, depth", [(150, 37), (96, 70), (90, 5)])
+@pytest.mark.parametrize("units_first", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_any_sparse_operator_matches_dense_float64(units, depth, units_first, dtype):
+    offsets, indices, values = _random_operator(units, ENTRY_COUNTS, seed=units + depth)
+    sheet = torch.randn(units, depth, generator=torch.Generator().manual_seed(depth)).to(dtype)
+    weight = sheet if units_first else sheet.T.contiguous()
+    table = sheet.double()
+    operator = _dense(offsets, indices, values, units)
+    blurred = operator @ table
+    expected = torch.stack([(table * blurred).sum(1), (table * table).sum(1), (blurred * blurred).sum(1)])
+    sums = torch.ops.hf_topo.sheet_cosine_sums(weight, units_first, offsets, indices, values)
+    assert ((sums.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+    applied = torch.ops.hf_topo.sheet_sparse_apply(weight, units_first, offsets, indices, values)
+    got = applied.double() if units_first else applied.double().T
+    assert ((got - blurred).abs().max() / blurred.abs().max()).item() < 1e-5
+
+
+def test_long_rows_are_walked_in_depth_chunks_with_the_same_result():
+    # A 16 × 32 sheet's gradient operator reaches ±66 units: with 2,051 floats per unit the 133 rows in use exceed
+    # 1 MiB, so the units-first gradient is computed in depth chunks (960 + 960 + 131 floats).
+    blur = grouped_blur(16, 32)
+    weight = torch.randn(512, 2051, generator=torch.Generator().manual_seed(3))
+    values = torch.randn(blur.g_entries, generator=torch.Generator().manual_seed(4))
+    applied = torch.ops.hf_topo.sheet_sparse_apply(weight, True, blur.g_offsets, blur.g_indices, values)
+    expected = _dense(blur.g_offsets, blur.g_indices, values, 512) @ weight.double()
+    assert ((applied.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+
+
+def _loss_float64(sheets: list[torch.Tensor], blur) -> torch.Tensor:
+    """Per-sheet ``1 − mean_u cos(C_u, (BC)_u)`` in float64 with a dense blur (norms clamped like the kernels')."""
+    units = sheets[0].shape[0]
+    dense = _dense(blur.offsets, blur.indices, blur.values, units)
+    losses = []
+    for table in sheets:
+        blurred = dense @ table
+        norm_c = table.norm(dim=1).clamp_min(1e-8)
+        norm_b = blurred.norm(dim=1).clamp_min(1e-8)
+        losses.append(1 - ((table * blurred).sum(1) / (norm_c * norm_b)).mean())
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize("units_first", [True, False])
+def test_group_operators_match_float64_autograd(units_first):
+    torch.manual_seed(11)
+    blur = grouped_blur(8, 12)
+    depths = [10, 40, 33]  # depths may differ within a group
+    tables = [torch.randn(96, depth, dtype=torch.float64) for depth in depths]
+    tables[1][5] = 0.0  # a dead unit: its norm is clamped
+    weights = [(t if units_first else t.T).float().contiguous() for t in tables]
+    losses, stats = torch.ops.hf_topo.sheet_cosine_forward(
+        weights, units_first, blur.offsets, blur.indices, blur.values, 1e-8
+    )
+    leaves = [t.clone().requires_grad_(True) for t in tables]
+    expected = _loss_float64(leaves, blur)
+    assert losses.shape == (3,) and stats.shape == (3, 3, 96)
+    assert (losses.double() - expected.detach()).abs().max().item() < 1e-6
+    upstream = torch.tensor([0.5, -2.0, 1.25])
+    (expected * upstream.double()).sum().backward()
+    args = (blur.g_offsets, blur.g_indices, blur.g_entry_offsets, blur.g_source, blur.g_coef)
+    grads = torch.ops.hf_topo.sheet_cosine_backward(weights, units_first, stats, upstream, *args)
+    for grad, leaf, weight in zip(grads, leaves, weights, strict=True):
+        assert grad.shape == weight.shape and grad.dtype == torch.float32
+        got = grad.double() if units_first else grad.double().T
+        assert ((got - leaf.grad).abs().max() / leaf.grad.abs().max()).item() < 1e-5
+    # A subset of the sheets (the others need no gradient): their stats rows and upstream values, same gradients.
+    subset = torch.ops.hf_topo.sheet_cosine_backward([weights[2]], units_first, stats[[2]], upstream[[2]], *args)
+    assert torch.equal(subset[0], grads[2])
+
+
+def test_group_operators_refuse_inconsistent_inputs():
+    blur = grouped_blur(8, 12)
+    weights = [torch.randn(96, 10), torch.randn(96, 7)]
+    forward = torch.ops.hf_topo.sheet_cosine_forward
+    with pytest.raises(RuntimeError, match="one number of units"):
+        forward([weights[0], torch.randn(95, 10)], True, blur.offsets, blur.indices, blur.values, 1e-8)
+    bad = blur.indices.clone()
+    bad[3] = 96
+    with pytest.raises(RuntimeError, match="index 96 at position 3 is not a unit"):
+        forward(weights, True, blur.offsets, bad, blur.values, 1e-8)
+    falling = blur.offsets.clone()
+    falling[10] = falling[12]
+    with pytest.raises(RuntimeError, match="offsets must rise"):
+        torch.ops.hf_topo.sheet_sparse_apply(weights[0], True, falling, blur.indices, blur.values)
+    _, stats = forward(weights, True, blur.offsets, blur.indices, blur.values, 1e-8)
+    args = (blur.g_offsets, blur.g_indices, blur.g_entry_offsets, blur.g_source, blur.g_coef)
+    with pytest.raises(RuntimeError, match=r"stats of shape \(1, 3, 96\)"):
+        torch.ops.hf_topo.sheet_cosine_backward(weights[:1], True, stats, torch.ones(1), *args)
+    with pytest.raises(RuntimeError, match="grad_output of 2 values"):
+        torch.ops.hf_topo.sheet_cosine_backward(weights, True, stats, torch.ones(3), *args)

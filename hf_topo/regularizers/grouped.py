@@ -64,7 +64,8 @@ class GroupedBlur:
     weighted sum of the rows ``indices[offsets[u]:offsets[u+1]]`` of ``C``). ``g_offsets, g_indices``: the pattern
     of the gradient operator ``G`` (module docstring); ``g_entry, g_source, g_coef``: its triplets — entry
     ``g_entry[t]`` of ``G`` receives ``g_coef[t] · coefficients[g_source[t]]``, where ``coefficients`` is
-    ``cat([a, b, c, d])`` of a layer (``4 · units`` values).
+    ``cat([a, b, c, d])`` of a layer (``4 · units`` values); the triplets are sorted by entry, those of entry ``k``
+    being ``g_entry_offsets[k]:g_entry_offsets[k + 1]``.
     """
 
     def __init__(self, height: int, width: int, factor_h: float, factor_w: float, mode: str):
@@ -101,9 +102,12 @@ class GroupedBlur:
         pair_units = unit[:, None].expand_as(keep)[keep]
         parts.append((pair_rows, pair_cols, b + pair_units, pair_vals[keep]))
         t_rows, t_cols, t_source, t_coef = (torch.cat(column) for column in zip(*parts, strict=True))
-        self.g_offsets, self.g_indices, self.g_entry = _csr_from_keys(t_rows, t_cols, units)
-        self.g_source = t_source
-        self.g_coef = t_coef.to(torch.float32)
+        self.g_offsets, self.g_indices, g_entry = _csr_from_keys(t_rows, t_cols, units)
+        # Triplets sorted by the entry they fall into (stable): entry k's are [g_entry_offsets[k], g_entry_offsets[k+1]).
+        order = torch.argsort(g_entry, stable=True)
+        self.g_entry, self.g_source, self.g_coef = g_entry[order], t_source[order], t_coef[order].to(torch.float32)
+        self.g_entry_offsets = torch.zeros(self.g_indices.numel() + 1, dtype=torch.long)
+        self.g_entry_offsets[1:] = torch.bincount(self.g_entry, minlength=self.g_indices.numel()).cumsum(0)
         self.values = self.values.to(torch.float32)
         self.on_device: dict[torch.device, GroupedBlur] = {}
 
@@ -194,20 +198,18 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
     def forward(ctx, blur: GroupedBlur, units_first: bool, native: bool, *sheets: torch.Tensor) -> torch.Tensor:
         ctx.blur, ctx.units_first, ctx.native = blur, units_first, native
         if native:
-            # One operator per sheet reads the weight in its own layout (csrc/sheet_cosine_cpu.cpp).
-            sums = torch.stack(
-                [
-                    torch.ops.hf_topo.sheet_cosine_sums(
-                        _weight_matrix(sheet, units_first), units_first, blur.offsets, blur.indices, blur.values
-                    )
-                    for sheet in sheets
-                ]
-            )  # (layers, 3, units)
-            dot, norm_c, norm_b = sums.unbind(1)
-            norm_c = norm_c.sqrt().clamp_min_(COSINE_EPS)
-            norm_b = norm_b.sqrt().clamp_min_(COSINE_EPS)
-            ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
-            return 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)
+            # One operator for the group (csrc/sheet_cosine_cpu.cpp): each weight read in its own layout; stats holds
+            # per unit ⟨C_u, (BC)_u⟩ and the clamped norms |C_u|, |(BC)_u|.
+            losses, stats = torch.ops.hf_topo.sheet_cosine_forward(
+                [_weight_matrix(sheet, units_first) for sheet in sheets],
+                units_first,
+                blur.offsets,
+                blur.indices,
+                blur.values,
+                COSINE_EPS,
+            )
+            ctx.save_for_backward(stats, *sheets)
+            return losses
         dots, norms_c, norms_b = [], [], []
         for sheet in sheets:
             table = sheet_table(sheet, units_first)
@@ -224,8 +226,10 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        dot, norm_c, norm_b, *sheets = ctx.saved_tensors
         blur, units_first = ctx.blur, ctx.units_first
+        if ctx.native:
+            return (None, None, None, *_native_backward(ctx, grad_output))
+        dot, norm_c, norm_b, *sheets = ctx.saved_tensors
         # d cos_u / d C_u = B_u/(n m) − s C_u/(n³ m);  d cos_u / d B_u = C_u/(n m) − s B_u/(n m³)
         scale = -grad_output.to(torch.float32)[:, None] / dot.shape[1]
         inv_nm = scale / (norm_c * norm_b)
@@ -241,12 +245,6 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             if not ctx.needs_input_grad[index + 3]:
                 grads.append(None)
                 continue
-            if ctx.native:
-                grad = torch.ops.hf_topo.sheet_sparse_apply(
-                    _weight_matrix(sheet, units_first), units_first, blur.g_offsets, blur.g_indices, values[index]
-                )
-                grads.append(grad.view(sheet.shape))
-                continue
             table = sheet_table(sheet, units_first)
             grad_table = F.embedding_bag(
                 blur.g_indices, table, blur.g_offsets, mode="sum", per_sample_weights=values[index]
@@ -261,6 +259,33 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
                 grads.append(grad)
             del grad_table
         return None, None, None, *grads
+
+
+def _native_backward(ctx, grad_output: torch.Tensor) -> list[torch.Tensor | None]:
+    """The sheets' gradients from hf_topo's CPU kernels: one operator for the group (G's values and every G C)."""
+    stats, *sheets = ctx.saved_tensors
+    blur, units_first = ctx.blur, ctx.units_first
+    wanted = [index for index in range(len(sheets)) if ctx.needs_input_grad[index + 3]]
+    if not wanted:
+        return [None] * len(sheets)
+    grad_output = grad_output.to(torch.float32)
+    if len(wanted) < len(sheets):
+        stats, grad_output = stats[wanted], grad_output[wanted]
+    computed = torch.ops.hf_topo.sheet_cosine_backward(
+        [_weight_matrix(sheets[index], units_first) for index in wanted],
+        units_first,
+        stats,
+        grad_output,
+        blur.g_offsets,
+        blur.g_indices,
+        blur.g_entry_offsets,
+        blur.g_source,
+        blur.g_coef,
+    )
+    grads: list[torch.Tensor | None] = [None] * len(sheets)
+    for index, grad in zip(wanted, computed, strict=True):
+        grads[index] = grad.view(sheets[index].shape)
+    return grads
 
 
 def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:

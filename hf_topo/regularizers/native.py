@@ -75,6 +75,18 @@ def _register_fakes() -> None:
     def _apply_fake(weight, units_first, offsets, indices, values):
         return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
+    @torch.library.register_fake("hf_topo::sheet_cosine_forward")
+    def _forward_fake(weights, units_first, offsets, indices, values, eps):
+        units = weights[0].shape[0] if units_first else weights[0].shape[1]
+        stats = weights[0].new_empty((len(weights), 3, units), dtype=torch.float32)
+        return weights[0].new_empty((len(weights),), dtype=torch.float32), stats
+
+    @torch.library.register_fake("hf_topo::sheet_cosine_backward")
+    def _backward_fake(
+        weights, units_first, stats, grad_output, g_offsets, g_indices, g_entry_offsets, g_source, g_coef
+    ):
+        return [torch.empty_like(weight, memory_format=torch.contiguous_format) for weight in weights]
+
 
 def _load() -> str | None:
     """Builds (or finds the cached build of) the kernels and loads them; the reason they are unavailable, or None."""
