@@ -18,9 +18,10 @@ entry of ``G``. A backward is then, for all layers at once, a handful of operato
 ``G``'s values, and per layer **one** operator that writes its gradient ``G C``. The forward is, per layer, one
 operator for the three per-unit sums ``⟨C_u, (BC)_u⟩``, ``|C_u|²``, ``|(BC)_u|²``.
 
-On the CPU those per-layer operators are hf_topo's kernels (:mod:`hf_topo.regularizers.native`), which read every
-weight in its own layout (an ``nn.Linear`` or ``Conv2d`` weight's rows are its units, a transformers ``Conv1D``
-weight ``(in, out)`` has them as columns) and any floating dtype, once per pass. Elsewhere (a GPU, or where the
+On the CPU the whole group is two of hf_topo's operators (:mod:`hf_topo.regularizers.native`): one forward for every
+sheet's sums and loss, one backward for the coefficients, ``G``'s values and every ``G C``; they read every weight in
+its own layout (an ``nn.Linear`` or ``Conv2d`` weight's rows are its units, a transformers ``Conv1D`` weight
+``(in, out)`` has them as columns) and any floating dtype, once per pass. Elsewhere (a GPU, or where the
 kernels cannot be built) they are ``F.embedding_bag`` calls and reductions on a float32 ``(units, depth)`` table:
 the weight itself for a contiguous float32 units-first sheet, otherwise a copy (cast, or transposed for ``Conv1D``:
 PyTorch has no sparse product along the contiguous axis that is cheaper).

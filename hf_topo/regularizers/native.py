@@ -1,6 +1,7 @@
 """hf_topo's CPU kernels for TopoLoss: built on first use with PyTorch's C++-extension machinery, optional.
 
-``csrc/sheet_cosine_cpu.cpp`` holds two operators, registered as ``torch.ops.hf_topo.*``:
+``csrc/sheet_cosine_cpu.cpp`` holds four operators, registered as ``torch.ops.hf_topo.*``. On one sheet (the
+building blocks):
 
 * ``sheet_cosine_sums(weight, units_first, offsets, indices, values)``: a ``(3, units)`` float32 tensor with, per
   unit ``u`` of the sheet ``C`` and its blur ``B C``, ``⟨C_u, (BC)_u⟩``, ``|C_u|²`` and ``|(BC)_u|²`` (``B`` in the
@@ -8,10 +9,20 @@
 * ``sheet_sparse_apply(weight, units_first, offsets, indices, values)``: ``S C`` for a sparse unit operator ``S``
   (TopoLoss's gradient operator ``G``), as a tensor of the weight's shape, layout and dtype.
 
-Both read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth first (transformers'
-``Conv1D``, ``(in, out)``): the weight is read once per operator and the gradient written once, with no transposed or
+On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` calls, one per geometry and direction):
+
+* ``sheet_cosine_forward(weights, units_first, offsets, indices, values, eps)``: ``(losses, stats)``, the per-sheet
+  ``1 − mean_u cos(C_u, (BC)_u)`` and the ``(sheets, 3, units)`` per-unit ``⟨C_u, (BC)_u⟩``, ``max(|C_u|, eps)``,
+  ``max(|(BC)_u|, eps)`` the backward needs;
+* ``sheet_cosine_backward(weights, units_first, stats, grad_output, g_offsets, g_indices, g_entry_offsets, g_source,
+  g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit coefficients through the
+  geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`).
+
+All read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth first (transformers'
+``Conv1D``, ``(in, out)``): the weight is read once per pass and the gradient written once, with no transposed or
 float32 copy of the weight (the PyTorch-only path needs three transposed copies of a ``Conv1D`` weight per
-forward+backward). :mod:`hf_topo.regularizers.grouped` uses them for sheets on the CPU when they are available.
+forward+backward). They check the operator's structure (every index a unit, rising offsets) and refuse inconsistent
+inputs with the reason. :mod:`hf_topo.regularizers.grouped` uses them for sheets on the CPU when they are available.
 
 The kernels are compiled once per machine (about 15 s; ``torch.utils.cpp_extension.load``, which needs a C++
 compiler and ``ninja``; the result is cached under ``$TORCH_EXTENSIONS_DIR``, by default
@@ -135,7 +146,7 @@ def native_kernels_status() -> str:
 
 
 def native_kernels_available() -> bool:
-    """Whether ``torch.ops.hf_topo.sheet_cosine_sums`` / ``sheet_sparse_apply`` can be used (loads them once).
+    """Whether the ``torch.ops.hf_topo`` operators (module docstring) can be used (loads them once).
 
     ``HF_TOPO_NATIVE_KERNELS=0`` in the environment is read at every call, so it can switch them off in a running
     process (the tests compare both paths that way). Under ``torch.compile`` nothing is read or built (no graph
