@@ -140,6 +140,18 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
+// Adds the sums of the depth columns [j, depth) (the tail after the vector steps) to the three outputs.
+inline void add_tail_sums(const float* const* src, const float* vals, int64_t n, const float* c, int64_t j,
+                          int64_t depth, float* dot_out, float* cc_out, float* bb_out) {
+  for (; j < depth; ++j) {
+    float acc = 0.f;
+    for (int64_t e = 0; e < n; ++e) acc += vals[e] * src[e][j];
+    *dot_out += c[j] * acc;
+    *cc_out += c[j] * c[j];
+    *bb_out += acc * acc;
+  }
+}
+
 // The three sums of one unit whose row of B has N entries (rows src[e] with weights vals[e]); c is the unit's row.
 // Two sets of accumulators (16 floats per step) keep the FMA chains of dot, |c|^2 and |Bc|^2 off the critical path.
 template <int N>
@@ -173,17 +185,10 @@ void unit_row_sums(const float* const* src, const float* vals, const float* c, i
     b0 = _mm256_fmadd_ps(a0, a0, b0);
     j += 8;
   }
-  float d = hsum(_mm256_add_ps(d0, d1)), n_c = hsum(_mm256_add_ps(n0, n1)), n_b = hsum(_mm256_add_ps(b0, b1));
-  for (; j < depth; ++j) {
-    float acc = 0.f;
-    for (int e = 0; e < N; ++e) acc += vals[e] * src[e][j];
-    d += c[j] * acc;
-    n_c += c[j] * c[j];
-    n_b += acc * acc;
-  }
-  *dot_out = d;
-  *cc_out = n_c;
-  *bb_out = n_b;
+  *dot_out = hsum(_mm256_add_ps(d0, d1));
+  *cc_out = hsum(_mm256_add_ps(n0, n1));
+  *bb_out = hsum(_mm256_add_ps(b0, b1));
+  add_tail_sums(src, vals, N, c, j, depth, dot_out, cc_out, bb_out);
 }
 
 // Any entry count: the same sums, 8 floats per step, the entries walked from the hoisted arrays.
@@ -199,17 +204,10 @@ void unit_row_sums_any(const float* const* src, const float* vals, int64_t n, co
     cc = _mm256_fmadd_ps(cj, cj, cc);
     bb = _mm256_fmadd_ps(acc, acc, bb);
   }
-  float d = hsum(dot), n_c = hsum(cc), n_b = hsum(bb);
-  for (; j < depth; ++j) {
-    float acc = 0.f;
-    for (int64_t e = 0; e < n; ++e) acc += vals[e] * src[e][j];
-    d += c[j] * acc;
-    n_c += c[j] * c[j];
-    n_b += acc * acc;
-  }
-  *dot_out = d;
-  *cc_out = n_c;
-  *bb_out = n_b;
+  *dot_out = hsum(dot);
+  *cc_out = hsum(cc);
+  *bb_out = hsum(bb);
+  add_tail_sums(src, vals, n, c, j, depth, dot_out, cc_out, bb_out);
 }
 
 // The rows of unit u's entries (offsets/indices/values in the bag layout), copied into src/vals; returns their count.
@@ -226,47 +224,40 @@ inline int64_t unit_entries(const float* weight, int64_t depth, int64_t d0, cons
   return n;
 }
 
-void rows_sums_avx2(const float* weight, int64_t depth, int64_t chunk, const int64_t* off, const int64_t* idx,
-                    const float* val, int64_t nnz, int64_t u_begin, int64_t u_end, int64_t units, float* dots,
-                    float* norms_c, float* norms_b) {
+void rows_sums_avx2(const float* weight, int64_t depth, const int64_t* off, const int64_t* idx, const float* val,
+                    int64_t nnz, int64_t u_begin, int64_t u_end, int64_t units, float* dots, float* norms_c,
+                    float* norms_b) {
   const float* src[kMaxEntries];
   float vals[kMaxEntries];
-  for (int64_t d0 = 0; d0 < depth; d0 += chunk) {
-    const int64_t len = std::min(chunk, depth - d0);
-    for (int64_t u = u_begin; u < u_end; ++u) {
-      const int64_t begin = off[u], end = u + 1 < units ? off[u + 1] : nnz;
-      const float* c = weight + u * depth + d0;
-      float d = 0.f, n_c = 0.f, n_b = 0.f;
-      if (end - begin > kMaxEntries) {  // beyond any blur hf_topo builds (<= 40 entries): plain loop
-        for (int64_t j = 0; j < len; ++j) {
-          float acc = 0.f;
-          for (int64_t e = begin; e < end; ++e) acc += val[e] * weight[idx[e] * depth + d0 + j];
-          d += c[j] * acc;
-          n_c += c[j] * c[j];
-          n_b += acc * acc;
-        }
-      } else {
-        const int64_t n = unit_entries(weight, depth, d0, idx, val, begin, end, src, vals);
-        switch (n) {
-          case 0:
-            for (int64_t j = 0; j < len; ++j) n_c += c[j] * c[j];
-            break;
-          case 1: unit_row_sums<1>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 2: unit_row_sums<2>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 3: unit_row_sums<3>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 4: unit_row_sums<4>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 5: unit_row_sums<5>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 6: unit_row_sums<6>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 7: unit_row_sums<7>(src, vals, c, len, &d, &n_c, &n_b); break;
-          case 8: unit_row_sums<8>(src, vals, c, len, &d, &n_c, &n_b); break;
-          default: unit_row_sums_any(src, vals, n, c, len, &d, &n_c, &n_b);
-        }
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t begin = off[u], end = u + 1 < units ? off[u + 1] : nnz;
+    const float* c = weight + u * depth;
+    float* d = dots + u;
+    float* n_c = norms_c + u;
+    float* n_b = norms_b + u;
+    *d = *n_c = *n_b = 0.f;
+    if (end - begin > kMaxEntries) {  // beyond any blur hf_topo builds (<= 40 entries): plain loop
+      for (int64_t j = 0; j < depth; ++j) {
+        float acc = 0.f;
+        for (int64_t e = begin; e < end; ++e) acc += val[e] * weight[idx[e] * depth + j];
+        *d += c[j] * acc;
+        *n_c += c[j] * c[j];
+        *n_b += acc * acc;
       }
-      if (d0 == 0) {
-        dots[u] = d, norms_c[u] = n_c, norms_b[u] = n_b;
-      } else {
-        dots[u] += d, norms_c[u] += n_c, norms_b[u] += n_b;
-      }
+      continue;
+    }
+    const int64_t n = unit_entries(weight, depth, 0, idx, val, begin, end, src, vals);
+    switch (n) {
+      case 0: add_tail_sums(src, vals, 0, c, 0, depth, d, n_c, n_b); break;
+      case 1: unit_row_sums<1>(src, vals, c, depth, d, n_c, n_b); break;
+      case 2: unit_row_sums<2>(src, vals, c, depth, d, n_c, n_b); break;
+      case 3: unit_row_sums<3>(src, vals, c, depth, d, n_c, n_b); break;
+      case 4: unit_row_sums<4>(src, vals, c, depth, d, n_c, n_b); break;
+      case 5: unit_row_sums<5>(src, vals, c, depth, d, n_c, n_b); break;
+      case 6: unit_row_sums<6>(src, vals, c, depth, d, n_c, n_b); break;
+      case 7: unit_row_sums<7>(src, vals, c, depth, d, n_c, n_b); break;
+      case 8: unit_row_sums<8>(src, vals, c, depth, d, n_c, n_b); break;
+      default: unit_row_sums_any(src, vals, n, c, depth, d, n_c, n_b);
     }
   }
 }
@@ -522,10 +513,15 @@ SparseRows check_operator(const at::Tensor& offsets, const at::Tensor& indices, 
   return {off, idx, nullptr, nnz};
 }
 
-void check_values(const at::Tensor& values, int64_t nnz) {
+// The operator with its weights: float32, one per index.
+SparseRows check_weighted_operator(const at::Tensor& offsets, const at::Tensor& indices, const at::Tensor& values,
+                                   int64_t units) {
+  SparseRows op = check_operator(offsets, indices, units);
   TORCH_CHECK(values.device().is_cpu() && values.dtype() == at::kFloat && values.is_contiguous(),
               "expected contiguous float32 values on the CPU, got ", values.dtype());
-  TORCH_CHECK(values.numel() == nnz, "expected ", nnz, " values (one per index), got ", values.numel());
+  TORCH_CHECK(values.numel() == op.nnz, "expected ", op.nnz, " values (one per index), got ", values.numel());
+  op.val = values.data_ptr<float>();
+  return op;
 }
 
 struct Sheet {
@@ -587,7 +583,7 @@ void cosine_sums_into(const at::Tensor& weight, bool units_first, Sheet sheet, S
       if (units_first) {
         float* dots = out;
         at::parallel_for(0, units, 64, [&](int64_t u_begin, int64_t u_end) {
-          rows_sums_avx2(reinterpret_cast<const float*>(w), depth, depth, off, idx, val, nnz, u_begin, u_end, units, dots,
+          rows_sums_avx2(reinterpret_cast<const float*>(w), depth, off, idx, val, nnz, u_begin, u_end, units, dots,
                          dots + units, dots + 2 * units);
         });
         return;
@@ -682,9 +678,7 @@ void sparse_apply_into(const at::Tensor& weight, bool units_first, Sheet sheet, 
 at::Tensor sheet_cosine_sums(const at::Tensor& weight, bool units_first, const at::Tensor& offsets,
                              const at::Tensor& indices, const at::Tensor& values) {
   const Sheet sheet = check_weight(weight, units_first);
-  SparseRows op = check_operator(offsets, indices, sheet.units);
-  check_values(values, op.nnz);
-  op.val = values.data_ptr<float>();
+  const SparseRows op = check_weighted_operator(offsets, indices, values, sheet.units);
   at::Tensor sums = at::empty({3, sheet.units}, weight.options().dtype(at::kFloat));
   cosine_sums_into(weight, units_first, sheet, op, sums.data_ptr<float>());
   return sums;
@@ -693,9 +687,7 @@ at::Tensor sheet_cosine_sums(const at::Tensor& weight, bool units_first, const a
 at::Tensor sheet_sparse_apply(const at::Tensor& weight, bool units_first, const at::Tensor& offsets,
                               const at::Tensor& indices, const at::Tensor& values) {
   const Sheet sheet = check_weight(weight, units_first);
-  SparseRows op = check_operator(offsets, indices, sheet.units);
-  check_values(values, op.nnz);
-  op.val = values.data_ptr<float>();
+  const SparseRows op = check_weighted_operator(offsets, indices, values, sheet.units);
   at::Tensor result = at::empty_like(weight, at::MemoryFormat::Contiguous);
   sparse_apply_into(weight, units_first, sheet, op, result);
   return result;
@@ -727,9 +719,7 @@ std::tuple<at::Tensor, at::Tensor> sheet_cosine_forward(at::TensorList weights, 
                                                         const at::Tensor& values, double eps) {
   const std::vector<Sheet> sheets = check_group(weights, units_first);
   const int64_t layers = static_cast<int64_t>(weights.size()), units = sheets.front().units;
-  SparseRows op = check_operator(offsets, indices, units);
-  check_values(values, op.nnz);
-  op.val = values.data_ptr<float>();
+  const SparseRows op = check_weighted_operator(offsets, indices, values, units);
   const auto options = weights[0].options().dtype(at::kFloat);
   at::Tensor stats = at::empty({layers, 3, units}, options);
   at::Tensor losses = at::empty({layers}, options);
