@@ -244,6 +244,12 @@ def _loss_float64(sheets: list[torch.Tensor], blur) -> torch.Tensor:
     return torch.stack(losses)
 
 
+def _backward_operators(blur) -> tuple[torch.Tensor, ...]:
+    """``sheet_cosine_backward``'s operator arguments: ``B`` (bag layout) and ``G``'s pattern and triplets."""
+    blur_operator = (blur.offsets, blur.indices, blur.values)
+    return (*blur_operator, blur.g_offsets, blur.g_indices, blur.g_entry_offsets, blur.g_source, blur.g_coef)
+
+
 @pytest.mark.parametrize("units_first", [True, False])
 def test_group_operators_match_float64_autograd(units_first):
     torch.manual_seed(11)
@@ -261,7 +267,7 @@ def test_group_operators_match_float64_autograd(units_first):
     assert (losses.double() - expected.detach()).abs().max().item() < 1e-6
     upstream = torch.tensor([0.5, -2.0, 1.25])
     (expected * upstream.double()).sum().backward()
-    args = (blur.g_offsets, blur.g_indices, blur.g_entry_offsets, blur.g_source, blur.g_coef)
+    args = _backward_operators(blur)
     grads = torch.ops.hf_topo.sheet_cosine_backward(weights, units_first, stats, upstream, *args)
     for grad, leaf, weight in zip(grads, leaves, weights, strict=True):
         assert grad.shape == weight.shape and grad.dtype == torch.float32
@@ -270,6 +276,39 @@ def test_group_operators_match_float64_autograd(units_first):
     # A subset of the sheets (the others need no gradient): their stats rows and upstream values, same gradients.
     subset = torch.ops.hf_topo.sheet_cosine_backward([weights[2]], units_first, stats[[2]], upstream[[2]], *args)
     assert torch.equal(subset[0], grads[2])
+
+
+@pytest.mark.parametrize(("factor", "interpolation"), [(3.0, "bilinear"), (3.0, "bicubic"), (2.0, "bilinear")])
+def test_large_sheet_gradients_match_float64_autograd_at_any_thread_count(factor, interpolation):
+    # 32 x 48 = 1536 units: at factor 3 the units-first float32 backward takes the scatter walk (B reads only the 160
+    # coarse points; bilinear rows of <= 4 entries in vector steps, bicubic's 16 one float at a time), at factor 2 B
+    # reads every unit and the G walk runs; all against float64.
+    blur = grouped_blur(32, 48, factor, factor, interpolation)
+    torch.manual_seed(12)
+    depths = [40, 19, 64]  # vector steps of 16 floats and scalar tails
+    tables = [torch.randn(1536, depth, dtype=torch.float64) for depth in depths]
+    coarse = int(blur.indices[0])  # a unit B reads, dead: its norm is clamped and its gradient waits for its readers
+    tables[0][coarse] = 0.0
+    tables[2][7] = 0.0
+    weights = [t.float().contiguous() for t in tables]
+    _, stats = torch.ops.hf_topo.sheet_cosine_forward(weights, True, blur.offsets, blur.indices, blur.values, 1e-8)
+    leaves = [t.clone().requires_grad_(True) for t in tables]
+    upstream = torch.tensor([1.5, -0.25, 2.0])
+    (_loss_float64(leaves, blur) * upstream.double()).sum().backward()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.hf_topo.sheet_cosine_backward(weights, True, stats, upstream, *_backward_operators(blur))
+        torch.set_num_threads(2)
+        # One sheet and two threads: its depth is split between them.
+        two = torch.ops.hf_topo.sheet_cosine_backward(
+            weights[:1], True, stats[:1], upstream[:1], *_backward_operators(blur)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    for grad, leaf in zip(one, leaves, strict=True):
+        assert ((grad.double() - leaf.grad).abs().max() / leaf.grad.abs().max()).item() < 1e-5
+    assert torch.equal(two[0], one[0])  # the same arithmetic per element, however the work is split
 
 
 def test_group_operators_refuse_inconsistent_inputs():
@@ -287,7 +326,7 @@ def test_group_operators_refuse_inconsistent_inputs():
     with pytest.raises(RuntimeError, match="offsets must rise"):
         torch.ops.hf_topo.sheet_sparse_apply(weights[0], True, falling, blur.indices, blur.values)
     _, stats = forward(weights, True, blur.offsets, blur.indices, blur.values, 1e-8)
-    args = (blur.g_offsets, blur.g_indices, blur.g_entry_offsets, blur.g_source, blur.g_coef)
+    args = _backward_operators(blur)
     with pytest.raises(RuntimeError, match=r"stats of shape \(1, 3, 96\)"):
         torch.ops.hf_topo.sheet_cosine_backward(weights[:1], True, stats, torch.ones(1), *args)
     with pytest.raises(RuntimeError, match="grad_output of 2 values"):

@@ -14,9 +14,13 @@ On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` cal
 * ``sheet_cosine_forward(weights, units_first, offsets, indices, values, eps)``: ``(losses, stats)``, the per-sheet
   ``1 − mean_u cos(C_u, (BC)_u)`` and the ``(sheets, 3, units)`` per-unit ``⟨C_u, (BC)_u⟩``, ``max(|C_u|, eps)``,
   ``max(|(BC)_u|, eps)`` the backward needs;
-* ``sheet_cosine_backward(weights, units_first, stats, grad_output, g_offsets, g_indices, g_entry_offsets, g_source,
-  g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit coefficients through the
-  geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`).
+* ``sheet_cosine_backward(weights, units_first, stats, grad_output, offsets, indices, values, g_offsets, g_indices,
+  g_entry_offsets, g_source, g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit
+  coefficients through the geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`); for
+  units-first float32 sheets of at least 1024 units whose blur ``B`` (``offsets, indices, values``) reads few units
+  (the coarse grid's points, as at the paper's factor 3) the same gradient as ``c⊙BC + d⊙C + Bᵀ(a⊙C + b⊙BC)``, the
+  ``Bᵀ`` part added into per-point accumulators while the units are walked (no ``G``; its rows at the coarse points
+  read every unit within the blur's reach).
 
 All read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth first (transformers'
 ``Conv1D``, ``(in, out)``): the weight is read once per pass and the gradient written once, with no transposed or
@@ -94,7 +98,18 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("hf_topo::sheet_cosine_backward")
     def _backward_fake(
-        weights, units_first, stats, grad_output, g_offsets, g_indices, g_entry_offsets, g_source, g_coef
+        weights,
+        units_first,
+        stats,
+        grad_output,
+        offsets,
+        indices,
+        values,
+        g_offsets,
+        g_indices,
+        g_entry_offsets,
+        g_source,
+        g_coef,
     ):
         return [torch.empty_like(weight, memory_format=torch.contiguous_format) for weight in weights]
 
