@@ -561,6 +561,26 @@ int64_t gradient_depth_chunk(const int64_t* off, const int64_t* idx, int64_t nnz
 }
 #endif
 
+// The backward's per-unit coefficients of one sheet from its forward stats (dot, then the clamped norms n = |C_u| and
+// m = |(BC)_u|) and its upstream gradient: coefficient q (a, b, c, d) of unit u goes to out[q * q_step + u * u_step].
+// d cos_u / d C_u = B_u/(n m) - s C_u/(n^3 m); d cos_u / d (BC)_u = C_u/(n m) - s (BC)_u/(n m^3):
+// a = c = inv_nm, b = -s inv_nm / m^2, d = -s inv_nm / n^2, for the loss's -1/units per unit.
+void unit_coefficients(const float* stats, float upstream, int64_t units, float* out, int64_t q_step,
+                       int64_t u_step) {
+  const float* dot = stats;
+  const float* norm_c = dot + units;
+  const float* norm_b = norm_c + units;
+  const float scale = -upstream / static_cast<float>(units);
+  for (int64_t u = 0; u < units; ++u) {
+    const float inv_nm = scale / (norm_c[u] * norm_b[u]);
+    float* k = out + u * u_step;
+    k[0] = inv_nm;
+    k[q_step] = -dot[u] * inv_nm / (norm_b[u] * norm_b[u]);
+    k[2 * q_step] = inv_nm;
+    k[3 * q_step] = -dot[u] * inv_nm / (norm_c[u] * norm_c[u]);
+  }
+}
+
 #ifdef HF_TOPO_AVX2
 // The backward of a units-first float32 sheet without G ("scatter walk"), for blurs whose B reads few units (the
 // coarse grid's points: B = U S with S a subsampling, as the paper's bilinear blur at odd integer factors is). With
@@ -931,23 +951,10 @@ std::vector<at::Tensor> scatter_backward(at::TensorList weights, const std::vect
       task_len.push_back(std::min(len, depth - d0));
     }
   }
-  // Per-unit coefficients (a, b, c, d), unit-major: a = c = inv_nm, b = -s inv_nm / m^2, d = -s inv_nm / n^2 (see
-  // the G walk below), for the loss's -1/units per unit.
+  // Per-unit coefficients (a, b, c, d), unit-major.
   std::vector<float> coefficients(static_cast<size_t>(layers * units * 4));
-  for (int64_t l = 0; l < layers; ++l) {
-    const float* dot = st + l * 3 * units;
-    const float* norm_c = dot + units;
-    const float* norm_b = norm_c + units;
-    const float scale = -up[l] / static_cast<float>(units);
-    float* k = coefficients.data() + l * units * 4;
-    for (int64_t u = 0; u < units; ++u) {
-      const float inv_nm = scale / (norm_c[u] * norm_b[u]);
-      k[4 * u] = inv_nm;
-      k[4 * u + 1] = -dot[u] * inv_nm / (norm_b[u] * norm_b[u]);
-      k[4 * u + 2] = inv_nm;
-      k[4 * u + 3] = -dot[u] * inv_nm / (norm_c[u] * norm_c[u]);
-    }
-  }
+  for (int64_t l = 0; l < layers; ++l)
+    unit_coefficients(st + l * 3 * units, up[l], units, coefficients.data() + l * units * 4, 1, 4);
   const int64_t tasks = static_cast<int64_t>(task_layer.size());
   at::parallel_for(0, tasks, 1, [&](int64_t t_begin, int64_t t_end) {
     std::unique_ptr<float[]> scratch;
@@ -1021,19 +1028,7 @@ std::vector<at::Tensor> sheet_cosine_backward(at::TensorList weights, bool units
   at::parallel_for(0, layers, 1, [&](int64_t l_begin, int64_t l_end) {
     std::vector<float> coefficients(4 * units);
     for (int64_t l = l_begin; l < l_end; ++l) {
-      const float* dot = st + l * 3 * units;
-      const float* norm_c = dot + units;
-      const float* norm_b = norm_c + units;
-      // d cos_u / d C_u = B_u/(n m) - s C_u/(n^3 m); d cos_u / d (BC)_u = C_u/(n m) - s (BC)_u/(n m^3):
-      // a = c = inv_nm, b = -s inv_nm / m^2, d = -s inv_nm / n^2, for the loss's -1/units per unit.
-      const float scale = -up[l] / static_cast<float>(units);
-      for (int64_t u = 0; u < units; ++u) {
-        const float inv_nm = scale / (norm_c[u] * norm_b[u]);
-        coefficients[u] = inv_nm;
-        coefficients[units + u] = -dot[u] * inv_nm / (norm_b[u] * norm_b[u]);
-        coefficients[2 * units + u] = inv_nm;
-        coefficients[3 * units + u] = -dot[u] * inv_nm / (norm_c[u] * norm_c[u]);
-      }
+      unit_coefficients(st + l * 3 * units, up[l], units, coefficients.data(), units, 1);  // cat(a, b, c, d)
       float* values = gv + l * entries;
       for (int64_t k = 0; k < entries; ++k) {
         float total = 0.f;
