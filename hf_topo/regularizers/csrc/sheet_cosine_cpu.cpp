@@ -155,6 +155,11 @@ inline void add_tail_sums(const float* const* src, const float* vals, int64_t n,
 
 // The three sums of one unit whose row of B has N entries (rows src[e] with weights vals[e]); c is the unit's row.
 // Two sets of accumulators (16 floats per step) keep the FMA chains of dot, |c|^2 and |Bc|^2 off the critical path.
+// Each step prefetches the same line of the next unit's row (c + depth: the rows are contiguous) into L2, one row
+// ahead, so that its arrival overlaps this row's arithmetic; without it a single thread's walk took about the sum of
+// its arithmetic and its reads (measured, 1 thread: GPT-2's 12 rows-first layers 9.4 -> 8.7 ms, ResNet-18's
+// convolutions 5.3 -> 4.5 ms; into L1 or non-temporally, or whole rows at once, gained nothing). A prefetch past the
+// weight's end (after the last unit) is a hint that never faults.
 template <int N>
 void unit_row_sums(const float* const* src, const float* vals, const float* c, int64_t depth, float* dot_out,
                    float* cc_out, float* bb_out) {
@@ -163,6 +168,7 @@ void unit_row_sums(const float* const* src, const float* vals, const float* c, i
   __m256 d0 = _mm256_setzero_ps(), d1 = d0, n0 = d0, n1 = d0, b0 = d0, b1 = d0;
   int64_t j = 0;
   for (; j + 16 <= depth; j += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + depth + j), _MM_HINT_T1);
     __m256 a0 = _mm256_mul_ps(v[0], _mm256_loadu_ps(src[0] + j));
     __m256 a1 = _mm256_mul_ps(v[0], _mm256_loadu_ps(src[0] + j + 8));
     for (int e = 1; e < N; ++e) {
@@ -667,10 +673,12 @@ void unit_scatter_scalar(const float* const* src, const float* vals, float* cons
 
 // One unit of the scatter walk over a depth slice of `len` floats (all pointers at the slice's start): src/vals its
 // row of B, acc the accumulator rows of those entries, c its own row; out its gradient row (streamed) or, for a
-// column, its accumulator row (added into). k = (a, b, c, d) its coefficients.
+// column, its accumulator row (added into). k = (a, b, c, d) its coefficients. c + depth is the next unit's slice,
+// prefetched into L2 a line per step as in unit_row_sums (depth 0 for the last unit; measured, 1 thread: GPT-2's 12
+// nn.Linear layers 17.8 -> 13.2 ms, where prefetching 4-32 rows ahead had gained nothing).
 template <int N>
 void unit_scatter(const float* const* src, const float* vals, float* const* acc, const float* c, float* out,
-                  bool out_is_accumulator, const float* k, int64_t len) {
+                  bool out_is_accumulator, const float* k, int64_t len, int64_t depth) {
   __m256 v[N > 0 ? N : 1];
   for (int e = 0; e < N; ++e) v[e] = _mm256_set1_ps(vals[e]);
   const __m256 ka = _mm256_set1_ps(k[0]), kb = _mm256_set1_ps(k[1]), kc = _mm256_set1_ps(k[2]),
@@ -678,6 +686,7 @@ void unit_scatter(const float* const* src, const float* vals, float* const* acc,
   const bool stream = !out_is_accumulator && (reinterpret_cast<uintptr_t>(out) & 31) == 0;
   int64_t j = 0;
   for (; j + 16 <= len; j += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + depth + j), _MM_HINT_T1);
     __m256 b0 = _mm256_setzero_ps(), b1 = b0;
     for (int e = 0; e < N; ++e) {
       b0 = _mm256_fmadd_ps(v[e], _mm256_loadu_ps(src[e] + j), b0);
@@ -726,11 +735,11 @@ void scatter_walk(const float* weight, int64_t units, int64_t depth, int64_t d0,
     const float* c = weight + u * depth + d0;
     const float* k = coef + 4 * u;
     switch (n) {
-      case 0: unit_scatter<0>(src, vals, acc, c, o, is_column, k, len); break;
-      case 1: unit_scatter<1>(src, vals, acc, c, o, is_column, k, len); break;
-      case 2: unit_scatter<2>(src, vals, acc, c, o, is_column, k, len); break;
-      case 3: unit_scatter<3>(src, vals, acc, c, o, is_column, k, len); break;
-      case 4: unit_scatter<4>(src, vals, acc, c, o, is_column, k, len); break;
+      case 0: unit_scatter<0>(src, vals, acc, c, o, is_column, k, len, u + 1 < units ? depth : 0); break;
+      case 1: unit_scatter<1>(src, vals, acc, c, o, is_column, k, len, u + 1 < units ? depth : 0); break;
+      case 2: unit_scatter<2>(src, vals, acc, c, o, is_column, k, len, u + 1 < units ? depth : 0); break;
+      case 3: unit_scatter<3>(src, vals, acc, c, o, is_column, k, len, u + 1 < units ? depth : 0); break;
+      case 4: unit_scatter<4>(src, vals, acc, c, o, is_column, k, len, u + 1 < units ? depth : 0); break;
       default: unit_scatter_scalar(src, vals, acc, n, c, o, is_column, k, 0, len);
     }
     for (int64_t i = plan.close_off[u]; i < plan.close_off[u + 1]; ++i) {
