@@ -17,7 +17,7 @@ On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` cal
 * ``sheet_cosine_backward(weights, units_first, stats, grad_output, offsets, indices, values, g_offsets, g_indices,
   g_entry_offsets, g_source, g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit
   coefficients through the geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`); for
-  units-first float32 sheets of at least 1024 units whose blur ``B`` (``offsets, indices, values``) reads few units
+  units-first float32 sheets whose blur ``B`` (``offsets, indices, values``) reads few units
   (the coarse grid's points, as at the paper's factor 3) the same gradient as ``c⊙BC + d⊙C + Bᵀ(a⊙C + b⊙BC)``, the
   ``Bᵀ`` part added into per-point accumulators while the units are walked (no ``G``; its rows at the coarse points
   read every unit within the blur's reach).

@@ -598,10 +598,9 @@ void unit_coefficients(const float* stats, float upstream, int64_t units, float*
 // rows at the coarse points read every unit within the blur's reach twice (more than an L2 for GPT-2's 3 KiB rows).
 // The arithmetic of each gradient element does not depend on how the depth is split, so the result does not depend
 // on the number of threads.
-// Below this many units the G walk is used: a small sheet's G rows read units a few short sheet rows away, still in
-// cache, and there the scatter walk's extra arithmetic and accumulator stores cost more than they save (measured,
-// 1 thread: GPT-2's 3072 x 768 sheets 16.1 vs 19.2 ms, 2048 x 512 4.6 vs 7.2, ResNet-18's 512-unit stage 5.3 vs 5.1).
-constexpr int64_t kScatterMinUnits = 1024;
+// It is used for every sheet size: with the next unit's row prefetched (unit_scatter) it beats the G walk on small
+// sheets too, whose G rows stay in cache (measured, 1 thread: ResNet-18's 512-unit stage 5.7 -> 4.5 ms, its 256- and
+// 128-unit stages 1.4 -> 1.1 and 0.33 -> 0.27 ms; before that prefetch the 512-unit stage had lost, 5.1 vs 5.3 ms).
 
 struct ScatterPlan {
   int64_t columns = 0;            // number of distinct columns of B (accumulator rows)
@@ -610,11 +609,10 @@ struct ScatterPlan {
   std::vector<int64_t> close_off, close_list;  // per unit: accumulator rows complete after it (leave as gradients)
 };
 
-// The plan of B (rows in the bag layout), or columns = 0 where the G walk is used: sheets of fewer than
-// kScatterMinUnits units, blurs whose B reads more than a quarter of the units or has rows of more than kMaxEntries.
+// The plan of B (rows in the bag layout), or columns = 0 where the G walk is used: blurs whose B reads more than a
+// quarter of the units (e.g. bilinear at even factors) or has rows of more than kMaxEntries entries.
 ScatterPlan scatter_plan(SparseRows op, int64_t units) {
   ScatterPlan plan;
-  if (units < kScatterMinUnits) return plan;
   plan.column.assign(units, -1);
   std::vector<int64_t> first(units, -1), last(units, -1);
   for (int64_t u = 0; u < units; ++u) {
@@ -940,7 +938,7 @@ std::tuple<at::Tensor, at::Tensor> sheet_cosine_forward(at::TensorList weights, 
 }
 
 #ifdef HF_TOPO_AVX2
-// Units-first float32 sheets of at least kScatterMinUnits units whose B reads few units: every gradient by the scatter
+// Units-first float32 sheets whose B reads few units: every gradient by the scatter
 // walk (scatter_walk above), in tasks of one sheet's depth slice (sheets split only where there are fewer sheets than
 // threads).
 std::vector<at::Tensor> scatter_backward(at::TensorList weights, const std::vector<Sheet>& sheets, SparseRows blur,
