@@ -311,6 +311,37 @@ def test_large_sheet_gradients_match_float64_autograd_at_any_thread_count(factor
     assert torch.equal(two[0], one[0])  # the same arithmetic per element, however the work is split
 
 
+def test_long_rows_are_summed_in_chunks_with_the_same_values_at_any_thread_count():
+    # Units-first rows longer than 1536 floats are summed in equal chunks (3091 floats: 3 chunks of 1040, 1040 and
+    # 1011, the last with a scalar tail); a depth-0 sheet has zero sums. Against float64, 1 vs 2 threads bitwise.
+    blur = grouped_blur(8, 12)
+    torch.manual_seed(13)
+    tables = [torch.randn(96, 3091, dtype=torch.float64), torch.randn(96, 1537, dtype=torch.float64)]
+    tables[0][4] = 0.0
+    weights = [t.float().contiguous() for t in tables]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        losses, stats = torch.ops.hf_topo.sheet_cosine_forward(
+            weights, True, blur.offsets, blur.indices, blur.values, 1e-8
+        )
+        torch.set_num_threads(2)
+        _, stats_two = torch.ops.hf_topo.sheet_cosine_forward(
+            weights, True, blur.offsets, blur.indices, blur.values, 1e-8
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(stats, stats_two)
+    assert (losses.double() - _loss_float64(tables, blur)).abs().max().item() < 1e-6
+    dense = _dense(blur.offsets, blur.indices, blur.values, 96)
+    for table, sums in zip(tables, stats, strict=True):
+        blurred = dense @ table
+        assert torch.allclose(sums[0].double(), (table * blurred).sum(1), rtol=1e-5, atol=1e-4)
+        assert torch.allclose(sums[1].double(), table.norm(dim=1).clamp_min(1e-8), rtol=1e-5)
+    empty = torch.ops.hf_topo.sheet_cosine_sums(torch.empty(96, 0), True, blur.offsets, blur.indices, blur.values)
+    assert torch.equal(empty, torch.zeros(3, 96))
+
+
 def test_group_operators_refuse_inconsistent_inputs():
     blur = grouped_blur(8, 12)
     weights = [torch.randn(96, 10), torch.randn(96, 7)]
