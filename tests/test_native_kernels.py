@@ -342,6 +342,54 @@ def test_long_rows_are_summed_in_chunks_with_the_same_values_at_any_thread_count
     assert torch.equal(empty, torch.zeros(3, 96))
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "factor", "interpolation"),
+    [(12, 16, 3.0, "bilinear"), (12, 16, 2.0, "bilinear"), (9, 24, 3.0, "bicubic"), (8, 12, 3.0, "bilinear")],
+)
+def test_depth_first_forward_through_the_blur_factors_matches_float64(height, width, factor, interpolation):
+    # Depth-first float32 sheets with B's separable factors are read one sheet image per depth row (the image walk):
+    # a plain subsample (factor 3) or a mix (factor 2) of coarse rows, 4-entry bicubic rows with 3 coarse rows (padded
+    # to 8), and a width of 12 (not a multiple of 8: the tile walk). 139 rows: a 128-row task and 11 more (a batch of
+    # 8 and a tail of 3). Against float64, against the call without factors, and 1 vs 2 threads bitwise.
+    blur = grouped_blur(height, width, factor, factor, interpolation)
+    units = height * width
+    torch.manual_seed(14)
+    tables = [torch.randn(units, 139, dtype=torch.float64), torch.randn(units, 9, dtype=torch.float64)]
+    tables[0][3] = 0.0
+    weights = [t.T.float().contiguous() for t in tables]
+    factors = (blur.down_h, blur.up_h, blur.blur_w)
+    forward = torch.ops.hf_topo.sheet_cosine_forward
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        losses, stats = forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, *factors)
+        torch.set_num_threads(2)
+        _, stats_two = forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, *factors)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(stats, stats_two)
+    assert (losses.double() - _loss_float64(tables, blur)).abs().max().item() < 1e-6
+    dense = _dense(blur.offsets, blur.indices, blur.values, units)
+    for table, sums in zip(tables, stats, strict=True):
+        expected = (table * (dense @ table)).sum(1)
+        assert ((sums[0].double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+    _, tiled = forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8)
+    assert torch.allclose(stats, tiled, rtol=1e-5, atol=1e-5)
+
+
+def test_blur_factors_are_checked():
+    blur = grouped_blur(12, 16)
+    weights = [torch.randn(10, 192)]
+    forward = torch.ops.hf_topo.sheet_cosine_forward
+    with pytest.raises(RuntimeError, match="all three of the blur's factors"):
+        forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, blur.down_h, blur.up_h, None)
+    other = grouped_blur(16, 12)
+    with pytest.raises(RuntimeError, match="describe a 16 x 16 sheet, but the sheets have 192 units"):
+        forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, other.down_h, other.up_h, blur.blur_w)
+    with pytest.raises(RuntimeError, match=r"expected down_h \(h', h\)"):
+        forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, blur.up_h, blur.up_h, blur.blur_w)
+
+
 def test_group_operators_refuse_inconsistent_inputs():
     blur = grouped_blur(8, 12)
     weights = [torch.randn(96, 10), torch.randn(96, 7)]

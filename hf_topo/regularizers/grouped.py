@@ -66,7 +66,8 @@ class GroupedBlur:
     of the gradient operator ``G`` (module docstring); ``g_entry, g_source, g_coef``: its triplets — entry
     ``g_entry[t]`` of ``G`` receives ``g_coef[t] · coefficients[g_source[t]]``, where ``coefficients`` is
     ``cat([a, b, c, d])`` of a layer (``4 · units`` values); the triplets are sorted by entry, those of entry ``k``
-    being ``g_entry_offsets[k]:g_entry_offsets[k + 1]``.
+    being ``g_entry_offsets[k]:g_entry_offsets[k + 1]``. ``down_h`` ``(h', h)``, ``up_h`` ``(h, h')``, ``blur_w``
+    ``(w, w)``: ``B``'s separable factors in float32, ``B = kron(up_h · down_h, blur_w)``.
     """
 
     def __init__(self, height: int, width: int, factor_h: float, factor_w: float, mode: str):
@@ -110,6 +111,9 @@ class GroupedBlur:
         self.g_entry_offsets = torch.zeros(self.g_indices.numel() + 1, dtype=torch.long)
         self.g_entry_offsets[1:] = torch.bincount(self.g_entry, minlength=self.g_indices.numel()).cumsum(0)
         self.values = self.values.to(torch.float32)
+        # The separable factors, float32, for the CPU forward of depth-first sheets (read one sheet image at a time).
+        self.down_h, self.up_h = down_h.to(torch.float32), up_h.to(torch.float32)
+        self.blur_w = (up_w @ down_w).to(torch.float32)
         self.on_device: dict[torch.device, GroupedBlur] = {}
 
     @property
@@ -201,6 +205,9 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
         if native:
             # One operator for the group (csrc/sheet_cosine_cpu.cpp): each weight read in its own layout; stats holds
             # per unit ⟨C_u, (BC)_u⟩ and the clamped norms |C_u|, |(BC)_u|.
+            # Depth-first sheets (Conv1D) are read one depth row, a whole sheet image, at a time and blurred through
+            # B's separable factors; B itself serves units-first sheets.
+            factors = () if units_first else (blur.down_h, blur.up_h, blur.blur_w)
             losses, stats = torch.ops.hf_topo.sheet_cosine_forward(
                 [_weight_matrix(sheet, units_first) for sheet in sheets],
                 units_first,
@@ -208,6 +215,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
                 blur.indices,
                 blur.values,
                 COSINE_EPS,
+                *factors,
             )
             ctx.save_for_backward(stats, *sheets)
             return losses

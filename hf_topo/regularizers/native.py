@@ -11,9 +11,11 @@ building blocks):
 
 On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` calls, one per geometry and direction):
 
-* ``sheet_cosine_forward(weights, units_first, offsets, indices, values, eps)``: ``(losses, stats)``, the per-sheet
-  ``1 − mean_u cos(C_u, (BC)_u)`` and the ``(sheets, 3, units)`` per-unit ``⟨C_u, (BC)_u⟩``, ``max(|C_u|, eps)``,
-  ``max(|(BC)_u|, eps)`` the backward needs;
+* ``sheet_cosine_forward(weights, units_first, offsets, indices, values, eps, down_h=None, up_h=None,
+  blur_w=None)``: ``(losses, stats)``, the per-sheet ``1 − mean_u cos(C_u, (BC)_u)`` and the ``(sheets, 3, units)``
+  per-unit ``⟨C_u, (BC)_u⟩``, ``max(|C_u|, eps)``, ``max(|(BC)_u|, eps)`` the backward needs; given the blur's
+  separable factors (``B = kron(up_h · down_h, blur_w)``), depth-first float32 sheets whose width is a multiple of 8
+  are read one depth row — one whole sheet image — at a time and blurred through the factors;
 * ``sheet_cosine_backward(weights, units_first, stats, grad_output, offsets, indices, values, g_offsets, g_indices,
   g_entry_offsets, g_source, g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit
   coefficients through the geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`); for
@@ -91,7 +93,7 @@ def _register_fakes() -> None:
         return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("hf_topo::sheet_cosine_forward")
-    def _forward_fake(weights, units_first, offsets, indices, values, eps):
+    def _forward_fake(weights, units_first, offsets, indices, values, eps, down_h=None, up_h=None, blur_w=None):
         units = weights[0].shape[0] if units_first else weights[0].shape[1]
         stats = weights[0].new_empty((len(weights), 3, units), dtype=torch.float32)
         return weights[0].new_empty((len(weights),), dtype=torch.float32), stats
