@@ -1,8 +1,9 @@
 """TopoLoss computed per sheet geometry (hf_topo.regularizers.grouped) against the per-layer kernel and the reference
 ``topoloss`` 0.0.2: values and gradients for Linear, GPT-2 Conv1D and Conv2d sheets, mixed geometries, watched
-layers, the bias map, LoRA, and capture by ``torch.compile(fullgraph=True)``. Every test runs twice: on hf_topo's CPU
-kernels (``hf_topo.regularizers.native``, built here on first use) and on PyTorch operators alone
-(``HF_TOPO_NATIVE_KERNELS=0``)."""
+layers, the bias map, LoRA, and capture by ``torch.compile(fullgraph=True)``. Every test runs three times: on hf_topo's
+CPU kernels (``hf_topo.regularizers.native``, built here on first use), on PyTorch operators alone
+(``HF_TOPO_NATIVE_KERNELS=0``: the sparse ``embedding_bag`` path), and on the dense path that GPUs take (stacked
+sheets, separable blur products), switched on for the CPU here."""
 
 import copy
 
@@ -25,9 +26,9 @@ GRAD_TOL = 2e-5  # gradient error relative to max |grad|: float32 rounding of tw
 VALUE_TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, params=["native", "pytorch"])
+@pytest.fixture(autouse=True, params=["native", "pytorch", "dense"])
 def kernel_path(request, monkeypatch):
-    """The grouped loss on hf_topo's CPU kernels, then on PyTorch operators only."""
+    """The grouped loss on hf_topo's CPU kernels, on PyTorch operators only, then on the GPUs' dense path."""
     if request.param == "native":
         monkeypatch.delenv(NATIVE_KERNELS_ENV, raising=False)
         # No skip: a machine that runs the tests builds the kernels (a C++ compiler and ninja, see the README).
@@ -35,6 +36,8 @@ def kernel_path(request, monkeypatch):
     else:
         monkeypatch.setenv(NATIVE_KERNELS_ENV, "0")
         assert not native_kernels_available()
+    if request.param == "dense":
+        monkeypatch.setattr(grouped_module, "_dense_blur_wanted", lambda device: True)
     return request.param
 
 
@@ -91,6 +94,38 @@ def test_grouped_equals_the_reference_on_each_sheet(rel_err):
     expected.mean().backward()
     assert torch.allclose(values, expected, atol=VALUE_TOL, rtol=0)
     for sheet, copy_ in zip(sheets, copies, strict=True):
+        assert rel_err(sheet.grad, copy_.grad) < GRAD_TOL
+
+
+@pytest.mark.parametrize("units_first", [True, False])
+def test_mixed_depths_in_any_order_and_in_chunks(units_first, kernel_path, monkeypatch, rel_err):
+    """Sheets of one geometry and three depths, not sorted by depth, stacked two at a time on the dense path:
+    values, gradients and the sheets themselves (read, never written) as the per-layer kernel has them."""
+    torch.manual_seed(3)
+    depths = [7, 3, 7, 11, 3, 7]
+    shapes = [(6, 10, depth) if units_first else (depth, 6, 10) for depth in depths]
+    sheets = [torch.randn(shape, requires_grad=True) for shape in shapes]
+    originals = [sheet.detach().clone() for sheet in sheets]
+    # Two 6×10×7 float32 sheets per stack: the run of 7-deep sheets is split in two.
+    monkeypatch.setattr(grouped_module, "_DENSE_CHUNK_BYTES", 2 * 60 * 7 * 4)
+    if kernel_path == "dense":  # four stacks for six sheets: the dense path is forced (it would choose sparse)
+        assert grouped_module._blur_path(sheets, grouped_blur(6, 10), units_first) == "sparse"
+        monkeypatch.setattr(grouped_module, "_blur_path", lambda sheets, blur, units_first: "dense")
+    blur = grouped_blur(6, 10)
+    weights = torch.linspace(-1.0, 2.0, len(sheets))
+    values = grouped_sheet_cosine_losses(sheets, units_first, blur)
+    (values * weights).sum().backward()
+    if kernel_path == "dense":
+        order = grouped_module._depth_order(sheets, units_first)
+        assert order == [0, 2, 5, 1, 4, 3]
+        chunks = grouped_module._dense_chunks([sheets[index] for index in order], units_first)
+        assert chunks == [(0, 2), (2, 3), (3, 5), (5, 6)]  # 7-deep: two, then one; 3-deep: both; 11-deep
+    for sheet, original, value, weight in zip(sheets, originals, values, weights, strict=True):
+        assert torch.equal(sheet.detach(), original)
+        copy_ = original.clone().requires_grad_(True)
+        expected = sheet_cosine_loss(copy_, units_first, 3.0, 3.0, "bilinear")
+        (weight * expected).backward()
+        assert value.item() == pytest.approx(expected.item(), abs=VALUE_TOL)
         assert rel_err(sheet.grad, copy_.grad) < GRAD_TOL
 
 

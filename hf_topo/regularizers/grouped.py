@@ -18,15 +18,26 @@ entry of ``G``. A backward is then, for all layers at once, a handful of operato
 ``G``'s values, and per layer **one** operator that writes its gradient ``G C``. The forward is, per layer, one
 operator for the three per-unit sums ``⟨C_u, (BC)_u⟩``, ``|C_u|²``, ``|(BC)_u|²``.
 
-On the CPU the whole group is two of hf_topo's operators (:mod:`hf_topo.regularizers.native`): one forward for every
-sheet's sums and loss, one backward for the coefficients, ``G``'s values and every ``G C``; they read every weight in
-its own layout (an ``nn.Linear`` or ``Conv2d`` weight's rows are its units, a transformers ``Conv1D`` weight
-``(in, out)`` has them as columns) and any floating dtype, once per pass. Elsewhere (a GPU, or where the
-kernels cannot be built) they are ``F.embedding_bag`` calls and reductions on a float32 ``(units, depth)`` table:
-the weight itself for a contiguous float32 units-first sheet, otherwise a copy (cast, or transposed for ``Conv1D``:
-PyTorch has no sparse product along the contiguous axis that is cheaper).
+Three paths compute it, with the same values (float32 rounding apart):
 
-Both paths trace under ``torch.compile(fullgraph=True)`` without graph breaks: the kernels are registered operators
+* **CPU, hf_topo's kernels** (:mod:`hf_topo.regularizers.native`): the whole group is two operators, one forward for
+  every sheet's sums and loss, one backward for the coefficients, ``G``'s values and every ``G C``; they read every
+  weight in its own layout (an ``nn.Linear`` or ``Conv2d`` weight's rows are its units, a transformers ``Conv1D``
+  weight ``(in, out)`` has them as columns) and any floating dtype, once per pass.
+* **GPUs and other accelerators** (any device but the CPU): there each operator costs a launch and host time, so the
+  sheets of one depth are stacked into one float32 tensor (at most ``_DENSE_CHUNK_BYTES`` at a time) and blurred by
+  the separable factors, ``B = kron(B_h, B_w)``: two batched matrix products per pass, in the sheets' own layout (no
+  transposed copy for ``Conv1D``). The gradient is ``Bᵀ(a⊙C + b⊙BC) + a⊙BC + d⊙C`` with ``Bᵀ = kron(B_hᵀ, B_wᵀ)``:
+  ``BC`` recomputed, two more products and a few element-wise operators, for all the stacked sheets at once. The
+  products are float32 matrix multiplications, so they follow ``torch.backends.cuda.matmul`` (PyTorch's default,
+  full float32, gives the reference's values; TF32, e.g. ``TrainingArguments(tf32=True)``, rounds the blur to TF32's
+  10-bit mantissa like the model's own products). Sheets wider than ``_DENSE_MAX_SIDES`` (height + width) take the
+  sparse path below instead, where the dense factors would cost more arithmetic than the gathers.
+* **CPU without the kernels** (no C++ compiler, or ``HF_TOPO_NATIVE_KERNELS=0``): ``F.embedding_bag`` calls and
+  reductions on a float32 ``(units, depth)`` table per layer: the weight itself for a contiguous float32 units-first
+  sheet, otherwise a copy (cast, or transposed for ``Conv1D``).
+
+Every path traces under ``torch.compile(fullgraph=True)`` without graph breaks: the kernels are registered operators
 with shape functions (``tests/test_grouped_topoloss.py``). Memory: the node returns the gradients of all its sheets at once; where ``.grad`` already holds a tensor they coexist until autograd
 adds them in (about one weight per layer of the group), where ``.grad`` is ``None`` they become ``.grad``.
 """
@@ -47,6 +58,12 @@ __all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "sheet_
 # Above this many entries in a row of the blur B, the sparse operators lose to the dense separable GEMMs; such
 # geometries are computed per layer by ``sheet_cosine_loss`` (its dense path). Same threshold as the per-layer kernel.
 _MAX_ROW_ENTRIES = 40
+#: Largest height + width of a sheet blurred by dense separable products off the CPU (``(h + w)`` multiply-adds per
+#: weight entry and product pair, against the ~8–16 gathered rows of the sparse path).
+_DENSE_MAX_SIDES = 256
+#: Most bytes of float32 weights stacked at once off the CPU (GPT-2-124M's 12 ``c_fc``: 108 MiB, one stack); the
+#: backward holds about four such stacks at a time.
+_DENSE_CHUNK_BYTES = 128 * 2**20
 
 
 def _csr_from_keys(rows: torch.Tensor, cols: torch.Tensor, units: int):
@@ -67,7 +84,8 @@ class GroupedBlur:
     ``g_entry[t]`` of ``G`` receives ``g_coef[t] · coefficients[g_source[t]]``, where ``coefficients`` is
     ``cat([a, b, c, d])`` of a layer (``4 · units`` values); the triplets are sorted by entry, those of entry ``k``
     being ``g_entry_offsets[k]:g_entry_offsets[k + 1]``. ``down_h`` ``(h', h)``, ``up_h`` ``(h, h')``, ``blur_w``
-    ``(w, w)``: ``B``'s separable factors in float32, ``B = kron(up_h · down_h, blur_w)``.
+    ``(w, w)``: ``B``'s separable factors in float32, ``B = kron(up_h · down_h, blur_w)``; ``blur_h``
+    ``(h, h)``: ``up_h · down_h``.
     """
 
     def __init__(self, height: int, width: int, factor_h: float, factor_w: float, mode: str):
@@ -114,6 +132,9 @@ class GroupedBlur:
         # The separable factors, float32, for the CPU forward of depth-first sheets (read one sheet image at a time).
         self.down_h, self.up_h = down_h.to(torch.float32), up_h.to(torch.float32)
         self.blur_w = (up_w @ down_w).to(torch.float32)
+        # B's factors along the height, for the dense path (GPUs): B = kron(blur_h, blur_w).
+        self.height, self.width = height, width
+        self.blur_h = (up_h @ down_h).to(torch.float32)
         self.on_device: dict[torch.device, GroupedBlur] = {}
 
     @property
@@ -196,13 +217,153 @@ def use_native_kernels(sheets: Sequence[torch.Tensor]) -> bool:
     )
 
 
+def _dense_blur_wanted(device: torch.device) -> bool:
+    """Whether sheets on ``device`` are blurred by stacked dense products (off the CPU; tests switch it on there)."""
+    return device.type != "cpu"
+
+
+def _blur_path(sheets: Sequence[torch.Tensor], blur: GroupedBlur, units_first: bool) -> str:
+    """``"native"``, ``"dense"`` or ``"sparse"``: the path that computes these sheets (module docstring).
+
+    Off the CPU the dense path is taken where it launches fewer operators: its cost is per stack of same-depth
+    sheets (about 30 operators), the sparse path's per sheet (about 15). So GPT-2's 12 ``c_fc`` (one stack) and a
+    ResNet's first stage (four 3×3 convolutions of one depth) are dense, while a later ResNet stage (five sheets of
+    three depths: 3×3 convolutions of two depths and the 1×1 shortcut) stays sparse."""
+    if use_native_kernels(sheets):
+        return "native"
+    if _dense_blur_wanted(sheets[0].device) and blur.height + blur.width <= _DENSE_MAX_SIDES:
+        order = _depth_order(sheets, units_first)
+        stacks = len(_dense_chunks([sheets[index] for index in order], units_first))
+        if stacks == 1 or 2 * stacks <= len(sheets):
+            return "dense"
+    return "sparse"
+
+
+def _depth_order(sheets: Sequence[torch.Tensor], units_first: bool) -> list[int]:
+    """Sheet indices grouped by depth (depths in order of first appearance, sheets in their order within a depth),
+    so that each depth's sheets are a contiguous run. (No ``sorted(key=...)``: ``torch.compile`` cannot trace it.)"""
+    depths = [int(sheet.shape[2 if units_first else 0]) for sheet in sheets]
+    return [index for depth in dict.fromkeys(depths) for index, other in enumerate(depths) if other == depth]
+
+
+def _dense_chunks(sheets: Sequence[torch.Tensor], units_first: bool) -> list[tuple[int, int]]:
+    """``(start, stop)`` runs of same-depth sheets (``sheets`` grouped by depth), each under ``_DENSE_CHUNK_BYTES``
+    of float32 (a run holds at least one sheet)."""
+    chunks, start, size = [], 0, 0
+    for index, sheet in enumerate(sheets):
+        depth, nbytes = sheet.shape[2 if units_first else 0], sheet.numel() * 4
+        if index > start and (
+            depth != sheets[start].shape[2 if units_first else 0] or size + nbytes > _DENSE_CHUNK_BYTES
+        ):
+            chunks.append((start, index))
+            start, size = index, 0
+        size += nbytes
+    chunks.append((start, len(sheets)))
+    return chunks
+
+
+def _stacked(sheets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The sheets as one contiguous float32 tensor ``(len(sheets), *sheet shape)``."""
+    stack = sheets[0].unsqueeze(0) if len(sheets) == 1 else torch.stack(list(sheets))
+    if stack.dtype != torch.float32:
+        stack = stack.to(torch.float32)
+    return stack if stack.is_contiguous() else stack.contiguous()
+
+
+def _blur_first_axis(stack: torch.Tensor, units_first: bool, blur_h: torch.Tensor, blur_w: torch.Tensor):
+    """The first of the two products of the separable blur: along the height for a units-first stack
+    ``(L, h, w, d)``, along the width (the contiguous axis) for a depth-first one ``(L, d, h, w)``."""
+    if units_first:
+        layers, height, width, depth = stack.shape
+        along_h = torch.bmm(blur_h.expand(layers, height, height), stack.view(layers, height, width * depth))
+        return along_h.view(stack.shape)
+    return torch.mm(stack.view(-1, stack.shape[-1]), blur_w.T).view(stack.shape)
+
+
+def _blur_second_axis(partial: torch.Tensor, units_first: bool, blur_h: torch.Tensor, blur_w: torch.Tensor):
+    """The second product: along the width (units-first) or the height (depth-first)."""
+    if units_first:
+        layers, height, width, depth = partial.shape
+        rows = layers * height
+        return torch.bmm(blur_w.expand(rows, width, width), partial.view(rows, width, depth)).view(partial.shape)
+    layers, depth, height, width = partial.shape
+    images = layers * depth
+    return torch.bmm(blur_h.expand(images, height, height), partial.view(images, height, width)).view(partial.shape)
+
+
+def _separable_blur(stack: torch.Tensor, units_first: bool, blur_h: torch.Tensor, blur_w: torch.Tensor):
+    """``kron(blur_h, blur_w)`` applied to every stacked sheet: ``(L, h, w, d)`` units-first or ``(L, d, h, w)``."""
+    partial = _blur_first_axis(stack, units_first, blur_h, blur_w)
+    return _blur_second_axis(partial, units_first, blur_h, blur_w)
+
+
+def _dense_forward(blur: GroupedBlur, units_first: bool, sheets: Sequence[torch.Tensor]):
+    """Per-unit ``⟨C_u, (BC)_u⟩``, ``|C_u|``, ``|(BC)_u|`` of every sheet, each ``(len(sheets), units)``."""
+    dots, norms_c, norms_b = [], [], []
+    reduce_dim = -1 if units_first else 1
+    for start, stop in _dense_chunks(sheets, units_first):
+        stack = _stacked(sheets[start:stop])
+        blurred = _separable_blur(stack, units_first, blur.blur_h, blur.blur_w)
+        flat = (stop - start, blur.units, -1) if units_first else (stop - start, -1, blur.units)
+        stack, blurred = stack.view(flat), blurred.view(flat)
+        dots.append(torch.linalg.vecdot(stack, blurred, dim=reduce_dim))
+        norms_c.append(torch.linalg.vector_norm(stack, dim=reduce_dim))
+        norms_b.append(torch.linalg.vector_norm(blurred, dim=reduce_dim))
+        del stack, blurred
+    if len(dots) == 1:
+        return dots[0], norms_c[0], norms_b[0]
+    return torch.cat(dots), torch.cat(norms_c), torch.cat(norms_b)
+
+
+def _dense_backward(
+    blur: GroupedBlur, units_first: bool, sheets: Sequence[torch.Tensor], inv_nm, coef_b, coef_c
+) -> list[torch.Tensor]:
+    """Every sheet's gradient ``Bᵀ(a⊙C + b⊙BC) + a⊙BC + d⊙C`` (``a = inv_nm``, ``b = coef_b``, ``d = coef_c``, each
+    ``(len(sheets), units)``), computed per stacked chunk; each gradient is a view of its chunk's result. At most
+    three chunk-sized float32 tensors live at a time (the stack and ``BC``, then ``a⊙C + b⊙BC`` and the rest, then
+    the products of ``Bᵀ``)."""
+    grads = []
+    for start, stop in _dense_chunks(sheets, units_first):
+        stack = _stacked(sheets[start:stop])
+        blurred = _separable_blur(stack, units_first, blur.blur_h, blur.blur_w)
+        shape = (
+            (stop - start, blur.height, blur.width, 1) if units_first else (stop - start, 1, blur.height, blur.width)
+        )
+        a, b, d = (coef[start:stop].view(shape) for coef in (inv_nm, coef_b, coef_c))
+        inner = (stack * a).addcmul_(blurred, b)  # a⊙C + b⊙BC (the stack may be the weight itself: never written)
+        rest = blurred.mul_(a).addcmul_(stack, d)  # a⊙BC + d⊙C, in BC's memory
+        del stack, blurred
+        partial = _blur_first_axis(inner, units_first, blur.blur_h.T, blur.blur_w.T)
+        del inner
+        grad = _blur_second_axis(partial, units_first, blur.blur_h.T, blur.blur_w.T).add_(rest)
+        del partial, rest
+        for index, layer_grad in enumerate(grad.unbind(0), start=start):
+            sheet = sheets[index]
+            grads.append(layer_grad if layer_grad.dtype == sheet.dtype else layer_grad.to(sheet.dtype))
+    return grads
+
+
 class _GroupedSheetCosineLoss(torch.autograd.Function):
     """Per-layer ``1 − mean_u cos(C_u, (BC)_u)`` of same-geometry sheets; backward: one ``G C`` per sheet."""
 
     @staticmethod
-    def forward(ctx, blur: GroupedBlur, units_first: bool, native: bool, *sheets: torch.Tensor) -> torch.Tensor:
-        ctx.blur, ctx.units_first, ctx.native = blur, units_first, native
-        if native:
+    def forward(ctx, blur: GroupedBlur, units_first: bool, path: str, *sheets: torch.Tensor) -> torch.Tensor:
+        ctx.blur, ctx.units_first, ctx.path = blur, units_first, path
+        if path == "dense":
+            # Same-depth sheets stacked (grouped by depth; the losses come back in the sheets' order).
+            order = _depth_order(sheets, units_first)
+            ctx.order = None if order == list(range(len(sheets))) else order
+            ordered = sheets if ctx.order is None else [sheets[index] for index in order]
+            dot, norm_c, norm_b = _dense_forward(blur, units_first, ordered)
+            norm_c, norm_b = norm_c.clamp_min_(COSINE_EPS), norm_b.clamp_min_(COSINE_EPS)
+            ctx.save_for_backward(dot, norm_c, norm_b, *sheets)
+            losses = 1.0 - (dot / (norm_c * norm_b)).mean(dim=1)
+            if ctx.order is None:
+                return losses
+            by_position = losses.unbind(0)
+            position = {index: rank for rank, index in enumerate(order)}
+            return torch.stack([by_position[position[index]] for index in range(len(sheets))])
+        if path == "native":
             # One operator for the group (csrc/sheet_cosine_cpu.cpp): each weight read in its own layout; stats holds
             # per unit ⟨C_u, (BC)_u⟩ and the clamped norms |C_u|, |(BC)_u|.
             # Depth-first sheets (Conv1D) are read one depth row, a whole sheet image, at a time and blurred through
@@ -236,14 +397,26 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         blur, units_first = ctx.blur, ctx.units_first
-        if ctx.native:
+        if ctx.path == "native":
             return (None, None, None, *_native_backward(ctx, grad_output))
         dot, norm_c, norm_b, *sheets = ctx.saved_tensors
+        grad_output = grad_output.to(torch.float32)
+        if ctx.path == "dense" and ctx.order is not None:  # the statistics are in depth order
+            by_layer = grad_output.unbind(0)
+            grad_output = torch.stack([by_layer[index] for index in ctx.order])
         # d cos_u / d C_u = B_u/(n m) − s C_u/(n³ m);  d cos_u / d B_u = C_u/(n m) − s B_u/(n m³)
-        scale = -grad_output.to(torch.float32)[:, None] / dot.shape[1]
+        scale = -grad_output[:, None] / dot.shape[1]
         inv_nm = scale / (norm_c * norm_b)
         coef_c = -dot * inv_nm / norm_c.square()
         coef_b = -dot * inv_nm / norm_b.square()
+        if ctx.path == "dense":
+            order = ctx.order or range(len(sheets))
+            computed = _dense_backward(blur, units_first, [sheets[index] for index in order], inv_nm, coef_b, coef_c)
+            grads = [None] * len(sheets)
+            for index, grad in zip(order, computed, strict=True):
+                if ctx.needs_input_grad[index + 3]:
+                    grads[index] = grad.view(sheets[index].shape)
+            return None, None, None, *grads
         # dL/dC = Bᵀ(a⊙C + b⊙BC) + c⊙BC + d⊙C with a = c = inv_nm, b = coef_b, d = coef_c.
         coefficients = torch.cat([inv_nm, coef_b, inv_nm, coef_c], dim=1)  # (layers, 4 · units)
         contributions = coefficients[:, blur.g_source] * blur.g_coef
@@ -329,5 +502,5 @@ def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: boo
     if units != blur.units:
         raise ValueError(f"The sheets have {units} units but the blur was built for {blur.units}; rebuild it.")
     with torch.autocast(device_type=sheets[0].device.type, enabled=False):
-        native = use_native_kernels(sheets)
-        return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, native, *sheets)
+        path = _blur_path(sheets, blur, units_first)
+        return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, path, *sheets)
