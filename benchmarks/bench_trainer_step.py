@@ -34,7 +34,6 @@ import time
 
 import torch
 from _common import default_output, device_info, device_line, synchronize, write_json
-from datasets import Dataset
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -77,8 +76,11 @@ def build_model(args: argparse.Namespace) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(GPT2Config(n_layer=args.n_layer, n_embd=args.n_embd, n_head=max(1, args.n_embd // 64)))
 
 
-def build_dataset(args: argparse.Namespace, vocab_size: int) -> Dataset:
-    """Enough random token sequences for ``max_steps`` optimizer steps, with ``labels = input_ids``."""
+def build_dataset(args: argparse.Namespace, vocab_size: int):
+    """Enough random token sequences for ``max_steps`` optimizer steps, with ``labels = input_ids``
+    (a ``datasets.Dataset``)."""
+    from datasets import Dataset
+
     rows = args.batch_size * args.grad_accum * args.max_steps
     generator = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, vocab_size, (rows, args.seq_len), generator=generator).tolist()
@@ -88,14 +90,16 @@ def build_dataset(args: argparse.Namespace, vocab_size: int) -> Dataset:
 def train_once(
     topo: bool,
     args: argparse.Namespace,
-    dataset: Dataset,
-    model: GPT2LMHeadModel | None = None,
+    dataset: torch.utils.data.Dataset,
+    model: torch.nn.Module | None = None,
     extra_args: dict | None = None,
     untimed_steps: int = 1,
+    target_modules: list[str] | None = None,
 ) -> dict:
     """One training run of ``args.max_steps`` optimizer steps: the step times (the first ``untimed_steps`` dropped)
     and, on CUDA, the peak allocated memory. ``model`` defaults to :func:`build_model`; ``extra_args`` are added to
-    the training arguments of both trainers (e.g. ``bf16``, the optimizer)."""
+    the training arguments of both trainers (e.g. ``bf16``, the optimizer); ``target_modules`` are TopoTrainer's
+    topographic layers (default: GPT-2's ``mlp.c_fc``)."""
     model = model if model is not None else build_model(args)
     device = getattr(args, "device", "cuda")
     timer = StepTimer(device)
@@ -115,7 +119,8 @@ def train_once(
             "dataloader_num_workers": 0,
         } | (extra_args or {})
         if topo:
-            training_args = TopoTrainingArguments(tau=args.tau, topo_target_modules=TARGET_MODULES, **common)
+            targets = list(target_modules or TARGET_MODULES)
+            training_args = TopoTrainingArguments(tau=args.tau, topo_target_modules=targets, **common)
             trainer: Trainer = TopoTrainer(model=model, args=training_args, train_dataset=dataset, callbacks=[timer])
         else:
             training_args = TrainingArguments(**common)
