@@ -31,11 +31,13 @@ Three paths compute it, with the same values (float32 rounding apart):
   ``BC`` recomputed, two more products and a few element-wise operators, for all the stacked sheets at once. The
   products are float32 matrix multiplications, so they follow ``torch.backends.cuda.matmul`` (PyTorch's default,
   full float32, gives the reference's values; TF32, e.g. ``TrainingArguments(tf32=True)``, rounds the blur to TF32's
-  10-bit mantissa like the model's own products). Sheets wider than ``_DENSE_MAX_SIDES`` (height + width) take the
-  sparse path below instead, where the dense factors would cost more arithmetic than the gathers.
-* **CPU without the kernels** (no C++ compiler, or ``HF_TOPO_NATIVE_KERNELS=0``): ``F.embedding_bag`` calls and
-  reductions on a float32 ``(units, depth)`` table per layer: the weight itself for a contiguous float32 units-first
-  sheet, otherwise a copy (cast, or transposed for ``Conv1D``).
+  10-bit mantissa like the model's own products). Groups that would need many stacks for few sheets (several
+  depths: a ResNet's later stages; see ``_blur_path``) and sheets wider than ``_DENSE_MAX_SIDES`` (height + width)
+  take the sparse path below instead: there it launches fewer operators, or the dense factors would cost more
+  arithmetic than the gathers.
+* **Sparse: the CPU without the kernels** (no C++ compiler, or ``HF_TOPO_NATIVE_KERNELS=0``), and the GPU groups
+  above: ``F.embedding_bag`` calls and reductions on a float32 ``(units, depth)`` table per layer: the weight itself
+  for a contiguous float32 units-first sheet, otherwise a copy (cast, or transposed for ``Conv1D``).
 
 Every path traces under ``torch.compile(fullgraph=True)`` without graph breaks: the kernels are registered operators
 with shape functions (``tests/test_grouped_topoloss.py``). Memory: the node returns the gradients of all its sheets at once; where ``.grad`` already holds a tensor they coexist until autograd
