@@ -377,6 +377,54 @@ def test_depth_first_forward_through_the_blur_factors_matches_float64(height, wi
     assert torch.allclose(stats, tiled, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "factor", "interpolation"),
+    [
+        (12, 16, 3.0, "bilinear"),
+        (12, 16, 2.0, "bilinear"),
+        (9, 24, 3.0, "bicubic"),
+        (16, 16, 4.0, "bilinear"),
+        (8, 12, 3.0, "bilinear"),
+    ],
+)
+def test_depth_first_backward_through_the_blur_factors_matches_float64(height, width, factor, interpolation):
+    # The image walk of the gradient: B^T X through the factors, the rows the coarse grid was taken from waiting
+    # for Z. A plain subsample (factor 3: a third of the rows wait), a mix of coarse rows (factor 2: every row
+    # waits), bicubic rows of 4 entries and a width of 24 (a half line at the end of each row), factor 4 (even: the
+    # coarse grid mixes rows), and a width of 12 (not a multiple of 8: G through the tiles). 139 depth rows (a
+    # 128-row task, a batch of 8 and a tail of 3) and 9. Against float64 autograd, against G, 1 vs 2 threads bitwise.
+    blur = grouped_blur(height, width, factor, factor, interpolation)
+    units = height * width
+    torch.manual_seed(15)
+    tables = [torch.randn(units, 139, dtype=torch.float64), torch.randn(units, 9, dtype=torch.float64)]
+    tables[0][3] = 0.0  # a dead unit: its norm is clamped
+    weights = [t.T.float().contiguous() for t in tables]
+    factors = (blur.down_h, blur.up_h, blur.blur_w)
+    _, stats = torch.ops.hf_topo.sheet_cosine_forward(
+        weights, False, blur.offsets, blur.indices, blur.values, 1e-8, *factors
+    )
+    leaves = [t.clone().requires_grad_(True) for t in tables]
+    upstream = torch.tensor([0.75, -1.5])
+    (_loss_float64(leaves, blur) * upstream.double()).sum().backward()
+    backward = torch.ops.hf_topo.sheet_cosine_backward
+    args = _backward_operators(blur)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = backward(weights, False, stats, upstream, *args, *factors)
+        torch.set_num_threads(2)
+        two = backward(weights, False, stats, upstream, *args, *factors)
+    finally:
+        torch.set_num_threads(threads)
+    for grad, grad_two, leaf, weight in zip(one, two, leaves, weights, strict=True):
+        assert grad.shape == weight.shape and grad.dtype == torch.float32 and grad.is_contiguous()
+        assert ((grad.double().T - leaf.grad).abs().max() / leaf.grad.abs().max()).item() < 1e-5
+        assert torch.equal(grad, grad_two)
+    through_g = backward(weights, False, stats, upstream, *args)
+    for grad, other in zip(one, through_g, strict=True):
+        assert ((grad - other).abs().max() / other.abs().max()).item() < 1e-5
+
+
 def test_blur_factors_are_checked():
     blur = grouped_blur(12, 16)
     weights = [torch.randn(10, 192)]
@@ -388,6 +436,14 @@ def test_blur_factors_are_checked():
         forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, other.down_h, other.up_h, blur.blur_w)
     with pytest.raises(RuntimeError, match=r"expected down_h \(h', h\)"):
         forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8, blur.up_h, blur.up_h, blur.blur_w)
+    # The backward checks them alike.
+    _, stats = forward(weights, False, blur.offsets, blur.indices, blur.values, 1e-8)
+    backward = torch.ops.hf_topo.sheet_cosine_backward
+    args = (weights, False, stats, torch.ones(1), *_backward_operators(blur))
+    with pytest.raises(RuntimeError, match="all three of the blur's factors"):
+        backward(*args, blur.down_h, None, blur.blur_w)
+    with pytest.raises(RuntimeError, match="describe a 16 x 16 sheet, but the sheets have 192 units"):
+        backward(*args, other.down_h, other.up_h, blur.blur_w)
 
 
 def test_group_operators_refuse_inconsistent_inputs():

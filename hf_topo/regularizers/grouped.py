@@ -455,6 +455,9 @@ def _native_backward(ctx, grad_output: torch.Tensor) -> list[torch.Tensor | None
     grad_output = grad_output.to(torch.float32)
     if len(wanted) < len(sheets):
         stats, grad_output = stats[wanted], grad_output[wanted]
+    # Depth-first sheets (Conv1D) are walked one sheet image per depth row, through B's separable factors, as in
+    # the forward; units-first sheets through B (the scatter walk) or G.
+    factors = () if units_first else (blur.down_h, blur.up_h, blur.blur_w)
     computed = torch.ops.hf_topo.sheet_cosine_backward(
         [_weight_matrix(sheets[index], units_first) for index in wanted],
         units_first,
@@ -468,6 +471,7 @@ def _native_backward(ctx, grad_output: torch.Tensor) -> list[torch.Tensor | None
         blur.g_entry_offsets,
         blur.g_source,
         blur.g_coef,
+        *factors,
     )
     grads: list[torch.Tensor | None] = [None] * len(sheets)
     for index, grad in zip(wanted, computed, strict=True):

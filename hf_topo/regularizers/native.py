@@ -17,12 +17,14 @@ On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` cal
   separable factors (``B = kron(up_h · down_h, blur_w)``), depth-first float32 sheets whose width is a multiple of 8
   are read one depth row — one whole sheet image — at a time and blurred through the factors;
 * ``sheet_cosine_backward(weights, units_first, stats, grad_output, offsets, indices, values, g_offsets, g_indices,
-  g_entry_offsets, g_source, g_coef)``: every sheet's gradient ``G C``, ``G``'s values filled from the per-unit
-  coefficients through the geometry's triplets (:class:`~hf_topo.regularizers.grouped.GroupedBlur`); for
-  units-first float32 sheets whose blur ``B`` (``offsets, indices, values``) reads few units
-  (the coarse grid's points, as at the paper's factor 3) the same gradient as ``c⊙BC + d⊙C + Bᵀ(a⊙C + b⊙BC)``, the
-  ``Bᵀ`` part added into per-point accumulators while the units are walked (no ``G``; its rows at the coarse points
-  read every unit within the blur's reach).
+  g_entry_offsets, g_source, g_coef, down_h=None, up_h=None, blur_w=None)``: every sheet's gradient ``G C``,
+  ``G``'s values filled from the per-unit coefficients through the geometry's triplets
+  (:class:`~hf_topo.regularizers.grouped.GroupedBlur`); for units-first float32 sheets whose blur ``B``
+  (``offsets, indices, values``) reads few units (the coarse grid's points, as at the paper's factor 3) the same
+  gradient as ``c⊙BC + d⊙C + Bᵀ(a⊙C + b⊙BC)``, the ``Bᵀ`` part added into per-point accumulators while the units
+  are walked (no ``G``; its rows at the coarse points read every unit within the blur's reach); given the blur's
+  separable factors, depth-first float32 sheets whose width is a multiple of 8 get that gradient one sheet image
+  at a time, ``Bᵀ = down_hᵀ · up_hᵀ ⊗ blur_wᵀ`` applied through the factors (no ``G`` either).
 
 All read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth first (transformers'
 ``Conv1D``, ``(in, out)``): the weight is read once per pass and the gradient written once, with no transposed or
@@ -112,6 +114,9 @@ def _register_fakes() -> None:
         g_entry_offsets,
         g_source,
         g_coef,
+        down_h=None,
+        up_h=None,
+        blur_w=None,
     ):
         return [torch.empty_like(weight, memory_format=torch.contiguous_format) for weight in weights]
 

@@ -927,13 +927,16 @@ struct SmallRows {  // the nonzeros of a small dense matrix (or of its transpose
   int64_t entries(int64_t r) const { return off[r + 1] - off[r]; }
 };
 
-SmallRows small_rows(const at::Tensor& m) {
+// The rows of a contiguous float32 matrix m, or of its transpose (no transposed copy made).
+SmallRows small_rows(const at::Tensor& m, bool transposed = false) {
   SmallRows out;
   const float* data = m.data_ptr<float>();
-  out.rows = m.size(0);
-  for (int64_t r = 0; r < m.size(0); ++r) {
-    for (int64_t c = 0; c < m.size(1); ++c) {
-      const float v = data[r * m.size(1) + c];
+  const int64_t rows = transposed ? m.size(1) : m.size(0), cols = transposed ? m.size(0) : m.size(1);
+  const int64_t row_step = transposed ? 1 : m.size(1), col_step = transposed ? m.size(1) : 1;
+  out.rows = rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = data[r * row_step + c * col_step];
       if (v != 0.f) {
         out.idx.push_back(c);
         out.val.push_back(v);
@@ -1168,6 +1171,210 @@ void image_sums_into(const at::Tensor& weight, const ImagePlan& plan, Sheet shee
   for (int64_t t = 1; t < tasks; ++t)
     for (int64_t i = 0; i < 3 * units; ++i) sums[i] += partial[t * 3 * units + i];
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The backward of depth-first float32 sheets, image by image (the forward's image walk, run for the gradient).
+//
+// With X = a(.)C + b(.)BC, dL/dC = c(.)BC + d(.)C + B^T X (a = c, unit_coefficients), and on one image (a depth row)
+// B^T X = down_h^T (up_h^T X) blur_w: the same taps of up_h that mix the coarse rows M = down_h Img blur_w^T into a
+// sheet row's BC also carry its X back into the coarse rows (Z += up_h^T X), Z is blurred along the width on its
+// transpose (Z blur_w), and down_h^T puts it back on the rows the coarse grid was taken from. So a sheet row's
+// gradient is final as soon as its BC is known, except on those rows (a third of the rows at the paper's factor 3),
+// which wait in a small buffer until Z is complete. Each image is read in order and its gradient written once, in
+// whole cache lines, with no tile transposed through the cache and no G; per-unit coefficients are loaded once per
+// batch of images. Every element's arithmetic is that of its own image, so results do not depend on the threads.
+struct ImageGradPlan {
+  SmallRows blur_w_t;                 // blur_w transposed: Z blur_w = (blur_w^T Z^T)^T
+  SmallRows down_h_t;                 // down_h transposed: the coarse rows each sheet row receives
+  std::vector<int64_t> waiting_slot;  // per sheet row: its slot in the waiting buffer, or -1 (final at once)
+  int64_t waiting = 0;
+};
+
+ImageGradPlan image_grad_plan(const at::Tensor& down_h, const at::Tensor& blur_w) {
+  ImageGradPlan plan;
+  plan.blur_w_t = small_rows(blur_w.contiguous(), true);
+  plan.down_h_t = small_rows(down_h.contiguous(), true);
+  for (int64_t y = 0; y < plan.down_h_t.rows; ++y)
+    plan.waiting_slot.push_back(plan.down_h_t.entries(y) > 0 ? plan.waiting++ : -1);
+  return plan;
+}
+
+// Per-thread buffers of the gradient walk: the forward's (coarse rows, their transposes, kImageBatch blurred coarse
+// blocks), kImageBatch blocks of Z, Z's transposes, and the waiting rows of kImageBatch images.
+struct ImageGradScratch {
+  ImageScratch forward;
+  std::unique_ptr<float[]> memory;
+  float *z, *z_t, *z_blurred_t, *z_blurred, *waiting;
+  int64_t waiting_block;
+  std::vector<const float*> rows;
+  ImageGradScratch(const ImagePlan& plan, const ImageGradPlan& grad)
+      : forward(plan), waiting_block(grad.waiting * plan.width + 16) {
+    const int64_t block = forward.block;
+    const int64_t total = (kImageBatch + 3) * block + kImageBatch * waiting_block + 16 + 1088 / sizeof(float);
+    memory.reset(new float[total]);
+    float* base = memory.get() + (16 - reinterpret_cast<uintptr_t>(memory.get()) / sizeof(float) % 16) % 16;
+    std::fill_n(base, total - 16, 0.f);
+    z = base;  // kImageBatch blocks, zero between batches
+    z_t = z + kImageBatch * block;
+    z_blurred_t = z_t + block;
+    z_blurred = z_blurred_t + block;
+    waiting = z_blurred + block + 1088 / sizeof(float);
+    rows.resize(std::max(plan.padded, plan.width));
+  }
+};
+
+// One sheet row's gradient over k images, Q vectors (8 floats each) at a time from column x: BC from the row's up_h
+// taps (the batch's blurred coarse blocks, `block` floats apart), c*BC + d*C written to out (image i's row at
+// out + i * out_stride; streamed where `stream`, a whole 64-byte line per image at Q = 2, so that no write-combining
+// buffer is left half full while the other images' lines are written), and X carried into the same taps' rows of Z
+// (z_offset floats after the blurred coarse rows).
+template <int N, int Q>
+inline void image_row_grad_step(const RowTaps& taps, int64_t n, int64_t z_offset, const float* c_row,
+                                const float* coef_a, const float* coef_b, const float* coef_d, int64_t units,
+                                int64_t block, int64_t k, int64_t x, float* out, int64_t out_stride, bool stream) {
+  __m256 a[Q], b[Q], d[Q];
+  for (int q = 0; q < Q; ++q) {
+    a[q] = _mm256_loadu_ps(coef_a + x + 8 * q);
+    b[q] = _mm256_loadu_ps(coef_b + x + 8 * q);
+    d[q] = _mm256_loadu_ps(coef_d + x + 8 * q);
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    __m256 carried[Q];
+    float* o = out + i * out_stride + x;
+    for (int q = 0; q < Q; ++q) {
+      __m256 bc = _mm256_setzero_ps();
+      for (int64_t e = 0; e < n; ++e)
+        bc = _mm256_fmadd_ps(taps.v[e], _mm256_loadu_ps(taps.src[e] + i * block + x + 8 * q), bc);
+      const __m256 c = _mm256_loadu_ps(c_row + i * units + x + 8 * q);
+      carried[q] = _mm256_fmadd_ps(b[q], bc, _mm256_mul_ps(a[q], c));
+      const __m256 local = _mm256_fmadd_ps(d[q], c, _mm256_mul_ps(a[q], bc));
+      if (stream)
+        _mm256_stream_ps(o + 8 * q, local);
+      else
+        _mm256_storeu_ps(o + 8 * q, local);
+    }
+    for (int64_t e = 0; e < n; ++e) {
+      float* z = const_cast<float*>(taps.src[e]) + z_offset + i * block + x;
+      for (int q = 0; q < Q; ++q)
+        _mm256_storeu_ps(z + 8 * q, _mm256_fmadd_ps(taps.v[e], carried[q], _mm256_loadu_ps(z + 8 * q)));
+    }
+  }
+}
+
+// One sheet row's gradient over k images (image_row_grad_step along the row); the next batch's images are
+// prefetched as in image_row_sums. Streams only where every image's row starts on a 64-byte line.
+template <int N>
+void image_row_grad(const RowTaps& taps, int64_t z_offset, const float* c_row, const float* coef_a,
+                    const float* coef_b, const float* coef_d, int64_t units, int64_t block, int64_t k, int64_t ahead,
+                    int64_t w, float* out, int64_t out_stride, bool stream) {
+  const int64_t n = N >= 0 ? N : taps.n;
+  stream = stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0 && out_stride % 16 == 0;
+  int64_t x = 0;
+  for (; x + 16 <= w; x += 16) {
+    for (int64_t i = 0; i < ahead; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(c_row + (k + i) * units + x), _MM_HINT_T0);
+    image_row_grad_step<N, 2>(taps, n, z_offset, c_row, coef_a, coef_b, coef_d, units, block, k, x, out, out_stride,
+                              stream);
+  }
+  if (x < w)  // a last half line (width 8 mod 16): ordinary stores
+    image_row_grad_step<N, 1>(taps, n, z_offset, c_row, coef_a, coef_b, coef_d, units, block, k, x, out, out_stride,
+                              false);
+}
+
+// The gradients of the depth rows [d0, d1) of one depth-first float32 sheet (coef: a, b, c, d, units each).
+void image_walk_grad(const ImagePlan& plan, const ImageGradPlan& grad_plan, const float* weight, const float* coef,
+                     int64_t d0, int64_t d1, ImageGradScratch& s, float* grad) {
+  const int64_t w = plan.width, units = plan.height * w, block = s.forward.block;
+  const float *coef_a = coef, *coef_b = coef + units, *coef_d = coef + 3 * units;
+  float* mixed = s.forward.mixed;
+  const int64_t z_offset = s.z - mixed;
+  for (int64_t b0 = d0; b0 < d1; b0 += kImageBatch) {
+    const int64_t k = std::min(kImageBatch, d1 - b0), ahead = std::min(kImageBatch, d1 - b0 - k);
+    const float* img = weight + b0 * units;
+    float* out = grad + b0 * units;
+    for (int64_t i = 0; i < k; ++i) {
+      if (b0 == d0) touch_image(img + i * units, units);
+      coarse_blur(plan, img + i * units, s.forward, mixed + i * block);
+    }
+    for (int64_t y = 0; y < plan.height; ++y) {
+      const RowTaps taps(plan.up_h, y, mixed, w);
+      const int64_t u0 = y * w, slot = grad_plan.waiting_slot[y];
+      float* o = slot < 0 ? out + u0 : s.waiting + slot * w;
+      const int64_t o_stride = slot < 0 ? units : s.waiting_block;
+      const bool stream = slot < 0;
+#define HF_TOPO_ROW_GRAD(N)                                                                                         \
+  image_row_grad<N>(taps, z_offset, img + u0, coef_a + u0, coef_b + u0, coef_d + u0, units, block, k, ahead, w, o, \
+                    o_stride, stream)
+      switch (taps.n) {
+        case 1: HF_TOPO_ROW_GRAD(1); break;
+        case 2: HF_TOPO_ROW_GRAD(2); break;
+        case 3: HF_TOPO_ROW_GRAD(3); break;
+        case 4: HF_TOPO_ROW_GRAD(4); break;
+        default: HF_TOPO_ROW_GRAD(-1);
+      }
+#undef HF_TOPO_ROW_GRAD
+    }
+    // Per image: Z blur_w on Z's transpose, then the waiting rows receive down_h^T of it; Z zeroed for the next batch.
+    for (int64_t i = 0; i < k; ++i) {
+      float* z = s.z + i * block;
+      for (int64_t j = 0; j < plan.padded; ++j) s.rows[j] = z + j * w;
+      transpose_block(s.rows.data(), plan.padded, w, s.z_t);
+      rows_combine(grad_plan.blur_w_t, s.z_t, plan.padded, s.z_blurred_t);
+      for (int64_t x = 0; x < w; ++x) s.rows[x] = s.z_blurred_t + x * plan.padded;
+      transpose_block(s.rows.data(), w, plan.padded, s.z_blurred);
+      std::fill_n(z, plan.coarse * w, 0.f);
+      const float* waiting = s.waiting + i * s.waiting_block;
+      for (int64_t y = 0; y < plan.height; ++y) {
+        const int64_t slot = grad_plan.waiting_slot[y];
+        if (slot < 0) continue;
+        const int64_t b = grad_plan.down_h_t.off[y], n = grad_plan.down_h_t.entries(y);
+        float* o = out + i * units + y * w;
+        const bool stream = (reinterpret_cast<uintptr_t>(o) & 63) == 0 && w % 16 == 0;
+        for (int64_t x = 0; x < w; x += 8) {
+          __m256 acc = _mm256_loadu_ps(waiting + slot * w + x);
+          for (int64_t e = b; e < b + n; ++e)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(grad_plan.down_h_t.val[e]),
+                                  _mm256_loadu_ps(s.z_blurred + grad_plan.down_h_t.idx[e] * w + x), acc);
+          if (stream)
+            _mm256_stream_ps(o + x, acc);
+          else
+            _mm256_storeu_ps(o + x, acc);
+        }
+      }
+    }
+  }
+  _mm_sfence();
+}
+
+// Depth-first float32 sheets (width a multiple of 8) with B's separable factors: every gradient by the image walk,
+// in tasks of kImageTask depth rows of one sheet.
+std::vector<at::Tensor> image_backward(at::TensorList weights, const std::vector<Sheet>& sheets,
+                                       const ImagePlan& plan, const ImageGradPlan& grad_plan, const float* st,
+                                       const float* up) {
+  const int64_t layers = static_cast<int64_t>(weights.size()), units = sheets.front().units;
+  std::vector<at::Tensor> grads;
+  std::vector<int64_t> task_layer, task_begin;
+  for (int64_t l = 0; l < layers; ++l) {
+    grads.push_back(at::empty_like(weights[l], at::MemoryFormat::Contiguous));
+    for (int64_t d0 = 0; d0 < sheets[l].depth; d0 += kImageTask) {
+      task_layer.push_back(l);
+      task_begin.push_back(d0);
+    }
+  }
+  std::vector<float> coefficients(static_cast<size_t>(layers * 4 * units));  // per sheet: a, b, c, d (units each)
+  for (int64_t l = 0; l < layers; ++l)
+    unit_coefficients(st + l * 3 * units, up[l], units, coefficients.data() + l * 4 * units, units, 1);
+  const int64_t tasks = static_cast<int64_t>(task_layer.size());
+  at::parallel_for(0, tasks, 1, [&](int64_t t_begin, int64_t t_end) {
+    ImageGradScratch scratch(plan, grad_plan);
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      const int64_t l = task_layer[t], d0 = task_begin[t];
+      image_walk_grad(plan, grad_plan, weights[l].data_ptr<float>(), coefficients.data() + l * 4 * units, d0,
+                      std::min(sheets[l].depth, d0 + kImageTask), scratch, grads[l].data_ptr<float>());
+    }
+  });
+  return grads;
+}
 #endif
 
 // The grouped loss of same-geometry sheets (hf_topo.regularizers.grouped): one call per geometry and direction.
@@ -1296,7 +1503,10 @@ std::vector<at::Tensor> sheet_cosine_backward(at::TensorList weights, bool units
                                               const at::Tensor& indices, const at::Tensor& values,
                                               const at::Tensor& g_offsets,
                                               const at::Tensor& g_indices, const at::Tensor& g_entry_offsets,
-                                              const at::Tensor& g_source, const at::Tensor& g_coef) {
+                                              const at::Tensor& g_source, const at::Tensor& g_coef,
+                                              const std::optional<at::Tensor>& down_h,
+                                              const std::optional<at::Tensor>& up_h,
+                                              const std::optional<at::Tensor>& blur_w) {
   const std::vector<Sheet> sheets = check_group(weights, units_first);
   const int64_t layers = static_cast<int64_t>(weights.size()), units = sheets.front().units;
   SparseRows op = check_operator(g_offsets, g_indices, units);
@@ -1333,6 +1543,16 @@ std::vector<at::Tensor> sheet_cosine_backward(at::TensorList weights, bool units
     if (plan.columns > 0) return scatter_backward(weights, sheets, blur, plan, st, up);
   }
 #endif
+  const bool factors = down_h.has_value() && up_h.has_value() && blur_w.has_value();
+  TORCH_CHECK(factors || (!down_h.has_value() && !up_h.has_value() && !blur_w.has_value()),
+              "pass all three of the blur's factors (down_h, up_h, blur_w) or none");
+  if (factors) {
+    const ImagePlan plan = image_plan(*down_h, *up_h, *blur_w, units);
+#ifdef HF_TOPO_AVX2
+    if (!units_first && all_float && plan.width % 8 == 0)
+      return image_backward(weights, sheets, plan, image_grad_plan(*down_h, *blur_w), st, up);
+#endif
+  }
   // G's values for every sheet, (layers, entries), sheets in parallel.
   at::Tensor g_values = at::empty({layers, entries}, stats.options());
   float* gv = g_values.data_ptr<float>();
@@ -1370,7 +1590,7 @@ TORCH_LIBRARY(hf_topo, m) {
   m.def(
       "sheet_cosine_backward(Tensor[] weights, bool units_first, Tensor stats, Tensor grad_output, Tensor offsets, "
       "Tensor indices, Tensor values, Tensor g_offsets, Tensor g_indices, Tensor g_entry_offsets, Tensor g_source, "
-      "Tensor g_coef) -> Tensor[]");
+      "Tensor g_coef, Tensor? down_h=None, Tensor? up_h=None, Tensor? blur_w=None) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(hf_topo, CPU, m) {
