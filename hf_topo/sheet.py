@@ -65,6 +65,7 @@ __all__ = [
     "sheet_for_module",
     "effective_weight",
     "sheet_view",
+    "sheet_units_first",
     "as_cortical_sheet",
 ]
 
@@ -452,11 +453,17 @@ def sheet_view(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tensor
     ``in × out``). An input sheet is the other way round: a Linear weight ``(out, in)`` is ``(depth, height, width)``,
     a Conv1D weight ``(in, out)`` is ``(height, width, depth)``.
     """
+    if sheet_units_first(sheet):
+        return weight.reshape(sheet.height, sheet.width, sheet.depth), True
+    return weight.reshape(sheet.depth, sheet.height, sheet.width), False
+
+
+def sheet_units_first(sheet: CorticalSheet) -> bool:
+    """Whether the layer's weight stores the sheet's units first (its elements, in row-major order, are the
+    ``(units, depth)`` matrix) rather than last (``(depth, units)``): the layout :func:`sheet_view` gives."""
     if sheet.layer_type == ACTIVATION_SHEET:
         raise ValueError(f"{sheet.module_name!r} has an activation sheet: it has no weight to lay out.")
-    if get_layer_kind(sheet.layer_type).output_units_first != (sheet.units == "output"):
-        return weight.reshape(sheet.depth, sheet.height, sheet.width), False
-    return weight.reshape(sheet.height, sheet.width, sheet.depth), True
+    return get_layer_kind(sheet.layer_type).output_units_first == (sheet.units == "output")
 
 
 def as_cortical_sheet(

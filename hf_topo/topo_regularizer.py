@@ -24,11 +24,11 @@ from .config import TopoConfig
 from .distributed import gathered_for_reading, is_dtensor, is_zero3_partitioned
 from .presets import default_target_modules
 from .regularizers.bias_map import bias_map_loss
-from .regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
+from .regularizers.grouped import grouped_blur, grouped_weight_losses
 from .regularizers.laplacian_pyramid import sheet_cosine_loss
 from .regularizers.registry import ActivationSheet, RegularizerSpec, WeightSheet
 from .regularizers.spatial_correlation import neighbourhood_generator
-from .sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_view, unwrapped_layer
+from .sheet import ACTIVATION_SHEET, effective_weight, get_layer_kind, sheet_units_first, sheet_view, unwrapped_layer
 from .targets import TopoLayer, resolve_sheets
 
 __all__ = ["TopoRegularizer", "attach_inferred_topography"]
@@ -245,10 +245,15 @@ class TopoRegularizer:
         bias_map = None if bias is None else bias.reshape(layer.sheet.height, layer.sheet.width)
         return self.spec.layer_loss(WeightSheet(sheet, units_first, bias_map, layer.sheet), self.config)
 
-    def _laplacian_pyramid_by_geometry(self, model: nn.Module, with_grad: bool) -> dict[str, torch.Tensor] | None:
+    def _laplacian_pyramid_by_geometry(
+        self, model: nn.Module, with_grad: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """TopoLoss of every layer, the layers of one sheet geometry computed together
-        (:func:`~hf_topo.regularizers.grouped.grouped_sheet_cosine_losses`: one autograd node per geometry, each
-        weight read in place); ``{name: loss}`` in :meth:`layers` order, watched layers detached.
+        (:func:`~hf_topo.regularizers.grouped.grouped_weight_losses`: one autograd node per geometry, each weight
+        read in place as it is stored); ``(mean over target layers, {name: loss} in :meth:`layers` order)``, watched
+        layers detached. The mean is taken from each group's vector of losses, so the call launches no operator per
+        layer (no sheet view, no stacking of per-layer values, none in the backward either) where the layers carry
+        no bias map.
 
         ``None`` where the per-layer loop of :meth:`compute` must run instead: another loss than TopoLoss, weights
         partitioned by ZeRO-3 (whole only inside their forward) or sharded by FSDP2 (all-gathered one layer at a time,
@@ -263,32 +268,58 @@ class TopoRegularizer:
             return None
         blur_kwargs = {"factor_h": config.factor_h, "factor_w": config.factor_w, "interpolation": config.interpolation}
         grad_enabled = torch.is_grad_enabled()
-        # (sheet height × width, layout, device) -> [(layer, sheet, optimize)]; depths may differ within a group
+        # (sheet height × width, layout, device) -> [(layer, weight, optimize)]; depths may differ within a group
         groups: dict[tuple, list[tuple[TopoLayer, torch.Tensor, bool]]] = {}
         for layer in layers:
             optimize = with_grad and grad_enabled and layer.role == "target"
             with torch.set_grad_enabled(optimize):
                 weight = effective_weight(layer.module)  # LoRA/DoRA: the applied weight, with its graph
-            sheet, units_first = sheet_view(weight if optimize else weight.detach(), layer.sheet)
-            height_width = tuple(sheet.shape[:2] if units_first else sheet.shape[1:])
-            groups.setdefault((height_width, units_first, sheet.device), []).append((layer, sheet, optimize))
+            sheet = layer.sheet
+            if weight.numel() != sheet.height * sheet.width * sheet.depth:
+                raise ValueError(
+                    f"The weight of {layer.name!r} has shape {tuple(weight.shape)} ({weight.numel()} elements), but "
+                    f"its sheet is {sheet.height} × {sheet.width} units × {sheet.depth} inputs: the layer changed "
+                    "shape after the sheet was set; rebuild the regularizer (or the model's topo config)."
+                )
+            key = ((sheet.height, sheet.width), sheet_units_first(sheet), weight.device)
+            groups.setdefault(key, []).append((layer, weight if optimize else weight.detach(), optimize))
         values: dict[str, torch.Tensor] = {}
+        target_sums: list[torch.Tensor] = []  # per group whose layers are all plain targets: the sum of its losses
+        targets: list[torch.Tensor] = []  # the other target layers' losses, one by one
         for ((height, width), units_first, _device), members in groups.items():
             blur = grouped_blur(height, width, **blur_kwargs)
-            sheets = [sheet for _, sheet, _ in members]
+            weights = [weight for _, weight, _ in members]
             if blur is None:  # wide blur rows: the dense per-layer kernel
-                losses = [sheet_cosine_loss(sheet, units_first, **blur_kwargs) for sheet in sheets]
+                group = None
+                losses = [
+                    sheet_cosine_loss(sheet_view(weight, layer.sheet)[0], units_first, **blur_kwargs)
+                    for (layer, _, _), weight in zip(members, weights, strict=True)
+                ]
             else:
-                losses = grouped_sheet_cosine_losses(sheets, units_first, blur).unbind(0)
-            for (layer, _, optimize), value in zip(members, losses, strict=True):
-                bias = unwrapped_layer(layer.module).bias if config.include_bias else None
-                if bias is not None:
+                group = grouped_weight_losses(weights, units_first, blur)
+                losses = group.unbind(0)
+            biased = [
+                config.include_bias and unwrapped_layer(layer.module).bias is not None for layer, _, _ in members
+            ]
+            if group is not None and not any(biased) and all(optimize for _, _, optimize in members):
+                target_sums.append(group.sum())
+                group_targets = False
+            else:
+                group_targets = True
+            for (layer, _, optimize), value, has_bias in zip(members, losses, biased, strict=True):
+                if has_bias:
                     with torch.set_grad_enabled(optimize):
                         # The mean of the reference's LaplacianPyramid and LaplacianPyramidOnBias values.
+                        bias = unwrapped_layer(layer.module).bias
                         bias_map = bias.reshape(layer.sheet.height, layer.sheet.width)
                         value = (value + bias_map_loss(bias_map, **blur_kwargs)) / 2
                 values[layer.name] = value if optimize else value.detach()
-        return {layer.name: values[layer.name] for layer in layers}
+                if group_targets and layer.role == "target":
+                    targets.append(values[layer.name])
+        count = sum(layer.role == "target" for layer in layers)
+        parts = target_sums + ([torch.stack(targets).sum()] if targets else [])
+        total = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+        return total / count, {layer.name: values[layer.name] for layer in layers}
 
     def layer_loss(
         self,
@@ -346,8 +377,7 @@ class TopoRegularizer:
         if evaluated is None:
             grouped = self._laplacian_pyramid_by_geometry(model, with_grad)
             if grouped is not None:
-                targets = [grouped[layer.name] for layer in self.layers(model) if layer.role == "target"]
-                return torch.stack(targets).mean(), grouped
+                return grouped
         for index, layer in enumerate(self.layers(model)):
             optimize = with_grad and layer.role == "target"
             if evaluated is not None:

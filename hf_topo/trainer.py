@@ -313,10 +313,9 @@ class TopoTrainer(Trainer):
     def _record_topo(self, tau: float, topo: torch.Tensor, per_layer: dict[str, torch.Tensor]) -> None:
         # Kept on device and summed: no host sync per step; `log` reads them once per logging interval. (τ is filled
         # in on the device: `new_tensor(tau)` would copy it from host memory, which waits for the queued GPU work.)
-        values = torch.stack(
-            [v.detach().float() for v in per_layer.values()]
-            + [topo.float() * tau, torch.full_like(topo, tau, dtype=torch.float32)]
-        )
+        # One stack for all the layers (not one detach and cast per layer: each is an operator launch).
+        with torch.no_grad():
+            values = torch.stack([*per_layer.values(), topo * tau, torch.full_like(topo, tau)]).float()
         if self._topo_sums is None or self._topo_sums.shape != values.shape:
             self._topo_sums = torch.zeros_like(values)
             self._topo_count = 0

@@ -18,7 +18,7 @@ from transformers.pytorch_utils import Conv1D
 
 from hf_topo import TopoConfig, TopoRegularizer
 from hf_topo.regularizers import grouped as grouped_module
-from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses
+from hf_topo.regularizers.grouped import grouped_blur, grouped_sheet_cosine_losses, grouped_weight_losses
 from hf_topo.regularizers.laplacian_pyramid import sheet_cosine_loss
 from hf_topo.regularizers.native import NATIVE_KERNELS_ENV, native_kernels_available, native_kernels_status
 
@@ -116,9 +116,9 @@ def test_mixed_depths_in_any_order_and_in_chunks(units_first, kernel_path, monke
     values = grouped_sheet_cosine_losses(sheets, units_first, blur)
     (values * weights).sum().backward()
     if kernel_path == "dense":
-        order = grouped_module._depth_order(sheets, units_first)
+        order = grouped_module._depth_order(sheets, blur.units)
         assert order == [0, 2, 5, 1, 4, 3]
-        chunks = grouped_module._dense_chunks([sheets[index] for index in order], units_first)
+        chunks = grouped_module._dense_chunks([sheets[index] for index in order], blur.units)
         assert chunks == [(0, 2), (2, 3), (3, 5), (5, 6)]  # 7-deep: two, then one; 3-deep: both; 11-deep
     for sheet, original, value, weight in zip(sheets, originals, values, weights, strict=True):
         assert torch.equal(sheet.detach(), original)
@@ -156,10 +156,43 @@ def test_bad_groups_are_refused():
     blur = grouped_blur(8, 16)
     with pytest.raises(ValueError, match="one height × width"):
         grouped_sheet_cosine_losses([torch.randn(8, 16, 4), torch.randn(16, 8, 4)], True, blur)
-    with pytest.raises(ValueError, match="units"):
+    with pytest.raises(ValueError, match=r"The sheets are 8 × 8 but the blur was built for a 8 × 16 sheet"):
         grouped_sheet_cosine_losses([torch.randn(8, 8, 4)], True, blur)
+    # The same number of units in another geometry (the transpose) is another blur, not the same loss.
+    with pytest.raises(ValueError, match=r"The sheets are 16 × 8 .* grouped_blur\(16, 8\)"):
+        grouped_sheet_cosine_losses([torch.randn(16, 8, 4)], True, blur)
     with pytest.raises(ValueError, match="at least one"):
         grouped_sheet_cosine_losses([], True, blur)
+    with pytest.raises(ValueError, match=r"shape \(100, 4\) is not a sheet of 128 units \(8 × 16\)"):
+        grouped_weight_losses([torch.randn(128, 4), torch.randn(100, 4)], True, blur)
+    with pytest.raises(ValueError, match="at least one"):
+        grouped_weight_losses([], True, blur)
+
+
+@pytest.mark.parametrize("units_first", [True, False])
+def test_weights_as_stored_equal_their_sheets(units_first, kernel_path, rel_err):
+    # grouped_weight_losses reads weights as stored (2-D matrices and a Conv2d-shaped weight, depths 12 and 12 and
+    # 3 * 2 * 2): the same losses and gradients as their 3-D sheet views, each gradient of its weight's shape.
+    torch.manual_seed(21)
+    blur = grouped_blur(8, 16)
+    if units_first:
+        weights = [torch.randn(128, 12), torch.randn(128, 12), torch.randn(128, 3, 2, 2)]
+        sheets_of = [lambda w: w.reshape(8, 16, -1)] * 3
+    else:
+        weights = [torch.randn(12, 128), torch.randn(12, 128), torch.randn(5, 128)]
+        sheets_of = [lambda w: w.reshape(-1, 8, 16)] * 3
+    weights = [w.requires_grad_(True) for w in weights]
+    copies = [w.detach().clone().requires_grad_(True) for w in weights]
+    values = grouped_weight_losses(weights, units_first, blur)
+    expected = grouped_sheet_cosine_losses(
+        [view(c) for view, c in zip(sheets_of, copies, strict=True)], units_first, blur
+    )
+    assert torch.allclose(values, expected, atol=VALUE_TOL, rtol=0)
+    (values * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+    (expected * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+    for weight, copy_ in zip(weights, copies, strict=True):
+        assert weight.grad.shape == weight.shape
+        assert rel_err(weight.grad, copy_.grad) < GRAD_TOL
 
 
 def test_wide_blur_rows_have_no_grouped_operator():

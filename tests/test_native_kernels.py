@@ -446,6 +446,26 @@ def test_blur_factors_are_checked():
         backward(*args, other.down_h, other.up_h, blur.blur_w)
 
 
+def test_group_operators_read_weights_of_any_shape_as_their_matrix():
+    # A Conv2d-shaped weight (96, 2, 5) is the (96, 10) matrix, a (5, 8, 12) sheet view the (5, 96) one: the same
+    # losses and stats, and gradients of the weights' own shapes. A size that is no whole sheet is refused.
+    blur = grouped_blur(8, 12)
+    torch.manual_seed(16)
+    forward, backward = torch.ops.hf_topo.sheet_cosine_forward, torch.ops.hf_topo.sheet_cosine_backward
+    factors = (blur.down_h, blur.up_h, blur.blur_w)
+    for units_first, shaped in ((True, torch.randn(96, 2, 5)), (False, torch.randn(5, 8, 12))):
+        matrix = shaped.reshape(96, -1) if units_first else shaped.reshape(-1, 96)
+        extra = () if units_first else factors
+        losses, stats = forward([shaped], units_first, blur.offsets, blur.indices, blur.values, 1e-8, *extra)
+        losses_m, stats_m = forward([matrix], units_first, blur.offsets, blur.indices, blur.values, 1e-8, *extra)
+        assert torch.equal(losses, losses_m) and torch.equal(stats, stats_m)
+        args = (stats, torch.tensor([1.5]), *_backward_operators(blur), *extra)
+        (grad,), (grad_m,) = backward([shaped], units_first, *args), backward([matrix], units_first, *args)
+        assert grad.shape == shaped.shape and torch.equal(grad.reshape(grad_m.shape), grad_m)
+    with pytest.raises(RuntimeError, match=r"shape \[7, 2, 5\] \(70 elements\) is not a sheet of 96 units"):
+        forward([torch.randn(7, 2, 5)], True, blur.offsets, blur.indices, blur.values, 1e-8)
+
+
 def test_group_operators_refuse_inconsistent_inputs():
     blur = grouped_blur(8, 12)
     weights = [torch.randn(96, 10), torch.randn(96, 7)]

@@ -3,7 +3,9 @@
 A model's topographic layers usually share a few sheet geometries (GPT-2-124M's 12 ``c_fc`` layers are all
 ``48 × 64 × 768``; a ResNet stage's convolutions share theirs). :func:`grouped_sheet_cosine_losses` computes the
 TopoLoss of every sheet of one geometry together and returns their per-layer values; its backward writes each
-weight's gradient straight from that weight (nothing is stacked).
+weight's gradient straight from that weight. :func:`grouped_weight_losses` does the same on the weights as stored
+(what :class:`~hf_topo.TopoRegularizer` calls): no sheet view is made on the way in and no gradient reshaped on the
+way out, so a group costs the same number of operators for 1 layer or 100.
 
 The math (see :mod:`hf_topo.regularizers.laplacian_pyramid`): with the blur a sparse ``n × n`` matrix ``B`` on the
 units, a sheet ``C`` (``(units, depth)``) has loss ``1 − mean_u cos(C_u, (BC)_u)`` and gradient
@@ -55,7 +57,7 @@ import torch.nn.functional as F
 from .laplacian_pyramid import COSINE_EPS, blur_matrices_f64, check_blur_arguments, is_cacheable, kron_csr
 from .native import native_kernels_available
 
-__all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "sheet_table"]
+__all__ = ["GroupedBlur", "grouped_blur", "grouped_sheet_cosine_losses", "grouped_weight_losses", "sheet_table"]
 
 # Above this many entries in a row of the blur B, the sparse operators lose to the dense separable GEMMs; such
 # geometries are computed per layer by ``sheet_cosine_loss`` (its dense path). Same threshold as the per-layer kernel.
@@ -192,10 +194,22 @@ def grouped_blur(
 def sheet_table(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
     """The sheet as a float32 ``(units, depth)`` table: a view of a contiguous float32 units-first sheet (no copy),
     otherwise a copy (cast, or transposed for a depth-first sheet such as a ``Conv1D`` weight)."""
-    if units_first:
-        table = sheet.reshape(sheet.shape[0] * sheet.shape[1], sheet.shape[2])
-    else:
-        table = sheet.reshape(sheet.shape[0], sheet.shape[1] * sheet.shape[2]).T
+    units = sheet.shape[0] * sheet.shape[1] if units_first else sheet.shape[1] * sheet.shape[2]
+    return _table(sheet, units_first, units)
+
+
+def _matrix(weight: torch.Tensor, units_first: bool, units: int) -> torch.Tensor:
+    """A weight as its sheet's matrix, ``(units, depth)`` or ``(depth, units)`` (a view where the weight is
+    contiguous; the weight itself when it is that matrix already)."""
+    if weight.ndim == 2 and weight.shape[0 if units_first else 1] == units:
+        return weight
+    return weight.reshape(units, -1) if units_first else weight.reshape(-1, units)
+
+
+def _table(weight: torch.Tensor, units_first: bool, units: int) -> torch.Tensor:
+    """``sheet_table`` of a weight as stored (see :func:`grouped_weight_losses`)."""
+    table = _matrix(weight, units_first, units)
+    table = table if units_first else table.T
     # Not .to(float32, memory_format=contiguous_format): for a float32 tensor it returns the strided view itself.
     # The checks skip operators that would do nothing (each one is host time, and counted by bench_topoloss).
     if table.dtype != torch.float32:
@@ -203,10 +217,9 @@ def sheet_table(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
     return table if table.is_contiguous() else table.contiguous()
 
 
-def _weight_matrix(sheet: torch.Tensor, units_first: bool) -> torch.Tensor:
-    """The sheet as the 2-D contiguous matrix the native kernels read: ``(units, depth)`` or ``(depth, units)``."""
-    matrix = sheet.reshape(-1, sheet.shape[2]) if units_first else sheet.reshape(sheet.shape[0], -1)
-    return matrix if matrix.is_contiguous() else matrix.contiguous()
+def _depth(weight: torch.Tensor, units: int) -> int:
+    """The sheet depth of a weight of ``units`` units (inputs per unit)."""
+    return weight.numel() // units
 
 
 def use_native_kernels(sheets: Sequence[torch.Tensor]) -> bool:
@@ -234,29 +247,27 @@ def _blur_path(sheets: Sequence[torch.Tensor], blur: GroupedBlur, units_first: b
     if use_native_kernels(sheets):
         return "native"
     if _dense_blur_wanted(sheets[0].device) and blur.height + blur.width <= _DENSE_MAX_SIDES:
-        order = _depth_order(sheets, units_first)
-        stacks = len(_dense_chunks([sheets[index] for index in order], units_first))
+        order = _depth_order(sheets, blur.units)
+        stacks = len(_dense_chunks([sheets[index] for index in order], blur.units))
         if stacks == 1 or 2 * stacks <= len(sheets):
             return "dense"
     return "sparse"
 
 
-def _depth_order(sheets: Sequence[torch.Tensor], units_first: bool) -> list[int]:
+def _depth_order(sheets: Sequence[torch.Tensor], units: int) -> list[int]:
     """Sheet indices grouped by depth (depths in order of first appearance, sheets in their order within a depth),
     so that each depth's sheets are a contiguous run. (No ``sorted(key=...)``: ``torch.compile`` cannot trace it.)"""
-    depths = [int(sheet.shape[2 if units_first else 0]) for sheet in sheets]
+    depths = [_depth(sheet, units) for sheet in sheets]
     return [index for depth in dict.fromkeys(depths) for index, other in enumerate(depths) if other == depth]
 
 
-def _dense_chunks(sheets: Sequence[torch.Tensor], units_first: bool) -> list[tuple[int, int]]:
+def _dense_chunks(sheets: Sequence[torch.Tensor], units: int) -> list[tuple[int, int]]:
     """``(start, stop)`` runs of same-depth sheets (``sheets`` grouped by depth), each under ``_DENSE_CHUNK_BYTES``
     of float32 (a run holds at least one sheet)."""
     chunks, start, size = [], 0, 0
     for index, sheet in enumerate(sheets):
-        depth, nbytes = sheet.shape[2 if units_first else 0], sheet.numel() * 4
-        if index > start and (
-            depth != sheets[start].shape[2 if units_first else 0] or size + nbytes > _DENSE_CHUNK_BYTES
-        ):
+        depth, nbytes = _depth(sheet, units), sheet.numel() * 4
+        if index > start and (depth != _depth(sheets[start], units) or size + nbytes > _DENSE_CHUNK_BYTES):
             chunks.append((start, index))
             start, size = index, 0
         size += nbytes
@@ -264,12 +275,22 @@ def _dense_chunks(sheets: Sequence[torch.Tensor], units_first: bool) -> list[tup
     return chunks
 
 
-def _stacked(sheets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The sheets as one contiguous float32 tensor ``(len(sheets), *sheet shape)``."""
+def _same_shapes(sheets: Sequence[torch.Tensor]) -> bool:
+    return all(sheet.shape == sheets[0].shape for sheet in sheets)
+
+
+def _stacked(sheets: Sequence[torch.Tensor], blur: GroupedBlur, units_first: bool) -> torch.Tensor:
+    """Same-depth weights as one contiguous float32 tensor, ``(L, h, w, depth)`` units-first or ``(L, depth, h, w)``
+    (weights of one shape stacked as they are and viewed so once; others as their matrices)."""
+    if not _same_shapes(sheets):
+        sheets = [_matrix(sheet, units_first, blur.units) for sheet in sheets]
     stack = sheets[0].unsqueeze(0) if len(sheets) == 1 else torch.stack(list(sheets))
     if stack.dtype != torch.float32:
         stack = stack.to(torch.float32)
-    return stack if stack.is_contiguous() else stack.contiguous()
+    stack = stack if stack.is_contiguous() else stack.contiguous()
+    depth = stack[0].numel() // blur.units
+    shape = (blur.height, blur.width, depth) if units_first else (depth, blur.height, blur.width)
+    return stack if stack.shape[1:] == shape else stack.view(len(sheets), *shape)
 
 
 def _blur_first_axis(stack: torch.Tensor, units_first: bool, blur_h: torch.Tensor, blur_w: torch.Tensor):
@@ -303,8 +324,8 @@ def _dense_forward(blur: GroupedBlur, units_first: bool, sheets: Sequence[torch.
     """Per-unit ``⟨C_u, (BC)_u⟩``, ``|C_u|``, ``|(BC)_u|`` of every sheet, each ``(len(sheets), units)``."""
     dots, norms_c, norms_b = [], [], []
     reduce_dim = -1 if units_first else 1
-    for start, stop in _dense_chunks(sheets, units_first):
-        stack = _stacked(sheets[start:stop])
+    for start, stop in _dense_chunks(sheets, blur.units):
+        stack = _stacked(sheets[start:stop], blur, units_first)
         blurred = _separable_blur(stack, units_first, blur.blur_h, blur.blur_w)
         flat = (stop - start, blur.units, -1) if units_first else (stop - start, -1, blur.units)
         stack, blurred = stack.view(flat), blurred.view(flat)
@@ -321,12 +342,13 @@ def _dense_backward(
     blur: GroupedBlur, units_first: bool, sheets: Sequence[torch.Tensor], inv_nm, coef_b, coef_c
 ) -> list[torch.Tensor]:
     """Every sheet's gradient ``Bᵀ(a⊙C + b⊙BC) + a⊙BC + d⊙C`` (``a = inv_nm``, ``b = coef_b``, ``d = coef_c``, each
-    ``(len(sheets), units)``), computed per stacked chunk; each gradient is a view of its chunk's result. At most
-    three chunk-sized float32 tensors live at a time (the stack and ``BC``, then ``a⊙C + b⊙BC`` and the rest, then
-    the products of ``Bᵀ``)."""
+    ``(len(sheets), units)``), computed per stacked chunk; each gradient is a view of its chunk's result, in its
+    sheet's shape and dtype. At most three chunk-sized float32 tensors live at a time (the stack and ``BC``, then
+    ``a⊙C + b⊙BC`` and the rest, then the products of ``Bᵀ``)."""
     grads = []
-    for start, stop in _dense_chunks(sheets, units_first):
-        stack = _stacked(sheets[start:stop])
+    for start, stop in _dense_chunks(sheets, blur.units):
+        chunk = sheets[start:stop]
+        stack = _stacked(chunk, blur, units_first)
         blurred = _separable_blur(stack, units_first, blur.blur_h, blur.blur_w)
         shape = (
             (stop - start, blur.height, blur.width, 1) if units_first else (stop - start, 1, blur.height, blur.width)
@@ -339,8 +361,15 @@ def _dense_backward(
         del inner
         grad = _blur_second_axis(partial, units_first, blur.blur_h.T, blur.blur_w.T).add_(rest)
         del partial, rest
-        for index, layer_grad in enumerate(grad.unbind(0), start=start):
-            sheet = sheets[index]
+        if grad.dtype != chunk[0].dtype and all(sheet.dtype == chunk[0].dtype for sheet in chunk):
+            grad = grad.to(chunk[0].dtype)  # one cast for the chunk
+        if _same_shapes(chunk):  # one view for the chunk, then each gradient a view in its weight's shape
+            layer_grads = grad.view(len(chunk), *chunk[0].shape).unbind(0)
+        else:
+            layer_grads = [
+                layer_grad.view(sheet.shape) for layer_grad, sheet in zip(grad.unbind(0), chunk, strict=True)
+            ]
+        for sheet, layer_grad in zip(chunk, layer_grads, strict=True):
             grads.append(layer_grad if layer_grad.dtype == sheet.dtype else layer_grad.to(sheet.dtype))
     return grads
 
@@ -353,7 +382,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
         ctx.blur, ctx.units_first, ctx.path = blur, units_first, path
         if path == "dense":
             # Same-depth sheets stacked (grouped by depth; the losses come back in the sheets' order).
-            order = _depth_order(sheets, units_first)
+            order = _depth_order(sheets, blur.units)
             ctx.order = None if order == list(range(len(sheets))) else order
             ordered = sheets if ctx.order is None else [sheets[index] for index in order]
             dot, norm_c, norm_b = _dense_forward(blur, units_first, ordered)
@@ -372,7 +401,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             # B's separable factors; B itself serves units-first sheets.
             factors = () if units_first else (blur.down_h, blur.up_h, blur.blur_w)
             losses, stats = torch.ops.hf_topo.sheet_cosine_forward(
-                [_weight_matrix(sheet, units_first) for sheet in sheets],
+                [_contiguous(sheet) for sheet in sheets],
                 units_first,
                 blur.offsets,
                 blur.indices,
@@ -384,7 +413,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             return losses
         dots, norms_c, norms_b = [], [], []
         for sheet in sheets:
-            table = sheet_table(sheet, units_first)
+            table = _table(sheet, units_first, blur.units)
             blurred = F.embedding_bag(blur.indices, table, blur.offsets, mode="sum", per_sample_weights=blur.values)
             dots.append(torch.linalg.vecdot(table, blurred))
             norms_c.append(torch.linalg.vector_norm(table, dim=1))
@@ -417,7 +446,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             grads = [None] * len(sheets)
             for index, grad in zip(order, computed, strict=True):
                 if ctx.needs_input_grad[index + 3]:
-                    grads[index] = grad.view(sheets[index].shape)
+                    grads[index] = grad
             return None, None, None, *grads
         # dL/dC = Bᵀ(a⊙C + b⊙BC) + c⊙BC + d⊙C with a = c = inv_nm, b = coef_b, d = coef_c.
         coefficients = torch.cat([inv_nm, coef_b, inv_nm, coef_c], dim=1)  # (layers, 4 · units)
@@ -429,7 +458,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
             if not ctx.needs_input_grad[index + 3]:
                 grads.append(None)
                 continue
-            table = sheet_table(sheet, units_first)
+            table = _table(sheet, units_first, blur.units)
             grad_table = F.embedding_bag(
                 blur.g_indices, table, blur.g_offsets, mode="sum", per_sample_weights=values[index]
             )
@@ -439,7 +468,7 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
                 grads.append(grad if grad.dtype == sheet.dtype else grad.to(sheet.dtype))
             else:
                 grad = torch.empty(sheet.shape, dtype=sheet.dtype, device=sheet.device)
-                grad.view(sheet.shape[0], -1).copy_(grad_table.T)
+                grad.view(-1, blur.units).copy_(grad_table.T)
                 grads.append(grad)
             del grad_table
         return None, None, None, *grads
@@ -459,7 +488,7 @@ def _native_backward(ctx, grad_output: torch.Tensor) -> list[torch.Tensor | None
     # the forward; units-first sheets through B (the scatter walk) or G.
     factors = () if units_first else (blur.down_h, blur.up_h, blur.blur_w)
     computed = torch.ops.hf_topo.sheet_cosine_backward(
-        [_weight_matrix(sheets[index], units_first) for index in wanted],
+        [_contiguous(sheets[index]) for index in wanted],
         units_first,
         stats,
         grad_output,
@@ -475,8 +504,12 @@ def _native_backward(ctx, grad_output: torch.Tensor) -> list[torch.Tensor | None
     )
     grads: list[torch.Tensor | None] = [None] * len(sheets)
     for index, grad in zip(wanted, computed, strict=True):
-        grads[index] = grad.view(sheets[index].shape)
+        grads[index] = grad  # of the weight's shape (the kernels read and write weights as stored)
     return grads
+
+
+def _contiguous(weight: torch.Tensor) -> torch.Tensor:
+    return weight if weight.is_contiguous() else weight.contiguous()
 
 
 def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:
@@ -504,9 +537,47 @@ def grouped_sheet_cosine_losses(sheets: Sequence[torch.Tensor], units_first: boo
             f"All sheets of a group must be 3D with one height × width; got {[tuple(s.shape) for s in sheets]}. "
             "Group sheets by geometry first (their depths may differ)."
         )
-    units = sheet_shapes[0][0] * sheet_shapes[0][1]
-    if units != blur.units:
-        raise ValueError(f"The sheets have {units} units but the blur was built for {blur.units}; rebuild it.")
+    if sheet_shapes[0] != (blur.height, blur.width):
+        raise ValueError(
+            f"The sheets are {sheet_shapes[0][0]} × {sheet_shapes[0][1]} but the blur was built for a "
+            f"{blur.height} × {blur.width} sheet; build it with grouped_blur({sheet_shapes[0][0]}, {sheet_shapes[0][1]})."
+        )
+    return _grouped_losses(sheets, units_first, blur)
+
+
+def grouped_weight_losses(weights: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:
+    """TopoLoss of every weight of one sheet geometry, computed together, each weight as it is stored.
+
+    What :class:`~hf_topo.TopoRegularizer` calls: the same losses as :func:`grouped_sheet_cosine_losses` on the
+    weights' :func:`~hf_topo.sheet.sheet_view` sheets, without a reshape per layer on the way in or the gradient's
+    on the way out (each one an operator launch, which is what costs on a GPU).
+
+    Args:
+        weights: tensors whose elements, in row-major order, are the sheet's ``(units, depth)`` matrix if
+            ``units_first`` (an ``nn.Linear`` weight ``(out, in)``, a ``Conv2d`` weight ``(out, in, k, k)``) or its
+            ``(depth, units)`` matrix (a ``Conv1D`` weight ``(in, out)``), ``units = blur.units``; depths may differ.
+            Any floating dtype; the loss is computed in float32 and each gradient has its weight's shape and dtype.
+        units_first: the layout of every weight.
+        blur: the geometry's operators, from :func:`grouped_blur` (not ``None``).
+
+    Returns:
+        A float32 ``(len(weights),)`` tensor of per-layer losses.
+
+    Raises:
+        ValueError: when a weight does not hold a whole number of ``blur.units``-unit rows or columns.
+    """
+    if not weights:
+        raise ValueError("grouped_weight_losses needs at least one weight.")
+    for weight in weights:
+        if weight.numel() == 0 or weight.numel() % blur.units:
+            raise ValueError(
+                f"A weight of shape {tuple(weight.shape)} is not a sheet of {blur.units} units "
+                f"({blur.height} × {blur.width}): its size must be a multiple of {blur.units}."
+            )
+    return _grouped_losses(weights, units_first, blur)
+
+
+def _grouped_losses(sheets: Sequence[torch.Tensor], units_first: bool, blur: GroupedBlur) -> torch.Tensor:
     with torch.autocast(device_type=sheets[0].device.type, enabled=False):
         path = _blur_path(sheets, blur, units_first)
         return _GroupedSheetCosineLoss.apply(blur.to(sheets[0].device), units_first, path, *sheets)

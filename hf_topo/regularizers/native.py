@@ -26,8 +26,11 @@ On a group of same-geometry sheets (what :mod:`hf_topo.regularizers.grouped` cal
   separable factors, depth-first float32 sheets whose width is a multiple of 8 get that gradient one sheet image
   at a time, ``Bᵀ = down_hᵀ · up_hᵀ ⊗ blur_wᵀ`` applied through the factors (no ``G`` either).
 
-All read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth first (transformers'
-``Conv1D``, ``(in, out)``): the weight is read once per pass and the gradient written once, with no transposed or
+The group operators take each weight as stored: a 2-D ``(units, depth)`` / ``(depth, units)`` matrix, or a tensor of
+any other shape whose elements, in row-major order, are that matrix (a ``Conv2d`` weight ``(out, in, k, k)``, a 3-D
+sheet view), with ``units`` the operator's (``offsets``' length); each gradient has its weight's shape, so a caller
+reshapes nothing per layer. All read the weight in its own layout, units first (``nn.Linear``, ``Conv2d``) or depth
+first (transformers' ``Conv1D``, ``(in, out)``): the weight is read once per pass and the gradient written once, with no transposed or
 float32 copy of the weight (the PyTorch-only path needs three transposed copies of a ``Conv1D`` weight per
 forward+backward). They check the operator's structure (every index a unit, rising offsets) and refuse inconsistent
 inputs with the reason. :mod:`hf_topo.regularizers.grouped` uses them for sheets on the CPU when they are available.
@@ -96,7 +99,7 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("hf_topo::sheet_cosine_forward")
     def _forward_fake(weights, units_first, offsets, indices, values, eps, down_h=None, up_h=None, blur_w=None):
-        units = weights[0].shape[0] if units_first else weights[0].shape[1]
+        units = offsets.shape[0]  # weights of any shape are read as their (units, depth) / (depth, units) matrix
         stats = weights[0].new_empty((len(weights), 3, units), dtype=torch.float32)
         return weights[0].new_empty((len(weights),), dtype=torch.float32), stats
 

@@ -1389,13 +1389,31 @@ std::vector<at::Tensor> image_backward(at::TensorList weights, const std::vector
 //     per sheet, dL/dC = G C with G's values filled from the per-unit coefficients a, b, c, d (grouped.py):
 //     value k of G is sum over t in [g_entry_offsets[k], g_entry_offsets[k+1]) of g_coef[t] * coef[g_source[t]],
 //     coef = cat(a, b, c, d). A sheet's stats row is stats[i], its upstream gradient grad_output[i].
-std::vector<Sheet> check_group(at::TensorList weights, bool units_first) {
+// The weights of a group, all with the operator's `units` units: 2-D weights (units, depth) if units_first, else
+// (depth, units); a weight of any other rank is read as torch's reshape to that matrix would see it (its elements in
+// row-major order: a Conv2d weight (out, in, k, k), a 3-D sheet view (h, w, depth) or (depth, h, w)), so callers
+// pass weights as stored and get gradients of their shapes back, with no reshape on either side.
+std::vector<Sheet> check_group(at::TensorList weights, bool units_first, const at::Tensor& offsets) {
   TORCH_CHECK(!weights.empty(), "expected at least one weight");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() > 0, "expected 1-D offsets, one per unit");
+  const int64_t units = offsets.numel();
   std::vector<Sheet> sheets;
   for (const at::Tensor& weight : weights) {
-    sheets.push_back(check_weight(weight, units_first));
-    TORCH_CHECK(sheets.back().units == sheets.front().units, "all sheets of a group need one number of units; got ",
-                sheets.front().units, " and ", sheets.back().units);
+    if (weight.dim() == 2) {
+      sheets.push_back(check_weight(weight, units_first));
+      TORCH_CHECK(sheets.back().units == units, "all sheets of a group need one number of units; got ", units,
+                  " and ", sheets.back().units);
+      continue;
+    }
+    TORCH_CHECK(weight.device().is_cpu(), "hf_topo's sheet kernels run on the CPU; got a weight on ",
+                weight.device());
+    TORCH_CHECK(weight.is_contiguous() && weight.dim() > 0, "expected a contiguous weight, got shape ",
+                weight.sizes(), " with strides ", weight.strides());
+    TORCH_CHECK(at::isFloatingType(weight.scalar_type()), "expected a floating-point weight, got ",
+                weight.scalar_type());
+    TORCH_CHECK(weight.numel() % units == 0, "a weight of shape ", weight.sizes(), " (", weight.numel(),
+                " elements) is not a sheet of ", units, " units");
+    sheets.push_back({units, weight.numel() / units});
   }
   return sheets;
 }
@@ -1406,7 +1424,7 @@ std::tuple<at::Tensor, at::Tensor> sheet_cosine_forward(at::TensorList weights, 
                                                         const std::optional<at::Tensor>& down_h,
                                                         const std::optional<at::Tensor>& up_h,
                                                         const std::optional<at::Tensor>& blur_w) {
-  const std::vector<Sheet> sheets = check_group(weights, units_first);
+  const std::vector<Sheet> sheets = check_group(weights, units_first, offsets);
   const int64_t layers = static_cast<int64_t>(weights.size()), units = sheets.front().units;
   const SparseRows op = check_weighted_operator(offsets, indices, values, units);
   const bool factors = down_h.has_value() && up_h.has_value() && blur_w.has_value();
@@ -1507,7 +1525,7 @@ std::vector<at::Tensor> sheet_cosine_backward(at::TensorList weights, bool units
                                               const std::optional<at::Tensor>& down_h,
                                               const std::optional<at::Tensor>& up_h,
                                               const std::optional<at::Tensor>& blur_w) {
-  const std::vector<Sheet> sheets = check_group(weights, units_first);
+  const std::vector<Sheet> sheets = check_group(weights, units_first, offsets);
   const int64_t layers = static_cast<int64_t>(weights.size()), units = sheets.front().units;
   SparseRows op = check_operator(g_offsets, g_indices, units);
   const int64_t entries = op.nnz, triplets = g_source.numel();
