@@ -37,7 +37,9 @@ read the weights and write their gradients. Each hf_topo row reports its time as
 
 Operator count: one forward+backward of each implementation under ``torch.profiler`` (CPU activity), counting the
 ``aten::`` operator calls at the top level (no ``aten::`` ancestor: what the Python code launches; goal ≤ 300 for the
-12 GPT-2 layers) and all of them (nested calls included). The machine's load average (``os.getloadavg()``) is
+12 GPT-2 layers) and all of them (nested calls included). On the CPU the JSON also counts hf_topo's GPU path
+(``gpu_path_operators_on_cpu``: the stacked dense blur, forced on the CPU; counted, not timed), the host's share
+of a GPU call, measurable without a GPU. The machine's load average (``os.getloadavg()``) is
 recorded before and after each thread setting: on a shared machine read the ratios, not the absolute times.
 
 Peak extra memory of one forward+backward (``--memory``; GPT-2 workload), one fresh subprocess per implementation. The
@@ -388,6 +390,32 @@ def count_operators(stack: Stack, run: Callable[[], object], args: argparse.Name
     return {"aten_top_level": top_level, "aten_all": every, "device_kernels": kernels}
 
 
+def gpu_path_operators(workload: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Top-level operators of hf_topo's GPU path (stacked dense blur, or the sparse one where it launches fewer),
+    run on the CPU with that path forced: the count a GPU's host pays for, measurable without a GPU (the issue's
+    stand-in where none is lent). Not timed: CPU time says nothing about a GPU."""
+    import hf_topo.regularizers.grouped as grouped
+
+    small = argparse.Namespace(**{**vars(args), "inputs": min(args.inputs, 64), "device": "cpu"})
+    counts = {}
+    wanted, previous = grouped._dense_blur_wanted, os.environ.get(NATIVE_KERNELS_ENV)
+    grouped._dense_blur_wanted = lambda device: True
+    os.environ[NATIVE_KERNELS_ENV] = "0"
+    try:
+        for _, layer_type in WORKLOADS[workload]:
+            if layer_type in counts:
+                continue
+            stack = build_stack(layer_type, small if workload == "gpt2" else args)
+            counts[layer_type] = count_operators(stack, make_pass(("hf_topo", layer_type), stack, args), small)
+    finally:
+        grouped._dense_blur_wanted = wanted
+        if previous is None:
+            del os.environ[NATIVE_KERNELS_ENV]
+        else:
+            os.environ[NATIVE_KERNELS_ENV] = previous
+    return counts
+
+
 def _proc_status_kib(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -527,6 +555,7 @@ def run_workload(workload: str, args: argparse.Namespace, profile_sections: list
         "rows": rows,
         "not_captured": failures,
         "disagreed_not_timed": disagreed,
+        "gpu_path_operators_on_cpu": gpu_path_operators(workload, args) if args.device == "cpu" else None,
         "goals": {
             "speedup_met": all(row["speedup"] >= SPEEDUP_GOAL for row in ours),
             "bound_met": all(row["bound_multiple"] <= BOUND_GOAL for row in ours),
@@ -558,6 +587,8 @@ def print_table(workload: str, result: dict, threads: int, repeats: int) -> None
             f"| {row['abs_value_diff']:.1e} | {row['grad_rel_error']:.1e} | {memory} |"
         )
     print(f"goals: {result['goals']}")
+    for layer_type, counts in (result["gpu_path_operators_on_cpu"] or {}).items():
+        print(f"GPU path of hf_topo ({layer_type}), run on the CPU: {counts['aten_top_level']} top-level operators")
 
 
 def parse_args() -> argparse.Namespace:
