@@ -454,13 +454,13 @@ class _GroupedSheetCosineLoss(torch.autograd.Function):
         values = contributions.new_zeros((len(sheets), blur.g_entries)).index_add_(1, blur.g_entry, contributions)
         del contributions
         grads = []
-        for index, sheet in enumerate(sheets):
+        for index, (sheet, layer_values) in enumerate(zip(sheets, values.unbind(0), strict=True)):
             if not ctx.needs_input_grad[index + 3]:
                 grads.append(None)
                 continue
             table = _table(sheet, units_first, blur.units)
             grad_table = F.embedding_bag(
-                blur.g_indices, table, blur.g_offsets, mode="sum", per_sample_weights=values[index]
+                blur.g_indices, table, blur.g_offsets, mode="sum", per_sample_weights=layer_values
             )
             del table
             if units_first:
