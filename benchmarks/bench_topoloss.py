@@ -406,7 +406,9 @@ def gpu_path_operators(workload: str, args: argparse.Namespace) -> dict[str, dic
             if layer_type in counts:
                 continue
             stack = build_stack(layer_type, small if workload == "gpt2" else args)
-            counts[layer_type] = count_operators(stack, make_pass(("hf_topo", layer_type), stack, args), small)
+            run = make_pass(("hf_topo", layer_type), stack, args)
+            run()  # warm: the geometry's blur structures are built on first use
+            counts[layer_type] = count_operators(stack, run, small)
     finally:
         grouped._dense_blur_wanted = wanted
         if previous is None:
